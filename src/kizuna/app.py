@@ -1,0 +1,122 @@
+"""The ASGI application: routes, the store's lifetime, and errors as ProblemDetails."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kizuna import __version__
+from kizuna.config import Settings
+from kizuna.errors import InternalError, InvalidRequest, NgsiLdError, ResourceNotFound
+from kizuna.jsonld.contexts import ContextRegistry, load_context_map
+from kizuna.jsonld.routes import ContextApi
+from kizuna.ngsild.entities import EntityService
+from kizuna.ngsild.routes import NgsiLdApi
+from kizuna.store import open_store
+
+log = logging.getLogger("kizuna")
+PROBLEM_TYPE = "application/json"
+
+
+def problem_response(error: NgsiLdError) -> Response:
+    return Response(orjson.dumps(error.to_problem()), status_code=error.status, media_type=PROBLEM_TYPE)
+
+
+async def _ngsild_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NgsiLdError)
+    return problem_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return problem_response(ResourceNotFound(f"No resource at {request.url.path}"))
+    if exc.status_code == 405:
+        error = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}", status=405)
+        response = problem_response(error)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+    return problem_response(InvalidRequest(str(exc.detail), status=exc.status_code))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem_response(InternalError(f"Unexpected error: {type(exc).__name__}"))
+
+
+class TrailingSlash:
+    """Serve ``/entities/`` and ``/entities`` alike, without redirects (clients and the ETSI suite
+    use both; a 307 would turn a POST into a second round trip or a failure)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if len(path) > 1 and path.endswith("/"):
+                scope = {**scope, "path": path[:-1]}
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings) -> Starlette:
+    store = open_store(settings.store)
+    context_map = load_context_map(settings.context_map) if settings.context_map else None
+    registry = ContextRegistry(
+        context_map,
+        fetch_timeout=settings.context_fetch_timeout,
+        max_context_bytes=settings.max_context_bytes,
+    )
+    entities = EntityService(store)
+    ngsild = NgsiLdApi(
+        entities,
+        registry,
+        max_body=settings.max_body_bytes,
+        limits=(settings.default_limit, settings.max_limit),
+    )
+    contexts = ContextApi(registry, store, settings.max_body_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        await contexts.load()
+        log.info("kizuna %s serving with store %s", __version__, settings.store)
+        try:
+            yield
+        finally:
+            await store.close()
+
+    async def health(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    routes = [Route("/health", health, methods=["GET"]), *ngsild.routes(), *contexts.routes()]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(TrailingSlash)],
+        exception_handlers={
+            NgsiLdError: _ngsild_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.contexts = registry
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for uvicorn workers: each process reads its Settings from KIZUNA_* variables."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,62 @@
+"""The ``kizuna`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from kizuna.config import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="kizuna", description="Kizuna data-space node")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the node (NGSI-LD API, health)")
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 1026)")
+    serve.add_argument("--store", help="sqlite:///path/file.db (default sqlite:///var/kizuna.db)")
+    serve.add_argument("--context-map", help="JSON file: remote @context URL -> local file")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(**{k: v for k, v in vars(args).items() if k != "command"})
+    if args.command == "serve":
+        serve_node(settings)
+
+
+def serve_node(settings: Settings) -> None:
+    import uvicorn
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
+        stream=sys.stderr,
+    )
+    # The factory re-reads the settings from the environment in each worker process.
+    for name, value in _as_env(settings).items():
+        import os
+
+        os.environ[name] = value
+    uvicorn.run(
+        "kizuna.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+def _as_env(settings: Settings) -> dict[str, str]:
+    from dataclasses import asdict
+
+    return {"KIZUNA_" + k.upper(): str(v) for k, v in asdict(settings).items() if v is not None}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The @context management endpoints of clause 5.13 (``/ngsi-ld/v1/jsonldContexts``)."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kizuna.errors import BadRequestData, ResourceNotFound
+from kizuna.jsonld.contexts import CORE_CONTEXT_URLS, HOSTED_PATH, ContextRegistry
+from kizuna.ngsild import edge
+from kizuna.store import Store
+
+KINDS = ("Hosted", "Cached", "ImplicitlyCreated")
+
+
+class ContextApi:
+    def __init__(self, registry: ContextRegistry, store: Store, max_body: int) -> None:
+        self.registry = registry
+        self.store = store
+        self.max_body = max_body
+
+    @staticmethod
+    def _base(request: Request) -> str:
+        return str(request.base_url).rstrip("/")
+
+    async def add(self, request: Request) -> Response:
+        payload = await edge.read_payload(request, self.max_body)
+        record = await self.registry.add_hosted(payload.body)
+        await self.store.save_hosted_context(record.local_id, record.document, record.created_at)
+        return Response(status_code=201, headers={"Location": HOSTED_PATH + record.local_id})
+
+    async def list(self, request: Request) -> Response:
+        edge.check_params(request, {"details", "kind"})
+        details = edge.bool_param(request, "details")
+        kind = request.query_params.get("kind")
+        if kind is not None and kind not in KINDS:
+            raise BadRequestData(f"Unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+        base = self._base(request)
+        described = [r.describe(base) for r in self.registry.records(kind)]
+        body = described if details else [d["URL"] for d in described]
+        return Response(orjson.dumps(body), media_type=edge.JSON)
+
+    async def serve(self, request: Request) -> Response:
+        edge.check_params(request, {"details"})
+        details = edge.bool_param(request, "details")
+        context_id = request.path_params["context_id"]
+        record = self.registry.record(context_id)
+        if record is None:
+            raise ResourceNotFound(f"No @context {context_id} on this node")
+        body = record.describe(self._base(request)) if details else record.document
+        return Response(orjson.dumps(body), media_type=edge.JSON)
+
+    async def delete(self, request: Request) -> Response:
+        edge.check_params(request, {"reload"})
+        reload = edge.bool_param(request, "reload")
+        context_id = request.path_params["context_id"]
+        record = self.registry.record(context_id)
+        if record is None:
+            if reload:
+                raise BadRequestData(f"No @context {context_id} to reload")
+            raise ResourceNotFound(f"No @context {context_id} on this node")
+        if record.url in CORE_CONTEXT_URLS and not reload:
+            raise BadRequestData("The core @context cannot be deleted")
+        if reload:
+            if record.kind != "Cached":
+                raise BadRequestData(f"Only cached contexts can be reloaded; this one is {record.kind}")
+            await self.registry.reload(record)
+            return edge.no_content()
+        self.registry.forget(record)
+        if record.kind == "Hosted":
+            await self.store.delete_hosted_context(record.local_id)
+        return edge.no_content()
+
+    async def load(self) -> None:
+        """Bring the contexts users hosted back after a restart."""
+        for local_id, document, created_at in await self.store.hosted_contexts():
+            (await self.registry.add_hosted(document, local_id)).created_at = created_at
+
+    def routes(self) -> list[Route]:
+        path = "/ngsi-ld/v1/jsonldContexts"
+        return [
+            Route(path, self.list, methods=["GET"]),
+            Route(path, self.add, methods=["POST"]),
+            Route(path + "/{context_id:path}", self.serve, methods=["GET"]),
+            Route(path + "/{context_id:path}", self.delete, methods=["DELETE"]),
+        ]

@@ -1,0 +1,295 @@
+"""What every NGSI-LD route needs from HTTP: tenant, @context, media types, bodies, options.
+
+Routes stay thin: they call these helpers to turn a request into service arguments, and
+:func:`respond` to turn a result into a response with the right Content-Type and Link header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kizuna.errors import (
+    BadRequestData,
+    InvalidRequest,
+    NgsiLdError,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from kizuna.jsonld.contexts import ContextRegistry, ContextValue
+from kizuna.jsonld.terms import TermMap
+from kizuna.ngsild.render import View
+
+JSON = "application/json"
+JSON_LD = "application/ld+json"
+GEO_JSON = "application/geo+json"
+MERGE_PATCH = "application/merge-patch+json"
+CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
+CORE_LINK_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+TENANT_HEADER = "ngsild-tenant"
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def tenant_of(request: Request) -> str:
+    tenant = request.headers.get(TENANT_HEADER, "")
+    if tenant and (len(tenant) > 256 or any(c in tenant for c in "<>\"'=;()\\ ")):
+        raise BadRequestData(f"Invalid tenant name {tenant!r}")
+    return tenant
+
+
+def link_context(request: Request) -> str | None:
+    """The @context URL of a ``Link`` header with the JSON-LD context relation, if any."""
+    header = request.headers.get("link")
+    if not header:
+        return None
+    for part in header.split(","):
+        url, _, params = part.partition(";")
+        url = url.strip()
+        if CONTEXT_REL in params and url.startswith("<") and url.endswith(">"):
+            return url[1:-1]
+    raise BadRequestData("The Link header does not name a JSON-LD @context")
+
+
+def accepted_type(request: Request, *, geo: bool = False) -> str:
+    """Content negotiation of clause 6.3.4: JSON, JSON-LD and (for entities) GeoJSON."""
+    header = request.headers.get("accept")
+    if not header:
+        return JSON
+    offers = [JSON, JSON_LD] + ([GEO_JSON] if geo else [])
+    best: tuple[float, int, str] | None = None
+    for position, part in enumerate(header.split(",")):
+        media, _, params = part.partition(";")
+        media = media.strip().lower()
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        if weight <= 0:
+            continue
+        if media in ("*/*", "application/*"):
+            candidate = JSON
+        elif media in offers:
+            candidate = media
+        else:
+            continue
+        key = (-weight, position, candidate)
+        if best is None or key < best:
+            best = key
+    if best is None:
+        raise NotAcceptable(f"Cannot produce any of: {header}")
+    return best[2]
+
+
+@dataclass(slots=True)
+class Payload:
+    """A request body with the @context it came with (from the Link header or from the body)."""
+
+    body: Any
+    context: ContextValue
+
+
+async def read_payload(request: Request, max_bytes: int, *, merge_patch: bool = False) -> Payload:
+    """Parse a JSON or JSON-LD body per clause 6.3.5 (415 for other media types)."""
+    media = _media_type(request.headers.get("content-type"))
+    allowed = (JSON, JSON_LD, MERGE_PATCH) if merge_patch else (JSON, JSON_LD)
+    if media not in allowed:
+        raise UnsupportedMediaType(
+            f"Content-Type {media or '(none)'} is not supported; use {' or '.join(allowed)}"
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes")
+    if not raw:
+        raise InvalidRequest("The request has no body")
+    try:
+        body = orjson.loads(bytes(raw))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
+    link = link_context(request)
+    if media == JSON_LD:
+        if link is not None:
+            raise BadRequestData("A JSON-LD body carries its @context inside; a Link header is not allowed")
+        context = _body_context(body, required=True)
+    else:
+        if isinstance(body, dict) and "@context" in body:
+            raise BadRequestData("A body with @context must be sent as application/ld+json")
+        context = link
+    return Payload(body, context)
+
+
+def _body_context(body: Any, *, required: bool) -> ContextValue:
+    if isinstance(body, dict):
+        if "@context" not in body:
+            if required:
+                raise BadRequestData("An application/ld+json body must contain an @context")
+            return None
+        return body["@context"]
+    if isinstance(body, list):
+        return None  # batch: every element carries its own @context
+    raise BadRequestData("The body must be a JSON object or array")
+
+
+async def terms_for_items(
+    registry: ContextRegistry, payload: Payload, media_is_ld: bool
+) -> list[tuple[Any, TermMap | NgsiLdError]]:
+    """For batch bodies: each entity with the term map of its own (or the Link header's) @context.
+
+    A context problem of one entity (unreachable, missing, or sent with the wrong media type)
+    is that entity's error in the batch result, not the whole request's."""
+    if not isinstance(payload.body, list) or not payload.body:
+        raise BadRequestData("A batch operation takes a non-empty JSON array")
+    shared = None if media_is_ld else await registry.term_map(payload.context)
+    items: list[tuple[Any, TermMap | NgsiLdError]] = []
+    for item in payload.body:
+        try:
+            if shared is not None:
+                if isinstance(item, dict) and "@context" in item:
+                    raise BadRequestData("An entity with @context must be sent as application/ld+json")
+                items.append((item, shared))
+            elif not isinstance(item, dict) or "@context" not in item:
+                raise BadRequestData("Every entity of an application/ld+json batch must contain an @context")
+            else:
+                items.append((item, await registry.term_map(item["@context"])))
+        except NgsiLdError as error:
+            items.append((item, error))
+    return items
+
+
+def is_json_ld(request: Request) -> bool:
+    return _media_type(request.headers.get("content-type")) == JSON_LD
+
+
+def respond(
+    data: Any,
+    *,
+    media: str = JSON,
+    context: ContextValue = None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A JSON(-LD) response; the @context goes into the Link header or into the body."""
+    out_headers = dict(headers or {})
+    if media == JSON_LD:
+        ctx_value = context if context is not None else CORE_LINK_URL
+        if isinstance(data, list):
+            data = [{"@context": ctx_value, **item} if isinstance(item, dict) else item for item in data]
+        elif isinstance(data, dict):
+            data = {"@context": ctx_value, **data}
+    else:
+        out_headers["Link"] = link_header(context)
+    return Response(orjson.dumps(data), status_code=status, media_type=media, headers=out_headers)
+
+
+def link_header(context: ContextValue) -> str:
+    url = context if isinstance(context, str) else CORE_LINK_URL
+    return f'<{url}>; rel="{CONTEXT_REL}"; type="application/ld+json"'
+
+
+def no_content(headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=204, headers=headers)
+
+
+# -- query parameters ------------------------------------------------------------------------------
+
+
+def check_params(request: Request, allowed: frozenset[str] | set[str]) -> None:
+    """Unknown query parameters are refused first (clause 6.3.x), before the body is read."""
+    unknown = [name for name in request.query_params if name not in allowed]
+    if unknown:
+        raise InvalidRequest(f"Unknown query parameter(s): {', '.join(sorted(set(unknown)))}")
+
+
+def options_of(request: Request) -> set[str]:
+    raw = request.query_params.getlist("options")
+    found = {item.strip() for value in raw for item in value.split(",") if item.strip()}
+    unknown = found - {"sysAttrs", "keyValues", "concise", "normalized", "noOverwrite", "replace", "update"}
+    if unknown:
+        raise BadRequestData(f"Unknown options: {', '.join(sorted(unknown))}")
+    return found
+
+
+def names_param(request: Request, name: str) -> list[str] | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    names = [item.strip() for item in raw.split(",")]
+    if not all(names):
+        raise BadRequestData(f"Parameter {name} has an empty item")
+    return names
+
+
+def view_of(request: Request, terms: TermMap, options: set[str]) -> View:
+    form = request.query_params.get("format")
+    if form is not None and form not in ("normalized", "keyValues", "concise", "simplified"):
+        raise BadRequestData(f"Unknown format {form!r}")
+    if form is None:
+        if "keyValues" in options:
+            form = "keyValues"
+        elif "concise" in options:
+            form = "concise"
+        else:
+            form = "normalized"
+    if form == "simplified":
+        form = "keyValues"
+    attrs = names_param(request, "attrs")
+    pick = names_param(request, "pick")
+    omit = names_param(request, "omit")
+
+    def expand(names: list[str] | None) -> frozenset[str] | None:
+        if names is None:
+            return None
+        return frozenset(n if n in ("id", "type", "scope") else terms.expand(n) for n in names)
+
+    dataset_ids = names_param(request, "datasetId")
+    return View(
+        form=form,
+        sys_attrs="sysAttrs" in options,
+        lang=request.query_params.get("lang"),
+        attrs=expand(attrs),
+        pick=expand(pick),
+        omit=expand(omit) or frozenset(),
+        dataset_ids=None
+        if dataset_ids is None
+        else frozenset(None if d == "@none" else d for d in dataset_ids),
+    )
+
+
+def int_param(
+    request: Request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequestData(f"Parameter {name} must be an integer, not {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise BadRequestData(f"Parameter {name} must be between {minimum} and {maximum}")
+    return value
+
+
+def bool_param(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    if raw not in ("true", "false"):
+        raise BadRequestData(f"Parameter {name} must be true or false")
+    return raw == "true"

@@ -1,0 +1,161 @@
+"""Canonical entities out, in the representation and @context the client asked for.
+
+This is the only place where IRIs become terms again (compaction at the edge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kizuna.jsonld.terms import TermMap
+from kizuna.ngsild.model import INSTANCE_MEMBERS, SYSTEM_MEMBERS, VALUE_MEMBER
+
+GEOJSON_CONTENT_PROPERTIES = frozenset({"id", "type", "@context"})
+
+
+@dataclass(slots=True, frozen=True)
+class View:
+    """How to render: the representation and which members to keep (names as IRIs)."""
+
+    form: str = "normalized"  # "normalized" | "keyValues" | "concise"
+    sys_attrs: bool = False
+    lang: str | None = None
+    attrs: frozenset[str] | None = None  # attributes to keep (attrs / pick of attributes)
+    pick: frozenset[str] | None = None  # entity members to keep: id, type, scope, attribute IRIs
+    omit: frozenset[str] = frozenset()
+    dataset_ids: frozenset[str | None] | None = None  # instances to keep; None for the default one
+
+
+def render_entity(entity: dict[str, Any], terms: TermMap, view: View) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    keep = _keeper(view)
+    if keep("id"):
+        out["id"] = entity["id"]
+    if keep("type") and "type" in entity:
+        types = [terms.compact(t) for t in entity["type"]]
+        out["type"] = types[0] if len(types) == 1 else types
+    if keep("scope") and "scope" in entity:
+        scope = entity["scope"]
+        out["scope"] = scope[0] if len(scope) == 1 else scope
+    if view.sys_attrs and view.form != "keyValues":
+        for member in ("createdAt", "modifiedAt", "deletedAt"):
+            if member in entity:
+                out[member] = entity[member]
+    for iri, instances in entity.items():
+        if iri in _ENTITY_CORE or not keep(iri):
+            continue
+        if view.attrs is not None and iri not in view.attrs:
+            continue
+        if view.dataset_ids is not None:
+            instances = [i for i in instances if i.get("datasetId") in view.dataset_ids]
+            if not instances:
+                continue
+        rendered = [render_instance(i, terms, view) for i in instances]
+        out[terms.compact(iri)] = rendered[0] if len(rendered) == 1 else rendered
+    return out
+
+
+_ENTITY_CORE = frozenset({"id", "type", "scope"} | SYSTEM_MEMBERS)
+
+
+def _keeper(view: View):
+    pick, omit = view.pick, view.omit
+    if pick is None and not omit:
+        return lambda member: True
+    return lambda member: (pick is None or member in pick) and member not in omit
+
+
+def render_instance(instance: dict[str, Any], terms: TermMap, view: View) -> Any:
+    kind = instance["type"]
+    member = VALUE_MEMBER[kind]
+    value = _compact_value(kind, instance[member], terms)
+    if kind == "LanguageProperty" and view.lang is not None:
+        # lang=xx: a LanguageProperty becomes a Property holding the best-matching string.
+        chosen, value = _pick_language(value, view.lang)
+        if view.form == "keyValues":
+            return value
+        kind, member, value = "Property", "value", value
+        out: dict[str, Any] = {"value": value, "lang": chosen}
+    elif view.form == "keyValues":
+        return value
+    else:
+        out = {member: value}
+    if view.form == "normalized":
+        out = {"type": kind, **out}
+    for key, item in instance.items():
+        if key not in INSTANCE_MEMBERS:
+            out[terms.compact(key)] = render_instance(item, terms, view)
+        elif key in SYSTEM_MEMBERS:
+            if view.sys_attrs:
+                out[key] = item
+        elif key not in ("type", member, "languageMap"):
+            out[key] = terms.compact(item) if key == "objectType" and isinstance(item, str) else item
+    bare = view.form == "concise" and len(out) == 1 and kind in ("Property", "GeoProperty")
+    if bare and (kind == "GeoProperty" or not isinstance(value, dict)):
+        return value
+    return out
+
+
+def _pick_language(language_map: dict[str, Any], wanted: str) -> tuple[str, Any]:
+    """Pick per the lang parameter (clause 4.15): a list with q-weights, ``*`` for any."""
+    preferences: list[tuple[float, str]] = []
+    for position, part in enumerate(wanted.split(",")):
+        tag, _, params = part.strip().partition(";")
+        weight = 1.0
+        if params.strip().startswith("q="):
+            try:
+                weight = float(params.strip()[2:])
+            except ValueError:
+                weight = 0.0
+        preferences.append((-weight + position * 1e-6, tag.strip()))
+    for _, tag in sorted(preferences):
+        if tag == "*":
+            break
+        if tag in language_map:
+            return tag, language_map[tag]
+        for key in language_map:
+            if key.split("-")[0] == tag.split("-")[0]:
+                return key, language_map[key]
+    if "@none" in language_map:
+        return "@none", language_map["@none"]
+    first = next(iter(language_map))
+    return first, language_map[first]
+
+
+def _compact_value(kind: str, value: Any, terms: TermMap) -> Any:
+    if kind in ("Property", "ListProperty"):
+        return compact_compound(value, terms)
+    if kind == "VocabProperty":
+        return [terms.compact(v) for v in value] if isinstance(value, list) else terms.compact(value)
+    return value
+
+
+def compact_compound(value: Any, terms: TermMap) -> Any:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key == "@type" and isinstance(item, str):
+                out[key] = terms.compact(item)
+            elif key.startswith("@"):
+                out[key] = item
+            else:
+                out[terms.compact(key)] = compact_compound(item, terms)
+        return out
+    if isinstance(value, list):
+        return [compact_compound(v, terms) for v in value]
+    return value
+
+
+def to_geojson_feature(
+    entity: dict[str, Any], rendered: dict[str, Any], terms: TermMap, geoproperty: str
+) -> dict[str, Any]:
+    """GeoJSON rendering (clause 4.5.16): the entity becomes a Feature."""
+    geometry = None
+    instances = entity.get(geoproperty)
+    if instances:
+        geometry = instances[0].get("value")
+    properties = {k: v for k, v in rendered.items() if k not in GEOJSON_CONTENT_PROPERTIES}
+    if "type" in rendered:
+        properties = {"type": rendered["type"], **properties}
+    return {"id": entity["id"], "type": "Feature", "geometry": geometry, "properties": properties}

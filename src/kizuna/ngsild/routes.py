@@ -1,0 +1,460 @@
+"""NGSI-LD routes under /ngsi-ld/v1: HTTP in, service call, HTTP out."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError
+from kizuna.jsonld.contexts import ContextRegistry
+from kizuna.jsonld.terms import TermMap
+from kizuna.ngsild import edge
+from kizuna.ngsild import query as ql
+from kizuna.ngsild.entities import BatchResult, EntityService, UpdateResult
+from kizuna.ngsild.model import is_uri
+from kizuna.ngsild.render import View, render_entity, to_geojson_feature
+from kizuna.store import EntityQuery
+
+BASE = "/ngsi-ld/v1"
+
+# Query parameters each operation accepts (clause 6); anything else is an InvalidRequest.
+_VIEW = {
+    "attrs",
+    "pick",
+    "omit",
+    "options",
+    "format",
+    "lang",
+    "datasetId",
+    "geometryProperty",
+    "local",
+    "join",
+    "joinLevel",
+    "containedBy",
+    "entityMap",
+    "expandValues",
+    "jsonKeys",
+    "via",
+    "csf",
+}
+_FILTER = {
+    "type",
+    "id",
+    "idPattern",
+    "q",
+    "scopeQ",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "local",
+    "csf",
+}
+P_CREATE = frozenset({"local", "options"})
+P_RETRIEVE = frozenset(_VIEW | {"type"})
+P_QUERY = frozenset(_VIEW | _FILTER | {"limit", "offset", "count", "orderBy", "collation"})
+P_PURGE = frozenset(_FILTER | {"keep", "drop", "attrs"})
+P_WRITE = frozenset({"options", "local"})
+P_DELETE_ATTR = frozenset({"datasetId", "deleteAll", "local"})
+P_NONE = frozenset({"local"})
+
+
+class NgsiLdApi:
+    """Holds what the routes share; one per application."""
+
+    def __init__(
+        self, entities: EntityService, contexts: ContextRegistry, *, max_body: int, limits: tuple[int, int]
+    ):
+        self.entities = entities
+        self.contexts = contexts
+        self.max_body = max_body
+        self.default_limit, self.max_limit = limits
+
+    async def _payload(
+        self, request: Request, *, merge_patch: bool = False
+    ) -> tuple[Any, TermMap, edge.Payload]:
+        payload = await edge.read_payload(request, self.max_body, merge_patch=merge_patch)
+        terms = await self.contexts.term_map(payload.context)
+        return payload.body, terms, payload
+
+    async def _read_terms(self, request: Request) -> tuple[TermMap, str | None]:
+        context = edge.link_context(request)
+        return await self.contexts.term_map(context), context
+
+    # -- entities --------------------------------------------------------------------------------
+
+    async def create_entity(self, request: Request) -> Response:
+        edge.check_params(request, P_CREATE)
+        body, terms, _ = await self._payload(request)
+        if not isinstance(body, dict):
+            raise InvalidRequest("An entity must be a JSON object")
+        entity_id = await self.entities.create(edge.tenant_of(request), body, terms)
+        return Response(
+            status_code=201, headers={"Location": f"{BASE}/entities/{quote(entity_id, safe=':')}"}
+        )
+
+    async def retrieve_entity(self, request: Request) -> Response:
+        edge.check_params(request, P_RETRIEVE)
+        media = edge.accepted_type(request, geo=True)
+        terms, context = await self._read_terms(request)
+        options = edge.options_of(request)
+        view = edge.view_of(request, terms, options)
+        types = self._types_param(request, terms)
+        entity = await self.entities.retrieve(
+            edge.tenant_of(request), request.path_params["entity_id"], types
+        )
+        rendered = render_entity(entity, terms, view)
+        if media == edge.GEO_JSON:
+            geoproperty = terms.expand(request.query_params.get("geometryProperty", "location"))
+            return edge.respond(
+                to_geojson_feature(entity, rendered, terms, geoproperty), media=edge.GEO_JSON, context=context
+            )
+        return edge.respond(rendered, media=media, context=context)
+
+    async def query_entities(self, request: Request) -> Response:
+        edge.check_params(request, P_QUERY)
+        media = edge.accepted_type(request, geo=True)
+        terms, context = await self._read_terms(request)
+        params = dict(request.query_params)
+        return await self._query(request, params, terms, context, media)
+
+    async def post_query(self, request: Request) -> Response:
+        edge.check_params(request, P_QUERY)
+        media = edge.accepted_type(request, geo=True)
+        body, terms, payload = await self._payload(request)
+        if not isinstance(body, dict) or body.get("type") != "Query":
+            raise BadRequestData("The body of a query must be an object of type Query")
+        params = dict(request.query_params)
+        for name in ("q", "scopeQ", "lang"):
+            if name in body:
+                params[name] = body[name]
+        if "attrs" in body:
+            params["attrs"] = ",".join(body["attrs"])
+        entities = body.get("entities") or []
+        if entities:
+            params["type"] = ",".join(e["type"] for e in entities if "type" in e)
+            ids = [e["id"] for e in entities if "id" in e]
+            if ids:
+                params["id"] = ",".join(ids)
+            patterns = [e["idPattern"] for e in entities if "idPattern" in e]
+            if patterns:
+                params["idPattern"] = patterns[0]
+        return await self._query(request, params, terms, payload.context, media)
+
+    async def _query(
+        self, request: Request, params: dict[str, Any], terms: TermMap, context: Any, media: str
+    ) -> Response:
+        tenant = edge.tenant_of(request)
+        options = edge.options_of(request)
+        view = edge.view_of(request, terms, options)
+        if view.attrs is not None and "attrs" in params and not request.query_params.get("attrs"):
+            view = View(
+                **{
+                    **_view_fields(view),
+                    "attrs": frozenset(terms.expand(a) for a in params["attrs"].split(",")),
+                }
+            )
+        query = self._entity_query(request, params, terms)
+        count = edge.bool_param(request, "count")
+        query.limit = edge.int_param(request, "limit", self.default_limit, maximum=self.max_limit)
+        query.offset = edge.int_param(request, "offset", 0)
+        query.count = count
+        if query.limit == 0 and not count:
+            raise BadRequestData("limit=0 is only allowed together with count=true")
+        result = await self.entities.query(tenant, query)
+        headers: dict[str, str] = {}
+        if count:
+            headers["NGSILD-Results-Count"] = str(result.total)
+        rendered = [render_entity(e, terms, view) for e in result.entities]
+        if media == edge.GEO_JSON:
+            geoproperty = terms.expand(request.query_params.get("geometryProperty", "location"))
+            features = [
+                to_geojson_feature(e, r, terms, geoproperty)
+                for e, r in zip(result.entities, rendered, strict=True)
+            ]
+            return edge.respond(
+                {"type": "FeatureCollection", "features": features},
+                media=edge.GEO_JSON,
+                context=context,
+                headers=headers,
+            )
+        return edge.respond(rendered, media=media, context=context, headers=headers)
+
+    def _types_param(self, request: Request, terms: TermMap) -> list[str] | None:
+        raw = request.query_params.get("type")
+        if raw is None:
+            return None
+        expr = ql.parse_type_expr(raw)
+        simple = expr.as_simple_list()
+        if simple is None:
+            raise BadRequestData("Only a list of types is allowed here")
+        return [terms.expand(t) for t in simple]
+
+    def _entity_query(
+        self, request: Request, params: dict[str, Any], terms: TermMap, *, require_filter: bool = True
+    ) -> EntityQuery:
+        query = EntityQuery()
+        predicates = []
+        type_text = params.get("type")
+        if type_text:
+            expr = ql.parse_type_expr(type_text).resolve(terms.expand)
+            simple = expr.as_simple_list()
+            if simple is not None:
+                query.types = simple
+            else:
+                query.types = sorted(expr.names())
+                predicates.append(lambda e, expr=expr: expr.matches(e.get("type", [])))
+        if params.get("id"):
+            ids = [i.strip() for i in params["id"].split(",")]
+            for entity_id in ids:
+                if not is_uri(entity_id):
+                    raise BadRequestData(f"id {entity_id!r} is not a URI")
+            query.ids = ids
+        if params.get("idPattern"):
+            query.id_pattern = ql.check_regex(params["idPattern"])
+        attrs = params.get("attrs")
+        q_text = params.get("q")
+        scope_text = params.get("scopeQ")
+        georel = params.get("georel")
+        if require_filter and not any(
+            (type_text, query.ids, query.id_pattern, attrs, q_text, scope_text, georel)
+        ):
+            raise BadRequestData(
+                "A query needs at least one of type, id, idPattern, attrs, q, scopeQ or geoQ"
+            )
+        if attrs:
+            wanted = [terms.expand(a.strip()) for a in attrs.split(",")]
+            predicates.append(lambda e, wanted=wanted: any(a in e for a in wanted))
+        if q_text:
+            q = ql.parse_q(q_text).resolve(terms.expand)
+            predicates.append(lambda e, q=q: ql.matches(q, e))
+        if scope_text:
+            scope = ql.parse_scope_q(scope_text)
+            predicates.append(scope.matches)
+        if georel:
+            geo = ql.parse_geoq(
+                georel,
+                params.get("geometry", ""),
+                params.get("coordinates", ""),
+                params.get("geoproperty"),
+            )
+            geoproperty = terms.expand(params.get("geoproperty") or "location")
+            predicates.append(
+                lambda e, geo=geo, prop=geoproperty: any(
+                    geo.matches(i["value"]) for i in e.get(prop, ()) if isinstance(i.get("value"), dict)
+                )
+            )
+        if predicates:
+            query.predicate = lambda e: all(p(e) for p in predicates)
+        return query
+
+    async def delete_entity(self, request: Request) -> Response:
+        edge.check_params(request, P_NONE | {"type"})
+        await self.entities.delete(edge.tenant_of(request), request.path_params["entity_id"])
+        return edge.no_content()
+
+    async def replace_entity(self, request: Request) -> Response:
+        edge.check_params(request, P_WRITE)
+        body, terms, _ = await self._payload(request)
+        await self.entities.replace(edge.tenant_of(request), request.path_params["entity_id"], body, terms)
+        return edge.no_content()
+
+    async def merge_entity(self, request: Request) -> Response:
+        edge.check_params(request, P_WRITE)
+        body, terms, _ = await self._payload(request, merge_patch=True)
+        await self.entities.merge(edge.tenant_of(request), request.path_params["entity_id"], body, terms)
+        return edge.no_content()
+
+    async def purge_entities(self, request: Request) -> Response:
+        """DELETE /entities: delete what the filters select, or with keep/drop only some attributes."""
+        edge.check_params(request, P_PURGE)
+        terms, _ = await self._read_terms(request)
+        params = dict(request.query_params)
+        keep, drop = edge.names_param(request, "keep"), edge.names_param(request, "drop")
+        if keep is not None and drop is not None:
+            raise BadRequestData("keep and drop exclude each other")
+        if not any(
+            params.get(name) for name in ("type", "id", "idPattern", "q", "scopeQ", "georel", "local")
+        ):
+            raise BadRequestData(
+                "Purging entities needs at least one of type, id, idPattern, q, scopeQ, geoQ, local"
+            )
+        query = self._entity_query(request, params, terms, require_filter=False)
+        await self.entities.purge(
+            edge.tenant_of(request),
+            query,
+            keep=None if keep is None else {terms.expand(n) for n in keep},
+            drop=None if drop is None else {terms.expand(n) for n in drop},
+        )
+        return edge.no_content()
+
+    async def missing_entity_id(self, request: Request) -> Response:
+        raise BadRequestData("The entity id in the path is empty")
+
+    # -- attributes ------------------------------------------------------------------------------
+
+    async def append_attributes(self, request: Request) -> Response:
+        edge.check_params(request, P_WRITE)
+        body, terms, _ = await self._payload(request)
+        options = edge.options_of(request)
+        result = await self.entities.append_attributes(
+            edge.tenant_of(request),
+            request.path_params["entity_id"],
+            body,
+            terms,
+            overwrite="noOverwrite" not in options,
+        )
+        return _update_response(result, terms)
+
+    async def update_attributes(self, request: Request) -> Response:
+        edge.check_params(request, P_WRITE)
+        body, terms, _ = await self._payload(request)
+        result = await self.entities.update_attributes(
+            edge.tenant_of(request), request.path_params["entity_id"], body, terms
+        )
+        return _update_response(result, terms)
+
+    async def partial_update_attribute(self, request: Request) -> Response:
+        edge.check_params(request, P_WRITE)
+        body, terms, _ = await self._payload(request)
+        await self.entities.partial_update_attribute(
+            edge.tenant_of(request),
+            request.path_params["entity_id"],
+            request.path_params["attr"],
+            body,
+            terms,
+        )
+        return edge.no_content()
+
+    async def replace_attribute(self, request: Request) -> Response:
+        edge.check_params(request, P_WRITE)
+        body, terms, _ = await self._payload(request)
+        await self.entities.replace_attribute(
+            edge.tenant_of(request),
+            request.path_params["entity_id"],
+            request.path_params["attr"],
+            body,
+            terms,
+        )
+        return edge.no_content()
+
+    async def delete_attribute(self, request: Request) -> Response:
+        edge.check_params(request, P_DELETE_ATTR)
+        terms, _ = await self._read_terms(request)
+        await self.entities.delete_attribute(
+            edge.tenant_of(request),
+            request.path_params["entity_id"],
+            request.path_params["attr"],
+            terms,
+            dataset_id=request.query_params.get("datasetId"),
+            delete_all=edge.bool_param(request, "deleteAll"),
+        )
+        return edge.no_content()
+
+    # -- batch operations ------------------------------------------------------------------------
+
+    async def _batch_items(self, request: Request) -> list[tuple[Any, TermMap | NgsiLdError]]:
+        edge.check_params(request, P_WRITE)
+        payload = await edge.read_payload(request, self.max_body)
+        return await edge.terms_for_items(self.contexts, payload, edge.is_json_ld(request))
+
+    async def batch_create(self, request: Request) -> Response:
+        items = await self._batch_items(request)
+        result = await self.entities.batch_create(edge.tenant_of(request), items)
+        return _batch_response(result, created_status=201)
+
+    async def batch_upsert(self, request: Request) -> Response:
+        items = await self._batch_items(request)
+        options = edge.options_of(request)
+        if "replace" in options and "update" in options:
+            raise BadRequestData("options=replace and options=update exclude each other")
+        result = await self.entities.batch_upsert(
+            edge.tenant_of(request), items, replace="update" not in options
+        )
+        if not result.errors and result.created:
+            return edge.respond(result.created, status=201)
+        return _batch_response(result, created_status=204)
+
+    async def batch_update(self, request: Request) -> Response:
+        items = await self._batch_items(request)
+        options = edge.options_of(request)
+        result = await self.entities.batch_update(
+            edge.tenant_of(request), items, overwrite="noOverwrite" not in options
+        )
+        return _batch_response(result, created_status=204)
+
+    async def batch_merge(self, request: Request) -> Response:
+        items = await self._batch_items(request)
+        result = await self.entities.batch_merge(edge.tenant_of(request), items)
+        return _batch_response(result, created_status=204)
+
+    async def batch_delete(self, request: Request) -> Response:
+        edge.check_params(request, P_WRITE)
+        payload = await edge.read_payload(request, self.max_body)
+        result = await self.entities.batch_delete(edge.tenant_of(request), payload.body)
+        return _batch_response(result, created_status=204)
+
+    def routes(self) -> list[Route]:
+        e = f"{BASE}/entities"
+        ops = f"{BASE}/entityOperations"
+        return [
+            Route(e, self.query_entities, methods=["GET"]),
+            Route(e, self.create_entity, methods=["POST"]),
+            Route(e, self.purge_entities, methods=["DELETE"]),
+            Route(e + "/{entity_id}", self.retrieve_entity, methods=["GET"]),
+            Route(e + "/{entity_id}", self.delete_entity, methods=["DELETE"]),
+            Route(e + "/{entity_id}", self.replace_entity, methods=["PUT"]),
+            Route(e + "/{entity_id}", self.merge_entity, methods=["PATCH"]),
+            Route(e + "/{entity_id}/attrs", self.append_attributes, methods=["POST"]),
+            Route(e + "/{entity_id}/attrs", self.update_attributes, methods=["PATCH"]),
+            Route(e + "/{entity_id}/attrs/{attr}", self.partial_update_attribute, methods=["PATCH"]),
+            Route(e + "/{entity_id}/attrs/{attr}", self.replace_attribute, methods=["PUT"]),
+            Route(e + "/{entity_id}/attrs/{attr}", self.delete_attribute, methods=["DELETE"]),
+            Route(ops + "/create", self.batch_create, methods=["POST"]),
+            Route(ops + "/upsert", self.batch_upsert, methods=["POST"]),
+            Route(ops + "/update", self.batch_update, methods=["POST"]),
+            Route(ops + "/merge", self.batch_merge, methods=["POST"]),
+            Route(ops + "/delete", self.batch_delete, methods=["POST"]),
+            Route(ops + "/query", self.post_query, methods=["POST"]),
+            Route(e, self.missing_entity_id, methods=["PUT", "PATCH"]),
+            Route(e + "//attrs", self.missing_entity_id, methods=["POST", "PATCH"]),
+            Route(e + "//attrs/{attr}", self.missing_entity_id, methods=["PATCH", "PUT", "DELETE"]),
+        ]
+
+
+def _view_fields(view: View) -> dict[str, Any]:
+    return {name: getattr(view, name) for name in View.__slots__}
+
+
+def _update_response(result: UpdateResult, terms: TermMap) -> Response:
+    if not result.not_updated:
+        return edge.no_content()
+    body = {
+        "updated": [terms.compact(iri) for iri in result.updated],
+        "notUpdated": [
+            {"attributeName": terms.compact(iri), "reason": why} for iri, why in result.not_updated
+        ],
+    }
+    return edge.respond(body, status=207)
+
+
+def _batch_response(result: BatchResult, *, created_status: int) -> Response:
+    if not result.errors:
+        if created_status == 201:
+            return edge.respond(result.success, status=201)
+        return edge.no_content()
+    body = {
+        "success": result.success,
+        "errors": [
+            {"entityId": entity_id, "error": _error_body(error)} for entity_id, error in result.errors
+        ],
+    }
+    return edge.respond(body, status=207)
+
+
+def _error_body(error: NgsiLdError) -> dict[str, Any]:
+    return error.to_problem()
