@@ -9,6 +9,7 @@ from starlette.testclient import TestClient
 BASE = "/ngsi-ld/v1"
 LD = {"Content-Type": "application/ld+json"}
 ERR = "https://uri.etsi.org/ngsi-ld/errors/"
+DEFAULT = "https://uri.etsi.org/ngsi-ld/default-context/"
 
 
 def streetlight(n: int = 1, **extra: Any) -> dict[str, Any]:
@@ -138,8 +139,9 @@ def test_attribute_operations(client: TestClient) -> None:
         },
     )
     assert appended.status_code == 207
-    assert appended.json()["updated"] == ["lampType"]
-    assert appended.json()["notUpdated"][0]["attributeName"] == "status"
+    # Names come back expanded, as the ETSI suite expects of an UpdateResult.
+    assert appended.json()["updated"] == [DEFAULT + "lampType"]
+    assert appended.json()["notUpdated"][0]["attributeName"] == "https://uri.etsi.org/ngsi-ld/status"
     # Update touches only existing attributes.
     updated = client.patch(f"{url}/attrs", json={"status": {"type": "Property", "value": "faulty"}})
     assert updated.status_code == 204

@@ -240,7 +240,7 @@ class ContextRegistry:
                         break
                 else:
                     raise LdContextNotAvailable(f"@context {url} redirects too often")
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise LdContextNotAvailable(f"@context {url} could not be retrieved: {exc!r}") from None
         try:
             document = orjson.loads(bytes(body))

@@ -26,8 +26,7 @@ class ContextApi:
         return str(request.base_url).rstrip("/")
 
     async def add(self, request: Request) -> Response:
-        payload = await edge.read_payload(request, self.max_body)
-        record = await self.registry.add_hosted(payload.body)
+        record = await self.registry.add_hosted(await edge.read_json(request, self.max_body))
         await self.store.save_hosted_context(record.local_id, record.document, record.created_at)
         return Response(status_code=201, headers={"Location": HOSTED_PATH + record.local_id})
 

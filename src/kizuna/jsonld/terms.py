@@ -15,16 +15,20 @@ _KEYWORD_PREFIX = "@"
 class TermMap:
     """Expansion and compaction of terms for one active context (core context always included)."""
 
-    __slots__ = ("_compact_cache", "_inverse", "_prefixes", "_terms", "vocab")
+    __slots__ = ("_compact_cache", "_inverse", "_keywords", "_prefixes", "_terms", "vocab")
 
     def __init__(self, active_context: dict[str, Any]) -> None:
         terms: dict[str, str] = {}
         prefixes: dict[str, str] = {}
+        keywords: dict[str, str] = {}
         for term, definition in active_context.get("mappings", {}).items():
             if not definition or definition.get("reverse"):
                 continue
             iri = definition.get("@id")
-            if not isinstance(iri, str) or iri.startswith(_KEYWORD_PREFIX):
+            if not isinstance(iri, str):
+                continue
+            if iri.startswith(_KEYWORD_PREFIX):
+                keywords[term] = iri  # "id" -> "@id", "type" -> "@type"
                 continue
             terms[term] = iri
             if definition.get("_prefix"):
@@ -35,6 +39,7 @@ class TermMap:
             inverse.setdefault(terms[term], term)
         self._terms = terms
         self._prefixes = prefixes
+        self._keywords = keywords
         self._inverse = inverse
         self.vocab: str | None = active_context.get("@vocab")
         self._compact_cache: dict[str, str] = {}
@@ -46,6 +51,9 @@ class TermMap:
             return iri
         if term.startswith(_KEYWORD_PREFIX):
             return term
+        keyword = self._keywords.get(term)
+        if keyword is not None:
+            return keyword
         prefix, sep, suffix = term.partition(":")
         if sep:
             base = self._prefixes.get(prefix)

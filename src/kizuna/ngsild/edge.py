@@ -100,8 +100,8 @@ class Payload:
     context: ContextValue
 
 
-async def read_payload(request: Request, max_bytes: int, *, merge_patch: bool = False) -> Payload:
-    """Parse a JSON or JSON-LD body per clause 6.3.5 (415 for other media types)."""
+async def read_json(request: Request, max_bytes: int, *, merge_patch: bool = False) -> Any:
+    """The JSON body of a request: 415 for other media types, 413 past the limit, 400 if malformed."""
     media = _media_type(request.headers.get("content-type"))
     allowed = (JSON, JSON_LD, MERGE_PATCH) if merge_patch else (JSON, JSON_LD)
     if media not in allowed:
@@ -119,11 +119,16 @@ async def read_payload(request: Request, max_bytes: int, *, merge_patch: bool = 
     if not raw:
         raise InvalidRequest("The request has no body")
     try:
-        body = orjson.loads(bytes(raw))
+        return orjson.loads(bytes(raw))
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
+
+
+async def read_payload(request: Request, max_bytes: int, *, merge_patch: bool = False) -> Payload:
+    """A JSON or JSON-LD body with its @context, per clause 6.3.5."""
+    body = await read_json(request, max_bytes, merge_patch=merge_patch)
     link = link_context(request)
-    if media == JSON_LD:
+    if is_json_ld(request):
         if link is not None:
             raise BadRequestData("A JSON-LD body carries its @context inside; a Link header is not allowed")
         context = _body_context(body, required=True)

@@ -112,8 +112,7 @@ class EntityService:
         async with self.store.write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             result = append_to_entity(entity, fragment, overwrite=overwrite)
-            if result.updated:
-                await tx.replace(entity)
+            await tx.replace(entity)
         return result
 
     async def update_attributes(self, tenant: str, entity_id: str, body: Any, terms: TermMap) -> UpdateResult:
@@ -123,8 +122,7 @@ class EntityService:
         async with self.store.write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             result = update_entity(entity, fragment)
-            if result.updated:
-                await tx.replace(entity)
+            await tx.replace(entity)
         return result
 
     async def partial_update_attribute(
@@ -205,6 +203,9 @@ class EntityService:
     ) -> None:
         """DELETE /entities/{id}/attrs/{attrId} (clause 5.6.5)."""
         model.check_entity_id(entity_id)
+        if name == "scope":
+            await self._delete_scope(tenant, entity_id)
+            return
         iri = terms.expand(model.check_name(name))
         if dataset_id is not None and not model.is_uri(dataset_id):
             raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
@@ -223,6 +224,16 @@ class EntityService:
                 del instances[index]
                 if not instances:
                     del entity[iri]
+            entity["modifiedAt"] = model.now_iso()
+            await tx.replace(entity)
+
+    async def _delete_scope(self, tenant: str, entity_id: str) -> None:
+        await self.require_tenant(tenant)
+        async with self.store.write(tenant) as tx:
+            entity = await _existing(tx, entity_id)
+            if "scope" not in entity:
+                raise ResourceNotFound(f"Entity {entity_id} has no scope")
+            del entity["scope"]
             entity["modifiedAt"] = model.now_iso()
             await tx.replace(entity)
 

@@ -175,7 +175,13 @@ def parse_attribute(
 
 def _looks_like_instance(item: dict[str, Any]) -> bool:
     kind = item.get("type")
-    return kind in VALUE_MEMBER or any(member in item for member in KIND_OF_MEMBER)
+    return (isinstance(kind, str) and kind in VALUE_MEMBER) or any(
+        member in item for member in KIND_OF_MEMBER
+    )
+
+
+def _is_geometry(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("type"), str) and value["type"] in GEOMETRY_TYPES
 
 
 def parse_instance(
@@ -185,7 +191,7 @@ def parse_instance(
     if not isinstance(raw, dict) or not _looks_like_instance(raw):
         if raw is None:
             raise BadRequestData(f"Attribute {iri} has a null value")
-        if isinstance(raw, dict) and raw.get("type") in GEOMETRY_TYPES and "coordinates" in raw:
+        if _is_geometry(raw) and "coordinates" in raw:
             raw = {"type": "GeoProperty", "value": raw}
         else:
             raw = {"value": raw}  # concise form of a Property
@@ -204,12 +210,7 @@ def parse_instance(
         if "datasetId" in raw:
             instance["datasetId"] = _check_dataset_id(raw["datasetId"], iri)
         return instance
-    if (
-        kind == "Property"
-        and isinstance(value, dict)
-        and value.get("type") in GEOMETRY_TYPES
-        and (iri in GEO_ATTRIBUTES)
-    ):
+    if kind == "Property" and _is_geometry(value) and iri in GEO_ATTRIBUTES:
         kind = instance["type"] = "GeoProperty"
     instance[member] = _parse_value(iri, kind, value, terms)
     if iri in GEO_ATTRIBUTES and kind != "GeoProperty":
@@ -246,7 +247,8 @@ def parse_instance(
 
 
 def _is_null(value: Any) -> bool:
-    if value == NULL or value is None:
+    """NGSI-LD Null is the string urn:ngsi-ld:null (JSON null is invalid, not a deletion)."""
+    if value == NULL:
         return True
     if isinstance(value, list) and value == [NULL]:
         return True
@@ -316,7 +318,9 @@ def expand_compound(value: Any, terms: TermMap) -> Any:
             elif key.startswith("@"):
                 out[key] = item
             else:
-                out[terms.expand(key)] = expand_compound(item, terms)
+                iri = terms.expand(key)
+                # A keyword alias ("type", "id") inside a value stays as written: lossless.
+                out[key if iri.startswith("@") else iri] = expand_compound(item, terms)
         return out
     if isinstance(value, list):
         return [expand_compound(v, terms) for v in value]
@@ -324,7 +328,7 @@ def expand_compound(value: Any, terms: TermMap) -> Any:
 
 
 def check_geometry(value: Any, iri: str) -> None:
-    if not isinstance(value, dict) or value.get("type") not in GEOMETRY_TYPES:
+    if not _is_geometry(value):
         raise BadRequestData(f"GeoProperty {iri} must have a GeoJSON geometry as value")
     if value["type"] == "GeometryCollection":
         geometries = value.get("geometries")

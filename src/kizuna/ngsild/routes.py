@@ -308,7 +308,7 @@ class NgsiLdApi:
             terms,
             overwrite="noOverwrite" not in options,
         )
-        return _update_response(result, terms)
+        return _update_response(result)
 
     async def update_attributes(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
@@ -316,11 +316,11 @@ class NgsiLdApi:
         result = await self.entities.update_attributes(
             edge.tenant_of(request), request.path_params["entity_id"], body, terms
         )
-        return _update_response(result, terms)
+        return _update_response(result)
 
     async def partial_update_attribute(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        body, terms, _ = await self._payload(request)
+        body, terms, _ = await self._payload(request, merge_patch=True)
         await self.entities.partial_update_attribute(
             edge.tenant_of(request),
             request.path_params["entity_id"],
@@ -430,14 +430,13 @@ def _view_fields(view: View) -> dict[str, Any]:
     return {name: getattr(view, name) for name in View.__slots__}
 
 
-def _update_response(result: UpdateResult, terms: TermMap) -> Response:
+def _update_response(result: UpdateResult) -> Response:
     if not result.not_updated:
         return edge.no_content()
+    # Attribute names are reported as IRIs, as the ETSI suite (010_04_01) expects.
     body = {
-        "updated": [terms.compact(iri) for iri in result.updated],
-        "notUpdated": [
-            {"attributeName": terms.compact(iri), "reason": why} for iri, why in result.not_updated
-        ],
+        "updated": result.updated,
+        "notUpdated": [{"attributeName": iri, "reason": why} for iri, why in result.not_updated],
     }
     return edge.respond(body, status=207)
 

@@ -1,0 +1,126 @@
+"""The Store contract: what every store implementation promises the services.
+
+Parametrised over every store kind in ``conftest.STORE_KINDS``, so a new implementation
+(PostgreSQL) proves itself by passing this file unchanged.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kizuna.store import EntityQuery, Store
+
+T_LIGHT = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
+T_GROUP = "https://smartdatamodels.org/dataModel.Streetlighting/StreetlightGroup"
+STATUS = "https://smartdatamodels.org/dataModel.Streetlighting/status"
+
+
+def light(n: int, *types: str) -> dict:
+    return {
+        "id": f"urn:ngsi-ld:Streetlight:{n}",
+        "type": list(types or (T_LIGHT,)),
+        "createdAt": "2026-11-22T10:00:00.000Z",
+        "modifiedAt": "2026-11-22T10:00:00.000Z",
+        STATUS: [{"type": "Property", "value": "ok" if n % 2 else "faulty"}],
+    }
+
+
+async def test_write_then_read_round_trips_the_document(store: Store) -> None:
+    async with store.write("duisburg") as tx:
+        await tx.insert(light(1))
+    assert await store.get_entity("duisburg", "urn:ngsi-ld:Streetlight:1") == light(1)
+    assert await store.get_entity("", "urn:ngsi-ld:Streetlight:1") is None
+
+
+async def test_tenants_come_into_being_on_first_write(store: Store) -> None:
+    assert await store.has_tenant("")  # the default tenant always exists
+    assert not await store.has_tenant("kanagawa")
+    async with store.write("kanagawa") as tx:
+        await tx.insert(light(1))
+    assert await store.has_tenant("kanagawa")
+    assert "kanagawa" in await store.tenants()
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        async with store.write("t") as tx:
+            await tx.insert(light(1))
+            raise RuntimeError("the service refused the request half-way")
+    assert await store.get_entity("t", "urn:ngsi-ld:Streetlight:1") is None
+    assert not await store.has_tenant("t")
+
+
+async def test_replace_and_delete(store: Store) -> None:
+    async with store.write("") as tx:
+        await tx.insert(light(1))
+    changed = {**light(1, T_GROUP), STATUS: [{"type": "Property", "value": "off"}]}
+    async with store.write("") as tx:
+        assert await tx.get("urn:ngsi-ld:Streetlight:1") == light(1)
+        await tx.replace(changed)
+    assert await store.get_entity("", "urn:ngsi-ld:Streetlight:1") == changed
+    # The type index follows the replacement.
+    by_old_type = await store.query_entities("", EntityQuery(types=[T_LIGHT]))
+    assert by_old_type.entities == []
+    async with store.write("") as tx:
+        assert await tx.delete("urn:ngsi-ld:Streetlight:1")
+        assert not await tx.delete("urn:ngsi-ld:Streetlight:1")
+    assert await store.get_entity("", "urn:ngsi-ld:Streetlight:1") is None
+
+
+async def test_queries_select_by_type_id_pattern_and_predicate_in_insertion_order(store: Store) -> None:
+    async with store.write("") as tx:
+        for n in range(1, 8):
+            await tx.insert(light(n, T_LIGHT) if n != 4 else light(n, T_GROUP))
+    lights = await store.query_entities("", EntityQuery(types=[T_LIGHT], count=True))
+    assert [e["id"][-1] for e in lights.entities] == ["1", "2", "3", "5", "6", "7"]
+    assert lights.total == 6
+    both = await store.query_entities("", EntityQuery(types=[T_LIGHT, T_GROUP]))
+    assert len(both.entities) == 7
+    ids = await store.query_entities("", EntityQuery(ids=["urn:ngsi-ld:Streetlight:2", "urn:x:none"]))
+    assert [e["id"] for e in ids.entities] == ["urn:ngsi-ld:Streetlight:2"]
+    pattern = await store.query_entities("", EntityQuery(id_pattern=r"Streetlight:[67]$"))
+    assert [e["id"] for e in pattern.entities] == ["urn:ngsi-ld:Streetlight:6", "urn:ngsi-ld:Streetlight:7"]
+    faulty = await store.query_entities(
+        "",
+        EntityQuery(
+            types=[T_LIGHT], predicate=lambda e: e[STATUS][0]["value"] == "faulty", count=True, limit=1
+        ),
+    )
+    assert [e["id"] for e in faulty.entities] == ["urn:ngsi-ld:Streetlight:2"]
+    assert faulty.total == 2
+
+
+async def test_paging_is_stable(store: Store) -> None:
+    async with store.write("") as tx:
+        for n in range(10):
+            await tx.insert(light(n))
+    pages = []
+    for offset in range(0, 10, 3):
+        page = await store.query_entities("", EntityQuery(types=[T_LIGHT], limit=3, offset=offset))
+        pages += [e["id"] for e in page.entities]
+    assert pages == [f"urn:ngsi-ld:Streetlight:{n}" for n in range(10)]
+
+
+async def test_delete_matching_removes_only_what_the_query_selects(store: Store) -> None:
+    async with store.write("") as tx:
+        for n in range(1, 5):
+            await tx.insert(light(n))
+        await tx.insert(light(9, T_GROUP))
+    async with store.write("") as tx:
+        deleted = await tx.delete_matching(
+            EntityQuery(types=[T_LIGHT], predicate=lambda e: e[STATUS][0]["value"] == "ok")
+        )
+    assert sorted(deleted) == ["urn:ngsi-ld:Streetlight:1", "urn:ngsi-ld:Streetlight:3"]
+    remaining = [e["id"] async for e in store.iter_entities("")]
+    assert remaining == [
+        "urn:ngsi-ld:Streetlight:2",
+        "urn:ngsi-ld:Streetlight:4",
+        "urn:ngsi-ld:Streetlight:9",
+    ]
+
+
+async def test_hosted_contexts_persist(store: Store) -> None:
+    await store.save_hosted_context("abc", {"@context": {"A": "urn:a"}}, 12.5)
+    assert await store.hosted_contexts() == [("abc", {"@context": {"A": "urn:a"}}, 12.5)]
+    await store.delete_hosted_context("abc")
+    assert await store.hosted_contexts() == []
