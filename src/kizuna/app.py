@@ -22,6 +22,8 @@ from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.jsonld.routes import ContextApi
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.routes import NgsiLdApi
+from kizuna.ngsild.subscription_routes import SubscriptionApi
+from kizuna.ngsild.subscriptions import SubscriptionService
 from kizuna.store import open_store
 
 log = logging.getLogger("kizuna")
@@ -86,6 +88,12 @@ def create_app(settings: Settings) -> Starlette:
         limits=(settings.default_limit, settings.max_limit),
     )
     contexts = ContextApi(registry, store, settings.max_body_bytes)
+    subscriptions = SubscriptionApi(
+        SubscriptionService(store, registry, implicit_context=contexts.add_implicit),
+        registry,
+        max_body=settings.max_body_bytes,
+        limits=(settings.default_limit, settings.max_limit),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -100,7 +108,12 @@ def create_app(settings: Settings) -> Starlette:
     async def health(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    routes = [Route("/health", health, methods=["GET"]), *ngsild.routes(), *contexts.routes()]
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        *ngsild.routes(),
+        *subscriptions.routes(),
+        *contexts.routes(),
+    ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -41,6 +41,7 @@ HOSTED_PATH = "/ngsi-ld/v1/jsonldContexts/"
 MAX_COMPILED = 1024
 NEGATIVE_CACHE_SECONDS = 5.0
 MAX_REDIRECTS = 3
+IMPLICIT_PREFIX = "implicit-"
 
 ContextValue = str | dict[str, Any] | list[Any] | None
 
@@ -119,7 +120,7 @@ class ContextRegistry:
         if not sep:
             return None
         record = self._by_local_id.get(local_id)
-        return record if record is not None and record.kind == "Hosted" else None
+        return record if record is not None and record.kind in ("Hosted", "ImplicitlyCreated") else None
 
     def _loader(self, url: str, options: Any = None) -> dict[str, Any]:
         doc = self._document(url)
@@ -269,8 +270,16 @@ class ContextRegistry:
         await self._prefetch(context, depth=0)
         self._compile(context)
         local_id = local_id or uuid.uuid4().hex
-        record = ContextRecord(f"urn:kizuna:hosted:{local_id}", document, "Hosted", local_id)
+        kind = "ImplicitlyCreated" if local_id.startswith(IMPLICIT_PREFIX) else "Hosted"
+        record = ContextRecord(f"urn:kizuna:hosted:{local_id}", document, kind, local_id)
         self._remember(record)
+        return record
+
+    async def add_implicit(self, context: ContextValue) -> ContextRecord:
+        """A context the node creates for a subscription whose @context is not a single URL
+        (clause 5.13.2): it is served at ``/jsonldContexts/{localId}`` like a hosted one."""
+        record = await self.add_hosted({"@context": context}, IMPLICIT_PREFIX + uuid.uuid4().hex)
+        record.kind = "ImplicitlyCreated"
         return record
 
     def records(self, kind: str | None = None) -> list[ContextRecord]:

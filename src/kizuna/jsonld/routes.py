@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kizuna.errors import BadRequestData, ResourceNotFound
-from kizuna.jsonld.contexts import CORE_CONTEXT_URLS, HOSTED_PATH, ContextRegistry
+from kizuna.jsonld.contexts import CORE_CONTEXT_URLS, HOSTED_PATH, ContextRegistry, ContextValue
 from kizuna.ngsild import edge
 from kizuna.store import Store
 
@@ -68,9 +68,15 @@ class ContextApi:
             await self.registry.reload(record)
             return edge.no_content()
         self.registry.forget(record)
-        if record.kind == "Hosted":
+        if record.kind in ("Hosted", "ImplicitlyCreated"):
             await self.store.delete_hosted_context(record.local_id)
         return edge.no_content()
+
+    async def add_implicit(self, context: ContextValue) -> str:
+        """The hook the subscription service calls; returns the new context's local id."""
+        record = await self.registry.add_implicit(context)
+        await self.store.save_hosted_context(record.local_id, record.document, record.created_at)
+        return record.local_id
 
     async def load(self) -> None:
         """Bring the contexts users hosted back after a restart."""

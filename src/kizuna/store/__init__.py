@@ -78,6 +78,23 @@ class Store(Protocol):
 
     async def delete_hosted_context(self, local_id: str) -> None: ...
 
+    # -- subscriptions (clause 5.8): canonical documents, one per (tenant, id) --------------------
+
+    async def insert_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+        """Store a new subscription (creating the tenant); False if the id is taken."""
+
+    async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+        """Overwrite an existing subscription; False if there is none with that id."""
+
+    async def get_subscription(self, tenant: str, subscription_id: str) -> dict[str, Any] | None: ...
+
+    async def list_subscriptions(
+        self, tenant: str, limit: int | None, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of a tenant's subscriptions (in creation order) and their total number."""
+
+    async def delete_subscription(self, tenant: str, subscription_id: str) -> bool: ...
+
 
 def open_store(url: str) -> Store:
     """The store a ``--store`` URL names."""

@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS hosted_contexts (
     document BLOB NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS subscriptions (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    doc BLOB NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
 """
 _PAGE = 500
 
@@ -83,9 +89,8 @@ class SqliteStore:
         db.execute("PRAGMA busy_timeout=10000")
         db.execute("PRAGMA foreign_keys=ON")
         db.create_function("regexp", 2, _regexp, deterministic=True)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
-            db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        # Every statement of SCHEMA is idempotent: tables added later reach existing files too.
+        db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         self._db = db
 
     async def close(self) -> None:
@@ -183,6 +188,58 @@ class SqliteStore:
     async def delete_hosted_context(self, local_id: str) -> None:
         async with self._write_lock:
             self.db.execute("DELETE FROM hosted_contexts WHERE local_id = ?", (local_id,))
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    async def insert_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+        async with self._write_lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if tenant:
+                    db.execute("INSERT OR IGNORE INTO tenants (name) VALUES (?)", (tenant,))
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO subscriptions (tenant, id, doc) VALUES (?, ?, ?)",
+                    (tenant, sub["id"], orjson.dumps(sub)),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return cursor.rowcount == 1
+
+    async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+        async with self._write_lock:
+            cursor = self.db.execute(
+                "UPDATE subscriptions SET doc = ? WHERE tenant = ? AND id = ?",
+                (orjson.dumps(sub), tenant, sub["id"]),
+            )
+            return cursor.rowcount == 1
+
+    async def get_subscription(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT doc FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, subscription_id)
+        ).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    async def list_subscriptions(
+        self, tenant: str, limit: int | None, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        total = self.db.execute("SELECT count(*) FROM subscriptions WHERE tenant = ?", (tenant,)).fetchone()[
+            0
+        ]
+        rows = self.db.execute(
+            "SELECT doc FROM subscriptions WHERE tenant = ? ORDER BY rowid LIMIT ? OFFSET ?",
+            (tenant, -1 if limit is None else limit, offset),
+        )
+        return [orjson.loads(doc) for (doc,) in rows], total
+
+    async def delete_subscription(self, tenant: str, subscription_id: str) -> bool:
+        async with self._write_lock:
+            cursor = self.db.execute(
+                "DELETE FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, subscription_id)
+            )
+            return cursor.rowcount == 1
 
 
 def _select(tenant: str, query: EntityQuery) -> tuple[str, list[Any]]:

@@ -1,0 +1,125 @@
+"""Subscription routes of clause 6.10/6.11 under /ngsi-ld/v1/subscriptions: HTTP in, service, HTTP out."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kizuna.errors import BadRequestData
+from kizuna.jsonld.contexts import ContextRegistry
+from kizuna.ngsild import edge
+from kizuna.ngsild.subscriptions import SubscriptionService, render
+
+BASE = "/ngsi-ld/v1"
+PATH = f"{BASE}/subscriptions"
+
+P_CREATE = frozenset()
+P_RETRIEVE = frozenset({"options"})
+P_QUERY = frozenset({"options", "limit", "offset", "count"})
+P_WRITE = frozenset()
+
+
+class SubscriptionApi:
+    """Holds what the subscription routes share; one per application."""
+
+    def __init__(
+        self,
+        subscriptions: SubscriptionService,
+        contexts: ContextRegistry,
+        *,
+        max_body: int,
+        limits: tuple[int, int],
+    ) -> None:
+        self.subscriptions = subscriptions
+        self.contexts = contexts
+        self.max_body = max_body
+        self.default_limit, self.max_limit = limits
+
+    async def create(self, request: Request) -> Response:
+        edge.check_params(request, P_CREATE)
+        payload = await edge.read_payload(request, self.max_body)
+        terms = await self.contexts.term_map(payload.context)
+        sub_id = await self.subscriptions.create(
+            edge.tenant_of(request), payload.body, terms, payload.context
+        )
+        return Response(status_code=201, headers={"Location": f"{PATH}/{quote(sub_id, safe=':')}"})
+
+    async def retrieve(self, request: Request) -> Response:
+        edge.check_params(request, P_RETRIEVE)
+        media = edge.accepted_type(request)
+        context = edge.link_context(request)
+        terms = await self.contexts.term_map(context)
+        options = edge.options_of(request)
+        sub = await self.subscriptions.retrieve(
+            edge.tenant_of(request), request.path_params["subscription_id"]
+        )
+        body = render(sub, terms, sys_attrs="sysAttrs" in options, base_url=str(request.base_url))
+        return edge.respond(body, media=media, context=context)
+
+    async def query(self, request: Request) -> Response:
+        edge.check_params(request, P_QUERY)
+        media = edge.accepted_type(request)
+        context = edge.link_context(request)
+        terms = await self.contexts.term_map(context)
+        options = edge.options_of(request)
+        limit = edge.int_param(request, "limit", self.default_limit, maximum=self.max_limit)
+        offset = edge.int_param(request, "offset", 0)
+        count = edge.bool_param(request, "count")
+        if limit == 0 and not count:
+            raise BadRequestData("limit=0 is only allowed together with count=true")
+        subs, total = await self.subscriptions.query(edge.tenant_of(request), limit=limit, offset=offset)
+        base_url = str(request.base_url)
+        body = [render(s, terms, sys_attrs="sysAttrs" in options, base_url=base_url) for s in subs]
+        headers = {"NGSILD-Results-Count": str(total)} if count else {}
+        response = edge.respond(body, media=media, context=context, headers=headers)
+        pages = _page_links(limit, offset, total)
+        if pages:
+            existing = response.headers.get("link")
+            response.headers["Link"] = ",".join([existing, *pages] if existing else pages)
+        return response
+
+    async def update(self, request: Request) -> Response:
+        edge.check_params(request, P_WRITE)
+        payload = await edge.read_payload(request, self.max_body, merge_patch=True)
+        terms = await self.contexts.term_map(payload.context)
+        await self.subscriptions.update(
+            edge.tenant_of(request),
+            request.path_params["subscription_id"],
+            payload.body,
+            terms,
+            payload.context,
+            merge_patch=request.headers.get("content-type", "").split(";")[0].strip().lower()
+            == edge.MERGE_PATCH,
+        )
+        return edge.no_content()
+
+    async def delete(self, request: Request) -> Response:
+        edge.check_params(request, P_WRITE)
+        await self.subscriptions.delete(edge.tenant_of(request), request.path_params["subscription_id"])
+        return edge.no_content()
+
+    def routes(self) -> list[Route]:
+        one = PATH + "/{subscription_id}"
+        return [
+            Route(PATH, self.query, methods=["GET"]),
+            Route(PATH, self.create, methods=["POST"]),
+            Route(one, self.retrieve, methods=["GET"]),
+            Route(one, self.update, methods=["PATCH"]),
+            Route(one, self.delete, methods=["DELETE"]),
+        ]
+
+
+def _page_links(limit: int, offset: int, total: int) -> list[str]:
+    """Clause 6.3.13 pagination: ``Link`` relations prev/next, when there is such a page."""
+    if limit == 0:
+        return []
+    links = []
+    if offset > 0:
+        prev = max(offset - limit, 0)
+        links.append(f'<{PATH}?limit={limit}&offset={prev}>;rel="prev";type="application/ld+json"')
+    if offset + limit < total:
+        links.append(f'<{PATH}?limit={limit}&offset={offset + limit}>;rel="next";type="application/ld+json"')
+    return links
