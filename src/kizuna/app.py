@@ -20,6 +20,7 @@ from kizuna.config import Settings
 from kizuna.errors import InternalError, InvalidRequest, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.jsonld.routes import ContextApi
+from kizuna.ngsild.discovery import DiscoveryApi
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.routes import NgsiLdApi
 from kizuna.ngsild.subscription_routes import SubscriptionApi
@@ -112,6 +113,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health", health, methods=["GET"]),
         *ngsild.routes(),
         *subscriptions.routes(),
+        *DiscoveryApi(entities, registry).routes(),
         *contexts.routes(),
     ]
     app = Starlette(
