@@ -110,7 +110,7 @@ async def test_delete_matching_removes_only_what_the_query_selects(store: Store)
         deleted = await tx.delete_matching(
             EntityQuery(types=[T_LIGHT], predicate=lambda e: e[STATUS][0]["value"] == "ok")
         )
-    assert sorted(deleted) == ["urn:ngsi-ld:Streetlight:1", "urn:ngsi-ld:Streetlight:3"]
+    assert sorted(e["id"] for e in deleted) == ["urn:ngsi-ld:Streetlight:1", "urn:ngsi-ld:Streetlight:3"]
     remaining = [e["id"] async for e in store.iter_entities("")]
     assert remaining == [
         "urn:ngsi-ld:Streetlight:2",

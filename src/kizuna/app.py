@@ -20,11 +20,15 @@ from kizuna.config import Settings
 from kizuna.errors import InternalError, InvalidRequest, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.jsonld.routes import ContextApi
+from kizuna.ngsild.csource_routes import CsourceApi
+from kizuna.ngsild.csources import CsourceSubscriptionService, RegistrationService
 from kizuna.ngsild.discovery import DiscoveryApi
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.routes import NgsiLdApi
 from kizuna.ngsild.subscription_routes import SubscriptionApi
 from kizuna.ngsild.subscriptions import SubscriptionService
+from kizuna.ngsild.temporal import TemporalService
+from kizuna.ngsild.temporal_routes import TemporalApi
 from kizuna.store import open_store
 
 log = logging.getLogger("kizuna")
@@ -95,6 +99,13 @@ def create_app(settings: Settings) -> Starlette:
         max_body=settings.max_body_bytes,
         limits=(settings.default_limit, settings.max_limit),
     )
+    csources = CsourceApi(
+        RegistrationService(store, registry),
+        CsourceSubscriptionService(store, registry, implicit_context=contexts.add_implicit),
+        registry,
+        max_body=settings.max_body_bytes,
+        limits=(settings.default_limit, settings.max_limit),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -113,6 +124,13 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health", health, methods=["GET"]),
         *ngsild.routes(),
         *subscriptions.routes(),
+        *TemporalApi(
+            TemporalService(store),
+            registry,
+            max_body=settings.max_body_bytes,
+            limits=(settings.default_limit, settings.max_limit),
+        ).routes(),
+        *csources.routes(),
         *DiscoveryApi(entities, registry).routes(),
         *contexts.routes(),
     ]

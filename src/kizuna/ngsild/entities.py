@@ -7,14 +7,18 @@ or 207 exactly as the spec asks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from kizuna.errors import BadRequestData, NgsiLdError, NonExistingTenant, ResourceNotFound
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
 from kizuna.ngsild.model import SYSTEM_MEMBERS
+from kizuna.ngsild.temporal import record_changes
 from kizuna.store import Entity, EntityQuery, QueryResult, Store, WriteTransaction
 
 Instance = dict[str, Any]
@@ -46,6 +50,11 @@ class EntityService:
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    @asynccontextmanager
+    async def _write(self, tenant: str) -> AsyncIterator[RecordingTransaction]:
+        async with self.store.write(tenant) as tx:
+            yield RecordingTransaction(tx)
+
     async def require_tenant(self, tenant: str) -> None:
         if not await self.store.has_tenant(tenant):
             raise NonExistingTenant(f"Tenant {tenant!r} does not exist")
@@ -54,7 +63,7 @@ class EntityService:
 
     async def create(self, tenant: str, body: Any, terms: TermMap) -> str:
         entity = model.parse_entity(body, terms, model.now_iso())
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             await _insert_new(tx, entity)
         return entity["id"]
 
@@ -73,7 +82,7 @@ class EntityService:
     async def delete(self, tenant: str, entity_id: str) -> None:
         model.check_entity_id(entity_id)
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             if not await tx.delete(entity_id):
                 raise ResourceNotFound(f"Entity {entity_id} does not exist")
 
@@ -84,7 +93,7 @@ class EntityService:
         now = model.now_iso()
         replacement = model.parse_entity(body, terms, now)
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             current = await _existing(tx, entity_id)
             replacement["createdAt"] = current["createdAt"]
             await tx.replace(replacement)
@@ -96,7 +105,7 @@ class EntityService:
         now = model.now_iso()
         fragment = model.parse_entity(body, terms, now, allow_null=True, require_type=False)
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             merge_entity(entity, fragment, now)
             await tx.replace(entity)
@@ -109,7 +118,7 @@ class EntityService:
         """POST /entities/{id}/attrs (clause 5.6.3)."""
         fragment = self._fragment(entity_id, body, terms)
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             result = append_to_entity(entity, fragment, overwrite=overwrite)
             await tx.replace(entity)
@@ -119,7 +128,7 @@ class EntityService:
         """PATCH /entities/{id}/attrs (clause 5.6.2): only attributes that exist are updated."""
         fragment = self._fragment(entity_id, body, terms, allow_null=True)
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             result = update_entity(entity, fragment)
             await tx.replace(entity)
@@ -135,7 +144,7 @@ class EntityService:
             raise BadRequestData("The attribute fragment must be a JSON object")
         now = model.now_iso()
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
             if not instances:
@@ -175,7 +184,7 @@ class EntityService:
         now = model.now_iso()
         new_instances = model.parse_attribute(iri, body, terms, now)
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
             if not instances:
@@ -210,7 +219,7 @@ class EntityService:
         if dataset_id is not None and not model.is_uri(dataset_id):
             raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
             if not instances:
@@ -229,7 +238,7 @@ class EntityService:
 
     async def _delete_scope(self, tenant: str, entity_id: str) -> None:
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             if "scope" not in entity:
                 raise ResourceNotFound(f"Entity {entity_id} has no scope")
@@ -257,7 +266,7 @@ class EntityService:
     async def batch_create(self, tenant: str, items: list[tuple[Any, TermMap | NgsiLdError]]) -> BatchResult:
         result = BatchResult()
         now = model.now_iso()
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             for _, entity in _parse_each(items, now, result):
                 try:
                     await _insert_new(tx, entity)
@@ -273,7 +282,7 @@ class EntityService:
         """Create missing entities; for existing ones replace them (default) or update attributes."""
         result = BatchResult()
         now = model.now_iso()
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             for _, entity in _parse_each(items, now, result):
                 current = await tx.get(entity["id"])
                 if current is None:
@@ -294,7 +303,7 @@ class EntityService:
         result = BatchResult()
         now = model.now_iso()
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             for _, entity in _parse_each(items, now, result, require_type=False):
                 current = await tx.get(entity["id"])
                 if current is None:
@@ -317,7 +326,7 @@ class EntityService:
         result = BatchResult()
         now = model.now_iso()
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             for _, fragment in _parse_each(items, now, result, require_type=False, allow_null=True):
                 current = await tx.get(fragment["id"])
                 if current is None:
@@ -335,7 +344,7 @@ class EntityService:
             raise BadRequestData("Batch delete takes a non-empty JSON array of entity ids")
         result = BatchResult()
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             for entity_id in ids:
                 if not model.is_uri(entity_id):
                     result.errors.append(
@@ -358,7 +367,7 @@ class EntityService:
         """DELETE /entities (clause 5.6.21): delete the selected entities, or with ``keep`` /
         ``drop`` only some of their attributes."""
         await self.require_tenant(tenant)
-        async with self.store.write(tenant) as tx:
+        async with self._write(tenant) as tx:
             if keep is None and drop is None:
                 await tx.delete_matching(query)
                 return
@@ -374,6 +383,62 @@ class EntityService:
                         del entity[iri]
                     entity["modifiedAt"] = now
                     await tx.replace(entity)
+
+
+class RecordingTransaction:
+    """A store transaction that also writes down what each change did, in the same transaction.
+
+    Every entity read through it is remembered as it was; every insert, replace and delete then
+    appends the difference to the attribute history (clause 4.5.x temporal evolution). One
+    place sees every change, so no operation can forget to record one, and a crash loses or
+    invents none: the record commits or rolls back with the change itself."""
+
+    __slots__ = ("_before", "tx")
+
+    def __init__(self, tx: WriteTransaction) -> None:
+        self.tx = tx
+        self._before: dict[str, Entity | None] = {}
+
+    async def get(self, entity_id: str) -> Entity | None:
+        entity = await self.tx.get(entity_id)
+        if entity_id not in self._before:
+            self._before[entity_id] = _snapshot(entity)
+        return entity
+
+    async def insert(self, entity: Entity) -> None:
+        await self.tx.insert(entity)
+        await self._record(entity["id"], entity)
+
+    async def replace(self, entity: Entity) -> None:
+        if entity["id"] not in self._before:
+            self._before[entity["id"]] = await self.tx.get(entity["id"])
+        await self.tx.replace(entity)
+        await self._record(entity["id"], entity)
+
+    async def delete(self, entity_id: str) -> bool:
+        if entity_id not in self._before:
+            self._before[entity_id] = await self.tx.get(entity_id)
+        deleted = await self.tx.delete(entity_id)
+        if deleted:
+            await self._record(entity_id, None)
+        return deleted
+
+    async def delete_matching(self, query: EntityQuery) -> list[Entity]:
+        doomed = await self.tx.delete_matching(query)
+        now = model.now_iso()
+        for entity in doomed:
+            await record_changes(self.tx, entity, None, now)
+            self._before[entity["id"]] = None
+        return doomed
+
+    async def _record(self, entity_id: str, after: Entity | None) -> None:
+        await record_changes(self.tx, self._before.get(entity_id), after, model.now_iso())
+        self._before[entity_id] = _snapshot(after)
+
+
+def _snapshot(entity: Entity | None) -> Entity | None:
+    """A deep copy (orjson is several times faster than copy.deepcopy for JSON documents)."""
+    return None if entity is None else orjson.loads(orjson.dumps(entity))
 
 
 # -- the merge rules, shared by the single and batch operations -----------------------------------

@@ -1,0 +1,591 @@
+"""The temporal representation of entities (clauses 4.5.x, 5.6.11-5.6.16, 5.7.3-5.7.4): no HTTP.
+
+History is kept by the store as one row per attribute instance (see ``attribute_history`` in
+:mod:`kizuna.store.sqlite`); every instance is a canonical instance of :mod:`kizuna.ngsild.model`
+plus its ``instanceId``. Aggregations are computed by the store in SQL, per period bucket.
+
+Choices the standard leaves open, written down:
+
+- ``timerel=before`` selects t < timeAt, ``after`` t > timeAt, ``between`` timeAt <= t < endTimeAt.
+- Aggregation periods start at timeAt (after/between) or else at the first instance of each
+  series; ``aggrPeriodDuration`` counts a year as 365 days and a month as 30 days; PT0 (or no
+  duration) aggregates the whole range into one period.
+- ``stddev`` is the sample standard deviation (0 for a single value); numeric aggregates skip
+  non-numeric values (booleans count as 0/1); totalCount/distinctCount count every instance.
+- Deletion records (value NGSI-LD Null with ``deletedAt``) are only returned with
+  ``timeproperty=deletedAt``.
+- ``lastN`` keeps the N most recent instances of each attribute (all datasetIds together).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kizuna.errors import BadRequestData, NonExistingTenant, ResourceNotFound
+from kizuna.jsonld.terms import TermMap
+from kizuna.ngsild import model
+from kizuna.ngsild.render import View, render_instance
+from kizuna.store import AggregateRow, Entity, HistoryQuery, Store
+
+Instance = dict[str, Any]
+TIMERELS = ("before", "after", "between")
+TIMEPROPERTIES = ("observedAt", "createdAt", "modifiedAt", "deletedAt")
+AGGREGATION_METHODS = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
+FORMS = ("normalized", "concise", "temporalValues", "aggregatedValues")
+OPTIONS = frozenset({"temporalValues", "aggregatedValues", "sysAttrs", "concise", "normalized"})
+TEMPORAL_VALUES_KEY = {
+    "Property": "values",
+    "GeoProperty": "values",
+    "Relationship": "objects",
+    "LanguageProperty": "languageMaps",
+    "VocabProperty": "vocabs",
+    "JsonProperty": "jsons",
+    "ListProperty": "valueLists",
+    "ListRelationship": "objectLists",
+}
+INSTANCE_PREFIX = "urn:ngsi-ld:attribute:instance:"
+_DURATION = re.compile(
+    r"^P(?!$)(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
+    r"(?:T(?=\d)(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$"
+)
+_DURATION_UNITS = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)
+
+
+# -- parameters ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TemporalParams:
+    """What to read of each entity's history and how to represent it."""
+
+    history: HistoryQuery = field(default_factory=HistoryQuery)
+    form: str = "normalized"
+    sys_attrs: bool = False
+    aggr_methods: tuple[str, ...] = ()
+    aggr_period: float | None = None
+    aggr_origin: float | None = None
+    timerel: str | None = None
+
+
+def parse_datetime(text: str, name: str) -> float:
+    if not model.is_datetime(text):
+        raise BadRequestData(f"{name} must be a DateTime such as 2020-08-01T12:00:00Z, not {text!r}")
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of an ISO 8601 duration (P1D, PT1H, P1Y2M3DT4H5M6S); PT0 is 0."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise BadRequestData(f"aggrPeriodDuration must be an ISO 8601 duration such as PT1H, not {text!r}")
+    return sum(float(part) * unit for part, unit in zip(found.groups(), _DURATION_UNITS, strict=True) if part)
+
+
+def iso(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, UTC)
+    if moment.microsecond == 0:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment.microsecond % 1000 == 0:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_temporal_params(
+    params: dict[str, str],
+    options: set[str],
+    *,
+    attrs: Sequence[str] | None = None,
+    dataset_ids: frozenset[str | None] | None = None,
+) -> TemporalParams:
+    """Validate the temporal query parameters (clause 5.7.3/5.7.4; GS CIM 009 clause 4.11)."""
+    unknown = options - OPTIONS
+    if unknown:
+        raise BadRequestData(f"Unknown options: {', '.join(sorted(unknown))}")
+    form = params.get("format")
+    if form is not None:
+        if form in ("simplified", "keyValues"):
+            form = "temporalValues"
+        if form not in FORMS:
+            raise BadRequestData(f"Unknown format {form!r}; use one of {', '.join(FORMS)}")
+    elif "temporalValues" in options:
+        form = "temporalValues"
+    elif "aggregatedValues" in options:
+        form = "aggregatedValues"
+    elif "concise" in options:
+        form = "concise"
+    else:
+        form = "normalized"
+    out = TemporalParams(form=form, sys_attrs="sysAttrs" in options)
+    history = out.history
+    history.attributes = list(attrs) if attrs is not None else None
+    history.dataset_ids = dataset_ids
+
+    timeproperty = params.get("timeproperty") or "observedAt"
+    if timeproperty not in TIMEPROPERTIES:
+        raise BadRequestData(f"timeproperty must be one of {', '.join(TIMEPROPERTIES)}, not {timeproperty!r}")
+    history.timeproperty = timeproperty
+
+    timerel, time_at, end_time_at = params.get("timerel"), params.get("timeAt"), params.get("endTimeAt")
+    if timerel is None:
+        if time_at is not None or end_time_at is not None:
+            raise BadRequestData("timeAt and endTimeAt need a timerel (before, after or between)")
+    else:
+        if timerel not in TIMERELS:
+            raise BadRequestData(f"timerel must be before, after or between, not {timerel!r}")
+        if not time_at:
+            raise BadRequestData(f"timerel={timerel} needs a timeAt")
+        at = parse_datetime(time_at, "timeAt")
+        if timerel == "between":
+            if not end_time_at:
+                raise BadRequestData("timerel=between needs an endTimeAt")
+            end = parse_datetime(end_time_at, "endTimeAt")
+            if end <= at:
+                raise BadRequestData("endTimeAt must be later than timeAt")
+            history.start, history.end = at, end
+            out.aggr_origin = at
+        elif end_time_at is not None:
+            raise BadRequestData(f"endTimeAt is only allowed with timerel=between, not {timerel}")
+        elif timerel == "before":
+            history.end = at
+        else:
+            history.start, history.start_exclusive = at, True
+            out.aggr_origin = at
+    out.timerel = timerel
+
+    last_n = params.get("lastN")
+    if last_n is not None:
+        if not last_n.isdigit() or int(last_n) < 1:
+            raise BadRequestData(f"lastN must be a positive integer, not {last_n!r}")
+        history.last_n = int(last_n)
+
+    if form == "aggregatedValues":
+        raw_methods = params.get("aggrMethods")
+        if not raw_methods:
+            raise BadRequestData("The aggregated temporal representation needs aggrMethods")
+        methods = [m.strip() for m in raw_methods.split(",")]
+        bad = [m for m in methods if m not in AGGREGATION_METHODS]
+        if bad:
+            raise BadRequestData(
+                f"Unknown aggrMethods {', '.join(bad)}; use {', '.join(AGGREGATION_METHODS)}"
+            )
+        out.aggr_methods = tuple(dict.fromkeys(methods))
+        duration = params.get("aggrPeriodDuration")
+        if duration is not None:
+            seconds = parse_duration(duration)
+            out.aggr_period = seconds or None
+    elif params.get("aggrPeriodDuration") is not None:
+        parse_duration(params["aggrPeriodDuration"])
+    return out
+
+
+# -- input: the temporal representation ------------------------------------------------------------
+
+
+def parse_temporal_attributes(body: dict[str, Any], terms: TermMap, now: str) -> dict[str, list[Instance]]:
+    """Attributes of a temporal representation: each is an array of instances (or one instance)."""
+    attributes: dict[str, list[Instance]] = {}
+    for name, raw in body.items():
+        if name in model.ENTITY_MEMBERS or name in ("@id", "@type"):
+            continue
+        iri = terms.expand(model.check_name(name))
+        items = raw if isinstance(raw, list) and raw and all(isinstance(i, dict) for i in raw) else [raw]
+        attributes[iri] = [model.parse_instance(iri, item, terms, now) for item in items]
+    return attributes
+
+
+def parse_temporal_entity(
+    body: Any, terms: TermMap, now: str
+) -> tuple[str, list[str] | None, list[str] | None, dict[str, list[Instance]]]:
+    if not isinstance(body, dict):
+        raise BadRequestData("A temporal entity must be a JSON object")
+    entity_id = model.check_entity_id(body.get("id", body.get("@id")))
+    raw_type = body.get("type", body.get("@type"))
+    types = model.expand_types(raw_type, terms) if raw_type is not None else None
+    scope = model.parse_scope(body["scope"]) if "scope" in body else None
+    return entity_id, types, scope, parse_temporal_attributes(body, terms, now)
+
+
+def deletion_record(instance: Instance, now: str) -> Instance:
+    """The history record of a deleted attribute instance: its kind, NGSI-LD Null, deletedAt.
+
+    This is what the entity API appends when an attribute (instance) is deleted."""
+    kind = instance["type"]
+    member = model.VALUE_MEMBER[kind]
+    value: Any = model.NULL
+    if kind == "LanguageProperty":
+        value = {"@none": model.NULL}
+    elif kind in ("ListProperty", "ListRelationship"):
+        value = [model.NULL]
+    record: Instance = {"type": kind, member: value}
+    if "datasetId" in instance:
+        record["datasetId"] = instance["datasetId"]
+    record["createdAt"] = instance.get("createdAt", now)
+    record["modifiedAt"] = now
+    record["deletedAt"] = now
+    return record
+
+
+# -- the service -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TemporalEntity:
+    """One entity's temporal evolution as read: its core members and the selected history."""
+
+    core: Entity
+    attributes: dict[str, list[Instance]] = field(default_factory=dict)
+    aggregates: list[AggregateRow] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TemporalFilter:
+    """Which temporal entities a query selects: store-side narrowing plus entity predicates."""
+
+    types: list[str] | None = None
+    ids: list[str] | None = None
+    id_pattern: str | None = None
+    predicate: Callable[[Entity], bool] | None = None
+    require_attributes: bool = False
+
+
+class TemporalService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def _require_tenant(self, tenant: str) -> None:
+        if not await self.store.has_tenant(tenant):
+            raise NonExistingTenant(f"Tenant {tenant!r} does not exist")
+
+    # -- provision -------------------------------------------------------------------------------
+
+    async def create_or_update(self, tenant: str, body: Any, terms: TermMap) -> tuple[str, bool]:
+        """POST /temporal/entities (clause 5.6.11): True if the temporal entity was created."""
+        now = model.now_iso()
+        entity_id, types, scope, attributes = parse_temporal_entity(body, terms, now)
+        async with self.store.write(tenant) as tx:
+            current = await tx.temporal_entity(entity_id)
+            if current is None and types is None:
+                raise BadRequestData("Entity type is missing")
+            all_types = types or current["type"]  # type: ignore[index]
+            created = await tx.touch_temporal_entity(entity_id, all_types, scope, now)
+            for iri, instances in attributes.items():
+                for instance in instances:
+                    await tx.append_history(entity_id, all_types, iri, instance)
+        return entity_id, created
+
+    async def append_attributes(self, tenant: str, entity_id: str, body: Any, terms: TermMap) -> None:
+        """POST /temporal/entities/{id}/attrs (clause 5.6.12)."""
+        model.check_entity_id(entity_id)
+        if not isinstance(body, dict):
+            raise BadRequestData("The attributes fragment must be a JSON object")
+        if "id" in body and body["id"] != entity_id:
+            raise BadRequestData("The fragment's id does not match the entity id in the path")
+        now = model.now_iso()
+        types = model.expand_types(body["type"], terms) if "type" in body else []
+        attributes = parse_temporal_attributes(body, terms, now)
+        await self._require_tenant(tenant)
+        async with self.store.write(tenant) as tx:
+            current = await tx.temporal_entity(entity_id)
+            if current is None:
+                raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
+            scope = model.parse_scope(body["scope"]) if "scope" in body else None
+            await tx.touch_temporal_entity(entity_id, types, scope, now)
+            for iri, instances in attributes.items():
+                for instance in instances:
+                    await tx.append_history(entity_id, current["type"], iri, instance)
+
+    async def delete_entity(self, tenant: str, entity_id: str) -> None:
+        """DELETE /temporal/entities/{id} (clause 5.6.16)."""
+        model.check_entity_id(entity_id)
+        await self._require_tenant(tenant)
+        async with self.store.write(tenant) as tx:
+            if await tx.temporal_entity(entity_id) is None:
+                raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
+            await tx.delete_history(entity_id)
+
+    async def delete_attribute(
+        self,
+        tenant: str,
+        entity_id: str,
+        name: str,
+        terms: TermMap,
+        *,
+        dataset_id: str | None = None,
+        delete_all: bool = False,
+    ) -> None:
+        """DELETE /temporal/entities/{id}/attrs/{attrId} (clause 5.6.13)."""
+        model.check_entity_id(entity_id)
+        iri = terms.expand(model.check_name(name))
+        if dataset_id is not None and not model.is_uri(dataset_id):
+            raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
+        await self._require_tenant(tenant)
+        async with self.store.write(tenant) as tx:
+            if await tx.temporal_entity(entity_id) is None:
+                raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
+            if not await tx.delete_history(entity_id, iri, dataset_id, all_datasets=delete_all):
+                raise ResourceNotFound(f"Temporal entity {entity_id} has no history of attribute {name}")
+
+    async def modify_instance(
+        self, tenant: str, entity_id: str, name: str, instance_id: str, body: Any, terms: TermMap
+    ) -> None:
+        """PATCH /temporal/entities/{id}/attrs/{attrId}/{instanceId} (clause 5.6.14)."""
+        iri, _ = self._instance_target(entity_id, name, instance_id, terms)
+        if not isinstance(body, dict) or not body:
+            raise BadRequestData("The attribute instance fragment must be a non-empty JSON object")
+        if not model._looks_like_instance(body) and len(body) == 1:
+            ((key, inner),) = body.items()
+            if terms.expand(key) != iri or not isinstance(inner, dict):
+                raise BadRequestData(f"The fragment names attribute {key}, not {name}")
+            body = inner
+        now = model.now_iso()
+        await self._require_tenant(tenant)
+        async with self.store.write(tenant) as tx:
+            current = await self._instance(tenant, entity_id, iri, name, instance_id)
+            raw = {k: v for k, v in body.items() if k != "instanceId"}
+            if "type" not in raw and not any(m in raw for m in model.KIND_OF_MEMBER):
+                raw = {**{k: v for k, v in current.items() if k in model.KIND_OF_MEMBER}, **raw}
+            instance = model.parse_instance(iri, {"type": current["type"], **raw}, terms, now)
+            if "datasetId" in current and "datasetId" not in instance:
+                instance["datasetId"] = current["datasetId"]
+            instance["createdAt"] = current.get("createdAt", now)
+            if not await tx.update_history_instance(entity_id, iri, instance_id, instance):
+                raise ResourceNotFound(f"Attribute {name} has no instance {instance_id}")
+
+    async def delete_instance(
+        self, tenant: str, entity_id: str, name: str, instance_id: str, terms: TermMap
+    ) -> None:
+        """DELETE /temporal/entities/{id}/attrs/{attrId}/{instanceId} (clause 5.6.15)."""
+        iri, _ = self._instance_target(entity_id, name, instance_id, terms)
+        await self._require_tenant(tenant)
+        async with self.store.write(tenant) as tx:
+            await self._instance(tenant, entity_id, iri, name, instance_id)
+            if not await tx.delete_history_instance(entity_id, iri, instance_id):
+                raise ResourceNotFound(f"Attribute {name} has no instance {instance_id}")
+
+    def _instance_target(
+        self, entity_id: str, name: str, instance_id: str, terms: TermMap
+    ) -> tuple[str, str]:
+        model.check_entity_id(entity_id)
+        iri = terms.expand(model.check_name(name))
+        if not model.is_uri(instance_id):
+            raise BadRequestData(f"instanceId must be a URI, not {instance_id!r}")
+        return iri, instance_id
+
+    async def _instance(self, tenant: str, entity_id: str, iri: str, name: str, instance_id: str) -> Instance:
+        if await self.store.get_temporal_entity(tenant, entity_id) is None:
+            raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
+        found: Instance | None = None
+        seen = False
+        for timeproperty in ("observedAt", "deletedAt"):
+            for _, instance in await self.store.read_history(
+                tenant, entity_id, HistoryQuery(attributes=[iri], timeproperty=timeproperty)
+            ):
+                seen = True
+                if instance["instanceId"] == instance_id:
+                    found = instance
+        if not seen:
+            raise ResourceNotFound(f"Temporal entity {entity_id} has no history of attribute {name}")
+        if found is None:
+            raise ResourceNotFound(f"Attribute {name} has no instance {instance_id}")
+        return found
+
+    # -- consumption -----------------------------------------------------------------------------
+
+    async def retrieve(self, tenant: str, entity_id: str, params: TemporalParams) -> TemporalEntity:
+        """GET /temporal/entities/{id} (clause 5.7.3)."""
+        model.check_entity_id(entity_id)
+        await self._require_tenant(tenant)
+        core = await self.store.get_temporal_entity(tenant, entity_id)
+        if core is None:
+            raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
+        wanted = params.history.attributes
+        if wanted is not None:
+            known = set(await self.store.history_attributes(tenant, entity_id))
+            if not known & set(wanted):
+                raise ResourceNotFound(f"Temporal entity {entity_id} has none of the attributes asked for")
+        return await self._read(tenant, core, params)
+
+    async def query(
+        self,
+        tenant: str,
+        selection: TemporalFilter,
+        params: TemporalParams,
+        *,
+        limit: int,
+        offset: int,
+        count: bool,
+    ) -> tuple[list[TemporalEntity], int | None]:
+        """GET /temporal/entities and POST /temporal/entityOperations/query (clause 5.7.4)."""
+        await self._require_tenant(tenant)
+        cores = await self.store.query_temporal_entities(
+            tenant, selection.types, selection.ids, selection.id_pattern
+        )
+        selected: list[TemporalEntity] = []
+        matched = 0
+        for core in cores:
+            entity = await self._read(tenant, core, params)
+            if selection.require_attributes and not (entity.attributes or entity.aggregates):
+                continue
+            if selection.predicate is not None and not selection.predicate({**core, **entity.attributes}):
+                continue
+            if offset <= matched < offset + limit:
+                selected.append(entity)
+            matched += 1
+            if not count and matched >= offset + limit:
+                break
+        return selected, matched if count else None
+
+    async def _read(self, tenant: str, core: Entity, params: TemporalParams) -> TemporalEntity:
+        entity = TemporalEntity(core)
+        history = params.history
+        if params.form == "aggregatedValues":
+            entity.aggregates = await self.store.aggregate_history(
+                tenant, core["id"], history, params.aggr_methods, params.aggr_period, params.aggr_origin
+            )
+            # The kinds (and the instances q and geoQ look at): the latest instance of each.
+            latest = HistoryQuery(**{**_fields(history), "last_n": 1})
+            pairs = await self.store.read_history(tenant, core["id"], latest)
+        else:
+            pairs = await self.store.read_history(tenant, core["id"], history)
+        for iri, instance in pairs:
+            entity.attributes.setdefault(iri, []).append(instance)
+            entity.kinds.setdefault(iri, instance["type"])
+        return entity
+
+
+def _fields(history: HistoryQuery) -> dict[str, Any]:
+    return {name: getattr(history, name) for name in HistoryQuery.__slots__}
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+
+def render_temporal(
+    entity: TemporalEntity,
+    terms: TermMap,
+    params: TemporalParams,
+    *,
+    pick: frozenset[str] | None = None,
+    omit: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The temporal representation asked for: normalized/concise, temporalValues or aggregated."""
+    core = entity.core
+
+    def keep(member: str) -> bool:
+        return (pick is None or member in pick) and member not in omit
+
+    out: dict[str, Any] = {}
+    if keep("id"):
+        out["id"] = core["id"]
+    if keep("type"):
+        types = [terms.compact(t) for t in core["type"]]
+        out["type"] = types[0] if len(types) == 1 else types
+    if keep("scope") and "scope" in core:
+        out["scope"] = core["scope"][0] if len(core["scope"]) == 1 else core["scope"]
+    if params.sys_attrs:
+        out["createdAt"] = core["createdAt"]
+        out["modifiedAt"] = core["modifiedAt"]
+    if params.form == "aggregatedValues":
+        for iri, rendered in _aggregated(entity, params).items():
+            if keep(iri):
+                out[terms.compact(iri)] = rendered
+        return out
+    for iri, instances in entity.attributes.items():
+        if not keep(iri):
+            continue
+        if params.form == "temporalValues":
+            out[terms.compact(iri)] = _temporal_values(instances, terms, params.history.timeproperty)
+        else:
+            view = View(form=params.form, sys_attrs=params.sys_attrs)
+            out[terms.compact(iri)] = [_render_one(i, terms, view) for i in instances]
+    return out
+
+
+def _render_one(instance: Instance, terms: TermMap, view: View) -> Any:
+    rendered = render_instance(instance, terms, view)
+    if "deletedAt" in instance and isinstance(rendered, dict):
+        rendered["deletedAt"] = instance["deletedAt"]
+    return rendered
+
+
+def _time_of(instance: Instance, timeproperty: str) -> Any:
+    if "deletedAt" in instance:
+        return instance["deletedAt"]
+    return instance.get(timeproperty) or instance.get("createdAt")
+
+
+def _temporal_values(instances: list[Instance], terms: TermMap, timeproperty: str) -> Any:
+    """Clause 4.5.9: per datasetId, {"type", "values": [[value, time], ...]} (objects, ...)."""
+    groups: dict[str | None, list[Instance]] = {}
+    for instance in instances:
+        groups.setdefault(instance.get("datasetId"), []).append(instance)
+    view = View(form="keyValues")
+    rendered = []
+    for dataset_id, members in groups.items():
+        kind = members[0]["type"]
+        series = [[render_instance(i, terms, view), _time_of(i, timeproperty)] for i in members]
+        item: dict[str, Any] = {"type": kind, TEMPORAL_VALUES_KEY[kind]: series}
+        if dataset_id is not None:
+            item["datasetId"] = dataset_id
+        rendered.append(item)
+    return rendered[0] if len(rendered) == 1 else rendered
+
+
+def _aggregated(entity: TemporalEntity, params: TemporalParams) -> dict[str, Any]:
+    """Clause 4.5.19: per attribute (and datasetId), each method's [[value, start, end], ...]."""
+    series: dict[str, dict[str | None, dict[str, Any]]] = {}
+    for row in entity.aggregates:
+        kind = entity.kinds.get(row.attribute, "Property")
+        item = series.setdefault(row.attribute, {}).setdefault(row.dataset_id, {"type": kind})
+        if row.dataset_id is not None:
+            item["datasetId"] = row.dataset_id
+        for method in params.aggr_methods:
+            value = row.values.get(method)
+            if value is not None:
+                item.setdefault(method, []).append([value, iso(row.start), iso(row.end)])
+    out: dict[str, Any] = {}
+    for iri, by_dataset in series.items():
+        items = list(by_dataset.values())
+        for item in items:
+            for method in params.aggr_methods:
+                item.setdefault(method, [])
+        out[iri] = items[0] if len(items) == 1 else items
+    return out
+
+
+async def record_changes(tx: Any, before: Entity | None, after: Entity | None, now: str) -> None:
+    """Append to the history what changed between two versions of an entity, in ``tx``: every
+    new or changed instance as it is now, and a deletion record for every instance gone.
+    ``before`` None is a creation, ``after`` None a deletion. Call it before committing."""
+    core = after if after is not None else before
+    if core is None:
+        return
+    types = core.get("type", [])
+    scope = after.get("scope") if after is not None else None
+    old = _instances_by_key(before)
+    new = _instances_by_key(after)
+    for (iri, _), instance in new.items():
+        if old.get((iri, instance.get("datasetId"))) != instance:
+            await tx.append_history(core["id"], types, iri, instance, scope=scope)
+    for key, instance in old.items():
+        if key not in new:
+            await tx.append_history(core["id"], types, key[0], deletion_record(instance, now), scope=scope)
+
+
+def _instances_by_key(entity: Entity | None) -> dict[tuple[str, str | None], Instance]:
+    if entity is None:
+        return {}
+    return {
+        (iri, instance.get("datasetId")): instance
+        for iri, instances in entity.items()
+        if iri not in ("id", "type", "scope", "@context") and iri not in model.SYSTEM_MEMBERS
+        for instance in instances
+    }
