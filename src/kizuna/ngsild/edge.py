@@ -6,6 +6,7 @@ Routes stay thin: they call these helpers to turn a request into service argumen
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from kizuna.errors import (
 )
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
+from kizuna.ngsild import query as ql
 from kizuna.ngsild.render import View
 
 JSON = "application/json"
@@ -189,9 +191,14 @@ def respond(
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """A JSON(-LD) response; the @context goes into the Link header or into the body."""
+    """A JSON(-LD) response; the @context goes into the Link header or into the body.
+
+    GeoJSON has no JSON-LD processing of its own, so its @context is a top-level member of the
+    Feature / FeatureCollection (clause 4.5.16), as for JSON-LD."""
     out_headers = dict(headers or {})
-    if media == JSON_LD:
+    if media == GEO_JSON and isinstance(data, dict):
+        data = {**data, "@context": context if context is not None else CORE_LINK_URL}
+    elif media == JSON_LD:
         ctx_value = context if context is not None else CORE_LINK_URL
         if isinstance(data, list):
             data = [{"@context": ctx_value, **item} if isinstance(item, dict) else item for item in data]
@@ -221,17 +228,28 @@ def check_params(request: Request, allowed: frozenset[str] | set[str]) -> None:
         raise InvalidRequest(f"Unknown query parameter(s): {', '.join(sorted(set(unknown)))}")
 
 
+OPTIONS = frozenset(
+    {"sysAttrs", "keyValues", "simplified", "concise", "normalized", "noOverwrite", "replace", "update"}
+)
+FORMATS = ("normalized", "keyValues", "simplified", "concise")
+
+
 def options_of(request: Request) -> set[str]:
+    """The ``options`` values; an unknown one makes the request syntactically invalid (InvalidRequest,
+    as ETSI 018_16 and 021_20 expect), like an unknown parameter."""
     raw = request.query_params.getlist("options")
     found = {item.strip() for value in raw for item in value.split(",") if item.strip()}
-    unknown = found - {"sysAttrs", "keyValues", "concise", "normalized", "noOverwrite", "replace", "update"}
+    unknown = found - OPTIONS
     if unknown:
-        raise BadRequestData(f"Unknown options: {', '.join(sorted(unknown))}")
+        raise InvalidRequest(f"Unknown options: {', '.join(sorted(unknown))}")
     return found
 
 
 def names_param(request: Request, name: str) -> list[str] | None:
-    raw = request.query_params.get(name)
+    return _names(request.query_params.get(name), name)
+
+
+def _names(raw: str | None, name: str) -> list[str] | None:
     if raw is None:
         return None
     names = [item.strip() for item in raw.split(",")]
@@ -240,12 +258,18 @@ def names_param(request: Request, name: str) -> list[str] | None:
     return names
 
 
-def view_of(request: Request, terms: TermMap, options: set[str]) -> View:
-    form = request.query_params.get("format")
-    if form is not None and form not in ("normalized", "keyValues", "concise", "simplified"):
-        raise BadRequestData(f"Unknown format {form!r}")
+def view_of(
+    request: Request, terms: TermMap, options: set[str], params: Mapping[str, str] | None = None
+) -> View:
+    """The rendering a request asks for; ``params`` replaces the query parameters when a query
+    body (POST /entityOperations/query) carries some of them."""
+    if params is None:
+        params = request.query_params
+    form = params.get("format")
+    if form is not None and form not in FORMATS:
+        raise InvalidRequest(f"Unknown format {form!r}; expected one of {', '.join(FORMATS)}")
     if form is None:
-        if "keyValues" in options:
+        if "keyValues" in options or "simplified" in options:
             form = "keyValues"
         elif "concise" in options:
             form = "concise"
@@ -253,27 +277,53 @@ def view_of(request: Request, terms: TermMap, options: set[str]) -> View:
             form = "normalized"
     if form == "simplified":
         form = "keyValues"
-    attrs = names_param(request, "attrs")
-    pick = names_param(request, "pick")
-    omit = names_param(request, "omit")
-
-    def expand(names: list[str] | None) -> frozenset[str] | None:
-        if names is None:
-            return None
-        return frozenset(n if n in ("id", "type", "scope") else terms.expand(n) for n in names)
-
-    dataset_ids = names_param(request, "datasetId")
+    attrs = _names(params.get("attrs"), "attrs")
+    pick, omit = _projection(params, "pick", terms), _projection(params, "omit", terms)
+    if attrs is not None and (pick is not None or omit is not None):
+        raise BadRequestData("attrs cannot be combined with pick or omit")
+    if pick is not None and omit is not None:
+        both = pick.names() & omit.plain_names()
+        if both:
+            raise BadRequestData(f"{', '.join(sorted(both))} is both picked and omitted")
+    join = params.get("join")
+    if join is not None and join not in ("flat", "inline", "@none"):
+        raise BadRequestData(f"Invalid join {join!r}: expected flat, inline or @none")
+    join_level = _join_level(params.get("joinLevel"))
+    dataset_ids = _names(params.get("datasetId"), "datasetId")
     return View(
         form=form,
         sys_attrs="sysAttrs" in options,
-        lang=request.query_params.get("lang"),
-        attrs=expand(attrs),
-        pick=expand(pick),
-        omit=expand(omit) or frozenset(),
+        lang=params.get("lang"),
+        attrs=None if attrs is None else _expand_members(attrs, terms),
+        pick=None if pick is None else pick.names(),
+        omit=frozenset() if omit is None else omit.plain_names(),
         dataset_ids=None
         if dataset_ids is None
         else frozenset(None if d == "@none" else d for d in dataset_ids),
+        pick_tree=pick,
+        omit_tree=omit,
+        join=None if join == "@none" else join,
+        join_level=join_level,
     )
+
+
+def _expand_members(names: list[str], terms: TermMap) -> frozenset[str]:
+    return frozenset(n if n in ql.ENTITY_MEMBER_NAMES else terms.expand(n) for n in names)
+
+
+def _join_level(raw: str | None) -> int:
+    if raw is None:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise BadRequestData(f"joinLevel must be a positive integer, not {raw!r}")
+    return int(raw)
+
+
+def _projection(params: Mapping[str, str], name: str, terms: TermMap) -> ql.Projection | None:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    return ql.parse_projection(raw, name).resolve(terms.expand)
 
 
 def int_param(

@@ -5,13 +5,16 @@ This is the only place where IRIs become terms again (compaction at the edge).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild.model import INSTANCE_MEMBERS, SYSTEM_MEMBERS, VALUE_MEMBER
+from kizuna.ngsild.query import Projection
 
 GEOJSON_CONTENT_PROPERTIES = frozenset({"id", "type", "@context"})
+Entity = dict[str, Any]
 
 
 @dataclass(slots=True, frozen=True)
@@ -25,9 +28,38 @@ class View:
     pick: frozenset[str] | None = None  # entity members to keep: id, type, scope, attribute IRIs
     omit: frozenset[str] = frozenset()
     dataset_ids: frozenset[str | None] | None = None  # instances to keep; None for the default one
+    # pick/omit with the projections in braces that apply to linked entities (clause 4.21)
+    pick_tree: Projection | None = None
+    omit_tree: Projection | None = None
+    join: str | None = None  # "inline" | "flat" (clause 4.5.23); None: relationships stay links
+    join_level: int = 1
+
+    def linked(self, relationship: str) -> View:
+        """The view of the entities a Relationship links to: the same representation, with the
+        pick/omit given in braces after the relationship's name, and no attrs or datasetId filter
+        (those select among the attributes of the entities asked for, not of linked ones)."""
+        pick = self.pick_tree.linked(relationship) if self.pick_tree is not None else None
+        omit = self.omit_tree.linked(relationship) if self.omit_tree is not None else None
+        return replace(
+            self,
+            attrs=None,
+            dataset_ids=None,
+            pick=None if pick is None else pick.names(),
+            omit=frozenset() if omit is None else omit.plain_names(),
+            pick_tree=pick,
+            omit_tree=omit,
+        )
 
 
-def render_entity(entity: dict[str, Any], terms: TermMap, view: View) -> dict[str, Any]:
+def render_entity(
+    entity: Entity,
+    terms: TermMap,
+    view: View,
+    linked: Mapping[str, Entity] | None = None,
+    level: int = 0,
+) -> dict[str, Any]:
+    """One entity in the view's representation; with ``join=inline``, Relationships whose target is
+    in ``linked`` carry the rendered target entity, ``level`` more levels deep."""
     out: dict[str, Any] = {}
     keep = _keeper(view)
     if keep("id"):
@@ -42,6 +74,7 @@ def render_entity(entity: dict[str, Any], terms: TermMap, view: View) -> dict[st
         for member in ("createdAt", "modifiedAt", "deletedAt"):
             if member in entity:
                 out[member] = entity[member]
+    inline = linked is not None and level > 0 and view.join == "inline"
     for iri, instances in entity.items():
         if iri in _ENTITY_CORE or not keep(iri):
             continue
@@ -52,8 +85,54 @@ def render_entity(entity: dict[str, Any], terms: TermMap, view: View) -> dict[st
             if not instances:
                 continue
         rendered = [render_instance(i, terms, view) for i in instances]
+        if inline and linked is not None:
+            target_view = view.linked(iri)
+            rendered = [
+                _inline(r, i, linked, terms, target_view, level - 1)
+                for r, i in zip(rendered, instances, strict=True)
+            ]
         out[terms.compact(iri)] = rendered[0] if len(rendered) == 1 else rendered
     return out
+
+
+def _inline(
+    rendered: Any,
+    instance: dict[str, Any],
+    linked: Mapping[str, Entity],
+    terms: TermMap,
+    view: View,
+    level: int,
+) -> Any:
+    """A Relationship with its target entity: as ``entity`` beside ``object``, or, in keyValues,
+    in place of the object's URI (clause 4.5.23)."""
+    if instance["type"] != "Relationship" or not isinstance(instance.get("object"), str):
+        return rendered
+    target = linked.get(instance["object"])
+    if target is None:
+        return rendered
+    entity = render_entity(target, terms, view, linked, level)
+    if view.form == "keyValues":
+        return entity
+    if not isinstance(rendered, dict):
+        rendered = {"object": rendered}
+    return {**rendered, "entity": entity}
+
+
+def linked_targets(entity: Entity, view: View) -> list[tuple[str, View]]:
+    """The ids a join follows from ``entity`` (Relationships the view keeps), each with the view
+    its target is rendered in."""
+    keep = _keeper(view)
+    targets: list[tuple[str, View]] = []
+    for iri, instances in entity.items():
+        if iri in _ENTITY_CORE or not keep(iri) or (view.attrs is not None and iri not in view.attrs):
+            continue
+        for instance in instances:
+            if instance.get("type") == "Relationship":
+                objects = instance.get("object")
+                for target in objects if isinstance(objects, list) else [objects]:
+                    if isinstance(target, str):
+                        targets.append((target, view.linked(iri)))
+    return targets
 
 
 _ENTITY_CORE = frozenset({"id", "type", "scope"} | SYSTEM_MEMBERS)

@@ -9,15 +9,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError
+from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
 from kizuna.ngsild import query as ql
-from kizuna.ngsild.entities import BatchResult, EntityService, UpdateResult
+from kizuna.ngsild.entities import ENTITY_CORE, BatchResult, EntityService, UpdateResult
 from kizuna.ngsild.model import is_uri
-from kizuna.ngsild.render import View, render_entity, to_geojson_feature
-from kizuna.store import EntityQuery
+from kizuna.ngsild.render import View, linked_targets, render_entity, to_geojson_feature
+from kizuna.store import Entity, EntityQuery
 
 BASE = "/ngsi-ld/v1"
 
@@ -104,16 +104,57 @@ class NgsiLdApi:
         options = edge.options_of(request)
         view = edge.view_of(request, terms, options)
         types = self._types_param(request, terms)
-        entity = await self.entities.retrieve(
-            edge.tenant_of(request), request.path_params["entity_id"], types
-        )
-        rendered = render_entity(entity, terms, view)
+        tenant = edge.tenant_of(request)
+        entity_id = request.path_params["entity_id"]
+        entity = await self.entities.retrieve(tenant, entity_id, types)
+        if view.attrs is not None and not view.attrs & entity.keys():
+            raise ResourceNotFound(f"Entity {entity_id} has none of the attributes asked for")
         if media == edge.GEO_JSON:
+            rendered = render_entity(entity, terms, view)
             geoproperty = terms.expand(request.query_params.get("geometryProperty", "location"))
             return edge.respond(
                 to_geojson_feature(entity, rendered, terms, geoproperty), media=edge.GEO_JSON, context=context
             )
+        linked, flat = await self._join(tenant, [entity], view)
+        rendered = render_entity(entity, terms, view, linked, view.join_level)
+        if not rendered:
+            # Clause 4.21: a pick that matches nothing, or an omit of everything, leaves no entity.
+            raise ResourceNotFound(f"Nothing of entity {entity_id} is left after pick and omit")
+        if view.join == "flat" and flat:
+            # With no linked entity found, the answer is the entity alone, not a list (ETSI 018_14).
+            body = [rendered, *(render_entity(e, terms, v) for e, v in flat)]
+            return edge.respond(body, media=media, context=context)
         return edge.respond(rendered, media=media, context=context)
+
+    async def _join(
+        self, tenant: str, roots: list[Entity], view: View
+    ) -> tuple[dict[str, Entity], list[tuple[Entity, View]]]:
+        """Linked entity retrieval (clause 4.5.23): follow the Relationships the view keeps,
+        ``joinLevel`` levels deep, one store query per level.
+
+        Returns every entity a Relationship may be inlined with (the roots too, so that entities
+        of one answer that link to each other are inlined) and, for ``join=flat``, the linked
+        entities that are not roots, each once, with the view its first link asks for."""
+        linked: dict[str, Entity] = {e["id"]: e for e in roots}
+        if view.join is None:
+            return linked, []
+        flat: list[tuple[Entity, View]] = []
+        frontier: list[tuple[Entity, View]] = [(e, view) for e in roots]
+        for _ in range(view.join_level):
+            targets: dict[str, View] = {}
+            for entity, entity_view in frontier:
+                for target, target_view in linked_targets(entity, entity_view):
+                    if target not in linked and is_uri(target):
+                        targets.setdefault(target, target_view)
+            if not targets:
+                break
+            result = await self.entities.query(tenant, EntityQuery(ids=list(targets)))
+            frontier = []
+            for entity in result.entities:
+                linked[entity["id"]] = entity
+                frontier.append((entity, targets[entity["id"]]))
+            flat.extend(frontier)
+        return linked, flat
 
     async def query_entities(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
@@ -129,9 +170,10 @@ class NgsiLdApi:
         if not isinstance(body, dict) or body.get("type") != "Query":
             raise BadRequestData("The body of a query must be an object of type Query")
         params = dict(request.query_params)
-        for name in ("q", "scopeQ", "lang"):
+        for name in ("q", "scopeQ", "lang", "join", "joinLevel", "orderBy", "pick", "omit"):
             if name in body:
-                params[name] = body[name]
+                value = body[name]
+                params[name] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         if "attrs" in body:
             params["attrs"] = ",".join(body["attrs"])
         entities = body.get("entities") or []
@@ -150,31 +192,31 @@ class NgsiLdApi:
     ) -> Response:
         tenant = edge.tenant_of(request)
         options = edge.options_of(request)
-        view = edge.view_of(request, terms, options)
-        if view.attrs is not None and "attrs" in params and not request.query_params.get("attrs"):
-            view = View(
-                **{
-                    **_view_fields(view),
-                    "attrs": frozenset(terms.expand(a) for a in params["attrs"].split(",")),
-                }
-            )
+        view = edge.view_of(request, terms, options, params)
         query = self._entity_query(request, params, terms)
+        order_by = params.get("orderBy")
+        order = None if order_by is None else ql.parse_order_by(order_by).resolve(terms.expand)
         count = edge.bool_param(request, "count")
-        query.limit = edge.int_param(request, "limit", self.default_limit, maximum=self.max_limit)
-        query.offset = edge.int_param(request, "offset", 0)
-        query.count = count
-        if query.limit == 0 and not count:
+        limit = edge.int_param(request, "limit", self.default_limit, maximum=self.max_limit)
+        offset = edge.int_param(request, "offset", 0)
+        if limit == 0 and not count:
             raise BadRequestData("limit=0 is only allowed together with count=true")
+        if order is None:
+            query.limit, query.offset, query.count = limit, offset, count
         result = await self.entities.query(tenant, query)
+        entities, total = result.entities, result.total
+        if order is not None:
+            # The store pages in its own order, so an orderBy query sorts the whole selection here.
+            entities = order.sort(entities)
+            total = len(entities)
+            entities = entities[offset : offset + limit]
         headers: dict[str, str] = {}
         if count:
-            headers["NGSILD-Results-Count"] = str(result.total)
-        rendered = [render_entity(e, terms, view) for e in result.entities]
+            headers["NGSILD-Results-Count"] = str(total)
         if media == edge.GEO_JSON:
             geoproperty = terms.expand(request.query_params.get("geometryProperty", "location"))
             features = [
-                to_geojson_feature(e, r, terms, geoproperty)
-                for e, r in zip(result.entities, rendered, strict=True)
+                to_geojson_feature(e, render_entity(e, terms, view), terms, geoproperty) for e in entities
             ]
             return edge.respond(
                 {"type": "FeatureCollection", "features": features},
@@ -182,6 +224,11 @@ class NgsiLdApi:
                 context=context,
                 headers=headers,
             )
+        linked, flat = await self._join(tenant, entities, view)
+        # An entity that pick/omit leaves empty is not part of the answer (clause 4.21).
+        rendered = [r for e in entities if (r := render_entity(e, terms, view, linked, view.join_level))]
+        if view.join == "flat":
+            rendered.extend(render_entity(e, terms, v) for e, v in flat)
         return edge.respond(rendered, media=media, context=context, headers=headers)
 
     def _types_param(self, request: Request, terms: TermMap) -> list[str] | None:
@@ -220,14 +267,16 @@ class NgsiLdApi:
         q_text = params.get("q")
         scope_text = params.get("scopeQ")
         georel = params.get("georel")
-        if require_filter and not any(
-            (type_text, query.ids, query.id_pattern, attrs, q_text, scope_text, georel)
-        ):
-            raise BadRequestData(
-                "A query needs at least one of type, id, idPattern, attrs, q, scopeQ or geoQ"
-            )
+        # Clause 5.7.2.4: ids alone do not make a query (ETSI 019_03_05); local=true does (019_25).
+        local = params.get("local") == "true"
+        if require_filter and not any((type_text, attrs, q_text, scope_text, georel, local)):
+            raise BadRequestData("A query needs at least one of type, attrs, q, scopeQ, geoQ or local=true")
         if attrs:
-            wanted = [terms.expand(a.strip()) for a in attrs.split(",")]
+            names = [a.strip() for a in attrs.split(",")]
+            core = [n for n in names if n in ENTITY_CORE]
+            if core:
+                raise BadRequestData(f"attrs names attributes; {', '.join(core)} is not an attribute")
+            wanted = [terms.expand(n) for n in names]
             predicates.append(lambda e, wanted=wanted: any(a in e for a in wanted))
         if q_text:
             q = ql.parse_q(q_text).resolve(terms.expand)
@@ -424,10 +473,6 @@ class NgsiLdApi:
             Route(e + "//attrs", self.missing_entity_id, methods=["POST", "PATCH"]),
             Route(e + "//attrs/{attr}", self.missing_entity_id, methods=["PATCH", "PUT", "DELETE"]),
         ]
-
-
-def _view_fields(view: View) -> dict[str, Any]:
-    return {name: getattr(view, name) for name in View.__slots__}
 
 
 def _update_response(result: UpdateResult) -> Response:
