@@ -369,8 +369,8 @@ def test_list_with_pagination_and_count(client: TestClient) -> None:
     assert [s["id"] for s in page.json()] == ["urn:ngsi-ld:Subscription:lights-2"]
     assert page.headers["ngsild-results-count"] == "3"
     assert sorted(page.headers["link"].replace(" ", "").split(",")) == [
-        f'<{BASE}?limit=1&offset=0>;rel="prev";type="application/ld+json"',
-        f'<{BASE}?limit=1&offset=2>;rel="next";type="application/ld+json"',
+        f'<{BASE}?count=true&limit=1&offset=0>;rel="prev";type="application/ld+json"',
+        f'<{BASE}?count=true&limit=1&offset=2>;rel="next";type="application/ld+json"',
     ]
     last = client.get(BASE, params={"limit": 1, "offset": 2}, headers={"Accept": "application/ld+json"})
     assert last.headers["link"] == f'<{BASE}?limit=1&offset=1>;rel="prev";type="application/ld+json"'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -27,8 +28,10 @@ from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.routes import NgsiLdApi
 from kizuna.ngsild.subscription_routes import SubscriptionApi
 from kizuna.ngsild.subscriptions import SubscriptionService
-from kizuna.ngsild.temporal import TemporalService
+from kizuna.ngsild.temporal import TemporalService, parse_retention, prune_history_forever
 from kizuna.ngsild.temporal_routes import TemporalApi
+from kizuna.notify.dispatcher import Dispatcher
+from kizuna.notify.matching import SubscriptionCache
 from kizuna.store import open_store
 
 log = logging.getLogger("kizuna")
@@ -85,7 +88,9 @@ def create_app(settings: Settings) -> Starlette:
         fetch_timeout=settings.context_fetch_timeout,
         max_context_bytes=settings.max_context_bytes,
     )
-    entities = EntityService(store)
+    subscription_cache = SubscriptionCache(store, registry)
+    dispatcher = Dispatcher(store, registry, base_url=f"http://{settings.host}:{settings.port}")
+    entities = EntityService(store, subscription_cache, dispatcher.wake)
     ngsild = NgsiLdApi(
         entities,
         registry,
@@ -94,7 +99,9 @@ def create_app(settings: Settings) -> Starlette:
     )
     contexts = ContextApi(registry, store, settings.max_body_bytes)
     subscriptions = SubscriptionApi(
-        SubscriptionService(store, registry, implicit_context=contexts.add_implicit),
+        SubscriptionService(
+            store, registry, implicit_context=contexts.add_implicit, on_change=subscription_cache.invalidate
+        ),
         registry,
         max_body=settings.max_body_bytes,
         limits=(settings.default_limit, settings.max_limit),
@@ -107,14 +114,24 @@ def create_app(settings: Settings) -> Starlette:
         limits=(settings.default_limit, settings.max_limit),
     )
 
+    try:
+        retention = None if not settings.history_retention else parse_retention(settings.history_retention)
+    except NgsiLdError as error:
+        raise SystemExit(f"kizuna: invalid history retention: {error}") from None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         await contexts.load()
+        await dispatcher.start()
         log.info("kizuna %s serving with store %s", __version__, settings.store)
+        pruner = None if retention is None else asyncio.create_task(prune_history_forever(store, retention))
         try:
             yield
         finally:
+            if pruner is not None:
+                pruner.cancel()
+            await dispatcher.stop()
             await store.close()
 
     async def health(request: Request) -> Response:
@@ -125,7 +142,7 @@ def create_app(settings: Settings) -> Starlette:
         *ngsild.routes(),
         *subscriptions.routes(),
         *TemporalApi(
-            TemporalService(store),
+            TemporalService(store, instance_limit=settings.temporal_instance_limit),
             registry,
             max_body=settings.max_body_bytes,
             limits=(settings.default_limit, settings.max_limit),
@@ -147,6 +164,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.store = store
     app.state.contexts = registry
+    app.state.dispatcher = dispatcher
     return app
 
 

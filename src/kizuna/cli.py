@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body")
+    serve.add_argument("--history-retention", help="delete attribute history older than this (e.g. 90d)")
+    serve.add_argument("--temporal-instance-limit", type=int, help="instances per attribute and answer")
     args = parser.parse_args(argv)
     settings = Settings.from_env(**{k: v for k, v in vars(args).items() if k != "command"})
     if args.command == "serve":

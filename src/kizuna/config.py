@@ -19,6 +19,8 @@ class Settings:
     max_context_bytes: int = 1_000_000
     default_limit: int = 20
     max_limit: int = 1000
+    history_retention: str | None = None  # e.g. 90d, 12h, P1Y: older history is deleted
+    temporal_instance_limit: int = 10  # instances per attribute in one temporal answer (206 beyond)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

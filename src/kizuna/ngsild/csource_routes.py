@@ -6,7 +6,7 @@ HTTP in, service, HTTP out, like :mod:`kizuna.ngsild.subscription_routes`. No fo
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -55,26 +55,6 @@ def _is_merge_patch(request: Request) -> bool:
     return request.headers.get("content-type", "").split(";")[0].strip().lower() == edge.MERGE_PATCH
 
 
-def page_links(request: Request, path: str, limit: int, offset: int, total: int) -> list[str]:
-    """Clause 6.3.13 pagination: ``Link`` relations prev/next keeping the other query parameters.
-
-    TODO(lead): the generic twin of subscription_routes._page_links; both belong in edge."""
-    if limit == 0:
-        return []
-    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "offset")]
-
-    def link(page_offset: int, rel: str) -> str:
-        query = urlencode([*kept, ("limit", limit), ("offset", page_offset)], safe=";:()|*$^.=!~\"'/[]")
-        return f'<{path}?{query}>;rel="{rel}";type="application/ld+json"'
-
-    links = []
-    if offset > 0:
-        links.append(link(max(offset - limit, 0), "prev"))
-    if offset + limit < total:
-        links.append(link(offset + limit, "next"))
-    return links
-
-
 class CsourceApi:
     """Holds what the context source routes share; one per application."""
 
@@ -114,12 +94,8 @@ class CsourceApi:
     ) -> Response:
         limit, offset, count = page
         headers = {"NGSILD-Results-Count": str(total)} if count else {}
-        response = edge.respond(body, media=media, context=context, headers=headers)
-        links = page_links(request, path, limit, offset, total)
-        if links:
-            existing = response.headers.get("link")
-            response.headers["Link"] = ",".join([existing, *links] if existing else links)
-        return response
+        links = edge.page_links(request, path, limit, offset, total)
+        return edge.respond(body, media=media, context=context, headers=headers, links=links)
 
     # -- registrations (clauses 5.9, 5.10) -------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from starlette.requests import Request
@@ -190,11 +191,13 @@ def respond(
     context: ContextValue = None,
     status: int = 200,
     headers: dict[str, str] | None = None,
+    links: list[str] | None = None,
 ) -> Response:
     """A JSON(-LD) response; the @context goes into the Link header or into the body.
 
     GeoJSON has no JSON-LD processing of its own, so its @context is a top-level member of the
-    Feature / FeatureCollection (clause 4.5.16), as for JSON-LD."""
+    Feature / FeatureCollection (clause 4.5.16), as for JSON-LD. ``links`` (e.g. from
+    :func:`page_links`) join the Link header after the @context link."""
     out_headers = dict(headers or {})
     if media == GEO_JSON and isinstance(data, dict):
         data = {**data, "@context": context if context is not None else CORE_LINK_URL}
@@ -206,7 +209,30 @@ def respond(
             data = {"@context": ctx_value, **data}
     else:
         out_headers["Link"] = link_header(context)
+    if links:
+        existing = out_headers.get("Link")
+        out_headers["Link"] = ",".join([existing, *links] if existing else links)
     return Response(orjson.dumps(data), status_code=status, media_type=media, headers=out_headers)
+
+
+def page_links(request: Request, path: str, limit: int, offset: int, total: int) -> list[str]:
+    """Clause 6.3.13 pagination: ``Link`` relations prev/next keeping the other query parameters,
+    when there is such a page (``total``: the number of results, or at least ``offset + limit + 1``
+    when a next page is known to exist)."""
+    if limit == 0:
+        return []
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "offset")]
+
+    def link(page_offset: int, rel: str) -> str:
+        query = urlencode([*kept, ("limit", limit), ("offset", page_offset)], safe=";:()|*$^.=!~\"'/[]")
+        return f'<{path}?{query}>;rel="{rel}";type="application/ld+json"'
+
+    links = []
+    if offset > 0:
+        links.append(link(max(offset - limit, 0), "prev"))
+    if offset + limit < total:
+        links.append(link(offset + limit, "next"))
+    return links
 
 
 def link_header(context: ContextValue) -> str:

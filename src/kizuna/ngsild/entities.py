@@ -7,7 +7,7 @@ or 207 exactly as the spec asks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +19,7 @@ from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
 from kizuna.ngsild.model import SYSTEM_MEMBERS
 from kizuna.ngsild.temporal import record_changes
+from kizuna.notify.matching import Compiled, SubscriptionCache, outbox_rows
 from kizuna.store import Entity, EntityQuery, QueryResult, Store, WriteTransaction
 
 Instance = dict[str, Any]
@@ -47,13 +48,25 @@ def attributes_of(entity: Entity) -> dict[str, list[Instance]]:
 
 
 class EntityService:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        subscriptions: SubscriptionCache | None = None,
+        on_notifications: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
+        self.subscriptions = subscriptions
+        self.on_notifications = on_notifications
 
     @asynccontextmanager
     async def _write(self, tenant: str) -> AsyncIterator[RecordingTransaction]:
         async with self.store.write(tenant) as tx:
-            yield RecordingTransaction(tx)
+            subs = await self.subscriptions.for_transaction(tenant, tx) if self.subscriptions else []
+            recording = RecordingTransaction(tx, subs)
+            yield recording
+        # Committed: the dispatcher may deliver what the transaction queued.
+        if recording.queued and self.on_notifications is not None:
+            self.on_notifications()
 
     async def require_tenant(self, tenant: str) -> None:
         if not await self.store.has_tenant(tenant):
@@ -393,11 +406,13 @@ class RecordingTransaction:
     place sees every change, so no operation can forget to record one, and a crash loses or
     invents none: the record commits or rolls back with the change itself."""
 
-    __slots__ = ("_before", "tx")
+    __slots__ = ("_before", "queued", "subscriptions", "tx")
 
-    def __init__(self, tx: WriteTransaction) -> None:
+    def __init__(self, tx: WriteTransaction, subscriptions: list[Compiled] | None = None) -> None:
         self.tx = tx
         self._before: dict[str, Entity | None] = {}
+        self.subscriptions = subscriptions or []
+        self.queued = 0
 
     async def get(self, entity_id: str) -> Entity | None:
         entity = await self.tx.get(entity_id)
@@ -428,12 +443,23 @@ class RecordingTransaction:
         now = model.now_iso()
         for entity in doomed:
             await record_changes(self.tx, entity, None, now)
+            await self._notify(entity, None)
             self._before[entity["id"]] = None
         return doomed
 
     async def _record(self, entity_id: str, after: Entity | None) -> None:
-        await record_changes(self.tx, self._before.get(entity_id), after, model.now_iso())
+        before = self._before.get(entity_id)
+        await record_changes(self.tx, before, after, model.now_iso())
+        await self._notify(before, after)
         self._before[entity_id] = _snapshot(after)
+
+    async def _notify(self, before: Entity | None, after: Entity | None) -> None:
+        """The notification work the change owes, into the outbox in this same transaction."""
+        if self.subscriptions:
+            rows = outbox_rows(self.subscriptions, before, after)
+            if rows:
+                await self.tx.add_outbox(rows)
+                self.queued += len(rows)
 
 
 def _snapshot(entity: Entity | None) -> Entity | None:

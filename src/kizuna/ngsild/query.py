@@ -441,6 +441,13 @@ def matches(q: QExpr, entity: dict[str, Any], *, datasetid_any: bool = True) -> 
     return q.evaluate(entity, datasetid_any)
 
 
+def instance_leaves(entity: dict[str, Any], attribute: str) -> list[list[Any]]:
+    """For each instance of ``attribute`` that has a value (any datasetId), the scalars q compares
+    with (:func:`_leaves` of :meth:`AttrPath.targets`): what a store indexes to answer q on
+    top-level attributes exactly as :func:`matches` does."""
+    return [list(_leaves([target])) for target in AttrPath(attribute).targets(entity, True)]
+
+
 # -- q: evaluation helpers -----------------------------------------------------------------------
 
 _ABSENT = object()

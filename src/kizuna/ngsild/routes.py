@@ -201,8 +201,11 @@ class NgsiLdApi:
         offset = edge.int_param(request, "offset", 0)
         if limit == 0 and not count:
             raise BadRequestData("limit=0 is only allowed together with count=true")
+        has_next = False
         if order is None:
-            query.limit, query.offset, query.count = limit, offset, count
+            # One entity past the page says whether there is a next one, when nothing is counted.
+            query.limit = limit if count or limit == 0 else limit + 1
+            query.offset, query.count = offset, count
         result = await self.entities.query(tenant, query)
         entities, total = result.entities, result.total
         if order is not None:
@@ -210,9 +213,16 @@ class NgsiLdApi:
             entities = order.sort(entities)
             total = len(entities)
             entities = entities[offset : offset + limit]
+        elif not count and len(entities) > limit:
+            entities, has_next = entities[:limit], True
         headers: dict[str, str] = {}
         if count:
             headers["NGSILD-Results-Count"] = str(total)
+        pages: list[str] = []
+        if request.method == "GET":
+            # Clause 6.3.13: Link rel="prev"/"next" for the pages around this one.
+            known = total if total is not None else offset + len(entities) + (1 if has_next else 0)
+            pages = edge.page_links(request, request.url.path, limit, offset, known)
         if media == edge.GEO_JSON:
             geoproperty = terms.expand(request.query_params.get("geometryProperty", "location"))
             features = [
@@ -223,13 +233,14 @@ class NgsiLdApi:
                 media=edge.GEO_JSON,
                 context=context,
                 headers=headers,
+                links=pages,
             )
         linked, flat = await self._join(tenant, entities, view)
         # An entity that pick/omit leaves empty is not part of the answer (clause 4.21).
         rendered = [r for e in entities if (r := render_entity(e, terms, view, linked, view.join_level))]
         if view.join == "flat":
             rendered.extend(render_entity(e, terms, v) for e, v in flat)
-        return edge.respond(rendered, media=media, context=context, headers=headers)
+        return edge.respond(rendered, media=media, context=context, headers=headers, links=pages)
 
     def _types_param(self, request: Request, terms: TermMap) -> list[str] | None:
         raw = request.query_params.get("type")
@@ -276,27 +287,19 @@ class NgsiLdApi:
             core = [n for n in names if n in ENTITY_CORE]
             if core:
                 raise BadRequestData(f"attrs names attributes; {', '.join(core)} is not an attribute")
-            wanted = [terms.expand(n) for n in names]
-            predicates.append(lambda e, wanted=wanted: any(a in e for a in wanted))
+            query.attrs = [terms.expand(n) for n in names]
         if q_text:
-            q = ql.parse_q(q_text).resolve(terms.expand)
-            predicates.append(lambda e, q=q: ql.matches(q, e))
+            query.q = ql.parse_q(q_text).resolve(terms.expand)
         if scope_text:
-            scope = ql.parse_scope_q(scope_text)
-            predicates.append(scope.matches)
+            query.scope = ql.parse_scope_q(scope_text)
         if georel:
-            geo = ql.parse_geoq(
+            query.geo = ql.parse_geoq(
                 georel,
                 params.get("geometry", ""),
                 params.get("coordinates", ""),
                 params.get("geoproperty"),
             )
-            geoproperty = terms.expand(params.get("geoproperty") or "location")
-            predicates.append(
-                lambda e, geo=geo, prop=geoproperty: any(
-                    geo.matches(i["value"]) for i in e.get(prop, ()) if isinstance(i.get("value"), dict)
-                )
-            )
+            query.geoproperty = terms.expand(params.get("geoproperty") or "location")
         if predicates:
             query.predicate = lambda e: all(p(e) for p in predicates)
         return query

@@ -53,7 +53,7 @@ class SubscriptionApi:
         context = edge.link_context(request)
         terms = await self.contexts.term_map(context)
         options = edge.options_of(request)
-        sub = await self.subscriptions.retrieve(
+        sub = await self.subscriptions.retrieve_with_status(
             edge.tenant_of(request), request.path_params["subscription_id"]
         )
         body = render(sub, terms, sys_attrs="sysAttrs" in options, base_url=str(request.base_url))
@@ -74,12 +74,8 @@ class SubscriptionApi:
         base_url = str(request.base_url)
         body = [render(s, terms, sys_attrs="sysAttrs" in options, base_url=base_url) for s in subs]
         headers = {"NGSILD-Results-Count": str(total)} if count else {}
-        response = edge.respond(body, media=media, context=context, headers=headers)
-        pages = _page_links(limit, offset, total)
-        if pages:
-            existing = response.headers.get("link")
-            response.headers["Link"] = ",".join([existing, *pages] if existing else pages)
-        return response
+        links = edge.page_links(request, PATH, limit, offset, total)
+        return edge.respond(body, media=media, context=context, headers=headers, links=links)
 
     async def update(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
@@ -110,16 +106,3 @@ class SubscriptionApi:
             Route(one, self.update, methods=["PATCH"]),
             Route(one, self.delete, methods=["DELETE"]),
         ]
-
-
-def _page_links(limit: int, offset: int, total: int) -> list[str]:
-    """Clause 6.3.13 pagination: ``Link`` relations prev/next, when there is such a page."""
-    if limit == 0:
-        return []
-    links = []
-    if offset > 0:
-        prev = max(offset - limit, 0)
-        links.append(f'<{PATH}?limit={limit}&offset={prev}>;rel="prev";type="application/ld+json"')
-    if offset + limit < total:
-        links.append(f'<{PATH}?limit={limit}&offset={offset + limit}>;rel="next";type="application/ld+json"')
-    return links

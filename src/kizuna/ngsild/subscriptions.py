@@ -1,4 +1,5 @@
-"""Subscription management of clause 5.8 (create, retrieve, query, update, delete), no delivery.
+"""Subscription management of clause 5.8 (create, retrieve, query, update, delete); delivery is
+:mod:`kizuna.notify`.
 
 Subscriptions are validated against clause 5.2.12 and stored in canonical form: entity types,
 attribute names and the geoproperty expanded to IRIs, every other member as given. The request's
@@ -356,10 +357,24 @@ class SubscriptionService:
         contexts: ContextRegistry,
         *,
         implicit_context: ImplicitContextHook | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.contexts = contexts
         self.implicit_context = implicit_context
+        self.on_change = on_change
+
+    def _changed(self, tenant: str) -> None:
+        if self.on_change is not None:
+            self.on_change(tenant)
+
+    async def _with_status(self, tenant: str, sub: Subscription) -> Subscription:
+        """The delivery state (kept apart by the dispatcher) merged into ``notification``."""
+        status = await self.store.notification_status(tenant, sub["id"])
+        if status:
+            shown = {k: v for k, v in status.items() if k in READ_ONLY_NOTIFICATION}
+            sub = {**sub, "notification": {**sub.get("notification", {}), **shown}}
+        return sub
 
     async def require_tenant(self, tenant: str) -> None:
         if not await self.store.has_tenant(tenant):
@@ -399,6 +414,7 @@ class SubscriptionService:
             sub["_implicitContextId"] = await self.implicit_context(context)
         if not await self.store.insert_subscription(tenant, sub):
             raise AlreadyExists(f"Subscription {sub_id} already exists")
+        self._changed(tenant)
         return sub_id
 
     async def retrieve(self, tenant: str, sub_id: str) -> Subscription:
@@ -409,9 +425,13 @@ class SubscriptionService:
             raise ResourceNotFound(f"Subscription {sub_id} not found")
         return sub
 
+    async def retrieve_with_status(self, tenant: str, sub_id: str) -> Subscription:
+        return await self._with_status(tenant, await self.retrieve(tenant, sub_id))
+
     async def query(self, tenant: str, *, limit: int | None, offset: int) -> tuple[list[Subscription], int]:
         await self.require_tenant(tenant)
-        return await self.store.list_subscriptions(tenant, limit, offset)
+        subs, total = await self.store.list_subscriptions(tenant, limit, offset)
+        return [await self._with_status(tenant, s) for s in subs], total
 
     async def update(
         self,
@@ -463,12 +483,14 @@ class SubscriptionService:
         sub["modifiedAt"] = now_iso()
         if not await self.store.replace_subscription(tenant, sub):
             raise ResourceNotFound(f"Subscription {sub_id} not found")
+        self._changed(tenant)
 
     async def delete(self, tenant: str, sub_id: str) -> None:
         _check_id(sub_id)
         await self.require_tenant(tenant)
         if not await self.store.delete_subscription(tenant, sub_id):
             raise ResourceNotFound(f"Subscription {sub_id} not found")
+        self._changed(tenant)
 
 
 def _check_id(sub_id: str) -> None:

@@ -15,23 +15,49 @@ Choices the standard leaves open, written down:
 - Deletion records (value NGSI-LD Null with ``deletedAt``) are only returned with
   ``timeproperty=deletedAt``.
 - ``lastN`` keeps the N most recent instances of each attribute (all datasetIds together).
+- Instance limit (clause 6.3.10): an answer holds at most ``instance_limit`` instances of each
+  attribute (``--temporal-instance-limit``, default 10: the ETSI suite, 020_13/020_14/021_15,
+  expects 20 instances of an attribute to be cut and 5 not). Past it the answer is 206 with
+  ``Content-Range: date-time <start>-<end>/<lastN or *>`` and every attribute of every entity
+  returned is cut at the same time, the earliest truncation (the latest with lastN, which reads
+  newest first); ``start`` is the query's own bound in that direction (timeAt, endTimeAt) or else
+  the first instance returned. A lastN the limit does not cut is a complete answer (200, 021_03).
+  An attribute the cut empties stays, as ``[]`` (020_14, 021_15).
+- Creating or updating with an instance observed at the same time as a recorded one of the same
+  attribute and datasetId replaces that instance (ETSI 008_01, as peers do).
+- A new temporal entity whose entity does not exist also creates the entity, with the latest
+  instance of each attribute and datasetId, as the ETSI suite (020_17-020_20) and peers expect,
+  though clause 5.6.11 leaves it open; no notification is sent for it. Deleting the scope through
+  the entity API records a deletion record ``{"type": "Property", "value": []}`` under ``scope``.
+- In temporalValues, LanguageProperty, JsonProperty and VocabProperty values are wrapped in their
+  member (``[{"languageMap": {...}}, time]``), as the ETSI suite (020_12, 020_15, 020_16) expects.
+- Unknown ``options`` or ``format`` values make the request invalid (InvalidRequest, 021_20);
+  pick and omit naming the same member is BadRequestData; a retrieval that pick/omit leave empty
+  is 404 (020_23). ``orderBy`` (v1.9) sorts the matching entities by their core members and history.
+- ``--history-retention`` (e.g. ``90d``) deletes, periodically, instances whose observedAt (else
+  createdAt) is older, and temporal entities left without history.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kizuna.errors import BadRequestData, NonExistingTenant, ResourceNotFound
+from kizuna.errors import BadRequestData, InvalidRequest, NonExistingTenant, ResourceNotFound
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
+from kizuna.ngsild import query as ql
 from kizuna.ngsild.render import View, render_instance
 from kizuna.store import AggregateRow, Entity, HistoryQuery, Store
 
 Instance = dict[str, Any]
+log = logging.getLogger(__name__)
 TIMERELS = ("before", "after", "between")
 TIMEPROPERTIES = ("observedAt", "createdAt", "modifiedAt", "deletedAt")
 AGGREGATION_METHODS = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
@@ -48,6 +74,12 @@ TEMPORAL_VALUES_KEY = {
     "ListRelationship": "objectLists",
 }
 INSTANCE_PREFIX = "urn:ngsi-ld:attribute:instance:"
+# Kinds whose temporalValues items wrap each value in its member, as the ETSI suite expects
+# (020_12_02, 020_15_02, 020_16_02): [{"languageMap": {...}}, time].
+WRAPPED_VALUES = frozenset({"LanguageProperty", "JsonProperty", "VocabProperty"})
+INSTANCE_LIMIT = 10
+_RETENTION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_RETENTION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(
     r"^P(?!$)(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
     r"(?:T(?=\d)(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$"
@@ -69,6 +101,20 @@ class TemporalParams:
     aggr_period: float | None = None
     aggr_origin: float | None = None
     timerel: str | None = None
+    time_at: float | None = None
+    end_time_at: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class InstanceRange:
+    """What a partial temporal answer covers (clause 6.3.10): the ``Content-Range`` header."""
+
+    start: float
+    end: float
+    size: int | None  # lastN, None for "*"
+
+    def header(self) -> str:
+        return f"date-time {iso(self.start)}-{iso(self.end)}/{'*' if self.size is None else self.size}"
 
 
 def parse_datetime(text: str, name: str) -> float:
@@ -80,12 +126,23 @@ def parse_datetime(text: str, name: str) -> float:
     return moment.timestamp()
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, name: str = "aggrPeriodDuration") -> float:
     """Seconds of an ISO 8601 duration (P1D, PT1H, P1Y2M3DT4H5M6S); PT0 is 0."""
     found = _DURATION.match(text)
     if found is None:
-        raise BadRequestData(f"aggrPeriodDuration must be an ISO 8601 duration such as PT1H, not {text!r}")
+        raise BadRequestData(f"{name} must be an ISO 8601 duration such as PT1H, not {text!r}")
     return sum(float(part) * unit for part, unit in zip(found.groups(), _DURATION_UNITS, strict=True) if part)
+
+
+def parse_retention(text: str) -> float:
+    """Seconds of a retention such as ``90d``, ``12h``, ``2w`` or an ISO 8601 duration (P90D)."""
+    found = _RETENTION.match(text.strip())
+    if found is not None:
+        return float(found.group(1)) * _RETENTION_UNITS[found.group(2)]
+    seconds = parse_duration(text.strip(), "A history retention (90d, 12h, P1Y, ...)")
+    if seconds <= 0:
+        raise BadRequestData(f"A history retention must be positive, not {text!r}")
+    return seconds
 
 
 def iso(seconds: float) -> str:
@@ -107,13 +164,13 @@ def parse_temporal_params(
     """Validate the temporal query parameters (clause 5.7.3/5.7.4; GS CIM 009 clause 4.11)."""
     unknown = options - OPTIONS
     if unknown:
-        raise BadRequestData(f"Unknown options: {', '.join(sorted(unknown))}")
+        raise InvalidRequest(f"Unknown options: {', '.join(sorted(unknown))}")
     form = params.get("format")
     if form is not None:
         if form in ("simplified", "keyValues"):
             form = "temporalValues"
         if form not in FORMS:
-            raise BadRequestData(f"Unknown format {form!r}; use one of {', '.join(FORMS)}")
+            raise InvalidRequest(f"Unknown format {form!r}; use one of {', '.join(FORMS)}")
     elif "temporalValues" in options:
         form = "temporalValues"
     elif "aggregatedValues" in options:
@@ -141,11 +198,11 @@ def parse_temporal_params(
             raise BadRequestData(f"timerel must be before, after or between, not {timerel!r}")
         if not time_at:
             raise BadRequestData(f"timerel={timerel} needs a timeAt")
-        at = parse_datetime(time_at, "timeAt")
+        at = out.time_at = parse_datetime(time_at, "timeAt")
         if timerel == "between":
             if not end_time_at:
                 raise BadRequestData("timerel=between needs an endTimeAt")
-            end = parse_datetime(end_time_at, "endTimeAt")
+            end = out.end_time_at = parse_datetime(end_time_at, "endTimeAt")
             if end <= at:
                 raise BadRequestData("endTimeAt must be later than timeAt")
             history.start, history.end = at, end
@@ -212,6 +269,26 @@ def parse_temporal_entity(
     return entity_id, types, scope, parse_temporal_attributes(body, terms, now)
 
 
+def current_state(
+    entity_id: str, types: list[str], scope: list[str] | None, attributes: dict[str, list[Instance]], now: str
+) -> Entity:
+    """The entity a new temporal entity stands for: of each attribute and datasetId, the instance
+    observed last (the last given when none has observedAt)."""
+    entity: Entity = {"id": entity_id, "type": list(types)}
+    if scope is not None:
+        entity["scope"] = scope
+    entity["createdAt"] = entity["modifiedAt"] = now
+    for iri, instances in attributes.items():
+        latest: dict[str | None, Instance] = {}
+        for instance in instances:
+            key = instance.get("datasetId")
+            held = latest.get(key)
+            if held is None or instance.get("observedAt", "") >= held.get("observedAt", ""):
+                latest[key] = instance
+        entity[iri] = list(latest.values())
+    return entity
+
+
 def deletion_record(instance: Instance, now: str) -> Instance:
     """The history record of a deleted attribute instance: its kind, NGSI-LD Null, deletedAt.
 
@@ -243,6 +320,11 @@ class TemporalEntity:
     attributes: dict[str, list[Instance]] = field(default_factory=dict)
     aggregates: list[AggregateRow] = field(default_factory=list)
     kinds: dict[str, str] = field(default_factory=dict)
+    cut: float | None = None  # where the instance limit truncated this entity's history
+
+    def merged(self) -> Entity:
+        """Core members and history together, as q, geoQ and orderBy look at them."""
+        return {**self.core, **self.attributes}
 
 
 @dataclass(slots=True)
@@ -254,11 +336,24 @@ class TemporalFilter:
     id_pattern: str | None = None
     predicate: Callable[[Entity], bool] | None = None
     require_attributes: bool = False
+    order_by: ql.OrderBy | None = None
+
+
+@dataclass(slots=True)
+class TemporalPage:
+    """A page of temporal entities: ``total`` if counted, whether more follow, and the instance
+    range when the instance limit truncated the history (206 Partial Content)."""
+
+    entities: list[TemporalEntity]
+    total: int | None = None
+    more: bool = False
+    range: InstanceRange | None = None
 
 
 class TemporalService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, instance_limit: int = INSTANCE_LIMIT) -> None:
         self.store = store
+        self.instance_limit = instance_limit
 
     async def _require_tenant(self, tenant: str) -> None:
         if not await self.store.has_tenant(tenant):
@@ -278,8 +373,25 @@ class TemporalService:
             created = await tx.touch_temporal_entity(entity_id, all_types, scope, now)
             for iri, instances in attributes.items():
                 for instance in instances:
-                    await tx.append_history(entity_id, all_types, iri, instance)
+                    await self._record(tenant, tx, entity_id, all_types, iri, instance)
+            if created and await tx.get(entity_id) is None:
+                await tx.insert(current_state(entity_id, all_types, scope, attributes, now))
         return entity_id, created
+
+    async def _record(
+        self, tenant: str, tx: Any, entity_id: str, types: list[str], iri: str, instance: Instance
+    ) -> None:
+        """Append an instance, or replace the one of the same datasetId observed at the same time."""
+        observed = instance.get("observedAt")
+        if observed is not None:
+            at = parse_datetime(observed, "observedAt")
+            dataset = frozenset({instance.get("datasetId")})
+            same = HistoryQuery(attributes=[iri], start=at, end=at + 0.0005, dataset_ids=dataset)
+            for _, existing in await self.store.read_history(tenant, entity_id, same):
+                instance["createdAt"] = existing.get("createdAt", instance.get("createdAt"))
+                await tx.update_history_instance(entity_id, iri, existing["instanceId"], instance)
+                return
+        await tx.append_history(entity_id, types, iri, instance)
 
     async def append_attributes(self, tenant: str, entity_id: str, body: Any, terms: TermMap) -> None:
         """POST /temporal/entities/{id}/attrs (clause 5.6.12)."""
@@ -300,7 +412,7 @@ class TemporalService:
             await tx.touch_temporal_entity(entity_id, types, scope, now)
             for iri, instances in attributes.items():
                 for instance in instances:
-                    await tx.append_history(entity_id, current["type"], iri, instance)
+                    await self._record(tenant, tx, entity_id, current["type"], iri, instance)
 
     async def delete_entity(self, tenant: str, entity_id: str) -> None:
         """DELETE /temporal/entities/{id} (clause 5.6.16)."""
@@ -411,7 +523,8 @@ class TemporalService:
             known = set(await self.store.history_attributes(tenant, entity_id))
             if not known & set(wanted):
                 raise ResourceNotFound(f"Temporal entity {entity_id} has none of the attributes asked for")
-        return await self._read(tenant, core, params)
+        entity = await self._read(tenant, core, params)
+        return TemporalPage([entity], range=self._cut([entity], params))
 
     async def query(
         self,
@@ -422,26 +535,34 @@ class TemporalService:
         limit: int,
         offset: int,
         count: bool,
-    ) -> tuple[list[TemporalEntity], int | None]:
+    ) -> TemporalPage:
         """GET /temporal/entities and POST /temporal/entityOperations/query (clause 5.7.4)."""
         await self._require_tenant(tenant)
         cores = await self.store.query_temporal_entities(
             tenant, selection.types, selection.ids, selection.id_pattern
         )
-        selected: list[TemporalEntity] = []
-        matched = 0
+        # Without orderBy or count, reading stops one entity past the page (to know of a next one).
+        everything = count or selection.order_by is not None
+        matched: list[TemporalEntity] = []
         for core in cores:
             entity = await self._read(tenant, core, params)
             if selection.require_attributes and not (entity.attributes or entity.aggregates):
                 continue
-            if selection.predicate is not None and not selection.predicate({**core, **entity.attributes}):
+            if selection.predicate is not None and not selection.predicate(entity.merged()):
                 continue
-            if offset <= matched < offset + limit:
-                selected.append(entity)
-            matched += 1
-            if not count and matched >= offset + limit:
+            matched.append(entity)
+            if not everything and len(matched) > offset + limit:
                 break
-        return selected, matched if count else None
+        if selection.order_by is not None:
+            by_id = {entity.core["id"]: entity for entity in matched}
+            matched = [by_id[e["id"]] for e in selection.order_by.sort([e.merged() for e in matched])]
+        page = matched[offset : offset + limit]
+        return TemporalPage(
+            page,
+            total=len(matched) if count else None,
+            more=len(matched) > offset + limit,
+            range=self._cut(page, params),
+        )
 
     async def _read(self, tenant: str, core: Entity, params: TemporalParams) -> TemporalEntity:
         entity = TemporalEntity(core)
@@ -453,16 +574,64 @@ class TemporalService:
             # The kinds (and the instances q and geoQ look at): the latest instance of each.
             latest = HistoryQuery(**{**_fields(history), "last_n": 1})
             pairs = await self.store.read_history(tenant, core["id"], latest)
+            for iri, instance in pairs:
+                entity.attributes.setdefault(iri, []).append(instance)
+                entity.kinds.setdefault(iri, instance["type"])
+            return entity
+        # The instance limit (clause 6.3.10): one more than the limit tells what was truncated.
+        limit = self.instance_limit
+        newest = history.last_n is not None
+        bounded = HistoryQuery(**_fields(history))
+        if newest:
+            bounded.last_n = min(history.last_n, limit + 1)  # type: ignore[type-var]
         else:
-            pairs = await self.store.read_history(tenant, core["id"], history)
-        for iri, instance in pairs:
+            bounded.first_n = limit + 1
+        for iri, instance in await self.store.read_history(tenant, core["id"], bounded):
             entity.attributes.setdefault(iri, []).append(instance)
             entity.kinds.setdefault(iri, instance["type"])
+        timeproperty = history.timeproperty
+        for iri, instances in entity.attributes.items():
+            if len(instances) <= limit:
+                continue
+            # Instances come oldest first: lastN keeps the newest ones, otherwise the oldest.
+            kept = instances[-limit:] if newest else instances[:limit]
+            entity.attributes[iri] = kept
+            bound = _seconds(kept[0 if newest else -1], timeproperty)
+            if entity.cut is None or (bound > entity.cut if newest else bound < entity.cut):
+                entity.cut = bound
         return entity
+
+    def _cut(self, entities: list[TemporalEntity], params: TemporalParams) -> InstanceRange | None:
+        """Cut every entity's history at the earliest truncation (latest with lastN), so the
+        answer covers one time range for all attributes; the range, or None if nothing was cut."""
+        newest = params.history.last_n is not None
+        cuts = [e.cut for e in entities if e.cut is not None]
+        if not cuts:
+            return None
+        cut = max(cuts) if newest else min(cuts)
+        timeproperty = params.history.timeproperty
+        times: list[float] = []
+        for entity in entities:
+            for iri, instances in entity.attributes.items():
+                timed = [(_seconds(i, timeproperty), i) for i in instances]
+                kept = [(t, i) for t, i in timed if (t >= cut if newest else t <= cut)]
+                entity.attributes[iri] = [i for _, i in kept]
+                times += [t for t, _ in kept]
+        # The range runs in the direction of reading: from the query's own bound if it has one.
+        if newest:
+            bound = {"before": params.time_at, "between": params.end_time_at}.get(params.timerel or "")
+            start = max(times, default=cut) if bound is None else bound
+            return InstanceRange(start, cut, params.history.last_n)
+        bound = params.time_at if params.timerel in ("after", "between") else None
+        return InstanceRange(min(times, default=cut) if bound is None else bound, cut, None)
 
 
 def _fields(history: HistoryQuery) -> dict[str, Any]:
     return {name: getattr(history, name) for name in HistoryQuery.__slots__}
+
+
+def _seconds(instance: Instance, timeproperty: str) -> float:
+    return parse_datetime(_time_of(instance, timeproperty), timeproperty)
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -502,7 +671,8 @@ def render_temporal(
         if not keep(iri):
             continue
         if params.form == "temporalValues":
-            out[terms.compact(iri)] = _temporal_values(instances, terms, params.history.timeproperty)
+            kind = entity.kinds.get(iri, "Property")
+            out[terms.compact(iri)] = _temporal_values(instances, kind, terms, params.history.timeproperty)
         else:
             view = View(form=params.form, sys_attrs=params.sys_attrs)
             out[terms.compact(iri)] = [_render_one(i, terms, view) for i in instances]
@@ -522,21 +692,31 @@ def _time_of(instance: Instance, timeproperty: str) -> Any:
     return instance.get(timeproperty) or instance.get("createdAt")
 
 
-def _temporal_values(instances: list[Instance], terms: TermMap, timeproperty: str) -> Any:
-    """Clause 4.5.9: per datasetId, {"type", "values": [[value, time], ...]} (objects, ...)."""
+def _temporal_values(instances: list[Instance], kind: str, terms: TermMap, timeproperty: str) -> Any:
+    """Clause 4.5.9: per datasetId, {"type", "values": [[value, time], ...]} (objects, ...);
+    an attribute whose instances a truncation removed keeps an empty series of its ``kind``."""
     groups: dict[str | None, list[Instance]] = {}
     for instance in instances:
         groups.setdefault(instance.get("datasetId"), []).append(instance)
+    if not groups:
+        return {"type": kind, TEMPORAL_VALUES_KEY[kind]: []}
     view = View(form="keyValues")
     rendered = []
     for dataset_id, members in groups.items():
         kind = members[0]["type"]
-        series = [[render_instance(i, terms, view), _time_of(i, timeproperty)] for i in members]
+        series = [[_value_of(i, terms, view), _time_of(i, timeproperty)] for i in members]
         item: dict[str, Any] = {"type": kind, TEMPORAL_VALUES_KEY[kind]: series}
         if dataset_id is not None:
             item["datasetId"] = dataset_id
         rendered.append(item)
     return rendered[0] if len(rendered) == 1 else rendered
+
+
+def _value_of(instance: Instance, terms: TermMap, view: View) -> Any:
+    value = render_instance(instance, terms, view)
+    if instance["type"] in WRAPPED_VALUES:
+        return {model.VALUE_MEMBER[instance["type"]]: value}
+    return value
 
 
 def _aggregated(entity: TemporalEntity, params: TemporalParams) -> dict[str, Any]:
@@ -578,6 +758,10 @@ async def record_changes(tx: Any, before: Entity | None, after: Entity | None, n
     for key, instance in old.items():
         if key not in new:
             await tx.append_history(core["id"], types, key[0], deletion_record(instance, now), scope=scope)
+    if before is not None and "scope" in before and (after is None or "scope" not in after):
+        # The scope's deletion record (ETSI 020_19): an empty scope, deletedAt.
+        record = {"type": "Property", "value": [], "createdAt": before.get("createdAt", now)}
+        await tx.append_history(core["id"], types, "scope", {**record, "modifiedAt": now, "deletedAt": now})
 
 
 def _instances_by_key(entity: Entity | None) -> dict[tuple[str, str | None], Instance]:
@@ -589,3 +773,18 @@ def _instances_by_key(entity: Entity | None) -> dict[tuple[str, str | None], Ins
         if iri not in ("id", "type", "scope", "@context") and iri not in model.SYSTEM_MEMBERS
         for instance in instances
     }
+
+
+async def prune_history_forever(store: Store, retention: float, *, every: float | None = None) -> None:
+    """Delete the history older than ``retention`` seconds, at start and then every ``every``
+    seconds (by default a 24th of the retention, at least a second and at most an hour).
+    Runs until cancelled; a failed round is logged and retried at the next one."""
+    interval = every if every is not None else min(3600.0, max(retention / 24, 1.0))
+    while True:
+        try:
+            pruned = await store.prune_history(time.time() - retention)
+            if pruned:
+                log.info("history retention: deleted %d attribute instances", pruned)
+        except Exception:
+            log.exception("history retention: pruning failed")
+        await asyncio.sleep(interval)

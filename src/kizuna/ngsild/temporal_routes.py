@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kizuna.errors import BadRequestData, InvalidRequest
+from kizuna.errors import BadRequestData, InvalidRequest, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
@@ -17,6 +17,7 @@ from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import is_uri
 from kizuna.ngsild.temporal import (
     TemporalFilter,
+    TemporalPage,
     TemporalParams,
     TemporalService,
     parse_temporal_params,
@@ -87,6 +88,9 @@ class TemporalApi:
         pick, omit = edge.names_param(request, "pick"), edge.names_param(request, "omit")
         if (pick is not None or omit is not None) and request.query_params.get("attrs"):
             raise BadRequestData("pick/omit and attrs exclude each other")
+        both = set(pick or ()) & set(omit or ())
+        if both:
+            raise BadRequestData(f"{', '.join(sorted(both))} is both picked and omitted")
 
         def expand(names: list[str]) -> frozenset[str]:
             return frozenset(n if n in ("id", "type", "scope") else terms.expand(n) for n in names)
@@ -160,6 +164,9 @@ class TemporalApi:
     async def missing_id(self, request: Request) -> Response:
         raise BadRequestData("The entity id in the path is empty")
 
+    async def missing_attribute(self, request: Request) -> Response:
+        raise BadRequestData("The attribute name in the path is empty")
+
     # -- consumption -----------------------------------------------------------------------------
 
     async def retrieve(self, request: Request) -> Response:
@@ -168,12 +175,11 @@ class TemporalApi:
         terms, context = await self._read_terms(request)
         params = self._params(request, dict(request.query_params), terms)
         pick, omit = self._pick_omit(request, terms)
-        entity = await self.service.retrieve(
-            edge.tenant_of(request), request.path_params["entity_id"], params
-        )
-        return edge.respond(
-            render_temporal(entity, terms, params, pick=pick, omit=omit), media=media, context=context
-        )
+        page = await self.service.retrieve(edge.tenant_of(request), request.path_params["entity_id"], params)
+        rendered = render_temporal(page.entities[0], terms, params, pick=pick, omit=omit)
+        if not rendered:
+            raise ResourceNotFound("pick and omit leave nothing of the temporal entity")
+        return _respond(rendered, page, media=media, context=context)
 
     async def query(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
@@ -233,12 +239,12 @@ class TemporalApi:
         offset = edge.int_param(request, "offset", 0)
         if limit == 0 and not count:
             raise BadRequestData("limit=0 is only allowed together with count=true")
-        entities, total = await self.service.query(
-            tenant, selection, temporal, limit=limit, offset=offset, count=count
-        )
-        headers = {"NGSILD-Results-Count": str(total)} if total is not None else {}
-        rendered = [render_temporal(e, terms, temporal, pick=pick, omit=omit) for e in entities]
-        return edge.respond(rendered, media=media, context=context, headers=headers)
+        page = await self.service.query(tenant, selection, temporal, limit=limit, offset=offset, count=count)
+        headers = {"NGSILD-Results-Count": str(page.total)} if page.total is not None else {}
+        known = page.total if page.total is not None else offset + len(page.entities) + page.more
+        links = edge.page_links(request, request.url.path, limit, offset, known)
+        rendered = [render_temporal(e, terms, temporal, pick=pick, omit=omit) for e in page.entities]
+        return _respond(rendered, page, media=media, context=context, headers=headers, links=links)
 
     def _selection(self, params: dict[str, str], terms: TermMap, *, local: bool) -> TemporalFilter:
         selection = TemporalFilter()
@@ -258,6 +264,8 @@ class TemporalApi:
             selection.ids = ids
         if params.get("idPattern"):
             selection.id_pattern = ql.check_regex(params["idPattern"])
+        if params.get("orderBy"):
+            selection.order_by = ql.parse_order_by(params["orderBy"]).resolve(terms.expand)
         q_text, scope_text, georel = params.get("q"), params.get("scopeQ"), params.get("georel")
         if not local and not any((type_text, params.get("attrs"), q_text, scope_text, georel)):
             raise BadRequestData("A temporal query needs at least one of type, attrs, q, scopeQ or geoQ")
@@ -298,7 +306,17 @@ class TemporalApi:
             Route(e + "//attrs", self.missing_id, methods=["POST"]),
             Route(e + "//attrs/{attr}", self.missing_id, methods=["DELETE"]),
             Route(e + "//attrs/{attr}/{instance_id}", self.missing_id, methods=["PATCH", "DELETE"]),
+            # An empty attribute name: 400 to delete (ETSI 017_02_05), 405 to modify (016_02_06).
+            Route(one + "/attrs//{instance_id}", self.missing_attribute, methods=["DELETE"]),
         ]
+
+
+def _respond(data: Any, page: TemporalPage, **kwargs: Any) -> Response:
+    """200, or 206 with Content-Range when the instance limit truncated the history (6.3.10)."""
+    if page.range is None:
+        return edge.respond(data, **kwargs)
+    headers = {**(kwargs.pop("headers", None) or {}), "Content-Range": page.range.header()}
+    return edge.respond(data, status=206, headers=headers, **kwargs)
 
 
 def _names(raw: str | None, name: str) -> list[str] | None:

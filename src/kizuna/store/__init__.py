@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from kizuna.ngsild.query import GeoQuery, QExpr, ScopeExpr
 
 Entity = dict[str, Any]
 DEFAULT_TENANT = ""
@@ -19,8 +22,14 @@ DEFAULT_TENANT = ""
 
 @dataclass(slots=True)
 class EntityQuery:
-    """What to select. ``types``/``ids`` narrow through indexes; ``predicate`` is evaluated on the
-    canonical entity for what the store cannot (yet) evaluate itself."""
+    """What to select: every filter given must hold.
+
+    ``types``/``ids``/``id_pattern`` narrow through indexes. ``q`` (a resolved q AST, names as
+    IRIs, evaluated with ``datasetid_any``), ``geo`` (a GeoQuery on the ``geoproperty`` IRI),
+    ``scope`` (a scopeQ AST) and ``attrs`` (IRIs: the entity has at least one) are structured so
+    that a store can compile them into its own indexes; whatever it does not compile it evaluates
+    with :meth:`residual`. ``predicate`` is evaluated on the canonical entity for what no store
+    can compile (e.g. a type expression with ``;``)."""
 
     types: Sequence[str] | None = None
     ids: Sequence[str] | None = None
@@ -29,6 +38,42 @@ class EntityQuery:
     limit: int | None = None
     offset: int = 0
     count: bool = False
+    q: QExpr | None = None
+    geo: GeoQuery | None = None
+    geoproperty: str | None = None
+    scope: ScopeExpr | None = None
+    attrs: Sequence[str] | None = None
+
+    def residual(
+        self, *, q: QExpr | bool | None = True, geo: bool = True, scope: bool = True, attrs: bool = True
+    ) -> Callable[[Entity], bool] | None:
+        """The Python predicate for what a store leaves uncompiled: ``predicate`` always, then
+        ``q`` (True: the query's own; or the part of it left over; None/False: none), and
+        ``geo``/``scope``/``attrs`` when True. None when nothing is left to check."""
+        checks: list[Callable[[Entity], bool]] = []
+        if self.predicate is not None:
+            checks.append(self.predicate)
+        left_q = self.q if q is True else (q or None)
+        if left_q is not None:
+            checks.append(lambda e, left_q=left_q: left_q.evaluate(e, True))
+        if attrs and self.attrs is not None:
+            checks.append(lambda e, wanted=self.attrs: any(a in e for a in wanted))
+        if scope and self.scope is not None:
+            checks.append(self.scope.matches)
+        if geo and self.geo is not None:
+            checks.append(lambda e, g=self.geo, prop=self.geoproperty or "location": geo_matches(g, prop, e))
+        if not checks:
+            return None
+        if len(checks) == 1:
+            return checks[0]
+        return lambda e: all(check(e) for check in checks)
+
+
+def geo_matches(geo: GeoQuery, geoproperty: str, entity: Entity) -> bool:
+    """Any instance of ``geoproperty`` whose GeoJSON value is in the georel (the exact check)."""
+    return any(
+        geo.matches(i["value"]) for i in entity.get(geoproperty, ()) if isinstance(i.get("value"), dict)
+    )
 
 
 @dataclass(slots=True)
@@ -51,6 +96,7 @@ class HistoryQuery:
     start_exclusive: bool = False
     end: float | None = None
     last_n: int | None = None
+    first_n: int | None = None  # the N earliest instances of each attribute (when no last_n)
     dataset_ids: frozenset[str | None] | None = None  # None in the set: the default instance
 
 
@@ -65,6 +111,23 @@ class AggregateRow:
     values: dict[str, Any]  # method name -> aggregate (None when it does not apply)
 
 
+@dataclass(slots=True)
+class OutboxRow:
+    """One notification owed to a subscriber, written in the transaction of the change it reports.
+
+    ``payload`` holds what the notification needs, in canonical form: ``entity`` (as it is after
+    the change, or as it was before for a deletion), and for showChanges ``previous`` (attribute
+    IRI -> the instances it had before)."""
+
+    seq: int
+    tenant: str
+    subscription_id: str
+    entity_id: str
+    trigger: str
+    payload: dict[str, Any]
+    created_at: float
+
+
 class WriteTransaction(Protocol):
     async def get(self, entity_id: str) -> Entity | None: ...
 
@@ -77,6 +140,16 @@ class WriteTransaction(Protocol):
 
     async def delete_matching(self, query: EntityQuery) -> list[Entity]:
         """Delete every entity the query selects; return them as they were."""
+
+    # -- notifications: subscriptions as of this transaction, and the outbox ---------------------
+
+    async def subscription_version(self) -> int:
+        """A number that changes whenever a subscription of the tenant is created, changed or
+        deleted (by any process): matching caches compare it inside the write transaction."""
+
+    async def add_outbox(self, rows: Sequence[tuple[str, str, str, bytes]]) -> None:
+        """Queue notifications, committed or rolled back with the change: (subscription id,
+        entity id, trigger, orjson-encoded payload) each."""
 
     # -- temporal history (clause 5.6.11-5.6.16): attribute instances, one row each ------------
 
@@ -162,7 +235,45 @@ class Store(Protocol):
     ) -> tuple[list[dict[str, Any]], int]:
         """A page of a tenant's subscriptions (in creation order) and their total number."""
 
-    async def delete_subscription(self, tenant: str, subscription_id: str) -> bool: ...
+    async def delete_subscription(self, tenant: str, subscription_id: str) -> bool:
+        """Delete a subscription with its pending notifications and delivery state."""
+
+    async def subscription_version(self, tenant: str) -> int: ...
+
+    # -- the notification outbox (at-least-once delivery) -----------------------------------------
+    # Rows are deleted only once delivered, or with their subscription. A dispatcher takes a
+    # per-subscription lease before reading a subscription's rows, so that with several processes
+    # on one store exactly one delivers each subscription, in order.
+
+    async def outbox_subscriptions(self) -> list[tuple[str, str]]:
+        """(tenant, subscription id) of every subscription with notifications pending."""
+
+    async def lease_subscriptions(
+        self, owner: str, keys: Sequence[tuple[str, str]], now: float, until: float
+    ) -> list[tuple[str, str]]:
+        """Take or extend the lease on each key that is free, expired or already ``owner``'s."""
+
+    async def lease_owners(self) -> list[str]: ...
+
+    async def renew_leases(self, owner: str, until: float) -> None: ...
+
+    async def release_leases(self, owner: str) -> None: ...
+
+    async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
+        """The oldest pending rows of one subscription, in commit order."""
+
+    async def delete_outbox(self, seqs: Sequence[int]) -> None: ...
+
+    async def drop_outbox(self, tenant: str, subscription_id: str) -> None: ...
+
+    async def outbox_size(self) -> int: ...
+
+    async def notification_status(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
+        """Delivery state kept apart from the subscription (timesSent, lastSuccess, ...)."""
+
+    async def save_notification_status(
+        self, tenant: str, subscription_id: str, status: dict[str, Any]
+    ) -> None: ...
 
     # -- temporal history reads ----------------------------------------------------------------
 
@@ -197,6 +308,11 @@ class Store(Protocol):
         """Aggregates per attribute, datasetId and period bucket of ``period`` seconds starting
         at ``origin`` (default: the first instance of each series); ``period`` None is one bucket
         for the whole range."""
+
+    async def prune_history(self, before: float) -> int:
+        """Forget, in every tenant, the attribute instances whose time (observedAt, else
+        createdAt) is before ``before`` (POSIX seconds), and the temporal entities left without
+        any history; return how many instances went."""
 
     # -- documents: registrations, csource subscriptions (clauses 5.9, 5.11) -----------------------
     # Canonical JSON documents of one ``kind`` ("csourceRegistration", "csourceSubscription"),

@@ -1,0 +1,484 @@
+"""The dispatcher: delivers the notification outbox, at least once, in order per subscription.
+
+Each write transaction queues its notifications in the store's outbox (see
+:mod:`kizuna.notify.matching`); nothing is sent from the request path. The dispatcher, started
+with the application, takes a lease on each subscription with pending rows and runs one task per
+subscription: it reads the oldest rows, builds the notification (clause 5.3.1), sends it with a
+timeout, and deletes the rows only once the subscriber took them. A failure is retried after an
+exponential backoff with a cap; rows stay in the store meanwhile, so a restart (even ``kill -9``)
+resumes where delivery stopped. A slow or dead subscriber holds only its own task.
+
+Periodic subscriptions (``timeInterval``) are not change-driven: a separate loop sends them the
+current state of the matching entities every interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from kizuna.jsonld.contexts import CORE_CONTEXT_URL, HOSTED_PATH, ContextRegistry
+from kizuna.jsonld.terms import TermMap
+from kizuna.ngsild.model import VALUE_MEMBER, now_iso
+from kizuna.ngsild.render import View, render_entity, render_instance
+from kizuna.ngsild.subscriptions import CORE_MEMBERS, status_of
+from kizuna.notify.matching import compile_subscription
+from kizuna.notify.retry import Backoff
+from kizuna.notify.senders import DeliveryError, Message, Senders
+from kizuna.store import DEFAULT_TENANT, EntityQuery, OutboxRow, Store
+
+log = logging.getLogger("kizuna.notify")
+LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+NULL = "urn:ngsi-ld:null"
+PREVIOUS_MEMBER = {
+    "value": "previousValue",
+    "object": "previousObject",
+    "languageMap": "previousLanguageMap",
+    "vocab": "previousVocab",
+    "json": "previousJson",
+    "valueList": "previousValueList",
+    "objectList": "previousObjectList",
+}
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass(slots=True)
+class DispatcherConfig:
+    """Tuning, from ``KIZUNA_NOTIFY_*`` environment variables (see docs/notifications.md)."""
+
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float = 10.0  # seconds per attempt unless the endpoint sets ``timeout`` (ms)
+    batch: int = 50  # outbox rows (of distinct entities) one notification may carry
+    lease: float = 30.0  # seconds a process owns a subscription's delivery without renewing
+    poll: float = 1.0  # seconds between outbox scans when nothing wakes the dispatcher
+
+    @classmethod
+    def from_env(cls) -> DispatcherConfig:
+        return cls(
+            backoff=Backoff(
+                base=_env_float("KIZUNA_NOTIFY_BACKOFF_BASE", 0.5),
+                cap=_env_float("KIZUNA_NOTIFY_BACKOFF_CAP", 60.0),
+            ),
+            timeout=_env_float("KIZUNA_NOTIFY_TIMEOUT", 10.0),
+            batch=int(_env_float("KIZUNA_NOTIFY_BATCH", 50)),
+            lease=_env_float("KIZUNA_NOTIFY_LEASE", 30.0),
+            poll=_env_float("KIZUNA_NOTIFY_POLL", 1.0),
+        )
+
+
+# -- the notification (clause 5.3.1) --------------------------------------------------------------
+
+
+def view_of(sub: dict[str, Any]) -> View:
+    params = sub.get("notification", {})
+    form = params.get("format", "normalized")
+    if form == "simplified":
+        form = "keyValues"
+    attributes = params.get("attributes")
+    attrs = None
+    if attributes:
+        attrs = frozenset(a for a in attributes if a not in CORE_MEMBERS) or None
+    pick = frozenset(params["pick"]) | {"id"} if "pick" in params else None
+    return View(
+        form=form,
+        sys_attrs=bool(params.get("sysAttrs", False)),
+        lang=sub.get("lang"),
+        attrs=attrs,
+        pick=pick,
+        omit=frozenset(params.get("omit", ())) - {"id"},
+    )
+
+
+def notification_context(sub: dict[str, Any]) -> Any:
+    """The @context notifications are compacted with: ``jsonldContext`` if set, else the one the
+    subscription was created with, else the core context."""
+    if "jsonldContext" in sub:
+        return sub["jsonldContext"]
+    return sub.get("@context")
+
+
+def render_row(row: OutboxRow, terms: TermMap, view: View) -> dict[str, Any]:
+    entity = row.payload["entity"]
+    if row.trigger == "entityDeleted":
+        deleted = {"id": entity["id"], "type": entity.get("type", [])}
+        out = render_entity(deleted, terms, View(form=view.form))
+        out["deletedAt"] = _iso(row.created_at)
+        return out
+    if "deleted" in row.payload:
+        # attributeDeleted: the attributes gone appear with the NGSI-LD Null and their deletedAt.
+        entity = dict(entity)
+        at = _iso(row.created_at)
+        for iri, instances in row.payload["deleted"].items():
+            entity[iri] = [
+                {
+                    "type": "Property",
+                    "value": NULL,
+                    **({"datasetId": i["datasetId"]} if "datasetId" in i else {}),
+                    "deletedAt": at,
+                }
+                for i in instances
+            ]
+    out = render_entity(entity, terms, view)
+    if "deleted" in row.payload and view.form != "keyValues":
+        for iri in row.payload["deleted"]:
+            key = terms.compact(iri)
+            items = out.get(key)
+            for item in items if isinstance(items, list) else [items]:
+                if isinstance(item, dict):
+                    item["deletedAt"] = _iso(row.created_at)
+    previous = row.payload.get("previous")
+    if previous and view.form != "keyValues":
+        _add_previous(out, entity, previous, terms)
+    return out
+
+
+def _add_previous(
+    out: dict[str, Any], entity: dict[str, Any], previous: dict[str, list[Any]], terms: TermMap
+) -> None:
+    """showChanges: each changed attribute instance carries its previous value."""
+    for iri, old_instances in previous.items():
+        key = terms.compact(iri)
+        if key not in out:
+            continue
+        rendered = out[key] if isinstance(out[key], list) else [out[key]]
+        current = entity.get(iri, [])
+        for index, item in enumerate(rendered):
+            if index >= len(current):
+                break
+            dataset_id = current[index].get("datasetId")
+            old = next((o for o in old_instances if o.get("datasetId") == dataset_id), None)
+            if old is None:
+                continue
+            member = VALUE_MEMBER.get(old["type"], "value")
+            old_rendered = render_instance(old, terms, View())
+            if not isinstance(item, dict):
+                item = rendered[index] = {"value": item}
+            item[PREVIOUS_MEMBER.get(member, "previousValue")] = old_rendered.get(member)
+        out[key] = rendered[0] if len(rendered) == 1 else rendered
+
+
+def build_message(
+    tenant: str, sub: dict[str, Any], data: list[dict[str, Any]], base_url: str, default_timeout: float
+) -> Message:
+    params = sub["notification"]
+    endpoint = params["endpoint"]
+    accept = endpoint.get("accept", "application/json")
+    context = notification_context(sub)
+    body: dict[str, Any] = {
+        "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
+        "type": "Notification",
+        "subscriptionId": sub["id"],
+        "notifiedAt": now_iso(),
+        "data": data,
+    }
+    headers = {"Content-Type": accept}
+    if accept == "application/ld+json":
+        body["@context"] = context if context is not None else CORE_CONTEXT_URL
+    else:
+        headers["Link"] = f"<{_context_url(sub, context, base_url)}>; {LINK_REL}"
+    if tenant != DEFAULT_TENANT:
+        headers["NGSILD-Tenant"] = tenant
+    for item in endpoint.get("receiverInfo", ()):
+        headers[item["key"]] = item["value"]
+    timeout = endpoint["timeout"] / 1000 if "timeout" in endpoint else default_timeout
+    notifier = {i["key"]: i["value"] for i in endpoint.get("notifierInfo", ())}
+    return Message(endpoint["uri"], body, headers, timeout, notifier)
+
+
+def _context_url(sub: dict[str, Any], context: Any, base_url: str) -> str:
+    if isinstance(context, str):
+        return context
+    if isinstance(context, list) and len(context) == 1 and isinstance(context[0], str):
+        return context[0]
+    implicit = sub.get("_implicitContextId")
+    if context is not None and implicit is not None:
+        return base_url.rstrip("/") + HOSTED_PATH + implicit
+    return CORE_CONTEXT_URL
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def _batch(rows: list[OutboxRow], limit: int) -> list[OutboxRow]:
+    """The head rows one notification carries: in order, stopping before an entity repeats (so
+    that each notification holds one state per entity)."""
+    taken: list[OutboxRow] = []
+    seen: set[str] = set()
+    for row in rows[:limit]:
+        if row.entity_id in seen:
+            break
+        seen.add(row.entity_id)
+        taken.append(row)
+    return taken
+
+
+# -- delivery ---------------------------------------------------------------------------------------
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        contexts: ContextRegistry,
+        *,
+        base_url: str = "http://127.0.0.1:1026",
+        config: DispatcherConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.contexts = contexts
+        self.base_url = base_url
+        self.config = config or DispatcherConfig.from_env()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.senders = Senders()
+        self._wake = asyncio.Event()
+        self._workers: dict[tuple[str, str], _Worker] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._periodic_last: dict[tuple[str, str], float] = {}
+        self._periodic_busy: set[tuple[str, str]] = set()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Called after a commit that queued notifications; cheap and safe from any coroutine."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        await self._release_dead_owners()
+        self._tasks = [
+            asyncio.create_task(self._scan_loop(), name="kizuna-notify-scan"),
+            asyncio.create_task(self._periodic_loop(), name="kizuna-notify-periodic"),
+        ]
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = self._tasks + [w.task for w in self._workers.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.store.release_leases(self.owner)
+        await self.senders.close()
+
+    async def _release_dead_owners(self) -> None:
+        """Leases of a process on this host that no longer runs (killed) are freed at once."""
+        owners = await self.store.lease_owners()
+        host = socket.gethostname()
+        for owner in owners:
+            name, _, rest = owner.partition(":")
+            pid = rest.partition(":")[0]
+            if name == host and pid.isdigit() and not _alive(int(pid)):
+                await self.store.release_leases(owner)
+
+    async def _scan_loop(self) -> None:
+        renewed = 0.0
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.poll):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                now = time.time()
+                if now - renewed > self.config.lease / 3:
+                    await self.store.renew_leases(self.owner, now + self.config.lease)
+                    renewed = now
+                keys = await self.store.outbox_subscriptions()
+                idle = [k for k in keys if k not in self._workers or self._workers[k].finished]
+                for key in await self.store.lease_subscriptions(
+                    self.owner, idle, now, now + self.config.lease
+                ):
+                    worker = _Worker(self, *key)
+                    self._workers[key] = worker
+                    worker.start()
+                for key in keys:
+                    worker = self._workers.get(key)
+                    if worker is not None:
+                        worker.wake.set()
+            except Exception:
+                log.exception("notification scan failed")
+            await asyncio.sleep(0.002)  # coalesce bursts of wake-ups
+
+    # -- periodic subscriptions ---------------------------------------------------------------------
+
+    async def _periodic_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self._periodic_round()
+            except Exception:
+                log.exception("periodic notifications failed")
+            await asyncio.sleep(min(1.0, self.config.poll))
+
+    async def _periodic_round(self) -> None:
+        now = time.time()
+        for tenant in [DEFAULT_TENANT, *(await self.store.tenants())]:
+            subs, _ = await self.store.list_subscriptions(tenant, None, 0)
+            for sub in subs:
+                key = (tenant, sub["id"])
+                if "timeInterval" not in sub or key in self._periodic_busy or status_of(sub) != "active":
+                    continue
+                last = self._periodic_last.get(key)
+                if last is None:
+                    status = await self.store.notification_status(tenant, sub["id"]) or {}
+                    last = _epoch(status.get("lastNotification")) or 0.0
+                if now - last < sub["timeInterval"]:
+                    continue
+                if not await self.store.lease_subscriptions(self.owner, [key], now, now + self.config.lease):
+                    continue
+                self._periodic_last[key] = now
+                self._periodic_busy.add(key)
+                task = asyncio.create_task(self._periodic_send(tenant, sub))
+                task.add_done_callback(lambda _t, k=key: self._periodic_busy.discard(k))
+
+    async def _periodic_send(self, tenant: str, sub: dict[str, Any]) -> None:
+        compiled = await compile_subscription(
+            {k: v for k, v in sub.items() if k != "timeInterval"}, self.contexts
+        )
+        assert compiled is not None
+        result = await self.store.query_entities(tenant, EntityQuery(predicate=compiled.selects))
+        if not result.entities:
+            return
+        terms = await self.contexts.term_map(notification_context(sub))
+        view = view_of(sub)
+        data = [render_entity(e, terms, view) for e in result.entities]
+        message = build_message(tenant, sub, data, self.base_url, self.config.timeout)
+        ok = True
+        try:
+            await self.senders.send(message)
+        except DeliveryError as exc:
+            ok = False
+            log.warning("periodic notification of %s failed: %s", sub["id"], exc)
+        await self.record(tenant, sub["id"], ok)
+
+    # -- status -------------------------------------------------------------------------------------
+
+    async def record(self, tenant: str, sub_id: str, ok: bool) -> None:
+        """Clause 5.2.12/5.2.14 delivery state: timesSent, timesFailed, lastNotification,
+        lastSuccess, lastFailure and notification status ok/failed."""
+        status = await self.store.notification_status(tenant, sub_id) or {}
+        now = now_iso()
+        status["timesSent"] = status.get("timesSent", 0) + 1
+        status["lastNotification"] = now
+        if ok:
+            status["lastSuccess"] = now
+            status["status"] = "ok"
+            status["consecutiveFailures"] = 0
+        else:
+            status["timesFailed"] = status.get("timesFailed", 0) + 1
+            status["lastFailure"] = now
+            status["status"] = "failed"
+            status["consecutiveFailures"] = status.get("consecutiveFailures", 0) + 1
+        await self.store.save_notification_status(tenant, sub_id, status)
+
+
+class _Worker:
+    """Delivers one subscription's outbox rows, one notification at a time, in commit order."""
+
+    def __init__(self, dispatcher: Dispatcher, tenant: str, sub_id: str) -> None:
+        self.d = dispatcher
+        self.tenant = tenant
+        self.sub_id = sub_id
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.finished = False
+        self._last_sent = 0.0
+        self._prepared: tuple[str, TermMap, View] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"kizuna-notify {self.sub_id}")
+        self.task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.finished = True
+        if not task.cancelled() and task.exception() is not None:
+            log.error("notification worker for %s died", self.sub_id, exc_info=task.exception())
+        self.d.wake()  # rows left over get a new worker
+
+    async def _prepare(self, sub: dict[str, Any]) -> tuple[TermMap, View]:
+        stamp = sub.get("modifiedAt", "")
+        if self._prepared is None or self._prepared[0] != stamp:
+            terms = await self.d.contexts.term_map(notification_context(sub))
+            self._prepared = (stamp, terms, view_of(sub))
+        return self._prepared[1], self._prepared[2]
+
+    async def _run(self) -> None:
+        store, config = self.d.store, self.d.config
+        failures = 0
+        idle_since = time.monotonic()
+        while not self.d._stopping:
+            rows = await store.outbox_head(self.tenant, self.sub_id, config.batch)
+            if not rows:
+                if time.monotonic() - idle_since > 5 * config.lease:
+                    return  # idle: the scan starts a new worker when rows come
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(config.poll):
+                        await self.wake.wait()
+                continue
+            idle_since = time.monotonic()
+            sub = await store.get_subscription(self.tenant, self.sub_id)
+            if sub is None:
+                await store.drop_outbox(self.tenant, self.sub_id)
+                return
+            throttling = sub.get("throttling")
+            if throttling:
+                wait = self._last_sent + throttling - time.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    rows = await store.outbox_head(self.tenant, self.sub_id, config.batch)
+            batch = _batch(rows, config.batch)
+            terms, view = await self._prepare(sub)
+            data = [render_row(row, terms, view) for row in batch]
+            message = build_message(self.tenant, sub, data, self.d.base_url, config.timeout)
+            self._last_sent = time.time()
+            try:
+                await self.d.senders.send(message)
+            except DeliveryError as exc:
+                failures += 1
+                await self.d.record(self.tenant, self.sub_id, False)
+                cooldown = sub["notification"]["endpoint"].get("cooldown")
+                delay = config.backoff.delay(failures, cooldown / 1000 if cooldown else None)
+                log.warning(
+                    "notification to %s for %s failed (%s); retry %d in %.2fs",
+                    message.uri,
+                    self.sub_id,
+                    exc,
+                    failures,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            await store.delete_outbox([row.seq for row in batch])
+            await self.d.record(self.tenant, self.sub_id, True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

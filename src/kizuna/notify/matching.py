@@ -1,0 +1,252 @@
+"""Which subscriptions a committed entity change concerns, decided inside the write transaction.
+
+The tenant's subscriptions are compiled once (entity selectors, watched attribute IRIs, ``q``
+resolved through the @context it was written with, geoQ, scopeQ) and cached per tenant. The
+cache is keyed by the store's subscription version, read inside the write transaction, so a
+subscription committed by any process before a write is always seen by that write; in-process
+changes also call :meth:`SubscriptionCache.invalidate` (a PostgreSQL store would call it from
+LISTEN/NOTIFY).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from kizuna.jsonld.contexts import ContextRegistry
+from kizuna.ngsild import query as ql
+from kizuna.ngsild.model import SYSTEM_MEMBERS
+from kizuna.store import Entity, Store, WriteTransaction
+
+log = logging.getLogger("kizuna.notify")
+_CORE = frozenset({"id", "type", "scope", "@context"} | SYSTEM_MEMBERS)
+# One notification per change and subscription: the most specific trigger that fired.
+TRIGGER_ORDER = (
+    "entityCreated",
+    "entityDeleted",
+    "attributeCreated",
+    "attributeUpdated",
+    "attributeDeleted",
+    "entityUpdated",
+)
+
+
+def _epoch(text: str) -> float:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+@dataclass(slots=True)
+class Selector:
+    entity_id: str | None
+    pattern: re.Pattern[str] | None
+    types: ql.TypeExpr
+
+    def matches(self, entity: Entity) -> bool:
+        if self.entity_id is not None and entity["id"] != self.entity_id:
+            return False
+        if self.pattern is not None and self.pattern.search(entity["id"]) is None:
+            return False
+        return self.types.matches(entity.get("type", []))
+
+
+@dataclass(slots=True)
+class Compiled:
+    """A subscription ready for matching: everything resolved to IRIs and parsed once."""
+
+    id: str
+    triggers: frozenset[str]
+    selectors: list[Selector] | None
+    watched: frozenset[str] | None
+    q: ql.QExpr | None
+    geoq: ql.GeoQuery | None
+    scope: ql.ScopeExpr | None
+    expires: float | None
+    active: bool
+    show_changes: bool
+
+    def live(self, now: float) -> bool:
+        return self.active and (self.expires is None or self.expires > now)
+
+    def selects(self, entity: Entity) -> bool:
+        if self.selectors is not None and not any(s.matches(entity) for s in self.selectors):
+            return False
+        if self.q is not None and not ql.matches(self.q, entity):
+            return False
+        if self.scope is not None and not self.scope.matches(entity):
+            return False
+        if self.geoq is not None:
+            instances = entity.get(self.geoq.geoproperty) or []
+            if not any(isinstance(i.get("value"), dict) and self.geoq.matches(i["value"]) for i in instances):
+                return False
+        return True
+
+    def trigger_for(self, change: Change) -> str | None:
+        if change.before is None:
+            fired = {"entityCreated"}
+            if self.watched is None or self.watched & change.created:
+                fired.add("attributeCreated")
+        elif change.after is None:
+            fired = {"entityDeleted"}
+        else:
+            fired = set()
+            w = self.watched
+            created = change.created if w is None else change.created & w
+            updated = change.updated if w is None else change.updated & w
+            deleted = change.deleted if w is None else change.deleted & w
+            if created:
+                fired.add("attributeCreated")
+            if updated:
+                fired.add("attributeUpdated")
+            if deleted:
+                fired.add("attributeDeleted")
+            if created or updated or deleted or (w is None and change.core_changed):
+                fired.add("entityUpdated")
+        for trigger in TRIGGER_ORDER:
+            if trigger in fired and trigger in self.triggers:
+                return trigger
+        return None
+
+
+class Change:
+    """What one write did to one entity: attribute IRIs created, updated and deleted."""
+
+    __slots__ = ("after", "before", "core_changed", "created", "deleted", "updated")
+
+    def __init__(self, before: Entity | None, after: Entity | None) -> None:
+        self.before = before
+        self.after = after
+        old = _attributes(before)
+        new = _attributes(after)
+        self.created = frozenset(new.keys() - old.keys())
+        self.deleted = frozenset(old.keys() - new.keys())
+        self.updated = frozenset(k for k in new.keys() & old.keys() if new[k] != old[k])
+        self.core_changed = (
+            before is not None
+            and after is not None
+            and (before.get("type") != after.get("type") or before.get("scope") != after.get("scope"))
+        )
+
+
+def _attributes(entity: Entity | None) -> dict[str, Any]:
+    if entity is None:
+        return {}
+    return {k: v for k, v in entity.items() if k not in _CORE}
+
+
+async def compile_subscription(sub: dict[str, Any], contexts: ContextRegistry) -> Compiled | None:
+    """None for subscriptions change matching never concerns (periodic ones)."""
+    if "timeInterval" in sub:
+        return None
+    selectors = None
+    if "entities" in sub:
+        selectors = [
+            Selector(
+                s.get("id"),
+                re.compile(s["idPattern"]) if "idPattern" in s else None,
+                ql.parse_type_expr(s["type"]),
+            )
+            for s in sub["entities"]
+        ]
+    q = None
+    if "q" in sub:
+        terms = await contexts.term_map(sub.get("_qContext"))
+        q = ql.parse_q(sub["q"]).resolve(terms.expand)
+    geoq = None
+    if "geoQ" in sub:
+        g = sub["geoQ"]
+        geoq = ql.parse_geoq(g["georel"], g["geometry"], g["coordinates"], g.get("geoproperty"))
+        if "geoproperty" not in g:
+            terms = await contexts.term_map(sub.get("@context"))
+            geoq = ql.GeoQuery(
+                geoq.georel,
+                geoq.geometry,
+                terms.expand(geoq.geoproperty),
+                geoq.max_distance,
+                geoq.min_distance,
+            )
+    watched = frozenset(sub["watchedAttributes"]) if "watchedAttributes" in sub else None
+    return Compiled(
+        id=sub["id"],
+        triggers=frozenset(sub.get("notificationTrigger", ("attributeCreated", "attributeUpdated"))),
+        selectors=selectors,
+        watched=watched,
+        q=q,
+        geoq=geoq,
+        scope=ql.parse_scope_q(sub["scopeQ"]) if "scopeQ" in sub else None,
+        expires=_epoch(sub["expiresAt"]) if "expiresAt" in sub else None,
+        active=sub.get("isActive", True) is not False,
+        show_changes=bool(sub.get("notification", {}).get("showChanges")),
+    )
+
+
+class SubscriptionCache:
+    """Compiled subscriptions per tenant, valid for one subscription version."""
+
+    def __init__(self, store: Store, contexts: ContextRegistry) -> None:
+        self.store = store
+        self.contexts = contexts
+        self._tenants: dict[str, tuple[int, list[Compiled]]] = {}
+
+    def invalidate(self, tenant: str | None = None) -> None:
+        if tenant is None:
+            self._tenants.clear()
+        else:
+            self._tenants.pop(tenant, None)
+
+    async def for_transaction(self, tenant: str, tx: WriteTransaction) -> list[Compiled]:
+        version = await tx.subscription_version()
+        cached = self._tenants.get(tenant)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        subs, _ = await self.store.list_subscriptions(tenant, None, 0)
+        compiled = []
+        for sub in subs:
+            try:
+                c = await compile_subscription(sub, self.contexts)
+            except Exception:  # a subscription that cannot be compiled must not block writes
+                log.exception("subscription %s cannot be matched", sub.get("id"))
+                continue
+            if c is not None:
+                compiled.append(c)
+        self._tenants[tenant] = (version, compiled)
+        return compiled
+
+
+def outbox_rows(
+    subs: list[Compiled], before: Entity | None, after: Entity | None
+) -> list[tuple[str, str, str, bytes]]:
+    """The outbox rows one entity change owes: (subscription id, entity id, trigger, payload)."""
+    if not subs or (before is None and after is None):
+        return []
+    now = time.time()
+    change: Change | None = None
+    entity = after if after is not None else before
+    assert entity is not None
+    rows: list[tuple[str, str, str, bytes]] = []
+    payloads: dict[tuple[str, bool], bytes] = {}
+    for sub in subs:
+        if not sub.live(now) or not sub.selects(entity):
+            continue
+        if change is None:
+            change = Change(before, after)
+        trigger = sub.trigger_for(change)
+        if trigger is None:
+            continue
+        key = (trigger, sub.show_changes)
+        payload = payloads.get(key)
+        if payload is None:
+            doc: dict[str, Any] = {"entity": entity}
+            if trigger == "attributeDeleted" and before is not None:
+                doc["deleted"] = {k: before[k] for k in change.deleted}
+            if sub.show_changes and before is not None and after is not None:
+                doc["previous"] = {k: before[k] for k in change.updated | change.deleted}
+            payload = payloads[key] = orjson.dumps(doc)
+        rows.append((sub.id, entity["id"], trigger, payload))
+    return rows

@@ -1,0 +1,115 @@
+"""Delivery of one notification over HTTP(S) (httpx) or MQTT (aiomqtt, MQTT 3.1.1 and 5).
+
+A sender raises :class:`DeliveryError` for anything that is not a success (a non-2xx status, a
+timeout, a refused or closed connection), so the dispatcher retries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import orjson
+
+
+class DeliveryError(Exception):
+    """The subscriber did not take the notification; worth retrying."""
+
+
+@dataclass(slots=True)
+class Message:
+    """A notification ready to go: the body and the headers (HTTP) or metadata (MQTT)."""
+
+    uri: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    timeout: float
+    notifier_info: dict[str, str] = field(default_factory=dict)
+
+
+class HttpSender:
+    def __init__(self) -> None:
+        # One pool for all subscribers; per-request timeouts keep a slow one from holding others.
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def send(self, message: Message) -> int:
+        try:
+            response = await self._client.post(
+                message.uri,
+                content=orjson.dumps(message.body),
+                headers=message.headers,
+                timeout=httpx.Timeout(message.timeout),
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+        if not 200 <= response.status_code < 300:
+            raise DeliveryError(f"HTTP {response.status_code}")
+        return response.status_code
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class MqttSender:
+    """Publishes ``{"metadata": {...headers}, "body": notification}`` to the topic the URI's path
+    names (clause 7.x binding). ``notifierInfo`` ``MQTT-Version`` (``mqtt3.1.1``, the default, or
+    ``mqtt5.0``) and ``MQTT-QoS`` (0, 1, 2) choose the protocol and quality of service."""
+
+    async def send(self, message: Message) -> int:
+        import aiomqtt
+
+        parts = urlsplit(message.uri)
+        topic = unquote(parts.path.lstrip("/"))
+        if not topic or parts.hostname is None:
+            raise DeliveryError(f"MQTT endpoint {message.uri} names no host or topic")
+        secure = parts.scheme.lower() == "mqtts"
+        version = message.notifier_info.get("MQTT-Version", "mqtt3.1.1")
+        try:
+            qos = int(message.notifier_info.get("MQTT-QoS", "0"))
+        except ValueError:
+            qos = 0
+        payload = orjson.dumps({"metadata": message.headers, "body": message.body})
+        try:
+            async with asyncio.timeout(message.timeout):
+                async with aiomqtt.Client(
+                    parts.hostname,
+                    parts.port or (8883 if secure else 1883),
+                    username=unquote(parts.username) if parts.username else None,
+                    password=unquote(parts.password) if parts.password else None,
+                    protocol=aiomqtt.ProtocolVersion.V5
+                    if version == "mqtt5.0"
+                    else aiomqtt.ProtocolVersion.V311,
+                    tls_context=ssl.create_default_context() if secure else None,
+                    timeout=message.timeout,
+                ) as client:
+                    await client.publish(topic, payload, qos=min(max(qos, 0), 2))
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            raise DeliveryError(f"MQTT {type(exc).__name__}: {exc}") from None
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+
+class Senders:
+    def __init__(self) -> None:
+        self.http = HttpSender()
+        self.mqtt = MqttSender()
+
+    async def send(self, message: Message) -> int:
+        scheme = message.uri.split(":", 1)[0].lower()
+        if scheme in ("mqtt", "mqtts"):
+            return await self.mqtt.send(message)
+        return await self.http.send(message)
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.mqtt.close()
