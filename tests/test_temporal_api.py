@@ -219,6 +219,8 @@ def test_append_and_delete_attributes(client: TestClient) -> None:
     assert client.delete(f"{BASE}/entities/{V1}").status_code == 204
     assert get(client).status_code == 404
     assert client.delete(f"{BASE}/entities/{V1}").status_code == 404
+    # The entity the temporal create made goes with its history.
+    assert client.get(f"/ngsi-ld/v1/entities/{V1}").status_code == 404
 
 
 def test_errors(client: TestClient) -> None:

@@ -415,13 +415,18 @@ class TemporalService:
                     await self._record(tenant, tx, entity_id, current["type"], iri, instance)
 
     async def delete_entity(self, tenant: str, entity_id: str) -> None:
-        """DELETE /temporal/entities/{id} (clause 5.6.16)."""
+        """DELETE /temporal/entities/{id} (clause 5.6.16).
+
+        The entity goes with its history: a temporal create makes the entity (as peers and the
+        ETSI suite expect), so the temporal delete removes it too, and deleting twice through
+        both APIs (the suite's delete_temporal_on_core_delete) leaves nothing behind."""
         model.check_entity_id(entity_id)
         await self._require_tenant(tenant)
         async with self.store.write(tenant) as tx:
             if await tx.temporal_entity(entity_id) is None:
                 raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
             await tx.delete_history(entity_id)
+            await tx.delete(entity_id)
 
     async def delete_attribute(
         self,
