@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kizuna import __version__
 from kizuna.config import Settings
+from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import InternalError, InvalidRequest, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.jsonld.routes import ContextApi
@@ -106,6 +107,15 @@ def create_app(settings: Settings) -> Starlette:
         max_body=settings.max_body_bytes,
         limits=(settings.default_limit, settings.max_limit),
     )
+    dataspace = build_dataspace(
+        settings,
+        store,
+        entities,
+        registry,
+        SubscriptionService(
+            store, registry, implicit_context=contexts.add_implicit, on_change=subscription_cache.invalidate
+        ),
+    )
     csources = CsourceApi(
         RegistrationService(store, registry),
         CsourceSubscriptionService(store, registry, implicit_context=contexts.add_implicit),
@@ -150,6 +160,7 @@ def create_app(settings: Settings) -> Starlette:
         *csources.routes(),
         *DiscoveryApi(entities, registry).routes(),
         *contexts.routes(),
+        *dataspace.routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -165,6 +176,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.store = store
     app.state.contexts = registry
     app.state.dispatcher = dispatcher
+    app.state.dataspace = dataspace
     return app
 
 

@@ -21,6 +21,13 @@ class Settings:
     max_limit: int = 1000
     history_retention: str | None = None  # e.g. 90d, 12h, P1Y: older history is deleted
     temporal_instance_limit: int = 10  # instances per attribute in one temporal answer (206 beyond)
+    # Dataspace connector (DSP 2025-1)
+    participant_id: str = "urn:kizuna:node"  # this node's participant id in the data space
+    public_url: str | None = None  # how counterparties reach this node (default http://host:port)
+    dsp_auth: str = "signed"  # "signed" (Ed25519 request tokens) or "none" (conformance runs)
+    dsp_key_file: str | None = None  # Ed25519 private key (PEM); `kizuna keygen` makes one
+    dsp_trusted_participants: str | None = None  # JSON: participant id -> publicKey, region, memberships
+    dsp_token_lifetime: float = 600.0  # seconds a pull-transfer bearer token is valid
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

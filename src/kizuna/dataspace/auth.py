@@ -1,0 +1,212 @@
+"""Who is talking: participant identities for DSP requests.
+
+:class:`ParticipantAuth` is the one interface the protocol code uses: sign what we send, identify
+who sent what we receive. :class:`SignedTokenAuth` is the default: each node has a participant id
+and an Ed25519 key, and every DSP request carries ``Authorization: Bearer <JWS>`` (EdDSA, compact)
+over the method, the path and a hash of the body, verified against the trusted-participants file.
+:class:`NoAuth` (``--dsp-auth none``) turns it off for conformance runs. The Decentralized Claims
+Protocol can replace both by implementing the same two methods (self-issued ID token + verifiable
+presentations instead of the trusted-participants file).
+
+The trusted-participants file is JSON: participant id -> ``{"publicKey": <base64url raw Ed25519
+public key>, "region"?: "JP", "memberships"?: [...]}``; region and memberships are the facts the
+ODRL evaluator uses for spatial and membership constraints.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+log = logging.getLogger("kizuna.dataspace")
+TOKEN_LIFETIME = 60.0  # seconds
+CLOCK_SKEW = 30.0
+
+
+class Unauthenticated(Exception):
+    """The request carries no valid token from a trusted participant."""
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    id: str
+    region: str | None = None
+    memberships: frozenset[str] = frozenset()
+    public_key: str | None = None
+
+
+@dataclass(slots=True)
+class Directory:
+    """The trusted participants and what we know of them."""
+
+    participants: dict[str, Participant] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | None) -> Directory:
+        if not path:
+            return cls()
+        raw = json.loads(Path(path).read_text())
+        if not isinstance(raw, dict):
+            raise SystemExit(f"kizuna: {path}: trusted participants must be a JSON object")
+        return cls(
+            {
+                pid: Participant(
+                    pid,
+                    region=info.get("region"),
+                    memberships=frozenset(info.get("memberships", [])),
+                    public_key=info.get("publicKey"),
+                )
+                for pid, info in raw.items()
+            }
+        )
+
+    def get(self, participant_id: str | None) -> Participant | None:
+        return None if participant_id is None else self.participants.get(participant_id)
+
+    def describe(self, participant_id: str | None) -> Participant:
+        """What we know of a participant (nothing but its id when it is not listed)."""
+        found = self.get(participant_id)
+        return found or Participant(participant_id or "")
+
+
+class ParticipantAuth(Protocol):
+    participant_id: str
+
+    def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        """Headers that prove to the counterparty that we send this request."""
+
+    def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
+        """The participant id that sent a request (None when authentication is off); raise
+        :class:`Unauthenticated` when it cannot be established."""
+
+
+class NoAuth:
+    """``--dsp-auth none``: nothing is signed; a sender may name itself in ``Kizuna-Participant``
+    (informational only, for the logs and for ODRL facts in conformance runs)."""
+
+    def __init__(self, participant_id: str) -> None:
+        self.participant_id = participant_id
+
+    def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        return {"Kizuna-Participant": self.participant_id}
+
+    def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
+        return None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def load_or_create_key(path: str | None) -> Ed25519PrivateKey:
+    if not path:
+        log.warning("no --dsp-key-file: signing DSP requests with an ephemeral key nobody trusts")
+        return Ed25519PrivateKey.generate()
+    data = Path(path).read_bytes()
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SystemExit(f"kizuna: {path} is not an Ed25519 private key")
+    return key
+
+
+def generate_key_file(path: str) -> str:
+    """Write a new Ed25519 private key (PEM) to ``path``; return its public key (base64url)."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    target = Path(path)
+    target.write_bytes(pem)
+    target.chmod(0o600)
+    return public_key_text(key)
+
+
+def public_key_text(key: Ed25519PrivateKey) -> str:
+    return _b64(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+class SignedTokenAuth:
+    """Ed25519 JWS per request: ``{iss, iat, exp, jti, htm, htu, bsh}`` (bsh: SHA-256 of the body)."""
+
+    def __init__(self, participant_id: str, key: Ed25519PrivateKey, directory: Directory) -> None:
+        self.participant_id = participant_id
+        self.key = key
+        self.directory = directory
+        self._seen: dict[str, float] = {}  # jti -> expiry: a token is good for one request
+
+    def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        now = time.time()
+        header = {"alg": "EdDSA", "typ": "JWT", "kid": self.participant_id}
+        claims = {
+            "iss": self.participant_id,
+            "iat": int(now),
+            "exp": int(now + TOKEN_LIFETIME),
+            "jti": str(uuid.uuid4()),
+            "htm": method.upper(),
+            "htu": path,
+            "bsh": _b64(hashlib.sha256(body).digest()),
+        }
+        signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
+        signature = self.key.sign(signing_input.encode())
+        return {"Authorization": f"Bearer {signing_input}.{_b64(signature)}"}
+
+    def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
+        auth = headers.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            raise Unauthenticated("a DSP request needs an Authorization: Bearer token")
+        token = auth[7:].strip()
+        try:
+            head_b64, claims_b64, sig_b64 = token.split(".")
+            header = json.loads(_unb64(head_b64))
+            claims = json.loads(_unb64(claims_b64))
+            signature = _unb64(sig_b64)
+        except (ValueError, json.JSONDecodeError) as error:
+            raise Unauthenticated("the token is not a compact JWS") from error
+        if header.get("alg") != "EdDSA" or not isinstance(claims, dict):
+            raise Unauthenticated("the token must be an EdDSA JWS")
+        issuer = claims.get("iss")
+        participant = self.directory.get(issuer)
+        if participant is None or not participant.public_key:
+            raise Unauthenticated(f"participant {issuer!r} is not trusted")
+        try:
+            Ed25519PublicKey.from_public_bytes(_unb64(participant.public_key)).verify(
+                signature, f"{head_b64}.{claims_b64}".encode()
+            )
+        except (InvalidSignature, ValueError) as error:
+            raise Unauthenticated("the token's signature does not verify") from error
+        now = time.time()
+        if not (claims.get("iat", 0) - CLOCK_SKEW <= now <= claims.get("exp", 0) + CLOCK_SKEW):
+            raise Unauthenticated("the token has expired")
+        if claims.get("htm") != method.upper() or claims.get("htu") != path:
+            raise Unauthenticated("the token was issued for another request")
+        if claims.get("bsh") != _b64(hashlib.sha256(body).digest()):
+            raise Unauthenticated("the token was issued for another body")
+        jti = str(claims.get("jti"))
+        self._seen = {k: v for k, v in self._seen.items() if v > now - CLOCK_SKEW}
+        if jti in self._seen:
+            raise Unauthenticated("the token was already used (replay)")
+        self._seen[jti] = float(claims.get("exp", now))
+        return str(issuer)
+
+
+def make_auth(mode: str, participant_id: str, key_file: str | None, directory: Directory) -> Any:
+    if mode == "none":
+        return NoAuth(participant_id)
+    if mode != "signed":
+        raise SystemExit(f"kizuna: --dsp-auth must be 'signed' or 'none', not {mode!r}")
+    return SignedTokenAuth(participant_id, load_or_create_key(key_file), directory)

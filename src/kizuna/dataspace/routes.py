@@ -1,0 +1,447 @@
+"""The dataspace HTTP edge: ``/.well-known/dspace-version``, the DSP 2025-1 HTTPS binding under
+``/dsp`` (provider endpoints and consumer callbacks share paths: the node's callbackAddress is
+its own ``/dsp`` base and every pid names one process of the node), the pull data plane under
+``/dsp/data``, and the management API under ``/management/v1`` (plain JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kizuna.config import Settings
+from kizuna.dataspace import catalog as catalog_mod
+from kizuna.dataspace import messages, negotiation, odrl, transfer
+from kizuna.dataspace.auth import Directory, ParticipantAuth, Unauthenticated, make_auth
+from kizuna.dataspace.catalog import CatalogService
+from kizuna.dataspace.core import AGREEMENT, FollowUp, Messenger, Node, Records, run_follow_ups
+from kizuna.dataspace.dataplane import DataPlane
+from kizuna.dataspace.messages import CatalogError, DspError, NegotiationError, TransferError
+from kizuna.dataspace.negotiation import NegotiationService, _unreachable
+from kizuna.dataspace.transfer import TransferService
+from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError, ResourceNotFound
+from kizuna.jsonld.contexts import ContextRegistry
+from kizuna.ngsild.entities import EntityService
+from kizuna.ngsild.subscriptions import SubscriptionService
+from kizuna.store import Store
+
+JSON = "application/json"
+MAX_BODY = 1024 * 1024
+MGMT = "/management/v1"
+
+
+class Unauthorized(NgsiLdError):
+    type_name = "Unauthorized"
+    title = "The request is not authenticated as a trusted participant"
+    status = 401
+
+
+def _json(
+    body: Any, status: int = 200, follow_ups: list[FollowUp] | None = None, headers: Any = None
+) -> Response:
+    task = BackgroundTask(run_follow_ups, follow_ups) if follow_ups else None
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, background=task, headers=headers)
+
+
+class DataspaceApi:
+    def __init__(
+        self,
+        node: Node,
+        auth: ParticipantAuth,
+        entities: EntityService,
+        contexts: ContextRegistry,
+        subscriptions: SubscriptionService | None,
+    ) -> None:
+        self.node = node
+        self.auth = auth
+        self.catalog = CatalogService(node)
+        self.dataplane = DataPlane(node, entities, contexts, subscriptions, self.facts_for)
+        self.negotiations = NegotiationService(node, self.catalog, self.facts_for)
+        self.transfers = TransferService(node, self.catalog, self.dataplane)
+
+    def facts_for(self, participant_id: str | None) -> odrl.Facts:
+        known = self.node.directory.describe(participant_id)
+        return odrl.Facts(assignee=participant_id, region=known.region, memberships=known.memberships)
+
+    # -- the edge ------------------------------------------------------------------------------
+
+    async def _incoming(self, request: Request, error: type[DspError]) -> tuple[Any, str | None]:
+        """The JSON body (None for GET) and the authenticated sender (None with auth off)."""
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise error("The message is too large", status=413)
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            sender = self.auth.identify(request.method, path, headers, raw)
+        except Unauthenticated as failure:
+            raise Unauthorized(str(failure)) from None
+        if request.method == "GET":
+            return None, sender
+        try:
+            return orjson.loads(raw), sender
+        except orjson.JSONDecodeError:
+            raise error("The body is not JSON", status=400) from None
+
+    # -- version & catalog ---------------------------------------------------------------------
+
+    async def version(self, request: Request) -> Response:
+        body = {
+            "protocolVersions": [
+                {
+                    "version": "2025-1",
+                    "path": "/dsp",
+                    "binding": "HTTPS",
+                    "auth": {
+                        "protocol": "kizuna-signed-request" if not _auth_off(self.auth) else "none",
+                        "version": "1",
+                    },
+                }
+            ]
+        }
+        return _json(messages.check(body, "VersionResponse"))
+
+    async def catalog_request(self, request: Request) -> Response:
+        body, _ = await self._incoming(request, CatalogError)
+        offset = _int(request, "offset", 0, CatalogError)
+        limit = _int(request, "limit", 50, CatalogError)
+        if limit < 1 or limit > 500:
+            raise CatalogError("limit must be between 1 and 500")
+        catalog, total = await self.catalog.catalog(body, offset, limit)
+        links = []
+        base = str(request.url.replace(query=""))
+        if offset + limit < total:
+            links.append(f'<{base}?offset={offset + limit}&limit={limit}>; rel="next"')
+        if offset > 0:
+            links.append(f'<{base}?offset={max(0, offset - limit)}&limit={limit}>; rel="previous"')
+        return _json(catalog, headers={"Link": ", ".join(links)} if links else None)
+
+    async def dataset(self, request: Request) -> Response:
+        await self._incoming(request, CatalogError)
+        return _json(await self.catalog.dataset(request.path_params["dataset_id"]))
+
+    # -- negotiations ---------------------------------------------------------------------------
+
+    async def get_negotiation(self, request: Request) -> Response:
+        _, sender = await self._incoming(request, NegotiationError)
+        return _json(negotiation.ack(await self.negotiations.get(request.path_params["pid"], sender)))
+
+    async def negotiation_request(self, request: Request) -> Response:
+        body, sender = await self._incoming(request, NegotiationError)
+        answer, follow_ups = await self.negotiations.receive_request(body, sender)
+        return _json(answer, 201, follow_ups)
+
+    async def negotiation_offers(self, request: Request) -> Response:
+        body, sender = await self._incoming(request, NegotiationError)
+        answer, follow_ups = await self.negotiations.receive_offer(body, sender)
+        return _json(answer, 201, follow_ups)
+
+    async def negotiation_counter_request(self, request: Request) -> Response:
+        body, sender = await self._incoming(request, NegotiationError)
+        answer, follow_ups = await self.negotiations.receive_request(body, sender, request.path_params["pid"])
+        return _json(answer, 200, follow_ups)
+
+    async def negotiation_counter_offer(self, request: Request) -> Response:
+        body, sender = await self._incoming(request, NegotiationError)
+        answer, follow_ups = await self.negotiations.receive_offer(body, sender, request.path_params["pid"])
+        return _json(answer, 200, follow_ups)
+
+    async def negotiation_events(self, request: Request) -> Response:
+        body, sender = await self._incoming(request, NegotiationError)
+        follow_ups = await self.negotiations.receive_event(request.path_params["pid"], body, sender)
+        return await self._negotiation_state(request.path_params["pid"], follow_ups)
+
+    async def negotiation_verification(self, request: Request) -> Response:
+        body, sender = await self._incoming(request, NegotiationError)
+        follow_ups = await self.negotiations.receive_verification(request.path_params["pid"], body, sender)
+        return await self._negotiation_state(request.path_params["pid"], follow_ups)
+
+    async def negotiation_agreement(self, request: Request) -> Response:
+        body, sender = await self._incoming(request, NegotiationError)
+        follow_ups = await self.negotiations.receive_agreement(request.path_params["pid"], body, sender)
+        return await self._negotiation_state(request.path_params["pid"], follow_ups)
+
+    async def negotiation_termination(self, request: Request) -> Response:
+        body, sender = await self._incoming(request, NegotiationError)
+        await self.negotiations.receive_termination(request.path_params["pid"], body, sender)
+        return await self._negotiation_state(request.path_params["pid"], [])
+
+    async def _negotiation_state(self, pid: str, follow_ups: list[FollowUp]) -> Response:
+        return _json(negotiation.ack(await self.negotiations.get(pid)), 200, follow_ups)
+
+    # -- transfers ------------------------------------------------------------------------------
+
+    async def get_transfer(self, request: Request) -> Response:
+        _, sender = await self._incoming(request, TransferError)
+        return _json(transfer.ack(await self.transfers.get(request.path_params["pid"], sender)))
+
+    async def transfer_request(self, request: Request) -> Response:
+        body, sender = await self._incoming(request, TransferError)
+        answer, follow_ups = await self.transfers.receive_request(body, sender)
+        return _json(answer, 201, follow_ups)
+
+    def _transfer_message(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            body, sender = await self._incoming(request, TransferError)
+            pid = request.path_params["pid"]
+            await self.transfers.receive(pid, kind, body, sender)
+            return _json(transfer.ack(await self.transfers.get(pid)))
+
+        return endpoint
+
+    # -- data plane -----------------------------------------------------------------------------
+
+    async def data_entities(self, request: Request) -> Response:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        options = set(request.query_params.get("options", "").split(","))
+        limit = _int(request, "limit", 100, None)
+        if not 1 <= limit <= 1000:
+            raise BadRequestData("limit must be between 1 and 1000")
+        entities, info = await self.dataplane.pull(
+            token,
+            purpose=request.headers.get("kizuna-purpose") or request.query_params.get("purpose"),
+            limit=limit,
+            offset=_int(request, "offset", 0, None),
+            key_values="keyValues" in options,
+        )
+        headers = {"Kizuna-Access-Count": str(info["accessCount"]), "Kizuna-Agreement": info["agreementId"]}
+        if info["duties"]:
+            headers["Kizuna-Duties"] = ",".join(info["duties"])
+        return _json(entities, headers=headers)
+
+    # -- management -----------------------------------------------------------------------------
+
+    async def m_create_dataset(self, request: Request) -> Response:
+        dataset = await self.catalog.create(await _plain_json(request))
+        return _json(catalog_mod.management_view(dataset), 201)
+
+    async def m_list_datasets(self, request: Request) -> Response:
+        return _json([catalog_mod.management_view(d) for d in await self.catalog.list()])
+
+    async def m_get_dataset(self, request: Request) -> Response:
+        return _json(catalog_mod.management_view(await self.catalog.get(request.path_params["dataset_id"])))
+
+    async def m_delete_dataset(self, request: Request) -> Response:
+        await self.catalog.delete(request.path_params["dataset_id"])
+        return Response(status_code=204)
+
+    async def m_remote_catalog(self, request: Request) -> Response:
+        """Consumer convenience: fetch a counterparty's catalog (the request is signed by us)."""
+        body = await _plain_json(request)
+        address = _string(body, "counterPartyAddress")
+        try:
+            remote = await self.node.messenger.post(
+                address, "catalog/request", messages.message("CatalogRequestMessage")
+            )
+        except Exception as error:  # CounterpartyError
+            raise _unreachable(error) from None  # type: ignore[arg-type]
+        return _json(remote)
+
+    async def m_start_negotiation(self, request: Request) -> Response:
+        body = await _plain_json(request)
+        offer = body.get("offer")
+        if not isinstance(offer, dict):
+            raise BadRequestData("offer must be the offer object as seen in the remote catalog")
+        counterparty = body.get("counterPartyId")
+        if counterparty is not None and not isinstance(counterparty, str):
+            raise BadRequestData("counterPartyId must be a string")
+        record = await self.negotiations.start(
+            _string(body, "counterPartyAddress"), counterparty, offer, body.get("approval", "auto")
+        )
+        return _json({"id": record["id"], "state": record["state"]}, 201)
+
+    async def m_list_negotiations(self, request: Request) -> Response:
+        return _json([negotiation.management_view(r) for r in await self.negotiations.list() if r["state"]])
+
+    async def m_get_negotiation(self, request: Request) -> Response:
+        return _json(
+            negotiation.management_view(await _mgmt(self.negotiations.get(request.path_params["pid"])))
+        )
+
+    async def m_negotiation_action(self, request: Request) -> Response:
+        pid, action = request.path_params["pid"], request.path_params["action"]
+        body = await _plain_json(request, optional=True)
+        service = self.negotiations
+        actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+            "offer": lambda: service.offer(pid, body.get("offer")),
+            "agree": lambda: service.agree(pid),
+            "finalize": lambda: service.finalize(pid),
+            "terminate": lambda: service.terminate(
+                pid, body.get("reason") or "Terminated by the participant"
+            ),
+            "request": lambda: service.counter_offer(pid, body.get("offer")),
+            "accept": lambda: service.accept(pid),
+            "verify": lambda: service.verify(pid),
+        }
+        if action not in actions:
+            raise ResourceNotFound(f"No negotiation action {action}")
+        record = await _mgmt(actions[action]())
+        return _json(negotiation.management_view(record))
+
+    async def m_list_agreements(self, request: Request) -> Response:
+        agreements, _ = await self.node.records.list(AGREEMENT)
+        return _json(agreements)
+
+    async def m_get_agreement(self, request: Request) -> Response:
+        agreement = await self.node.records.get(AGREEMENT, request.path_params["agreement_id"])
+        if agreement is None:
+            raise ResourceNotFound(f"No agreement {request.path_params['agreement_id']}")
+        return _json(agreement)
+
+    async def m_start_transfer(self, request: Request) -> Response:
+        body = await _plain_json(request)
+        record = await _mgmt(
+            self.transfers.request(
+                _string(body, "counterPartyAddress"),
+                _string(body, "agreementId"),
+                _string(body, "format"),
+                body.get("endpoint"),
+                body.get("counterPartyId"),
+            )
+        )
+        return _json({"id": record["id"], "state": record["state"]}, 201)
+
+    async def m_list_transfers(self, request: Request) -> Response:
+        return _json([transfer.management_view(r) for r in await self.transfers.list() if r["state"]])
+
+    async def m_get_transfer(self, request: Request) -> Response:
+        return _json(transfer.management_view(await _mgmt(self.transfers.get(request.path_params["pid"]))))
+
+    async def m_transfer_action(self, request: Request) -> Response:
+        pid, action = request.path_params["pid"], request.path_params["action"]
+        body = await _plain_json(request, optional=True)
+        service = self.transfers
+        actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+            "start": lambda: service.start(pid),
+            "resume": lambda: service.start(pid),
+            "suspend": lambda: service.suspend(pid, body.get("reason") or "Suspended by the participant"),
+            "complete": lambda: service.complete(pid),
+            "terminate": lambda: service.terminate(
+                pid, body.get("reason") or "Terminated by the participant"
+            ),
+        }
+        if action not in actions:
+            raise ResourceNotFound(f"No transfer action {action}")
+        return _json(transfer.management_view(await _mgmt(actions[action]())))
+
+    def routes(self) -> list[Route]:
+        t = self._transfer_message
+        return [
+            Route("/.well-known/dspace-version", self.version, methods=["GET"]),
+            Route("/dsp/catalog/request", self.catalog_request, methods=["POST"]),
+            Route("/dsp/catalog/datasets/{dataset_id:path}", self.dataset, methods=["GET"]),
+            Route("/dsp/negotiations/request", self.negotiation_request, methods=["POST"]),
+            Route("/dsp/negotiations/offers", self.negotiation_offers, methods=["POST"]),
+            Route("/dsp/negotiations/{pid}", self.get_negotiation, methods=["GET"]),
+            Route("/dsp/negotiations/{pid}/request", self.negotiation_counter_request, methods=["POST"]),
+            Route("/dsp/negotiations/{pid}/offers", self.negotiation_counter_offer, methods=["POST"]),
+            Route("/dsp/negotiations/{pid}/events", self.negotiation_events, methods=["POST"]),
+            Route(
+                "/dsp/negotiations/{pid}/agreement/verification",
+                self.negotiation_verification,
+                methods=["POST"],
+            ),
+            Route("/dsp/negotiations/{pid}/agreement", self.negotiation_agreement, methods=["POST"]),
+            Route("/dsp/negotiations/{pid}/termination", self.negotiation_termination, methods=["POST"]),
+            Route("/dsp/transfers/request", self.transfer_request, methods=["POST"]),
+            Route("/dsp/transfers/{pid}", self.get_transfer, methods=["GET"]),
+            Route("/dsp/transfers/{pid}/start", t(transfer.START), methods=["POST"]),
+            Route("/dsp/transfers/{pid}/completion", t(transfer.COMPLETE), methods=["POST"]),
+            Route("/dsp/transfers/{pid}/suspension", t(transfer.SUSPEND), methods=["POST"]),
+            Route("/dsp/transfers/{pid}/termination", t(transfer.TERMINATE), methods=["POST"]),
+            Route("/dsp/data/entities", self.data_entities, methods=["GET"]),
+            Route(f"{MGMT}/datasets", self.m_create_dataset, methods=["POST"]),
+            Route(f"{MGMT}/datasets", self.m_list_datasets, methods=["GET"]),
+            Route(f"{MGMT}/datasets/{{dataset_id:path}}", self.m_get_dataset, methods=["GET"]),
+            Route(f"{MGMT}/datasets/{{dataset_id:path}}", self.m_delete_dataset, methods=["DELETE"]),
+            Route(f"{MGMT}/catalog/request", self.m_remote_catalog, methods=["POST"]),
+            Route(f"{MGMT}/negotiations", self.m_start_negotiation, methods=["POST"]),
+            Route(f"{MGMT}/negotiations", self.m_list_negotiations, methods=["GET"]),
+            Route(f"{MGMT}/negotiations/{{pid}}", self.m_get_negotiation, methods=["GET"]),
+            Route(f"{MGMT}/negotiations/{{pid}}/{{action}}", self.m_negotiation_action, methods=["POST"]),
+            Route(f"{MGMT}/agreements", self.m_list_agreements, methods=["GET"]),
+            Route(f"{MGMT}/agreements/{{agreement_id}}", self.m_get_agreement, methods=["GET"]),
+            Route(f"{MGMT}/transfers", self.m_start_transfer, methods=["POST"]),
+            Route(f"{MGMT}/transfers", self.m_list_transfers, methods=["GET"]),
+            Route(f"{MGMT}/transfers/{{pid}}", self.m_get_transfer, methods=["GET"]),
+            Route(f"{MGMT}/transfers/{{pid}}/{{action}}", self.m_transfer_action, methods=["POST"]),
+        ]
+
+
+def _auth_off(auth: ParticipantAuth) -> bool:
+    return type(auth).__name__ == "NoAuth"
+
+
+def _int(request: Request, name: str, default: int, error: type[DspError] | None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+        if value < 0:
+            raise ValueError
+        return value
+    except ValueError:
+        detail = f"{name} must be a non-negative integer"
+        raise (error(detail) if error else BadRequestData(detail)) from None
+
+
+def _string(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise BadRequestData(f"{name} must be a non-empty string")
+    return value
+
+
+async def _plain_json(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw and optional:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequestData("The body must be a JSON object")
+    return body
+
+
+async def _mgmt(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Management calls answer ProblemDetails, not DSP error messages."""
+    try:
+        return await call
+    except DspError as error:
+        if error.status == 404:
+            raise ResourceNotFound(error.detail) from None
+        raise BadRequestData(error.detail) from None
+
+
+def build(
+    settings: Settings,
+    store: Store,
+    entities: EntityService,
+    contexts: ContextRegistry,
+    subscriptions: SubscriptionService | None,
+    messenger_client: Any = None,
+) -> DataspaceApi:
+    """The dataspace half of a node, from the settings."""
+    directory = Directory.load(settings.dsp_trusted_participants)
+    auth = make_auth(settings.dsp_auth, settings.participant_id, settings.dsp_key_file, directory)
+    messenger = Messenger(auth) if messenger_client is None else Messenger(auth, messenger_client)
+    public_url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    node = Node(
+        participant_id=settings.participant_id,
+        public_url=public_url.rstrip("/"),
+        records=Records(store),
+        messenger=messenger,
+        directory=directory,
+        token_lifetime=settings.dsp_token_lifetime,
+    )
+    return DataspaceApi(node, auth, entities, contexts, subscriptions)

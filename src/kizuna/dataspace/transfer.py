@@ -1,0 +1,362 @@
+"""The transfer process state machine (DSP 2025-1, section "Transfer Process Protocol").
+
+Like :mod:`negotiation`: one transition table keyed by (state, message, sender role), per-role
+tables derived from it, records persisted in the store, follow-ups run after the response. The
+provider side opens and closes the data plane (pull tokens, push subscriptions) as the process
+enters and leaves STARTED.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+from kizuna.dataspace import messages
+from kizuna.dataspace.catalog import FORMATS, PULL, PUSH, CatalogService
+from kizuna.dataspace.core import (
+    AGREEMENT,
+    CONSUMER,
+    OTHER,
+    PROVIDER,
+    TRANSFER,
+    CounterpartyError,
+    FollowUp,
+    Node,
+)
+from kizuna.dataspace.messages import TransferError
+from kizuna.dataspace.negotiation import FINALIZED, _unreachable
+from kizuna.errors import BadRequestData, Conflict
+
+REQUESTED, STARTED, SUSPENDED, COMPLETED, TERMINATED = (
+    "REQUESTED",
+    "STARTED",
+    "SUSPENDED",
+    "COMPLETED",
+    "TERMINATED",
+)
+STATES = (REQUESTED, STARTED, SUSPENDED, COMPLETED, TERMINATED)
+INITIAL = None
+
+REQUEST = "TransferRequestMessage"
+START = "TransferStartMessage"
+SUSPEND = "TransferSuspensionMessage"
+COMPLETE = "TransferCompletionMessage"
+TERMINATE = "TransferTerminationMessage"
+
+C, P = CONSUMER, PROVIDER
+TRANSITIONS: dict[tuple[str | None, str, str], str] = {
+    (INITIAL, REQUEST, C): REQUESTED,
+    (REQUESTED, START, P): STARTED,
+    (REQUESTED, TERMINATE, C): TERMINATED,
+    (REQUESTED, TERMINATE, P): TERMINATED,
+    (STARTED, COMPLETE, C): COMPLETED,
+    (STARTED, COMPLETE, P): COMPLETED,
+    (STARTED, SUSPEND, C): SUSPENDED,
+    (STARTED, SUSPEND, P): SUSPENDED,
+    (STARTED, TERMINATE, C): TERMINATED,
+    (STARTED, TERMINATE, P): TERMINATED,
+    (SUSPENDED, START, C): STARTED,
+    (SUSPENDED, START, P): STARTED,
+    (SUSPENDED, TERMINATE, C): TERMINATED,
+    (SUSPENDED, TERMINATE, P): TERMINATED,
+}
+SENDS = {role: {(s, m): n for (s, m, by), n in TRANSITIONS.items() if by == role} for role in (C, P)}
+RECEIVES = {
+    role: {(s, m): n for (s, m, by), n in TRANSITIONS.items() if by == OTHER[role]} for role in (C, P)
+}
+PATHS = {START: "start", SUSPEND: "suspension", COMPLETE: "completion", TERMINATE: "termination"}
+
+
+def next_state(role: str, state: str | None, message: str, *, receiving: bool) -> str | None:
+    return (RECEIVES[role] if receiving else SENDS[role]).get((state, message))
+
+
+class DataPlaneHooks(Protocol):
+    """What the transfer machine needs from the data plane (provider side)."""
+
+    async def open(self, record: dict[str, Any], agreement: dict[str, Any]) -> dict[str, Any] | None:
+        """Make the data available (a pull token, a push subscription); the DataAddress to send."""
+
+    async def close(self, record: dict[str, Any]) -> None:
+        """Withdraw it (revoke tokens, delete the push subscription)."""
+
+
+def ack(record: dict[str, Any]) -> dict[str, Any]:
+    body = messages.message(
+        "TransferProcess",
+        providerPid=record["providerPid"],
+        consumerPid=record["consumerPid"],
+        state=record["state"],
+    )
+    return messages.check(body, "TransferProcess")
+
+
+def management_view(record: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        k: record[k]
+        for k in (
+            "id",
+            "role",
+            "state",
+            "providerPid",
+            "consumerPid",
+            "agreementId",
+            "format",
+            "counterPartyId",
+            "counterPartyAddress",
+            "reason",
+            "createdAt",
+            "modifiedAt",
+        )
+        if record.get(k) is not None
+    }
+    address = record.get("dataAddress")
+    if record["role"] == CONSUMER and address:
+        out["endpoint"] = address.get("endpoint")
+        for prop in address.get("endpointProperties", []):
+            if prop.get("name") == "authorization":
+                out["token"] = prop.get("value")
+            if prop.get("name") == "expiresAt":
+                out["tokenExpiresAt"] = prop.get("value")
+    return out
+
+
+class TransferService:
+    def __init__(self, node: Node, catalog: CatalogService, dataplane: DataPlaneHooks) -> None:
+        self.node = node
+        self.catalog = catalog
+        self.dataplane = dataplane
+
+    @property
+    def records(self):
+        return self.node.records
+
+    async def get(self, pid: str, sender: str | None = None) -> dict[str, Any]:
+        record = await self.records.get(TRANSFER, pid)
+        if record is None or record["state"] is None:
+            raise TransferError(f"No transfer process {pid}", status=404)
+        expected = record.get("counterPartyId")
+        if sender is not None and expected and sender != expected:
+            raise TransferError(f"No transfer process {pid}", status=404)
+        return record
+
+    async def list(self) -> list[dict[str, Any]]:
+        return (await self.records.list(TRANSFER))[0]
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def receive_request(self, body: Any, sender: str | None) -> tuple[dict[str, Any], list[FollowUp]]:
+        pids = {"consumer_pid": body.get("consumerPid") if isinstance(body, dict) else None}
+        message = messages.require_valid(body, REQUEST, TransferError, **pids)
+        if "providerPid" in message:
+            raise TransferError("A transfer request carries no providerPid", **pids)
+        agreement = await self.records.get(AGREEMENT, message["agreementId"])
+        if agreement is None or agreement["role"] != PROVIDER:
+            raise TransferError(f"No agreement {message['agreementId']}", **pids)
+        if sender is not None and agreement.get("counterPartyId") not in (None, sender):
+            raise TransferError(f"Agreement {message['agreementId']} was not made with {sender}", **pids)
+        if agreement["state"] != FINALIZED:
+            raise TransferError(f"Agreement {message['agreementId']} is not finalized", **pids)
+        if message["format"] not in FORMATS:
+            raise TransferError(
+                f"Unsupported format {message['format']} (use {' or '.join(FORMATS)})", **pids
+            )
+        address = message.get("dataAddress")
+        if message["format"] == PUSH and not (address and address.get("endpoint")):
+            raise TransferError("A push transfer needs a dataAddress with an endpoint", **pids)
+        dataset = await self.catalog.find(agreement.get("datasetId") or "")
+        record = self._new_record(
+            PROVIDER,
+            provider_pid=f"urn:uuid:{uuid.uuid4()}",
+            consumer_pid=message["consumerPid"],
+            counterparty_id=agreement.get("counterPartyId") or sender,
+            address=message["callbackAddress"],
+            agreement_id=agreement["id"],
+            fmt=message["format"],
+        )
+        record.update(state=REQUESTED, consumerDataAddress=address, datasetId=agreement.get("datasetId"))
+        await self.records.insert(TRANSFER, record)
+        approval = dataset["approval"] if dataset else "manual"
+        follow_ups: list[FollowUp] = [lambda: self._auto_start(record["id"])] if approval == "auto" else []
+        return ack(record), follow_ups
+
+    async def receive(self, pid: str, kind: str, body: Any, sender: str | None) -> None:
+        """TransferStart/Suspension/Completion/TerminationMessage for one of our processes."""
+        pids = {
+            "provider_pid": body.get("providerPid") if isinstance(body, dict) else None,
+            "consumer_pid": body.get("consumerPid") if isinstance(body, dict) else None,
+        }
+        message = messages.require_valid(body, kind, TransferError, **pids)
+        async with self.records.lock(pid):
+            record = await self.get(pid, sender)
+            for key in ("providerPid", "consumerPid"):
+                if message[key] != record[key]:
+                    raise TransferError(f"{key} {message[key]} does not belong to transfer {pid}", **pids)
+            new = next_state(record["role"], record["state"], kind, receiving=True)
+            if new is None:
+                raise TransferError(
+                    f"{kind} is not allowed in state {record['state']} (the node is the {record['role']})",
+                    provider_pid=record["providerPid"],
+                    consumer_pid=record["consumerPid"],
+                )
+            if record["role"] == PROVIDER and kind == START and record["format"] == PUSH:
+                await self._open(record)
+            if record["role"] == CONSUMER and kind == START and message.get("dataAddress"):
+                record["dataAddress"] = message["dataAddress"]
+            if kind in (SUSPEND, TERMINATE):
+                record["reason"] = message.get("reason")
+            self._apply(record, new, kind, OTHER[record["role"]])
+            await self.records.replace(TRANSFER, record)
+        if record["role"] == PROVIDER and new != STARTED:
+            await self.dataplane.close(record)
+
+    # -- local actions ---------------------------------------------------------------------------
+
+    async def request(
+        self,
+        address: str,
+        agreement_id: str,
+        fmt: str,
+        endpoint: str | None = None,
+        counterparty_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Consumer: send a TransferRequestMessage under an agreement."""
+        if fmt not in FORMATS:
+            raise BadRequestData(f"format must be {' or '.join(FORMATS)}")
+        agreement = await self.records.get(AGREEMENT, agreement_id)
+        if agreement is not None and agreement["state"] != FINALIZED:
+            raise Conflict(f"Agreement {agreement_id} is {agreement['state']}, not FINALIZED")
+        if fmt == PUSH and not endpoint:
+            raise BadRequestData("A push transfer needs the endpoint notifications go to")
+        record = self._new_record(
+            CONSUMER,
+            provider_pid=None,
+            consumer_pid=f"urn:uuid:{uuid.uuid4()}",
+            counterparty_id=counterparty_id or (agreement or {}).get("counterPartyId"),
+            address=address,
+            agreement_id=agreement_id,
+            fmt=fmt,
+        )
+        data_address = None
+        if fmt == PUSH:
+            data_address = {
+                "@type": "DataAddress",
+                "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
+                "endpoint": endpoint,
+            }
+        request = messages.message(
+            REQUEST,
+            consumerPid=record["consumerPid"],
+            agreementId=agreement_id,
+            format=fmt,
+            dataAddress=data_address,
+            callbackAddress=self.node.dsp_base,
+        )
+        async with self.records.lock(record["id"]):
+            await self.records.insert(TRANSFER, record)
+            try:
+                answer = await self.node.messenger.post(address, "transfers/request", request)
+            except CounterpartyError as error:
+                await self.records.delete(TRANSFER, record["id"])
+                raise _unreachable(error) from None
+            if messages.schema_errors(answer, "TransferProcess") or answer.get("state") != REQUESTED:
+                await self.records.delete(TRANSFER, record["id"])
+                raise _unreachable(
+                    CounterpartyError("the provider's answer is not a REQUESTED TransferProcess")
+                )
+            record.update(providerPid=answer["providerPid"], state=REQUESTED)
+            self._apply(record, REQUESTED, REQUEST, CONSUMER)
+            await self.records.replace(TRANSFER, record)
+        return record
+
+    async def start(self, pid: str) -> dict[str, Any]:
+        return await self._send(pid, START)
+
+    async def suspend(self, pid: str, reason: str = "Suspended by the participant") -> dict[str, Any]:
+        return await self._send(pid, SUSPEND, code="suspended", reason=[reason])
+
+    async def complete(self, pid: str) -> dict[str, Any]:
+        return await self._send(pid, COMPLETE)
+
+    async def terminate(self, pid: str, reason: str = "Terminated by the participant") -> dict[str, Any]:
+        return await self._send(pid, TERMINATE, code="terminated", reason=[reason])
+
+    # -- machinery -------------------------------------------------------------------------------
+
+    def _new_record(
+        self,
+        role: str,
+        *,
+        provider_pid: str | None,
+        consumer_pid: str,
+        counterparty_id: str | None,
+        address: str,
+        agreement_id: str,
+        fmt: str,
+    ) -> dict[str, Any]:
+        now = messages.now_iso()
+        return {
+            "id": provider_pid if role == PROVIDER else consumer_pid,
+            "role": role,
+            "state": None,
+            "providerPid": provider_pid,
+            "consumerPid": consumer_pid,
+            "counterPartyId": counterparty_id,
+            "counterPartyAddress": address,
+            "agreementId": agreement_id,
+            "format": fmt,
+            "createdAt": now,
+            "modifiedAt": now,
+            "history": [],
+        }
+
+    def _apply(self, record: dict[str, Any], new: str, message: str, by: str) -> None:
+        now = messages.now_iso()
+        record["history"].append(
+            {"from": record["state"], "to": new, "message": message, "by": by, "at": now}
+        )
+        record["state"] = new
+        record["modifiedAt"] = now
+
+    async def _open(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        agreement = await self.records.get(AGREEMENT, record["agreementId"])
+        if agreement is None or agreement["state"] != FINALIZED:
+            raise Conflict(f"Agreement {record['agreementId']} is no longer in force")
+        return await self.dataplane.open(record, agreement)
+
+    async def _send(self, pid: str, kind: str, **members: Any) -> dict[str, Any]:
+        async with self.records.lock(pid):
+            record = await self.get(pid)
+            role = record["role"]
+            new = next_state(role, record["state"], kind, receiving=False)
+            if new is None:
+                raise Conflict(f"Transfer {pid} is {record['state']}: the {role} cannot send {kind}")
+            if role == PROVIDER and kind == START:
+                address = await self._open(record)
+                if address is not None:
+                    members["dataAddress"] = address
+            body = messages.message(
+                kind, providerPid=record["providerPid"], consumerPid=record["consumerPid"], **members
+            )
+            target = f"transfers/{record['consumerPid' if role == PROVIDER else 'providerPid']}/{PATHS[kind]}"
+            try:
+                await self.node.messenger.post(record["counterPartyAddress"], target, body)
+            except CounterpartyError as error:
+                if role == PROVIDER and kind == START:
+                    await self.dataplane.close(record)
+                raise _unreachable(error) from None
+            if kind in (SUSPEND, TERMINATE):
+                record["reason"] = members.get("reason")
+            self._apply(record, new, kind, role)
+            await self.records.replace(TRANSFER, record)
+        if role == PROVIDER and new != STARTED:
+            await self.dataplane.close(record)
+        return record
+
+    async def _auto_start(self, pid: str) -> None:
+        record = await self.records.get(TRANSFER, pid)
+        if record is not None and record["state"] == REQUESTED:
+            await self.start(pid)
+
+
+__all__ = ["PULL", "PUSH", "STATES", "TRANSITIONS", "TransferService"]

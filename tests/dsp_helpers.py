@@ -1,0 +1,66 @@
+"""Running nodes on loopback for the dataspace tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+
+from kizuna.app import create_app
+from kizuna.config import Settings
+
+DSPACE = "https://w3id.org/dspace/2025/1/context.jsonld"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(app: Any, port: int) -> Iterator[str]:
+    """An ASGI app served by uvicorn in a thread on 127.0.0.1:port."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextmanager
+def node(settings: Settings) -> Iterator[str]:
+    with serve(create_app(settings), settings.port) as url:
+        yield url
+
+
+def wait_for(fetch: Any, predicate: Any, timeout: float = 10.0) -> Any:
+    deadline = time.time() + timeout
+    while True:
+        value = fetch()
+        if predicate(value):
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out; last value {value!r}")
+        time.sleep(0.05)
+
+
+def get_json(url: str, **kwargs: Any) -> Any:
+    response = httpx.get(url, timeout=10, **kwargs)
+    response.raise_for_status()
+    return response.json()

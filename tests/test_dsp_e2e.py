@@ -1,0 +1,209 @@
+"""Two nodes on loopback: Tübingen (provider) shares pseudonymised research data with RIKEN
+(consumer) for research only, inside the EU and Japan, for one year, at most 1,000 accesses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dsp_helpers import free_port, get_json, node, wait_for
+from kizuna.config import Settings
+from kizuna.dataspace.auth import generate_key_file
+
+POLICY = {
+    "@type": "Offer",
+    "permission": [
+        {
+            "action": "use",
+            "constraint": [
+                {"leftOperand": "purpose", "operator": "eq", "rightOperand": "research"},
+                {"leftOperand": "spatial", "operator": "isAnyOf", "rightOperand": ["EU", "JP"]},
+                {"leftOperand": "elapsedTime", "operator": "lteq", "rightOperand": "P1Y"},
+                {"leftOperand": "count", "operator": "lteq", "rightOperand": "1000"},
+            ],
+        }
+    ],
+    "prohibition": [{"action": "distribute"}],
+}
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path):
+    keys = {}
+    for name in ("tuebingen", "riken"):
+        keys[name] = generate_key_file(str(tmp_path / f"{name}.pem"))
+    trusted = tmp_path / "trusted.json"
+    trusted.write_text(
+        json.dumps(
+            {
+                "did:web:tuebingen.example": {"publicKey": keys["tuebingen"], "region": "DE"},
+                "did:web:riken.example": {
+                    "publicKey": keys["riken"],
+                    "region": "JP",
+                    "memberships": ["research-institute"],
+                },
+            }
+        )
+    )
+    ports = {"tuebingen": free_port(), "riken": free_port()}
+    settings = {
+        name: Settings(
+            host="127.0.0.1",
+            port=ports[name],
+            store=f"sqlite:///{tmp_path}/{name}.db",
+            participant_id=f"did:web:{name}.example",
+            dsp_key_file=str(tmp_path / f"{name}.pem"),
+            dsp_trusted_participants=str(trusted),
+        )
+        for name in ports
+    }
+    with node(settings["tuebingen"]) as provider, node(settings["riken"]) as consumer:
+        yield provider, consumer
+
+
+def test_research_data_exchange(two_nodes):
+    provider, consumer = two_nodes
+    # Tübingen holds real NGSI-LD data: two pseudonymised cohort records and one it does not share.
+    for i in (1, 2):
+        r = httpx.post(
+            f"{provider}/ngsi-ld/v1/entities",
+            json={
+                "id": f"urn:ngsi-ld:CohortRecord:{i}",
+                "type": "CohortRecord",
+                "ageBand": {"type": "Property", "value": "40-49"},
+                "biomarker": {"type": "Property", "value": 1.5 * i},
+                "pseudonym": {"type": "Property", "value": f"P-{i}"},
+            },
+        )
+        assert r.status_code == 201
+    httpx.post(
+        f"{provider}/ngsi-ld/v1/entities",
+        json={"id": "urn:ngsi-ld:Staff:1", "type": "Staff", "name": {"type": "Property", "value": "x"}},
+    )
+    r = httpx.post(
+        f"{provider}/management/v1/datasets",
+        json={
+            "id": "urn:tuebingen:dataset:cohort",
+            "title": "Pseudonymised cohort",
+            "entityTypes": ["CohortRecord"],
+            "attributes": ["ageBand", "biomarker"],
+            "policy": POLICY,
+        },
+    )
+    assert r.status_code == 201, r.text
+    published = r.json()["offers"][0]
+
+    # Direct DSP calls without a signed token are refused.
+    unsigned = httpx.post(
+        f"{provider}/dsp/catalog/request",
+        json={
+            "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+            "@type": "CatalogRequestMessage",
+        },
+    )
+    assert unsigned.status_code == 401
+
+    # RIKEN reads the catalog through its own node (signed request).
+    catalog = httpx.post(
+        f"{consumer}/management/v1/catalog/request", json={"counterPartyAddress": f"{provider}/dsp"}
+    ).json()
+    assert catalog["participantId"] == "did:web:tuebingen.example"
+    dataset = catalog["dataset"][0]
+    offer = {**dataset["hasPolicy"][0], "target": dataset["@id"]}
+    assert offer["@id"] == published["@id"]
+
+    # Negotiation: auto-agreed by Tübingen, auto-verified by RIKEN, finalized.
+    r = httpx.post(
+        f"{consumer}/management/v1/negotiations",
+        json={
+            "counterPartyAddress": f"{provider}/dsp",
+            "counterPartyId": "did:web:tuebingen.example",
+            "offer": offer,
+        },
+    )
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    state = wait_for(
+        lambda: get_json(f"{consumer}/management/v1/negotiations/{pid}"),
+        lambda n: n["state"] in ("FINALIZED", "TERMINATED"),
+    )
+    assert state["state"] == "FINALIZED", state
+    agreement_id = state["agreementId"]
+    provider_agreement = next(
+        a for a in get_json(f"{provider}/management/v1/agreements") if a["id"] == agreement_id
+    )
+    assert provider_agreement["agreement"]["target"] == "urn:tuebingen:dataset:cohort"
+    assert provider_agreement["agreement"]["assignee"] == "did:web:riken.example"
+    assert "timestamp" in provider_agreement["agreement"]
+
+    # Pull transfer: the provider starts it and hands over an endpoint and a token.
+    r = httpx.post(
+        f"{consumer}/management/v1/transfers",
+        json={
+            "counterPartyAddress": f"{provider}/dsp",
+            "agreementId": agreement_id,
+            "format": "HttpData-PULL",
+        },
+    )
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    transfer = wait_for(lambda: get_json(f"{consumer}/management/v1/transfers/{tid}"), lambda t: "token" in t)
+    assert transfer["state"] == "STARTED"
+    assert transfer["endpoint"].startswith("http")
+    auth = {"Authorization": f"Bearer {transfer['token']}"}
+
+    # Research use: only the agreed entities and attributes come back.
+    r = httpx.get(f"{transfer['endpoint']}/entities", headers={**auth, "Kizuna-Purpose": "research"})
+    assert r.status_code == 200, r.text
+    entities = r.json()
+    assert sorted(e["id"] for e in entities) == ["urn:ngsi-ld:CohortRecord:1", "urn:ngsi-ld:CohortRecord:2"]
+    assert all("pseudonym" not in e and "biomarker" in e for e in entities)
+    assert r.headers["Kizuna-Access-Count"] == "1"
+
+    # Outside the policy: a commercial purpose is refused with a clear error, and not counted.
+    r = httpx.get(f"{transfer['endpoint']}/entities", headers={**auth, "Kizuna-Purpose": "marketing"})
+    assert r.status_code == 403
+    assert "purpose" in r.json()["detail"]
+    r = httpx.get(f"{transfer['endpoint']}/entities", headers=auth)  # no purpose declared
+    assert r.status_code == 403
+    # A wrong token is refused.
+    r = httpx.get(f"{transfer['endpoint']}/entities", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+
+    # Termination: RIKEN ends the transfer; the token stops working; both sides agree on the state.
+    r = httpx.post(f"{consumer}/management/v1/transfers/{tid}/terminate")
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "TERMINATED"
+    provider_transfers = get_json(f"{provider}/management/v1/transfers")
+    assert [t["state"] for t in provider_transfers] == ["TERMINATED"]
+    r = httpx.get(f"{transfer['endpoint']}/entities", headers={**auth, "Kizuna-Purpose": "research"})
+    assert r.status_code == 401
+    # Terminated processes stay readable.
+    assert get_json(f"{consumer}/management/v1/transfers/{tid}")["state"] == "TERMINATED"
+
+
+def test_changed_offer_is_terminated(two_nodes):
+    provider, consumer = two_nodes
+    r = httpx.post(
+        f"{provider}/management/v1/datasets",
+        json={"id": "urn:ds:x", "entityTypes": ["CohortRecord"], "policy": POLICY},
+    )
+    offer = {**r.json()["offers"][0], "target": "urn:ds:x"}
+    offer["permission"] = [{"action": "use"}]  # drops every constraint
+    r = httpx.post(
+        f"{consumer}/management/v1/negotiations",
+        json={
+            "counterPartyAddress": f"{provider}/dsp",
+            "counterPartyId": "did:web:tuebingen.example",
+            "offer": offer,
+        },
+    )
+    assert r.status_code == 201
+    pid = r.json()["id"]
+    state = wait_for(
+        lambda: get_json(f"{consumer}/management/v1/negotiations/{pid}"), lambda n: n["state"] == "TERMINATED"
+    )
+    assert state["state"] == "TERMINATED"
