@@ -34,11 +34,11 @@ CITY_CONTEXT = {
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
+def client(tmp_path: Path, any_store_url: str) -> Iterator[TestClient]:
     (tmp_path / "city.jsonld").write_text(json.dumps(CITY_CONTEXT))
     (tmp_path / "map.json").write_text(json.dumps({CITY_URL: "city.jsonld"}))
     settings = Settings(
-        store=f"sqlite:///{tmp_path}/kizuna.db",
+        store=any_store_url,
         context_map=str(tmp_path / "map.json"),
         max_body_bytes=64 * 1024,
     )

@@ -16,6 +16,7 @@ Set KIZUNA_FUZZ_EXAMPLES to run more examples than the default 150 per test.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from conftest import STORE_KINDS, store_url
 from kizuna.app import create_app
 from kizuna.config import Settings
 
@@ -175,7 +177,8 @@ def mutated_entities(draw: st.DrawFn, entity_id: str = TARGET) -> dict[str, Any]
     for _ in range(draw(st.sampled_from([0, 1, 1, 1, 2, 3]))):
         action = draw(st.sampled_from(["set", "set", "delete", "add"]))
         if action == "add":
-            entity[draw(names)] = draw(wrong_values | st.builds(valid_attribute))
+            # deepcopy: sampled values are shared objects; a later mutation must not change them
+            entity[draw(names)] = copy.deepcopy(draw(wrong_values | st.builds(valid_attribute)))
             continue
         path = draw(st.sampled_from(MUTABLE_PATHS))
         parent = reach(entity, path[:-1])
@@ -184,7 +187,7 @@ def mutated_entities(draw: st.DrawFn, entity_id: str = TARGET) -> dict[str, Any]
         if action == "delete":
             parent.pop(path[-1], None)
         else:
-            parent[path[-1]] = draw(wrong_values)
+            parent[path[-1]] = copy.deepcopy(draw(wrong_values))
     return entity
 
 
@@ -240,11 +243,11 @@ def encodings(draw: st.DrawFn, body: Any) -> tuple[bytes, str]:
 # -- the node and the checks ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """One node for the whole module (a node per example would be far too slow)."""
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One node per store kind for the whole module (a node per example would be far too slow)."""
     path: Path = tmp_path_factory.mktemp("fuzz")
-    settings = Settings(store=f"sqlite:///{path}/kizuna.db", max_body_bytes=256 * 1024)
+    settings = Settings(store=store_url(request.param, path, request), max_body_bytes=256 * 1024)
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 

@@ -46,15 +46,16 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KIZUNA_NOTIFY_POLL", "0.2")
 
 
-def make_settings(tmp_path: Path) -> Settings:
+def make_settings(tmp_path: Path, store: str | None = None) -> Settings:
     (tmp_path / "city.jsonld").write_text(json.dumps(CITY_CONTEXT))
     (tmp_path / "map.json").write_text(json.dumps({CITY_URL: "city.jsonld"}))
-    return Settings(store=f"sqlite:///{tmp_path}/kizuna.db", context_map=str(tmp_path / "map.json"))
+    return Settings(store=store or f"sqlite:///{tmp_path}/kizuna.db", context_map=str(tmp_path / "map.json"))
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(tmp_path)), raise_server_exceptions=False) as test_client:
+def client(tmp_path: Path, any_store_url: str) -> Iterator[TestClient]:
+    settings = make_settings(tmp_path, any_store_url)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -139,8 +140,8 @@ def test_every_trigger_yields_a_clause_5_3_1_notification(client: TestClient, re
     )
     assert response.status_code == 204
     deleted_attr = receiver.wait_for(3)[2]["data"][0]["powerState"]
-    assert deleted_attr["value"] == "urn:ngsi-ld:null"
-    assert "deletedAt" in deleted_attr
+    # The NGSI-LD Null of the attribute's kind; its deletedAt is a system attribute (ETSI 046_22_04).
+    assert deleted_attr == {"type": "Property", "value": "urn:ngsi-ld:null"}
     assert client.delete(f"{API}/entities/urn:ngsi-ld:Streetlight:1").status_code == 204
     gone = receiver.wait_for(4)[3]["data"][0]
     assert gone["id"] == "urn:ngsi-ld:Streetlight:1" and gone["type"] == "Streetlight"
@@ -183,8 +184,14 @@ def test_key_values_attributes_filter_ld_json_and_receiver_info(
     create_light(client, 1, illuminanceLevel=42)
     headers, body = (receiver.wait_for(1), receiver.received[0])[1]
     assert body["@context"] == CITY_URL
+    # application/ld+json: each entity of the data carries the @context too (ETSI 046_14).
     assert body["data"] == [
-        {"id": "urn:ngsi-ld:Streetlight:1", "type": "Streetlight", "illuminanceLevel": 42}
+        {
+            "id": "urn:ngsi-ld:Streetlight:1",
+            "type": "Streetlight",
+            "illuminanceLevel": 42,
+            "@context": CITY_URL,
+        }
     ]
     assert headers["content-type"] == "application/ld+json"
     assert "link" not in headers
@@ -304,10 +311,10 @@ def test_dead_subscriber_is_marked_failed_and_slows_neither_writes_nor_others(
         hanging.close()
 
 
-def test_undelivered_rows_survive_a_restart(tmp_path: Path) -> None:
+def test_undelivered_rows_survive_a_restart(tmp_path: Path, any_store_url: str) -> None:
     port = free_port()
     uri = f"http://127.0.0.1:{port}/notify"
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, any_store_url)
     with TestClient(create_app(settings)) as first:
         subscribe(first, uri)
         for n in range(5):

@@ -66,7 +66,7 @@ def load_example(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
+def client(tmp_path: Path, any_store_url: str) -> Iterator[TestClient]:
     """Like conftest's ``client``, with the context map extended by an empty stand-in for the
     FIWARE legacy context (unreachable offline, not part of the shipped map)."""
     mapping = {
@@ -77,7 +77,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     mapping[FIWARE_LEGACY_CONTEXT] = str(stub)
     context_map = tmp_path / "context-map.json"
     context_map.write_text(json.dumps(mapping))
-    settings = Settings(store=f"sqlite:///{tmp_path}/kizuna.db", context_map=str(context_map))
+    settings = Settings(store=any_store_url, context_map=str(context_map))
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 

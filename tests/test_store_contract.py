@@ -124,3 +124,39 @@ async def test_hosted_contexts_persist(store: Store) -> None:
     assert await store.hosted_contexts() == [("abc", {"@context": {"A": "urn:a"}}, 12.5)]
     await store.delete_hosted_context("abc")
     assert await store.hosted_contexts() == []
+
+
+async def test_swap_document_is_a_compare_and_set_on_the_version(store: Store) -> None:
+    assert await store.insert_document("k", "", {"id": "d", "n": 0})
+    # No version member counts as version 0.
+    assert not await store.swap_document("k", "", {"id": "d", "n": 9, "version": 2}, 1)
+    assert await store.swap_document("k", "", {"id": "d", "n": 1, "version": 1}, 0)
+    assert await store.get_document("k", "", "d") == {"id": "d", "n": 1, "version": 1}
+    # A writer that read version 0 lost the race: nothing is overwritten.
+    assert not await store.swap_document("k", "", {"id": "d", "n": 2, "version": 1}, 0)
+    assert await store.swap_document("k", "", {"id": "d", "n": 2, "version": 2}, 1)
+    assert (await store.get_document("k", "", "d"))["n"] == 2
+    # Missing documents, other kinds and other tenants are not swapped.
+    assert not await store.swap_document("k", "", {"id": "none", "version": 1}, 0)
+    assert not await store.swap_document("other", "", {"id": "d", "version": 3}, 2)
+    assert not await store.swap_document("k", "t", {"id": "d", "version": 3}, 2)
+
+
+async def test_concurrent_swaps_count_every_increment_once(store: Store) -> None:
+    import asyncio
+
+    assert await store.insert_document("k", "", {"id": "counter", "count": 0})
+
+    async def increment() -> int:
+        attempts = 0
+        while True:
+            attempts += 1
+            doc = await store.get_document("k", "", "counter")
+            version = doc.get("version", 0)
+            bumped = {**doc, "count": doc["count"] + 1, "version": version + 1}
+            if await store.swap_document("k", "", bumped, version):
+                return attempts
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(increment() for _ in range(20)))
+    assert (await store.get_document("k", "", "counter"))["count"] == 20

@@ -116,9 +116,12 @@ def create_app(settings: Settings) -> Starlette:
             store, registry, implicit_context=contexts.add_implicit, on_change=subscription_cache.invalidate
         ),
     )
+    dispatcher.gate = dataspace.dataplane  # push transfers: each notification is a counted access
     csources = CsourceApi(
-        RegistrationService(store, registry),
-        CsourceSubscriptionService(store, registry, implicit_context=contexts.add_implicit),
+        RegistrationService(store, registry, notifier=dispatcher.csources),
+        CsourceSubscriptionService(
+            store, registry, implicit_context=contexts.add_implicit, notifier=dispatcher.csources
+        ),
         registry,
         max_body=settings.max_body_bytes,
         limits=(settings.default_limit, settings.max_limit),

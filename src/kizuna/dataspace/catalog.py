@@ -27,7 +27,19 @@ def parse_dataset(body: Any) -> dict[str, Any]:
     """A management-API dataset definition, checked; offers get their ids here."""
     if not isinstance(body, dict):
         raise _bad("A dataset must be a JSON object")
-    known = {"id", "title", "entityTypes", "attributes", "q", "approval", "policy", "tenant", "context"}
+    known = {
+        "id",
+        "title",
+        "entityTypes",
+        "attributes",
+        "q",
+        "geoQ",
+        "history",
+        "approval",
+        "policy",
+        "tenant",
+        "context",
+    }
     unknown = sorted(set(body) - known)
     if unknown:
         raise _bad(f"Unknown dataset members: {', '.join(unknown)}")
@@ -47,6 +59,18 @@ def parse_dataset(body: Any) -> dict[str, Any]:
         if not isinstance(q, str):
             raise _bad("q must be a string")
         ql.parse_q(q)  # BadRequestData when it is not a valid NGSI-LD query
+    geo_q = body.get("geoQ")
+    if geo_q is not None:
+        if not isinstance(geo_q, dict) or set(geo_q) - {"geometry", "coordinates", "georel", "geoproperty"}:
+            raise _bad("geoQ must be an object with geometry, coordinates, georel and optional geoproperty")
+        if not all(isinstance(geo_q.get(k), str) for k in ("geometry", "georel")):
+            raise _bad("geoQ needs a geometry and a georel")
+        ql.parse_geoq(
+            geo_q["georel"], geo_q["geometry"], geo_q.get("coordinates", ""), geo_q.get("geoproperty")
+        )
+    history = body.get("history", False)
+    if not isinstance(history, bool):
+        raise _bad("history must be true (the temporal history) or false (the current state)")
     approval = body.get("approval", "auto")
     if approval not in APPROVALS:
         raise _bad("approval must be auto or manual")
@@ -81,6 +105,8 @@ def parse_dataset(body: Any) -> dict[str, Any]:
         "entityTypes": types,
         "attributes": attributes,
         "q": q,
+        "geoQ": geo_q,
+        "history": history,
         "context": context,
         "approval": approval,
         "offers": offers,

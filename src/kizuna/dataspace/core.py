@@ -1,11 +1,17 @@
-"""What the dataspace services share: persistence on the store's generic documents, per-process
-locks, the outgoing messenger, and follow-up actions run after a response is sent."""
+"""What the dataspace services share: persistence on the store's generic documents (versioned,
+with per-process locks kept in the store so that several workers can share it), the outgoing
+messenger, and follow-up actions run after a response is sent."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +21,7 @@ import orjson
 
 from kizuna.dataspace import messages
 from kizuna.dataspace.auth import Directory, ParticipantAuth
+from kizuna.errors import Conflict
 from kizuna.store import DEFAULT_TENANT, Store
 
 log = logging.getLogger("kizuna.dataspace")
@@ -25,6 +32,7 @@ NEGOTIATION = "dsp.negotiation"
 AGREEMENT = "dsp.agreement"
 TRANSFER = "dsp.transfer"
 TOKEN = "dsp.token"
+LOCK = "dsp.lock"
 TENANT = DEFAULT_TENANT
 
 PROVIDER = "provider"
@@ -34,19 +42,74 @@ OTHER = {PROVIDER: CONSUMER, CONSUMER: PROVIDER}
 FollowUp = Callable[[], Awaitable[None]]
 
 
+class StaleRecord(Conflict):
+    """A record changed in the store since it was read (another worker wrote it first)."""
+
+
+class Busy(Conflict):
+    """A process stayed locked by another worker for longer than the node waits."""
+
+
 class Records:
-    """Process records (negotiations, transfers, agreements, ...) as store documents, and one lock
-    per process id so that messages for one process are applied one at a time in this process."""
+    """Process records (negotiations, transfers, agreements, ...) as store documents.
 
-    def __init__(self, store: Store) -> None:
+    Safe with several workers (processes) on one store: every record carries a ``version`` that
+    :meth:`replace` checks and bumps in one compare-and-set (``Store.swap_document``), so a write
+    based on a stale read fails instead of overwriting; :meth:`update` retries such a write on a
+    fresh read (the access counter); and :meth:`lock` is a lease kept *in the store* (a
+    ``dsp.lock`` document taken by insert or compare-and-set), so messages for one process are
+    applied one at a time across all workers, not only within this one."""
+
+    def __init__(
+        self, store: Store, *, lease: float = 30.0, wait: float = 30.0, owner: str | None = None
+    ) -> None:
         self.store = store
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.lease = lease  # seconds a lock holds without being released (a crashed holder's)
+        self.wait = wait  # seconds to wait for a lock before giving up (409)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._local: dict[str, asyncio.Lock] = {}
 
-    def lock(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
+    @asynccontextmanager
+    async def lock(self, key: str) -> AsyncIterator[None]:
+        local = self._local.get(key)
+        if local is None:
+            local = self._local[key] = asyncio.Lock()
+        try:
+            async with local:  # this worker's tasks queue here, without polling the store
+                token = await self._acquire(key)
+                try:
+                    yield
+                finally:
+                    await self._release(key, token)
+        finally:
+            if not local.locked():
+                self._local.pop(key, None)
+
+    async def _acquire(self, key: str) -> str:
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.wait
+        delay = 0.005
+        while True:
+            now = time.time()
+            lease = {"id": key, "owner": self.owner, "token": token, "until": now + self.lease}
+            if await self.store.insert_document(LOCK, TENANT, {**lease, "version": 1}):
+                return token
+            held = await self.store.get_document(LOCK, TENANT, key)
+            if held is not None and (held.get("token") is None or held.get("until", 0) < now):
+                version = held.get("version", 0)
+                if await self.store.swap_document(LOCK, TENANT, {**lease, "version": version + 1}, version):
+                    return token
+            if time.monotonic() > deadline:
+                raise Busy(f"{key} is being changed by another request; try again")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def _release(self, key: str, token: str) -> None:
+        held = await self.store.get_document(LOCK, TENANT, key)
+        if held is not None and held.get("token") == token:
+            version = held.get("version", 0)
+            free = {"id": key, "owner": None, "token": None, "until": 0, "version": version + 1}
+            await self.store.swap_document(LOCK, TENANT, free, version)
 
     async def get(self, kind: str, doc_id: str) -> dict[str, Any] | None:
         return await self.store.get_document(kind, TENANT, doc_id)
@@ -55,8 +118,32 @@ class Records:
         return await self.store.insert_document(kind, TENANT, doc)
 
     async def replace(self, kind: str, doc: dict[str, Any]) -> None:
-        if not await self.store.replace_document(kind, TENANT, doc):
-            raise KeyError(doc["id"])
+        """Write a record read before, if nobody wrote it since (its ``version`` is bumped)."""
+        version = doc.get("version", 0)
+        doc["version"] = version + 1
+        if not await self.store.swap_document(kind, TENANT, doc, version):
+            doc["version"] = version
+            if await self.get(kind, doc["id"]) is None:
+                raise KeyError(doc["id"])
+            raise StaleRecord(f"{doc['id']} was changed concurrently; try again")
+
+    async def update(
+        self, kind: str, doc_id: str, change: Callable[[dict[str, Any]], None], attempts: int = 100
+    ) -> dict[str, Any]:
+        """Read, ``change`` (which may raise to refuse) and write back, atomically: on a
+        concurrent write the change is applied again to a fresh read. The record as written."""
+        for _ in range(attempts):
+            doc = await self.get(kind, doc_id)
+            if doc is None:
+                raise KeyError(doc_id)
+            change(doc)
+            try:
+                await self.replace(kind, doc)
+            except StaleRecord:
+                await asyncio.sleep(0.001)
+                continue
+            return doc
+        raise Busy(f"{doc_id} is being changed by too many requests at once; try again")
 
     async def delete(self, kind: str, doc_id: str) -> bool:
         return await self.store.delete_document(kind, TENANT, doc_id)

@@ -1,18 +1,25 @@
 """The provider's data plane: short-lived bearer tokens bound to an agreement for HTTP pull, and
 NGSI-LD subscriptions to the consumer's endpoint for HTTP push.
 
-Every pull request is checked against the agreement's ODRL policy (:mod:`odrl`) with the facts
-of that access (time, counterparty, region, purpose, access count), and answers only the agreed
-data, through the NGSI-LD query machinery (:class:`EntityService` and :func:`render_entity`).
+Every access is checked against the agreement's ODRL policy (:mod:`odrl`) with the facts of that
+access (time, counterparty, region, purpose, access count) and counted in the agreement record
+by compare-and-set (safe with several workers): each pull request, and each push notification
+(through the dispatcher's :class:`DeliveryGate`; an agreement that allows no more ends the push
+transfer with a TransferTerminationMessage saying why). Only the agreed data leaves the node:
+current state through the NGSI-LD query machinery (:class:`EntityService`), temporal history
+through :class:`TemporalService`; a consumer may narrow a pull by its own ``q`` over the agreed
+attributes, never widen it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,12 +27,19 @@ from kizuna.dataspace import odrl
 from kizuna.dataspace.catalog import PULL, PUSH
 from kizuna.dataspace.core import AGREEMENT, DATASET, TOKEN, TRANSFER, Node
 from kizuna.dataspace.negotiation import FINALIZED
-from kizuna.errors import NgsiLdError, ResourceNotFound
+from kizuna.errors import BadRequestData, NgsiLdError, NonExistingTenant, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.render import View, render_entity
 from kizuna.ngsild.subscriptions import SubscriptionService
+from kizuna.ngsild.temporal import (
+    TemporalFilter,
+    TemporalPage,
+    TemporalService,
+    parse_temporal_params,
+    render_temporal,
+)
 from kizuna.store import EntityQuery
 
 log = logging.getLogger("kizuna.dataspace")
@@ -60,6 +74,29 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# A push transfer's subscription is named after the transfer, so that the dispatcher's gate knows
+# at a glance which notifications are dataspace accesses.
+PUSH_PREFIX = "urn:kizuna:dsp-push:"
+
+
+def push_subscription_id(transfer_pid: str) -> str:
+    return PUSH_PREFIX + transfer_pid
+
+
+def push_transfer_of(sub_id: str) -> str | None:
+    return sub_id[len(PUSH_PREFIX) :] if sub_id.startswith(PUSH_PREFIX) else None
+
+
+def declared_purpose(record: dict[str, Any]) -> str | None:
+    """The purpose a consumer declared for a push transfer (an endpoint property ``purpose`` of
+    its dataAddress); pulls declare theirs with each request."""
+    address = record.get("consumerDataAddress") or record.get("consumerAddress") or {}
+    for prop in address.get("endpointProperties", []) or []:
+        if prop.get("name") == "purpose" and isinstance(prop.get("value"), str):
+            return prop["value"]
+    return None
+
+
 class DataPlane:
     def __init__(
         self,
@@ -68,12 +105,57 @@ class DataPlane:
         contexts: ContextRegistry,
         subscriptions: SubscriptionService | None,
         facts_for: Callable[[str | None], odrl.Facts],
+        temporal: TemporalService | None = None,
     ) -> None:
         self.node = node
         self.entities = entities
         self.contexts = contexts
         self.subscriptions = subscriptions
         self.facts_for = facts_for
+        self.temporal = temporal
+        # Set by the transfer service: ends a transfer (pid, reason) when its agreement runs out.
+        self.terminate: Callable[[str, str], Awaitable[Any]] | None = None
+        self._ending: dict[str, asyncio.Task[None]] = {}
+
+    # -- policy and counting -------------------------------------------------------------------
+
+    def _facts(self, agreement: dict[str, Any], purpose: str | None) -> odrl.Facts:
+        facts = self.facts_for(agreement.get("counterPartyId"))
+        facts.purpose = purpose
+        facts.agreed_at = odrl.parse_time(agreement["agreement"]["timestamp"])
+        facts.access_count = int(agreement.get("accessCount", 0))
+        return facts
+
+    def check(self, agreement: dict[str, Any], purpose: str | None) -> odrl.Decision:
+        """Would one more access be allowed now (nothing counted)?"""
+        return odrl.evaluate(agreement["agreement"], self._facts(agreement, purpose))
+
+    async def count_access(self, agreement_id: str, purpose: str | None) -> tuple[dict[str, Any], Any]:
+        """Check one access against the agreement and count it, in one compare-and-set on the
+        agreement record (no access is lost or counted twice, whichever worker serves it).
+        UsageDenied (nothing counted) if the policy does not allow it."""
+        decisions: list[odrl.Decision] = []
+
+        def count(agreement: dict[str, Any]) -> None:
+            if agreement["state"] != FINALIZED:
+                raise UsageDenied(f"Agreement {agreement_id} is not in force", agreementId=agreement_id)
+            facts = self._facts(agreement, purpose)
+            decision = odrl.evaluate(agreement["agreement"], facts)
+            if not decision.allowed:
+                raise UsageDenied(
+                    f"Agreement {agreement_id} does not allow this access: {decision.reason()}",
+                    agreementId=agreement_id,
+                    accessCount=facts.access_count,
+                )
+            decisions[:] = [decision]
+            agreement["accessCount"] = (facts.access_count or 0) + 1
+            agreement["lastAccess"] = facts.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        try:
+            agreement = await self.node.records.update(AGREEMENT, agreement_id, count)
+        except KeyError:
+            raise UsageDenied(f"Agreement {agreement_id} no longer exists") from None
+        return agreement, decisions[0]
 
     # -- hooks of the transfer machine ---------------------------------------------------------
 
@@ -106,19 +188,26 @@ class DataPlane:
                 ],
             }
         if record["format"] == PUSH and self.subscriptions is not None and not record.get("subscriptionId"):
+            # The policy must allow an access now (purpose declared with the request, region,
+            # time window, accesses left); each notification is then counted as it goes.
+            decision = self.check(agreement, declared_purpose(record))
+            if not decision.allowed:
+                raise UsageDenied(
+                    f"Agreement {agreement['id']} does not allow this push transfer: {decision.reason()}",
+                    agreementId=agreement["id"],
+                )
             dataset = await self._dataset(agreement)
             record["subscriptionId"] = await self._subscribe(record, dataset)
         return None
 
-    async def close(self, record: dict[str, Any]) -> None:
-        async with self.node.records.lock(record["id"]):
-            current = await self.node.records.get(TRANSFER, record["id"]) or record
-            for digest in current.get("tokens", []):
-                await self.node.records.delete(TOKEN, digest)
-            sub_id = current.pop("subscriptionId", None)
-            if current.get("tokens") or sub_id:
-                current["tokens"] = []
-                await self.node.records.replace(TRANSFER, current)
+    async def close(self, record: dict[str, Any], *, locked: bool = False) -> None:
+        """Revoke the transfer's tokens and delete its push subscription (``locked``: the caller
+        holds the transfer's lock)."""
+        if locked:
+            sub_id = await self._withdraw(record)
+        else:
+            async with self.node.records.lock(record["id"]):
+                sub_id = await self._withdraw(record)
         if sub_id and self.subscriptions is not None:
             dataset = await self.node.records.get(DATASET, record.get("datasetId") or "")
             try:
@@ -126,12 +215,26 @@ class DataPlane:
             except NgsiLdError:
                 log.warning("push subscription %s was already gone", sub_id)
 
+    async def _withdraw(self, record: dict[str, Any]) -> str | None:
+        current = await self.node.records.get(TRANSFER, record["id"])
+        stored = current or {}
+        for digest in set(stored.get("tokens", [])) | set(record.get("tokens", [])):
+            await self.node.records.delete(TOKEN, digest)
+        # The record in hand may hold a subscription not saved yet (a start that failed).
+        sub_id = stored.pop("subscriptionId", None) or record.pop("subscriptionId", None)
+        record["tokens"] = []
+        if current is not None and (current.get("tokens") or sub_id):
+            current["tokens"] = []
+            await self.node.records.replace(TRANSFER, current)
+        return sub_id
+
     async def _subscribe(self, record: dict[str, Any], dataset: dict[str, Any]) -> str:
         assert self.subscriptions is not None
         context = dataset.get("context")
         terms = await self.contexts.term_map(context)
         endpoint = record["consumerDataAddress"]["endpoint"]
         body: dict[str, Any] = {
+            "id": push_subscription_id(record["id"]),
             "type": "Subscription",
             "description": f"Dataspace push transfer {record['id']} (agreement {record['agreementId']})",
             "entities": [{"type": t} for t in dataset["entityTypes"]],
@@ -141,7 +244,76 @@ class DataPlane:
             body["notification"]["attributes"] = dataset["attributes"]
         if dataset.get("q"):
             body["q"] = dataset["q"]
+        if dataset.get("geoQ"):
+            body["geoQ"] = dataset["geoQ"]
         return await self.subscriptions.create(dataset["tenant"], body, terms, context)
+
+    # -- push: the dispatcher's gate (DeliveryGate) --------------------------------------------
+
+    async def admit(self, tenant: str, sub: dict[str, Any]) -> bool:
+        """A notification of a push transfer's subscription goes out only while the transfer is
+        STARTED and the agreement allows one more access, which it then counts."""
+        pid = push_transfer_of(sub.get("id", ""))
+        if pid is None:
+            return True
+        transfer = await self.node.records.get(TRANSFER, pid)
+        if transfer is None or transfer.get("subscriptionId") != sub["id"]:
+            if transfer is None or transfer["state"] in ("SUSPENDED", "COMPLETED", "TERMINATED"):
+                self._later(pid, self._drop(tenant, sub["id"]))  # a subscription left behind
+            return False  # not started yet (or just ended): held back
+        if transfer["state"] != "STARTED":
+            return False
+        try:
+            await self.count_access(transfer["agreementId"], declared_purpose(transfer))
+        except UsageDenied as denied:
+            self._end(pid, f"The agreement allows no more notifications: {denied.detail}")
+            return False
+        return True
+
+    async def delivered(self, tenant: str, sub: dict[str, Any]) -> None:
+        """After a counted notification: end the transfer at once if its agreement is used up."""
+        pid = push_transfer_of(sub.get("id", ""))
+        if pid is None:
+            return
+        transfer = await self.node.records.get(TRANSFER, pid)
+        if transfer is None or transfer["state"] != "STARTED":
+            return
+        agreement = await self.node.records.get(AGREEMENT, transfer["agreementId"])
+        if agreement is None:
+            return
+        decision = self.check(agreement, declared_purpose(transfer))
+        if not decision.allowed:
+            count = agreement.get("accessCount", 0)
+            self._end(
+                pid,
+                f"Agreement {agreement['id']} is used up after {count} accesses: {decision.reason()}",
+            )
+
+    def _end(self, pid: str, reason: str) -> None:
+        if self.terminate is not None:
+            self._later(pid, self.terminate(pid, reason))
+
+    def _later(self, pid: str, step: Awaitable[Any]) -> None:
+        """Run outside the dispatcher's worker (which the subscription's deletion ends)."""
+        if pid in self._ending and not self._ending[pid].done():
+            if asyncio.iscoroutine(step):
+                step.close()
+            return
+
+        async def run() -> None:
+            try:
+                await step
+            except Exception:  # the counterparty is unreachable: tried again on the next notification
+                log.exception("ending push transfer %s failed", pid)
+
+        self._ending[pid] = asyncio.get_running_loop().create_task(run())
+        for key in [k for k, task in self._ending.items() if task.done()]:
+            self._ending.pop(key, None)
+
+    async def _drop(self, tenant: str, sub_id: str) -> None:
+        if self.subscriptions is not None:
+            with contextlib.suppress(NgsiLdError):
+                await self.subscriptions.delete(tenant, sub_id)
 
     # -- pull ----------------------------------------------------------------------------------
 
@@ -169,43 +341,83 @@ class DataPlane:
             raise ResourceNotFound(f"The dataset of agreement {agreement['id']} no longer exists")
         return dataset
 
-    async def pull(
-        self, token: str | None, *, purpose: str | None, limit: int, offset: int, key_values: bool
-    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The agreed entities for one access, counted against the agreement; and its details."""
-        transfer, agreement, dataset = await self.authorize(token)
-        async with self.node.records.lock(agreement["id"]):
-            agreement = await self.node.records.get(AGREEMENT, agreement["id"]) or agreement
-            facts = self.facts_for(agreement.get("counterPartyId"))
-            facts.purpose = purpose
-            facts.agreed_at = odrl.parse_time(agreement["agreement"]["timestamp"])
-            facts.access_count = int(agreement.get("accessCount", 0))
-            decision = odrl.evaluate(agreement["agreement"], facts)
-            if not decision.allowed:
-                raise UsageDenied(
-                    f"Agreement {agreement['id']} does not allow this access: {decision.reason()}",
-                    agreementId=agreement["id"],
-                    accessCount=facts.access_count,
-                )
-            agreement["accessCount"] = facts.access_count + 1
-            agreement["lastAccess"] = facts.now.strftime("%Y-%m-%dT%H:%M:%SZ")
-            await self.node.records.replace(AGREEMENT, agreement)
-        terms = await self.contexts.term_map(dataset.get("context"))
-        query = EntityQuery(
-            types=[terms.expand(t) for t in dataset["entityTypes"]], limit=limit, offset=offset
-        )
+    def _narrowing(self, dataset: dict[str, Any], q: str | None, terms: Any) -> ql.QExpr | None:
+        """The dataset's q and the consumer's own (both must hold); the consumer's may only name
+        agreed attributes (filtering on withheld ones would disclose them)."""
+        parts: list[ql.QExpr] = []
         if dataset.get("q"):
-            query.q = ql.parse_q(dataset["q"]).resolve(terms.expand)
-        try:
-            result = await self.entities.query(dataset["tenant"], query)
-            entities = result.entities
-        except NgsiLdError:
-            entities = []  # the tenant has no data yet
+            parts.append(ql.parse_q(dataset["q"]).resolve(terms.expand))
+        if q:
+            own = ql.parse_q(q)
+            if dataset.get("attributes"):
+                allowed = {terms.expand(a) for a in dataset["attributes"]}
+                withheld = sorted(
+                    n for n in own.attribute_names() if terms.expand(n) not in allowed and n != "id"
+                )
+                if withheld:
+                    raise BadRequestData(f"q names attributes outside the agreed data: {', '.join(withheld)}")
+            parts.append(own.resolve(terms.expand))
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else ql.QAnd(tuple(parts))
+
+    def _geo(self, dataset: dict[str, Any], terms: Any) -> tuple[Any, str] | None:
+        geo_q = dataset.get("geoQ")
+        if not geo_q:
+            return None
+        geo = ql.parse_geoq(
+            geo_q["georel"], geo_q["geometry"], geo_q["coordinates"], geo_q.get("geoproperty")
+        )
+        return geo, terms.expand(geo_q.get("geoproperty") or "location")
+
+    async def pull(
+        self,
+        token: str | None,
+        *,
+        purpose: str | None,
+        limit: int,
+        offset: int,
+        key_values: bool,
+        q: str | None = None,
+        temporal: dict[str, str] | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The agreed entities (current state, or with ``temporal`` the temporal history of a
+        history dataset) for one access, counted against the agreement; and its details."""
+        transfer, agreement, dataset = await self.authorize(token)
+        history = bool(dataset.get("history"))
+        if history != (temporal is not None):
+            where = "/entities" if not history else "/temporal/entities"
+            raise BadRequestData(
+                f"Dataset {dataset['id']} offers {'temporal history' if history else 'current state'}: "
+                f"read it at {self.node.data_endpoint}{where}"
+            )
+        terms = await self.contexts.term_map(dataset.get("context"))
+        narrowing = self._narrowing(dataset, q, terms)  # a bad q is refused before it is counted
+        geo = self._geo(dataset, terms)
+        agreement, decision = await self.count_access(agreement["id"], purpose)
         attrs = (
             frozenset(terms.expand(a) for a in dataset["attributes"]) if dataset.get("attributes") else None
         )
-        view = View(form="keyValues" if key_values else "normalized", attrs=attrs)
-        rendered = [render_entity(e, terms, view) for e in entities]
+        if temporal is not None:
+            rendered = await self._pull_history(
+                dataset, terms, narrowing, geo, attrs, temporal, limit, offset
+            )
+        else:
+            query = EntityQuery(
+                types=[terms.expand(t) for t in dataset["entityTypes"]],
+                limit=limit,
+                offset=offset,
+                q=narrowing,
+            )
+            if geo is not None:
+                query.geo, query.geoproperty = geo
+            try:
+                result = await self.entities.query(dataset["tenant"], query)
+                entities = result.entities
+            except (ResourceNotFound, NonExistingTenant):
+                entities = []  # the tenant has no data yet
+            view = View(form="keyValues" if key_values else "normalized", attrs=attrs)
+            rendered = [render_entity(e, terms, view) for e in entities]
         info = {
             "agreementId": agreement["id"],
             "transferPid": transfer["id"],
@@ -213,3 +425,50 @@ class DataPlane:
             "duties": decision.duties,
         }
         return rendered, info
+
+    async def _pull_history(
+        self,
+        dataset: dict[str, Any],
+        terms: Any,
+        narrowing: ql.QExpr | None,
+        geo: tuple[Any, str] | None,
+        attrs: frozenset[str] | None,
+        params: dict[str, str],
+        limit: int,
+        offset: int,
+    ) -> list[dict[str, Any]]:
+        if self.temporal is None:
+            raise ResourceNotFound("This node keeps no temporal history")
+        read = None
+        if attrs is not None:  # and what the dataset's q and geoQ look at (not rendered)
+            read = set(attrs) | (narrowing.attribute_names() if narrowing is not None else set())
+            if geo is not None:
+                read.add(geo[1])
+        temporal = parse_temporal_params(params, set(), attrs=sorted(read) if read is not None else None)
+        selection = TemporalFilter(
+            types=[terms.expand(t) for t in dataset["entityTypes"]], require_attributes=attrs is not None
+        )
+        checks: list[Callable[[dict[str, Any]], bool]] = []
+        if narrowing is not None:
+            checks.append(lambda e: ql.matches(narrowing, e))
+        if geo is not None:
+            shape, prop = geo
+            checks.append(
+                lambda e: any(
+                    shape.matches(i["value"]) for i in e.get(prop, ()) if isinstance(i.get("value"), dict)
+                )
+            )
+        if checks:
+            selection.predicate = lambda e: all(check(e) for check in checks)
+        try:
+            page: TemporalPage = await self.temporal.query(
+                dataset["tenant"], selection, temporal, limit=limit, offset=offset, count=False
+            )
+        except (ResourceNotFound, NonExistingTenant):
+            return []
+        rendered = []
+        for entity in page.entities:
+            if attrs is not None:  # the history of agreed attributes only
+                entity.attributes = {k: v for k, v in entity.attributes.items() if k in attrs}
+            rendered.append(render_temporal(entity, terms, temporal))
+        return rendered

@@ -8,6 +8,7 @@ actions for outgoing ones; automatic next steps come back as follow-ups run afte
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -475,11 +476,12 @@ class NegotiationService:
         agreement_id = record.get("agreementId")
         if not agreement_id:
             return
-        async with self.records.lock(agreement_id):
-            agreement = await self.records.get(AGREEMENT, agreement_id)
-            if agreement is not None:
-                agreement["state"] = state
-                await self.records.replace(AGREEMENT, agreement)
+
+        def set_state(agreement: dict[str, Any]) -> None:
+            agreement["state"] = state
+
+        with contextlib.suppress(KeyError):  # a compare-and-set: concurrent access counts stay
+            await self.records.update(AGREEMENT, agreement_id, set_state)
 
     # -- automatic behaviour -------------------------------------------------------------------
 

@@ -29,9 +29,11 @@ from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError, ResourceN
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.subscriptions import SubscriptionService
+from kizuna.ngsild.temporal import TemporalService
 from kizuna.store import Store
 
 JSON = "application/json"
+TEMPORAL_PARAMS = frozenset({"timerel", "timeAt", "endTimeAt", "lastN", "timeproperty"})
 MAX_BODY = 1024 * 1024
 MGMT = "/management/v1"
 
@@ -57,11 +59,12 @@ class DataspaceApi:
         entities: EntityService,
         contexts: ContextRegistry,
         subscriptions: SubscriptionService | None,
+        temporal: TemporalService | None = None,
     ) -> None:
         self.node = node
         self.auth = auth
         self.catalog = CatalogService(node)
-        self.dataplane = DataPlane(node, entities, contexts, subscriptions, self.facts_for)
+        self.dataplane = DataPlane(node, entities, contexts, subscriptions, self.facts_for, temporal)
         self.negotiations = NegotiationService(node, self.catalog, self.facts_for)
         self.transfers = TransferService(node, self.catalog, self.dataplane)
 
@@ -198,6 +201,14 @@ class DataspaceApi:
     # -- data plane -----------------------------------------------------------------------------
 
     async def data_entities(self, request: Request) -> Response:
+        return await self._data(request, temporal=False)
+
+    async def data_temporal_entities(self, request: Request) -> Response:
+        return await self._data(request, temporal=True)
+
+    async def _data(self, request: Request, *, temporal: bool) -> Response:
+        """A pull: the agreed data, narrowed by the consumer's ``q`` (over agreed attributes) and,
+        for temporal history, by ``timerel``/``timeAt``/``endTimeAt``/``lastN``/``timeproperty``."""
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
         options = set(request.query_params.get("options", "").split(","))
@@ -210,6 +221,10 @@ class DataspaceApi:
             limit=limit,
             offset=_int(request, "offset", 0, None),
             key_values="keyValues" in options,
+            q=request.query_params.get("q") or None,
+            temporal={k: v for k, v in request.query_params.items() if k in TEMPORAL_PARAMS}
+            if temporal
+            else None,
         )
         headers = {"Kizuna-Access-Count": str(info["accessCount"]), "Kizuna-Agreement": info["agreementId"]}
         if info["duties"]:
@@ -304,6 +319,7 @@ class DataspaceApi:
                 _string(body, "format"),
                 body.get("endpoint"),
                 body.get("counterPartyId"),
+                body.get("purpose"),
             )
         )
         return _json({"id": record["id"], "state": record["state"]}, 201)
@@ -357,6 +373,7 @@ class DataspaceApi:
             Route("/dsp/transfers/{pid}/suspension", t(transfer.SUSPEND), methods=["POST"]),
             Route("/dsp/transfers/{pid}/termination", t(transfer.TERMINATE), methods=["POST"]),
             Route("/dsp/data/entities", self.data_entities, methods=["GET"]),
+            Route("/dsp/data/temporal/entities", self.data_temporal_entities, methods=["GET"]),
             Route(f"{MGMT}/datasets", self.m_create_dataset, methods=["POST"]),
             Route(f"{MGMT}/datasets", self.m_list_datasets, methods=["GET"]),
             Route(f"{MGMT}/datasets/{{dataset_id:path}}", self.m_get_dataset, methods=["GET"]),
@@ -444,4 +461,5 @@ def build(
         directory=directory,
         token_lifetime=settings.dsp_token_lifetime,
     )
-    return DataspaceApi(node, auth, entities, contexts, subscriptions)
+    temporal = TemporalService(store, instance_limit=settings.temporal_instance_limit)
+    return DataspaceApi(node, auth, entities, contexts, subscriptions, temporal)

@@ -25,7 +25,7 @@ from kizuna.dataspace.core import (
 )
 from kizuna.dataspace.messages import TransferError
 from kizuna.dataspace.negotiation import FINALIZED, _unreachable
-from kizuna.errors import BadRequestData, Conflict
+from kizuna.errors import BadRequestData, Conflict, NgsiLdError
 
 REQUESTED, STARTED, SUSPENDED, COMPLETED, TERMINATED = (
     "REQUESTED",
@@ -67,6 +67,9 @@ RECEIVES = {
 PATHS = {START: "start", SUSPEND: "suspension", COMPLETE: "completion", TERMINATE: "termination"}
 
 
+DataPlaneRefusal = NgsiLdError  # what the data plane raises when it will not open
+
+
 def next_state(role: str, state: str | None, message: str, *, receiving: bool) -> str | None:
     return (RECEIVES[role] if receiving else SENDS[role]).get((state, message))
 
@@ -77,8 +80,9 @@ class DataPlaneHooks(Protocol):
     async def open(self, record: dict[str, Any], agreement: dict[str, Any]) -> dict[str, Any] | None:
         """Make the data available (a pull token, a push subscription); the DataAddress to send."""
 
-    async def close(self, record: dict[str, Any]) -> None:
-        """Withdraw it (revoke tokens, delete the push subscription)."""
+    async def close(self, record: dict[str, Any], *, locked: bool = False) -> None:
+        """Withdraw it (revoke tokens, delete the push subscription); ``locked``: the caller
+        holds the transfer's lock."""
 
 
 def ack(record: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +130,8 @@ class TransferService:
         self.node = node
         self.catalog = catalog
         self.dataplane = dataplane
+        if hasattr(dataplane, "terminate"):  # the data plane ends push transfers whose agreement ran out
+            dataplane.terminate = self.terminate  # type: ignore[attr-defined]
 
     @property
     def records(self):
@@ -200,7 +206,14 @@ class TransferService:
                     consumer_pid=record["consumerPid"],
                 )
             if record["role"] == PROVIDER and kind == START and record["format"] == PUSH:
-                await self._open(record)
+                try:
+                    await self._open(record)
+                except (Conflict, NgsiLdError) as refused:
+                    raise TransferError(
+                        str(getattr(refused, "detail", refused)),
+                        provider_pid=record["providerPid"],
+                        consumer_pid=record["consumerPid"],
+                    ) from None
             if record["role"] == CONSUMER and kind == START and message.get("dataAddress"):
                 record["dataAddress"] = message["dataAddress"]
             if kind in (SUSPEND, TERMINATE):
@@ -219,8 +232,10 @@ class TransferService:
         fmt: str,
         endpoint: str | None = None,
         counterparty_id: str | None = None,
+        purpose: str | None = None,
     ) -> dict[str, Any]:
-        """Consumer: send a TransferRequestMessage under an agreement."""
+        """Consumer: send a TransferRequestMessage under an agreement. A push transfer names the
+        endpoint notifications go to and may declare the purpose its data is used for."""
         if fmt not in FORMATS:
             raise BadRequestData(f"format must be {' or '.join(FORMATS)}")
         agreement = await self.records.get(AGREEMENT, agreement_id)
@@ -244,6 +259,12 @@ class TransferService:
                 "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
                 "endpoint": endpoint,
             }
+            if purpose:
+                data_address["endpointProperties"] = [
+                    {"@type": "EndpointProperty", "name": "purpose", "value": purpose}
+                ]
+        elif purpose:
+            raise BadRequestData("A pull transfer declares its purpose with each request (Kizuna-Purpose)")
         request = messages.message(
             REQUEST,
             consumerPid=record["consumerPid"],
@@ -343,7 +364,7 @@ class TransferService:
                 await self.node.messenger.post(record["counterPartyAddress"], target, body)
             except CounterpartyError as error:
                 if role == PROVIDER and kind == START:
-                    await self.dataplane.close(record)
+                    await self.dataplane.close(record, locked=True)
                 raise _unreachable(error) from None
             if kind in (SUSPEND, TERMINATE):
                 record["reason"] = members.get("reason")
@@ -356,7 +377,10 @@ class TransferService:
     async def _auto_start(self, pid: str) -> None:
         record = await self.records.get(TRANSFER, pid)
         if record is not None and record["state"] == REQUESTED:
-            await self.start(pid)
+            try:
+                await self.start(pid)
+            except DataPlaneRefusal as refused:  # e.g. a push whose policy does not hold now
+                await self.terminate(pid, str(getattr(refused, "detail", refused)))
 
 
 __all__ = ["PULL", "PUSH", "STATES", "TRANSITIONS", "TransferService"]

@@ -182,7 +182,7 @@ class CsourceApi:
         context = edge.link_context(request)
         terms = await self.contexts.term_map(context)
         options = edge.options_of(request)
-        sub = await self.subscriptions.retrieve(
+        sub = await self.subscriptions.retrieve_with_status(
             edge.tenant_of(request), request.path_params["subscription_id"]
         )
         body = render_subscription(

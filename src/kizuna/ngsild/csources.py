@@ -13,7 +13,8 @@ registration match?" through one :class:`RegistrationFilter`, built from query p
 Csource subscriptions are subscriptions (clause 5.2.12, ``type`` ``Subscription``) whose
 entities/watchedAttributes/q/geoQ/csf select registrations instead of entities. They are
 validated and rendered by :mod:`kizuna.ngsild.subscriptions`; they have no default
-``notificationTrigger`` (the triggers of clause 5.11.7 are fixed). Nothing is delivered yet.
+``notificationTrigger`` (the triggers of clause 5.11.7 are fixed). Their notifications are sent
+by :mod:`kizuna.notify.csource`, told of every change through ``notifier``.
 
 Members whose names start with ``_`` are bookkeeping and never leave the node.
 """
@@ -133,6 +134,9 @@ READ_ONLY = frozenset(
         "lastSuccess",
         "lastFailure",
     }
+)
+DELIVERY_MEMBERS = frozenset(
+    {"status", "timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure"}
 )
 MANAGEMENT_MEMBERS = frozenset({"localOnly", "cacheDuration", "timeout", "cooldown"})
 TIMERELS = ("before", "after", "between")
@@ -550,9 +554,11 @@ def _time_filter(
 
 
 class _Documents:
-    def __init__(self, store: Store, contexts: ContextRegistry) -> None:
+    def __init__(self, store: Store, contexts: ContextRegistry, *, notifier: Any = None) -> None:
         self.store = store
         self.contexts = contexts
+        # kizuna.notify.csource.CsourceNotifier: told of every stored change (clause 5.11.7)
+        self.notifier = notifier
 
     async def require_tenant(self, tenant: str) -> None:
         if not await self.store.has_tenant(tenant):
@@ -581,6 +587,8 @@ class RegistrationService(_Documents):
         reg["createdAt"] = reg["modifiedAt"] = now_iso()
         if not await self.store.insert_document(REGISTRATION_KIND, tenant, reg):
             raise AlreadyExists(f"Context source registration {reg_id} already exists")
+        if self.notifier is not None:
+            self.notifier.registration_changed(tenant, None, reg)
         return reg_id
 
     async def retrieve(self, tenant: str, reg_id: str) -> Registration:
@@ -610,6 +618,7 @@ class RegistrationService(_Documents):
             raise _bad("the fragment's id differs from the registration's")
         members = parse_registration_members(fragment, terms)
         reg = await self.retrieve(tenant, reg_id)
+        before = dict(reg)
         for name, value in members.items():
             if value is None:
                 if name in MANDATORY:
@@ -621,21 +630,31 @@ class RegistrationService(_Documents):
         reg["modifiedAt"] = now_iso()
         if not await self.store.replace_document(REGISTRATION_KIND, tenant, reg):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
+        if self.notifier is not None:
+            self.notifier.registration_changed(tenant, before, reg)
 
     async def delete(self, tenant: str, reg_id: str) -> None:
         _check_registration_id(reg_id)
         await self.require_tenant(tenant)
+        before = await self.store.get_document(REGISTRATION_KIND, tenant, reg_id)
         if not await self.store.delete_document(REGISTRATION_KIND, tenant, reg_id):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
+        if self.notifier is not None and before is not None:
+            self.notifier.registration_changed(tenant, before, None)
 
 
 class CsourceSubscriptionService(_Documents):
-    """Context source registration subscriptions per tenant (clause 5.11), no delivery yet."""
+    """Context source registration subscriptions per tenant (clause 5.11)."""
 
     def __init__(
-        self, store: Store, contexts: ContextRegistry, *, implicit_context: ImplicitContextHook | None = None
+        self,
+        store: Store,
+        contexts: ContextRegistry,
+        *,
+        implicit_context: ImplicitContextHook | None = None,
+        notifier: Any = None,
     ) -> None:
-        super().__init__(store, contexts)
+        super().__init__(store, contexts, notifier=notifier)
         self.implicit_context = implicit_context
 
     async def _check_members(self, members: Mapping[str, Any], terms: TermMap) -> None:
@@ -671,6 +690,8 @@ class CsourceSubscriptionService(_Documents):
             sub["_implicitContextId"] = await self.implicit_context(context)
         if not await self.store.insert_document(SUBSCRIPTION_KIND, tenant, sub):
             raise AlreadyExists(f"Subscription {sub_id} already exists")
+        if self.notifier is not None:
+            self.notifier.subscription_changed(tenant, sub)
         return sub_id
 
     async def retrieve(self, tenant: str, sub_id: str) -> Subscription:
@@ -679,6 +700,15 @@ class CsourceSubscriptionService(_Documents):
         sub = await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id)
         if sub is None:
             raise ResourceNotFound(f"Subscription {sub_id} not found")
+        return sub
+
+    async def retrieve_with_status(self, tenant: str, sub_id: str) -> Subscription:
+        """The subscription with its delivery state (timesSent, status, ...) under notification."""
+        sub = await self.retrieve(tenant, sub_id)
+        status = await self.store.notification_status(tenant, sub_id)
+        if status:
+            shown = {k: v for k, v in status.items() if k in DELIVERY_MEMBERS}
+            sub = {**sub, "notification": {**sub.get("notification", {}), **shown}}
         return sub
 
     async def query(self, tenant: str, *, limit: int | None, offset: int) -> tuple[list[Subscription], int]:
@@ -735,6 +765,8 @@ class CsourceSubscriptionService(_Documents):
         sub["modifiedAt"] = now_iso()
         if not await self.store.replace_document(SUBSCRIPTION_KIND, tenant, sub):
             raise ResourceNotFound(f"Subscription {sub_id} not found")
+        if self.notifier is not None:
+            self.notifier.subscription_changed(tenant, sub)
 
     async def delete(self, tenant: str, sub_id: str) -> None:
         _check_id(sub_id)

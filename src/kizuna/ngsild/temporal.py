@@ -41,6 +41,7 @@ Choices the standard leaves open, written down:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -78,6 +79,7 @@ INSTANCE_PREFIX = "urn:ngsi-ld:attribute:instance:"
 # (020_12_02, 020_15_02, 020_16_02): [{"languageMap": {...}}, time].
 WRAPPED_VALUES = frozenset({"LanguageProperty", "JsonProperty", "VocabProperty"})
 INSTANCE_LIMIT = 10
+READ_CHUNK = 1000  # temporal entities read (aggregated) at once by a query
 _RETENTION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _RETENTION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(
@@ -145,8 +147,22 @@ def parse_retention(text: str) -> float:
     return seconds
 
 
+@functools.lru_cache(maxsize=8192)
 def iso(seconds: float) -> str:
+    """An instant as 2020-08-01T12:00:00Z, with milliseconds (.250Z) or microseconds if it has
+    them. Cached: aggregation periods repeat (every entity of a query has the same buckets)."""
     moment = datetime.fromtimestamp(seconds, UTC)
+    if moment.year < 1000:  # strftime does not pad the year; isoformat does
+        return _iso_strftime(moment)
+    micro = moment.microsecond
+    if micro == 0:
+        return moment.isoformat(timespec="seconds")[:-6] + "Z"
+    if micro % 1000 == 0:
+        return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def _iso_strftime(moment: datetime) -> str:
     if moment.microsecond == 0:
         return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     if moment.microsecond % 1000 == 0:
@@ -548,16 +564,23 @@ class TemporalService:
         )
         # Without orderBy or count, reading stops one entity past the page (to know of a next one).
         everything = count or selection.order_by is not None
+        # q, geoQ and orderBy look at the latest instances, also of aggregated entities.
+        latest = selection.predicate is not None or selection.order_by is not None
         matched: list[TemporalEntity] = []
-        for core in cores:
-            entity = await self._read(tenant, core, params)
-            if selection.require_attributes and not (entity.attributes or entity.aggregates):
-                continue
-            if selection.predicate is not None and not selection.predicate(entity.merged()):
-                continue
-            matched.append(entity)
-            if not everything and len(matched) > offset + limit:
-                break
+        position = 0
+        while position < len(cores) and (everything or len(matched) <= offset + limit):
+            # Read as many as could still be needed, at most a chunk at a time.
+            wanted = len(cores) if everything else offset + limit + 1 - len(matched)
+            chunk = cores[position : position + min(wanted, READ_CHUNK)]
+            position += len(chunk)
+            for entity in await self._read_many(tenant, chunk, params, latest=latest):
+                if selection.require_attributes and not (entity.attributes or entity.aggregates):
+                    continue
+                if selection.predicate is not None and not selection.predicate(entity.merged()):
+                    continue
+                matched.append(entity)
+                if not everything and len(matched) > offset + limit:
+                    break
         if selection.order_by is not None:
             by_id = {entity.core["id"]: entity for entity in matched}
             matched = [by_id[e["id"]] for e in selection.order_by.sort([e.merged() for e in matched])]
@@ -569,20 +592,42 @@ class TemporalService:
             range=self._cut(page, params),
         )
 
+    async def _read_many(
+        self, tenant: str, cores: list[Entity], params: TemporalParams, *, latest: bool = False
+    ) -> list[TemporalEntity]:
+        """:meth:`_read` of several entities; aggregations of all of them in one store call.
+        ``latest``: aggregated entities also get the latest instance of each attribute."""
+        if params.form != "aggregatedValues":
+            return [await self._read(tenant, core, params) for core in cores]
+        history = params.history
+        rows = await self.store.aggregate_histories(
+            tenant,
+            [core["id"] for core in cores],
+            history,
+            params.aggr_methods,
+            params.aggr_period,
+            params.aggr_origin,
+        )
+        entities = {core["id"]: TemporalEntity(core) for core in cores}
+        for row in rows:
+            entity = entities[row.entity_id]
+            entity.aggregates.append(row)
+            if row.kind is not None:
+                entity.kinds.setdefault(row.attribute, row.kind)
+        if latest:
+            # The instances q, geoQ and orderBy look at: the latest of each attribute.
+            newest = HistoryQuery(**{**_fields(history), "last_n": 1})
+            for entity in entities.values():
+                for iri, instance in await self.store.read_history(tenant, entity.core["id"], newest):
+                    entity.attributes.setdefault(iri, []).append(instance)
+                    entity.kinds.setdefault(iri, instance["type"])
+        return list(entities.values())
+
     async def _read(self, tenant: str, core: Entity, params: TemporalParams) -> TemporalEntity:
+        if params.form == "aggregatedValues":
+            return (await self._read_many(tenant, [core], params))[0]
         entity = TemporalEntity(core)
         history = params.history
-        if params.form == "aggregatedValues":
-            entity.aggregates = await self.store.aggregate_history(
-                tenant, core["id"], history, params.aggr_methods, params.aggr_period, params.aggr_origin
-            )
-            # The kinds (and the instances q and geoQ look at): the latest instance of each.
-            latest = HistoryQuery(**{**_fields(history), "last_n": 1})
-            pairs = await self.store.read_history(tenant, core["id"], latest)
-            for iri, instance in pairs:
-                entity.attributes.setdefault(iri, []).append(instance)
-                entity.kinds.setdefault(iri, instance["type"])
-            return entity
         # The instance limit (clause 6.3.10): one more than the limit tells what was truncated.
         limit = self.instance_limit
         newest = history.last_n is not None
@@ -732,10 +777,13 @@ def _aggregated(entity: TemporalEntity, params: TemporalParams) -> dict[str, Any
         item = series.setdefault(row.attribute, {}).setdefault(row.dataset_id, {"type": kind})
         if row.dataset_id is not None:
             item["datasetId"] = row.dataset_id
+        start = end = None
         for method in params.aggr_methods:
             value = row.values.get(method)
             if value is not None:
-                item.setdefault(method, []).append([value, iso(row.start), iso(row.end)])
+                if start is None:
+                    start, end = iso(row.start), iso(row.end)
+                item.setdefault(method, []).append([value, start, end])
     out: dict[str, Any] = {}
     for iri, by_dataset in series.items():
         items = list(by_dataset.values())

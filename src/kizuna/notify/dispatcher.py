@@ -22,13 +22,14 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kizuna.jsonld.contexts import CORE_CONTEXT_URL, HOSTED_PATH, ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild.model import VALUE_MEMBER, now_iso
-from kizuna.ngsild.render import View, render_entity, render_instance
+from kizuna.ngsild.render import View, linked_targets, render_entity, render_instance
 from kizuna.ngsild.subscriptions import CORE_MEMBERS, status_of
+from kizuna.notify.csource import CsourceNotifier
 from kizuna.notify.matching import compile_subscription
 from kizuna.notify.retry import Backoff
 from kizuna.notify.senders import DeliveryError, Message, Senders
@@ -97,6 +98,9 @@ def view_of(sub: dict[str, Any]) -> View:
         attrs=attrs,
         pick=pick,
         omit=frozenset(params.get("omit", ())) - {"id"},
+        dataset_ids=frozenset(sub["datasetId"]) if sub.get("datasetId") else None,
+        join=params.get("join") if params.get("join") in ("flat", "inline") else None,
+        join_level=int(params.get("joinLevel", 1)),
     )
 
 
@@ -108,39 +112,83 @@ def notification_context(sub: dict[str, Any]) -> Any:
     return sub.get("@context")
 
 
-def render_row(row: OutboxRow, terms: TermMap, view: View) -> dict[str, Any]:
-    entity = row.payload["entity"]
-    if row.trigger == "entityDeleted":
-        deleted = {"id": entity["id"], "type": entity.get("type", [])}
-        out = render_entity(deleted, terms, View(form=view.form))
-        out["deletedAt"] = _iso(row.created_at)
+def render_row(row: OutboxRow, terms: TermMap, view: View, watched: Any = None) -> dict[str, Any]:
+    """One entity of a notification. Deleted attributes (and instances) appear with the NGSI-LD
+    Null of their kind, with ``deletedAt`` among the system attributes; a deleted entity appears
+    as ``{id, type, deletedAt}`` plus, for attributeDeleted, its deleted watched attributes and,
+    with showChanges, every attribute it had (clause 5.3.1, ETSI 046_21/22/34/37)."""
+    payload = row.payload
+    entity = payload["entity"]
+    at = _iso(row.created_at)
+    deleted: dict[str, list[Any]] = payload.get("deleted") or {}
+    previous = payload.get("previous") if view.form != "keyValues" else None
+    if row.trigger == "entityDeleted" or payload.get("gone"):
+        shell: dict[str, Any] = {"id": entity["id"], "type": entity.get("type", [])}
+        for member in ("createdAt", "modifiedAt"):
+            if member in entity:
+                shell[member] = entity[member]
+        if row.trigger == "attributeDeleted":
+            chosen = {k: v for k, v in deleted.items() if watched is None or k in watched}
+        else:
+            chosen = previous or {}
+        for iri, instances in chosen.items():
+            shell[iri] = [_null_instance(instances[0], at, keep_dataset=False, language_none=False)]
+        out = render_entity(shell, terms, view)
+        if view.form == "keyValues":
+            _key_values_extras(out, shell, terms, view)
+        out["deletedAt"] = at
+        if previous:
+            _add_previous(out, shell, previous, terms)
         return out
-    if "deleted" in row.payload:
-        # attributeDeleted: the attributes gone appear with the NGSI-LD Null and their deletedAt.
+    if deleted:
         entity = dict(entity)
-        at = _iso(row.created_at)
-        for iri, instances in row.payload["deleted"].items():
-            entity[iri] = [
-                {
-                    "type": "Property",
-                    "value": NULL,
-                    **({"datasetId": i["datasetId"]} if "datasetId" in i else {}),
-                    "deletedAt": at,
-                }
-                for i in instances
-            ]
+        for iri, instances in deleted.items():
+            if iri in entity:  # some instances (datasetIds) deleted, others kept
+                entity[iri] = entity[iri] + [
+                    _null_instance(i, at, keep_dataset=True, language_none=True) for i in instances
+                ]
+            else:
+                entity[iri] = [_null_instance(instances[0], at, keep_dataset=False, language_none=True)]
     out = render_entity(entity, terms, view)
-    if "deleted" in row.payload and view.form != "keyValues":
-        for iri in row.payload["deleted"]:
-            key = terms.compact(iri)
-            items = out.get(key)
-            for item in items if isinstance(items, list) else [items]:
-                if isinstance(item, dict):
-                    item["deletedAt"] = _iso(row.created_at)
-    previous = row.payload.get("previous")
-    if previous and view.form != "keyValues":
+    if previous:
         _add_previous(out, entity, previous, terms)
+    if view.form == "keyValues":
+        _key_values_extras(out, entity, terms, view)
     return out
+
+
+def _key_values_extras(out: dict[str, Any], entity: dict[str, Any], terms: TermMap, view: View) -> None:
+    """keyValues: the entity's createdAt/modifiedAt with sysAttrs (ETSI 046_17), and an attribute
+    with several instances as ``{"dataset": {datasetId or "@none": value}}`` (ETSI 046_22_07)."""
+    if view.sys_attrs:
+        for member in ("createdAt", "modifiedAt"):
+            if member in entity:
+                out[member] = entity[member]
+    for iri, instances in entity.items():
+        if not isinstance(instances, list) or len(instances) < 2 or not isinstance(instances[0], dict):
+            continue
+        key = terms.compact(iri)
+        rendered = out.get(key)
+        if isinstance(rendered, list) and len(rendered) == len(instances):
+            out[key] = {
+                "dataset": {i.get("datasetId", "@none"): r for i, r in zip(instances, rendered, strict=True)}
+            }
+
+
+def _null_instance(
+    old: dict[str, Any], at: str, *, keep_dataset: bool, language_none: bool
+) -> dict[str, Any]:
+    kind = old.get("type", "Property")
+    member = VALUE_MEMBER.get(kind, "value")
+    value: Any = {"@none": NULL} if kind == "LanguageProperty" and language_none else NULL
+    instance: dict[str, Any] = {"type": kind, member: value}
+    if keep_dataset and "datasetId" in old:
+        instance["datasetId"] = old["datasetId"]
+    for system in ("createdAt", "modifiedAt"):
+        if system in old:
+            instance[system] = old[system]
+    instance["deletedAt"] = at
+    return instance
 
 
 def _add_previous(
@@ -185,6 +233,13 @@ def build_message(
     headers = {"Content-Type": accept}
     if accept == "application/ld+json":
         body["@context"] = context if context is not None else CORE_CONTEXT_URL
+        # Each entity of the data carries it too (clause 5.3.1, ETSI 046_14/19/20).
+        single = body["@context"]
+        if isinstance(single, list) and len(single) == 1:
+            single = single[0]
+        for item in data:
+            if isinstance(item, dict):
+                item["@context"] = single
     else:
         headers["Link"] = f"<{_context_url(sub, context, base_url)}>; {LINK_REL}"
     if tenant != DEFAULT_TENANT:
@@ -227,6 +282,20 @@ def _batch(rows: list[OutboxRow], limit: int) -> list[OutboxRow]:
 # -- delivery ---------------------------------------------------------------------------------------
 
 
+class DeliveryGate(Protocol):
+    """Lets another part of the node hold back and count change notifications of its own
+    subscriptions (the dataspace's push transfers count each one against an agreement)."""
+
+    async def admit(self, tenant: str, sub: dict[str, Any]) -> bool:
+        """Once per notification, before its first attempt: False holds it back (the worker
+        asks again after ``poll``; deleting the subscription drops it)."""
+        ...
+
+    async def delivered(self, tenant: str, sub: dict[str, Any]) -> None:
+        """After the subscriber took an admitted notification."""
+        ...
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -248,6 +317,23 @@ class Dispatcher:
         self._periodic_last: dict[tuple[str, str], float] = {}
         self._periodic_busy: set[tuple[str, str]] = set()
         self._stopping = False
+        self.csources = CsourceNotifier(store, contexts, self._send_csource)
+        self.gate: DeliveryGate | None = None  # set by the dataspace connector
+
+    async def _send_csource(
+        self, tenant: str, sub: dict[str, Any], data: list[dict[str, Any]], members: dict[str, Any]
+    ) -> bool:
+        """One csource notification (clause 5.3.2): one attempt, its delivery state recorded."""
+        message = build_message(tenant, sub, data, self.base_url, self.config.timeout)
+        message.body.update(members)
+        ok = True
+        try:
+            await self.senders.send(message)
+        except DeliveryError as exc:
+            ok = False
+            log.warning("csource notification of %s failed: %s", sub["id"], exc)
+        await self.record(tenant, sub["id"], ok)
+        return ok
 
     def wake(self) -> None:
         """Called after a commit that queued notifications; cheap and safe from any coroutine."""
@@ -260,9 +346,11 @@ class Dispatcher:
             asyncio.create_task(self._periodic_loop(), name="kizuna-notify-periodic"),
         ]
         self._wake.set()
+        self.csources.start()
 
     async def stop(self) -> None:
         self._stopping = True
+        await self.csources.stop()
         tasks = self._tasks + [w.task for w in self._workers.values() if w.task is not None]
         for task in tasks:
             task.cancel()
@@ -413,9 +501,44 @@ class _Worker:
             self._prepared = (stamp, terms, view_of(sub))
         return self._prepared[1], self._prepared[2]
 
+    async def _render(
+        self, batch: list[OutboxRow], sub: dict[str, Any], terms: TermMap, view: View
+    ) -> list[dict[str, Any]]:
+        watched = sub.get("watchedAttributes")
+        if view.join is None:
+            return [render_row(row, terms, view, watched) for row in batch]
+        # Linked entities (clause 4.5.23), as they are now: inline in the data or after it (flat).
+        roots = [row.payload["entity"] for row in batch if row.trigger != "entityDeleted"]
+        linked: dict[str, Any] = {e["id"]: e for e in roots}
+        flat: list[tuple[dict[str, Any], View]] = []
+        frontier: list[tuple[dict[str, Any], View]] = [(e, view) for e in roots]
+        for _ in range(max(1, view.join_level)):
+            targets: dict[str, View] = {}
+            for entity, entity_view in frontier:
+                for target, target_view in linked_targets(entity, entity_view):
+                    if target not in linked:
+                        targets.setdefault(target, target_view)
+            if not targets:
+                break
+            result = await self.d.store.query_entities(self.tenant, EntityQuery(ids=list(targets)))
+            frontier = [(e, targets[e["id"]]) for e in result.entities if e["id"] in targets]
+            for entity, _view in frontier:
+                linked[entity["id"]] = entity
+            flat.extend(frontier)
+        data = []
+        for row in batch:
+            if view.join == "inline" and row.trigger != "entityDeleted" and not row.payload.get("deleted"):
+                data.append(render_entity(row.payload["entity"], terms, view, linked, view.join_level))
+            else:
+                data.append(render_row(row, terms, view, watched))
+        if view.join == "flat":
+            data.extend(render_entity(e, terms, v) for e, v in flat)
+        return data
+
     async def _run(self) -> None:
         store, config = self.d.store, self.d.config
         failures = 0
+        admitted = False
         idle_since = time.monotonic()
         while not self.d._stopping:
             rows = await store.outbox_head(self.tenant, self.sub_id, config.batch)
@@ -436,11 +559,21 @@ class _Worker:
             if throttling:
                 wait = self._last_sent + throttling - time.time()
                 if wait > 0:
+                    # Rows queued meanwhile go out together; the subscription may be gone by then.
                     await asyncio.sleep(wait)
-                    rows = await store.outbox_head(self.tenant, self.sub_id, config.batch)
+                    continue
+            gate = self.d.gate
+            if gate is not None and not admitted:
+                if not await gate.admit(self.tenant, sub):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(config.poll):
+                            await self.wake.wait()
+                    self.wake.clear()
+                    continue
+                admitted = True  # retries of this notification are not admitted (counted) again
             batch = _batch(rows, config.batch)
             terms, view = await self._prepare(sub)
-            data = [render_row(row, terms, view) for row in batch]
+            data = await self._render(batch, sub, terms, view)
             message = build_message(self.tenant, sub, data, self.d.base_url, config.timeout)
             self._last_sent = time.time()
             try:
@@ -463,6 +596,9 @@ class _Worker:
             failures = 0
             await store.delete_outbox([row.seq for row in batch])
             await self.d.record(self.tenant, self.sub_id, True)
+            if gate is not None and admitted:
+                admitted = False
+                await gate.delivered(self.tenant, sub)
 
 
 def _alive(pid: int) -> bool:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -70,6 +71,9 @@ class Compiled:
     expires: float | None
     active: bool
     show_changes: bool
+    # Subscriptions with the same entity selection (entities, q, geoQ, scopeQ) share one
+    # evaluation per change, and those with the same watched attributes and triggers one trigger.
+    select_key: bytes = b""
 
     def live(self, now: float) -> bool:
         return self.active and (self.expires is None or self.expires > now)
@@ -93,13 +97,17 @@ class Compiled:
             if self.watched is None or self.watched & change.created:
                 fired.add("attributeCreated")
         elif change.after is None:
+            # The attributes of a deleted entity are deleted with it (ETSI 046_22_12).
             fired = {"entityDeleted"}
+            if self.watched is None or self.watched & change.deleted:
+                fired.add("attributeDeleted")
         else:
             fired = set()
             w = self.watched
             created = change.created if w is None else change.created & w
             updated = change.updated if w is None else change.updated & w
-            deleted = change.deleted if w is None else change.deleted & w
+            gone = change.deleted | change.partly_deleted.keys()
+            deleted = gone if w is None else gone & w
             if created:
                 fired.add("attributeCreated")
             if updated:
@@ -117,7 +125,7 @@ class Compiled:
 class Change:
     """What one write did to one entity: attribute IRIs created, updated and deleted."""
 
-    __slots__ = ("after", "before", "core_changed", "created", "deleted", "updated")
+    __slots__ = ("after", "before", "core_changed", "created", "deleted", "partly_deleted", "updated")
 
     def __init__(self, before: Entity | None, after: Entity | None) -> None:
         self.before = before
@@ -127,6 +135,13 @@ class Change:
         self.created = frozenset(new.keys() - old.keys())
         self.deleted = frozenset(old.keys() - new.keys())
         self.updated = frozenset(k for k in new.keys() & old.keys() if new[k] != old[k])
+        # Instances (by datasetId) removed from an attribute that keeps others.
+        self.partly_deleted: dict[str, list[Any]] = {}
+        for k in self.updated:
+            kept = {i.get("datasetId") for i in new[k]}
+            gone = [i for i in old[k] if i.get("datasetId") not in kept]
+            if gone:
+                self.partly_deleted[k] = gone
         self.core_changed = (
             before is not None
             and after is not None
@@ -157,7 +172,9 @@ async def compile_subscription(sub: dict[str, Any], contexts: ContextRegistry) -
     q = None
     if "q" in sub:
         terms = await contexts.term_map(sub.get("_qContext"))
-        q = ql.parse_q(sub["q"]).resolve(terms.expand)
+        # A q written as in a URL (``name=="Eiffel%20Tower"``, ETSI 046_05) means what it would there.
+        text = unquote(sub["q"]) if "%" in sub["q"] else sub["q"]
+        q = ql.parse_q(text).resolve(terms.expand)
     geoq = None
     if "geoQ" in sub:
         g = sub["geoQ"]
@@ -183,6 +200,10 @@ async def compile_subscription(sub: dict[str, Any], contexts: ContextRegistry) -
         expires=_epoch(sub["expiresAt"]) if "expiresAt" in sub else None,
         active=sub.get("isActive", True) is not False,
         show_changes=bool(sub.get("notification", {}).get("showChanges")),
+        select_key=orjson.dumps(
+            [sub.get(k) for k in ("entities", "q", "_qContext", "geoQ", "scopeQ")],
+            option=orjson.OPT_SORT_KEYS,
+        ),
     )
 
 
@@ -231,21 +252,34 @@ def outbox_rows(
     assert entity is not None
     rows: list[tuple[str, str, str, bytes]] = []
     payloads: dict[tuple[str, bool], bytes] = {}
+    selected: dict[bytes, bool] = {}
+    triggered: dict[tuple[frozenset[str] | None, frozenset[str]], str | None] = {}
     for sub in subs:
-        if not sub.live(now) or not sub.selects(entity):
+        if not sub.live(now):
+            continue
+        chosen = selected.get(sub.select_key)
+        if chosen is None:
+            chosen = selected[sub.select_key] = sub.selects(entity)
+        if not chosen:
             continue
         if change is None:
             change = Change(before, after)
-        trigger = sub.trigger_for(change)
+        key_t = (sub.watched, sub.triggers)
+        if key_t in triggered:
+            trigger = triggered[key_t]
+        else:
+            trigger = triggered[key_t] = sub.trigger_for(change)
         if trigger is None:
             continue
         key = (trigger, sub.show_changes)
         payload = payloads.get(key)
         if payload is None:
             doc: dict[str, Any] = {"entity": entity}
+            if after is None:
+                doc["gone"] = True
             if trigger == "attributeDeleted" and before is not None:
-                doc["deleted"] = {k: before[k] for k in change.deleted}
-            if sub.show_changes and before is not None and after is not None:
+                doc["deleted"] = {k: before[k] for k in change.deleted} | change.partly_deleted
+            if sub.show_changes and before is not None:
                 doc["previous"] = {k: before[k] for k in change.updated | change.deleted}
             payload = payloads[key] = orjson.dumps(doc)
         rows.append((sub.id, entity["id"], trigger, payload))

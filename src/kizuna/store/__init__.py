@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -76,6 +77,77 @@ def geo_matches(geo: GeoQuery, geoproperty: str, entity: Entity) -> bool:
     )
 
 
+# georel -> the shapely predicate of the query geometry against points given as x, y arrays that
+# decides the georel of each point: a point is within G iff G contains it, intersects G iff G
+# intersects it, is disjoint from G iff G does not intersect it.
+_POINT_GEORELS = frozenset({"within", "intersects", "disjoint"})
+_EXACT_INT = 2**53
+
+
+def _exact_number(c: Any) -> bool:
+    """A coordinate that numpy holds as the same float shapely would make of it."""
+    return (type(c) is float and isfinite(c)) or (type(c) is int and -_EXACT_INT < c < _EXACT_INT)
+
+
+def geo_matches_many(geo: GeoQuery, geoproperty: str, entities: Sequence[Entity]) -> list[bool]:
+    """:func:`geo_matches` for each of ``entities`` (see :func:`geo_matches_values`)."""
+    return geo_matches_values(
+        geo,
+        [
+            [i["value"] for i in entity.get(geoproperty, ()) if isinstance(i.get("value"), dict)]
+            for entity in entities
+        ],
+    )
+
+
+def geo_matches_values(geo: GeoQuery, candidates: Sequence[Sequence[dict[str, Any]]]) -> list[bool]:
+    """For each candidate (the GeoJSON values of its geoproperty's instances): does any value
+    match? The 2D Points of a within / intersects / disjoint query are checked in one vectorised
+    call on the prepared query geometry (shapely 2 ``contains_xy`` / ``intersects_xy``) instead of
+    one shape each; anything else (other geometries, other georels, an invalid query geometry,
+    which GEOS may only answer once repaired) takes :meth:`GeoQuery.matches` one by one."""
+    import numpy as np
+    import shapely
+
+    if geo.georel not in _POINT_GEORELS or len(candidates) < 2 or not shapely.is_valid(geo.geometry):
+        return [any(geo.matches(value) for value in values) for values in candidates]
+    found = [False] * len(candidates)
+    xs: list[float] = []
+    ys: list[float] = []
+    owners: list[int] = []
+    others: list[tuple[int, dict[str, Any]]] = []
+    for n, values in enumerate(candidates):
+        for value in values:
+            xy = value.get("coordinates")
+            if (
+                value.get("type") == "Point"
+                and type(xy) is list
+                and len(xy) == 2
+                and all(_exact_number(c) for c in xy)
+            ):
+                xs.append(xy[0])
+                ys.append(xy[1])
+                owners.append(n)
+            else:
+                others.append((n, value))
+    if owners:
+        shapely.prepare(geo.geometry)
+        x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        if geo.georel == "within":
+            inside = shapely.contains_xy(geo.geometry, x, y)
+        else:
+            inside = shapely.intersects_xy(geo.geometry, x, y)
+            if geo.georel == "disjoint":
+                inside = ~inside
+        for n, ok in zip(owners, inside.tolist(), strict=True):
+            if ok:
+                found[n] = True
+    for n, value in others:
+        if not found[n] and geo.matches(value):
+            found[n] = True
+    return found
+
+
 @dataclass(slots=True)
 class QueryResult:
     entities: list[Entity] = field(default_factory=list)
@@ -109,6 +181,8 @@ class AggregateRow:
     start: float
     end: float
     values: dict[str, Any]  # method name -> aggregate (None when it does not apply)
+    entity_id: str = ""  # the entity of the series (aggregate_histories)
+    kind: str | None = None  # the type of the attribute's newest instance selected (None: unknown)
 
 
 @dataclass(slots=True)
@@ -309,6 +383,19 @@ class Store(Protocol):
         at ``origin`` (default: the first instance of each series); ``period`` None is one bucket
         for the whole range."""
 
+    async def aggregate_histories(
+        self,
+        tenant: str,
+        entity_ids: Sequence[str],
+        query: HistoryQuery,
+        methods: Sequence[str],
+        period: float | None,
+        origin: float | None,
+    ) -> list[AggregateRow]:
+        """:meth:`aggregate_history` of several entities at once (one statement), ordered by
+        entity id; each row says its ``entity_id``, and its ``kind``: the type of the newest
+        instance of its attribute (all datasetIds) that ``query`` selects."""
+
     async def prune_history(self, before: float) -> int:
         """Forget, in every tenant, the attribute instances whose time (observedAt, else
         createdAt) is before ``before`` (POSIX seconds), and the temporal entities left without
@@ -323,6 +410,11 @@ class Store(Protocol):
 
     async def replace_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
         """Overwrite an existing document; False if there is none with that id."""
+
+    async def swap_document(self, kind: str, tenant: str, doc: dict[str, Any], expected: int) -> bool:
+        """Compare-and-set: overwrite the document only if the stored one's ``version`` member
+        (0 when absent) equals ``expected``, atomically (also across processes sharing the
+        store); False if it changed meanwhile or does not exist. The caller bumps the version."""
 
     async def get_document(self, kind: str, tenant: str, doc_id: str) -> dict[str, Any] | None: ...
 
@@ -340,4 +432,11 @@ def open_store(url: str) -> Store:
         from kizuna.store.sqlite import SqliteStore
 
         return SqliteStore.from_url(url)
-    raise SystemExit(f"kizuna: unsupported store URL {url!r} (use sqlite:///path/to/file.db)")
+    if url.startswith(("postgresql:", "postgres:")):
+        from kizuna.store.postgres import PostgresStore
+
+        return PostgresStore.from_url(url)
+    raise SystemExit(
+        f"kizuna: unsupported store URL {url!r}"
+        " (use sqlite:///path/to/file.db or postgresql://user@host:port/db)"
+    )

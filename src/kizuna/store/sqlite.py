@@ -20,9 +20,11 @@ Queries run in SQL on indexes kept beside the documents, in the transaction of e
   (kind 3: an instance without scalars; kind 4: a key without any valued instance) make
   existence and the per-instance ``!=`` exact.
 - ``geo_rtree`` (an R*Tree of boxes) with ``geo_entries`` (rtree id -> tenant, entity pk,
-  geoproperty IRI): one box per (entity, property holding GeoJSON), the union of its instances.
-  A geoQuery reads candidates through :meth:`GeoQuery.bbox` and checks only those exactly with
-  shapely. The R*Tree stores 32-bit floats rounded outwards, so a box never shrinks.
+  geoproperty IRI, and ``shapes``: the GeoJSON values of the property's instances): one box per
+  (entity, property holding GeoJSON), the union of its instances. A geoQuery reads candidates
+  through :meth:`GeoQuery.bbox` and checks only those exactly with shapely, on ``shapes`` (a few
+  bytes to decode, not the document; points in one vectorised call). The R*Tree stores 32-bit
+  floats rounded outwards, so a box never shrinks.
 
 q compiles to SQL for top-level attribute paths with ``==`` ``!=`` ``>`` ``>=`` ``<`` ``<=``
 against numbers, strings, booleans and URIs, ranges, value lists, ``~=``, existence, ``!`` and
@@ -40,14 +42,27 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from kizuna.ngsild import query as ql
-from kizuna.store import AggregateRow, Entity, EntityQuery, HistoryQuery, OutboxRow, QueryResult
+from kizuna.store import (
+    AggregateRow,
+    Entity,
+    EntityQuery,
+    HistoryQuery,
+    OutboxRow,
+    QueryResult,
+    geo_matches_many,
+    geo_matches_values,
+)
+from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
+from kizuna.store.common import history_columns as _history_columns
+from kizuna.store.common import literal as _literal
+from kizuna.store.common import literal_prefix as _literal_prefix
+from kizuna.store.common import scalar_key as _scalar_key
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -82,7 +97,8 @@ CREATE TABLE IF NOT EXISTS geo_entries (
     id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
     pk INTEGER NOT NULL,
-    geoproperty TEXT NOT NULL
+    geoproperty TEXT NOT NULL,
+    shapes BLOB
 );
 CREATE INDEX IF NOT EXISTS geo_entries_by_pk ON geo_entries (pk);
 CREATE VIRTUAL TABLE IF NOT EXISTS geo_rtree USING rtree(id, min_x, max_x, min_y, max_y);
@@ -202,6 +218,9 @@ class SqliteStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=10000")
         db.execute("PRAGMA foreign_keys=ON")
+        # Reads through a memory map: a query that visits thousands of rows spends most of its time
+        # in read() calls without it (address space only; pages stay in the OS page cache).
+        db.execute("PRAGMA mmap_size=1073741824")
         db.create_function("regexp", 2, _regexp, deterministic=True)
         # Every statement of SCHEMA is idempotent: tables added later reach existing files too.
         db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
@@ -248,30 +267,65 @@ class SqliteStore:
         return orjson.loads(row[0]) if row else None
 
     async def query_entities(self, tenant: str, query: EntityQuery) -> QueryResult:
-        where, params, residual = _plan(tenant, query)
+        source, where, params, residual, distinct = _select(tenant, query, geo_apart=True)
         result = QueryResult()
-        if residual is None:
-            # Everything is in SQL: the page and the count are two indexed statements.
+        pks = f"SELECT {'DISTINCT ' if distinct else ''}e.pk FROM {source} WHERE {where}"
+        if residual is None and query.geo is None:
+            # Everything is in SQL: the page and the count are two indexed statements, and only
+            # the documents of the page are read.
             if query.limit != 0:
-                rows = self.db.execute(
-                    f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.pk LIMIT ? OFFSET ?",
-                    [*params, -1 if query.limit is None else query.limit, query.offset],
-                )
-                result.entities = [orjson.loads(doc) for (doc,) in rows]
+                page = [*params, -1 if query.limit is None else query.limit, query.offset]
+                if source == "entities e":
+                    sql = f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.pk LIMIT ? OFFSET ?"
+                else:
+                    sql = (
+                        f"SELECT doc FROM entities WHERE pk IN ({pks} ORDER BY e.pk LIMIT ? OFFSET ?)"
+                        " ORDER BY pk"
+                    )
+                result.entities = [orjson.loads(doc) for (doc,) in self.db.execute(sql, page)]
             if query.count:
-                result.total = self.db.execute(
-                    f"SELECT count(*) FROM entities e WHERE {where}", params
-                ).fetchone()[0]
+                counted = "DISTINCT e.pk" if distinct else "*"
+                sql = f"SELECT count({counted}) FROM {source} WHERE {where}"
+                result.total = self.db.execute(sql, params).fetchone()[0]
             return result
-        matched = 0
+        if residual is None and source == _GEO_SOURCE:
+            # Only the exact geo check is left: it runs on the shapes kept in the geo index, and
+            # only the documents of the page are read.
+            sql = f"SELECT e.pk, e.shapes FROM {source} WHERE {where} ORDER BY e.pk"
+            rows = self.db.execute(sql, params).fetchall()
+            if all(shapes is not None for _, shapes in rows):  # else written by an older version
+                keep = geo_matches_values(query.geo, [orjson.loads(shapes) for _, shapes in rows])
+                matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
+                if query.count:
+                    result.total = len(matched)
+                end = None if query.limit is None else query.offset + query.limit
+                page = matched[query.offset : end]
+                if page:
+                    marks = ",".join("?" * len(page))
+                    sql = f"SELECT doc FROM entities WHERE pk IN ({marks}) ORDER BY pk"
+                    result.entities = [orjson.loads(doc) for (doc,) in self.db.execute(sql, page)]
+                return result
+        if source == "entities e":
+            sql = f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.pk"
+        else:
+            sql = f"SELECT doc FROM entities WHERE pk IN ({pks}) ORDER BY pk"
+        # Candidates come in growing batches; the exact geo check runs on a whole batch at once
+        # (vectorised for points), after the rest of the residual.
+        matched, size = 0, 64
         wanted_end = None if query.limit is None else query.offset + query.limit
-        for (doc,) in self.db.execute(f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.pk", params):
-            entity = orjson.loads(doc)
-            if not residual(entity):
-                continue
-            if matched >= query.offset and (wanted_end is None or matched < wanted_end):
-                result.entities.append(entity)
-            matched += 1
+        cursor = self.db.execute(sql, params)
+        while batch := cursor.fetchmany(size):
+            size = min(2 * size, 1024)
+            entities = [orjson.loads(doc) for (doc,) in batch]
+            if residual is not None:
+                entities = [entity for entity in entities if residual(entity)]
+            if query.geo is not None:
+                keep = geo_matches_many(query.geo, query.geoproperty or "location", entities)
+                entities = [entity for entity, ok in zip(entities, keep, strict=True) if ok]
+            for entity in entities:
+                if matched >= query.offset and (wanted_end is None or matched < wanted_end):
+                    result.entities.append(entity)
+                matched += 1
             if not query.count and wanted_end is not None and matched >= wanted_end:
                 break
         if query.count:
@@ -463,7 +517,10 @@ class SqliteStore:
     ) -> None:
         async with self._immediate() as db:
             if db.execute(
-                "SELECT 1 FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, subscription_id)
+                "SELECT 1 FROM subscriptions WHERE tenant = ? AND id = ?"
+                " UNION ALL SELECT 1 FROM documents"
+                " WHERE kind = 'csourceSubscription' AND tenant = ? AND id = ?",
+                (tenant, subscription_id, tenant, subscription_id),
             ).fetchone():
                 db.execute(
                     "INSERT OR REPLACE INTO notification_status (tenant, subscription_id, doc)"
@@ -511,24 +568,47 @@ class SqliteStore:
     async def read_history(
         self, tenant: str, entity_id: str, query: HistoryQuery
     ) -> list[tuple[str, dict[str, Any]]]:
-        where, params, when = _history_where(tenant, entity_id, query)
-        select = f"SELECT attribute, instance_id, doc, {when} AS t, pk FROM attribute_history WHERE {where}"
         limit = query.last_n if query.last_n is not None else query.first_n
         if limit is not None:
-            direction = "DESC" if query.last_n is not None else "ASC"
-            select = (
-                f"SELECT attribute, instance_id, doc, t, pk FROM (SELECT *, ROW_NUMBER() OVER"
-                f" (PARTITION BY attribute ORDER BY t {direction}, pk {direction}) AS n FROM ({select}))"
-                " WHERE n <= ?"
-            )
-            params.append(limit)
+            return self._history_ends(tenant, entity_id, query, limit)
+        where, params, when = _history_where(tenant, entity_id, query)
         out: list[tuple[str, dict[str, Any]]] = []
-        for attribute, instance_id, doc, _, _ in self.db.execute(
-            f"{select} ORDER BY attribute, t, pk", params
+        for attribute, instance_id, doc in self.db.execute(
+            f"SELECT attribute, instance_id, doc FROM attribute_history WHERE {where}"
+            f" ORDER BY attribute, {when}, pk",
+            params,
         ):
             instance = orjson.loads(doc)
             instance["instanceId"] = instance_id
             out.append((attribute, instance))
+        return out
+
+    def _history_ends(
+        self, tenant: str, entity_id: str, query: HistoryQuery, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """lastN (or the first N) instances of each attribute, oldest first: per attribute, a walk
+        of the (entity, attribute, time) index that stops after ``limit`` rows, instead of ranking
+        the whole series (see :func:`_ends_select`)."""
+        newest = query.last_n is not None
+        if query.attributes is not None:
+            attributes = sorted(set(query.attributes))
+        else:
+            attributes = _history_attribute_list(self.db, tenant, entity_id)
+        out: list[tuple[str, dict[str, Any]]] = []
+        for attribute in attributes:
+            where, params, _ = _history_where(tenant, entity_id, query, attribute_sql="?")
+            params.insert(2, attribute)  # after tenant and entity_id: see _history_where
+            bounded = query.start is not None or query.end is not None
+            sql, copies = _ends_select(where, _TIME_COLUMN[query.timeproperty], newest, bounded=bounded)
+            rows = self.db.execute(sql, [*params, limit] * copies).fetchall()
+            if copies > 1:  # two index walks (time column set / null): keep the first ``limit``
+                rows.sort(key=lambda row: (row[3], row[4]), reverse=newest)
+                del rows[limit:]
+            rows.sort(key=lambda row: (row[3], row[4]))
+            for _, instance_id, doc, _, _ in rows:
+                instance = orjson.loads(doc)
+                instance["instanceId"] = instance_id
+                out.append((attribute, instance))
         return out
 
     async def prune_history(self, before: float) -> int:
@@ -553,49 +633,97 @@ class SqliteStore:
         period: float | None,
         origin: float | None,
     ) -> list[AggregateRow]:
-        where, params, when = _history_where(tenant, entity_id, query)
-        # Buckets are [origin + k*period, origin + (k+1)*period); everything is computed here.
-        sql = f"""
-        WITH sel AS (
-            SELECT attribute, dataset_id, {when} AS t, value_number AS v, value_key AS k
-            FROM attribute_history WHERE {where}
-        ), series AS (
-            SELECT attribute, dataset_id, COALESCE(?, min(t)) AS o, max(t) AS last
-            FROM sel GROUP BY attribute, dataset_id
-        )
-        SELECT s.attribute, s.dataset_id, r.o, r.last,
-               CASE WHEN ? IS NULL THEN 0 ELSE CAST((s.t - r.o) / ? AS INTEGER) END AS bucket,
-               count(*), count(DISTINCT s.k), sum(s.v), avg(s.v), min(s.v), max(s.v),
-               sum(s.v * s.v), count(s.v),
-               CASE WHEN count(s.v) > 1
-                    THEN sqrt(max(0, (sum(s.v * s.v) - sum(s.v) * sum(s.v) / count(s.v)) / (count(s.v) - 1)))
-                    WHEN count(s.v) = 1 THEN 0.0 END
-        FROM sel s JOIN series r ON s.attribute = r.attribute AND s.dataset_id IS r.dataset_id
-        WHERE s.t >= r.o
-        GROUP BY s.attribute, s.dataset_id, bucket
-        ORDER BY s.attribute, s.dataset_id, bucket
-        """
-        rows = self.db.execute(sql, [*params, origin, period, period])
+        return await self.aggregate_histories(tenant, [entity_id], query, methods, period, origin)
+
+    async def aggregate_histories(
+        self,
+        tenant: str,
+        entity_ids: Sequence[str],
+        query: HistoryQuery,
+        methods: Sequence[str],
+        period: float | None,
+        origin: float | None,
+    ) -> list[AggregateRow]:
+        if not entity_ids:
+            return []
+        ids = orjson.dumps(list(entity_ids)).decode()
+        where, params, when = _history_where(tenant, None, query, entity_sql="ids.value")
+        # Buckets are [origin + k*period, origin + (k+1)*period); everything is computed here, in
+        # one statement over all the entities (the entity list drives the history index: CROSS
+        # JOIN), and only the aggregates asked for.
+        if origin is not None or period is None:
+            # The origin is known (or there is one bucket a series): one pass, no series CTE.
+            head: list[Any] = []
+            if origin is not None:
+                start_sql, tail = "?", [origin]
+                head.append(origin)
+            else:
+                start_sql, tail = f"min({when})", []
+            bucket = "0"
+            if period is not None:
+                bucket = f"CAST(({when} - ?) / ? AS INTEGER)"
+                head += [origin, period]
+            columns = ", ".join(_aggregate_columns(methods, "value_number", "value_key"))
+            sql = f"""
+            SELECT entity_id, attribute, dataset_id, {start_sql}, max({when}), {bucket} AS bucket, {columns}
+            FROM json_each(?) AS ids CROSS JOIN attribute_history
+            WHERE {where}{f" AND {when} >= ?" if tail else ""}
+            GROUP BY entity_id, attribute, dataset_id, bucket
+            ORDER BY entity_id, attribute, dataset_id, bucket
+            """
+            rows = self.db.execute(sql, [*head, ids, *params, *tail])
+        else:
+            # Each series starts at its first instance: that needs the series first.
+            columns = ", ".join(_aggregate_columns(methods, "s.v", "s.k"))
+            sql = f"""
+            WITH sel AS (
+                SELECT entity_id AS e, attribute AS a, dataset_id AS d, {when} AS t,
+                       value_number AS v, value_key AS k
+                FROM json_each(?) AS ids CROSS JOIN attribute_history WHERE {where}
+            ), series AS (
+                SELECT e, a, d, min(t) AS o FROM sel GROUP BY e, a, d
+            )
+            SELECT s.e, s.a, s.d, r.o, max(s.t), CAST((s.t - r.o) / ? AS INTEGER) AS bucket, {columns}
+            FROM sel s JOIN series r ON s.e = r.e AND s.a = r.a AND s.d IS r.d
+            GROUP BY s.e, s.a, s.d, bucket
+            ORDER BY s.e, s.a, s.d, bucket
+            """
+            rows = self.db.execute(sql, [ids, *params, period])
         out: list[AggregateRow] = []
-        for attribute, dataset_id, start, last, bucket, total, distinct, *numbers in rows:
-            total_sum, avg, low, high, sumsq, numeric, stddev = numbers
+        for entity_id, attribute, dataset_id, start, last, bucket, *values in rows:
             if period is None:
                 begin, end = start, query.end if query.end is not None else last
             else:
                 begin = start + bucket * period
                 end = begin + period
-            every = {
-                "totalCount": total,
-                "distinctCount": distinct,
-                "sum": total_sum if numeric else None,
-                "avg": avg,
-                "min": low,
-                "max": high,
-                "stddev": stddev,
-                "sumsq": sumsq if numeric else None,
-            }
-            out.append(AggregateRow(attribute, dataset_id, begin, end, {m: every.get(m) for m in methods}))
+            row = AggregateRow(attribute, dataset_id, begin, end, dict(zip(methods, values, strict=True)))
+            row.entity_id = entity_id
+            out.append(row)
+        if out:
+            kinds = self._history_kinds(tenant, query, {(r.entity_id, r.attribute) for r in out})
+            for row in out:
+                row.kind = kinds.get((row.entity_id, row.attribute))
         return out
+
+    def _history_kinds(
+        self, tenant: str, query: HistoryQuery, pairs: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The kind (type) of the newest instance ``query`` selects of each (entity, attribute),
+        in one statement: a walk of the history index that stops at the first row, per pair."""
+        entity, attribute = "json_extract(p.value, '$[0]')", "json_extract(p.value, '$[1]')"
+        where, params, _ = _history_where(tenant, None, query, entity_sql=entity, attribute_sql=attribute)
+        bounded = query.start is not None or query.end is not None
+        newest, copies = _ends_select(where, _TIME_COLUMN[query.timeproperty], True, bounded=bounded)
+        sql = (
+            f"SELECT {entity}, {attribute}, (SELECT doc FROM ({newest}) ORDER BY t DESC, pk DESC LIMIT 1)"
+            " FROM json_each(?) AS p"
+        )
+        kinds: dict[tuple[str, str], str] = {}
+        pairs_json = orjson.dumps(sorted(pairs)).decode()
+        for entity_id, attribute, doc in self.db.execute(sql, [*[*params, 1] * copies, pairs_json]):
+            if doc is not None:
+                kinds[(entity_id, attribute)] = orjson.loads(doc)["type"]
+        return kinds
 
     # -- documents (registrations, csource subscriptions) -----------------------------------------
 
@@ -624,6 +752,27 @@ class SqliteStore:
             )
             return cursor.rowcount == 1
 
+    async def swap_document(self, kind: str, tenant: str, doc: dict[str, Any], expected: int) -> bool:
+        async with self._write_lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")  # the file's write lock: atomic across processes too
+            try:
+                row = db.execute(
+                    "SELECT doc FROM documents WHERE kind = ? AND tenant = ? AND id = ?",
+                    (kind, tenant, doc["id"]),
+                ).fetchone()
+                swapped = row is not None and orjson.loads(row[0]).get("version", 0) == expected
+                if swapped:
+                    db.execute(
+                        "UPDATE documents SET doc = ? WHERE kind = ? AND tenant = ? AND id = ?",
+                        (orjson.dumps(doc), kind, tenant, doc["id"]),
+                    )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return swapped
+
     async def get_document(self, kind: str, tenant: str, doc_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
             "SELECT doc FROM documents WHERE kind = ? AND tenant = ? AND id = ?", (kind, tenant, doc_id)
@@ -650,15 +799,46 @@ class SqliteStore:
             return cursor.rowcount == 1
 
 
+_GEO_SOURCE = "geo_rtree r JOIN geo_entries e ON e.id = r.id"
+
+
 def _plan(tenant: str, query: EntityQuery) -> tuple[str, list[Any], Callable[[Entity], bool] | None]:
     """The WHERE clause (on ``entities e``) of a query, its parameters, and the Python check left
-    for what SQL does not decide (None: SQL decides everything).
+    for what SQL does not decide (None: SQL decides everything). See :func:`_select`."""
+    _, where, params, residual, _ = _select(tenant, query, on_index=False)
+    return where, params, residual
 
-    The tenant term is written ``+e.tenant`` (no index) unless ids or an id prefix make the
-    (tenant, id) index the way in: otherwise SQLite would walk the tenant's every entity through
-    that index and sort, instead of following the pk lists the other indexes give, in pk order."""
+
+def _select(
+    tenant: str, query: EntityQuery, *, on_index: bool = True, geo_apart: bool = False
+) -> tuple[str, str, list[Any], Callable[[Entity], bool] | None, bool]:
+    """(source, WHERE, parameters, residual, distinct): ``SELECT e.pk FROM {source} WHERE {where}``
+    selects the pks of the entities SQL lets through, ``residual`` is the Python check left for
+    what SQL does not decide (None: SQL decides everything), ``distinct`` says that a pk may come
+    more than once (an entity with several of the types asked for). With ``geo_apart`` the
+    residual leaves the exact geo check out, for the caller to run on batches of candidates.
+
+    One condition drives (ids, an id prefix, the R*Tree box, the most selective q test, attrs,
+    the type, in that order of preference), written ``e.pk IN (...)`` so that SQLite reads it
+    as a pk list in pk order; every other condition is a correlated probe on that candidate
+    (``EXISTS``), so that no second index range is materialised as a whole.
+
+    With ``on_index`` and neither ids nor an id prefix, the source is an index rather than
+    ``entities``, so that counting, paging and probing never read an entity row (the caller
+    fetches documents for the pks it keeps): with a bounded geoQuery, the R*Tree joined with
+    ``geo_entries`` (``_GEO_SOURCE``, which also gives the shapes for the exact check); with a
+    type, ``entity_types`` (its (tenant, type, pk) key holds the tenant and the type). Otherwise
+    it is ``entities``, and the tenant term is written ``+e.tenant`` (no index) unless
+    ids or an id prefix make the (tenant, id) index the way in: otherwise SQLite would walk the
+    tenant's every entity through that index and sort, instead of following the pk lists the
+    other indexes give, in pk order."""
     prefix = "" if query.id_pattern is None else _literal_prefix(query.id_pattern)
-    where = ["e.tenant = ?" if query.ids is not None or prefix else "+e.tenant = ?"]
+    by_id = query.ids is not None or bool(prefix)
+    box = query.geo.bbox() if query.geo is not None else None
+    geo_source = on_index and box is not None and not by_id
+    types_source = on_index and not geo_source and query.types is not None and not by_id
+    # entity_types holds the tenant in its key; entities: see above.
+    where = ["e.tenant = ?" if types_source or by_id else "+e.tenant = ?"]
     params: list[Any] = [tenant]
     if query.ids is not None:
         where.append(f"e.id IN ({','.join('?' * len(query.ids))})")
@@ -670,40 +850,67 @@ def _plan(tenant: str, query: EntityQuery) -> tuple[str, list[Any], Callable[[En
             params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
         where.append("regexp(?, e.id)")
         params.append(query.id_pattern)
+    driven = by_id
+    if box is not None:
+        minx, miny, maxx, maxy = box
+        boxed = (
+            " r.min_x <= ? AND r.max_x >= ? AND r.min_y <= ? AND r.max_y >= ?"
+            " AND g.tenant = ? AND g.geoproperty = ?"
+        )
+        if driven:
+            where.append(
+                "EXISTS (SELECT 1 FROM geo_entries g JOIN geo_rtree r ON r.id = g.id WHERE g.pk = e.pk AND"
+                + boxed
+                + ")"
+            )
+        elif geo_source:
+            where.append(boxed.replace("g.tenant = ? AND g.", "e."))
+        else:
+            where.append(
+                "e.pk IN (SELECT g.pk FROM geo_rtree r JOIN geo_entries g ON g.id = r.id WHERE" + boxed + ")"
+            )
+        params += [maxx, minx, maxy, miny] + ([] if geo_source else [tenant])
+        params.append(query.geoproperty or "location")
+        driven = True
     left_q: ql.QExpr | None = None
     if query.q is not None:
-        compiled, left_q = _compile_q_partially(tenant, query.q)
+        compiled, left_q, drives = _compile_q_partially(tenant, query.q, drive=not driven)
         if compiled is not None:
             where.append(compiled[0])
             params += compiled[1]
+        driven = driven or drives
     attrs_in_sql = query.attrs is not None and not any(a in _CORE for a in query.attrs)
     if attrs_in_sql and query.attrs is not None:
         marks = ",".join("?" * len(query.attrs))
-        where.append(f"e.pk IN (SELECT pk FROM attr_values WHERE tenant = ? AND attribute IN ({marks}))")
-        params += [tenant, *query.attrs]
-    if query.geo is not None:
-        box = query.geo.bbox()
-        if box is not None:
-            minx, miny, maxx, maxy = box
+        if driven:
             where.append(
-                "e.pk IN (SELECT g.pk FROM geo_rtree r JOIN geo_entries g ON g.id = r.id"
-                " WHERE r.min_x <= ? AND r.max_x >= ? AND r.min_y <= ? AND r.max_y >= ?"
-                " AND g.tenant = ? AND g.geoproperty = ?)"
-            )
-            params += [maxx, minx, maxy, miny, tenant, query.geoproperty or "location"]
-    if query.types is not None:
-        marks = ",".join("?" * len(query.types))
-        if len(where) > 1:
-            # Another index selects the candidates (usually far fewer): the type is checked on them.
-            where.append(
-                "EXISTS (SELECT 1 FROM entity_types t WHERE t.pk = e.pk AND t.tenant = ?"
-                f" AND t.type IN ({marks}))"
+                "EXISTS (SELECT 1 FROM attr_values a WHERE a.pk = e.pk AND +a.tenant = ?"
+                f" AND a.attribute IN ({marks}))"
             )
         else:
-            where.append(f"e.pk IN (SELECT pk FROM entity_types WHERE tenant = ? AND type IN ({marks}))")
-        params += [tenant, *query.types]
-    residual = query.residual(q=left_q, attrs=not attrs_in_sql)
-    return " AND ".join(where), params, residual
+            where.append(f"e.pk IN (SELECT pk FROM attr_values WHERE tenant = ? AND attribute IN ({marks}))")
+        params += [tenant, *query.attrs]
+        driven = True
+    distinct = False
+    if query.types is not None:
+        marks = ",".join("?" * len(query.types))
+        if types_source:
+            where.append(f"e.type IN ({marks})")
+            params += list(query.types)
+            distinct = len(query.types) > 1
+        else:
+            if driven:
+                # Another index selects the candidates (usually far fewer): the type is checked on them.
+                where.append(
+                    "EXISTS (SELECT 1 FROM entity_types t WHERE t.pk = e.pk AND t.tenant = ?"
+                    f" AND t.type IN ({marks}))"
+                )
+            else:
+                where.append(f"e.pk IN (SELECT pk FROM entity_types WHERE tenant = ? AND type IN ({marks}))")
+            params += [tenant, *query.types]
+    residual = query.residual(q=left_q, attrs=not attrs_in_sql, geo=not geo_apart)
+    source = _GEO_SOURCE if geo_source else "entity_types e" if types_source else "entities e"
+    return source, " AND ".join(where), params, residual, distinct
 
 
 class SqliteWrite:
@@ -910,13 +1117,6 @@ def _forget_notifications(db: sqlite3.Connection, tenant: str, subscription_id: 
 # -- temporal history helpers ----------------------------------------------------------------------
 
 _TEMPORAL_COLUMNS = "id, types, scope, created_at, modified_at"
-_TIME_COLUMN = {
-    "observedAt": "observed_at",
-    "createdAt": "created_at",
-    "modifiedAt": "modified_at",
-    "deletedAt": "deleted_at",
-}
-_VALUE_MEMBERS = ("value", "object", "languageMap", "vocab", "json", "valueList", "objectList")
 
 
 def _temporal_row(row: tuple[Any, ...]) -> Entity:
@@ -936,53 +1136,28 @@ def _temporal_entity(db: sqlite3.Connection, tenant: str, entity_id: str) -> Ent
     return _temporal_row(row) if row else None
 
 
-def _epoch(text: Any) -> float | None:
-    """POSIX seconds of an ISO 8601 DateTime (naive means UTC); None if absent or unparsable."""
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+def _history_where(
+    tenant: str,
+    entity_id: str | None,
+    query: HistoryQuery,
+    *,
+    entity_sql: str | None = None,
+    attribute_sql: str | None = None,
+) -> tuple[str, list[Any], str]:
+    """The WHERE clause of a history read, its parameters and the time expression it orders by.
 
-
-def _history_columns(instance: dict[str, Any]) -> tuple[Any, ...]:
-    """dataset_id .. doc of an attribute_history row for one canonical instance."""
-    doc = {k: v for k, v in instance.items() if k != "instanceId"}
-    value: Any = None
-    for member in _VALUE_MEMBERS:
-        if member in doc:
-            value = doc[member]
-            break
-    number = float(value) if isinstance(value, (int, float)) else None
-    created = _epoch(doc.get("createdAt"))
-    modified = _epoch(doc.get("modifiedAt"))
-    deleted = _epoch(doc.get("deletedAt"))
-    fallback = created or modified or deleted or 0.0
-    return (
-        doc.get("datasetId"),
-        _epoch(doc.get("observedAt")),
-        fallback if created is None else created,
-        fallback if modified is None else modified,
-        deleted,
-        number,
-        orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode(),
-        orjson.dumps(doc),
-    )
-
-
-def _history_where(tenant: str, entity_id: str, query: HistoryQuery) -> tuple[str, list[Any], str]:
-    """The WHERE clause of a history read, its parameters and the time expression it orders by."""
+    ``entity_sql`` is an SQL expression in place of ``entity_id`` (``entity_id`` then None), e.g.
+    the value of a ``json_each`` of several; ``attribute_sql`` one for the attribute, in place of
+    ``query.attributes`` (its parameters, if any, are the caller's: they go after the first two)."""
     column = _TIME_COLUMN[query.timeproperty]
-    where = ["tenant = ?", "entity_id = ?"]
-    params: list[Any] = [tenant, entity_id]
-    where.append("deleted_at IS NOT NULL" if query.timeproperty == "deletedAt" else "deleted_at IS NULL")
-    if query.attributes is not None:
+    where = ["tenant = ?", "entity_id = ?" if entity_sql is None else f"entity_id = {entity_sql}"]
+    params: list[Any] = [tenant] if entity_sql is not None else [tenant, entity_id]
+    if attribute_sql is not None:
+        where.append(f"attribute = {attribute_sql}")
+    elif query.attributes is not None:
         where.append(f"attribute IN ({','.join('?' * len(query.attributes))})")
         params += list(query.attributes)
+    where.append("deleted_at IS NOT NULL" if query.timeproperty == "deletedAt" else "deleted_at IS NULL")
     if query.start is not None:
         where.append(f"{column} {'>' if query.start_exclusive else '>='} ?")
         params.append(query.start)
@@ -1001,6 +1176,74 @@ def _history_where(tenant: str, entity_id: str, query: HistoryQuery) -> tuple[st
     return " AND ".join(where), params, f"COALESCE({column}, created_at)"
 
 
+def _ends_select(where: str, column: str, newest: bool, *, bounded: bool = False) -> tuple[str, int]:
+    """SQL of the last (``newest``) or first ``LIMIT ?`` history rows matching ``where`` in time
+    order: (attribute, instance_id, doc, t, pk), unordered; and how many times its parameters
+    (``where``'s, then the limit) are to be given.
+
+    The time is ``COALESCE(column, created_at)``. When the column is set that is an ordered walk
+    of the (tenant, entity, attribute, column) index, served in order (the rowid, pk, ends each
+    index entry); observed_at may be null, and the rows without it are a second walk, by
+    created_at: the caller merges the two and keeps the first ``limit``. A ``bounded`` query (a
+    start or end on the column) has none: the walk is not made (it would scan the range)."""
+    direction = "DESC" if newest else "ASC"
+    select = "SELECT attribute, instance_id, doc, {t} AS t, pk FROM attribute_history{by} WHERE {where}"
+    if column != "observed_at" or bounded:  # created_at, modified_at NOT NULL; deletedAt: deleted_at set
+        sql = (
+            select.format(t=column, by="", where=where)
+            + f" ORDER BY {column} {direction}, pk {direction} LIMIT ?"
+        )
+        return sql, 1
+    timed = select.format(t=column, by="", where=f"{where} AND {column} IS NOT NULL")
+    # Left to itself the planner walks the created_at index in order, reading every row to find
+    # the (usually no) rows without observed_at; these are an equality on the observed_at index.
+    by = " INDEXED BY attribute_history_observed"
+    untimed = select.format(t="created_at", by=by, where=f"{where} AND {column} IS NULL")
+    return (
+        f"SELECT * FROM ({timed} ORDER BY {column} {direction}, pk {direction} LIMIT ?) UNION ALL"
+        f" SELECT * FROM ({untimed} ORDER BY created_at {direction}, pk {direction} LIMIT ?)",
+        2,
+    )
+
+
+def _history_attribute_list(db: sqlite3.Connection, tenant: str, entity_id: str) -> list[str]:
+    """The attributes an entity has history of, in order: one index seek each (a skip scan)."""
+    rows = db.execute(
+        """
+        WITH RECURSIVE a(name) AS (
+            SELECT min(attribute) FROM attribute_history WHERE tenant = ?1 AND entity_id = ?2
+            UNION ALL
+            SELECT (SELECT min(attribute) FROM attribute_history
+                    WHERE tenant = ?1 AND entity_id = ?2 AND attribute > a.name)
+            FROM a WHERE a.name IS NOT NULL
+        )
+        SELECT name FROM a WHERE name IS NOT NULL
+        """,
+        (tenant, entity_id),
+    )
+    return [name for (name,) in rows]
+
+
+def _aggregate_columns(methods: Sequence[str], v: str, k: str) -> list[str]:
+    """SQL of each aggregation method, over numeric values ``v`` and value keys ``k``: numeric
+    aggregates skip non-numeric values (NULL ``v``; a sum of none is NULL)."""
+    stddev = (
+        f"CASE WHEN count({v}) > 1 THEN sqrt(max(0, (sum({v} * {v}) - sum({v}) * sum({v}) / count({v}))"
+        f" / (count({v}) - 1))) WHEN count({v}) = 1 THEN 0.0 END"
+    )
+    sql = {
+        "totalCount": "count(*)",
+        "distinctCount": f"count(DISTINCT {k})",
+        "sum": f"sum({v})",
+        "avg": f"avg({v})",
+        "min": f"min({v})",
+        "max": f"max({v})",
+        "stddev": stddev,
+        "sumsq": f"sum({v} * {v})",
+    }
+    return [sql.get(method, "NULL") for method in methods]
+
+
 # -- query indexes: attribute values and geometries ------------------------------------------------
 
 # Entity members that are not attributes (never q targets; ``attrs`` may not name them).
@@ -1008,18 +1251,7 @@ _CORE = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"
 _NUMBER, _STRING, _BOOLEAN, _NO_SCALAR, _NO_INSTANCE = 0, 1, 2, 3, 4
 _INT64 = (-(2**63), 2**63 - 1)
 _INDEX_VERSION = "entity-indexes-1"
-
-
-def _scalar_key(leaf: Any) -> tuple[int, Any] | None:
-    if isinstance(leaf, bool):
-        return (_BOOLEAN, int(leaf))
-    if isinstance(leaf, int):
-        return (_NUMBER, leaf if _INT64[0] <= leaf <= _INT64[1] else float(leaf))
-    if isinstance(leaf, float):
-        return (_NUMBER, leaf)
-    if isinstance(leaf, str):
-        return (_STRING, leaf)
-    return None
+_SHAPES_VERSION = "geo-shapes-1"  # geo_entries.shapes filled for the rows written before it
 
 
 def _positions(node: Any, xs: list[float], ys: list[float]) -> None:
@@ -1059,12 +1291,13 @@ def _index_entity(db: sqlite3.Connection, tenant: str, pk: int | None, entity: E
             continue
         xs: list[float] = []
         ys: list[float] = []
-        for instance in instances:
-            if isinstance(instance, dict) and isinstance(instance.get("value"), dict):
-                _geometry_box(instance["value"], xs, ys)
+        shapes = _shapes(instances)
+        for shape in shapes:
+            _geometry_box(shape, xs, ys)
         if xs:
             cursor = db.execute(
-                "INSERT INTO geo_entries (tenant, pk, geoproperty) VALUES (?, ?, ?)", (tenant, pk, key)
+                "INSERT INTO geo_entries (tenant, pk, geoproperty, shapes) VALUES (?, ?, ?, ?)",
+                (tenant, pk, key, orjson.dumps(shapes)),
             )
             db.execute(
                 "INSERT INTO geo_rtree (id, min_x, max_x, min_y, max_y) VALUES (?, ?, ?, ?, ?)",
@@ -1075,6 +1308,13 @@ def _index_entity(db: sqlite3.Connection, tenant: str, pk: int | None, entity: E
         " VALUES (?, ?, ?, ?, ?, ?)",
         rows,
     )
+
+
+def _shapes(instances: Any) -> list[dict[str, Any]]:
+    """The GeoJSON candidates of an attribute: the dict values of its instances, in order."""
+    if not isinstance(instances, list):
+        return []
+    return [i["value"] for i in instances if isinstance(i, dict) and isinstance(i.get("value"), dict)]
 
 
 def _unindex_entity(db: sqlite3.Connection, pk: int) -> None:
@@ -1090,6 +1330,8 @@ def _backfill_indexes(db: sqlite3.Connection) -> None:
     (no attribute, no geometry), and the entities must not be re-read at every open."""
     db.execute("BEGIN IMMEDIATE")
     try:
+        if "shapes" not in {row[1] for row in db.execute("PRAGMA table_info(geo_entries)")}:
+            db.execute("ALTER TABLE geo_entries ADD COLUMN shapes BLOB")  # filled below
         if db.execute("SELECT 1 FROM store_indexes WHERE name = ?", (_INDEX_VERSION,)).fetchone() is None:
             db.execute("DELETE FROM attr_values")
             db.execute("DELETE FROM geo_rtree")
@@ -1105,50 +1347,32 @@ def _backfill_indexes(db: sqlite3.Connection) -> None:
                 if len(rows) < _PAGE:
                     break
             db.execute("INSERT INTO store_indexes (name) VALUES (?)", (_INDEX_VERSION,))
+        if db.execute("SELECT 1 FROM store_indexes WHERE name = ?", (_SHAPES_VERSION,)).fetchone() is None:
+            # Only the geo rows, each from its entity's document: far less than a rebuild.
+            last = 0
+            while True:
+                rows = db.execute(
+                    "SELECT g.id, g.geoproperty, e.doc FROM geo_entries g JOIN entities e ON e.pk = g.pk"
+                    " WHERE g.id > ? AND g.shapes IS NULL ORDER BY g.id LIMIT ?",
+                    (last, _PAGE),
+                ).fetchall()
+                for geo_id, key, doc in rows:
+                    shapes = orjson.dumps(_shapes(orjson.loads(doc).get(key)))
+                    db.execute("UPDATE geo_entries SET shapes = ? WHERE id = ?", (shapes, geo_id))
+                    last = geo_id
+                if len(rows) < _PAGE:
+                    break
+            db.execute("INSERT INTO store_indexes (name) VALUES (?)", (_SHAPES_VERSION,))
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
 
 
-_REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()")
-
-
-def _literal_prefix(pattern: str) -> str:
-    """The literal text every match of ``pattern`` starts with when it is anchored by ``^`` (and
-    has no top-level alternation or inline flags), else ''."""
-    if not pattern.startswith("^") or "|" in pattern or "(?" in pattern:
-        return ""
-    prefix = []
-    for char in pattern[1:]:
-        if char in _REGEX_SPECIAL:
-            if char in "*?{" and prefix:
-                prefix.pop()  # the last literal may be repeated zero times
-            break
-        prefix.append(char)
-    text = "".join(prefix)
-    return text if text and ord(text[-1]) not in (0xD7FF, 0x10FFFF) else ""
-
-
 # -- q to SQL --------------------------------------------------------------------------------------
 
 _Sql = tuple[str, list[Any]]
 _SQL_ORDER = {"==": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
-
-
-def _literal(value: Any) -> tuple[int, Any] | None:
-    """(kind, SQL value) of a q literal, or None when SQL cannot compare it as q does."""
-    if isinstance(value, ql.Uri):
-        return (_STRING, value.value)
-    if isinstance(value, bool):
-        return (_BOOLEAN, int(value))
-    if isinstance(value, int):
-        return (_NUMBER, value) if _INT64[0] <= value <= _INT64[1] else None
-    if isinstance(value, float):
-        return (_NUMBER, value)
-    if isinstance(value, str):
-        return (_STRING, value)
-    return None  # DateTime, Date, Time: compared after parsing, in Python
 
 
 def _equality(operand: Any, alias: str) -> _Sql | None:
@@ -1174,10 +1398,17 @@ def _equality(operand: Any, alias: str) -> _Sql | None:
     return (f"({alias}.kind = ? AND {alias}.val = ?)", list(literal))
 
 
-def _compile_term(tenant: str, expr: ql.QExpr) -> _Sql | None:
-    """A condition on ``e.pk`` equivalent to ``expr``, or None if SQL cannot decide it."""
+def _compile_term(tenant: str, expr: ql.QExpr, probe: bool = False) -> _Sql | None:
+    """A condition on ``e.pk`` equivalent to ``expr``, or None if SQL cannot decide it.
+
+    Each attribute test is ``e.pk IN (...)``, which SQLite may use to drive the query (the
+    attribute's value range in one index scan, in pk order), or with ``probe`` a correlated
+    ``EXISTS`` that looks the candidate's rows up on ``attr_values_by_pk``: a test that only
+    filters the rows another index selects then costs one lookup per candidate instead of
+    materialising every entity it holds for. (``+v.tenant`` keeps SQLite off the primary key,
+    which it would otherwise prefer for its longer equality prefix and scan once per candidate.)"""
     if isinstance(expr, ql.QAnd | ql.QOr):
-        parts = [_compile_term(tenant, term) for term in expr.terms]
+        parts = [_compile_term(tenant, term, probe) for term in expr.terms]
         if any(part is None for part in parts):
             return None
         joiner = " AND " if isinstance(expr, ql.QAnd) else " OR "
@@ -1195,7 +1426,12 @@ def _compile_term(tenant: str, expr: ql.QExpr) -> _Sql | None:
         or path.compound
     ):
         return None
-    select = "e.pk IN (SELECT v.pk FROM attr_values v WHERE v.tenant = ? AND v.attribute = ? AND "
+    if probe:
+        select = (
+            "EXISTS (SELECT 1 FROM attr_values v WHERE v.pk = e.pk AND +v.tenant = ? AND v.attribute = ? AND "
+        )
+    else:
+        select = "e.pk IN (SELECT v.pk FROM attr_values v WHERE v.tenant = ? AND v.attribute = ? AND "
     scope = [tenant, path.attribute]
     if isinstance(expr, ql.Exists | ql.NotExists):
         sql = select + f"v.kind < {_NO_INSTANCE})"
@@ -1225,22 +1461,49 @@ def _compile_term(tenant: str, expr: ql.QExpr) -> _Sql | None:
     return (select + f"v.kind = ? AND v.val {_SQL_ORDER[expr.op]} ?)", [*scope, *literal])
 
 
-def _compile_q_partially(tenant: str, q: ql.QExpr) -> tuple[_Sql | None, ql.QExpr | None]:
-    """SQL for as much of ``q`` as compiles and the q left for Python (None: nothing left)."""
-    whole = _compile_term(tenant, q)
-    if whole is not None:
-        return whole, None
-    if not isinstance(q, ql.QAnd):
-        return None, q
-    compiled: list[_Sql] = []
+def _compile_q_partially(
+    tenant: str, q: ql.QExpr, *, drive: bool = True
+) -> tuple[_Sql | None, ql.QExpr | None, bool]:
+    """SQL for as much of ``q`` as compiles, the q left for Python (None: nothing left), and
+    whether the SQL has a test that drives the query.
+
+    With ``drive``, the conjunct most likely to select few entities (by its operator, see
+    :func:`_selectivity`) stays an ``IN`` that SQLite reads as the pk list to start from; every
+    other conjunct probes the candidates it gives. Without, every test probes."""
+    terms = q.terms if isinstance(q, ql.QAnd) else (q,)
+    compiled: list[ql.QExpr] = []
     left: list[ql.QExpr] = []
-    for term in q.terms:
-        part = _compile_term(tenant, term)
-        if part is None:
-            left.append(term)
-        else:
-            compiled.append(part)
-    rest = left[0] if len(left) == 1 else ql.QAnd(tuple(left))
+    for term in terms:
+        (left if _compile_term(tenant, term, probe=True) is None else compiled).append(term)
+    rest = None if not left else left[0] if len(left) == 1 else ql.QAnd(tuple(left))
     if not compiled:
-        return None, rest
-    return (" AND ".join(sql for sql, _ in compiled), [p for _, params in compiled for p in params]), rest
+        return None, rest, False
+    driver = None
+    if drive:
+        ranked = [(rank, n) for n, term in enumerate(compiled) if (rank := _selectivity(term)) is not None]
+        driver = min(ranked)[1] if ranked else None
+    parts = [_compile_term(tenant, term, probe=n != driver) for n, term in enumerate(compiled)]
+    sql = " AND ".join(part[0] for part in parts if part is not None)
+    return (sql, [p for part in parts if part is not None for p in part[1]]), rest, driver is not None
+
+
+def _selectivity(expr: ql.QExpr) -> int | None:
+    """How few entities a compiled q test is likely to select (lower: fewer), from its operator
+    alone; None when it cannot drive a query (a negation selects from outside any index range)."""
+    if isinstance(expr, ql.QAnd):
+        ranks = [r for term in expr.terms if (r := _selectivity(term)) is not None]
+        return min(ranks) if ranks else None
+    if isinstance(expr, ql.QOr):
+        ranks = [_selectivity(term) for term in expr.terms]
+        return None if any(r is None for r in ranks) else max(r for r in ranks if r is not None) + 1
+    if isinstance(expr, ql.Comparison):
+        if expr.op == "==":
+            if isinstance(expr.value, ql.Range):
+                return 2
+            return 1 if isinstance(expr.value, ql.ValueList) else 0
+        return 5 if expr.op == "!=" else 3
+    if isinstance(expr, ql.Pattern):
+        return 4
+    if isinstance(expr, ql.Exists):
+        return 5
+    return None

@@ -1,0 +1,193 @@
+"""Notifications of context source registration subscriptions (clause 5.11, payload of 5.3.2).
+
+A csource subscription is told about the registrations it selects (entities, watchedAttributes,
+q, csf, geoQ, temporalQ, through :class:`kizuna.ngsild.csources.RegistrationFilter`):
+
+- on its creation, and on every update of it, with every registration it matches now
+  (``newlyMatching``; nothing is sent when none matches);
+- whenever a registration is created, updated or deleted: ``newlyMatching`` when the registration
+  starts to match, ``updated`` when it matched before and still does, ``noLongerMatching`` when it
+  matched before and no longer does (a deleted registration no longer matches);
+- with ``timeInterval``, every interval with every registration it matches (periodic).
+
+Delivery is best effort, one attempt per notification, with the subscription's delivery state
+(``timesSent``, ``status``, ``lastSuccess`` ...) recorded as for entity subscriptions. Unlike
+entity notifications these do not go through the outbox: registrations change rarely and a peer
+that missed one learns the current state from the next notification or by querying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kizuna.jsonld.contexts import ContextRegistry
+from kizuna.ngsild.csources import (
+    REGISTRATION_KIND,
+    SUBSCRIPTION_KIND,
+    Registration,
+    RegistrationFilter,
+    _time_filter,
+    render_registration,
+)
+from kizuna.ngsild.subscriptions import status_of
+from kizuna.store import DEFAULT_TENANT, Store
+
+log = logging.getLogger("kizuna.notify")
+NOTIFICATION_TYPE = "ContextSourceNotification"
+
+
+class CsourceNotifier:
+    def __init__(
+        self,
+        store: Store,
+        contexts: ContextRegistry,
+        send: Callable[[str, dict[str, Any], list[dict[str, Any]], dict[str, Any]], Awaitable[bool]],
+    ) -> None:
+        """``send(tenant, sub, data, extra_body_members)`` delivers one notification and records
+        the delivery state; it answers whether the subscriber took it."""
+        self.store = store
+        self.contexts = contexts
+        self.send = send
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._periodic_last: dict[tuple[str, str], float] = {}
+        self._loop: asyncio.Task[None] | None = None
+
+    # -- hooks of the services (called after the change is stored) --------------------------------
+
+    def registration_changed(
+        self, tenant: str, before: Registration | None, after: Registration | None
+    ) -> None:
+        self._spawn(self._registration_changed(tenant, before, after))
+
+    def subscription_changed(self, tenant: str, sub: dict[str, Any]) -> None:
+        self._spawn(self._send_matching(tenant, sub, "newlyMatching"))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- matching -------------------------------------------------------------------------------------
+
+    async def _filter(self, sub: dict[str, Any]) -> tuple[RegistrationFilter, Any]:
+        q_terms = await self.contexts.term_map(sub.get("_qContext"))
+        selection = RegistrationFilter.from_subscription(sub, q_terms)
+        temporal = sub.get("temporalQ")
+        time_filter = None
+        if isinstance(temporal, dict) and "timerel" in temporal:
+            time_filter = _time_filter(
+                temporal.get("timerel"),
+                temporal.get("timeAt"),
+                temporal.get("endTimeAt"),
+                temporal.get("timeproperty"),
+            )
+        return selection, time_filter
+
+    async def _matches(self, sub: dict[str, Any], reg: Registration | None) -> bool:
+        if reg is None:
+            return False
+        selection, time_filter = await self._filter(sub)
+        return selection.matches(reg) and (time_filter is None or time_filter.matches(reg))
+
+    async def _registration_changed(
+        self, tenant: str, before: Registration | None, after: Registration | None
+    ) -> None:
+        try:
+            subs, _ = await self.store.list_documents(SUBSCRIPTION_KIND, tenant)
+            for sub in subs:
+                if status_of(sub) != "active" or "timeInterval" in sub:
+                    continue
+                was, now = await self._matches(sub, before), await self._matches(sub, after)
+                if not was and not now:
+                    continue
+                reason = "updated" if was and now else "newlyMatching" if now else "noLongerMatching"
+                reg = after if now else before
+                assert reg is not None
+                await self._deliver(tenant, sub, [reg], reason)
+        except Exception:
+            log.exception("csource notifications for a registration change failed")
+
+    async def _send_matching(self, tenant: str, sub: dict[str, Any], reason: str) -> None:
+        try:
+            if status_of(sub) != "active":
+                return
+            regs, _ = await self.store.list_documents(REGISTRATION_KIND, tenant)
+            selection, time_filter = await self._filter(sub)
+            matching = [
+                r for r in regs if selection.matches(r) and (time_filter is None or time_filter.matches(r))
+            ]
+            if matching:
+                await self._deliver(tenant, sub, matching, reason)
+        except Exception:
+            log.exception("csource notification of %s failed", sub.get("id"))
+
+    async def _deliver(self, tenant: str, sub: dict[str, Any], regs: list[Registration], reason: str) -> None:
+        context = sub.get("jsonldContext", sub.get("@context"))
+        terms = await self.contexts.term_map(context)
+        sys_attrs = bool(sub.get("notification", {}).get("sysAttrs"))
+        data = [_as_notified(render_registration(r, terms, sys_attrs=sys_attrs)) for r in regs]
+        await self.send(
+            tenant,
+            sub,
+            data,
+            {
+                "type": NOTIFICATION_TYPE,
+                "triggerReason": reason,
+                "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
+            },
+        )
+
+    # -- periodic -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._periodic(), name="kizuna-csource-periodic")
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks, *([self._loop] if self._loop is not None else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _periodic(self) -> None:
+        while True:
+            try:
+                now = time.time()
+                for tenant in [DEFAULT_TENANT, *(await self.store.tenants())]:
+                    subs, _ = await self.store.list_documents(SUBSCRIPTION_KIND, tenant)
+                    for sub in subs:
+                        interval = sub.get("timeInterval")
+                        key = (tenant, sub["id"])
+                        if not interval or now - self._periodic_last.get(key, 0.0) < interval:
+                            continue
+                        self._periodic_last[key] = now
+                        self._spawn(self._send_matching(tenant, sub, "newlyMatching"))
+            except Exception:
+                log.exception("periodic csource notifications failed")
+            await asyncio.sleep(1.0)
+
+
+def _as_notified(reg: dict[str, Any]) -> dict[str, Any]:
+    """Entity types of a notified registration as arrays, as the ETSI suite reads them (047_03)."""
+    info = reg.get("information")
+    if isinstance(info, list):
+        reg["information"] = [
+            {
+                **item,
+                "entities": [
+                    {**e, "type": e["type"] if isinstance(e.get("type"), list) else [e.get("type")]}
+                    for e in item.get("entities", [])
+                ],
+            }
+            if isinstance(item, dict) and "entities" in item
+            else item
+            for item in info
+        ]
+    return reg

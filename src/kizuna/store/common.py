@@ -1,0 +1,169 @@
+"""What the SQL stores share: how entities become index rows and history rows, independent of
+the SQL dialect that stores them (see :mod:`kizuna.store.sqlite` and :mod:`kizuna.store.postgres`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from kizuna.ngsild import query as ql
+
+# Entity members that are not attributes (never q targets; ``attrs`` may not name them).
+CORE = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"})
+# The kinds of attr_values rows: scalars q compares with, and the two marker rows.
+NUMBER, STRING, BOOLEAN, NO_SCALAR, NO_INSTANCE = 0, 1, 2, 3, 4
+INT64 = (-(2**63), 2**63 - 1)
+
+TIME_COLUMN = {
+    "observedAt": "observed_at",
+    "createdAt": "created_at",
+    "modifiedAt": "modified_at",
+    "deletedAt": "deleted_at",
+}
+VALUE_MEMBERS = ("value", "object", "languageMap", "vocab", "json", "valueList", "objectList")
+
+
+def scalar_key(leaf: Any) -> tuple[int, Any] | None:
+    """(kind, value) of one leaf a q expression may compare with, or None."""
+    if isinstance(leaf, bool):
+        return (BOOLEAN, int(leaf))
+    if isinstance(leaf, int):
+        return (NUMBER, leaf if INT64[0] <= leaf <= INT64[1] else float(leaf))
+    if isinstance(leaf, float):
+        return (NUMBER, leaf)
+    if isinstance(leaf, str):
+        return (STRING, leaf)
+    return None
+
+
+def literal(value: Any) -> tuple[int, Any] | None:
+    """(kind, value) of a q literal, or None when SQL cannot compare it as q does."""
+    if isinstance(value, ql.Uri):
+        return (STRING, value.value)
+    if isinstance(value, bool):
+        return (BOOLEAN, int(value))
+    if isinstance(value, int):
+        return (NUMBER, value) if INT64[0] <= value <= INT64[1] else None
+    if isinstance(value, float):
+        return (NUMBER, value)
+    if isinstance(value, str):
+        return (STRING, value)
+    return None  # DateTime, Date, Time: compared after parsing, in Python
+
+
+def attribute_rows(entity: dict[str, Any]) -> list[tuple[str, int, Any, int]]:
+    """(attribute, kind, value, instance number) of every attr_values row of one entity: the
+    scalar leaves of each instance (:func:`kizuna.ngsild.query.instance_leaves`, so that SQL and
+    :func:`kizuna.ngsild.query.matches` see the same values), a NO_SCALAR marker for an instance
+    without any, a NO_INSTANCE marker for a key without any valued instance."""
+    rows: list[tuple[str, int, Any, int]] = []
+    for key in entity:
+        if key in CORE:
+            continue
+        targets = ql.instance_leaves(entity, key)
+        for inst, leaves in enumerate(targets):
+            keys = {k for leaf in leaves if (k := scalar_key(leaf)) is not None}
+            if not keys:
+                rows.append((key, NO_SCALAR, 0, inst))
+            rows.extend((key, kind, val, inst) for kind, val in keys)
+        if not targets:
+            rows.append((key, NO_INSTANCE, 0, 0))
+    return rows
+
+
+def _positions(node: Any, xs: list[float], ys: list[float]) -> None:
+    if not isinstance(node, list) or not node:
+        return
+    head = node[0]
+    if len(node) >= 2 and all(isinstance(n, int | float) and not isinstance(n, bool) for n in node[:2]):
+        xs.append(float(head))
+        ys.append(float(node[1]))
+        return
+    for child in node:
+        _positions(child, xs, ys)
+
+
+def geometry_box(value: dict[str, Any], xs: list[float], ys: list[float]) -> None:
+    """Add the positions of a GeoJSON geometry (collections included) to ``xs``/``ys``."""
+    _positions(value.get("coordinates"), xs, ys)
+    for part in value.get("geometries") or ():
+        if isinstance(part, dict):
+            geometry_box(part, xs, ys)
+
+
+def geometry_boxes(entity: dict[str, Any]) -> list[tuple[str, float, float, float, float]]:
+    """(property, min_x, min_y, max_x, max_y) per property of ``entity`` holding GeoJSON: the
+    box around all its instances."""
+    boxes = []
+    for key, instances in entity.items():
+        if key in CORE or not isinstance(instances, list):
+            continue
+        xs: list[float] = []
+        ys: list[float] = []
+        for instance in instances:
+            if isinstance(instance, dict) and isinstance(instance.get("value"), dict):
+                geometry_box(instance["value"], xs, ys)
+        if xs:
+            boxes.append((key, min(xs), min(ys), max(xs), max(ys)))
+    return boxes
+
+
+_REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()")
+
+
+def literal_prefix(pattern: str) -> str:
+    """The literal text every match of ``pattern`` starts with when it is anchored by ``^`` (and
+    has no top-level alternation or inline flags), else ''."""
+    if not pattern.startswith("^") or "|" in pattern or "(?" in pattern:
+        return ""
+    prefix = []
+    for char in pattern[1:]:
+        if char in _REGEX_SPECIAL:
+            if char in "*?{" and prefix:
+                prefix.pop()  # the last literal may be repeated zero times
+            break
+        prefix.append(char)
+    text = "".join(prefix)
+    return text if text and ord(text[-1]) not in (0xD7FF, 0x10FFFF) else ""
+
+
+def epoch(text: Any) -> float | None:
+    """POSIX seconds of an ISO 8601 DateTime (naive means UTC); None if absent or unparsable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def history_columns(instance: dict[str, Any]) -> tuple[Any, ...]:
+    """(dataset_id, observed_at, created_at, modified_at, deleted_at, value_number, value_key,
+    doc) of an attribute_history row for one canonical instance; ``doc`` is orjson bytes."""
+    doc = {k: v for k, v in instance.items() if k != "instanceId"}
+    value: Any = None
+    for member in VALUE_MEMBERS:
+        if member in doc:
+            value = doc[member]
+            break
+    number = float(value) if isinstance(value, (int, float)) else None
+    created = epoch(doc.get("createdAt"))
+    modified = epoch(doc.get("modifiedAt"))
+    deleted = epoch(doc.get("deletedAt"))
+    fallback = created or modified or deleted or 0.0
+    return (
+        doc.get("datasetId"),
+        epoch(doc.get("observedAt")),
+        fallback if created is None else created,
+        fallback if modified is None else modified,
+        deleted,
+        number,
+        orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode(),
+        orjson.dumps(doc),
+    )

@@ -1,0 +1,189 @@
+"""Several workers on one store: two app instances of the provider on one SQLite file (each with
+its own store connection, in-process locks and event loop, as two ``--workers`` processes
+have). Messages for one process are applied one at a time across both (the lock is a lease in
+the store) and every access is counted exactly once (a compare-and-set on the agreement)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dsp_helpers import DSPACE, free_port, get_json, node, wait_for
+from kizuna.config import Settings
+from kizuna.dataspace.core import Records
+from kizuna.store import open_store
+
+LIMIT = 10
+
+
+@pytest.fixture
+def provider_twice_and_consumer(tmp_path: Path):
+    db = f"sqlite:///{tmp_path}/tuebingen.db"
+    ports = [free_port() for _ in range(3)]
+    common = {"host": "127.0.0.1", "dsp_auth": "none"}
+    a = Settings(port=ports[0], store=db, participant_id="did:web:tuebingen.example", **common)
+    # The second instance announces the first one's address (as workers behind one port do).
+    b = Settings(
+        port=ports[1],
+        store=db,
+        participant_id="did:web:tuebingen.example",
+        public_url=f"http://127.0.0.1:{ports[0]}",
+        **common,
+    )
+    c = Settings(
+        port=ports[2],
+        store=f"sqlite:///{tmp_path}/riken.db",
+        participant_id="did:web:riken.example",
+        **common,
+    )
+    with ExitStack() as stack:
+        yield [stack.enter_context(node(s)) for s in (a, b, c)]
+
+
+def started_pull(provider: str, consumer: str) -> tuple[str, dict[str, Any]]:
+    r = httpx.post(
+        f"{provider}/ngsi-ld/v1/entities",
+        json={
+            "id": "urn:ngsi-ld:CohortRecord:1",
+            "type": "CohortRecord",
+            "biomarker": {"type": "Property", "value": 1},
+        },
+    )
+    assert r.status_code == 201, r.text
+    r = httpx.post(
+        f"{provider}/management/v1/datasets",
+        json={
+            "id": "urn:ds:cohort",
+            "entityTypes": ["CohortRecord"],
+            "policy": {
+                "permission": [
+                    {
+                        "action": "use",
+                        "constraint": [
+                            {"leftOperand": "count", "operator": "lteq", "rightOperand": str(LIMIT)}
+                        ],
+                    }
+                ]
+            },
+        },
+    )
+    assert r.status_code == 201, r.text
+    offer = {**r.json()["offers"][0], "target": "urn:ds:cohort"}
+    r = httpx.post(
+        f"{consumer}/management/v1/negotiations",
+        json={"counterPartyAddress": f"{provider}/dsp", "offer": offer},
+    )
+    pid = r.json()["id"]
+    negotiation = wait_for(
+        lambda: get_json(f"{consumer}/management/v1/negotiations/{pid}"), lambda n: n["state"] == "FINALIZED"
+    )
+    r = httpx.post(
+        f"{consumer}/management/v1/transfers",
+        json={
+            "counterPartyAddress": f"{provider}/dsp",
+            "agreementId": negotiation["agreementId"],
+            "format": "HttpData-PULL",
+        },
+    )
+    tid = r.json()["id"]
+    transfer = wait_for(lambda: get_json(f"{consumer}/management/v1/transfers/{tid}"), lambda t: "token" in t)
+    return negotiation["agreementId"], transfer
+
+
+def test_accesses_through_two_workers_are_counted_exactly_once(provider_twice_and_consumer) -> None:
+    a, b, consumer = provider_twice_and_consumer
+    agreement_id, transfer = started_pull(a, consumer)
+    auth = {"Authorization": f"Bearer {transfer['token']}"}
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            calls = [client.get(f"{(a, b)[i % 2]}/dsp/data/entities", headers=auth) for i in range(2 * LIMIT)]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    statuses = asyncio.run(burst())
+    assert statuses.count(200) == LIMIT, statuses
+    assert statuses.count(403) == LIMIT, statuses
+    for instance in (a, b):
+        assert get_json(f"{instance}/management/v1/agreements/{agreement_id}")["accessCount"] == LIMIT
+
+
+def test_racing_messages_for_one_transfer_are_applied_one_at_a_time(provider_twice_and_consumer) -> None:
+    a, b, consumer = provider_twice_and_consumer
+    started_pull(a, consumer)
+    (record,) = get_json(f"{a}/management/v1/transfers")
+    pids = {"providerPid": record["providerPid"], "consumerPid": record["consumerPid"]}
+    complete = {"@context": [DSPACE], "@type": "TransferCompletionMessage", **pids}
+    terminate = {"@context": [DSPACE], "@type": "TransferTerminationMessage", "code": "x", **pids}
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            base = f"/dsp/transfers/{record['providerPid']}"
+            return list(
+                await asyncio.gather(
+                    client.post(f"{a}{base}/completion", json=complete),
+                    client.post(f"{b}{base}/termination", json=terminate),
+                )
+            )
+
+    answers = asyncio.run(race())
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200, 400], [(r.status_code, r.text) for r in answers]
+    loser = next(r for r in answers if r.status_code == 400).json()
+    assert loser["@type"] == "TransferError"
+    winner = next(r for r in answers if r.status_code == 200).json()
+    final = get_json(f"{b}/management/v1/transfers/{record['id']}")
+    assert final["state"] == winner["state"] in ("COMPLETED", "TERMINATED")
+    # One transition out of STARTED, whichever worker applied it: nothing applied twice or lost.
+    (stored,) = get_json(f"{a}/management/v1/transfers")
+    assert stored["state"] == final["state"]
+
+
+async def test_the_process_lock_excludes_other_workers_and_survives_a_crashed_holder(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    stores = [open_store(url), open_store(url)]
+    for s in stores:
+        await s.open()
+    try:
+        one, two = Records(stores[0]), Records(stores[1])
+        await one.insert("k", {"id": "n", "value": 0})
+        inside: list[str] = []
+
+        async def bump(records: Records, name: str) -> None:
+            async with records.lock("n"):
+                inside.append(name)
+                assert len(inside) == 1, inside  # nobody else in the critical section
+                doc = await records.get("k", "n")
+                await asyncio.sleep(0.01)  # a read-modify-write that would lose updates unlocked
+                doc["value"] += 1
+                await records.replace("k", doc)
+                inside.remove(name)
+
+        await asyncio.gather(*(bump((one, two)[i % 2], f"w{i}") for i in range(20)))
+        assert (await one.get("k", "n"))["value"] == 20
+
+        # A worker that died holding the lock: the lease runs out and another takes over.
+        dead = Records(stores[0], lease=0.2)
+        holder = dead.lock("m")
+        await holder.__aenter__()  # never released
+        waiting = Records(stores[1], wait=5.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with waiting.lock("m"):
+            assert loop.time() - started >= 0.1
+        # A replace based on a stale read is refused instead of overwriting.
+        stale = await one.get("k", "n")
+        fresh = await two.get("k", "n")
+        fresh["value"] = 99
+        await two.replace("k", fresh)
+        stale["value"] = -1
+        with pytest.raises(Exception, match="changed concurrently"):
+            await one.replace("k", stale)
+        assert (await one.get("k", "n"))["value"] == 99
+    finally:
+        for s in stores:
+            await s.close()

@@ -1,0 +1,154 @@
+"""What only the PostgreSQL store has to show: versioned migrations, a schema per tenant, documents
+jsonb cannot hold, two stores (processes) on one database, and a lost database as 503 with the
+node reconnecting by itself. The rest is the shared contract and API tests, run on both stores."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from starlette.testclient import TestClient
+
+from kizuna.app import create_app
+from kizuna.config import Settings
+from kizuna.errors import ServiceUnavailable
+from kizuna.ngsild.query import parse_q
+from kizuna.store import EntityQuery, open_store
+from kizuna.store.postgres import GLOBAL_MIGRATIONS, TENANT_VERSION, PostgresStore, schema_for
+
+STATUS = "https://smartdatamodels.org/dataModel.Streetlighting/status"
+T_LIGHT = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
+
+
+def light(n: int, status: Any = "ok") -> dict[str, Any]:
+    return {
+        "id": f"urn:ngsi-ld:Streetlight:{n}",
+        "type": [T_LIGHT],
+        STATUS: [{"type": "Property", "value": status}],
+    }
+
+
+async def test_migrations_are_recorded_and_applied_once(postgres_url: str) -> None:
+    first, second = open_store(postgres_url), open_store(postgres_url)
+    await asyncio.gather(first.open(), second.open())  # two processes starting together
+    try:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            versions = [r[0] for r in await conn.fetch("SELECT version FROM kizuna.schema_migrations")]
+            assert versions == [v for v, _, _ in GLOBAL_MIGRATIONS]
+            assert await conn.fetchval("SELECT version FROM kizuna.tenants WHERE name = ''") == TENANT_VERSION
+        finally:
+            await conn.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_each_tenant_has_a_schema_of_its_own(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    await store.open()
+    try:
+        for tenant in ("", "duisburg", "kanagawa"):
+            async with store.write(tenant) as tx:
+                await tx.insert(light(1, status=tenant or "default"))
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            for tenant in ("", "duisburg", "kanagawa"):
+                doc = await conn.fetchval(f'SELECT doc::text FROM "{schema_for(tenant)}".entities')
+                assert (tenant or "default") in doc
+        finally:
+            await conn.close()
+        assert await store.tenants() == ["duisburg", "kanagawa"]
+    finally:
+        await store.close()
+
+
+async def test_values_jsonb_cannot_hold_round_trip(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    await store.open()
+    try:
+        async with store.write("") as tx:
+            await tx.insert(light(1, status="nul\x00inside"))
+            await tx.insert(light(2, status="plain"))
+        assert (await store.get_entity("", "urn:ngsi-ld:Streetlight:1")) == light(1, status="nul\x00inside")
+        async with store.write("") as tx:
+            await tx.insert(
+                {"id": "urn:x:3", "type": ["T"], "urn:s": [{"type": "Property", "value": "a\x00b"}]}
+            )
+            await tx.insert({"id": "urn:x:4", "type": ["T"], "urn:s": [{"type": "Property", "value": "a"}]})
+        found = await store.query_entities("", EntityQuery(q=parse_q('urn:s>"a"')))
+        assert [e["id"] for e in found.entities] == ["urn:x:3"]
+    finally:
+        await store.close()
+
+
+async def test_two_stores_on_one_database_see_each_others_writes(postgres_url: str) -> None:
+    one, two = open_store(postgres_url), open_store(postgres_url)
+    await one.open()
+    await two.open()
+    try:
+        async with one.write("shared") as tx:
+            await tx.insert(light(1))
+        assert await two.has_tenant("shared")
+        assert (await two.get_entity("shared", "urn:ngsi-ld:Streetlight:1")) == light(1)
+        assert await two.insert_subscription(
+            "shared", {"id": "urn:ngsi-ld:Subscription:1", "type": "Subscription"}
+        )
+        assert await one.subscription_version("shared") == 1
+        # A notification is leased to one process at a time.
+        keys = [("shared", "urn:ngsi-ld:Subscription:1")]
+        assert await one.lease_subscriptions("a", keys, now=100.0, until=130.0) == keys
+        assert await two.lease_subscriptions("b", keys, now=101.0, until=131.0) == []
+        assert await two.lease_subscriptions("b", keys, now=140.0, until=170.0) == keys
+    finally:
+        await one.close()
+        await two.close()
+
+
+def test_a_lost_database_is_503_and_the_node_reconnects(
+    postgres_cluster: Any, postgres_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(store=postgres_url, context_map=None)
+    entity = {
+        "id": "urn:ngsi-ld:Streetlight:1",
+        "type": "Streetlight",
+        "status": {"type": "Property", "value": "ok"},
+    }
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.post("/ngsi-ld/v1/entities", json=entity).status_code == 201
+        postgres_cluster.stop_server()
+        try:
+            down = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:1")
+            assert down.status_code == 503, down.text
+            problem = down.json()
+            assert problem["type"].endswith("ServiceUnavailable")
+            assert "database" in problem["detail"]
+            write = client.post("/ngsi-ld/v1/entities", json={**entity, "id": "urn:ngsi-ld:Streetlight:2"})
+            assert write.status_code == 503
+        finally:
+            postgres_cluster.start_server()
+        up = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:1")
+        assert up.status_code == 200, up.text  # reconnected by itself; nothing committed was lost
+        assert up.json()["status"]["value"] == "ok"
+        assert (
+            client.post(
+                "/ngsi-ld/v1/entities", json={**entity, "id": "urn:ngsi-ld:Streetlight:2"}
+            ).status_code
+            == 201
+        )
+
+
+async def test_an_unreachable_database_fails_with_service_unavailable() -> None:
+    store = PostgresStore.from_url("postgresql://nobody@127.0.0.1:1/none")
+    store._pool = await asyncpg.create_pool("postgresql://nobody@127.0.0.1:1/none", min_size=0)
+    try:
+        with pytest.raises(ServiceUnavailable):
+            await store.get_entity("", "urn:x:1")
+        with pytest.raises(ServiceUnavailable):
+            async with store.write("") as tx:
+                await tx.insert(light(1))
+    finally:
+        await store.close()
