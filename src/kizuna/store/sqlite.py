@@ -59,10 +59,11 @@ from kizuna.store import (
     geo_matches_values,
 )
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
+from kizuna.store.common import attribute_rows
+from kizuna.store.common import geometry_box as _geometry_box
 from kizuna.store.common import history_columns as _history_columns
 from kizuna.store.common import literal as _literal
 from kizuna.store.common import literal_prefix as _literal_prefix
-from kizuna.store.common import scalar_key as _scalar_key
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -1254,40 +1255,11 @@ _INDEX_VERSION = "entity-indexes-1"
 _SHAPES_VERSION = "geo-shapes-1"  # geo_entries.shapes filled for the rows written before it
 
 
-def _positions(node: Any, xs: list[float], ys: list[float]) -> None:
-    if not isinstance(node, list) or not node:
-        return
-    head = node[0]
-    if len(node) >= 2 and all(isinstance(n, int | float) and not isinstance(n, bool) for n in node[:2]):
-        xs.append(float(head))
-        ys.append(float(node[1]))
-        return
-    for child in node:
-        _positions(child, xs, ys)
-
-
-def _geometry_box(value: dict[str, Any], xs: list[float], ys: list[float]) -> None:
-    _positions(value.get("coordinates"), xs, ys)
-    for part in value.get("geometries") or ():
-        if isinstance(part, dict):
-            _geometry_box(part, xs, ys)
-
-
 def _index_entity(db: sqlite3.Connection, tenant: str, pk: int | None, entity: Entity) -> None:
     """Write the attr_values rows and geometry boxes of one entity (see the module docstring)."""
-    rows: list[tuple[Any, ...]] = []
+    rows = [(tenant, key, kind, val, pk, inst) for key, kind, val, inst in attribute_rows(entity)]
     for key, instances in entity.items():
-        if key in _CORE:
-            continue
-        targets = ql.instance_leaves(entity, key)
-        for inst, leaves in enumerate(targets):
-            keys = {k for leaf in leaves if (k := _scalar_key(leaf)) is not None}
-            if not keys:
-                rows.append((tenant, key, _NO_SCALAR, 0, pk, inst))
-            rows.extend((tenant, key, kind, val, pk, inst) for kind, val in keys)
-        if not targets:
-            rows.append((tenant, key, _NO_INSTANCE, 0, pk, 0))
-        if not isinstance(instances, list):
+        if key in _CORE or not isinstance(instances, list):
             continue
         xs: list[float] = []
         ys: list[float] = []
