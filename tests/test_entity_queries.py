@@ -236,3 +236,35 @@ def test_a_self_intersecting_polygon_is_a_valid_query_geometry(client: TestClien
     got = get(client, "/entities", **params)
     assert got.status_code == 200
     assert [e["id"] for e in got.json()] == ["urn:ngsi-ld:Park:bowtie"]
+
+
+def test_id_pattern_combines_with_type_and_geo_filters(client: TestClient) -> None:
+    """An unanchored idPattern together with a type (or a geoQuery) selects on the entities
+    themselves, whichever index drives the query (a regression: it once answered 500)."""
+    lights = [
+        {
+            "id": f"urn:ngsi-ld:Streetlight:zoo-{n}",
+            "type": "Streetlight",
+            "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [6.776, 51.438]}},
+        }
+        for n in range(3)
+    ]
+    other = {"id": "urn:ngsi-ld:Streetlight:harbour-1", "type": "Streetlight"}
+    assert client.post("/ngsi-ld/v1/entityOperations/create", json=[*lights, other]).status_code == 201
+    by_type = client.get("/ngsi-ld/v1/entities", params={"type": "Streetlight", "idPattern": "zoo-[12]$"})
+    assert by_type.status_code == 200
+    assert sorted(e["id"] for e in by_type.json()) == [
+        "urn:ngsi-ld:Streetlight:zoo-1",
+        "urn:ngsi-ld:Streetlight:zoo-2",
+    ]
+    by_geo = client.get(
+        "/ngsi-ld/v1/entities",
+        params={
+            "idPattern": "zoo-0",
+            "georel": "near;maxDistance==100",
+            "geometry": "Point",
+            "coordinates": "[6.776,51.438]",
+        },
+    )
+    assert by_geo.status_code == 200
+    assert [e["id"] for e in by_geo.json()] == ["urn:ngsi-ld:Streetlight:zoo-0"]

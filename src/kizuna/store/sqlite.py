@@ -836,8 +836,10 @@ def _select(
     prefix = "" if query.id_pattern is None else _literal_prefix(query.id_pattern)
     by_id = query.ids is not None or bool(prefix)
     box = query.geo.bbox() if query.geo is not None else None
-    geo_source = on_index and box is not None and not by_id
-    types_source = on_index and not geo_source and query.types is not None and not by_id
+    # Index sources have no id column: any id condition keeps the source on entities.
+    on_ids = by_id or query.id_pattern is not None
+    geo_source = on_index and box is not None and not on_ids
+    types_source = on_index and not geo_source and query.types is not None and not on_ids
     # entity_types holds the tenant in its key; entities: see above.
     where = ["e.tenant = ?" if types_source or by_id else "+e.tenant = ?"]
     params: list[Any] = [tenant]
