@@ -101,8 +101,7 @@ class CsourceApi:
 
     async def create_registration(self, request: Request) -> Response:
         edge.check_params(request, P_CREATE)
-        payload = await edge.read_payload(request, self.max_body)
-        terms = await self.contexts.term_map(payload.context)
+        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
         reg_id = await self.registrations.create(
             edge.tenant_of(request), payload.body, terms, payload.context
         )
@@ -111,8 +110,7 @@ class CsourceApi:
     async def retrieve_registration(self, request: Request) -> Response:
         edge.check_params(request, P_RETRIEVE)
         media = edge.accepted_type(request)
-        context = edge.link_context(request)
-        terms = await self.contexts.term_map(context)
+        terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
         reg = await self.registrations.retrieve(
             edge.tenant_of(request), request.path_params["registration_id"]
@@ -123,8 +121,7 @@ class CsourceApi:
     async def query_registrations(self, request: Request) -> Response:
         edge.check_params(request, P_DISCOVER)
         media = edge.accepted_type(request)
-        context = edge.link_context(request)
-        terms = await self.contexts.term_map(context)
+        terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
         page = self._page(request)
         params = request.query_params
@@ -153,8 +150,9 @@ class CsourceApi:
 
     async def update_registration(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        payload = await edge.read_payload(request, self.max_body, merge_patch=True)
-        terms = await self.contexts.term_map(payload.context)
+        payload, terms = await edge.read_payload_terms(
+            request, self.contexts, self.max_body, merge_patch=True
+        )
         await self.registrations.update(
             edge.tenant_of(request), request.path_params["registration_id"], payload.body, terms
         )
@@ -169,8 +167,7 @@ class CsourceApi:
 
     async def create_subscription(self, request: Request) -> Response:
         edge.check_params(request, P_CREATE)
-        payload = await edge.read_payload(request, self.max_body)
-        terms = await self.contexts.term_map(payload.context)
+        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
         sub_id = await self.subscriptions.create(
             edge.tenant_of(request), payload.body, terms, payload.context
         )
@@ -179,8 +176,7 @@ class CsourceApi:
     async def retrieve_subscription(self, request: Request) -> Response:
         edge.check_params(request, P_RETRIEVE)
         media = edge.accepted_type(request)
-        context = edge.link_context(request)
-        terms = await self.contexts.term_map(context)
+        terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
         sub = await self.subscriptions.retrieve_with_status(
             edge.tenant_of(request), request.path_params["subscription_id"]
@@ -193,8 +189,7 @@ class CsourceApi:
     async def query_subscriptions(self, request: Request) -> Response:
         edge.check_params(request, P_PAGE)
         media = edge.accepted_type(request)
-        context = edge.link_context(request)
-        terms = await self.contexts.term_map(context)
+        terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
         page = self._page(request)
         subs, total = await self.subscriptions.query(edge.tenant_of(request), limit=page[0], offset=page[1])
@@ -206,8 +201,9 @@ class CsourceApi:
 
     async def update_subscription(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        payload = await edge.read_payload(request, self.max_body, merge_patch=True)
-        terms = await self.contexts.term_map(payload.context)
+        payload, terms = await edge.read_payload_terms(
+            request, self.contexts, self.max_body, merge_patch=True
+        )
         await self.subscriptions.update(
             edge.tenant_of(request),
             request.path_params["subscription_id"],

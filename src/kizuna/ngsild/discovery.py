@@ -71,8 +71,7 @@ class DiscoveryApi:
     async def _start(self, request: Request) -> tuple[str, TermMap, str | None, bool, Inventory]:
         edge.check_params(request, P_DISCOVERY)
         media = edge.accepted_type(request)
-        context = edge.link_context(request)
-        terms = await self.contexts.term_map(context)
+        terms, context = await edge.link_terms(request, self.contexts)
         details = edge.bool_param(request, "details")
         inventory = await take_inventory(self.entities, edge.tenant_of(request))
         return media, terms, context, details, inventory

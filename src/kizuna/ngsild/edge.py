@@ -142,6 +142,20 @@ async def read_payload(request: Request, max_bytes: int, *, merge_patch: bool = 
     return Payload(body, context)
 
 
+async def read_payload_terms(
+    request: Request, registry: ContextRegistry, max_bytes: int, *, merge_patch: bool = False
+) -> tuple[Payload, TermMap]:
+    """A body with the compiled term map of its @context: what every write route starts with."""
+    payload = await read_payload(request, max_bytes, merge_patch=merge_patch)
+    return payload, await registry.term_map(payload.context)
+
+
+async def link_terms(request: Request, registry: ContextRegistry) -> tuple[TermMap, str | None]:
+    """The term map of the Link header's @context (the core context without one), and that URL."""
+    context = link_context(request)
+    return await registry.term_map(context), context
+
+
 def _body_context(body: Any, *, required: bool) -> ContextValue:
     if isinstance(body, dict):
         if "@context" not in body:

@@ -77,13 +77,13 @@ class NgsiLdApi:
     async def _payload(
         self, request: Request, *, merge_patch: bool = False
     ) -> tuple[Any, TermMap, edge.Payload]:
-        payload = await edge.read_payload(request, self.max_body, merge_patch=merge_patch)
-        terms = await self.contexts.term_map(payload.context)
+        payload, terms = await edge.read_payload_terms(
+            request, self.contexts, self.max_body, merge_patch=merge_patch
+        )
         return payload.body, terms, payload
 
     async def _read_terms(self, request: Request) -> tuple[TermMap, str | None]:
-        context = edge.link_context(request)
-        return await self.contexts.term_map(context), context
+        return await edge.link_terms(request, self.contexts)
 
     # -- entities --------------------------------------------------------------------------------
 

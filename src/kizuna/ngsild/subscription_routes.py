@@ -40,8 +40,7 @@ class SubscriptionApi:
 
     async def create(self, request: Request) -> Response:
         edge.check_params(request, P_CREATE)
-        payload = await edge.read_payload(request, self.max_body)
-        terms = await self.contexts.term_map(payload.context)
+        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
         sub_id = await self.subscriptions.create(
             edge.tenant_of(request), payload.body, terms, payload.context
         )
@@ -50,8 +49,7 @@ class SubscriptionApi:
     async def retrieve(self, request: Request) -> Response:
         edge.check_params(request, P_RETRIEVE)
         media = edge.accepted_type(request)
-        context = edge.link_context(request)
-        terms = await self.contexts.term_map(context)
+        terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
         sub = await self.subscriptions.retrieve_with_status(
             edge.tenant_of(request), request.path_params["subscription_id"]
@@ -62,8 +60,7 @@ class SubscriptionApi:
     async def query(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
         media = edge.accepted_type(request)
-        context = edge.link_context(request)
-        terms = await self.contexts.term_map(context)
+        terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
         limit = edge.int_param(request, "limit", self.default_limit, maximum=self.max_limit)
         offset = edge.int_param(request, "offset", 0)
@@ -79,8 +76,9 @@ class SubscriptionApi:
 
     async def update(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        payload = await edge.read_payload(request, self.max_body, merge_patch=True)
-        terms = await self.contexts.term_map(payload.context)
+        payload, terms = await edge.read_payload_terms(
+            request, self.contexts, self.max_body, merge_patch=True
+        )
         await self.subscriptions.update(
             edge.tenant_of(request),
             request.path_params["subscription_id"],

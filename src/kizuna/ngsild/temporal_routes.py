@@ -62,13 +62,11 @@ class TemporalApi:
         self.default_limit, self.max_limit = limits
 
     async def _payload(self, request: Request) -> tuple[Any, TermMap, Any]:
-        payload = await edge.read_payload(request, self.max_body)
-        terms = await self.contexts.term_map(payload.context)
+        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
         return payload.body, terms, payload.context
 
     async def _read_terms(self, request: Request) -> tuple[TermMap, str | None]:
-        context = edge.link_context(request)
-        return await self.contexts.term_map(context), context
+        return await edge.link_terms(request, self.contexts)
 
     def _params(self, request: Request, params: dict[str, str], terms: TermMap) -> TemporalParams:
         raw = request.query_params.getlist("options")
