@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -15,6 +19,7 @@ from kizuna.config import Settings
 from kizuna.store import Store, open_store
 
 DATA = Path(__file__).parent / "data"
+KIZUNA = str(Path(sys.executable).parent / "kizuna")
 STORE_KINDS = ["sqlite", "postgresql"]
 
 
@@ -110,3 +115,46 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClien
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text(errors="replace")
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("kizuna serve did not become healthy within 20 s")
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """``serve(*flags)`` starts ``kizuna serve`` as an operator runs it, a real process on a free
+    loopback port, and returns its base URL; every process is stopped after the test. Its log
+    goes to ``kizuna-<port>.log`` in ``tmp_path`` (a pipe nobody reads could fill and stall it)."""
+    from notify_helpers import free_port
+
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> str:
+        port = free_port()
+        log = tmp_path / f"kizuna-{port}.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [KIZUNA, "serve", "--port", str(port), *args],
+                env={**os.environ, **(env or {})},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+        processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, process, log)
+        return base
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)

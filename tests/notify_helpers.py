@@ -99,6 +99,12 @@ class Receiver:
         wait_until(lambda: len(self.bodies) >= n, timeout)
         return self.bodies
 
+    def wait_for_entities(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Changes queued while a notification is in flight may arrive together in the next one:
+        count entities, not notifications, where the test is about what is notified."""
+        wait_until(lambda: len(self.entities()) >= n, timeout)
+        return self.entities()
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

@@ -159,7 +159,7 @@ def test_default_triggers_skip_deletions_and_watched_attributes_narrow(
     patch_attrs(client, 1, powerState="off")  # not watched
     patch_attrs(client, 2, illuminanceLevel=20)
     assert client.delete(f"{API}/entities/urn:ngsi-ld:Streetlight:2").status_code == 204
-    receiver.wait_for(2)
+    receiver.wait_for_entities(2)
     time.sleep(0.3)
     values = [e["illuminanceLevel"]["value"] for e in receiver.entities()]
     assert values == [10, 20]
@@ -211,7 +211,7 @@ def test_q_filter(client: TestClient, receiver: Receiver) -> None:
     create_light(client, 1, illuminanceLevel=10)
     create_light(client, 2, illuminanceLevel=80)
     patch_attrs(client, 1, illuminanceLevel=90)
-    receiver.wait_for(2)
+    receiver.wait_for_entities(2)
     time.sleep(0.3)
     assert [(e["id"], e["illuminanceLevel"]["value"]) for e in receiver.entities()] == [
         ("urn:ngsi-ld:Streetlight:2", 80),
@@ -223,7 +223,7 @@ def test_show_changes_carries_the_previous_value(client: TestClient, receiver: R
     subscribe(client, receiver.url, notification={"showChanges": True})
     create_light(client, 1)
     patch_attrs(client, 1, powerState="off")
-    entities = (receiver.wait_for(2), receiver.entities())[1]
+    entities = receiver.wait_for_entities(2)
     assert entities[-1]["powerState"] == {"type": "Property", "value": "off", "previousValue": "on"}
 
 

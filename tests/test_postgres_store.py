@@ -146,6 +146,34 @@ def test_a_lost_database_is_503_and_the_node_reconnects(
         )
 
 
+async def test_the_change_feed_reconnects_after_a_restart_and_says_what_may_be_missed(
+    postgres_cluster: Any, postgres_url: str
+) -> None:
+    listener, writer = open_store(postgres_url), open_store(postgres_url)
+    heard: list[tuple[str, str]] = []
+    listener.listen(lambda topic, key: heard.append((topic, key)))
+    await listener.open()
+
+    async def hear(change: tuple[str, str]) -> None:
+        for _ in range(300):
+            if change in heard:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{change} not heard; heard {heard}")
+
+    try:
+        await asyncio.to_thread(postgres_cluster.stop_server)
+        await asyncio.to_thread(postgres_cluster.start_server)
+        await hear(("*", ""))  # whatever was committed while it was away
+        await writer.open()
+        async with writer.write("") as tx:
+            await tx.add_outbox([("urn:ngsi-ld:Subscription:1", "urn:x:1", "entityCreated", b"{}")])
+        await hear(("outbox", ""))  # other processes' dispatchers wake at once
+    finally:
+        await writer.close()
+        await listener.close()
+
+
 async def test_an_unreachable_database_fails_with_service_unavailable() -> None:
     store = PostgresStore.from_url("postgresql://nobody@127.0.0.1:1/none")
     store._pool = await asyncpg.create_pool("postgresql://nobody@127.0.0.1:1/none", min_size=0)

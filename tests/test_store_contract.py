@@ -6,9 +6,11 @@ Parametrised over every store kind in ``conftest.STORE_KINDS``, so a new impleme
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from kizuna.store import EntityQuery, Store
+from kizuna.store import EntityQuery, Store, open_store
 
 T_LIGHT = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
 T_GROUP = "https://smartdatamodels.org/dataModel.Streetlighting/StreetlightGroup"
@@ -124,6 +126,37 @@ async def test_hosted_contexts_persist(store: Store) -> None:
     assert await store.hosted_contexts() == [("abc", {"@context": {"A": "urn:a"}}, 12.5)]
     await store.delete_hosted_context("abc")
     assert await store.hosted_contexts() == []
+
+
+async def test_stores_on_one_database_hear_the_changes_each_other_commits(any_store_url: str) -> None:
+    """The change feed that keeps processes' caches true: ``--workers`` on one SQLite file, or
+    processes on one PostgreSQL database. A write that changes nothing is not announced."""
+    one, two = open_store(any_store_url), open_store(any_store_url)
+    heard: list[tuple[str, str]] = []
+    two.listen(lambda topic, key: heard.append((topic, key)))
+    await one.open()
+    await two.open()
+    try:
+        sub = {"id": "urn:ngsi-ld:Subscription:1", "type": "Subscription"}
+        await one.save_hosted_context("abc", {"@context": {"A": "urn:a"}}, 1.0)
+        assert await one.insert_subscription("duisburg", sub)
+        assert not await one.insert_subscription("duisburg", sub)  # taken: nothing changed
+        assert await one.delete_subscription("duisburg", sub["id"])
+        await one.delete_hosted_context("abc")
+        for _ in range(100):
+            if len(heard) >= 4:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)  # anything more would have arrived by now
+        assert heard == [
+            ("contexts", "abc"),
+            ("subscriptions", "duisburg"),
+            ("subscriptions", "duisburg"),
+            ("contexts", "abc"),
+        ]
+    finally:
+        await one.close()
+        await two.close()
 
 
 async def test_swap_document_is_a_compare_and_set_on_the_version(store: Store) -> None:

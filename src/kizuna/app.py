@@ -132,10 +132,22 @@ def create_app(settings: Settings) -> Starlette:
     except NgsiLdError as error:
         raise SystemExit(f"kizuna: invalid history retention: {error}") from None
 
+    def heard(topic: str, key: str) -> None:
+        """What another process (or this one) committed: drop or refresh what is kept in memory."""
+        everything = topic == "*"
+        if everything or topic == "subscriptions":
+            subscription_cache.invalidate(None if everything else key)
+        if everything or topic == "contexts":
+            contexts.follow(None if everything else key)
+        if everything or topic in ("outbox", "subscriptions"):
+            dispatcher.wake()
+
+    store.listen(heard)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
-        await contexts.load()
+        await contexts.sync()
         await dispatcher.start()
         log.info("kizuna %s serving with store %s", __version__, settings.store)
         pruner = None if retention is None else asyncio.create_task(prune_history_forever(store, retention))

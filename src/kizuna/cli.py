@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         "--dsp-auth", choices=["signed", "none"], help="authenticate DSP requests (default signed)"
     )
     serve.add_argument("--dsp-key-file", help="Ed25519 private key (PEM) signing this node's DSP requests")
-    serve.add_argument("--dsp-trusted-participants", help="JSON: participant id -> publicKey, region, ...")
+    serve.add_argument(
+        "--dsp-trusted-participants", help="JSON file: participant id -> publicKey, region, ..."
+    )
     serve.add_argument("--dsp-token-lifetime", type=float, help="seconds a pull-transfer token is valid")
     keygen = commands.add_parser("keygen", help="create an Ed25519 key file for DSP request signing")
     keygen.add_argument("--key-file", required=True, help="where to write the private key (PEM)")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kizuna.errors import BadRequestData, ResourceNotFound
+from kizuna.errors import BadRequestData, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import CORE_CONTEXT_URLS, HOSTED_PATH, ContextRegistry, ContextValue
 from kizuna.ngsild import edge
 from kizuna.store import Store
 
 KINDS = ("Hosted", "Cached", "ImplicitlyCreated")
+STORED_KINDS = ("Hosted", "ImplicitlyCreated")
+log = logging.getLogger("kizuna.contexts")
 
 
 class ContextApi:
@@ -20,6 +25,7 @@ class ContextApi:
         self.registry = registry
         self.store = store
         self.max_body = max_body
+        self._syncing: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def _base(request: Request) -> str:
@@ -68,7 +74,7 @@ class ContextApi:
             await self.registry.reload(record)
             return edge.no_content()
         self.registry.forget(record)
-        if record.kind in ("Hosted", "ImplicitlyCreated"):
+        if record.kind in STORED_KINDS:
             await self.store.delete_hosted_context(record.local_id)
         return edge.no_content()
 
@@ -78,10 +84,32 @@ class ContextApi:
         await self.store.save_hosted_context(record.local_id, record.document, record.created_at)
         return record.local_id
 
-    async def load(self) -> None:
-        """Bring the contexts users hosted back after a restart."""
-        for local_id, document, created_at in await self.store.hosted_contexts():
-            (await self.registry.add_hosted(document, local_id)).created_at = created_at
+    async def sync(self, local_id: str | None = None) -> None:
+        """Make the registry hold what the store holds: at start, and when another process hosted
+        or deleted a context (``local_id``; None: any may have changed)."""
+        stored = {lid: (document, created) for lid, document, created in await self.store.hosted_contexts()}
+        known = {r.local_id: r for r in self.registry.records() if r.kind in STORED_KINDS}
+        for lid in [local_id] if local_id is not None else {*stored, *known}:
+            record, entry = known.get(lid), stored.get(lid)
+            if entry is None:
+                if record is not None:
+                    self.registry.forget(record)
+            elif record is None or record.document != entry[0]:
+                try:
+                    (await self.registry.add_hosted(entry[0], lid)).created_at = entry[1]
+                except NgsiLdError as error:  # e.g. a context it names cannot be fetched now
+                    log.warning("hosted @context %s cannot be loaded: %s", lid, error)
+
+    def follow(self, local_id: str | None) -> None:
+        """The change-feed listener's side (see :data:`kizuna.store.ChangeListener`)."""
+        task = asyncio.create_task(self.sync(local_id))
+        self._syncing.add(task)
+        task.add_done_callback(self._synced)
+
+    def _synced(self, task: asyncio.Task[None]) -> None:
+        self._syncing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hosted @contexts not brought in line with the store: %r", task.exception())
 
     def routes(self) -> list[Route]:
         path = "/ngsi-ld/v1/jsonldContexts"

@@ -3,9 +3,9 @@
 The tenant's subscriptions are compiled once (entity selectors, watched attribute IRIs, ``q``
 resolved through the @context it was written with, geoQ, scopeQ) and cached per tenant. The
 cache is keyed by the store's subscription version, read inside the write transaction, so a
-subscription committed by any process before a write is always seen by that write; in-process
-changes also call :meth:`SubscriptionCache.invalidate` (a PostgreSQL store would call it from
-LISTEN/NOTIFY).
+subscription committed by any process before a write is always seen by that write. The store's
+change feed (:data:`kizuna.store.ChangeListener`) calls :meth:`SubscriptionCache.invalidate` as
+well, so that the compiled copies of a changed tenant are dropped at once in every process.
 """
 
 from __future__ import annotations

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 Entity = dict[str, Any]
 DEFAULT_TENANT = ""
 
+ChangeListener = Callable[[str, str], None]
+"""Told ``(topic, key)`` after a commit, by any process on the same store, that changes what
+processes keep in memory: ``subscriptions`` (key: the tenant), ``contexts`` (key: a hosted
+@context's local id), ``outbox`` (notifications were queued; key empty). The topic ``*`` follows
+a gap in the feed (a reconnect): anything may have changed. Listeners must be cheap and may be
+told twice; they start any slow work as a task."""
+
 
 @dataclass(slots=True)
 class EntityQuery:
@@ -271,6 +278,9 @@ class Store(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def listen(self, listener: ChangeListener) -> None:
+        """Follow the change feed (see :data:`ChangeListener`) from :meth:`open` on."""
 
     async def has_tenant(self, tenant: str) -> bool: ...
 

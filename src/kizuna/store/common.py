@@ -4,12 +4,17 @@ the SQL dialect that stores them (see :mod:`kizuna.store.sqlite` and :mod:`kizun
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from kizuna.ngsild import query as ql
+from kizuna.store import ChangeListener
+
+log = logging.getLogger("kizuna.store")
 
 # Entity members that are not attributes (never q targets; ``attrs`` may not name them).
 CORE = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"})
@@ -23,6 +28,17 @@ TIME_COLUMN = {
     "modifiedAt": "modified_at",
     "deletedAt": "deleted_at",
 }
+
+
+def tell(listeners: Sequence[ChangeListener], topic: str, key: str) -> None:
+    """Pass one change to every listener; one that fails must not keep it from the others."""
+    for listener in listeners:
+        try:
+            listener(topic, key)
+        except Exception:
+            log.exception("a change listener failed on %s %s", topic, key)
+
+
 VALUE_MEMBERS = ("value", "object", "languageMap", "vocab", "json", "valueList", "objectList")
 
 

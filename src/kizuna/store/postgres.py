@@ -53,15 +53,26 @@ dispatcher claims a subscription's rows by leasing it (:meth:`PostgresStore.leas
 one statement that inserts free leases and takes over expired ones ``FOR UPDATE SKIP LOCKED``, so
 processes racing for a subscription never wait on each other and exactly one wins it).
 
+Processes keep little in memory (compiled subscriptions, hosted @contexts); the transactions that
+change those also ``pg_notify`` the change on the ``kizuna_changes`` channel, as does every
+transaction that queues notifications. Each store holds one LISTEN connection
+(:meth:`PostgresStore.listen`): PostgreSQL delivers a notification only once its transaction
+commits, to every listening process, so other processes drop their copies and wake their
+dispatchers as soon as the change is visible to them.
+
 A lost connection makes the request fail with 503 ServiceUnavailable; the pool replaces dead
-connections on the next acquire, so the node recovers by itself once PostgreSQL is back.
+connections on the next acquire, so the node recovers by itself once PostgreSQL is back. The
+LISTEN connection reconnects too, and then tells its listeners that anything may have changed
+while it was away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
+import logging
 import re
 import time
 import uuid
@@ -76,7 +87,15 @@ import orjson
 
 from kizuna.errors import AlreadyExists, ServiceUnavailable
 from kizuna.ngsild import query as ql
-from kizuna.store import AggregateRow, Entity, EntityQuery, HistoryQuery, OutboxRow, QueryResult
+from kizuna.store import (
+    AggregateRow,
+    ChangeListener,
+    Entity,
+    EntityQuery,
+    HistoryQuery,
+    OutboxRow,
+    QueryResult,
+)
 from kizuna.store.common import (
     BOOLEAN,
     CORE,
@@ -89,6 +108,7 @@ from kizuna.store.common import (
     history_columns,
     literal,
     literal_prefix,
+    tell,
 )
 
 _PAGE = 500
@@ -224,6 +244,10 @@ TENANT_MIGRATIONS: list[tuple[int, str]] = [
 ]
 TENANT_VERSION = TENANT_MIGRATIONS[-1][0]
 
+CHANNEL = "kizuna_changes"  # payload: topic "\n" key (see kizuna.store.ChangeListener)
+RECONNECT_DELAY, RECONNECT_DELAY_MAX = 0.2, 5.0
+log = logging.getLogger("kizuna.store")
+
 # -- errors: a lost database is 503 ------------------------------------------------------------------
 
 _LOST = (
@@ -231,6 +255,9 @@ _LOST = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # What asyncpg raises when it resets a connection that broke in the middle of a statement
+    # (seen when PostgreSQL stops under load: "cannot switch to state ...").
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
@@ -299,6 +326,8 @@ class PostgresStore:
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._schemas: dict[str, str] = {"": _quote(schema_for(""))}
+        self._listeners: list[ChangeListener] = []
+        self._follower: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -330,8 +359,56 @@ class PostgresStore:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
             await _migrate(conn)
+        # Listening before open() returns: nothing committed after the caller's first reads
+        # (hosted contexts, subscriptions) can go unheard.
+        listening = await self._listening()
+        self._follower = asyncio.create_task(self._follow(listening), name="kizuna-pg-changes")
+
+    def listen(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def _heard(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        topic, _, key = payload.partition("\n")
+        tell(self._listeners, topic, key)
+
+    async def _listening(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self.dsn, timeout=10)
+        await conn.add_listener(CHANNEL, self._heard)
+        return conn
+
+    async def _follow(self, conn: asyncpg.Connection | None) -> None:
+        """Keep the LISTEN connection for the store's life. A ping each second notices a lost
+        server; the reconnect (with backoff) is followed by ``*``, for what was missed meanwhile."""
+        delay = RECONNECT_DELAY
+        try:
+            while True:
+                if conn is None:
+                    try:
+                        conn = await self._listening()
+                    except _LOST:
+                        await asyncio.sleep(delay)
+                        delay = min(2 * delay, RECONNECT_DELAY_MAX)
+                        continue
+                    delay = RECONNECT_DELAY
+                    log.info("listening to PostgreSQL again")
+                    tell(self._listeners, "*", "")
+                await asyncio.sleep(1.0)
+                try:
+                    await conn.fetchval("SELECT 1", timeout=5)
+                except _LOST:
+                    log.warning("lost the PostgreSQL LISTEN connection; reconnecting")
+                    conn.terminate()
+                    conn = None
+        finally:
+            if conn is not None:
+                conn.terminate()
 
     async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -485,20 +562,22 @@ class PostgresStore:
         )
         return [(local_id, orjson.loads(doc), created) for local_id, doc, created in rows]
 
-    @_guarded
     async def save_hosted_context(self, local_id: str, document: dict[str, Any], created_at: float) -> None:
-        await self.pool.execute(
-            "INSERT INTO kizuna.hosted_contexts (local_id, document, created_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (local_id) DO UPDATE SET document = excluded.document,"
-            " created_at = excluded.created_at",
-            local_id,
-            orjson.dumps(document),
-            created_at,
-        )
+        async with self._transaction() as (conn, _):
+            await conn.execute(
+                "INSERT INTO kizuna.hosted_contexts (local_id, document, created_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (local_id) DO UPDATE SET document = excluded.document,"
+                " created_at = excluded.created_at",
+                local_id,
+                orjson.dumps(document),
+                created_at,
+            )
+            await _announce(conn, "contexts", local_id)
 
-    @_guarded
     async def delete_hosted_context(self, local_id: str) -> None:
-        await self.pool.execute("DELETE FROM kizuna.hosted_contexts WHERE local_id = $1", local_id)
+        async with self._transaction() as (conn, _):
+            await conn.execute("DELETE FROM kizuna.hosted_contexts WHERE local_id = $1", local_id)
+            await _announce(conn, "contexts", local_id)
 
     # -- subscriptions ---------------------------------------------------------------------------
 
@@ -511,7 +590,7 @@ class PostgresStore:
                 orjson.dumps(sub),
             )
             if done:
-                await _bump_subscription_version(conn, schema)
+                await _bump_subscription_version(conn, schema, tenant)
             return bool(done)
 
     @_guarded
@@ -524,7 +603,7 @@ class PostgresStore:
                 f"UPDATE {schema}.subscriptions SET doc = $1 WHERE id = $2", orjson.dumps(sub), sub["id"]
             )
             if status == "UPDATE 1":
-                await _bump_subscription_version(conn, schema)
+                await _bump_subscription_version(conn, schema, tenant)
             return status == "UPDATE 1"
 
     @_guarded
@@ -561,7 +640,7 @@ class PostgresStore:
                 )
                 deleted = status == "DELETE 1"
                 if deleted:
-                    await _bump_subscription_version(conn, schema)
+                    await _bump_subscription_version(conn, schema, tenant)
             await _forget_notifications(conn, tenant, subscription_id)
             return deleted
 
@@ -981,8 +1060,14 @@ async def _migrate(conn: asyncpg.Connection) -> None:
 # -- subscription and outbox helpers ---------------------------------------------------------------
 
 
-async def _bump_subscription_version(conn: asyncpg.Connection, schema: str) -> None:
+async def _bump_subscription_version(conn: asyncpg.Connection, schema: str, tenant: str) -> None:
     await conn.execute(f"UPDATE {schema}.subscription_version SET version = version + 1")
+    await _announce(conn, "subscriptions", tenant)
+
+
+async def _announce(conn: asyncpg.Connection, topic: str, key: str) -> None:
+    """Tell every listening process, once the caller's transaction commits (see :data:`CHANNEL`)."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{topic}\n{key}")
 
 
 async def _forget_notifications(conn: asyncpg.Connection, tenant: str, subscription_id: str) -> None:
@@ -1474,6 +1559,7 @@ class PgWrite:
             [r[3] for r in rows],
             time.time(),
         )
+        await _announce(self.conn, "outbox", "")
 
 
 def _pack_bytes(data: bytes) -> tuple[str | None, bytes | None]:

@@ -36,6 +36,8 @@ and scopeQ are evaluated in Python on the rows SQL selects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 import sqlite3
 import time
@@ -50,6 +52,7 @@ import orjson
 from kizuna.ngsild import query as ql
 from kizuna.store import (
     AggregateRow,
+    ChangeListener,
     Entity,
     EntityQuery,
     HistoryQuery,
@@ -59,7 +62,7 @@ from kizuna.store import (
     geo_matches_values,
 )
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
-from kizuna.store.common import attribute_rows
+from kizuna.store.common import attribute_rows, tell
 from kizuna.store.common import geometry_box as _geometry_box
 from kizuna.store.common import history_columns as _history_columns
 from kizuna.store.common import literal as _literal
@@ -175,6 +178,12 @@ CREATE TABLE IF NOT EXISTS notification_leases (
     until REAL NOT NULL,
     PRIMARY KEY (tenant, subscription_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS notification_status (
     tenant TEXT NOT NULL,
     subscription_id TEXT NOT NULL,
@@ -182,7 +191,10 @@ CREATE TABLE IF NOT EXISTS notification_status (
     PRIMARY KEY (tenant, subscription_id)
 ) WITHOUT ROWID;
 """
+log = logging.getLogger("kizuna.store")
 _PAGE = 500
+CHANGE_POLL = 0.5  # seconds between reads of the change feed (see SqliteStore.listen)
+CHANGE_KEEP = 300.0  # seconds a change stays in the feed for processes that poll late
 
 
 def _regexp(pattern: str, value: str | None) -> bool:
@@ -194,6 +206,8 @@ class SqliteStore:
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._listeners: list[ChangeListener] = []
+        self._follower: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -227,8 +241,37 @@ class SqliteStore:
         db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         _backfill_indexes(db)
         self._db = db
+        seen = db.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0
+        self._follower = asyncio.create_task(self._follow(seen), name="kizuna-sqlite-changes")
+
+    def listen(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    async def _follow(self, seen: int) -> None:
+        """Poll the ``changes`` table that other processes on this file (``--workers``) append to
+        in their commits. Sequence numbers are gap-free (AUTOINCREMENT, rolled back with their
+        transaction), so a gap means pruned rows were missed: then everything may have changed."""
+        while True:
+            await asyncio.sleep(CHANGE_POLL)
+            try:
+                rows = self.db.execute(
+                    "SELECT seq, topic, key FROM changes WHERE seq > ? ORDER BY seq", (seen,)
+                ).fetchall()
+            except sqlite3.Error:
+                log.exception("cannot read the change feed")
+                continue
+            if rows and rows[0][0] != seen + 1:
+                tell(self._listeners, "*", "")
+            for seq, topic, key in rows:
+                tell(self._listeners, topic, key)
+                seen = seq
 
     async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -356,15 +399,17 @@ class SqliteStore:
         return [(local_id, orjson.loads(doc), created) for local_id, doc, created in rows]
 
     async def save_hosted_context(self, local_id: str, document: dict[str, Any], created_at: float) -> None:
-        async with self._write_lock:
-            self.db.execute(
+        async with self._immediate() as db:
+            db.execute(
                 "INSERT OR REPLACE INTO hosted_contexts (local_id, document, created_at) VALUES (?, ?, ?)",
                 (local_id, orjson.dumps(document), created_at),
             )
+            _announce(db, "contexts", local_id)
 
     async def delete_hosted_context(self, local_id: str) -> None:
-        async with self._write_lock:
-            self.db.execute("DELETE FROM hosted_contexts WHERE local_id = ?", (local_id,))
+        async with self._immediate() as db:
+            db.execute("DELETE FROM hosted_contexts WHERE local_id = ?", (local_id,))
+            _announce(db, "contexts", local_id)
 
     # -- subscriptions ---------------------------------------------------------------------------
 
@@ -1105,6 +1150,14 @@ def _bump_subscription_version(db: sqlite3.Connection, tenant: str) -> None:
         " ON CONFLICT (tenant) DO UPDATE SET version = version + 1",
         (tenant,),
     )
+    _announce(db, "subscriptions", tenant)
+
+
+def _announce(db: sqlite3.Connection, topic: str, key: str) -> None:
+    """Append to the change feed in the caller's transaction, forgetting what everyone has read."""
+    now = time.time()
+    db.execute("DELETE FROM changes WHERE at < ?", (now - CHANGE_KEEP,))
+    db.execute("INSERT INTO changes (topic, key, at) VALUES (?, ?, ?)", (topic, key, now))
 
 
 def _subscription_version(db: sqlite3.Connection, tenant: str) -> int:
