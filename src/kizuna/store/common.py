@@ -183,3 +183,108 @@ def history_columns(instance: dict[str, Any]) -> tuple[Any, ...]:
         orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode(),
         orjson.dumps(doc),
     )
+
+
+# -- q to SQL ----------------------------------------------------------------------------------------
+
+Sql = tuple[str, list[Any]]
+SQL_ORDER = {"==": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+
+
+class QCompiler:
+    """q terms as conditions on ``e.pk`` over the ``attr_values`` rows of :func:`attribute_rows`.
+
+    The two stores compile the same AST with the same coverage and differ only in where the rows
+    are (:meth:`select`, ``table``), how a literal is typed (:meth:`column`, :meth:`param`) and
+    whether ``~=`` can run in SQL (``regexp``: SQLite calls Python's ``re``, PostgreSQL's regular
+    expressions are not Python's)."""
+
+    table = "attr_values"
+    regexp = False
+
+    def select(self, attribute: str, probe: bool) -> Sql:
+        """The opening of a test on the rows of ``attribute``, up to ``AND`` before the value test."""
+        raise NotImplementedError
+
+    def column(self, kind: int, alias: str) -> str:
+        raise NotImplementedError
+
+    def param(self, lit: tuple[int, Any]) -> Any:
+        raise NotImplementedError
+
+    def term(self, expr: ql.QExpr, probe: bool = False) -> Sql | None:
+        """A condition on ``e.pk`` equivalent to ``expr``, or None if SQL cannot decide it."""
+        if isinstance(expr, ql.QAnd | ql.QOr):
+            parts = [self.term(term, probe) for term in expr.terms]
+            if any(part is None for part in parts):
+                return None
+            joiner = " AND " if isinstance(expr, ql.QAnd) else " OR "
+            return _joined(joiner, parts)  # type: ignore[arg-type]
+        path = getattr(expr, "path", None)
+        if (
+            path is None
+            or path.attribute in CORE
+            or path.sub_attributes
+            or path.metadata is not None
+            or path.compound
+        ):
+            return None
+        select, scope = self.select(path.attribute, probe)
+        if isinstance(expr, ql.Exists | ql.NotExists):
+            sql = select + f"v.kind < {NO_INSTANCE})"
+            return ("NOT " + sql if isinstance(expr, ql.NotExists) else sql, scope)
+        if isinstance(expr, ql.Pattern):
+            if expr.negated or not self.regexp:
+                return None
+            return (select + f"v.kind = {STRING} AND regexp(?, v.val))", [*scope, expr.regex])
+        if not isinstance(expr, ql.Comparison):
+            return None
+        if expr.op in ("==", "!="):
+            alias = "v" if expr.op == "==" else "b"
+            condition = self.equality(expr.value, alias)
+            if condition is None:
+                return None
+            if expr.op == "==":
+                return (select + condition[0] + ")", [*scope, *condition[1]])
+            # Per instance: some instance of the attribute has no value equal to the operand.
+            return (
+                select + f"v.kind < {NO_INSTANCE} AND NOT EXISTS (SELECT 1 FROM {self.table} b"
+                " WHERE b.pk = v.pk AND b.attribute = v.attribute AND b.inst = v.inst AND "
+                + condition[0]
+                + "))",
+                [*scope, *condition[1]],
+            )
+        lit = literal(expr.value)
+        if lit is None or isinstance(expr.value, ql.Uri):
+            return None
+        return (
+            select + f"v.kind = ? AND {self.column(lit[0], 'v')} {SQL_ORDER[expr.op]} ?)",
+            [*scope, lit[0], self.param(lit)],
+        )
+
+    def equality(self, operand: Any, alias: str) -> Sql | None:
+        """The condition on one attr_values row ``alias`` that ``==`` (with a list or range) holds."""
+        if isinstance(operand, ql.ValueList):
+            parts = [self.equality(item, alias) for item in operand.values]
+            if any(part is None for part in parts):
+                return None
+            return _joined(" OR ", parts)  # type: ignore[arg-type]
+        if isinstance(operand, ql.Range):
+            low, high = literal(operand.low), literal(operand.high)
+            if low is None or high is None or ql.Uri in (type(operand.low), type(operand.high)):
+                return None
+            if low[0] != high[0]:
+                return ("FALSE", [])  # no value is both a number and a string
+            column = self.column(low[0], alias)
+            return (
+                f"({alias}.kind = ? AND {column} >= ? AND {column} <= ?)",
+                [low[0], self.param(low), self.param(high)],
+            )
+        lit = literal(operand)
+        if lit is None:
+            return None
+        return (f"({alias}.kind = ? AND {self.column(lit[0], alias)} = ?)", [lit[0], self.param(lit)])
+
+
+def _joined(joiner: str, parts: Sequence[Sql]) -> Sql:
+    return "(" + joiner.join(sql for sql, _ in parts) + ")", [p for _, params in parts for p in params]

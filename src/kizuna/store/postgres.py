@@ -44,7 +44,7 @@ Per tenant schema:
   each instance to ``floor((t - origin) / period)``, the epoch form of ``date_bin``.
 - ``subscriptions``, ``documents`` (registrations, csource subscriptions), ``subscription_version``.
 
-q compiles to SQL as in the SQLite store (:func:`_compile_term`; same AST, same coverage, except
+q compiles to SQL as in the SQLite store (:class:`kizuna.store.common.QCompiler`; same coverage, except
 ``~=``, left to Python because PostgreSQL regular expressions are not Python's); the rest, scopeQ
 and the exact geometry check run in Python on the rows SQL selects.
 
@@ -99,14 +99,14 @@ from kizuna.store import (
 from kizuna.store.common import (
     BOOLEAN,
     CORE,
-    NO_INSTANCE,
     NUMBER,
     STRING,
     TIME_COLUMN,
+    QCompiler,
+    Sql,
     attribute_rows,
     geometry_boxes,
     history_columns,
-    literal,
     literal_prefix,
     tell,
 )
@@ -1215,106 +1215,38 @@ def _write_sql(schema: str, replace: bool) -> str:
     )
 
 
-# -- q to SQL (the same compilation as the SQLite store's, on attr_values with typed columns) -------
-
-_Sql = tuple[str, list[Any]]
-_SQL_ORDER = {"==": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+# -- q to SQL -------------------------------------------------------------------------------------
 
 
-def _column(kind: int, alias: str) -> str:
-    return f"{alias}.str" if kind == STRING else f"{alias}.num"
+class _PgQ(QCompiler):
+    """q on a tenant schema's ``attr_values`` (see :class:`QCompiler`): numbers and booleans in
+    ``num``, strings in ``str``."""
+
+    def __init__(self, schema: str) -> None:
+        self.table = f"{schema}.attr_values"
+
+    def select(self, attribute: str, probe: bool) -> Sql:
+        return f"e.pk IN (SELECT v.pk FROM {self.table} v WHERE v.attribute = ? AND ", [attribute]
+
+    def column(self, kind: int, alias: str) -> str:
+        return f"{alias}.str" if kind == STRING else f"{alias}.num"
+
+    def param(self, lit: tuple[int, Any]) -> Any:
+        return _sql_value(*lit)[lit[0] == STRING]
 
 
-def _equality(operand: Any, alias: str) -> _Sql | None:
-    """The condition on one attr_values row ``alias`` that ``==`` (with a list or range) holds."""
-    if isinstance(operand, ql.ValueList):
-        parts = [_equality(item, alias) for item in operand.values]
-        if any(part is None for part in parts):
-            return None
-        return (
-            "(" + " OR ".join(sql for sql, _ in parts) + ")",  # type: ignore[misc]
-            [p for part in parts for p in part[1]],  # type: ignore[index]
-        )
-    if isinstance(operand, ql.Range):
-        low, high = literal(operand.low), literal(operand.high)
-        if low is None or high is None or ql.Uri in (type(operand.low), type(operand.high)):
-            return None
-        if low[0] != high[0]:
-            return ("FALSE", [])  # no value is both a number and a string
-        column = _column(low[0], alias)
-        return (
-            f"({alias}.kind = ? AND {column} >= ? AND {column} <= ?)",
-            [low[0], _sql_value(*low)[low[0] == STRING], _sql_value(*high)[high[0] == STRING]],
-        )
-    lit = literal(operand)
-    if lit is None:
-        return None
-    return (
-        f"({alias}.kind = ? AND {_column(lit[0], alias)} = ?)",
-        [lit[0], _sql_value(*lit)[lit[0] == STRING]],
-    )
-
-
-def _compile_term(schema: str, expr: ql.QExpr) -> _Sql | None:
-    """A condition on ``e.pk`` equivalent to ``expr``, or None if SQL cannot decide it."""
-    if isinstance(expr, ql.QAnd | ql.QOr):
-        parts = [_compile_term(schema, term) for term in expr.terms]
-        if any(part is None for part in parts):
-            return None
-        joiner = " AND " if isinstance(expr, ql.QAnd) else " OR "
-        return (
-            "(" + joiner.join(sql for sql, _ in parts) + ")",  # type: ignore[misc]
-            [p for part in parts for p in part[1]],  # type: ignore[index]
-        )
-    path = getattr(expr, "path", None)
-    if (
-        path is None
-        or path.attribute in CORE
-        or path.sub_attributes
-        or path.metadata is not None
-        or path.compound
-    ):
-        return None
-    select = f"e.pk IN (SELECT v.pk FROM {schema}.attr_values v WHERE v.attribute = ? AND "
-    scope: list[Any] = [path.attribute]
-    if isinstance(expr, ql.Exists | ql.NotExists):
-        sql = select + f"v.kind < {NO_INSTANCE})"
-        return ("NOT " + sql if isinstance(expr, ql.NotExists) else sql, scope)
-    if not isinstance(expr, ql.Comparison):
-        return None  # ~= and !~= too: PostgreSQL regular expressions are not Python's
-    if expr.op in ("==", "!="):
-        alias = "v" if expr.op == "==" else "b"
-        condition = _equality(expr.value, alias)
-        if condition is None:
-            return None
-        if expr.op == "==":
-            return (select + condition[0] + ")", [*scope, *condition[1]])
-        # Per instance: some instance of the attribute has no value equal to the operand.
-        return (
-            select + f"v.kind < {NO_INSTANCE} AND NOT EXISTS (SELECT 1 FROM {schema}.attr_values b"
-            " WHERE b.pk = v.pk AND b.attribute = v.attribute AND b.inst = v.inst AND " + condition[0] + "))",
-            [*scope, *condition[1]],
-        )
-    lit = literal(expr.value)
-    if lit is None or isinstance(expr.value, ql.Uri):
-        return None
-    return (
-        select + f"v.kind = ? AND {_column(lit[0], 'v')} {_SQL_ORDER[expr.op]} ?)",
-        [*scope, lit[0], _sql_value(*lit)[lit[0] == STRING]],
-    )
-
-
-def _compile_q_partially(schema: str, q: ql.QExpr) -> tuple[_Sql | None, ql.QExpr | None]:
+def _compile_q_partially(schema: str, q: ql.QExpr) -> tuple[Sql | None, ql.QExpr | None]:
     """SQL for as much of ``q`` as compiles and the q left for Python (None: nothing left)."""
-    whole = _compile_term(schema, q)
+    q_sql = _PgQ(schema)
+    whole = q_sql.term(q)
     if whole is not None:
         return whole, None
     if not isinstance(q, ql.QAnd):
         return None, q
-    compiled: list[_Sql] = []
+    compiled: list[Sql] = []
     left: list[ql.QExpr] = []
     for term in q.terms:
-        part = _compile_term(schema, term)
+        part = q_sql.term(term)
         if part is None:
             left.append(term)
         else:

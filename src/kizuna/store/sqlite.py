@@ -61,11 +61,10 @@ from kizuna.store import (
     geo_matches_many,
     geo_matches_values,
 )
+from kizuna.store.common import CORE, QCompiler, Sql, attribute_rows, tell
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
-from kizuna.store.common import attribute_rows, tell
 from kizuna.store.common import geometry_box as _geometry_box
 from kizuna.store.common import history_columns as _history_columns
-from kizuna.store.common import literal as _literal
 from kizuna.store.common import literal_prefix as _literal_prefix
 
 SCHEMA_VERSION = 1
@@ -927,7 +926,7 @@ def _select(
             where.append(compiled[0])
             params += compiled[1]
         driven = driven or drives
-    attrs_in_sql = query.attrs is not None and not any(a in _CORE for a in query.attrs)
+    attrs_in_sql = query.attrs is not None and not any(a in CORE for a in query.attrs)
     if attrs_in_sql and query.attrs is not None:
         marks = ",".join("?" * len(query.attrs))
         if driven:
@@ -1302,10 +1301,6 @@ def _aggregate_columns(methods: Sequence[str], v: str, k: str) -> list[str]:
 
 # -- query indexes: attribute values and geometries ------------------------------------------------
 
-# Entity members that are not attributes (never q targets; ``attrs`` may not name them).
-_CORE = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"})
-_NUMBER, _STRING, _BOOLEAN, _NO_SCALAR, _NO_INSTANCE = 0, 1, 2, 3, 4
-_INT64 = (-(2**63), 2**63 - 1)
 _INDEX_VERSION = "entity-indexes-1"
 _SHAPES_VERSION = "geo-shapes-1"  # geo_entries.shapes filled for the rows written before it
 
@@ -1314,7 +1309,7 @@ def _index_entity(db: sqlite3.Connection, tenant: str, pk: int | None, entity: E
     """Write the attr_values rows and geometry boxes of one entity (see the module docstring)."""
     rows = [(tenant, key, kind, val, pk, inst) for key, kind, val, inst in attribute_rows(entity)]
     for key, instances in entity.items():
-        if key in _CORE or not isinstance(instances, list):
+        if key in CORE or not isinstance(instances, list):
             continue
         xs: list[float] = []
         ys: list[float] = []
@@ -1398,35 +1393,9 @@ def _backfill_indexes(db: sqlite3.Connection) -> None:
 
 # -- q to SQL --------------------------------------------------------------------------------------
 
-_Sql = tuple[str, list[Any]]
-_SQL_ORDER = {"==": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 
-
-def _equality(operand: Any, alias: str) -> _Sql | None:
-    """The condition on one attr_values row ``alias`` that ``==`` (with a list or range) holds."""
-    if isinstance(operand, ql.ValueList):
-        parts = [_equality(item, alias) for item in operand.values]
-        if any(part is None for part in parts):
-            return None
-        return (
-            "(" + " OR ".join(sql for sql, _ in parts) + ")",  # type: ignore[misc]
-            [p for part in parts for p in part[1]],  # type: ignore[index]
-        )
-    if isinstance(operand, ql.Range):
-        low, high = _literal(operand.low), _literal(operand.high)
-        if low is None or high is None or ql.Uri in (type(operand.low), type(operand.high)):
-            return None
-        if low[0] != high[0]:
-            return ("0", [])  # no value is both a number and a string
-        return (f"({alias}.kind = ? AND {alias}.val >= ? AND {alias}.val <= ?)", [low[0], low[1], high[1]])
-    literal = _literal(operand)
-    if literal is None:
-        return None
-    return (f"({alias}.kind = ? AND {alias}.val = ?)", list(literal))
-
-
-def _compile_term(tenant: str, expr: ql.QExpr, probe: bool = False) -> _Sql | None:
-    """A condition on ``e.pk`` equivalent to ``expr``, or None if SQL cannot decide it.
+class _SqliteQ(QCompiler):
+    """q on this file's ``attr_values`` (see :class:`QCompiler`).
 
     Each attribute test is ``e.pk IN (...)``, which SQLite may use to drive the query (the
     attribute's value range in one index scan, in pk order), or with ``probe`` a correlated
@@ -1434,74 +1403,44 @@ def _compile_term(tenant: str, expr: ql.QExpr, probe: bool = False) -> _Sql | No
     filters the rows another index selects then costs one lookup per candidate instead of
     materialising every entity it holds for. (``+v.tenant`` keeps SQLite off the primary key,
     which it would otherwise prefer for its longer equality prefix and scan once per candidate.)"""
-    if isinstance(expr, ql.QAnd | ql.QOr):
-        parts = [_compile_term(tenant, term, probe) for term in expr.terms]
-        if any(part is None for part in parts):
-            return None
-        joiner = " AND " if isinstance(expr, ql.QAnd) else " OR "
-        return (
-            "(" + joiner.join(sql for sql, _ in parts) + ")",  # type: ignore[misc]
-            [p for part in parts for p in part[1]],  # type: ignore[index]
-        )
-    path = getattr(expr, "path", None)
-    if (
-        path is None
-        or path.attribute == "id"
-        or path.attribute in _CORE
-        or path.sub_attributes
-        or path.metadata is not None
-        or path.compound
-    ):
-        return None
-    if probe:
-        select = (
-            "EXISTS (SELECT 1 FROM attr_values v WHERE v.pk = e.pk AND +v.tenant = ? AND v.attribute = ? AND "
-        )
-    else:
-        select = "e.pk IN (SELECT v.pk FROM attr_values v WHERE v.tenant = ? AND v.attribute = ? AND "
-    scope = [tenant, path.attribute]
-    if isinstance(expr, ql.Exists | ql.NotExists):
-        sql = select + f"v.kind < {_NO_INSTANCE})"
-        return ("NOT " + sql if isinstance(expr, ql.NotExists) else sql, scope)
-    if isinstance(expr, ql.Pattern):
-        if expr.negated:
-            return None
-        return (select + f"v.kind = {_STRING} AND regexp(?, v.val))", [*scope, expr.regex])
-    if not isinstance(expr, ql.Comparison):
-        return None
-    if expr.op in ("==", "!="):
-        alias = "v" if expr.op == "==" else "b"
-        condition = _equality(expr.value, alias)
-        if condition is None:
-            return None
-        if expr.op == "==":
-            return (select + condition[0] + ")", [*scope, *condition[1]])
-        # Per instance: some instance of the attribute has no value equal to the operand.
-        return (
-            select + f"v.kind < {_NO_INSTANCE} AND NOT EXISTS (SELECT 1 FROM attr_values b"
-            " WHERE b.pk = v.pk AND b.attribute = v.attribute AND b.inst = v.inst AND " + condition[0] + "))",
-            [*scope, *condition[1]],
-        )
-    literal = _literal(expr.value)
-    if literal is None or isinstance(expr.value, ql.Uri):
-        return None
-    return (select + f"v.kind = ? AND v.val {_SQL_ORDER[expr.op]} ?)", [*scope, *literal])
+
+    regexp = True
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+
+    def select(self, attribute: str, probe: bool) -> Sql:
+        if probe:
+            sql = (
+                "EXISTS (SELECT 1 FROM attr_values v"
+                " WHERE v.pk = e.pk AND +v.tenant = ? AND v.attribute = ? AND "
+            )
+        else:
+            sql = "e.pk IN (SELECT v.pk FROM attr_values v WHERE v.tenant = ? AND v.attribute = ? AND "
+        return sql, [self.tenant, attribute]
+
+    def column(self, kind: int, alias: str) -> str:
+        return f"{alias}.val"  # no type affinity: numbers and strings in one column
+
+    def param(self, lit: tuple[int, Any]) -> Any:
+        return lit[1]
 
 
 def _compile_q_partially(
     tenant: str, q: ql.QExpr, *, drive: bool = True
-) -> tuple[_Sql | None, ql.QExpr | None, bool]:
+) -> tuple[Sql | None, ql.QExpr | None, bool]:
     """SQL for as much of ``q`` as compiles, the q left for Python (None: nothing left), and
     whether the SQL has a test that drives the query.
 
     With ``drive``, the conjunct most likely to select few entities (by its operator, see
     :func:`_selectivity`) stays an ``IN`` that SQLite reads as the pk list to start from; every
     other conjunct probes the candidates it gives. Without, every test probes."""
+    q_sql = _SqliteQ(tenant)
     terms = q.terms if isinstance(q, ql.QAnd) else (q,)
     compiled: list[ql.QExpr] = []
     left: list[ql.QExpr] = []
     for term in terms:
-        (left if _compile_term(tenant, term, probe=True) is None else compiled).append(term)
+        (left if q_sql.term(term, probe=True) is None else compiled).append(term)
     rest = None if not left else left[0] if len(left) == 1 else ql.QAnd(tuple(left))
     if not compiled:
         return None, rest, False
@@ -1509,7 +1448,7 @@ def _compile_q_partially(
     if drive:
         ranked = [(rank, n) for n, term in enumerate(compiled) if (rank := _selectivity(term)) is not None]
         driver = min(ranked)[1] if ranked else None
-    parts = [_compile_term(tenant, term, probe=n != driver) for n, term in enumerate(compiled)]
+    parts = [q_sql.term(term, probe=n != driver) for n, term in enumerate(compiled)]
     sql = " AND ".join(part[0] for part in parts if part is not None)
     return (sql, [p for part in parts if part is not None for p in part[1]]), rest, driver is not None
 
