@@ -42,6 +42,42 @@ OTHER = {PROVIDER: CONSUMER, CONSUMER: PROVIDER}
 FollowUp = Callable[[], Awaitable[None]]
 
 
+def new_record(
+    role: str,
+    *,
+    provider_pid: str | None,
+    consumer_pid: str,
+    counterparty_id: str | None,
+    address: str,
+    **members: Any,
+) -> dict[str, Any]:
+    """A negotiation's or transfer's record before its first state: keyed by this node's own
+    pid, with ``members`` particular to the kind of process."""
+    now = messages.now_iso()
+    return {
+        "id": provider_pid if role == PROVIDER else consumer_pid,
+        "role": role,
+        "state": None,
+        "providerPid": provider_pid,
+        "consumerPid": consumer_pid,
+        "counterPartyId": counterparty_id,
+        "counterPartyAddress": address,
+        **members,
+        "createdAt": now,
+        "modifiedAt": now,
+        "history": [],
+    }
+
+
+def apply_transition(record: dict[str, Any], new: str, message: str, by: str) -> None:
+    """Move ``record`` to state ``new``, keeping in its history which message (sent ``by`` whom)
+    moved it: the audit trail a data steward reads back."""
+    now = messages.now_iso()
+    record["history"].append({"from": record["state"], "to": new, "message": message, "by": by, "at": now})
+    record["state"] = new
+    record["modifiedAt"] = now
+
+
 class StaleRecord(Conflict):
     """A record changed in the store since it was read (another worker wrote it first)."""
 

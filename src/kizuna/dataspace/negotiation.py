@@ -24,6 +24,8 @@ from kizuna.dataspace.core import (
     CounterpartyError,
     FollowUp,
     Node,
+    apply_transition,
+    new_record,
 )
 from kizuna.dataspace.messages import NegotiationError
 from kizuna.errors import BadRequestData, Conflict, NgsiLdError, ResourceNotFound
@@ -162,7 +164,7 @@ class NegotiationService:
                     consumer_pid=message["consumerPid"],
                 )
             dataset, _ = found
-            record = self._new_record(
+            record = new_record(
                 PROVIDER,
                 provider_pid=f"urn:uuid:{uuid.uuid4()}",
                 consumer_pid=message["consumerPid"],
@@ -224,7 +226,7 @@ class NegotiationService:
                     "An initial offer carries a callbackAddress and no consumerPid",
                     provider_pid=message["providerPid"],
                 )
-            record = self._new_record(
+            record = new_record(
                 CONSUMER,
                 provider_pid=message["providerPid"],
                 consumer_pid=f"urn:uuid:{uuid.uuid4()}",
@@ -275,7 +277,7 @@ class NegotiationService:
         """Consumer: send an initial ContractRequestMessage for an offer seen in the remote catalog."""
         if approval not in ("auto", "manual"):
             raise BadRequestData("approval must be auto or manual")
-        record = self._new_record(
+        record = new_record(
             CONSUMER,
             provider_pid=None,
             consumer_pid=f"urn:uuid:{uuid.uuid4()}",
@@ -357,31 +359,6 @@ class NegotiationService:
 
     # -- machinery -------------------------------------------------------------------------------
 
-    def _new_record(
-        self,
-        role: str,
-        *,
-        provider_pid: str | None,
-        consumer_pid: str,
-        counterparty_id: str | None,
-        address: str,
-        approval: str,
-    ) -> dict[str, Any]:
-        now = messages.now_iso()
-        return {
-            "id": provider_pid if role == PROVIDER else consumer_pid,
-            "role": role,
-            "state": None,
-            "providerPid": provider_pid,
-            "consumerPid": consumer_pid,
-            "counterPartyId": counterparty_id,
-            "counterPartyAddress": address,
-            "approval": approval,
-            "createdAt": now,
-            "modifiedAt": now,
-            "history": [],
-        }
-
     async def _for_message(
         self, pid: str, role: str | None, message: dict[str, Any], sender: str | None
     ) -> dict[str, Any]:
@@ -409,15 +386,7 @@ class NegotiationService:
                 provider_pid=record["providerPid"],
                 consumer_pid=record["consumerPid"],
             )
-        self._apply(record, new, message, OTHER[record["role"]])
-
-    def _apply(self, record: dict[str, Any], new: str, message: str, by: str) -> None:
-        now = messages.now_iso()
-        record["history"].append(
-            {"from": record["state"], "to": new, "message": message, "by": by, "at": now}
-        )
-        record["state"] = new
-        record["modifiedAt"] = now
+        apply_transition(record, new, message, OTHER[record["role"]])
 
     async def _save(self, record: dict[str, Any]) -> None:
         await self.records.replace(NEGOTIATION, record)
@@ -445,7 +414,7 @@ class NegotiationService:
                 await self.node.messenger.post(record["counterPartyAddress"], path.format(**record), body)
             except CounterpartyError as error:
                 raise _unreachable(error) from None
-            self._apply(record, new, kind, role)
+            apply_transition(record, new, kind, role)
             if kind in (REQUEST, OFFER):
                 record.update(offer=members["offer"], offerBy=role)
             if kind == AGREEMENT_MSG:

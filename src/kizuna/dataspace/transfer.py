@@ -22,6 +22,8 @@ from kizuna.dataspace.core import (
     CounterpartyError,
     FollowUp,
     Node,
+    apply_transition,
+    new_record,
 )
 from kizuna.dataspace.messages import TransferError
 from kizuna.dataspace.negotiation import FINALIZED, _unreachable
@@ -171,14 +173,14 @@ class TransferService:
         if message["format"] == PUSH and not (address and address.get("endpoint")):
             raise TransferError("A push transfer needs a dataAddress with an endpoint", **pids)
         dataset = await self.catalog.find(agreement.get("datasetId") or "")
-        record = self._new_record(
+        record = new_record(
             PROVIDER,
             provider_pid=f"urn:uuid:{uuid.uuid4()}",
             consumer_pid=message["consumerPid"],
             counterparty_id=agreement.get("counterPartyId") or sender,
             address=message["callbackAddress"],
-            agreement_id=agreement["id"],
-            fmt=message["format"],
+            agreementId=agreement["id"],
+            format=message["format"],
         )
         record.update(state=REQUESTED, consumerDataAddress=address, datasetId=agreement.get("datasetId"))
         await self.records.insert(TRANSFER, record)
@@ -218,7 +220,7 @@ class TransferService:
                 record["dataAddress"] = message["dataAddress"]
             if kind in (SUSPEND, TERMINATE):
                 record["reason"] = message.get("reason")
-            self._apply(record, new, kind, OTHER[record["role"]])
+            apply_transition(record, new, kind, OTHER[record["role"]])
             await self.records.replace(TRANSFER, record)
         if record["role"] == PROVIDER and new != STARTED:
             await self.dataplane.close(record)
@@ -243,14 +245,14 @@ class TransferService:
             raise Conflict(f"Agreement {agreement_id} is {agreement['state']}, not FINALIZED")
         if fmt == PUSH and not endpoint:
             raise BadRequestData("A push transfer needs the endpoint notifications go to")
-        record = self._new_record(
+        record = new_record(
             CONSUMER,
             provider_pid=None,
             consumer_pid=f"urn:uuid:{uuid.uuid4()}",
             counterparty_id=counterparty_id or (agreement or {}).get("counterPartyId"),
             address=address,
-            agreement_id=agreement_id,
-            fmt=fmt,
+            agreementId=agreement_id,
+            format=fmt,
         )
         data_address = None
         if fmt == PUSH:
@@ -286,7 +288,7 @@ class TransferService:
                     CounterpartyError("the provider's answer is not a REQUESTED TransferProcess")
                 )
             record.update(providerPid=answer["providerPid"], state=REQUESTED)
-            self._apply(record, REQUESTED, REQUEST, CONSUMER)
+            apply_transition(record, REQUESTED, REQUEST, CONSUMER)
             await self.records.replace(TRANSFER, record)
         return record
 
@@ -303,41 +305,6 @@ class TransferService:
         return await self._send(pid, TERMINATE, code="terminated", reason=[reason])
 
     # -- machinery -------------------------------------------------------------------------------
-
-    def _new_record(
-        self,
-        role: str,
-        *,
-        provider_pid: str | None,
-        consumer_pid: str,
-        counterparty_id: str | None,
-        address: str,
-        agreement_id: str,
-        fmt: str,
-    ) -> dict[str, Any]:
-        now = messages.now_iso()
-        return {
-            "id": provider_pid if role == PROVIDER else consumer_pid,
-            "role": role,
-            "state": None,
-            "providerPid": provider_pid,
-            "consumerPid": consumer_pid,
-            "counterPartyId": counterparty_id,
-            "counterPartyAddress": address,
-            "agreementId": agreement_id,
-            "format": fmt,
-            "createdAt": now,
-            "modifiedAt": now,
-            "history": [],
-        }
-
-    def _apply(self, record: dict[str, Any], new: str, message: str, by: str) -> None:
-        now = messages.now_iso()
-        record["history"].append(
-            {"from": record["state"], "to": new, "message": message, "by": by, "at": now}
-        )
-        record["state"] = new
-        record["modifiedAt"] = now
 
     async def _open(self, record: dict[str, Any]) -> dict[str, Any] | None:
         agreement = await self.records.get(AGREEMENT, record["agreementId"])
@@ -368,7 +335,7 @@ class TransferService:
                 raise _unreachable(error) from None
             if kind in (SUSPEND, TERMINATE):
                 record["reason"] = members.get("reason")
-            self._apply(record, new, kind, role)
+            apply_transition(record, new, kind, role)
             await self.records.replace(TRANSFER, record)
         if role == PROVIDER and new != STARTED:
             await self.dataplane.close(record)
