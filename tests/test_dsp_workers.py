@@ -6,16 +6,19 @@ the store) and every access is counted exactly once (a compare-and-set on the ag
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dsp_helpers import DSPACE, free_port, get_json, node, wait_for
 from kizuna.config import Settings
-from kizuna.dataspace.core import Records
+from kizuna.dataspace.auth import Directory, Participant, SignedTokenAuth, Unauthenticated, public_key_text
+from kizuna.dataspace.core import USED_TOKEN, Records
 from kizuna.store import open_store
 
 LIMIT = 10
@@ -184,6 +187,45 @@ async def test_the_process_lock_excludes_other_workers_and_survives_a_crashed_ho
         with pytest.raises(Exception, match="changed concurrently"):
             await one.replace("k", stale)
         assert (await one.get("k", "n"))["value"] == 99
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_signed_request_is_accepted_once_whichever_worker_sees_it(any_store_url: str) -> None:
+    """A captured request token replayed to another worker (or the same one) is refused; ids of
+    tokens long expired are swept from the store."""
+    stores = [open_store(any_store_url), open_store(any_store_url)]
+    for s in stores:
+        await s.open()
+    try:
+        riken = Ed25519PrivateKey.generate()
+        directory = Directory(
+            {"did:web:riken.example": Participant("did:web:riken.example", public_key=public_key_text(riken))}
+        )
+        workers = [
+            SignedTokenAuth(
+                "did:web:tuebingen.example", Ed25519PrivateKey.generate(), directory, Records(s).first_use
+            )
+            for s in stores
+        ]
+        sender = SignedTokenAuth("did:web:riken.example", riken, Directory(), Records(stores[0]).first_use)
+        body = b'{"@type": "ContractRequestMessage"}'
+        headers = {k.lower(): v for k, v in sender.sign("POST", "/dsp/negotiations/request", body).items()}
+        assert (
+            await workers[0].identify("POST", "/dsp/negotiations/request", headers, body)
+            == "did:web:riken.example"
+        )
+        for worker in workers:
+            with pytest.raises(Unauthenticated, match="replay"):
+                await worker.identify("POST", "/dsp/negotiations/request", headers, body)
+
+        records = Records(stores[1])
+        await records.first_use("urn:old", expires=time.time() - 3600)
+        records._pruned = 0.0  # the next use sweeps
+        assert await records.first_use("urn:new", expires=time.time() + 60)
+        used, _ = await stores[0].list_documents(USED_TOKEN, "")
+        assert "urn:old" not in {d["id"] for d in used} and "urn:new" in {d["id"] for d in used}
     finally:
         for s in stores:
             await s.close()

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +33,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 log = logging.getLogger("kizuna.dataspace")
 TOKEN_LIFETIME = 60.0  # seconds
 CLOCK_SKEW = 30.0
+
+
+FirstUse = Callable[[str, float], Awaitable[bool]]
+"""``first_use(token_id, expires)``: record a one-time token id; False if it was used before, by
+any worker of the node (so the record must be shared: see :meth:`kizuna.dataspace.core.Records.first_use`)."""
 
 
 class Unauthenticated(Exception):
@@ -86,7 +92,7 @@ class ParticipantAuth(Protocol):
     def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
         """Headers that prove to the counterparty that we send this request."""
 
-    def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
+    async def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
         """The participant id that sent a request (None when authentication is off); raise
         :class:`Unauthenticated` when it cannot be established."""
 
@@ -101,7 +107,7 @@ class NoAuth:
     def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
         return {"Kizuna-Participant": self.participant_id}
 
-    def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
+    async def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
         return None
 
 
@@ -143,11 +149,13 @@ def public_key_text(key: Ed25519PrivateKey) -> str:
 class SignedTokenAuth:
     """Ed25519 JWS per request: ``{iss, iat, exp, jti, htm, htu, bsh}`` (bsh: SHA-256 of the body)."""
 
-    def __init__(self, participant_id: str, key: Ed25519PrivateKey, directory: Directory) -> None:
+    def __init__(
+        self, participant_id: str, key: Ed25519PrivateKey, directory: Directory, first_use: FirstUse
+    ) -> None:
         self.participant_id = participant_id
         self.key = key
         self.directory = directory
-        self._seen: dict[str, float] = {}  # jti -> expiry: a token is good for one request
+        self.first_use = first_use  # a token is good for one request, whichever worker serves it
 
     def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
         now = time.time()
@@ -165,7 +173,7 @@ class SignedTokenAuth:
         signature = self.key.sign(signing_input.encode())
         return {"Authorization": f"Bearer {signing_input}.{_b64(signature)}"}
 
-    def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
+    async def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
         auth = headers.get("authorization", "")
         if not auth.lower().startswith("bearer "):
             raise Unauthenticated("a DSP request needs an Authorization: Bearer token")
@@ -196,17 +204,16 @@ class SignedTokenAuth:
             raise Unauthenticated("the token was issued for another request")
         if claims.get("bsh") != _b64(hashlib.sha256(body).digest()):
             raise Unauthenticated("the token was issued for another body")
-        jti = str(claims.get("jti"))
-        self._seen = {k: v for k, v in self._seen.items() if v > now - CLOCK_SKEW}
-        if jti in self._seen:
+        if not await self.first_use(str(claims.get("jti")), float(claims.get("exp", now))):
             raise Unauthenticated("the token was already used (replay)")
-        self._seen[jti] = float(claims.get("exp", now))
         return str(issuer)
 
 
-def make_auth(mode: str, participant_id: str, key_file: str | None, directory: Directory) -> Any:
+def make_auth(
+    mode: str, participant_id: str, key_file: str | None, directory: Directory, first_use: FirstUse
+) -> Any:
     if mode == "none":
         return NoAuth(participant_id)
     if mode != "signed":
         raise SystemExit(f"kizuna: --dsp-auth must be 'signed' or 'none', not {mode!r}")
-    return SignedTokenAuth(participant_id, load_or_create_key(key_file), directory)
+    return SignedTokenAuth(participant_id, load_or_create_key(key_file), directory, first_use)

@@ -20,7 +20,7 @@ import httpx
 import orjson
 
 from kizuna.dataspace import messages
-from kizuna.dataspace.auth import Directory, ParticipantAuth
+from kizuna.dataspace.auth import CLOCK_SKEW, Directory, ParticipantAuth
 from kizuna.errors import Conflict
 from kizuna.store import DEFAULT_TENANT, Store
 
@@ -32,6 +32,7 @@ NEGOTIATION = "dsp.negotiation"
 AGREEMENT = "dsp.agreement"
 TRANSFER = "dsp.transfer"
 TOKEN = "dsp.token"
+USED_TOKEN = "dsp.used-token"  # ids of one-time request tokens already presented
 LOCK = "dsp.lock"
 TENANT = DEFAULT_TENANT
 
@@ -40,6 +41,7 @@ CONSUMER = "consumer"
 OTHER = {PROVIDER: CONSUMER, CONSUMER: PROVIDER}
 
 FollowUp = Callable[[], Awaitable[None]]
+PRUNE_INTERVAL = 60.0  # seconds between sweeps of expired one-time token ids
 
 
 def new_record(
@@ -104,6 +106,20 @@ class Records:
         self.wait = wait  # seconds to wait for a lock before giving up (409)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._local: dict[str, asyncio.Lock] = {}
+        self._pruned = 0.0
+
+    async def first_use(self, token_id: str, expires: float) -> bool:
+        """Record a one-time request token's id in the store, where every worker sees it; False
+        if it was recorded before (a replay). Ids are forgotten a while after their token expired:
+        an expired token is refused before its id is looked at."""
+        now = time.time()
+        if now - self._pruned > PRUNE_INTERVAL:
+            self._pruned = now
+            used, _ = await self.store.list_documents(USED_TOKEN, TENANT)
+            for doc in used:
+                if doc["expires"] < now - CLOCK_SKEW:
+                    await self.store.delete_document(USED_TOKEN, TENANT, doc["id"])
+        return await self.store.insert_document(USED_TOKEN, TENANT, {"id": token_id, "expires": expires})
 
     @asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:

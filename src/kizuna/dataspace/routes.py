@@ -82,7 +82,7 @@ class DataspaceApi:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            sender = self.auth.identify(request.method, path, headers, raw)
+            sender = await self.auth.identify(request.method, path, headers, raw)
         except Unauthenticated as failure:
             raise Unauthorized(str(failure)) from None
         if request.method == "GET":
@@ -450,13 +450,16 @@ def build(
 ) -> DataspaceApi:
     """The dataspace half of a node, from the settings."""
     directory = Directory.load(settings.dsp_trusted_participants)
-    auth = make_auth(settings.dsp_auth, settings.participant_id, settings.dsp_key_file, directory)
+    records = Records(store)
+    auth = make_auth(
+        settings.dsp_auth, settings.participant_id, settings.dsp_key_file, directory, records.first_use
+    )
     messenger = Messenger(auth) if messenger_client is None else Messenger(auth, messenger_client)
     public_url = settings.public_url or f"http://{settings.host}:{settings.port}"
     node = Node(
         participant_id=settings.participant_id,
         public_url=public_url.rstrip("/"),
-        records=Records(store),
+        records=records,
         messenger=messenger,
         directory=directory,
         token_lifetime=settings.dsp_token_lifetime,
