@@ -217,3 +217,20 @@ def test_q_in_postgresql_selects_what_python_evaluation_selects(
             await store.close()
 
     assert asyncio.run(run()) == expected
+
+
+def test_a_write_never_needs_a_second_pool_connection(postgres_url: str) -> None:
+    """With one pooled connection, writes that must first load the tenant's subscriptions (a cold
+    cache, as in a new process) still complete: a write holding the only connection and asking
+    the pool for another would wait forever, and ten at once would stall the default pool."""
+    settings = Settings(store=postgres_url + "?pool_max=1", context_map=None)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        sub = {
+            "type": "Subscription",
+            "entities": [{"type": "Streetlight"}],
+            "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+        }
+        assert client.post("/ngsi-ld/v1/subscriptions", json=sub).status_code == 201
+        for n in range(3):
+            entity = {"id": f"urn:ngsi-ld:Streetlight:{n}", "type": "Streetlight"}
+            assert client.post("/ngsi-ld/v1/entities", json=entity).status_code == 201

@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> Starlette:
         fetch_timeout=settings.context_fetch_timeout,
         max_context_bytes=settings.max_context_bytes,
     )
-    subscription_cache = SubscriptionCache(store, registry)
+    subscription_cache = SubscriptionCache(registry)
     dispatcher = Dispatcher(store, registry, base_url=f"http://{settings.host}:{settings.port}")
     entities = EntityService(store, subscription_cache, dispatcher.wake)
     ngsild = NgsiLdApi(

@@ -23,7 +23,7 @@ import orjson
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import SYSTEM_MEMBERS
-from kizuna.store import Entity, Store, WriteTransaction
+from kizuna.store import Entity, WriteTransaction
 
 log = logging.getLogger("kizuna.notify")
 _CORE = frozenset({"id", "type", "scope", "@context"} | SYSTEM_MEMBERS)
@@ -210,8 +210,7 @@ async def compile_subscription(sub: dict[str, Any], contexts: ContextRegistry) -
 class SubscriptionCache:
     """Compiled subscriptions per tenant, valid for one subscription version."""
 
-    def __init__(self, store: Store, contexts: ContextRegistry) -> None:
-        self.store = store
+    def __init__(self, contexts: ContextRegistry) -> None:
         self.contexts = contexts
         self._tenants: dict[str, tuple[int, list[Compiled]]] = {}
 
@@ -226,7 +225,7 @@ class SubscriptionCache:
         cached = self._tenants.get(tenant)
         if cached is not None and cached[0] == version:
             return cached[1]
-        subs, _ = await self.store.list_subscriptions(tenant, None, 0)
+        subs = await tx.subscriptions()
         compiled = []
         for sub in subs:
             try:

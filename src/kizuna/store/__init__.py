@@ -228,6 +228,10 @@ class WriteTransaction(Protocol):
         """A number that changes whenever a subscription of the tenant is created, changed or
         deleted (by any process): matching caches compare it inside the write transaction."""
 
+    async def subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription of the tenant, read on this transaction's own connection (a store
+        with a pool must not take a second connection while a write holds one)."""
+
     async def add_outbox(self, rows: Sequence[tuple[str, str, str, bytes]]) -> None:
         """Queue notifications, committed or rolled back with the change: (subscription id,
         entity id, trigger, orjson-encoded payload) each."""

@@ -246,6 +246,7 @@ TENANT_VERSION = TENANT_MIGRATIONS[-1][0]
 
 CHANNEL = "kizuna_changes"  # payload: topic "\n" key (see kizuna.store.ChangeListener)
 RECONNECT_DELAY, RECONNECT_DELAY_MAX = 0.2, 5.0
+ACQUIRE_TIMEOUT = 30.0  # seconds a write waits for a pooled connection before answering 503
 log = logging.getLogger("kizuna.store")
 
 # -- errors: a lost database is 503 ------------------------------------------------------------------
@@ -468,7 +469,7 @@ class PostgresStore:
         """A connection in a transaction (and the tenant's schema, created if new); commits on a
         clean exit. A lost connection becomes ServiceUnavailable."""
         try:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
                 async with conn.transaction():
                     schema = "" if tenant is None else await self._ensure_tenant(conn, tenant)
                     yield conn, schema
@@ -1473,6 +1474,10 @@ class PgWrite:
 
     async def subscription_version(self) -> int:
         return await self.conn.fetchval(f"SELECT version FROM {self.schema}.subscription_version")
+
+    async def subscriptions(self) -> list[dict[str, Any]]:
+        rows = await self.conn.fetch(f"SELECT doc FROM {self.schema}.subscriptions ORDER BY seq")
+        return [orjson.loads(doc) for (doc,) in rows]
 
     async def add_outbox(self, rows: Sequence[tuple[str, str, str, bytes]]) -> None:
         """Queue notifications: (subscription id, entity id, trigger, orjson payload) each."""

@@ -1121,6 +1121,11 @@ class SqliteWrite:
     async def subscription_version(self) -> int:
         return _subscription_version(self.db, self.tenant)
 
+    async def subscriptions(self) -> list[dict[str, Any]]:
+        sql = "SELECT doc FROM subscriptions WHERE tenant = ? ORDER BY rowid"
+        rows = self.db.execute(sql, (self.tenant,))
+        return [orjson.loads(doc) for (doc,) in rows]
+
     async def add_outbox(self, rows: Sequence[tuple[str, str, str, bytes]]) -> None:
         """Queue notifications: (subscription id, entity id, trigger, orjson payload) each."""
         now = time.time()
