@@ -1,11 +1,13 @@
 """Throughput of a real Kizuna node: GET /health, POST /entities, GET /entities/{id}.
 
-Starts ``kizuna serve`` on a free loopback port with a fresh SQLite store, waits for /health, then
-runs each operation for a fixed time with many concurrent HTTP/1.1 keep-alive clients and prints
-requests, req/s, p50 and p95 latency, and the ratio of req/s to GET /health (the cost of the HTTP
-stack alone). The server is stopped at the end, whatever happens.
+Starts ``kizuna serve`` on a free loopback port with a fresh store (``--store``: a SQLite temp
+file by default, or PostgreSQL), waits for /health, then runs each operation for a fixed time with
+many concurrent HTTP/1.1 keep-alive clients and prints requests, req/s, p50 and p95 latency, and
+the ratio of req/s to GET /health (the cost of the HTTP stack alone). The server is stopped at the
+end, whatever happens.
 
-    .venv/bin/python bench/entities.py --seconds 10 --concurrency 48 --workers 1 --clients 2
+    .venv/bin/python bench/entities.py --seconds 10 --concurrency 48 --workers 1 --clients 2 \
+        [--rounds 1] [--store sqlite|postgresql|postgresql://user@host:port/db]
 
 Read the numbers with the machine in mind: the load generator runs on the same host and shares
 its CPU cores with the server, so on a small machine (e.g. 2 cores) httpx's own per-request cost
@@ -16,21 +18,11 @@ over N client processes; ``--workers N`` is passed to the server.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import itertools
-import os
 import random
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import httpx
+from _load import Call, Phase, merge, run_phase, warm_up
+from _server import add_store_option, backing_store, machine, scratch, serve
 
 BASE = "/ngsi-ld/v1"
 ROW = "{:<20} {:>9} {:>7} {:>9} {:>8} {:>8} {:>10}"
@@ -66,115 +58,33 @@ def streetlight(entity_id: str, n: int) -> dict[str, Any]:
     }
 
 
-# -- one client process: `tasks` concurrent loops for `seconds` ------------------------------------
+# -- the requests (module-level: they are sent to the client processes) ----------------------------
 
 
-async def _load(op: str, port: int, seconds: float, tasks: int, ids: list[str], tag: str) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
-    created: list[str] = []
-    numbers = itertools.count()
-
-    async def worker() -> None:
-        nonlocal errors
-        # One client, i.e. one keep-alive connection, per task: a single httpx pool shared by dozens
-        # of connections slows the client down sharply, and the bench would measure httpx instead.
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=one, timeout=30.0) as client:
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline:
-                if op == "create":
-                    n = next(numbers)
-                    entity_id = f"urn:ngsi-ld:Streetlight:bench-{tag}-{n}"
-                    request = client.post(f"{BASE}/entities", json=streetlight(entity_id, n))
-                    expected = 201
-                elif op == "retrieve":
-                    request = client.get(f"{BASE}/entities/{random.choice(ids)}")
-                    expected = 200
-                else:
-                    request = client.get("/health")
-                    expected = 200
-                start = time.perf_counter()
-                response = await request
-                latencies.append(time.perf_counter() - start)
-                if response.status_code != expected:
-                    errors += 1
-                elif op == "create":
-                    created.append(entity_id)
-
-    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    await asyncio.gather(*(worker() for _ in range(tasks)))
-    return {"latencies": latencies, "errors": errors, "created": created}
+def health(rng: random.Random, serial: str, arg: Any) -> Call:
+    return Call("GET", "/health")
 
 
-def client_process(
-    op: str, port: int, seconds: float, tasks: int, ids: list[str], tag: str
-) -> dict[str, Any]:
-    return asyncio.run(_load(op, port, seconds, tasks, ids, tag))
+def create(rng: random.Random, serial: str, arg: Any) -> Call:
+    entity_id = f"urn:ngsi-ld:Streetlight:bench-{serial}"
+    body = streetlight(entity_id, rng.randrange(1_000_000))
+    return Call("POST", f"{BASE}/entities", 201, body=body, created=entity_id)
 
 
-def run_phase(op: str, args: argparse.Namespace, port: int, ids: list[str]) -> dict[str, Any]:
-    """Run one operation in ``args.clients`` processes (or in this one) and merge the results."""
-    per_client = max(1, args.concurrency // args.clients)
-    if args.clients == 1:
-        parts = [client_process(op, port, args.seconds, per_client, ids, "c0")]
-    else:
-        with ProcessPoolExecutor(args.clients) as pool:
-            futures = [
-                pool.submit(client_process, op, port, args.seconds, per_client, ids, f"c{i}")
-                for i in range(args.clients)
-            ]
-            parts = [f.result() for f in futures]
-    latencies = sorted(x for p in parts for x in p["latencies"])
-    return {
-        "requests": len(latencies),
-        "errors": sum(p["errors"] for p in parts),
-        "rate": len(latencies) / args.seconds,
-        "p50": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
-        "p95": 1000 * latencies[int(len(latencies) * 0.95)] if latencies else float("nan"),
-        "created": [x for p in parts for x in p["created"]],
-    }
+def retrieve(rng: random.Random, serial: str, ids: list[str]) -> Call:
+    return Call("GET", f"{BASE}/entities/{rng.choice(ids)}")
 
 
-# -- the server --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, store: str, workers: int, log: Path) -> subprocess.Popen[bytes]:
-    script = Path(sys.executable).with_name("kizuna")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "kizuna"]
-    command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--store", store]
-    command += ["--workers", str(workers), "--log-level", "warning"]
-    with log.open("wb") as stderr:
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-
-
-def wait_healthy(port: int, server: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"bench: the server exited with status {server.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"bench: no healthy server on port {port} after {timeout:.0f} s")
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+def print_table(results: dict[str, Phase], baseline: str, ratio_head: str) -> None:
+    """requests, errors, req/s, p50, p95 of each phase and its req/s over ``baseline``'s."""
+    base = results[baseline].rate
+    print(ROW.format("operation", "requests", "errors", "req/s", "p50 ms", "p95 ms", ratio_head))
+    for name, r in results.items():
+        ratio = f"{r.rate / base:.2f}" if base else "-"
+        print(ROW.format(name, r.requests, r.errors, f"{r.rate:.0f}", f"{r.p50:.2f}", f"{r.p95:.2f}", ratio))
+    for name, r in results.items():
+        if r.errors:
+            print(f"first error of {name}: {r.first_error}")
 
 
 def main() -> None:
@@ -187,49 +97,50 @@ def main() -> None:
         "--clients", type=int, default=2, help="client processes sharing that load (default 2)"
     )
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the three operations this many times in turn, --seconds each time, and merge "
+        "(on a busy machine: bursts of other load then weigh on all three alike; default 1)",
+    )
+    add_store_option(parser)
     args = parser.parse_args()
-    if args.seconds <= 0 or args.concurrency < 1 or args.clients < 1 or args.workers < 1:
-        parser.error("--seconds, --concurrency, --clients and --workers must be positive")
+    if min(args.seconds, args.concurrency, args.clients, args.workers, args.rounds) <= 0:
+        parser.error("--seconds, --concurrency, --clients, --workers and --rounds must be positive")
 
-    tmp = Path(tempfile.mkdtemp(prefix="kizuna-bench-"))
-    port = free_port()
-    server = start_server(port, f"sqlite:///{tmp}/bench.db", args.workers, tmp / "server.log")
-    try:
-        wait_healthy(port, server)
-        results = {}
-        results["GET /health"] = run_phase("health", args, port, [])
-        results["POST /entities"] = run_phase("create", args, port, [])
-        ids = results["POST /entities"]["created"]
-        if not ids:
-            raise SystemExit("bench: no entity was created")
-        results["GET /entities/{id}"] = run_phase("retrieve", args, port, ids)
-    except BaseException:
-        sys.stderr.write("bench: server log:\n" + (tmp / "server.log").read_text(errors="replace")[-3000:])
-        raise
-    finally:
-        stop_server(server)
-        shutil.rmtree(tmp, ignore_errors=True)
+    def phase(make: Any, arg: Any = None) -> Phase:
+        return run_phase(make, arg, port, args.seconds, args.concurrency, args.clients)
+
+    with (
+        scratch("kizuna-bench-") as tmp,
+        backing_store(args.store, tmp) as store,
+        serve(store, tmp, args.workers) as port,
+    ):
+        warm_up(create, None, port)
+        rounds: dict[str, list[Phase]] = {"GET /health": [], "POST /entities": [], "GET /entities/{id}": []}
+        ids: list[str] = []
+        for _ in range(args.rounds):
+            rounds["GET /health"].append(phase(health))
+            rounds["POST /entities"].append(phase(create))
+            ids += rounds["POST /entities"][-1].created
+            if not ids:
+                raise SystemExit(f"bench: no entity was created: {rounds['POST /entities'][-1].first_error}")
+            rounds["GET /entities/{id}"].append(phase(retrieve, ids))
+        where = machine()
 
     print(
-        f"kizuna bench: {args.seconds:g} s per operation, {args.concurrency} concurrent requests in "
-        f"{args.clients} client process(es), {args.workers} server worker(s), {os.cpu_count()} CPU cores "
-        "shared by client and server"
+        f"kizuna bench on {store.description}: {args.rounds} x {args.seconds:g} s per operation, "
+        f"{args.concurrency} concurrent requests in {args.clients} client process(es), {args.workers} "
+        "server worker(s), "
+        f"{where}"
     )
-    health = results["GET /health"]["rate"]
-    print(ROW.format("operation", "requests", "errors", "req/s", "p50 ms", "p95 ms", "vs health"))
-    for name, r in results.items():
-        ratio = f"{r['rate'] / health:.2f}" if health else "-"
-        print(
-            ROW.format(
-                name,
-                r["requests"],
-                r["errors"],
-                f"{r['rate']:.0f}",
-                f"{r['p50']:.2f}",
-                f"{r['p95']:.2f}",
-                ratio,
-            )
-        )
+    print_table({name: merge(phases) for name, phases in rounds.items()}, "GET /health", "vs health")
+    if args.rounds > 1:
+        health_rates = [p.rate for p in rounds["GET /health"]]
+        for name in ("POST /entities", "GET /entities/{id}"):
+            each = " ".join(f"{p.rate / h:.2f}" for p, h in zip(rounds[name], health_rates, strict=True))
+            print(f"{name} vs health, round by round: {each}")
 
 
 if __name__ == "__main__":

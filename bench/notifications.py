@@ -1,4 +1,4 @@
-"""Notification benchmark: in one run, against a real ``kizuna serve`` on a temporary store,
+"""Notification benchmark: in one run, against a real ``kizuna serve`` on a fresh store,
 
 1. write throughput (PATCH /entities/{id}/attrs) with no subscription,
 2. write throughput with 100 matching subscriptions (every write queues 100 notifications in its
@@ -6,24 +6,22 @@
 3. notifications delivered per second to a local receiver while (2) runs and until the outbox
    is drained (HTTP requests, and entity changes they carried).
 
-    .venv/bin/python bench/notifications.py [--writes 2000] [--subscriptions 100] [--clients 8]
+    .venv/bin/python bench/notifications.py [--writes 2000] [--subscriptions 100] [--clients 8] \
+        [--store sqlite|postgresql|postgresql://user@host:port/db]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import orjson
+
+from _server import add_store_option, backing_store, machine, scratch, serve
 
 CITY = "https://example.org/city#"
 ENTITIES = 50
@@ -61,12 +59,6 @@ def receiver(counter: Counter) -> ThreadingHTTPServer:
     return server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def writes(base: str, count: int, clients: int, offset: int) -> float:
     """Writes per second: ``count`` PATCHes over ``clients`` keep-alive connections."""
 
@@ -90,37 +82,20 @@ async def main() -> None:
     parser.add_argument("--writes", type=int, default=2000)
     parser.add_argument("--subscriptions", type=int, default=100)
     parser.add_argument("--clients", type=int, default=8)
+    add_store_option(parser)
     args = parser.parse_args()
 
     counter = Counter()
     server = receiver(counter)
     target = f"http://127.0.0.1:{server.server_address[1]}/notify"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as tmp:
-        node = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kizuna",
-                "serve",
-                "--port",
-                str(port),
-                "--store",
-                f"sqlite:///{tmp}/bench.db",
-                "--log-level",
-                "error",
-            ],
-            env={**os.environ},
-        )
-        try:
+    try:
+        with (
+            scratch("kizuna-bench-n-") as tmp,
+            backing_store(args.store, tmp) as store,
+            serve(store, tmp) as port,
+        ):
+            base = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=base) as client:
-                for _ in range(200):
-                    try:
-                        if (await client.get("/health")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        await asyncio.sleep(0.05)
                 for n in range(ENTITIES):
                     entity = {"id": f"urn:ngsi-ld:Streetlight:{n}", "type": f"{CITY}Streetlight"}
                     assert (await client.post("/ngsi-ld/v1/entities", json=entity)).status_code == 201
@@ -142,10 +117,10 @@ async def main() -> None:
                 while counter.entities < expected and time.perf_counter() < deadline:
                     await asyncio.sleep(0.05)
                 elapsed = counter.last - started
-        finally:
-            node.terminate()
-            node.wait(10)
-            server.shutdown()
+            where = machine()
+    finally:
+        server.shutdown()
+    print(f"kizuna notification bench on {store.description}: 1 server worker, {where}")
     print(f"writes/s, no subscription:         {plain:8.0f}")
     print(f"writes/s, {args.subscriptions} matching subscriptions: {subscribed:8.0f}")
     print(f"ratio (with / without):            {subscribed / plain:8.2f}")

@@ -1,34 +1,27 @@
 """Query latency of a real Kizuna node holding 100,000 entities over a Duisburg-sized box.
 
-Starts ``kizuna serve`` (as ``bench/entities.py`` does) with a fresh SQLite store, loads street
-lights and traffic flow observations spread over 6.68-6.83 E, 51.33-51.53 N through
-``POST /entityOperations/create`` in chunks of 1,000, then runs each query for a fixed time with
-concurrent keep-alive clients and prints p50/p95 latency, queries/s and the ratio of each
-query's p50 and queries/s to retrieve-by-id in the same run.
+Starts ``kizuna serve`` (as ``bench/entities.py`` does) with a fresh store (``--store``: SQLite
+by default, or PostgreSQL), loads street lights and traffic flow observations spread over
+6.68-6.83 E, 51.33-51.53 N through ``POST /entityOperations/create`` in chunks of 1,000, then runs
+each query for a fixed time with concurrent keep-alive clients (in this process) and prints
+p50/p95 latency, queries/s and the ratio of each query's p50 and queries/s to retrieve-by-id in
+the same run.
 
-    .venv/bin/python bench/queries.py --entities 100000 --seconds 5 --concurrency 8
+    .venv/bin/python bench/queries.py --entities 100000 --seconds 5 --concurrency 8 [--store postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-import platform
 import random
-import shutil
-import sys
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).parent))
-from entities import free_port, start_server, stop_server, wait_healthy
+from _load import Call, Maker, run_phase
+from _server import add_store_option, backing_store, machine, scratch, serve
 
 BASE = "/ngsi-ld/v1"
 WEST, EAST, SOUTH, NORTH = 6.68, 6.83, 51.33, 51.53
@@ -91,96 +84,49 @@ def load(port: int, total: int) -> float:
     return time.perf_counter() - start
 
 
-def queries(total: int) -> dict[str, Callable[[random.Random], tuple[str, dict[str, str]]]]:
-    half = total // 2
-
-    def by_id(rng: random.Random) -> tuple[str, dict[str, str]]:
-        return f"{BASE}/entities/urn:ngsi-ld:Streetlight:dui-{rng.randrange(half):06d}", {}
-
-    def q_range(rng: random.Random) -> tuple[str, dict[str, str]]:
-        low = rng.randrange(0, 1800)
-        return f"{BASE}/entities", {
-            "type": "TrafficFlowObserved",
-            "q": f"intensity=={low}..{low + 200};averageVehicleSpeed<20",
-        }
-
-    def near(rng: random.Random) -> tuple[str, dict[str, str]]:
-        lon, lat = rng.uniform(WEST, EAST), rng.uniform(SOUTH, NORTH)
-        return f"{BASE}/entities", {
-            "type": "Streetlight",
-            "georel": "near;maxDistance==300",
-            "geometry": "Point",
-            "coordinates": json.dumps([lon, lat]),
-        }
-
-    def within(rng: random.Random) -> tuple[str, dict[str, str]]:
-        return f"{BASE}/entities", {
-            "type": "Streetlight",
-            "georel": "within",
-            "geometry": "Polygon",
-            "coordinates": json.dumps(DISTRICT),
-            "count": "true",
-        }
-
-    def id_pattern(rng: random.Random) -> tuple[str, dict[str, str]]:
-        return f"{BASE}/entities", {
-            "type": "Streetlight",
-            "idPattern": f"^urn:ngsi-ld:Streetlight:dui-{rng.randrange(half // 100):04d}[0-4]",
-        }
-
-    def listing(rng: random.Random) -> tuple[str, dict[str, str]]:
-        return f"{BASE}/entities", {
-            "type": "Streetlight",
-            "limit": "100",
-            "offset": str(rng.randrange(0, max(1, half - 100), 100)),
-            "count": "true",
-        }
-
-    return {
-        "retrieve by id": by_id,
-        "type + q range": q_range,
-        "geoQ near 300 m": near,
-        "geoQ within district (count)": within,
-        "idPattern (prefix)": id_pattern,
-        "type listing, limit 100 (count)": listing,
-    }
+# -- the queries (module-level ``Maker``s; ``total`` is the number of entities loaded) -------------
 
 
-async def run_query(
-    port: int, make: Callable[[random.Random], tuple[str, dict[str, str]]], seconds: float, tasks: int
-) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
-    sizes: list[int] = []
+def by_id(rng: random.Random, serial: str, total: int) -> Call:
+    return Call("GET", f"{BASE}/entities/urn:ngsi-ld:Streetlight:dui-{rng.randrange(total // 2):06d}")
 
-    async def worker(seed: int) -> None:
-        nonlocal errors
-        rng = random.Random(seed)
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline:
-                path, params = make(rng)
-                start = time.perf_counter()
-                response = await client.get(path, params=params)
-                latencies.append(time.perf_counter() - start)
-                if response.status_code != 200:
-                    errors += 1
-                else:
-                    body = response.json()
-                    sizes.append(len(body) if isinstance(body, list) else 1)
 
-    await asyncio.gather(*(worker(seed) for seed in range(tasks)))
-    latencies.sort()
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "rate": len(latencies) / seconds,
-        "p50": 1000 * latencies[len(latencies) // 2],
-        "p95": 1000 * latencies[int(len(latencies) * 0.95)],
-        "results": sum(sizes) / len(sizes) if sizes else 0.0,
-    }
+def q_range(rng: random.Random, serial: str, total: int) -> Call:
+    low = rng.randrange(0, 1800)
+    q = f"intensity=={low}..{low + 200};averageVehicleSpeed<20"
+    return Call("GET", f"{BASE}/entities", params={"type": "TrafficFlowObserved", "q": q})
+
+
+def near(rng: random.Random, serial: str, total: int) -> Call:
+    lon, lat = rng.uniform(WEST, EAST), rng.uniform(SOUTH, NORTH)
+    params = {"type": "Streetlight", "georel": "near;maxDistance==300", "geometry": "Point"}
+    return Call("GET", f"{BASE}/entities", params={**params, "coordinates": json.dumps([lon, lat])})
+
+
+def within(rng: random.Random, serial: str, total: int) -> Call:
+    params = {"type": "Streetlight", "georel": "within", "geometry": "Polygon", "count": "true"}
+    return Call("GET", f"{BASE}/entities", params={**params, "coordinates": json.dumps(DISTRICT)})
+
+
+def id_pattern(rng: random.Random, serial: str, total: int) -> Call:
+    pattern = f"^urn:ngsi-ld:Streetlight:dui-{rng.randrange(total // 200):04d}[0-4]"
+    return Call("GET", f"{BASE}/entities", params={"type": "Streetlight", "idPattern": pattern})
+
+
+def listing(rng: random.Random, serial: str, total: int) -> Call:
+    offset = str(rng.randrange(0, max(1, total // 2 - 100), 100))
+    params = {"type": "Streetlight", "limit": "100", "offset": offset, "count": "true"}
+    return Call("GET", f"{BASE}/entities", params=params)
+
+
+QUERIES: dict[str, Maker] = {
+    "retrieve by id": by_id,
+    "type + q range": q_range,
+    "geoQ near 300 m": near,
+    "geoQ within district (count)": within,
+    "idPattern (prefix)": id_pattern,
+    "type listing, limit 100 (count)": listing,
+}
 
 
 def main() -> None:
@@ -188,32 +134,27 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=100_000, help="entities to load (default 100000)")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each query (default 5)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent requests (default 8)")
+    add_store_option(parser)
     args = parser.parse_args()
-    if args.entities < 2 or args.seconds <= 0 or args.concurrency < 1:
-        parser.error("--entities must be at least 2, --seconds and --concurrency positive")
+    if args.entities < 200 or args.seconds <= 0 or args.concurrency < 1:
+        parser.error("--entities must be at least 200, --seconds and --concurrency positive")
 
-    tmp = Path(tempfile.mkdtemp(prefix="kizuna-bench-q-"))
-    port = free_port()
-    server = start_server(port, f"sqlite:///{tmp}/bench.db", 1, tmp / "server.log")
-    try:
-        wait_healthy(port, server)
+    with (
+        scratch("kizuna-bench-q-") as tmp,
+        backing_store(args.store, tmp) as store,
+        serve(store, tmp) as port,
+    ):
         took = load(port, args.entities)
         results = {
-            name: asyncio.run(run_query(port, make, args.seconds, args.concurrency))
-            for name, make in queries(args.entities).items()
+            name: run_phase(make, args.entities, port, args.seconds, args.concurrency)
+            for name, make in QUERIES.items()
         }
-    except BaseException:
-        sys.stderr.write("bench: server log:\n" + (tmp / "server.log").read_text(errors="replace")[-3000:])
-        raise
-    finally:
-        stop_server(server)
-        shutil.rmtree(tmp, ignore_errors=True)
+        where = machine()
 
     print(
-        f"kizuna query bench: {args.entities} entities loaded in {took:.1f} s "
+        f"kizuna query bench on {store.description}: {args.entities} entities loaded in {took:.1f} s "
         f"({args.entities / took:.0f}/s, batches of 1,000); {args.seconds:g} s per query, "
-        f"{args.concurrency} concurrent requests, 1 server worker, {os.cpu_count()} CPU cores "
-        f"shared by client and server ({platform.processor() or platform.machine()})"
+        f"{args.concurrency} concurrent requests, 1 server worker, {where}"
     )
     base = results["retrieve by id"]
     head = ("query", "requests", "errors", "q/s", "p50 ms", "p95 ms", "results", "q/s ratio", "p50 ratio")
@@ -222,16 +163,18 @@ def main() -> None:
         print(
             ROW.format(
                 name,
-                r["requests"],
-                r["errors"],
-                f"{r['rate']:.0f}",
-                f"{r['p50']:.2f}",
-                f"{r['p95']:.2f}",
-                f"{r['results']:.1f}",
-                f"{r['rate'] / base['rate']:.2f}",
-                f"{r['p50'] / base['p50']:.2f}",
+                r.requests,
+                r.errors,
+                f"{r.rate:.0f}",
+                f"{r.p50:.2f}",
+                f"{r.p95:.2f}",
+                f"{r.results:.1f}",
+                f"{r.rate / base.rate:.2f}",
+                f"{r.p50 / base.p50:.2f}",
             )
         )
+        if r.errors:
+            print(f"  first error: {r.first_error}")
 
 
 if __name__ == "__main__":

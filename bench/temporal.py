@@ -1,14 +1,16 @@
-"""Temporal API over 1,000,000 attribute instances, against hand-written SQL on the same file.
+"""Temporal API over 1,000,000 attribute instances, against hand-written SQL on the same store.
 
-Starts ``kizuna serve`` (as ``bench/entities.py`` does) with a fresh SQLite store and loads
+Starts ``kizuna serve`` (as ``bench/entities.py`` does) with a fresh store (``--store``: SQLite by
+default, or PostgreSQL) and loads
 ``--sensors`` TrafficFlowObserved sensors with ``--observations`` instances each of an
 ``intensity`` Property observed every ``--interval`` seconds from 2026-11-01 (1,000 x 1,000 every
 45 minutes: a month) through ``POST /ngsi-ld/v1/temporal/entities``, one request per sensor and
 ``--batch`` instances (the first request of a sensor creates it, the next ones upsert). Then, for
 each query, it runs the HTTP request in a loop for ``--seconds`` (at least ``--min-runs`` and at most
 ``--max-runs`` times, one request at a time) and the equivalent hand-written SQL directly on the
-same SQLite file through a read-only ``sqlite3`` connection, and prints p50/p95 and queries/s of
-both and the ratio API/SQL of the p50:
+same store (SQLite: a read-only ``sqlite3`` connection on the file; PostgreSQL: one asyncpg
+connection, statements written for PostgreSQL's schema), and prints p50/p95 and queries/s of both
+and the ratio API/SQL of the p50:
 
 - hourly ``avg`` over one sensor's month (aggregatedValues, aggrPeriodDuration=PT1H);
 - daily ``max`` over all sensors of the type (aggrPeriodDuration=P1D, limit 1000, paged if more);
@@ -16,30 +18,26 @@ both and the ratio API/SQL of the p50:
 
 The first answer of each query is checked against the SQL result. The server is stopped at the end.
 
-    .venv/bin/python bench/temporal.py --sensors 1000 --observations 1000 --seconds 10
+    .venv/bin/python bench/temporal.py --sensors 1000 --observations 1000 --seconds 10 [--store postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import asyncio
 import random
-import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 
-sys.path.insert(0, str(Path(__file__).parent))
-from entities import free_port, start_server, stop_server, wait_healthy
+from _server import Store, add_store_option, backing_store, machine, scratch, serve
 
 BASE = "/ngsi-ld/v1/temporal"
 DEFAULT = "https://uri.etsi.org/ngsi-ld/default-context/"
@@ -87,6 +85,48 @@ def load(port: int, args: argparse.Namespace) -> float:
     return time.perf_counter() - start
 
 
+# -- the hand-written side --------------------------------------------------------------------------
+
+
+class RawSql:
+    """Hand-written SQL straight on the store the server uses: a read-only ``sqlite3`` connection
+    on the SQLite file, or one asyncpg connection to the PostgreSQL database (driven by a private
+    event loop, so that it is timed like the HTTP side, one synchronous call at a time)."""
+
+    def __init__(self, store: Store) -> None:
+        self.dialect = "postgresql" if store.postgres else "sqlite"
+        self.loop = asyncio.new_event_loop()
+        if store.postgres:
+            self.pg: asyncpg.Connection = self.loop.run_until_complete(asyncpg.connect(store.url))
+        else:
+            self.db = sqlite3.connect(f"file:{store.sqlite_path}?mode=ro", uri=True, check_same_thread=False)
+
+    def fetch(self, sql: dict[str, str], *params: Any) -> list[Any]:
+        """Run the statement written for this store (``sql`` by dialect) with ``params``."""
+        if self.dialect == "postgresql":
+            return self.loop.run_until_complete(self.pg.fetch(sql["postgresql"], *params))
+        return self.db.execute(sql["sqlite"], params).fetchall()
+
+    def instances_and_size(self) -> tuple[int, float]:
+        """Attribute instances stored, and the size of the store (file or database) in MiB."""
+        count = {
+            "sqlite": "SELECT count(*) FROM attribute_history",
+            "postgresql": "SELECT count(*) FROM tenant_default.attribute_history",
+        }
+        size = {
+            "sqlite": "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
+            "postgresql": "SELECT pg_database_size(current_database())",
+        }
+        return self.fetch(count)[0][0], self.fetch(size)[0][0] / 2**20
+
+    def close(self) -> None:
+        if self.dialect == "postgresql":
+            self.loop.run_until_complete(self.pg.close())
+        else:
+            self.db.close()
+        self.loop.close()
+
+
 # -- the queries: (HTTP request, hand-written SQL, check) for one random draw -----------------------
 
 
@@ -114,7 +154,7 @@ def get_all(client: httpx.Client, path: str, params: dict[str, str], page: int |
         offset += page
 
 
-def queries(client: httpx.Client, db: sqlite3.Connection, args: argparse.Namespace) -> list[Query]:
+def queries(client: httpx.Client, db: RawSql, args: argparse.Namespace) -> list[Query]:
     attribute = DEFAULT + "intensity"
     end = T0 + args.observations * args.interval
     between = {"timerel": "between", "timeAt": iso(T0), "endTimeAt": iso(end)}
@@ -128,18 +168,26 @@ def queries(client: httpx.Client, db: sqlite3.Connection, args: argparse.Namespa
             "aggrPeriodDuration": "PT1H",
             "attrs": "intensity",
         }
-        sql = """
+        sql = {
+            "sqlite": """
             SELECT CAST((observed_at - ?) / 3600 AS INTEGER) AS bucket, avg(value_number)
             FROM attribute_history
             WHERE tenant = '' AND entity_id = ? AND attribute = ? AND deleted_at IS NULL
               AND observed_at >= ? AND observed_at < ?
-            GROUP BY bucket ORDER BY bucket"""
+            GROUP BY bucket ORDER BY bucket""",
+            "postgresql": """
+            SELECT floor((observed_at - $1) / 3600)::bigint AS bucket, avg(value_number)
+            FROM tenant_default.attribute_history
+            WHERE entity_id = $2 AND attribute = $3 AND deleted_at IS NULL
+              AND observed_at >= $4 AND observed_at < $5
+            GROUP BY bucket ORDER BY bucket""",
+        }
 
         def api() -> Any:
             return get_all(client, f"{BASE}/entities/{entity_id}", params, None)
 
         def hand() -> Any:
-            return db.execute(sql, (T0, entity_id, attribute, T0, end)).fetchall()
+            return db.fetch(sql, T0, entity_id, attribute, T0, end)
 
         def check(answer: Any, rows: Any) -> str:
             series = answer[0]["intensity"]["avg"]
@@ -160,20 +208,30 @@ def queries(client: httpx.Client, db: sqlite3.Connection, args: argparse.Namespa
             "aggrPeriodDuration": "P1D",
             "attrs": "intensity",
         }
-        # CROSS JOIN: the sensors of the type first, then each one's range on the history index.
-        sql = """
+        # SQLite: CROSS JOIN, the sensors of the type first, then each one's range on the history
+        # index. PostgreSQL: its planner chooses (a hash join over the history, as it happens).
+        sql = {
+            "sqlite": """
             SELECT h.entity_id, CAST((h.observed_at - ?) / 86400 AS INTEGER) AS bucket, max(h.value_number)
             FROM temporal_entities e CROSS JOIN attribute_history h
                 ON h.tenant = e.tenant AND h.entity_id = e.id
             WHERE e.tenant = '' AND EXISTS (SELECT 1 FROM json_each(e.types) WHERE value = ?)
               AND h.attribute = ? AND h.deleted_at IS NULL AND h.observed_at >= ? AND h.observed_at < ?
-            GROUP BY h.entity_id, bucket ORDER BY h.entity_id, bucket"""
+            GROUP BY h.entity_id, bucket ORDER BY h.entity_id, bucket""",
+            "postgresql": """
+            SELECT h.entity_id, floor((h.observed_at - $1) / 86400)::bigint AS bucket, max(h.value_number)
+            FROM tenant_default.temporal_entities e JOIN tenant_default.attribute_history h
+                ON h.entity_id = e.id
+            WHERE $2 = ANY(e.types)
+              AND h.attribute = $3 AND h.deleted_at IS NULL AND h.observed_at >= $4 AND h.observed_at < $5
+            GROUP BY h.entity_id, bucket ORDER BY h.entity_id, bucket""",
+        }
 
         def api() -> Any:
             return get_all(client, f"{BASE}/entities", params, 1000)
 
         def hand() -> Any:
-            return db.execute(sql, (T0, DEFAULT + TYPE, attribute, T0, end)).fetchall()
+            return db.fetch(sql, T0, DEFAULT + TYPE, attribute, T0, end)
 
         def check(answer: Any, rows: Any) -> str:
             got = {(e["id"], a[1]): a[0] for e in answer for a in e["intensity"]["max"]}
@@ -186,19 +244,28 @@ def queries(client: httpx.Client, db: sqlite3.Connection, args: argparse.Namespa
         ids = [sensor_id(n) for n in rng.sample(range(args.sensors), min(args.last_n_sensors, args.sensors))]
         params = {"type": TYPE, "id": ",".join(ids), "attrs": "intensity", "lastN": "10", "limit": "1000"}
         # The 10 newest of each sensor straight from the (entity, attribute, time) index.
-        sql = """
+        sql = {
+            "sqlite": """
             SELECT h.entity_id, h.observed_at, h.instance_id, h.doc FROM json_each(?) AS ids
             JOIN attribute_history h ON h.pk IN (
                 SELECT pk FROM attribute_history
                 WHERE tenant = '' AND entity_id = ids.value AND attribute = ? AND deleted_at IS NULL
                 ORDER BY observed_at DESC LIMIT 10)
-            ORDER BY h.entity_id, h.observed_at"""
+            ORDER BY h.entity_id, h.observed_at""",
+            "postgresql": """
+            SELECT h.entity_id, h.observed_at, h.instance_id, h.doc
+            FROM json_array_elements_text($1::json) AS ids(id) CROSS JOIN LATERAL (
+                SELECT entity_id, observed_at, instance_id, doc FROM tenant_default.attribute_history
+                WHERE entity_id = ids.id AND attribute = $2 AND deleted_at IS NULL
+                ORDER BY observed_at DESC LIMIT 10) h
+            ORDER BY h.entity_id, h.observed_at""",
+        }
 
         def api() -> Any:
             return get_all(client, f"{BASE}/entities", params, None)
 
         def hand() -> Any:
-            return db.execute(sql, (orjson.dumps(ids).decode(), attribute)).fetchall()
+            return db.fetch(sql, orjson.dumps(ids).decode(), attribute)
 
         def check(answer: Any, rows: Any) -> str:
             got = sorted((e["id"], i["instanceId"]) for e in answer for i in e["intensity"])
@@ -272,41 +339,37 @@ def main() -> None:
     add("--min-runs", type=int, default=3, help="runs per query and side at least (default 3)")
     add("--max-runs", type=int, default=500, help="runs per query and side at most (default 500)")
     add("--keep", action="store_true", help="keep the SQLite file (its path is printed)")
+    add_store_option(parser)
     args = parser.parse_args()
     if min(args.sensors, args.observations, args.interval, args.batch, args.last_n_sensors) < 1:
         parser.error("sizes must be positive")
     if args.seconds <= 0 or args.min_runs < 1 or args.max_runs < args.min_runs:
         parser.error("--seconds must be positive and 1 <= --min-runs <= --max-runs")
 
-    tmp = Path(tempfile.mkdtemp(prefix="kizuna-bench-t-"))
-    path = tmp / "bench.db"
-    port = free_port()
-    server = start_server(port, f"sqlite:///{path}", 1, tmp / "server.log")
-    try:
-        wait_healthy(port, server)
+    keep = args.keep and args.store == "sqlite"
+    with (
+        scratch("kizuna-bench-t-", keep) as tmp,
+        backing_store(args.store, tmp) as store,
+        serve(store, tmp) as port,
+    ):
         took = load(port, args)
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300.0) as client:
-            results = {q.name: measure(q, args) for q in queries(client, db, args)}
-        instances = db.execute("SELECT count(*) FROM attribute_history").fetchone()[0]
-        db.close()
-    except BaseException:
-        sys.stderr.write("bench: server log:\n" + (tmp / "server.log").read_text(errors="replace")[-3000:])
-        raise
-    finally:
-        stop_server(server)
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+        db = RawSql(store)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300.0) as client:
+                results = {q.name: measure(q, args) for q in queries(client, db, args)}
+            instances, size = db.instances_and_size()
+        finally:
+            db.close()
+        where = machine()
 
     total = args.sensors * args.observations
-    size = path.stat().st_size / 2**20 if args.keep else None
     print(
-        f"kizuna temporal bench: {args.sensors} sensors x {args.observations} instances = {instances} "
+        f"kizuna temporal bench on {store.description}: {args.sensors} sensors x {args.observations} "
+        f"instances = {instances} "
         f"stored, one every {args.interval} s from {iso(T0)}; loaded over HTTP (POST /temporal/entities, "
         f"{args.batch} instances a request) in {took:.1f} s ({total / took:,.0f} instances/s); "
-        f"one request at a time, {args.seconds:g} s per query and side, 1 server worker, {os.cpu_count()} "
-        f"CPU cores shared by client and server ({platform.processor() or platform.machine()})"
-        + (f"; kept {path} ({size:.0f} MiB)" if size is not None else "")
+        f"one request at a time, {args.seconds:g} s per query and side, 1 server worker, {where}; "
+        f"store size {size:.0f} MiB" + (f", kept {store.sqlite_path}" if keep else "")
     )
     head = (
         "query",
