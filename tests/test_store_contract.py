@@ -193,3 +193,16 @@ async def test_concurrent_swaps_count_every_increment_once(store: Store) -> None
 
     await asyncio.gather(*(increment() for _ in range(20)))
     assert (await store.get_document("k", "", "counter"))["count"] == 20
+
+
+async def test_delivery_state_is_kept_for_entity_and_csource_subscriptions(store: Store) -> None:
+    status = {"timesSent": 1, "status": "failed"}
+    # An entity subscription and a context source registration subscription (a document).
+    assert await store.insert_subscription("", {"id": "urn:ngsi-ld:Subscription:e"})
+    assert await store.insert_document("csourceSubscription", "", {"id": "urn:ngsi-ld:Subscription:c"})
+    for sub_id in ("urn:ngsi-ld:Subscription:e", "urn:ngsi-ld:Subscription:c"):
+        await store.save_notification_status("", sub_id, status)
+        assert await store.notification_status("", sub_id) == status
+    # Nothing is kept for a subscription that does not exist (it may have just been deleted).
+    await store.save_notification_status("", "urn:ngsi-ld:Subscription:gone", status)
+    assert await store.notification_status("", "urn:ngsi-ld:Subscription:gone") is None

@@ -765,6 +765,7 @@ class PostgresStore:
             "INSERT INTO kizuna.notification_status (tenant, subscription_id, doc)"
             " SELECT $1::text, $2::text, $3::bytea"
             f" WHERE EXISTS (SELECT 1 FROM {schema}.subscriptions WHERE id = $2)"
+            f" OR EXISTS (SELECT 1 FROM {schema}.documents WHERE kind = 'csourceSubscription' AND id = $2)"
             " ON CONFLICT (tenant, subscription_id) DO UPDATE SET doc = excluded.doc",
             tenant,
             subscription_id,
