@@ -35,7 +35,9 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0, interval: float 
 
 class Receiver:
     """A subscriber on a loopback port. ``script`` holds what to do with the next requests:
-    ``"500"``, ``"hang"`` (no answer for ``hang_seconds``) or ``"close"`` (drop the connection)."""
+    ``"500"``, ``"hang"`` (no answer for ``hang_seconds``), ``"close"`` (drop the connection) or
+    ``"slow"`` (take the notification, as ``received`` shows at once, and answer after
+    ``hang_seconds``)."""
 
     def __init__(self, port: int = 0, hang_seconds: float = 2.0) -> None:
         self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
@@ -75,6 +77,8 @@ class Receiver:
                     receiver.received.append(
                         ({k.lower(): v for k, v in self.headers.items()}, json.loads(raw))
                     )
+                if action == "slow":
+                    time.sleep(receiver.hang_seconds)
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

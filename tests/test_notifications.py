@@ -286,6 +286,23 @@ def test_retries_after_500_connection_close_and_hang(client: TestClient, receive
     assert notification["lastSuccess"] >= notification["lastFailure"]
 
 
+def test_a_subscriber_reading_its_subscription_on_receipt_sees_that_delivery(
+    client: TestClient, receiver: Receiver
+) -> None:
+    # ETSI 046_11/046_12 read the subscription as soon as the notification arrives, racing the
+    # write of its delivery state; the read waits for a delivery under way. "slow": the
+    # subscriber takes the notification and answers only 0.3 s later.
+    receiver.script = ["slow"]
+    receiver.hang_seconds = 0.3
+    sub_id = subscribe(client, receiver.url)
+    create_light(client, 1)
+    receiver.wait_for(1)
+    notification = subscription(client, sub_id)["notification"]
+    assert notification["timesSent"] == 1
+    assert notification["status"] == "ok"
+    assert "lastSuccess" in notification
+
+
 def test_dead_subscriber_is_marked_failed_and_slows_neither_writes_nor_others(
     client: TestClient, receiver: Receiver
 ) -> None:

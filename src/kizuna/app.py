@@ -101,7 +101,11 @@ def create_app(settings: Settings) -> Starlette:
     contexts = ContextApi(registry, store, settings.max_body_bytes)
     subscriptions = SubscriptionApi(
         SubscriptionService(
-            store, registry, implicit_context=contexts.add_implicit, on_change=subscription_cache.invalidate
+            store,
+            registry,
+            implicit_context=contexts.add_implicit,
+            on_change=subscription_cache.invalidate,
+            settle=dispatcher.settle,
         ),
         registry,
         max_body=settings.max_body_bytes,

@@ -358,11 +358,15 @@ class SubscriptionService:
         *,
         implicit_context: ImplicitContextHook | None = None,
         on_change: Callable[[str], None] | None = None,
+        settle: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
+        """``settle(tenant, id)`` returns once the notifications of the subscription being sent
+        now have their delivery state recorded (:meth:`kizuna.notify.dispatcher.Dispatcher.settle`)."""
         self.store = store
         self.contexts = contexts
         self.implicit_context = implicit_context
         self.on_change = on_change
+        self.settle = settle
 
     def _changed(self, tenant: str) -> None:
         if self.on_change is not None:
@@ -426,7 +430,10 @@ class SubscriptionService:
         return sub
 
     async def retrieve_with_status(self, tenant: str, sub_id: str) -> Subscription:
-        return await self._with_status(tenant, await self.retrieve(tenant, sub_id))
+        sub = await self.retrieve(tenant, sub_id)
+        if self.settle is not None:
+            await self.settle(tenant, sub_id)  # a notification under way is counted (046_11/12)
+        return await self._with_status(tenant, sub)
 
     async def query(self, tenant: str, *, limit: int | None, offset: int) -> tuple[list[Subscription], int]:
         await self.require_tenant(tenant)

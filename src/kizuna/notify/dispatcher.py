@@ -21,6 +21,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +37,7 @@ from kizuna.notify.senders import DeliveryError, Message, Senders
 from kizuna.store import DEFAULT_TENANT, EntityQuery, OutboxRow, Store
 
 log = logging.getLogger("kizuna.notify")
+SETTLE_TIMEOUT = 1.0  # seconds a subscription read waits for a delivery under way (Dispatcher.settle)
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 NULL = "urn:ngsi-ld:null"
 PREVIOUS_MEMBER = {
@@ -317,6 +319,8 @@ class Dispatcher:
         self._periodic_last: dict[tuple[str, str], float] = {}
         self._periodic_busy: set[tuple[str, str]] = set()
         self._stopping = False
+        # Notifications being sent now, per subscription, until their delivery state is recorded.
+        self._in_flight: dict[tuple[str, str], set[asyncio.Event]] = {}
         self.csources = CsourceNotifier(store, contexts, self._send_csource)
         self.gate: DeliveryGate | None = None  # set by the dataspace connector
 
@@ -338,6 +342,37 @@ class Dispatcher:
     def wake(self) -> None:
         """Called after a commit that queued notifications; cheap and safe from any coroutine."""
         self._wake.set()
+
+    @contextlib.contextmanager
+    def _delivering(self, tenant: str, sub_id: str) -> Iterator[None]:
+        """Marks one notification of the subscription in flight, from its sending until its
+        delivery state is recorded (see :meth:`settle`)."""
+        key = (tenant, sub_id)
+        done = asyncio.Event()
+        self._in_flight.setdefault(key, set()).add(done)
+        try:
+            yield
+        finally:
+            done.set()
+            pending = self._in_flight.get(key)
+            if pending is not None:
+                pending.discard(done)
+                if not pending:
+                    del self._in_flight[key]
+
+    async def settle(self, tenant: str, sub_id: str, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Waits, at most ``timeout`` seconds, for the notifications of the subscription that
+        this process is sending now to be answered and their delivery state recorded.
+
+        The state is written after the subscriber answers, so a subscriber that reads its
+        subscription as soon as the notification arrives (ETSI 046_11, 046_12) would otherwise
+        race that write and may see the state from before. Notifications sent by another
+        process are not waited for."""
+        pending = [event.wait() for event in self._in_flight.get((tenant, sub_id), ())]
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*pending)
 
     async def start(self) -> None:
         await self._release_dead_owners()
@@ -443,12 +478,13 @@ class Dispatcher:
         data = [render_entity(e, terms, view) for e in result.entities]
         message = build_message(tenant, sub, data, self.base_url, self.config.timeout)
         ok = True
-        try:
-            await self.senders.send(message)
-        except DeliveryError as exc:
-            ok = False
-            log.warning("periodic notification of %s failed: %s", sub["id"], exc)
-        await self.record(tenant, sub["id"], ok)
+        with self._delivering(tenant, sub["id"]):
+            try:
+                await self.senders.send(message)
+            except DeliveryError as exc:
+                ok = False
+                log.warning("periodic notification of %s failed: %s", sub["id"], exc)
+            await self.record(tenant, sub["id"], ok)
 
     # -- status -------------------------------------------------------------------------------------
 
@@ -576,26 +612,30 @@ class _Worker:
             data = await self._render(batch, sub, terms, view)
             message = build_message(self.tenant, sub, data, self.d.base_url, config.timeout)
             self._last_sent = time.time()
-            try:
-                await self.d.senders.send(message)
-            except DeliveryError as exc:
+            with self.d._delivering(self.tenant, self.sub_id):
+                failure: DeliveryError | None = None
+                try:
+                    await self.d.senders.send(message)
+                except DeliveryError as exc:
+                    failure = exc
+                if failure is None:
+                    await store.delete_outbox([row.seq for row in batch])
+                await self.d.record(self.tenant, self.sub_id, failure is None)
+            if failure is not None:
                 failures += 1
-                await self.d.record(self.tenant, self.sub_id, False)
                 cooldown = sub["notification"]["endpoint"].get("cooldown")
                 delay = config.backoff.delay(failures, cooldown / 1000 if cooldown else None)
                 log.warning(
                     "notification to %s for %s failed (%s); retry %d in %.2fs",
                     message.uri,
                     self.sub_id,
-                    exc,
+                    failure,
                     failures,
                     delay,
                 )
                 await asyncio.sleep(delay)
                 continue
             failures = 0
-            await store.delete_outbox([row.seq for row in batch])
-            await self.d.record(self.tenant, self.sub_id, True)
             if gate is not None and admitted:
                 admitted = False
                 await gate.delivered(self.tenant, sub)
