@@ -154,3 +154,12 @@ def test_hosted_contexts_survive_a_restart(client: TestClient) -> None:
     fresh_node = create_app(client.app.state.settings)  # new registry, same store file
     with TestClient(fresh_node) as restarted:
         assert restarted.get(location).json() == CONTEXT
+
+
+def test_a_relative_context_url_is_bad_request_data(client: TestClient) -> None:
+    hosted = client.post("/ngsi-ld/v1/jsonldContexts", json={"@context": {"lux": "https://example.org/lux"}})
+    assert hosted.status_code == 201
+    response = post_ld(client, entity_with(hosted.headers["location"]))  # a path, not a URL
+    assert response.status_code == 400, response.text
+    assert response.json()["type"].endswith("BadRequestData")
+    assert "relative" in response.json()["detail"]

@@ -170,6 +170,8 @@ class ContextRegistry:
             if isinstance(cause, LdContextNotAvailable):
                 raise cause from None
             raise BadRequestData(f"Invalid @context: {exc.type}: {exc}".split("\n")[0]) from None
+        except ValueError as exc:  # pyld's IRI resolution, e.g. a relative URL with no base
+            raise BadRequestData(f"Invalid @context: {exc}") from None
         return TermMap(active)
 
     async def _prefetch(self, context: ContextValue, depth: int) -> None:
