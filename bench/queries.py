@@ -145,6 +145,7 @@ def main() -> None:
         serve(store, tmp) as port,
     ):
         took = load(port, args.entities)
+        store.analyze()
         results = {
             name: run_phase(make, args.entities, port, args.seconds, args.concurrency)
             for name, make in QUERIES.items()

@@ -77,6 +77,7 @@ def main() -> None:
     with scratch("kizuna-bench-s-") as tmp, backing_store(args.store, tmp) as store:
         with serve(store, tmp) as port:
             took = load(port, args.entities)
+        store.analyze()
         for n in counts:
             with serve(store, tmp, workers=n) as port:
                 for make, arg in ((create, None), (patch, args.entities), (q_range, args.entities)):

@@ -353,6 +353,7 @@ def main() -> None:
         serve(store, tmp) as port,
     ):
         took = load(port, args)
+        store.analyze()
         db = RawSql(store)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300.0) as client:

@@ -135,6 +135,25 @@ def test_aggregations_in_buckets(client: TestClient) -> None:
     assert day["fuelLevel"]["min"] == [[40.0, "2020-08-01T12:03:00Z", "2020-08-02T12:03:00Z"]]
 
 
+def test_aggregation_buckets_start_at_the_time_asked_for(client: TestClient) -> None:
+    create(client)
+    body = get(
+        client,
+        options="aggregatedValues",
+        aggrMethods="avg,totalCount",
+        aggrPeriodDuration="PT1H",
+        timerel="between",
+        timeAt="2020-08-01T12:00:00Z",
+        endTimeAt="2020-08-01T14:00:00Z",
+    ).json()
+    assert body["speed"]["avg"] == [[100.0, "2020-08-01T12:00:00Z", "2020-08-01T13:00:00Z"]]
+    assert body["fuelLevel"]["totalCount"] == [
+        [1, "2020-08-01T12:00:00Z", "2020-08-01T13:00:00Z"],
+        [1, "2020-08-01T13:00:00Z", "2020-08-01T14:00:00Z"],
+    ]
+    assert body["fuelLevel"]["type"] == "Property"
+
+
 def test_query_entities(client: TestClient) -> None:
     create(client)
     create(

@@ -95,6 +95,7 @@ from kizuna.store import (
     HistoryQuery,
     OutboxRow,
     QueryResult,
+    geo_matches_many,
 )
 from kizuna.store.common import (
     BOOLEAN,
@@ -239,6 +240,14 @@ TENANT_MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX attribute_history_observed ON {s}.attribute_history (entity_id, attribute, observed_at);
         CREATE INDEX attribute_history_created ON {s}.attribute_history (entity_id, attribute, created_at);
         CREATE INDEX attribute_history_time ON {s}.attribute_history ((COALESCE(observed_at, created_at)));
+        """,
+    ),
+    (
+        2,
+        # lastN walks this index backwards per attribute and stops after N rows (read_history).
+        """
+        CREATE INDEX attribute_history_when ON {s}.attribute_history
+            (entity_id, attribute, (COALESCE(observed_at, created_at)), pk);
         """,
     ),
 ]
@@ -500,34 +509,53 @@ class PostgresStore:
         if schema is None:
             return result
         where, params, residual = _plan(schema, query)
-        if residual is None:
-            if query.limit != 0:
-                rows = await self.pool.fetch(
-                    _numbered(
-                        f"SELECT e.doc, e.raw FROM {schema}.entities e WHERE {where}"
-                        " ORDER BY e.pk LIMIT ? OFFSET ?"
-                    ),
-                    *params,
-                    query.limit,
-                    query.offset,
+        if residual is None and query.geo is None:
+            if _by_types_only(query):
+                # A type listing pages and counts on the type index alone; only the documents
+                # of the page are read.
+                assert query.types is not None
+                distinct = "DISTINCT " if len(query.types) > 1 else ""
+                pks = f"SELECT {distinct}pk FROM {schema}.entity_types WHERE type = ANY($1::text[])"
+                page_sql = (
+                    f"SELECT e.doc, e.raw FROM {schema}.entities e"
+                    f" WHERE e.pk IN ({pks} ORDER BY pk LIMIT $2 OFFSET $3) ORDER BY e.pk"
                 )
+                count_sql = (
+                    f"SELECT count({distinct}pk) FROM {schema}.entity_types WHERE type = ANY($1::text[])"
+                )
+                params = [list(query.types)]
+            else:
+                page_sql = _numbered(
+                    f"SELECT e.doc, e.raw FROM {schema}.entities e WHERE {where}"
+                    " ORDER BY e.pk LIMIT ? OFFSET ?"
+                )
+                count_sql = _numbered(f"SELECT count(*) FROM {schema}.entities e WHERE {where}")
+            if query.limit != 0:
+                rows = await self.pool.fetch(page_sql, *params, query.limit, query.offset)
                 result.entities = [_unpack(doc, raw) for doc, raw in rows]
             if query.count:
-                result.total = await self.pool.fetchval(
-                    _numbered(f"SELECT count(*) FROM {schema}.entities e WHERE {where}"), *params
-                )
+                result.total = await self.pool.fetchval(count_sql, *params)
             return result
         matched = 0
         wanted_end = None if query.limit is None else query.offset + query.limit
         sql = _numbered(f"SELECT e.doc, e.raw FROM {schema}.entities e WHERE {where} ORDER BY e.pk")
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            async for doc, raw in conn.cursor(sql, *params, prefetch=_PAGE):
-                entity = _unpack(doc, raw)
-                if not residual(entity):
-                    continue
-                if matched >= query.offset and (wanted_end is None or matched < wanted_end):
-                    result.entities.append(entity)
-                matched += 1
+            cursor = await conn.cursor(sql, *params)
+            size = 64
+            while batch := await cursor.fetch(size):
+                size = min(2 * size, _PAGE)
+                # Candidates in growing batches; the exact geo check runs on a whole batch at once
+                # (vectorised for points), after the rest of the residual.
+                entities = [_unpack(doc, raw) for doc, raw in batch]
+                if residual is not None:
+                    entities = [entity for entity in entities if residual(entity)]
+                if query.geo is not None:
+                    keep = geo_matches_many(query.geo, query.geoproperty or "location", entities)
+                    entities = [entity for entity, ok in zip(entities, keep, strict=True) if ok]
+                for entity in entities:
+                    if matched >= query.offset and (wanted_end is None or matched < wanted_end):
+                        result.entities.append(entity)
+                    matched += 1
                 if not query.count and wanted_end is not None and matched >= wanted_end:
                     break
         if query.count:
@@ -838,13 +866,17 @@ class PostgresStore:
         )
         limit = query.last_n if query.last_n is not None else query.first_n
         if limit is not None:
+            # Per attribute, the first ``limit`` rows of an index walk (attribute_history_when),
+            # instead of ranking the entity's whole series.
             direction = "DESC" if query.last_n is not None else "ASC"
             select = (
-                f"SELECT attribute, instance_id, doc, raw, t, pk FROM (SELECT s.*, ROW_NUMBER() OVER"
-                f" (PARTITION BY attribute ORDER BY t {direction}, pk {direction}) AS n FROM ({select}) s) w"
-                " WHERE n <= ?"
+                f"SELECT a.attribute, h.instance_id, h.doc, h.raw, h.t, h.pk FROM (SELECT DISTINCT"
+                f" attribute FROM {schema}.attribute_history WHERE entity_id = ?) a CROSS JOIN LATERAL"
+                f" (SELECT instance_id, doc, raw, {when} AS t, pk FROM {schema}.attribute_history"
+                f" WHERE {where} AND attribute = a.attribute ORDER BY {when} {direction}, pk {direction}"
+                " LIMIT ?) h"
             )
-            params.append(limit)
+            params = [entity_id, *params, limit]
         out: list[tuple[str, dict[str, Any]]] = []
         for attribute, instance_id, doc, raw, _, _ in await self.pool.fetch(
             _numbered(f"{select} ORDER BY attribute, t, pk"), *params
@@ -900,41 +932,32 @@ class PostgresStore:
         where, params, when = _history_where(None, query, entity_ids=entity_ids)
         # One statement over all the entities. Buckets are [origin + k*period, origin + (k+1)*period)
         # (date_bin on epoch seconds); each series starts at ``origin`` or at its first instance.
-        columns = ", ".join(_aggregate_columns(methods))
-        sql = f"""
-        WITH sel AS (
-            SELECT entity_id AS e, attribute AS a, dataset_id AS d, {when} AS t,
-                   value_number AS v, value_key AS k
-            FROM {schema}.attribute_history WHERE {where}
-        ), series AS (
-            SELECT e, a, d, COALESCE(?::float8, min(t)) AS o, max(t) AS last FROM sel GROUP BY e, a, d
-        ), binned AS (
-            SELECT s.*, r.o, r.last,
-                   CASE WHEN ?::float8 IS NULL THEN 0
-                        ELSE floor((s.t - r.o) / ?::float8)::bigint END AS bucket
-            FROM sel s JOIN series r ON s.e = r.e AND s.a = r.a AND s.d IS NOT DISTINCT FROM r.d
-            WHERE s.t >= r.o
-        )
-        SELECT e, a, d, o, last, bucket, {columns}
-        FROM binned
-        GROUP BY e, a, d, o, last, bucket
-        ORDER BY e, a, d NULLS FIRST, bucket
-        """
-        rows = await self.pool.fetch(_numbered(sql), *params, origin, period, period)
+        if origin is not None or period is None:
+            # The origin is known (or a series is one bucket): one pass, no series to join back.
+            head: list[Any] = []
+            start_sql = "?::float8" if origin is not None else f"min({when})"
+            if origin is not None:
+                head.append(origin)
+            bucket = "0"
+            if period is not None:
+                bucket = f"floor(({when} - ?::float8) / ?::float8)::bigint"
+                head += [origin, period]
+            columns = ", ".join(_aggregate_columns(methods, "value_number", "value_key"))
+            since = f" AND {when} >= ?::float8" if origin is not None else ""
+            sql = (
+                f"SELECT entity_id, attribute, dataset_id, {start_sql}, max({when}), {bucket} AS bucket,"
+                f" {columns} FROM {schema}.attribute_history WHERE {where}{since}"
+                " GROUP BY entity_id, attribute, dataset_id, bucket"
+                " ORDER BY entity_id, attribute, dataset_id NULLS FIRST, bucket"
+            )
+            rows = await self.pool.fetch(
+                _numbered(sql), *head, *params, *([origin] if origin is not None else [])
+            )
+        else:
+            rows = await self._aggregate_from_first(schema, where, params, when, methods, period)
         if not rows:
             return []
-        # The kind of each (entity, attribute): the type of the newest instance selected.
-        kinds = {
-            (e, a): kind if kind is not None else orjson.loads(raw)["type"]
-            for e, a, kind, raw in await self.pool.fetch(
-                _numbered(
-                    f"SELECT DISTINCT ON (entity_id, attribute) entity_id, attribute, doc ->> 'type',"
-                    f" CASE WHEN doc IS NULL THEN raw END FROM {schema}.attribute_history WHERE {where}"
-                    f" ORDER BY entity_id, attribute, {when} DESC, pk DESC"
-                ),
-                *params,
-            )
-        }
+        kinds = await self._history_kinds(schema, query, {(row[0], row[1]) for row in rows})
         out: list[AggregateRow] = []
         for entity_id, attribute, dataset_id, start, last, bucket, *values in rows:
             if period is None:
@@ -947,6 +970,49 @@ class PostgresStore:
             row.kind = kinds.get((entity_id, attribute))
             out.append(row)
         return out
+
+    async def _aggregate_from_first(
+        self,
+        schema: str,
+        where: str,
+        params: list[Any],
+        when: str,
+        methods: Sequence[str],
+        period: float,
+    ) -> list[asyncpg.Record]:
+        """Buckets from each series' own first instance: the series must be known first."""
+        columns = ", ".join(_aggregate_columns(methods, "s.v", "s.k"))
+        sql = f"""
+        WITH sel AS (
+            SELECT entity_id AS e, attribute AS a, dataset_id AS d, {when} AS t,
+                   value_number AS v, value_key AS k
+            FROM {schema}.attribute_history WHERE {where}
+        ), series AS (
+            SELECT e, a, d, min(t) AS o FROM sel GROUP BY e, a, d
+        )
+        SELECT s.e, s.a, s.d, r.o, max(s.t), floor((s.t - r.o) / ?::float8)::bigint AS bucket, {columns}
+        FROM sel s JOIN series r ON s.e = r.e AND s.a = r.a AND s.d IS NOT DISTINCT FROM r.d
+        GROUP BY s.e, s.a, s.d, r.o, bucket
+        ORDER BY s.e, s.a, s.d NULLS FIRST, bucket
+        """
+        return await self.pool.fetch(_numbered(sql), *params, period)
+
+    async def _history_kinds(
+        self, schema: str, query: HistoryQuery, pairs: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The kind (type) of the newest instance ``query`` selects of each (entity, attribute):
+        per pair, an index walk that stops at the first row (attribute_history_when)."""
+        where, params, when = _history_where(None, query, entity_sql="p.e", attribute_sql="p.a")
+        ordered = sorted(pairs)
+        sql = (
+            "SELECT p.e, p.a, h.kind, h.raw FROM unnest(?::text[], ?::text[]) AS p(e, a) CROSS JOIN LATERAL"
+            " (SELECT doc ->> 'type' AS kind, CASE WHEN doc IS NULL THEN raw END AS raw"
+            f" FROM {schema}.attribute_history WHERE {where} ORDER BY {when} DESC, pk DESC LIMIT 1) h"
+        )
+        rows = await self.pool.fetch(
+            _numbered(sql), [e for e, _ in ordered], [a for _, a in ordered], *params
+        )
+        return {(e, a): kind if kind is not None else orjson.loads(raw)["type"] for e, a, kind, raw in rows}
 
     # -- documents (registrations, csource subscriptions) -----------------------------------------
 
@@ -1104,17 +1170,28 @@ async def _temporal_entity(
 
 
 def _history_where(
-    entity_id: str | None, query: HistoryQuery, *, entity_ids: Sequence[str] | None = None
+    entity_id: str | None,
+    query: HistoryQuery,
+    *,
+    entity_ids: Sequence[str] | None = None,
+    entity_sql: str | None = None,
+    attribute_sql: str | None = None,
 ) -> tuple[str, list[Any], str]:
     """The WHERE clause (``?`` placeholders) of a history read of one entity (or of each of
-    ``entity_ids``), its parameters and the time expression it orders by."""
+    ``entity_ids``, or of the entity and attribute SQL expressions given), its parameters and the
+    time expression it orders by."""
     column = TIME_COLUMN[query.timeproperty]
-    if entity_ids is not None:
+    params: list[Any] = []
+    if entity_sql is not None:
+        where = [f"entity_id = {entity_sql}"]
+    elif entity_ids is not None:
         where = ["entity_id = ANY(?::text[])"]
-        params: list[Any] = [list(entity_ids)]
+        params.append(list(entity_ids))
     else:
         where = ["entity_id = ?"]
-        params = [entity_id]
+        params.append(entity_id)
+    if attribute_sql is not None:
+        where.append(f"attribute = {attribute_sql}")
     where.append("deleted_at IS NOT NULL" if query.timeproperty == "deletedAt" else "deleted_at IS NULL")
     if query.attributes is not None:
         where.append("attribute = ANY(?::text[])")
@@ -1137,22 +1214,22 @@ def _history_where(
     return " AND ".join(where), params, f"COALESCE({column}, created_at)"
 
 
-def _aggregate_columns(methods: Sequence[str]) -> list[str]:
+def _aggregate_columns(methods: Sequence[str], v: str = "v", k: str = "k") -> list[str]:
     """SQL of each aggregation method over numeric values ``v`` and value keys ``k`` (as the
     SQLite store computes them): numeric aggregates skip non-numeric values (NULL ``v``)."""
     stddev = (
-        "CASE WHEN count(v) > 1 THEN sqrt(greatest(0, (sum(v * v) - sum(v) * sum(v) / count(v))"
-        " / (count(v) - 1))) WHEN count(v) = 1 THEN 0.0 END"
+        f"CASE WHEN count({v}) > 1 THEN sqrt(greatest(0, (sum({v} * {v}) - sum({v}) * sum({v}) / count({v}))"
+        f" / (count({v}) - 1))) WHEN count({v}) = 1 THEN 0.0 END"
     )
     sql = {
         "totalCount": "count(*)",
-        "distinctCount": "count(DISTINCT k)",
-        "sum": "sum(v)",
-        "avg": "avg(v)",
-        "min": "min(v)",
-        "max": "max(v)",
+        "distinctCount": f"count(DISTINCT {k})",
+        "sum": f"sum({v})",
+        "avg": f"avg({v})",
+        "min": f"min({v})",
+        "max": f"max({v})",
         "stddev": stddev,
-        "sumsq": "sum(v * v)",
+        "sumsq": f"sum({v} * {v})",
     }
     return [sql.get(method, "NULL") for method in methods]
 
@@ -1259,9 +1336,18 @@ def _compile_q_partially(schema: str, q: ql.QExpr) -> tuple[Sql | None, ql.QExpr
     return (" AND ".join(sql for sql, _ in compiled), [p for _, params in compiled for p in params]), rest
 
 
+def _by_types_only(query: EntityQuery) -> bool:
+    return (
+        query.types is not None
+        and query.predicate is None
+        and not any((query.ids, query.id_pattern, query.q, query.geo, query.scope, query.attrs))
+    )
+
+
 def _plan(schema: str, query: EntityQuery) -> tuple[str, list[Any], Callable[[Entity], bool] | None]:
     """The WHERE clause (on ``entities e``, ``?`` placeholders) of a query, its parameters, and the
-    Python check left for what SQL does not decide (None: SQL decides everything)."""
+    Python check left for what SQL does not decide (None: SQL decides everything) except the
+    exact geometry check, which the caller runs on batches of candidates."""
     where = ["TRUE"]
     params: list[Any] = []
     if query.ids is not None:
@@ -1298,7 +1384,7 @@ def _plan(schema: str, query: EntityQuery) -> tuple[str, list[Any], Callable[[En
     if query.types is not None:
         where.append(f"e.pk IN (SELECT pk FROM {schema}.entity_types WHERE type = ANY(?::text[]))")
         params.append(list(query.types))
-    residual = query.residual(q=left_q, attrs=not attrs_in_sql)
+    residual = query.residual(q=left_q, attrs=not attrs_in_sql, geo=False)  # geo: in batches
     if id_check is not None:
         rest = residual
         residual = id_check if rest is None else (lambda e: id_check(e) and rest(e))
