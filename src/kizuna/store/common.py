@@ -110,21 +110,31 @@ def geometry_box(value: dict[str, Any], xs: list[float], ys: list[float]) -> Non
             geometry_box(part, xs, ys)
 
 
-def geometry_boxes(entity: dict[str, Any]) -> list[tuple[str, float, float, float, float]]:
-    """(property, min_x, min_y, max_x, max_y) per property of ``entity`` holding GeoJSON: the
-    box around all its instances."""
+def geometry_boxes(
+    entity: dict[str, Any],
+) -> list[tuple[str, float, float, float, float, list[dict[str, Any]]]]:
+    """(property, min_x, min_y, max_x, max_y, shapes) per property of ``entity`` holding GeoJSON:
+    the box around all its instances, and their GeoJSON values (what the exact check of a
+    geoQuery reads instead of the document)."""
     boxes = []
     for key, instances in entity.items():
         if key in CORE or not isinstance(instances, list):
             continue
         xs: list[float] = []
         ys: list[float] = []
-        for instance in instances:
-            if isinstance(instance, dict) and isinstance(instance.get("value"), dict):
-                geometry_box(instance["value"], xs, ys)
+        found = shapes(instances)
+        for shape in found:
+            geometry_box(shape, xs, ys)
         if xs:
-            boxes.append((key, min(xs), min(ys), max(xs), max(ys)))
+            boxes.append((key, min(xs), min(ys), max(xs), max(ys), found))
     return boxes
+
+
+def shapes(instances: Any) -> list[dict[str, Any]]:
+    """The GeoJSON candidates of an attribute: the dict values of its instances, in order."""
+    if not isinstance(instances, list):
+        return []
+    return [i["value"] for i in instances if isinstance(i, dict) and isinstance(i.get("value"), dict)]
 
 
 _REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()")

@@ -35,8 +35,9 @@ Per tenant schema:
   B-tree index led by ``(attribute, kind, ...)`` so that a comparison is one range scan.
 - ``geo_index``: one PostGIS ``geometry`` (SRID 4326) per (entity, property holding GeoJSON): the
   box around its instances, under a GiST index. A geoQuery selects candidates with ``&&`` against
-  :meth:`GeoQuery.bbox`; the exact georel is checked with shapely on those, as the SQLite store
-  does, so that both stores answer alike for every geometry the model accepts (PostGIS would
+  :meth:`GeoQuery.bbox`; the exact georel is checked with shapely on those, on the GeoJSON kept
+  beside the box (``shapes``, so that only the documents of the page are read), as the SQLite
+  store does, so that both stores answer alike for every geometry the model accepts (PostGIS would
   refuse some GeoJSON that shapely takes, and near/equals have NGSI-LD specific meanings).
 - ``attribute_history`` (one row per attribute instance, times as POSIX seconds, with
   ``(entity_id, attribute, observed_at)`` and ``(entity_id, attribute, created_at)`` B-tree
@@ -96,6 +97,7 @@ from kizuna.store import (
     OutboxRow,
     QueryResult,
     geo_matches_many,
+    geo_matches_values,
 )
 from kizuna.store.common import (
     BOOLEAN,
@@ -248,6 +250,14 @@ TENANT_MIGRATIONS: list[tuple[int, str]] = [
         """
         CREATE INDEX attribute_history_when ON {s}.attribute_history
             (entity_id, attribute, (COALESCE(observed_at, created_at)), pk);
+        """,
+    ),
+    (
+        3,
+        # The GeoJSON values of the box's instances: a geoQuery checks these, not the documents.
+        # NULL in rows written before; such a query reads the documents (query_entities).
+        """
+        ALTER TABLE {s}.geo_index ADD COLUMN shapes jsonb;
         """,
     ),
 ]
@@ -509,6 +519,10 @@ class PostgresStore:
         if schema is None:
             return result
         where, params, residual = _plan(schema, query)
+        if residual is None and query.geo is not None:
+            shaped = await self._query_by_shapes(schema, query, where, params)
+            if shaped is not None:
+                return shaped
         if residual is None and query.geo is None:
             if _by_types_only(query):
                 # A type listing pages and counts on the type index alone; only the documents
@@ -560,6 +574,35 @@ class PostgresStore:
                     break
         if query.count:
             result.total = matched
+        return result
+
+    async def _query_by_shapes(
+        self, schema: str, query: EntityQuery, where: str, params: list[Any]
+    ) -> QueryResult | None:
+        """A query where only the exact geo check is left to Python: it runs on the shapes kept
+        in the geo index, and only the documents of the page are read. None if some candidate
+        was indexed before shapes were kept (then the documents must be read)."""
+        assert query.geo is not None
+        rows = await self.pool.fetch(
+            _numbered(
+                f"SELECT e.pk, g.shapes FROM {schema}.entities e JOIN {schema}.geo_index g"
+                f" ON g.pk = e.pk AND g.geoproperty = ? WHERE {where} ORDER BY e.pk"
+            ),
+            query.geoproperty or "location",
+            *params,
+        )
+        if any(found is None for _, found in rows):
+            return None
+        keep = geo_matches_values(query.geo, [found for _, found in rows])
+        matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
+        result = QueryResult(total=len(matched) if query.count else None)
+        end = None if query.limit is None else query.offset + query.limit
+        page = matched[query.offset : end]
+        if page:
+            docs = await self.pool.fetch(
+                f"SELECT doc, raw FROM {schema}.entities WHERE pk = ANY($1::bigint[]) ORDER BY pk", page
+            )
+            result.entities = [_unpack(doc, raw) for doc, raw in docs]
         return result
 
     async def iter_entities(self, tenant: str) -> AsyncIterator[Entity]:
@@ -1260,6 +1303,7 @@ def _index_params(entity: Entity) -> list[Any]:
         [v[1] for v in values],
         [r[3] for r in rows],
         *([b[i] for b in boxes] for i in range(5)),
+        [_pack(b[5])[0] for b in boxes],  # NULL when jsonb cannot hold it: the document is read
     ]
 
 
@@ -1286,10 +1330,10 @@ def _write_sql(schema: str, replace: bool) -> str:
         f" a AS (INSERT INTO {schema}.attr_values (attribute, kind, num, str, pk, inst)"
         " SELECT r.a, r.k, r.n, r.s, e.pk, r.i FROM e,"
         " unnest($5::text[], $6::int2[], $7::numeric[], $8::bytea[], $9::int4[]) AS r(a, k, n, s, i)),"
-        f" g AS (INSERT INTO {schema}.geo_index (pk, geoproperty, box)"
-        " SELECT e.pk, b.p, ST_MakeEnvelope(b.x0, b.y0, b.x1, b.y1, 4326) FROM e,"
-        " unnest($10::text[], $11::float8[], $12::float8[], $13::float8[], $14::float8[])"
-        " AS b(p, x0, y0, x1, y1))"
+        f" g AS (INSERT INTO {schema}.geo_index (pk, geoproperty, box, shapes)"
+        " SELECT e.pk, b.p, ST_MakeEnvelope(b.x0, b.y0, b.x1, b.y1, 4326), b.s::jsonb FROM e,"
+        " unnest($10::text[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::text[])"
+        " AS b(p, x0, y0, x1, y1, s))"
         " SELECT pk FROM e"
     )
 

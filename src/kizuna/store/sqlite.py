@@ -61,9 +61,8 @@ from kizuna.store import (
     geo_matches_many,
     geo_matches_values,
 )
-from kizuna.store.common import CORE, QCompiler, Sql, attribute_rows, tell
+from kizuna.store.common import CORE, QCompiler, Sql, attribute_rows, geometry_boxes, shapes, tell
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
-from kizuna.store.common import geometry_box as _geometry_box
 from kizuna.store.common import history_columns as _history_columns
 from kizuna.store.common import literal_prefix as _literal_prefix
 
@@ -336,8 +335,8 @@ class SqliteStore:
             # only the documents of the page are read.
             sql = f"SELECT e.pk, e.shapes FROM {source} WHERE {where} ORDER BY e.pk"
             rows = self.db.execute(sql, params).fetchall()
-            if all(shapes is not None for _, shapes in rows):  # else written by an older version
-                keep = geo_matches_values(query.geo, [orjson.loads(shapes) for _, shapes in rows])
+            if all(found is not None for _, found in rows):  # else written by an older version
+                keep = geo_matches_values(query.geo, [orjson.loads(found) for _, found in rows])
                 matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
                 if query.count:
                     result.total = len(matched)
@@ -1313,35 +1312,20 @@ _SHAPES_VERSION = "geo-shapes-1"  # geo_entries.shapes filled for the rows writt
 def _index_entity(db: sqlite3.Connection, tenant: str, pk: int | None, entity: Entity) -> None:
     """Write the attr_values rows and geometry boxes of one entity (see the module docstring)."""
     rows = [(tenant, key, kind, val, pk, inst) for key, kind, val, inst in attribute_rows(entity)]
-    for key, instances in entity.items():
-        if key in CORE or not isinstance(instances, list):
-            continue
-        xs: list[float] = []
-        ys: list[float] = []
-        shapes = _shapes(instances)
-        for shape in shapes:
-            _geometry_box(shape, xs, ys)
-        if xs:
-            cursor = db.execute(
-                "INSERT INTO geo_entries (tenant, pk, geoproperty, shapes) VALUES (?, ?, ?, ?)",
-                (tenant, pk, key, orjson.dumps(shapes)),
-            )
-            db.execute(
-                "INSERT INTO geo_rtree (id, min_x, max_x, min_y, max_y) VALUES (?, ?, ?, ?, ?)",
-                (cursor.lastrowid, min(xs), max(xs), min(ys), max(ys)),
-            )
+    for key, min_x, min_y, max_x, max_y, found in geometry_boxes(entity):
+        cursor = db.execute(
+            "INSERT INTO geo_entries (tenant, pk, geoproperty, shapes) VALUES (?, ?, ?, ?)",
+            (tenant, pk, key, orjson.dumps(found)),
+        )
+        db.execute(
+            "INSERT INTO geo_rtree (id, min_x, max_x, min_y, max_y) VALUES (?, ?, ?, ?, ?)",
+            (cursor.lastrowid, min_x, max_x, min_y, max_y),
+        )
     db.executemany(
         "INSERT OR IGNORE INTO attr_values (tenant, attribute, kind, val, pk, inst)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         rows,
     )
-
-
-def _shapes(instances: Any) -> list[dict[str, Any]]:
-    """The GeoJSON candidates of an attribute: the dict values of its instances, in order."""
-    if not isinstance(instances, list):
-        return []
-    return [i["value"] for i in instances if isinstance(i, dict) and isinstance(i.get("value"), dict)]
 
 
 def _unindex_entity(db: sqlite3.Connection, pk: int) -> None:
@@ -1384,8 +1368,8 @@ def _backfill_indexes(db: sqlite3.Connection) -> None:
                     (last, _PAGE),
                 ).fetchall()
                 for geo_id, key, doc in rows:
-                    shapes = orjson.dumps(_shapes(orjson.loads(doc).get(key)))
-                    db.execute("UPDATE geo_entries SET shapes = ? WHERE id = ?", (shapes, geo_id))
+                    found = orjson.dumps(shapes(orjson.loads(doc).get(key)))
+                    db.execute("UPDATE geo_entries SET shapes = ? WHERE id = ?", (found, geo_id))
                     last = geo_id
                 if len(rows) < _PAGE:
                     break
