@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from kizuna.store import EntityQuery, Store, open_store
+from kizuna.store import EntityQuery, HistoryQuery, Store, open_store
 
 T_LIGHT = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
 T_GROUP = "https://smartdatamodels.org/dataModel.Streetlighting/StreetlightGroup"
@@ -206,3 +206,37 @@ async def test_delivery_state_is_kept_for_entity_and_csource_subscriptions(store
     # Nothing is kept for a subscription that does not exist (it may have just been deleted).
     await store.save_notification_status("", "urn:ngsi-ld:Subscription:gone", status)
     assert await store.notification_status("", "urn:ngsi-ld:Subscription:gone") is None
+
+
+async def test_histories_of_several_entities_in_one_read(store: Store) -> None:
+    speed = "https://uri.etsi.org/ngsi-ld/default-context/speed"
+
+    def instance(value: int, minute: int) -> dict:
+        at = f"2026-11-22T10:{minute:02d}:00.000Z"
+        return {"type": "Property", "value": value, "observedAt": at, "createdAt": at, "modifiedAt": at}
+
+    async with store.write("") as tx:
+        for n, entity_id in enumerate(("urn:ngsi-ld:Vehicle:a", "urn:ngsi-ld:Vehicle:b")):
+            for minute in range(3):
+                await tx.append_history(entity_id, ["Vehicle"], speed, instance(10 * n + minute, minute))
+    ids = ["urn:ngsi-ld:Vehicle:a", "urn:ngsi-ld:Vehicle:b", "urn:ngsi-ld:Vehicle:none"]
+    last = await store.read_histories("", ids, HistoryQuery(last_n=2))
+    assert {k: [i["value"] for _, i in v] for k, v in last.items()} == {
+        "urn:ngsi-ld:Vehicle:a": [1, 2],
+        "urn:ngsi-ld:Vehicle:b": [11, 12],
+    }
+    first = await store.read_histories("", ids, HistoryQuery(first_n=1))
+    assert {k: [i["value"] for _, i in v] for k, v in first.items()} == {
+        "urn:ngsi-ld:Vehicle:a": [0],
+        "urn:ngsi-ld:Vehicle:b": [10],
+    }
+    every = await store.read_histories("", ids[:1], HistoryQuery())
+    assert [(a, i["value"]) for a, i in every["urn:ngsi-ld:Vehicle:a"]] == [
+        (speed, 0),
+        (speed, 1),
+        (speed, 2),
+    ]
+    assert all(
+        i["instanceId"].startswith("urn:ngsi-ld:attribute:instance:")
+        for _, i in every["urn:ngsi-ld:Vehicle:a"]
+    )

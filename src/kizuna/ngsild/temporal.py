@@ -598,7 +598,9 @@ class TemporalService:
         """:meth:`_read` of several entities; aggregations of all of them in one store call.
         ``latest``: aggregated entities also get the latest instance of each attribute."""
         if params.form != "aggregatedValues":
-            return [await self._read(tenant, core, params) for core in cores]
+            bounded = self._bounded(params.history)
+            found = await self.store.read_histories(tenant, [core["id"] for core in cores], bounded)
+            return [self._limited(core, found.get(core["id"], []), params) for core in cores]
         history = params.history
         rows = await self.store.aggregate_histories(
             tenant,
@@ -617,26 +619,36 @@ class TemporalService:
         if latest:
             # The instances q, geoQ and orderBy look at: the latest of each attribute.
             newest = HistoryQuery(**{**_fields(history), "last_n": 1})
-            for entity in entities.values():
-                for iri, instance in await self.store.read_history(tenant, entity.core["id"], newest):
+            found = await self.store.read_histories(tenant, list(entities), newest)
+            for entity_id, rows in found.items():
+                entity = entities[entity_id]
+                for iri, instance in rows:
                     entity.attributes.setdefault(iri, []).append(instance)
                     entity.kinds.setdefault(iri, instance["type"])
         return list(entities.values())
 
     async def _read(self, tenant: str, core: Entity, params: TemporalParams) -> TemporalEntity:
-        if params.form == "aggregatedValues":
-            return (await self._read_many(tenant, [core], params))[0]
+        return (await self._read_many(tenant, [core], params))[0]
+
+    def _bounded(self, history: HistoryQuery) -> HistoryQuery:
+        """The history query with the instance limit (clause 6.3.10) applied: one more than the
+        limit tells what was truncated."""
+        bounded = HistoryQuery(**_fields(history))
+        if history.last_n is not None:
+            bounded.last_n = min(history.last_n, self.instance_limit + 1)
+        else:
+            bounded.first_n = self.instance_limit + 1
+        return bounded
+
+    def _limited(
+        self, core: Entity, rows: list[tuple[str, Instance]], params: TemporalParams
+    ) -> TemporalEntity:
+        """An entity from the instances :meth:`_bounded` read, cut to the instance limit."""
         entity = TemporalEntity(core)
         history = params.history
-        # The instance limit (clause 6.3.10): one more than the limit tells what was truncated.
         limit = self.instance_limit
         newest = history.last_n is not None
-        bounded = HistoryQuery(**_fields(history))
-        if newest:
-            bounded.last_n = min(history.last_n, limit + 1)  # type: ignore[type-var]
-        else:
-            bounded.first_n = limit + 1
-        for iri, instance in await self.store.read_history(tenant, core["id"], bounded):
+        for iri, instance in rows:
             entity.attributes.setdefault(iri, []).append(instance)
             entity.kinds.setdefault(iri, instance["type"])
         timeproperty = history.timeproperty

@@ -384,6 +384,12 @@ class Store(Protocol):
     ) -> list[tuple[str, dict[str, Any]]]:
         """(attribute IRI, canonical instance with instanceId) pairs in time order."""
 
+    async def read_histories(
+        self, tenant: str, entity_ids: Sequence[str], query: HistoryQuery
+    ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        """:meth:`read_history` of several entities at once (a page of a temporal query), by
+        entity id; entities with nothing selected are left out."""
+
     async def aggregate_history(
         self,
         tenant: str,

@@ -895,38 +895,43 @@ class PostgresStore:
         )
         return [attribute for (attribute,) in rows]
 
-    @_guarded
     async def read_history(
         self, tenant: str, entity_id: str, query: HistoryQuery
     ) -> list[tuple[str, dict[str, Any]]]:
+        return (await self.read_histories(tenant, [entity_id], query)).get(entity_id, [])
+
+    @_guarded
+    async def read_histories(
+        self, tenant: str, entity_ids: Sequence[str], query: HistoryQuery
+    ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         schema = await self._schema(tenant)
-        if schema is None:
-            return []
-        where, params, when = _history_where(entity_id, query)
-        select = (
-            f"SELECT attribute, instance_id, doc, raw, {when} AS t, pk"
-            f" FROM {schema}.attribute_history WHERE {where}"
-        )
+        if schema is None or not entity_ids:
+            return {}
         limit = query.last_n if query.last_n is not None else query.first_n
-        if limit is not None:
-            # Per attribute, the first ``limit`` rows of an index walk (attribute_history_when),
-            # instead of ranking the entity's whole series.
-            direction = "DESC" if query.last_n is not None else "ASC"
-            select = (
-                f"SELECT a.attribute, h.instance_id, h.doc, h.raw, h.t, h.pk FROM (SELECT DISTINCT"
-                f" attribute FROM {schema}.attribute_history WHERE entity_id = ?) a CROSS JOIN LATERAL"
-                f" (SELECT instance_id, doc, raw, {when} AS t, pk FROM {schema}.attribute_history"
-                f" WHERE {where} AND attribute = a.attribute ORDER BY {when} {direction}, pk {direction}"
-                " LIMIT ?) h"
+        if limit is None:
+            where, params, when = _history_where(None, query, entity_ids=entity_ids)
+            sql = (
+                f"SELECT entity_id, attribute, instance_id, doc, raw FROM {schema}.attribute_history"
+                f" WHERE {where} ORDER BY entity_id, attribute, {when}, pk"
             )
-            params = [entity_id, *params, limit]
-        out: list[tuple[str, dict[str, Any]]] = []
-        for attribute, instance_id, doc, raw, _, _ in await self.pool.fetch(
-            _numbered(f"{select} ORDER BY attribute, t, pk"), *params
-        ):
+        else:
+            # Per (entity, attribute), the first ``limit`` rows of an index walk
+            # (attribute_history_when), instead of ranking each whole series.
+            where, params, when = _history_where(None, query, entity_sql="p.e", attribute_sql="p.a")
+            direction = "DESC" if query.last_n is not None else "ASC"
+            sql = (
+                "SELECT p.e, p.a, h.instance_id, h.doc, h.raw FROM (SELECT DISTINCT entity_id AS e,"
+                f" attribute AS a FROM {schema}.attribute_history WHERE entity_id = ANY(?::text[])) p"
+                " CROSS JOIN LATERAL (SELECT instance_id, doc, raw, pk, "
+                f"{when} AS t FROM {schema}.attribute_history WHERE {where}"
+                f" ORDER BY {when} {direction}, pk {direction} LIMIT ?) h ORDER BY p.e, p.a, h.t, h.pk"
+            )
+            params = [list(entity_ids), *params, limit]
+        out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for entity_id, attribute, instance_id, doc, raw in await self.pool.fetch(_numbered(sql), *params):
             instance = _unpack(doc, raw)
             instance["instanceId"] = instance_id
-            out.append((attribute, instance))
+            out.setdefault(entity_id, []).append((attribute, instance))
         return out
 
     @_guarded
