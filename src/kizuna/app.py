@@ -26,6 +26,7 @@ from kizuna.ngsild.csource_routes import CsourceApi
 from kizuna.ngsild.csources import CsourceSubscriptionService, RegistrationService
 from kizuna.ngsild.discovery import DiscoveryApi
 from kizuna.ngsild.entities import EntityService
+from kizuna.ngsild.forwarding import Federation, node_name
 from kizuna.ngsild.routes import NgsiLdApi
 from kizuna.ngsild.subscription_routes import SubscriptionApi
 from kizuna.ngsild.subscriptions import SubscriptionService
@@ -92,9 +93,18 @@ def create_app(settings: Settings) -> Starlette:
     subscription_cache = SubscriptionCache(registry)
     dispatcher = Dispatcher(store, registry, base_url=f"http://{settings.host}:{settings.port}")
     entities = EntityService(store, subscription_cache, dispatcher.wake)
+    federation = Federation(
+        entities,
+        store,
+        registry,
+        node=node_name(settings.public_url or f"http://{settings.host}:{settings.port}"),
+        timeout=settings.forward_timeout,
+        cache_seconds=settings.registration_cache_seconds,
+    )
     ngsild = NgsiLdApi(
         entities,
         registry,
+        federation=federation,
         max_body=settings.max_body_bytes,
         limits=(settings.default_limit, settings.max_limit),
     )
@@ -122,7 +132,9 @@ def create_app(settings: Settings) -> Starlette:
     )
     dispatcher.gate = dataspace.dataplane  # push transfers: each notification is a counted access
     csources = CsourceApi(
-        RegistrationService(store, registry, notifier=dispatcher.csources),
+        RegistrationService(
+            store, registry, notifier=dispatcher.csources, on_change=federation.registrations_changed
+        ),
         CsourceSubscriptionService(
             store, registry, implicit_context=contexts.add_implicit, notifier=dispatcher.csources
         ),
@@ -161,6 +173,7 @@ def create_app(settings: Settings) -> Starlette:
             if pruner is not None:
                 pruner.cancel()
             await dispatcher.stop()
+            await federation.close()
             await store.close()
 
     async def health(request: Request) -> Response:

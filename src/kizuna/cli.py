@@ -25,6 +25,14 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body")
     serve.add_argument("--history-retention", help="delete attribute history older than this (e.g. 90d)")
     serve.add_argument("--temporal-instance-limit", type=int, help="instances per attribute and answer")
+    serve.add_argument(
+        "--forward-timeout", type=float, help="seconds a context source has to answer (default 3)"
+    )
+    serve.add_argument(
+        "--registration-cache-seconds",
+        type=float,
+        help="seconds a process may use the context source registrations it read (default 1)",
+    )
     serve.add_argument("--participant-id", help="this node's participant id in the data space")
     serve.add_argument(
         "--public-url", help="URL counterparties reach this node at (default http://host:port)"

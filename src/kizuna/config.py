@@ -21,6 +21,8 @@ class Settings:
     max_limit: int = 1000
     history_retention: str | None = None  # e.g. 90d, 12h, P1Y: older history is deleted
     temporal_instance_limit: int = 10  # instances per attribute in one temporal answer (206 beyond)
+    forward_timeout: float = 3.0  # seconds a context source has to answer a forwarded request
+    registration_cache_seconds: float = 1.0  # how long a process may use registrations it read
     # Dataspace connector (DSP 2025-1)
     participant_id: str = "urn:kizuna:node"  # this node's participant id in the data space
     public_url: str | None = None  # how counterparties reach this node (default http://host:port)

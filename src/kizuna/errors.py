@@ -127,3 +127,11 @@ class ServiceUnavailable(NgsiLdError):
     type_name = "ServiceUnavailable"
     title = "The service is temporarily unavailable"
     status = 503
+
+
+class LoopDetected(NgsiLdError):
+    """508: a forwarded request came back to a node it already passed (clause 6.3.18, Via)."""
+
+    type_name = "LoopDetected"
+    title = "The request has looped through the node that received it"
+    status = 508

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -568,6 +568,24 @@ class _Documents:
 class RegistrationService(_Documents):
     """Context source registrations per tenant (clause 5.9) and their discovery (clause 5.10)."""
 
+    def __init__(
+        self,
+        store: Store,
+        contexts: ContextRegistry,
+        *,
+        notifier: Any = None,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(store, contexts, notifier=notifier)
+        # told the tenant after each change, so that forwarding never uses a stale copy here
+        self.on_change = on_change
+
+    def _changed(self, tenant: str, before: Registration | None, after: Registration | None) -> None:
+        if self.notifier is not None:
+            self.notifier.registration_changed(tenant, before, after)
+        if self.on_change is not None:
+            self.on_change(tenant)
+
     async def create(self, tenant: str, body: Any, terms: TermMap, context: ContextValue) -> str:
         if not isinstance(body, dict):
             raise BadRequestData("A context source registration must be a JSON object")
@@ -587,8 +605,7 @@ class RegistrationService(_Documents):
         reg["createdAt"] = reg["modifiedAt"] = now_iso()
         if not await self.store.insert_document(REGISTRATION_KIND, tenant, reg):
             raise AlreadyExists(f"Context source registration {reg_id} already exists")
-        if self.notifier is not None:
-            self.notifier.registration_changed(tenant, None, reg)
+        self._changed(tenant, None, reg)
         return reg_id
 
     async def retrieve(self, tenant: str, reg_id: str) -> Registration:
@@ -630,8 +647,7 @@ class RegistrationService(_Documents):
         reg["modifiedAt"] = now_iso()
         if not await self.store.replace_document(REGISTRATION_KIND, tenant, reg):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
-        if self.notifier is not None:
-            self.notifier.registration_changed(tenant, before, reg)
+        self._changed(tenant, before, reg)
 
     async def delete(self, tenant: str, reg_id: str) -> None:
         _check_registration_id(reg_id)
@@ -639,8 +655,8 @@ class RegistrationService(_Documents):
         before = await self.store.get_document(REGISTRATION_KIND, tenant, reg_id)
         if not await self.store.delete_document(REGISTRATION_KIND, tenant, reg_id):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
-        if self.notifier is not None and before is not None:
-            self.notifier.registration_changed(tenant, before, None)
+        if before is not None:
+            self._changed(tenant, before, None)
 
 
 class CsourceSubscriptionService(_Documents):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.entities import ENTITY_CORE, BatchResult, EntityService, UpdateResult
+from kizuna.ngsild.forwarding import Federation, Forwarded, Origin
 from kizuna.ngsild.model import is_uri
 from kizuna.ngsild.render import View, linked_targets, render_entity, to_geojson_feature
 from kizuna.store import Entity, EntityQuery
@@ -61,15 +63,29 @@ P_PURGE = frozenset(_FILTER | {"keep", "drop", "attrs"})
 P_WRITE = frozenset({"options", "local"})
 P_DELETE_ATTR = frozenset({"datasetId", "deleteAll", "local"})
 P_NONE = frozenset({"local"})
+_BATCH_PATHS = {
+    "createBatch": "create",
+    "upsertBatch": "upsert",
+    "updateBatch": "update",
+    "mergeBatch": "merge",
+    "deleteBatch": "delete",
+}
 
 
 class NgsiLdApi:
     """Holds what the routes share; one per application."""
 
     def __init__(
-        self, entities: EntityService, contexts: ContextRegistry, *, max_body: int, limits: tuple[int, int]
+        self,
+        entities: EntityService,
+        contexts: ContextRegistry,
+        *,
+        federation: Federation,
+        max_body: int,
+        limits: tuple[int, int],
     ):
         self.entities = entities
+        self.federation = federation
         self.contexts = contexts
         self.max_body = max_body
         self.default_limit, self.max_limit = limits
@@ -92,10 +108,24 @@ class NgsiLdApi:
         body, terms, _ = await self._payload(request)
         if not isinstance(body, dict):
             raise InvalidRequest("An entity must be a JSON object")
-        entity_id = await self.entities.create(edge.tenant_of(request), body, terms)
-        return Response(
+        tenant = edge.tenant_of(request)
+        entity_id = body.get("id")
+        entity_id = entity_id if isinstance(entity_id, str) else ""
+        _, forwarded = await self.federation.write(
+            tenant,
+            "createEntity",
+            entity_id,
+            _origin(request),
+            lambda part: self.entities.create(tenant, part, terms),
+            method="POST",
+            path=f"{BASE}/entities",
+            body=body,
+            expand=terms.expand,
+        )
+        created = Response(
             status_code=201, headers={"Location": f"{BASE}/entities/{quote(entity_id, safe=':')}"}
         )
+        return _entity_response(entity_id, forwarded, created)
 
     async def retrieve_entity(self, request: Request) -> Response:
         edge.check_params(request, P_RETRIEVE)
@@ -106,7 +136,7 @@ class NgsiLdApi:
         types = self._types_param(request, terms)
         tenant = edge.tenant_of(request)
         entity_id = request.path_params["entity_id"]
-        entity = await self.entities.retrieve(tenant, entity_id, types)
+        entity = await self.federation.retrieve(tenant, entity_id, types, _origin(request, context))
         if view.attrs is not None and not view.attrs & entity.keys():
             raise ResourceNotFound(f"Entity {entity_id} has none of the attributes asked for")
         if media == edge.GEO_JSON:
@@ -161,7 +191,7 @@ class NgsiLdApi:
         media = edge.accepted_type(request, geo=True)
         terms, context = await self._read_terms(request)
         params = dict(request.query_params)
-        return await self._query(request, params, terms, context, media)
+        return await self._query(request, params, terms, context, media, _origin(request, context))
 
     async def post_query(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
@@ -185,10 +215,17 @@ class NgsiLdApi:
             patterns = [e["idPattern"] for e in entities if "idPattern" in e]
             if patterns:
                 params["idPattern"] = patterns[0]
-        return await self._query(request, params, terms, payload.context, media)
+        origin = _origin(request, body=body)
+        return await self._query(request, params, terms, payload.context, media, origin)
 
     async def _query(
-        self, request: Request, params: dict[str, Any], terms: TermMap, context: Any, media: str
+        self,
+        request: Request,
+        params: dict[str, Any],
+        terms: TermMap,
+        context: Any,
+        media: str,
+        origin: Origin,
     ) -> Response:
         tenant = edge.tenant_of(request)
         options = edge.options_of(request)
@@ -206,7 +243,7 @@ class NgsiLdApi:
             # One entity past the page says whether there is a next one, when nothing is counted.
             query.limit = limit if count or limit == 0 else limit + 1
             query.offset, query.count = offset, count
-        result = await self.entities.query(tenant, query)
+        result = await self.federation.query(tenant, query, origin, batch=origin.body is not None)
         entities, total = result.entities, result.total
         if order is not None:
             # The store pages in its own order, so an orderBy query sorts the whole selection here.
@@ -306,20 +343,51 @@ class NgsiLdApi:
 
     async def delete_entity(self, request: Request) -> Response:
         edge.check_params(request, P_NONE | {"type"})
-        await self.entities.delete(edge.tenant_of(request), request.path_params["entity_id"])
-        return edge.no_content()
+        tenant, entity_id = edge.tenant_of(request), request.path_params["entity_id"]
+        _, forwarded = await self.federation.write(
+            tenant,
+            "deleteEntity",
+            entity_id,
+            _origin(request),
+            lambda _: self.entities.delete(tenant, entity_id),
+            method="DELETE",
+            path=_entity_path(entity_id),
+        )
+        return _entity_response(entity_id, forwarded, edge.no_content())
 
     async def replace_entity(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
         body, terms, _ = await self._payload(request)
-        await self.entities.replace(edge.tenant_of(request), request.path_params["entity_id"], body, terms)
-        return edge.no_content()
+        tenant, entity_id = edge.tenant_of(request), request.path_params["entity_id"]
+        _, forwarded = await self.federation.write(
+            tenant,
+            "replaceEntity",
+            entity_id,
+            _origin(request),
+            lambda part: self.entities.replace(tenant, entity_id, part, terms),
+            method="PUT",
+            path=_entity_path(entity_id),
+            body=body,
+            expand=terms.expand,
+        )
+        return _entity_response(entity_id, forwarded, edge.no_content())
 
     async def merge_entity(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
         body, terms, _ = await self._payload(request, merge_patch=True)
-        await self.entities.merge(edge.tenant_of(request), request.path_params["entity_id"], body, terms)
-        return edge.no_content()
+        tenant, entity_id = edge.tenant_of(request), request.path_params["entity_id"]
+        _, forwarded = await self.federation.write(
+            tenant,
+            "mergeEntity",
+            entity_id,
+            _origin(request),
+            lambda part: self.entities.merge(tenant, entity_id, part, terms),
+            method="PATCH",
+            path=_entity_path(entity_id),
+            body=body,
+            expand=terms.expand,
+        )
+        return _entity_response(entity_id, forwarded, edge.no_content())
 
     async def purge_entities(self, request: Request) -> Response:
         """DELETE /entities: delete what the filters select, or with keep/drop only some attributes."""
@@ -352,60 +420,103 @@ class NgsiLdApi:
     async def append_attributes(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
         body, terms, _ = await self._payload(request)
-        options = edge.options_of(request)
-        result = await self.entities.append_attributes(
-            edge.tenant_of(request),
-            request.path_params["entity_id"],
-            body,
-            terms,
-            overwrite="noOverwrite" not in options,
+        overwrite = "noOverwrite" not in edge.options_of(request)
+        tenant, entity_id = edge.tenant_of(request), request.path_params["entity_id"]
+        result, forwarded = await self.federation.write(
+            tenant,
+            "appendAttrs",
+            entity_id,
+            _origin(request),
+            lambda part: self.entities.append_attributes(tenant, entity_id, part, terms, overwrite=overwrite),
+            method="POST",
+            path=_entity_path(entity_id) + "/attrs/",
+            body=body,
+            expand=terms.expand,
         )
-        return _update_response(result)
+        return _update_response(_with_forwarded(result, forwarded))
 
     async def update_attributes(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
         body, terms, _ = await self._payload(request)
-        result = await self.entities.update_attributes(
-            edge.tenant_of(request), request.path_params["entity_id"], body, terms
+        tenant, entity_id = edge.tenant_of(request), request.path_params["entity_id"]
+        result, forwarded = await self.federation.write(
+            tenant,
+            "updateEntity",
+            entity_id,
+            _origin(request),
+            lambda part: self.entities.update_attributes(tenant, entity_id, part, terms),
+            method="PATCH",
+            path=_entity_path(entity_id) + "/attrs/",
+            body=body,
+            expand=terms.expand,
         )
-        return _update_response(result)
+        return _update_response(_with_forwarded(result, forwarded))
 
     async def partial_update_attribute(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
         body, terms, _ = await self._payload(request, merge_patch=True)
-        await self.entities.partial_update_attribute(
+        tenant, entity_id, attr = (
             edge.tenant_of(request),
             request.path_params["entity_id"],
             request.path_params["attr"],
-            body,
-            terms,
         )
-        return edge.no_content()
+        _, forwarded = await self.federation.write(
+            tenant,
+            "updateAttrs",
+            entity_id,
+            _origin(request),
+            lambda part: self.entities.partial_update_attribute(tenant, entity_id, attr, part, terms),
+            method="PATCH",
+            path=_attribute_path(entity_id, attr),
+            body=body,
+            attrs=[terms.expand(attr)],
+        )
+        return _attribute_response(terms.expand(attr), forwarded)
 
     async def replace_attribute(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
         body, terms, _ = await self._payload(request)
-        await self.entities.replace_attribute(
+        tenant, entity_id, attr = (
             edge.tenant_of(request),
             request.path_params["entity_id"],
             request.path_params["attr"],
-            body,
-            terms,
         )
-        return edge.no_content()
+        _, forwarded = await self.federation.write(
+            tenant,
+            "replaceAttrs",
+            entity_id,
+            _origin(request),
+            lambda part: self.entities.replace_attribute(tenant, entity_id, attr, part, terms),
+            method="PUT",
+            path=_attribute_path(entity_id, attr),
+            body=body,
+            attrs=[terms.expand(attr)],
+        )
+        return _attribute_response(terms.expand(attr), forwarded)
 
     async def delete_attribute(self, request: Request) -> Response:
         edge.check_params(request, P_DELETE_ATTR)
         terms, _ = await self._read_terms(request)
-        await self.entities.delete_attribute(
+        tenant, entity_id, attr = (
             edge.tenant_of(request),
             request.path_params["entity_id"],
             request.path_params["attr"],
-            terms,
-            dataset_id=request.query_params.get("datasetId"),
-            delete_all=edge.bool_param(request, "deleteAll"),
         )
-        return edge.no_content()
+        dataset_id = request.query_params.get("datasetId")
+        delete_all = edge.bool_param(request, "deleteAll")
+        _, forwarded = await self.federation.write(
+            tenant,
+            "deleteAttrs",
+            entity_id,
+            _origin(request),
+            lambda _: self.entities.delete_attribute(
+                tenant, entity_id, attr, terms, dataset_id=dataset_id, delete_all=delete_all
+            ),
+            method="DELETE",
+            path=_attribute_path(entity_id, attr),
+            attrs=[terms.expand(attr)],
+        )
+        return _attribute_response(terms.expand(attr), forwarded)
 
     # -- batch operations ------------------------------------------------------------------------
 
@@ -416,7 +527,10 @@ class NgsiLdApi:
 
     async def batch_create(self, request: Request) -> Response:
         items = await self._batch_items(request)
-        result = await self.entities.batch_create(edge.tenant_of(request), items)
+        tenant = edge.tenant_of(request)
+        result = await self._batch(
+            request, "createBatch", items, lambda kept: self.entities.batch_create(tenant, kept)
+        )
         return _batch_response(result, created_status=201)
 
     async def batch_upsert(self, request: Request) -> Response:
@@ -424,8 +538,12 @@ class NgsiLdApi:
         options = edge.options_of(request)
         if "replace" in options and "update" in options:
             raise BadRequestData("options=replace and options=update exclude each other")
-        result = await self.entities.batch_upsert(
-            edge.tenant_of(request), items, replace="update" not in options
+        tenant, replace = edge.tenant_of(request), "update" not in options
+        result = await self._batch(
+            request,
+            "upsertBatch",
+            items,
+            lambda kept: self.entities.batch_upsert(tenant, kept, replace=replace),
         )
         if not result.errors and result.created:
             return edge.respond(result.created, status=201)
@@ -433,22 +551,49 @@ class NgsiLdApi:
 
     async def batch_update(self, request: Request) -> Response:
         items = await self._batch_items(request)
-        options = edge.options_of(request)
-        result = await self.entities.batch_update(
-            edge.tenant_of(request), items, overwrite="noOverwrite" not in options
+        tenant, overwrite = edge.tenant_of(request), "noOverwrite" not in edge.options_of(request)
+        result = await self._batch(
+            request,
+            "updateBatch",
+            items,
+            lambda kept: self.entities.batch_update(tenant, kept, overwrite=overwrite),
         )
         return _batch_response(result, created_status=204)
 
     async def batch_merge(self, request: Request) -> Response:
         items = await self._batch_items(request)
-        result = await self.entities.batch_merge(edge.tenant_of(request), items)
+        tenant = edge.tenant_of(request)
+        result = await self._batch(
+            request, "mergeBatch", items, lambda kept: self.entities.batch_merge(tenant, kept)
+        )
         return _batch_response(result, created_status=204)
 
     async def batch_delete(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
         payload = await edge.read_payload(request, self.max_body)
-        result = await self.entities.batch_delete(edge.tenant_of(request), payload.body)
+        tenant, ids = edge.tenant_of(request), payload.body
+        if not isinstance(ids, list) or not ids:
+            result = await self.entities.batch_delete(tenant, ids)  # refuses it
+        else:
+            result = await self._batch(
+                request,
+                "deleteBatch",
+                [(entity_id, None) for entity_id in ids],
+                lambda kept: self.entities.batch_delete(tenant, [entity_id for entity_id, _ in kept]),
+            )
         return _batch_response(result, created_status=204)
+
+    async def _batch(
+        self,
+        request: Request,
+        operation: str,
+        items: list[tuple[Any, Any]],
+        local: Callable[[list[tuple[Any, Any]]], Awaitable[BatchResult]],
+    ) -> BatchResult:
+        path = f"{BASE}/entityOperations/{_BATCH_PATHS[operation]}"
+        return await self.federation.batch(
+            edge.tenant_of(request), operation, _origin(request), items, local, path=path
+        )
 
     def routes(self) -> list[Route]:
         e = f"{BASE}/entities"
@@ -476,6 +621,57 @@ class NgsiLdApi:
             Route(e + "//attrs", self.missing_entity_id, methods=["POST", "PATCH"]),
             Route(e + "//attrs/{attr}", self.missing_entity_id, methods=["PATCH", "PUT", "DELETE"]),
         ]
+
+
+def _origin(request: Request, link: str | None = None, *, body: Any = None) -> Origin:
+    """What a request forwarded to context sources takes over from this one. Reads pass the
+    ``link`` they resolved already (every entity retrieval builds one of these: it stays cheap);
+    writes leave it to be read here."""
+    reading = request.method == "GET"
+    return Origin(
+        link=link if reading else edge.link_context(request),
+        via=request.headers.get("via"),
+        params=tuple(request.query_params.multi_items()),
+        local=request.query_params.get("local") == "true",
+        body=body,
+        content_type=edge.JSON if reading else request.headers.get("content-type", edge.JSON),
+    )
+
+
+def _entity_path(entity_id: str) -> str:
+    return f"{BASE}/entities/{quote(entity_id, safe=':')}"
+
+
+def _attribute_path(entity_id: str, attr: str) -> str:
+    return f"{_entity_path(entity_id)}/attrs/{quote(attr, safe=':')}"
+
+
+def _entity_response(entity_id: str, forwarded: Forwarded, success: Response) -> Response:
+    """An entity operation's answer: ``success`` unless a context source failed its share, then
+    207 with what succeeded and each source's error (clause 4.3.6, distributed operations)."""
+    if not forwarded.failed:
+        return success
+    done = forwarded.local or bool(forwarded.done)
+    errors = [{"entityId": entity_id, "error": error.to_problem()} for _, _, error in forwarded.failed]
+    body = {"success": [entity_id] if done else [], "errors": errors}
+    return edge.respond(body, status=207)
+
+
+def _with_forwarded(result: UpdateResult | None, forwarded: Forwarded) -> UpdateResult:
+    """The node's UpdateResult with what the context sources did of the rest added."""
+    combined = result or UpdateResult()
+    for _, names in forwarded.done:
+        combined.updated.extend(n for n in sorted(names) if n not in combined.updated)
+    for reg_id, names, error in forwarded.failed:
+        reason = f"The context source of registration {reg_id} failed: {error.detail} ({error.status})"
+        combined.not_updated.extend((n, reason) for n in sorted(names))
+    return combined
+
+
+def _attribute_response(iri: str, forwarded: Forwarded) -> Response:
+    """204, or 207 with an UpdateResult if a context source failed its share of the attribute."""
+    result = UpdateResult(updated=[iri] if forwarded.local else [])
+    return _update_response(_with_forwarded(result, forwarded))
 
 
 def _update_response(result: UpdateResult) -> Response:

@@ -1,0 +1,770 @@
+"""Distributed operations (GS CIM 009 clause 4.3.6): entity reads and writes across context sources.
+
+A context source registration (clause 5.2.9) says that a source holds some entities or
+attributes. When one matches a request, the request goes to the source too, per the
+registration's ``mode``:
+
+- ``inclusive`` (the default): the source adds to the node. Reads merge both; for one attribute
+  instance (same ``datasetId``) held on both sides the more recent ``observedAt`` wins. Writes
+  happen here and at the source.
+- ``exclusive`` and ``redirect``: the source is the authority for what it registers (the named
+  attributes, or the whole entity): reads take its instances over local ones, writes of what
+  it registers go to it only (redirect registrations are expected to register whole entities).
+- ``auxiliary``: the source only fills gaps in reads and never takes writes.
+
+Only registrations whose ``operations`` allow the operation take part (``retrieveEntity``,
+``queryEntity`` for ``GET /entities``, ``queryBatch`` for ``POST /entityOperations/query``, the
+clause 5.6 write and batch operations), directly or through an operation group. ``local=true``
+never forwards. Every forwarded request carries the client's @context (``Link``) and a ``Via``
+header naming this node (clause 6.3.18); a request that already names it has looped and is
+refused with ``LoopDetected`` (508).
+
+Sources are asked concurrently, each within a short timeout. A read leaves out a source that
+fails (logged), since the client asked the node, not the source; a write reports it (207, the
+error naming the registration). Read answers become canonical with the @context the source
+names (body or ``Link``), else the one the request went with, so everything after this module
+sees expanded IRIs only. The node's own share of a write runs first; if it fails, nothing is
+forwarded.
+
+Registrations are kept per tenant for ``cache_seconds`` (and dropped at once when this process
+changes one), so a request that matches no registration costs a dict lookup, not a store read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
+
+import httpx
+import orjson
+
+from kizuna import errors
+from kizuna.errors import ERRORS_BASE, InternalError, LoopDetected, NgsiLdError, ResourceNotFound
+from kizuna.jsonld.contexts import ContextRegistry, ContextValue
+from kizuna.jsonld.terms import TermMap
+from kizuna.ngsild import csources, model
+from kizuna.ngsild import query as ql
+from kizuna.ngsild.entities import BatchResult, EntityService, attributes_of
+from kizuna.store import Entity, EntityQuery, QueryResult, Store
+
+log = logging.getLogger("kizuna.forwarding")
+T = TypeVar("T")
+
+API = "/ngsi-ld/v1"
+BATCH_WRITES = frozenset({"createBatch", "upsertBatch", "updateBatch", "deleteBatch", "mergeBatch"})
+WRITES = frozenset(
+    {
+        "createEntity",
+        "updateEntity",
+        "appendAttrs",
+        "updateAttrs",
+        "deleteAttrs",
+        "deleteEntity",
+        "mergeEntity",
+        "replaceEntity",
+        "replaceAttrs",
+    }
+)
+# What each operation group of clause 5.5.x stands for (only the operations forwarded here).
+GROUPS: Mapping[str, frozenset[str]] = {
+    "federationOps": frozenset({"retrieveEntity", "queryEntity", "queryBatch"}),
+    "retrieveOps": frozenset({"retrieveEntity", "queryEntity"}),
+    "redirectionOps": WRITES | BATCH_WRITES | {"retrieveEntity", "queryEntity", "queryBatch"},
+    "updateOps": frozenset({"updateEntity", "updateAttrs", "replaceEntity", "replaceAttrs"}),
+}
+# The order answers are merged in: the node's own data first, then the authoritative sources,
+# then the additive ones, the auxiliary ones last (they only fill gaps).
+MODE_RANK = {"exclusive": 0, "redirect": 0, "inclusive": 1, "auxiliary": 2}
+# Parameters that concern this node's answer (paging, representation), not what a source holds.
+NOT_FORWARDED = frozenset({"local", "limit", "offset", "count", "options", "format", "via"})
+# Parameters of a write that only state what the operation does anyway.
+DEFAULTS = frozenset({("options", "replace"), ("deleteAll", "false")})
+LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"'
+
+
+@dataclass(slots=True)
+class Origin:
+    """What a forwarded request carries over from the client's request (no HTTP objects).
+
+    Made for every entity request, so it is a plain slotted record (a frozen dataclass costs
+    a microsecond more to build)."""
+
+    link: str | None = None  # the client's @context URL, sent on so sources answer in its terms
+    via: str | None = None  # the client's Via header: the nodes the request went through
+    params: tuple[tuple[str, str], ...] = ()  # the client's query parameters, in order
+    local: bool = False  # local=true: this node's data only
+    body: Any = None  # the body of a POST query, forwarded as is
+    content_type: str = "application/json"
+
+
+@dataclass(slots=True)
+class Forwarded:
+    """How the context sources took a forwarded write: which registrations' sources did it
+    (with the attributes they took), and which did not, with the error they answered."""
+
+    done: list[tuple[str, frozenset[str]]] = field(default_factory=list)  # registration, attributes
+    failed: list[tuple[str, frozenset[str], NgsiLdError]] = field(default_factory=list)
+    local: bool = True  # the node did its own share
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One registration that takes part in one request, with what it adds to the request."""
+
+    reg: csources.Registration
+    ids: tuple[str, ...]  # the entity ids the registration names for this request (may be empty)
+    names: frozenset[str]  # registered attribute IRIs (empty: all attributes)
+
+    @property
+    def mode(self) -> str:
+        return csources.mode_of(self.reg)
+
+
+@dataclass(frozen=True, slots=True)
+class _Share:
+    """What one registration's source gets of a write: a body (or ``None``) and the attribute
+    IRIs it covers (empty for a whole-entity operation)."""
+
+    target: _Target
+    body: Any
+    names: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How one write on one entity divides: ``local`` is the node's share (``None``: none)."""
+
+    local: _Share | None
+    remote: list[_Share]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """How a source took a forwarded write: ``problem`` is ``None`` on success; a 207 batch
+    answer also keeps its body, to tell which entities failed."""
+
+    problem: dict[str, Any] | None
+    multi_status: Any = None
+
+    def refusals(self) -> dict[str, dict[str, Any]] | None:
+        """Entity id -> ProblemDetails of the errors a 207 batch answer reports (``None``: not
+        such an answer, so ``problem`` applies to every entity sent)."""
+        if not isinstance(self.multi_status, dict) or not isinstance(self.multi_status.get("errors"), list):
+            return None
+        return {
+            e["entityId"]: e["error"] if isinstance(e.get("error"), dict) else {}
+            for e in self.multi_status["errors"]
+            if isinstance(e, dict) and isinstance(e.get("entityId"), str)
+        }
+
+
+def allows(reg: csources.Registration, operation: str) -> bool:
+    """Do the registration's operations (or operation groups) include ``operation``?"""
+    return any(op == operation or operation in GROUPS.get(op, ()) for op in csources.operations_of(reg))
+
+
+def _expired(reg: csources.Registration, now: datetime) -> bool:
+    expires = reg.get("expiresAt")
+    return isinstance(expires, str) and datetime.fromisoformat(expires.replace("Z", "+00:00")) <= now
+
+
+def _covers(
+    info: Mapping[str, Any],
+    ids: Sequence[str] | None,
+    types: ql.TypeExpr | None,
+    id_pattern: str | None,
+) -> tuple[bool, tuple[str, ...]]:
+    """Does one RegistrationInfo cover a request for ``ids`` / ``types`` / ``id_pattern``, and
+    which entity ids does it name for it? Unlike discovery, a type-only EntityInfo answers a
+    question by id: the source may hold that entity, and only it can say."""
+    entities = info.get("entities")
+    if not entities:
+        return True, ()
+    named: list[str] = []
+    covered = False
+    for entity_info in entities:
+        if types is not None and not types.matches([entity_info["type"]]):
+            continue
+        reg_id, reg_pattern = entity_info.get("id"), entity_info.get("idPattern")
+        if ids is not None:
+            if reg_id is not None and reg_id not in ids:
+                continue
+            if reg_id is None and reg_pattern is not None and not any(re.search(reg_pattern, i) for i in ids):
+                continue
+        if id_pattern is not None and reg_id is not None and not re.search(id_pattern, reg_id):
+            continue
+        covered = True
+        if reg_id is not None:
+            named.append(reg_id)
+    return covered, tuple(named)
+
+
+def targets_for(
+    regs: Iterable[csources.Registration],
+    operation: str,
+    *,
+    ids: Sequence[str] | None = None,
+    types: ql.TypeExpr | None = None,
+    id_pattern: str | None = None,
+    attrs: Iterable[str] | None = None,
+) -> list[_Target]:
+    """The registrations a request takes to, best mode first."""
+    wanted = None if attrs is None else frozenset(attrs)
+    now = datetime.now(UTC)
+    found: list[_Target] = []
+    for reg in regs:
+        if not allows(reg, operation) or _expired(reg, now):
+            continue
+        reg_ids: list[str] = []
+        names: set[str] = set()
+        matched = unrestricted = False
+        for info in reg.get("information", ()):
+            covered, named = _covers(info, ids, types, id_pattern)
+            info_names = set(info.get("propertyNames", ())) | set(info.get("relationshipNames", ()))
+            if not covered or (wanted is not None and info_names and not info_names & wanted):
+                continue
+            matched = True
+            reg_ids.extend(named)
+            if info_names:
+                names |= info_names
+            else:
+                unrestricted = True
+        if matched:
+            found.append(
+                _Target(reg, tuple(dict.fromkeys(reg_ids)), frozenset() if unrestricted else frozenset(names))
+            )
+    found.sort(key=lambda t: MODE_RANK.get(t.mode, 1))
+    return found
+
+
+def _plan(
+    regs: Sequence[csources.Registration],
+    operation: str,
+    entity_id: str,
+    body: Any,
+    expand: Callable[[str], str] | None,
+    attrs: Sequence[str] | None,
+    types: Sequence[str] | None,
+) -> _Plan | None:
+    """How a write on ``entity_id`` divides between the node and the sources (``None``: it
+    stays on the node). What an exclusive or redirect registration covers goes to its source
+    only (all of it, when it registers the whole entity); what an inclusive one covers goes to
+    its source and stays here too; auxiliary sources never take writes (clause 4.3.6.3).
+    ``types`` (IRIs) are the entity's, where known."""
+    type_expr = None if not types else _any_of(types)
+    targets = [
+        t for t in targets_for(regs, operation, ids=[entity_id], types=type_expr) if t.mode != "auxiliary"
+    ]
+    if not targets:
+        return None
+    model.check_entity_id(entity_id)
+    members = _attribute_members(body, expand)
+    touched = frozenset(members.values()) if members else frozenset(attrs or ())
+    remote: list[_Share] = []
+    claimed: set[str] = set()
+    whole = False
+    for target in targets:
+        names = touched if not target.names else touched & target.names
+        if target.names and touched and not names:
+            continue  # the source holds other attributes of the entity than those written
+        remote.append(_Share(target, _share(body, members, names if target.names else None), names))
+        if target.mode != "inclusive":
+            whole = whole or not target.names
+            claimed |= names
+    if not remote:
+        return None
+    left = touched - claimed
+    local = None
+    if not whole and (left or not touched):
+        local_body = _share(body, members, left) if claimed else body
+        local = _Share(targets[0], local_body, frozenset(left))
+    return _Plan(local, remote)
+
+
+def merge(into: Entity, incoming: Entity, mode: str) -> None:
+    """Merge a source's canonical entity into ``into`` by the rules of ``mode`` (module doc)."""
+    for entity_type in incoming.get("type", ()):
+        if entity_type not in into.setdefault("type", []):
+            into["type"].append(entity_type)
+    for iri, instances in attributes_of(incoming).items():
+        current = into.get(iri)
+        if not current:
+            into[iri] = instances
+            continue
+        if mode == "auxiliary":
+            continue
+        for instance in instances:
+            index = next(
+                (i for i, c in enumerate(current) if c.get("datasetId") == instance.get("datasetId")), None
+            )
+            if index is None:
+                current.append(instance)
+            elif mode != "inclusive" or instance.get("observedAt", "") > current[index].get("observedAt", ""):
+                current[index] = instance
+
+
+class Federation:
+    """Entity reads and writes over this node and the context sources registered with it."""
+
+    def __init__(
+        self,
+        entities: EntityService,
+        store: Store,
+        contexts: ContextRegistry,
+        *,
+        node: str,
+        timeout: float = 3.0,
+        cache_seconds: float = 1.0,
+    ) -> None:
+        self.entities = entities
+        self.store = store
+        self.contexts = contexts
+        self.via = f"1.1 {node}"  # this node in Via headers (clause 6.3.18)
+        self.node = node
+        self.timeout = timeout
+        self.cache_seconds = cache_seconds
+        self._registrations: dict[str, tuple[float, list[csources.Registration]]] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    # -- registrations ---------------------------------------------------------------------------
+
+    def registrations_changed(self, tenant: str | None = None) -> None:
+        """Forget the cached registrations of ``tenant`` (all tenants with ``None``)."""
+        if tenant is None:
+            self._registrations.clear()
+        else:
+            self._registrations.pop(tenant, None)
+
+    async def _regs(self, tenant: str) -> list[csources.Registration]:
+        """The tenant's registrations, read again after ``cache_seconds`` (other processes may
+        have changed them) or at once after a change in this process."""
+        cached = self._registrations.get(tenant)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        regs, _ = await self.store.list_documents(csources.REGISTRATION_KIND, tenant)
+        self._registrations[tenant] = (now, regs)
+        return regs
+
+    def _check_loop(self, origin: Origin) -> None:
+        """Clause 6.3.18: a request whose Via names this node came back through a loop."""
+        if origin.via and any(hop.strip() == self.via for hop in origin.via.split(",")):
+            raise LoopDetected(f"The request has already passed through this node ({self.node})")
+
+    # -- the operations --------------------------------------------------------------------------
+
+    async def retrieve(self, tenant: str, entity_id: str, types: list[str] | None, origin: Origin) -> Entity:
+        """Clause 5.7.1 across the node and the sources registered for the entity."""
+        self._check_loop(origin)
+        regs = [] if origin.local else await self._regs(tenant)
+        if not regs:
+            return await self.entities.retrieve(tenant, entity_id, types)
+        model.check_entity_id(entity_id)
+        type_expr = None if types is None else _any_of(types)
+        targets = targets_for(regs, "retrieveEntity", ids=[entity_id], types=type_expr)
+        if not targets:
+            return await self.entities.retrieve(tenant, entity_id, types)
+        params = _forwarded_params(origin.params)
+        path = f"{API}/entities/{quote(entity_id, safe=':')}"
+        answers = await asyncio.gather(
+            self._local_entity(tenant, entity_id),
+            *(self._fetch(t, "GET", path, params, origin) for t in targets),
+        )
+        entity = answers[0]
+        for target, answer in zip(targets, answers[1:], strict=True):
+            for remote in answer:
+                if remote["id"] == entity_id:
+                    entity = self._merged(entity, remote, target)
+        if entity is None or (types is not None and not set(types) & set(entity.get("type", ()))):
+            raise ResourceNotFound(f"Entity {entity_id} does not exist")
+        return entity
+
+    async def query(
+        self, tenant: str, query: EntityQuery, origin: Origin, *, batch: bool = False
+    ) -> QueryResult:
+        """Clause 5.7.2 (``batch``: clause 5.7.3's POST form) across the node and the sources."""
+        self._check_loop(origin)
+        regs = [] if origin.local else await self._regs(tenant)
+        if not regs:
+            return await self.entities.query(tenant, query)
+        types = None if not query.types else _any_of(query.types)
+        targets = targets_for(
+            regs,
+            "queryBatch" if batch else "queryEntity",
+            ids=query.ids,
+            types=types,
+            id_pattern=query.id_pattern,
+            attrs=query.attrs,
+        )
+        if not targets:
+            return await self.entities.query(tenant, query)
+        # Every source answers in its own order: page over the merged whole.
+        local_query = replace(query, offset=0, count=False)
+        if query.limit is not None:
+            local_query.limit = query.offset + query.limit
+        calls = []
+        for target in targets:
+            if batch:
+                calls.append(
+                    self._fetch(target, "POST", f"{API}/entityOperations/query", [], origin, body=origin.body)
+                )
+            else:
+                params = _forwarded_params(origin.params) + await self._restrictions(target, origin)
+                calls.append(self._fetch(target, "GET", f"{API}/entities", params, origin))
+        local, *answers = await asyncio.gather(self.entities.query(tenant, local_query), *calls)
+        merged: dict[str, Entity] = {e["id"]: e for e in local.entities}
+        for target, answer in zip(targets, answers, strict=True):
+            for remote in answer:
+                merged[remote["id"]] = self._merged(merged.get(remote["id"]), remote, target)
+        everything = list(merged.values())
+        end = None if query.limit is None else query.offset + query.limit
+        return QueryResult(everything[query.offset : end], len(everything) if query.count else None)
+
+    async def write(
+        self,
+        tenant: str,
+        operation: str,
+        entity_id: str,
+        origin: Origin,
+        local: Callable[[Any], Awaitable[T]],
+        *,
+        method: str,
+        path: str,
+        body: Any = None,
+        attrs: Sequence[str] | None = None,
+        expand: Callable[[str], str] | None = None,
+    ) -> tuple[T | None, Forwarded]:
+        """One write of clause 5.6 on ``entity_id`` across the node and the sources.
+
+        ``body`` (the client's, compact) is split by attribute (:func:`_plan`); ``attrs`` names
+        the attribute of a body-less operation, ``expand`` turns the body's names into IRIs. The
+        node's share runs first, through ``local`` (given the body left for it); if it fails
+        nothing is forwarded. ``local`` is not called when the sources take everything."""
+        self._check_loop(origin)
+        regs = [] if origin.local else await self._regs(tenant)
+        plan = None
+        if any(allows(reg, operation) for reg in regs):
+            types = _types_of(body, expand) or await self._local_types(tenant, entity_id)
+            plan = _plan(regs, operation, entity_id, body, expand, attrs, types)
+        if plan is None:
+            return await local(body), Forwarded()
+        forwarded = Forwarded(local=plan.local is not None)
+        result = None if plan.local is None else await local(plan.local.body)
+        params = _write_params(origin)
+        answers = await asyncio.gather(
+            *(self._send(share.target, method, path, params, origin, share.body) for share in plan.remote)
+        )
+        for share, answer in zip(plan.remote, answers, strict=True):
+            reg_id = share.target.reg["id"]
+            if answer.problem is None:
+                forwarded.done.append((reg_id, share.names))
+            else:
+                forwarded.failed.append((reg_id, share.names, remote_error(answer.problem, reg_id)))
+        return result, forwarded
+
+    async def batch(
+        self,
+        tenant: str,
+        operation: str,
+        origin: Origin,
+        items: Sequence[tuple[Any, Any]],
+        local: Callable[[list[tuple[Any, Any]]], Awaitable[BatchResult]],
+        *,
+        path: str,
+    ) -> BatchResult:
+        """A batch operation (clauses 5.6.7-5.6.10, 5.6.17) across the node and the sources.
+
+        Each entity of the batch is split as a single write would be (:func:`_plan`); each
+        source then gets one batch request with its shares of every entity, and the node runs
+        what is left of the batch in one transaction through ``local``. An item is an entity
+        with its TermMap (or the error its @context gave), or for a batch delete an entity id.
+        The outcome is the node's BatchResult with each source's added: an entity a source
+        failed is an error naming the registration."""
+        self._check_loop(origin)
+        regs = [] if origin.local else await self._regs(tenant)
+        if not regs:
+            return await local(list(items))
+        kept: list[tuple[Any, Any]] = []
+        remote: dict[str, tuple[_Target, list[Any], list[str]]] = {}
+        for item, terms in items:
+            entity_id = item.get("id") if isinstance(item, dict) else item
+            expand = terms.expand if isinstance(terms, TermMap) and isinstance(item, dict) else None
+            plan = None
+            if isinstance(entity_id, str) and model.is_uri(entity_id):
+                body = item if expand else None
+                plan = _plan(regs, operation, entity_id, body, expand, None, _types_of(body, expand))
+            if plan is None:
+                kept.append((item, terms))
+                continue
+            if plan.local is not None:
+                kept.append((plan.local.body if expand else item, terms))
+            for share in plan.remote:
+                group = remote.setdefault(share.target.reg["id"], (share.target, [], []))
+                group[1].append(share.body if expand else item)
+                group[2].append(entity_id)
+        result = await local(kept) if kept else BatchResult()
+        groups = list(remote.values())
+        params = _write_params(origin)
+        answers = await asyncio.gather(
+            *(self._send(target, "POST", path, params, origin, bodies) for target, bodies, _ in groups)
+        )
+        failed_ids = {entity_id for entity_id, _ in result.errors}
+        for (target, _, ids), answer in zip(groups, answers, strict=True):
+            refusals = answer.refusals()
+            for entity_id in ids:
+                problem = answer.problem if refusals is None else refusals.get(entity_id)
+                if problem is not None:
+                    result.errors.append((entity_id, remote_error(problem, target.reg["id"])))
+                    failed_ids.add(entity_id)
+        done = {entity_id for _, _, ids in groups for entity_id in ids} - failed_ids
+        result.success.extend(sorted(done - set(result.success)))
+        result.success = [entity_id for entity_id in result.success if entity_id not in failed_ids]
+        return result
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _local_types(self, tenant: str, entity_id: str) -> list[str] | None:
+        """The types of the entity as this node holds it, to match registrations by type when
+        the request does not say them (``None``: not here, or not an entity id)."""
+        if not model.is_uri(entity_id):
+            return None
+        entity = await self.store.get_entity(tenant, entity_id)
+        return None if entity is None else entity.get("type")
+
+    async def _local_entity(self, tenant: str, entity_id: str) -> Entity | None:
+        try:
+            return await self.entities.retrieve(tenant, entity_id)
+        except ResourceNotFound:
+            return None
+
+    def _merged(self, entity: Entity | None, remote: Entity, target: _Target) -> Entity:
+        """``remote`` merged into ``entity``, keeping only what the registration covers."""
+        if target.names:
+            remote = {k: v for k, v in remote.items() if k not in attributes_of(remote) or k in target.names}
+        if entity is None:
+            return remote
+        merge(entity, remote, target.mode)
+        return entity
+
+    async def _restrictions(self, target: _Target, origin: Origin) -> list[tuple[str, str]]:
+        """What a query adds for a source that only holds some entities or attributes: their ids
+        and attribute names, in the client's terms (the request goes with the client's @context)."""
+        given = {name for name, _ in origin.params}
+        extra: list[tuple[str, str]] = []
+        if target.ids and "id" not in given:
+            extra.append(("id", ",".join(target.ids)))
+        if target.names and "attrs" not in given:
+            terms = await self.contexts.term_map(origin.link)
+            extra.append(("attrs", ",".join(sorted(terms.compact(n) for n in target.names))))
+        return extra
+
+    async def _fetch(
+        self,
+        target: _Target,
+        method: str,
+        path: str,
+        params: list[tuple[str, str]],
+        origin: Origin,
+        *,
+        body: Any = None,
+    ) -> list[Entity]:
+        """Ask one source; its entities in canonical form, or none if it fails (logged)."""
+        reg = target.reg
+        url = _url(reg, path, params)
+        try:
+            response = await self._request(reg, method, url, origin, body)
+            if response.status_code == 404:
+                return []
+            if response.status_code != 200:
+                raise ValueError(f"status {response.status_code}")
+            data = orjson.loads(response.content)
+            return await self._canonical(data, _link_of(response.headers.get("link")) or origin.link)
+        except (httpx.HTTPError, ValueError, NgsiLdError) as error:
+            log.warning("context source %s (%s) failed: %s", reg["id"], url, error)
+            return []
+
+    async def _canonical(self, data: Any, context: ContextValue) -> list[Entity]:
+        """A source's answer (an entity or a list) in canonical form; invalid entities are left
+        out (logged): one bad entity of a source does not spoil the rest of the answer."""
+        items = data if isinstance(data, list) else [data]
+        now = model.now_iso()
+        out = []
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            terms = await self.contexts.term_map(item.get("@context", context))
+            try:
+                out.append(model.parse_entity(item, terms, now))
+            except NgsiLdError as error:
+                log.warning("context source answered an invalid entity: %s", error)
+        return out
+
+    async def _send(
+        self,
+        target: _Target,
+        method: str,
+        path: str,
+        params: list[tuple[str, str]],
+        origin: Origin,
+        body: Any,
+    ) -> _Answer:
+        """Forward one write and say how the source took it."""
+        reg = target.reg
+        url = _url(reg, path, params)
+        try:
+            response = await self._request(reg, method, url, origin, body)
+        except httpx.HTTPError as error:
+            log.warning("context source %s (%s) failed: %s", reg["id"], url, error)
+            return _Answer(
+                {"status": 504, "title": "The context source did not answer", "detail": str(error)}
+            )
+        if 200 <= response.status_code < 300 and response.status_code != 207:
+            return _Answer(None)
+        try:
+            content = orjson.loads(response.content) if response.content else {}
+        except orjson.JSONDecodeError:
+            content = {}
+        problem = {"status": response.status_code, "title": "The context source refused the operation"}
+        if response.status_code != 207 and isinstance(content, dict):
+            problem.update(content)
+        return _Answer(problem, content if response.status_code == 207 else None)
+
+    async def _request(
+        self, reg: csources.Registration, method: str, url: str, origin: Origin, body: Any
+    ) -> httpx.Response:
+        """One request to a registration's source, as every forwarded request is made."""
+        return await self._http().request(
+            method,
+            url,
+            headers=self._headers(reg, origin, body),
+            content=None if body is None else orjson.dumps(body),
+            timeout=self._timeout(reg),
+        )
+
+    def _headers(self, reg: csources.Registration, origin: Origin, body: Any) -> dict[str, str]:
+        """The client's @context, the Via chain with this node, and what the registration asks
+        for: its tenant and its contextSourceInfo key-values (clause 5.2.9) as headers."""
+        headers = {"Accept": "application/json", "Via": self._via(origin)}
+        if origin.link is not None:
+            headers["Link"] = f'<{origin.link}>; {LINK_REL}; type="application/ld+json"'
+        if reg.get("tenant"):
+            headers["NGSILD-Tenant"] = reg["tenant"]
+        for pair in reg.get("contextSourceInfo", ()):
+            headers[pair["key"]] = pair["value"]
+        if body is not None:
+            headers["Content-Type"] = origin.content_type
+        return headers
+
+    def _timeout(self, reg: csources.Registration) -> float:
+        """The registration's management.timeout (milliseconds, clause 5.2.9), else the node's."""
+        timeout = reg.get("management", {}).get("timeout")
+        return self.timeout if timeout is None else timeout / 1000
+
+    def _via(self, origin: Origin) -> str:
+        return self.via if not origin.via else f"{origin.via}, {self.via}"
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+        return self._client
+
+
+def node_name(public_url: str) -> str:
+    """The name this node goes by in Via headers: the host and port clients reach it at."""
+    return urlsplit(public_url).netloc or public_url
+
+
+def _any_of(types: Sequence[str]) -> ql.TypeExpr:
+    """A type expression that one of ``types`` (IRIs) satisfies."""
+    return ql.TypeOr(tuple(ql.TypeName(t) for t in types))
+
+
+def _url(reg: csources.Registration, path: str, params: Sequence[tuple[str, str]]) -> str:
+    url = reg["endpoint"].rstrip("/") + path
+    return url + "?" + urlencode(params, safe=":,*|;") if params else url
+
+
+def _types_of(body: Any, expand: Callable[[str], str] | None) -> list[str] | None:
+    """The entity types a write's body gives, as IRIs (``None``: none, or not valid ones)."""
+    if expand is None or not isinstance(body, dict):
+        return None
+    given = body.get("type")
+    names = given if isinstance(given, list) else [given]
+    if not names or not all(isinstance(name, str) and name for name in names):
+        return None
+    return [expand(name) for name in names]
+
+
+def _attribute_members(body: Any, expand: Callable[[str], str] | None) -> dict[str, str]:
+    """The attribute members of an entity or fragment body: name as given -> IRI."""
+    if not isinstance(body, dict) or expand is None:
+        return {}
+    return {name: expand(name) for name in body if name not in model.ENTITY_MEMBERS}
+
+
+def _share(body: Any, members: Mapping[str, str], names: set[str] | frozenset[str] | None) -> Any:
+    """The part of ``body`` with the attributes ``names`` (IRIs; ``None``: all) and every
+    non-attribute member (id, type, @context, ...)."""
+    if names is None or not isinstance(body, dict):
+        return body
+    return {k: v for k, v in body.items() if k not in members or members[k] in names}
+
+
+def remote_error(problem: Mapping[str, Any], registration_id: str) -> NgsiLdError:
+    """A source's ProblemDetails as the error type of :mod:`kizuna.errors` it names (else
+    InternalError), with the source's status and the registration it was forwarded by."""
+    type_uri = problem.get("type")
+    kind: type[NgsiLdError] = InternalError
+    if isinstance(type_uri, str) and type_uri.startswith(ERRORS_BASE):
+        kind = _ERROR_TYPES.get(type_uri[len(ERRORS_BASE) :], InternalError)
+    detail = problem.get("detail") or problem.get("title") or "The context source failed"
+    status = problem.get("status")
+    return kind(
+        str(detail),
+        status=status if isinstance(status, int) else None,
+        registrationId=registration_id,
+    )
+
+
+# The ProblemDetails types of clause 5.5.2, by name: a source's error keeps its type here.
+_ERROR_TYPES: dict[str, type[NgsiLdError]] = {
+    kind.type_name: kind
+    for kind in vars(errors).values()
+    if isinstance(kind, type) and issubclass(kind, NgsiLdError) and kind is not NgsiLdError
+}
+
+
+def _write_params(origin: Origin) -> list[tuple[str, str]]:
+    """A write goes on with the client's parameters that mean something (options=noOverwrite,
+    datasetId, ...); one that only states the default (``options=replace`` of an upsert,
+    ``deleteAll=false``) is left out, as sources (and the ETSI suite's) expect plain requests."""
+    return [
+        (name, value) for name, value in origin.params if name != "local" and (name, value) not in DEFAULTS
+    ]
+
+
+def _forwarded_params(params: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A read goes on with the client's filters, not with what shapes this node's answer."""
+    return [(name, value) for name, value in params if name not in NOT_FORWARDED]
+
+
+def _link_of(header: str | None) -> str | None:
+    """The @context URL of a source's ``Link`` header, if it sent one."""
+    for part in (header or "").split(","):
+        url, _, params = part.partition(";")
+        url = url.strip()
+        if "json-ld#context" in params and url.startswith("<") and url.endswith(">"):
+            return url[1:-1]
+    return None
