@@ -539,9 +539,11 @@ class PostgresStore:
                 )
                 params = [list(query.types)]
             else:
+                # The page's keys first, then only its documents: PostgreSQL would otherwise
+                # read the document of every candidate before sorting and cutting the page.
                 page_sql = _numbered(
-                    f"SELECT e.doc, e.raw FROM {schema}.entities e WHERE {where}"
-                    " ORDER BY e.pk LIMIT ? OFFSET ?"
+                    f"SELECT doc, raw FROM {schema}.entities WHERE pk IN (SELECT e.pk FROM"
+                    f" {schema}.entities e WHERE {where} ORDER BY e.pk LIMIT ? OFFSET ?) ORDER BY pk"
                 )
                 count_sql = _numbered(f"SELECT count(*) FROM {schema}.entities e WHERE {where}")
             if query.limit != 0:
