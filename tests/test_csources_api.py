@@ -4,6 +4,7 @@ a city federating the parking sensors of an operator's broker."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -561,3 +562,29 @@ async def test_filter_from_a_csource_subscription() -> None:
     )
     other_type = {**sub, "entities": [{"type": CITY + "Bus"}]}
     assert not RegistrationFilter.from_subscription(other_type, terms).matches(registration)
+
+
+def test_a_csource_subscription_with_a_geo_query_is_notified_of_registrations_inside_it(
+    client: TestClient,
+) -> None:
+    from notify_helpers import Receiver, wait_until
+
+    receiver = Receiver()
+    try:
+        duisburg = [[[6.70, 51.40], [6.85, 51.40], [6.85, 51.50], [6.70, 51.50], [6.70, 51.40]]]
+        geo_q = {"georel": "within", "geometry": "Polygon", "coordinates": duisburg}
+        endpoint = {"uri": receiver.url, "accept": "application/json"}
+        notification = {"format": "keyValues", "endpoint": endpoint}
+        create(client, SUBS, csub(1, geoQ={**geo_q, "geoproperty": "location"}, notification=notification))
+        unknown = client.post(SUBS, json=csub(2, geoQ={**geo_q, "geoproperty": "myGeo"}), headers=LD)
+        error(unknown, 400, "BadRequestData")
+        inside = {"type": "Point", "coordinates": [6.77, 51.43]}
+        outside = {"type": "Point", "coordinates": [139.64, 35.44]}  # Kanagawa
+        create(client, REGS, reg(1, location=inside))
+        create(client, REGS, reg(2, location=outside))
+        wait_until(lambda: receiver.bodies, 10)
+        time.sleep(0.5)
+        notified = [item["id"] for body in receiver.bodies for item in body["data"]]
+        assert notified == ["urn:ngsi-ld:ContextSourceRegistration:parking-1"]
+    finally:
+        receiver.close()

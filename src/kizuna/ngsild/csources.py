@@ -98,6 +98,8 @@ OPERATIONS = OPERATION_GROUPS | frozenset(
     }
 )
 GEO_MEMBERS = ("location", "observationSpace", "operationSpace")
+# A stored subscription's geoQ names its geoproperty by IRI (see subscriptions.parse_members).
+GEO_MEMBER_OF_IRI = {f"https://uri.etsi.org/ngsi-ld/{name}": name for name in GEO_MEMBERS}
 INTERVAL_MEMBERS = ("observationInterval", "managementInterval")
 MANDATORY = ("information", "endpoint")
 # Members of clause 5.2.9 (stored under these names); anything else is a registration property.
@@ -493,9 +495,14 @@ class RegistrationFilter:
             geo=None
             if geo_q is None
             else _geo_filter(
-                geo_q["georel"], geo_q["geometry"], geo_q["coordinates"], geo_q.get("geoproperty")
+                geo_q["georel"], geo_q["geometry"], geo_q["coordinates"], _geo_member(geo_q)
             ),
         )
+
+
+def _geo_member(geo_q: Mapping[str, Any]) -> str | None:
+    geoproperty = geo_q.get("geoproperty")
+    return None if geoproperty is None else GEO_MEMBER_OF_IRI.get(geoproperty, geoproperty)
 
 
 def _probe(reg: Registration) -> dict[str, Any]:
@@ -674,6 +681,11 @@ class CsourceSubscriptionService(_Documents):
         self.implicit_context = implicit_context
 
     async def _check_members(self, members: Mapping[str, Any], terms: TermMap) -> None:
+        geo_q = members.get("geoQ")
+        if geo_q is not None and _geo_member(geo_q) not in (None, *GEO_MEMBERS):
+            raise BadRequestData(
+                f"geoQ.geoproperty of a csource subscription must be one of {', '.join(GEO_MEMBERS)}"
+            )
         if members.get("csf") is not None:
             ql.parse_q(members["csf"]).resolve(terms.expand)  # csf filters registration properties
         url = members.get("jsonldContext")
