@@ -494,9 +494,7 @@ class RegistrationFilter:
             csf=None if csf is None else ql.parse_q(csf).resolve(q_terms.expand),
             geo=None
             if geo_q is None
-            else _geo_filter(
-                geo_q["georel"], geo_q["geometry"], geo_q["coordinates"], _geo_member(geo_q)
-            ),
+            else _geo_filter(geo_q["georel"], geo_q["geometry"], geo_q["coordinates"], _geo_member(geo_q)),
         )
 
 

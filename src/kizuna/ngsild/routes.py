@@ -356,38 +356,44 @@ class NgsiLdApi:
         return _entity_response(entity_id, forwarded, edge.no_content())
 
     async def replace_entity(self, request: Request) -> Response:
-        edge.check_params(request, P_WRITE)
-        body, terms, _ = await self._payload(request)
-        tenant, entity_id = edge.tenant_of(request), request.path_params["entity_id"]
-        _, forwarded = await self.federation.write(
-            tenant,
-            "replaceEntity",
-            entity_id,
-            _origin(request),
-            lambda part: self.entities.replace(tenant, entity_id, part, terms),
-            method="PUT",
-            path=_entity_path(entity_id),
-            body=body,
-            expand=terms.expand,
+        entity_id, _, forwarded = await self._entity_write(
+            request, "replaceEntity", "PUT", self.entities.replace
         )
         return _entity_response(entity_id, forwarded, edge.no_content())
 
     async def merge_entity(self, request: Request) -> Response:
+        entity_id, _, forwarded = await self._entity_write(
+            request, "mergeEntity", "PATCH", self.entities.merge, merge_patch=True
+        )
+        return _entity_response(entity_id, forwarded, edge.no_content())
+
+    async def _entity_write(
+        self,
+        request: Request,
+        operation: str,
+        method: str,
+        apply: Callable[[str, str, Any, TermMap], Awaitable[Any]],
+        *,
+        suffix: str = "",
+        merge_patch: bool = False,
+    ) -> tuple[str, Any, Forwarded]:
+        """A write of one entity's body here (``apply(tenant, id, part, terms)``) and at the
+        context sources registered for it; the entity id, the local result and what was forwarded."""
         edge.check_params(request, P_WRITE)
-        body, terms, _ = await self._payload(request, merge_patch=True)
+        body, terms, _ = await self._payload(request, merge_patch=merge_patch)
         tenant, entity_id = edge.tenant_of(request), request.path_params["entity_id"]
-        _, forwarded = await self.federation.write(
+        result, forwarded = await self.federation.write(
             tenant,
-            "mergeEntity",
+            operation,
             entity_id,
             _origin(request),
-            lambda part: self.entities.merge(tenant, entity_id, part, terms),
-            method="PATCH",
-            path=_entity_path(entity_id),
+            lambda part: apply(tenant, entity_id, part, terms),
+            method=method,
+            path=_entity_path(entity_id) + suffix,
             body=body,
             expand=terms.expand,
         )
-        return _entity_response(entity_id, forwarded, edge.no_content())
+        return entity_id, result, forwarded
 
     async def purge_entities(self, request: Request) -> Response:
         """DELETE /entities: delete what the filters select, or with keep/drop only some attributes."""
@@ -418,76 +424,52 @@ class NgsiLdApi:
     # -- attributes ------------------------------------------------------------------------------
 
     async def append_attributes(self, request: Request) -> Response:
-        edge.check_params(request, P_WRITE)
-        body, terms, _ = await self._payload(request)
         overwrite = "noOverwrite" not in edge.options_of(request)
-        tenant, entity_id = edge.tenant_of(request), request.path_params["entity_id"]
-        result, forwarded = await self.federation.write(
-            tenant,
-            "appendAttrs",
-            entity_id,
-            _origin(request),
-            lambda part: self.entities.append_attributes(tenant, entity_id, part, terms, overwrite=overwrite),
-            method="POST",
-            path=_entity_path(entity_id) + "/attrs/",
-            body=body,
-            expand=terms.expand,
+
+        def append(tenant: str, entity_id: str, part: Any, terms: TermMap) -> Awaitable[UpdateResult]:
+            return self.entities.append_attributes(tenant, entity_id, part, terms, overwrite=overwrite)
+
+        _, result, forwarded = await self._entity_write(
+            request, "appendAttrs", "POST", append, suffix="/attrs/"
         )
         return _update_response(_with_forwarded(result, forwarded))
 
     async def update_attributes(self, request: Request) -> Response:
-        edge.check_params(request, P_WRITE)
-        body, terms, _ = await self._payload(request)
-        tenant, entity_id = edge.tenant_of(request), request.path_params["entity_id"]
-        result, forwarded = await self.federation.write(
-            tenant,
-            "updateEntity",
-            entity_id,
-            _origin(request),
-            lambda part: self.entities.update_attributes(tenant, entity_id, part, terms),
-            method="PATCH",
-            path=_entity_path(entity_id) + "/attrs/",
-            body=body,
-            expand=terms.expand,
+        _, result, forwarded = await self._entity_write(
+            request, "updateEntity", "PATCH", self.entities.update_attributes, suffix="/attrs/"
         )
         return _update_response(_with_forwarded(result, forwarded))
 
     async def partial_update_attribute(self, request: Request) -> Response:
-        edge.check_params(request, P_WRITE)
-        body, terms, _ = await self._payload(request, merge_patch=True)
-        tenant, entity_id, attr = (
-            edge.tenant_of(request),
-            request.path_params["entity_id"],
-            request.path_params["attr"],
+        return await self._attribute_write(
+            request, "updateAttrs", "PATCH", self.entities.partial_update_attribute, merge_patch=True
         )
-        _, forwarded = await self.federation.write(
-            tenant,
-            "updateAttrs",
-            entity_id,
-            _origin(request),
-            lambda part: self.entities.partial_update_attribute(tenant, entity_id, attr, part, terms),
-            method="PATCH",
-            path=_attribute_path(entity_id, attr),
-            body=body,
-            attrs=[terms.expand(attr)],
-        )
-        return _attribute_response(terms.expand(attr), forwarded)
 
     async def replace_attribute(self, request: Request) -> Response:
+        return await self._attribute_write(request, "replaceAttrs", "PUT", self.entities.replace_attribute)
+
+    async def _attribute_write(
+        self,
+        request: Request,
+        operation: str,
+        method: str,
+        apply: Callable[[str, str, str, Any, TermMap], Awaitable[Any]],
+        *,
+        merge_patch: bool = False,
+    ) -> Response:
+        """A write of one attribute here (``apply(tenant, id, attr, part, terms)``) and at the
+        context sources registered for it."""
         edge.check_params(request, P_WRITE)
-        body, terms, _ = await self._payload(request)
-        tenant, entity_id, attr = (
-            edge.tenant_of(request),
-            request.path_params["entity_id"],
-            request.path_params["attr"],
-        )
+        body, terms, _ = await self._payload(request, merge_patch=merge_patch)
+        tenant, entity_id = edge.tenant_of(request), request.path_params["entity_id"]
+        attr = request.path_params["attr"]
         _, forwarded = await self.federation.write(
             tenant,
-            "replaceAttrs",
+            operation,
             entity_id,
             _origin(request),
-            lambda part: self.entities.replace_attribute(tenant, entity_id, attr, part, terms),
-            method="PUT",
+            lambda part: apply(tenant, entity_id, attr, part, terms),
+            method=method,
             path=_attribute_path(entity_id, attr),
             body=body,
             attrs=[terms.expand(attr)],
