@@ -157,6 +157,8 @@ def create_app(settings: Settings) -> Starlette:
             contexts.follow(None if everything else key)
         if everything or topic in ("outbox", "subscriptions"):
             dispatcher.wake()
+        if everything or topic == "registrations":
+            federation.registrations_changed(None if everything else key)
 
     store.listen(heard)
 

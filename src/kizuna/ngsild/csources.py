@@ -585,11 +585,12 @@ class RegistrationService(_Documents):
         # told the tenant after each change, so that forwarding never uses a stale copy here
         self.on_change = on_change
 
-    def _changed(self, tenant: str, before: Registration | None, after: Registration | None) -> None:
+    async def _changed(self, tenant: str, before: Registration | None, after: Registration | None) -> None:
         if self.notifier is not None:
             self.notifier.registration_changed(tenant, before, after)
         if self.on_change is not None:
             self.on_change(tenant)
+        await self.store.announce("registrations", tenant)  # to the other processes
 
     async def create(self, tenant: str, body: Any, terms: TermMap, context: ContextValue) -> str:
         if not isinstance(body, dict):
@@ -610,7 +611,7 @@ class RegistrationService(_Documents):
         reg["createdAt"] = reg["modifiedAt"] = now_iso()
         if not await self.store.insert_document(REGISTRATION_KIND, tenant, reg):
             raise AlreadyExists(f"Context source registration {reg_id} already exists")
-        self._changed(tenant, None, reg)
+        await self._changed(tenant, None, reg)
         return reg_id
 
     async def retrieve(self, tenant: str, reg_id: str) -> Registration:
@@ -652,7 +653,7 @@ class RegistrationService(_Documents):
         reg["modifiedAt"] = now_iso()
         if not await self.store.replace_document(REGISTRATION_KIND, tenant, reg):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
-        self._changed(tenant, before, reg)
+        await self._changed(tenant, before, reg)
 
     async def delete(self, tenant: str, reg_id: str) -> None:
         _check_registration_id(reg_id)
@@ -661,7 +662,7 @@ class RegistrationService(_Documents):
         if not await self.store.delete_document(REGISTRATION_KIND, tenant, reg_id):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
         if before is not None:
-            self._changed(tenant, before, None)
+            await self._changed(tenant, before, None)
 
 
 class CsourceSubscriptionService(_Documents):

@@ -26,8 +26,9 @@ names (body or ``Link``), else the one the request went with, so everything afte
 sees expanded IRIs only. The node's own share of a write runs first; if it fails, nothing is
 forwarded.
 
-Registrations are kept per tenant for ``cache_seconds`` (and dropped at once when this process
-changes one), so a request that matches no registration costs a dict lookup, not a store read.
+Registrations are kept per tenant for ``cache_seconds``, and dropped when any process changes one
+(at once in this process, through the store's change feed in the others), so a request that
+matches no registration costs a dict lookup, not a store read.
 """
 
 from __future__ import annotations

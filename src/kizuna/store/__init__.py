@@ -23,7 +23,8 @@ DEFAULT_TENANT = ""
 ChangeListener = Callable[[str, str], None]
 """Told ``(topic, key)`` after a commit, by any process on the same store, that changes what
 processes keep in memory: ``subscriptions`` (key: the tenant), ``contexts`` (key: a hosted
-@context's local id), ``outbox`` (notifications were queued; key empty). The topic ``*`` follows
+@context's local id), ``outbox`` (notifications were queued; key empty), and what services
+:meth:`Store.announce` (``registrations``, key: the tenant). The topic ``*`` follows
 a gap in the feed (a reconnect): anything may have changed. Listeners must be cheap and may be
 told twice; they start any slow work as a task."""
 
@@ -285,6 +286,10 @@ class Store(Protocol):
 
     def listen(self, listener: ChangeListener) -> None:
         """Follow the change feed (see :data:`ChangeListener`) from :meth:`open` on."""
+
+    async def announce(self, topic: str, key: str) -> None:
+        """Put a change on the feed that the store's own writes do not announce (a service's
+        documents, such as context source registrations), for every process on the store."""
 
     async def has_tenant(self, tenant: str) -> bool: ...
 

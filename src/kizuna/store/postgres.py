@@ -387,6 +387,10 @@ class PostgresStore:
     def listen(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
 
+    async def announce(self, topic: str, key: str) -> None:
+        async with self._transaction() as (conn, _):
+            await _announce(conn, topic, key)
+
     def _heard(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         topic, _, key = payload.partition("\n")
         tell(self._listeners, topic, key)

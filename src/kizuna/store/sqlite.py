@@ -245,6 +245,10 @@ class SqliteStore:
     def listen(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
 
+    async def announce(self, topic: str, key: str) -> None:
+        async with self._immediate() as db:
+            _announce(db, topic, key)
+
     async def _follow(self, seen: int) -> None:
         """Poll the ``changes`` table that other processes on this file (``--workers``) append to
         in their commits. Sequence numbers are gap-free (AUTOINCREMENT, rolled back with their
