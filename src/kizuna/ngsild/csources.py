@@ -54,7 +54,8 @@ MODES = ("inclusive", "exclusive", "redirect", "auxiliary")
 DEFAULT_MODE = "inclusive"
 DEFAULT_OPERATIONS = ("federationOps",)
 OPERATION_GROUPS = frozenset({"federationOps", "updateOps", "retrieveOps", "redirectionOps"})
-OPERATIONS = OPERATION_GROUPS | frozenset(
+# The operations a registration may list (each group stands for several of them).
+ENTITY_WRITES = frozenset(
     {
         "createEntity",
         "updateEntity",
@@ -65,37 +66,42 @@ OPERATIONS = OPERATION_GROUPS | frozenset(
         "mergeEntity",
         "replaceEntity",
         "replaceAttrs",
-        "createBatch",
-        "upsertBatch",
-        "updateBatch",
-        "deleteBatch",
-        "mergeBatch",
-        "upsertTemporal",
-        "appendAttrsTemporal",
-        "deleteAttrsTemporal",
-        "updateAttrsTemporal",
-        "deleteAttrInstanceTemporal",
-        "deleteTemporal",
-        "retrieveEntity",
-        "queryEntity",
-        "queryBatch",
-        "retrieveTemporal",
-        "queryTemporal",
-        "retrieveEntityTypes",
-        "retrieveEntityTypeDetails",
-        "retrieveEntityTypeInfo",
-        "retrieveAttrTypes",
-        "retrieveAttrTypeDetails",
-        "retrieveAttrTypeInfo",
-        "createSubscription",
-        "updateSubscription",
-        "retrieveSubscription",
-        "querySubscription",
-        "deleteSubscription",
-        "retrieveEntityMap",
-        "updateEntityMap",
-        "deleteEntityMap",
     }
+)
+BATCH_WRITES = frozenset({"createBatch", "upsertBatch", "updateBatch", "deleteBatch", "mergeBatch"})
+OPERATIONS = (
+    OPERATION_GROUPS
+    | ENTITY_WRITES
+    | BATCH_WRITES
+    | frozenset(
+        {
+            "upsertTemporal",
+            "appendAttrsTemporal",
+            "deleteAttrsTemporal",
+            "updateAttrsTemporal",
+            "deleteAttrInstanceTemporal",
+            "deleteTemporal",
+            "retrieveEntity",
+            "queryEntity",
+            "queryBatch",
+            "retrieveTemporal",
+            "queryTemporal",
+            "retrieveEntityTypes",
+            "retrieveEntityTypeDetails",
+            "retrieveEntityTypeInfo",
+            "retrieveAttrTypes",
+            "retrieveAttrTypeDetails",
+            "retrieveAttrTypeInfo",
+            "createSubscription",
+            "updateSubscription",
+            "retrieveSubscription",
+            "querySubscription",
+            "deleteSubscription",
+            "retrieveEntityMap",
+            "updateEntityMap",
+            "deleteEntityMap",
+        }
+    )
 )
 GEO_MEMBERS = ("location", "observationSpace", "operationSpace")
 # A stored subscription's geoQ names its geoproperty by IRI (see subscriptions.parse_members).

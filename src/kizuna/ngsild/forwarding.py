@@ -59,20 +59,7 @@ log = logging.getLogger("kizuna.forwarding")
 T = TypeVar("T")
 
 API = "/ngsi-ld/v1"
-BATCH_WRITES = frozenset({"createBatch", "upsertBatch", "updateBatch", "deleteBatch", "mergeBatch"})
-WRITES = frozenset(
-    {
-        "createEntity",
-        "updateEntity",
-        "appendAttrs",
-        "updateAttrs",
-        "deleteAttrs",
-        "deleteEntity",
-        "mergeEntity",
-        "replaceEntity",
-        "replaceAttrs",
-    }
-)
+WRITES, BATCH_WRITES = csources.ENTITY_WRITES, csources.BATCH_WRITES
 # What each operation group of clause 5.5.x stands for (only the operations forwarded here).
 GROUPS: Mapping[str, frozenset[str]] = {
     "federationOps": frozenset({"retrieveEntity", "queryEntity", "queryBatch"}),
