@@ -481,3 +481,29 @@ def test_sources_answer_in_the_clients_context(client: TestClient, sources: list
     expanded = client.get(f"{BASE}/entities", params={"type": f"{iri}OffStreetParking"})
     assert "Link" not in source.requests[1][2]
     assert expanded.json() == [full]
+
+
+def test_a_purge_reaches_the_sources_registered_for_the_type(
+    client: TestClient, sources: list[Source]
+) -> None:
+    exclusive, auxiliary = sources
+    assert client.post(f"{BASE}/entities", json=vehicle("urn:v:1", speed=10)).status_code == 201
+    exclusive.answers["DELETE", f"{BASE}/entities?type=Vehicle"] = (204, None)
+    ops = ["redirectionOps"]  # the default, federationOps, is reads only
+    register(
+        client, exclusive.url, mode="exclusive", operations=ops, information={"propertyNames": ["speed"]}
+    )
+    register(client, auxiliary.url, mode="auxiliary", operations=ops)
+    response = client.delete(f"{BASE}/entities", params={"type": "Vehicle"})
+    assert response.status_code == 204, response.text
+    assert [(m, p) for m, p, _, _ in exclusive.requests] == [("DELETE", f"{BASE}/entities?type=Vehicle")]
+    assert exclusive.requests[0][2]["Via"] == NODE_VIA
+    assert auxiliary.requests == []  # auxiliary sources never take writes
+    assert client.get(f"{BASE}/entities/urn:v:1", params={"local": "true"}).status_code == 404
+    # local=true purges here only
+    created = client.post(f"{BASE}/entities", json=vehicle("urn:v:2"), params={"local": "true"})
+    assert created.status_code == 201
+    asked = len(exclusive.requests)
+    assert client.delete(f"{BASE}/entities", params={"type": "Vehicle", "local": "true"}).status_code == 204
+    assert len(exclusive.requests) == asked
+    assert client.get(f"{BASE}/entities/urn:v:2", params={"local": "true"}).status_code == 404

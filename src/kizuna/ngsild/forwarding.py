@@ -457,6 +457,31 @@ class Federation:
                 forwarded.failed.append((reg_id, share.names, remote_error(answer.problem, reg_id)))
         return result, forwarded
 
+    async def purge(
+        self, tenant: str, query: EntityQuery, origin: Origin, local: Callable[[], Awaitable[None]]
+    ) -> None:
+        """DELETE /entities (clause 5.6.21) here and at the sources registered for what it selects
+        that take deletes (auxiliary ones never take writes). The purge has no partial answer: a
+        source that fails is logged, as a failing source is left out of a read."""
+        self._check_loop(origin)
+        regs = [] if origin.local else await self._regs(tenant)
+        types = None if not query.types else _any_of(query.types)
+        targets = [
+            target
+            for target in targets_for(
+                regs, "deleteEntity", ids=query.ids, types=types, id_pattern=query.id_pattern
+            )
+            if target.mode != "auxiliary"
+        ]
+        await local()
+        params = _forwarded_params(origin.params)
+        answers = await asyncio.gather(
+            *(self._send(target, "DELETE", f"{API}/entities", params, origin, None) for target in targets)
+        )
+        for target, answer in zip(targets, answers, strict=True):
+            if answer.problem is not None:
+                log.warning("context source %s refused the purge: %s", target.reg["id"], answer.problem)
+
     async def batch(
         self,
         tenant: str,

@@ -410,11 +410,17 @@ class NgsiLdApi:
                 "Purging entities needs at least one of type, id, idPattern, q, scopeQ, geoQ, local"
             )
         query = self._entity_query(request, params, terms, require_filter=False)
-        await self.entities.purge(
-            edge.tenant_of(request),
+        tenant = edge.tenant_of(request)
+        await self.federation.purge(
+            tenant,
             query,
-            keep=None if keep is None else {terms.expand(n) for n in keep},
-            drop=None if drop is None else {terms.expand(n) for n in drop},
+            _origin(request),
+            lambda: self.entities.purge(
+                tenant,
+                query,
+                keep=None if keep is None else {terms.expand(n) for n in keep},
+                drop=None if drop is None else {terms.expand(n) for n in drop},
+            ),
         )
         return edge.no_content()
 
