@@ -5,6 +5,7 @@ the SQL dialect that stores them (see :mod:`kizuna.store.sqlite` and :mod:`kizun
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,24 @@ def tell(listeners: Sequence[ChangeListener], topic: str, key: str) -> None:
             listener(topic, key)
         except Exception:
             log.exception("a change listener failed on %s %s", topic, key)
+
+
+def extended_temporal_entity(
+    current: dict[str, Any], types: Sequence[str], scope: list[str] | None
+) -> tuple[list[str], list[str] | None] | None:
+    """The types and scope a temporal entity has once a write adds ``types`` (and replaces its
+    scope, if ``scope`` is given); None when that changes nothing."""
+    merged = current["type"] + [t for t in types if t not in current["type"]]
+    new_scope = current.get("scope") if scope is None else scope
+    if merged == current["type"] and new_scope == current.get("scope"):
+        return None
+    return merged, new_scope
+
+
+def new_history_instance(instance: dict[str, Any]) -> tuple[str, str]:
+    """The instanceId a recorded instance gets, and the time its temporal entity is touched at."""
+    now = instance.get("modifiedAt") or instance.get("deletedAt") or instance.get("createdAt") or ""
+    return f"urn:ngsi-ld:attribute:instance:{uuid.uuid4()}", now
 
 
 VALUE_MEMBERS = ("value", "object", "languageMap", "vocab", "json", "valueList", "objectList")

@@ -76,7 +76,6 @@ import hashlib
 import logging
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -108,9 +107,11 @@ from kizuna.store.common import (
     QCompiler,
     Sql,
     attribute_rows,
+    extended_temporal_entity,
     geometry_boxes,
     history_columns,
     literal_prefix,
+    new_history_instance,
     tell,
 )
 
@@ -1527,10 +1528,9 @@ class PgWrite:
                 f"SELECT {_TEMPORAL_COLUMNS} FROM {self.schema}.temporal_entities WHERE id = $1 FOR UPDATE",
                 entity_id,
             )
-        current = _temporal_row(row)
-        merged = current["type"] + [t for t in types if t not in current["type"]]
-        new_scope = current.get("scope") if scope is None else scope
-        if merged != current["type"] or new_scope != current.get("scope"):
+        extended = extended_temporal_entity(_temporal_row(row), types, scope)
+        if extended is not None:
+            merged, new_scope = extended
             await self.conn.execute(
                 f"UPDATE {self.schema}.temporal_entities SET types = $1, scope = $2, modified_at = $3"
                 " WHERE id = $4",
@@ -1550,9 +1550,8 @@ class PgWrite:
         *,
         scope: list[str] | None = None,
     ) -> str:
-        now = instance.get("modifiedAt") or instance.get("deletedAt") or instance.get("createdAt") or ""
+        instance_id, now = new_history_instance(instance)
         await self.touch_temporal_entity(entity_id, types, scope, now)
-        instance_id = f"urn:ngsi-ld:attribute:instance:{uuid.uuid4()}"
         *columns, doc = history_columns(instance)
         await self.conn.execute(
             f"INSERT INTO {self.schema}.attribute_history (entity_id, attribute, instance_id, dataset_id,"

@@ -41,7 +41,6 @@ import logging
 import re
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,7 +60,17 @@ from kizuna.store import (
     geo_matches_many,
     geo_matches_values,
 )
-from kizuna.store.common import CORE, QCompiler, Sql, attribute_rows, geometry_boxes, shapes, tell
+from kizuna.store.common import (
+    CORE,
+    QCompiler,
+    Sql,
+    attribute_rows,
+    extended_temporal_entity,
+    geometry_boxes,
+    new_history_instance,
+    shapes,
+    tell,
+)
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
 from kizuna.store.common import history_columns as _history_columns
 from kizuna.store.common import literal_prefix as _literal_prefix
@@ -1053,9 +1062,9 @@ class SqliteWrite:
                 ),
             )
             return True
-        merged = current["type"] + [t for t in types if t not in current["type"]]
-        new_scope = current.get("scope") if scope is None else scope
-        if merged != current["type"] or new_scope != current.get("scope"):
+        extended = extended_temporal_entity(current, types, scope)
+        if extended is not None:
+            merged, new_scope = extended
             self.db.execute(
                 "UPDATE temporal_entities SET types = ?, scope = ?, modified_at = ?"
                 " WHERE tenant = ? AND id = ?",
@@ -1078,9 +1087,8 @@ class SqliteWrite:
         *,
         scope: list[str] | None = None,
     ) -> str:
-        now = instance.get("modifiedAt") or instance.get("deletedAt") or instance.get("createdAt") or ""
+        instance_id, now = new_history_instance(instance)
         await self.touch_temporal_entity(entity_id, types, scope, now)
-        instance_id = f"urn:ngsi-ld:attribute:instance:{uuid.uuid4()}"
         self.db.execute(
             "INSERT INTO attribute_history (tenant, entity_id, attribute, instance_id, dataset_id,"
             " observed_at, created_at, modified_at, deleted_at, value_number, value_key, doc)"
