@@ -330,13 +330,19 @@ class Dispatcher:
         """One csource notification (clause 5.3.2): one attempt, its delivery state recorded."""
         message = build_message(tenant, sub, data, self.base_url, self.config.timeout)
         message.body.update(members)
+        return await self._send_once(tenant, sub, message, "csource")
+
+    async def _send_once(self, tenant: str, sub: dict[str, Any], message: Message, kind: str) -> bool:
+        """A notification sent outside the outbox (periodic, csource): one attempt, a failure
+        logged, the delivery state recorded (and waited for by :meth:`settle`)."""
         ok = True
-        try:
-            await self.senders.send(message)
-        except DeliveryError as exc:
-            ok = False
-            log.warning("csource notification of %s failed: %s", sub["id"], exc)
-        await self.record(tenant, sub["id"], ok)
+        with self._delivering(tenant, sub["id"]):
+            try:
+                await self.senders.send(message)
+            except DeliveryError as exc:
+                ok = False
+                log.warning("%s notification of %s failed: %s", kind, sub["id"], exc)
+            await self.record(tenant, sub["id"], ok)
         return ok
 
     def wake(self) -> None:
@@ -477,14 +483,7 @@ class Dispatcher:
         view = view_of(sub)
         data = [render_entity(e, terms, view) for e in result.entities]
         message = build_message(tenant, sub, data, self.base_url, self.config.timeout)
-        ok = True
-        with self._delivering(tenant, sub["id"]):
-            try:
-                await self.senders.send(message)
-            except DeliveryError as exc:
-                ok = False
-                log.warning("periodic notification of %s failed: %s", sub["id"], exc)
-            await self.record(tenant, sub["id"], ok)
+        await self._send_once(tenant, sub, message, "periodic")
 
     # -- status -------------------------------------------------------------------------------------
 
