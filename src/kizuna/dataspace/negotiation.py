@@ -251,19 +251,7 @@ class NegotiationService:
         async with self.records.lock(pid):
             record = await self._for_message(pid, CONSUMER, message, sender)
             self._transition(record, AGREEMENT_MSG)
-            record["agreementId"] = agreement["@id"]
-            await self.records.insert(
-                AGREEMENT,
-                {
-                    "id": agreement["@id"],
-                    "role": CONSUMER,
-                    "negotiationId": record["id"],
-                    "counterPartyId": record.get("counterPartyId"),
-                    "counterPartyAddress": record["counterPartyAddress"],
-                    "state": AGREED,
-                    "agreement": agreement,
-                },
-            )
+            await self._keep_agreement(record, agreement, CONSUMER)
             await self._save(record)
         if record["approval"] == "auto":
             return [lambda: self._auto_step(pid, self.verify)]
@@ -418,21 +406,8 @@ class NegotiationService:
             if kind in (REQUEST, OFFER):
                 record.update(offer=members["offer"], offerBy=role)
             if kind == AGREEMENT_MSG:
-                agreement = members["agreement"]
-                record["agreementId"] = agreement["@id"]
-                await self.records.insert(
-                    AGREEMENT,
-                    {
-                        "id": agreement["@id"],
-                        "role": PROVIDER,
-                        "negotiationId": record["id"],
-                        "datasetId": record.get("datasetId"),
-                        "counterPartyId": record.get("counterPartyId"),
-                        "counterPartyAddress": record["counterPartyAddress"],
-                        "state": AGREED,
-                        "agreement": agreement,
-                        "accessCount": 0,
-                    },
+                await self._keep_agreement(
+                    record, members["agreement"], PROVIDER, datasetId=record.get("datasetId"), accessCount=0
                 )
             if kind == TERMINATE:
                 record["reason"] = members.get("reason")
@@ -440,6 +415,26 @@ class NegotiationService:
         if new in (FINALIZED, TERMINATED, VERIFIED):
             await self._set_agreement_state(record, new)
         return record
+
+    async def _keep_agreement(
+        self, record: dict[str, Any], agreement: dict[str, Any], role: str, **members: Any
+    ) -> None:
+        """This node's copy of the agreement a negotiation reached, in ``role``; the provider's
+        also carries what enforcement needs (``members``: the dataset, the access count)."""
+        record["agreementId"] = agreement["@id"]
+        await self.records.insert(
+            AGREEMENT,
+            {
+                "id": agreement["@id"],
+                "role": role,
+                "negotiationId": record["id"],
+                "counterPartyId": record.get("counterPartyId"),
+                "counterPartyAddress": record["counterPartyAddress"],
+                "state": AGREED,
+                "agreement": agreement,
+                **members,
+            },
+        )
 
     async def _set_agreement_state(self, record: dict[str, Any], state: str) -> None:
         agreement_id = record.get("agreementId")
