@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kizuna.errors import AlreadyExists, BadRequestData, NonExistingTenant, ResourceNotFound
+from kizuna.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import query as ql
@@ -42,6 +42,7 @@ from kizuna.ngsild.subscriptions import (
     needs_implicit_context,
     parse_members,
 )
+from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import Store
 
 Registration = dict[str, Any]
@@ -571,10 +572,6 @@ class _Documents:
         # kizuna.notify.csource.CsourceNotifier: told of every stored change (clause 5.11.7)
         self.notifier = notifier
 
-    async def require_tenant(self, tenant: str) -> None:
-        if not await self.store.has_tenant(tenant):
-            raise NonExistingTenant(f"Tenant {tenant!r} does not exist")
-
 
 class RegistrationService(_Documents):
     """Context source registrations per tenant (clause 5.9) and their discovery (clause 5.10)."""
@@ -622,7 +619,7 @@ class RegistrationService(_Documents):
 
     async def retrieve(self, tenant: str, reg_id: str) -> Registration:
         _check_registration_id(reg_id)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         reg = await self.store.get_document(REGISTRATION_KIND, tenant, reg_id)
         if reg is None:
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
@@ -631,7 +628,7 @@ class RegistrationService(_Documents):
     async def query(
         self, tenant: str, selection: RegistrationFilter, *, limit: int | None, offset: int
     ) -> tuple[list[Registration], int]:
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         everything, _ = await self.store.list_documents(REGISTRATION_KIND, tenant)
         matching = [reg for reg in everything if selection.matches(reg)]
         end = None if limit is None else offset + limit
@@ -663,7 +660,7 @@ class RegistrationService(_Documents):
 
     async def delete(self, tenant: str, reg_id: str) -> None:
         _check_registration_id(reg_id)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         before = await self.store.get_document(REGISTRATION_KIND, tenant, reg_id)
         if not await self.store.delete_document(REGISTRATION_KIND, tenant, reg_id):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
@@ -729,7 +726,7 @@ class CsourceSubscriptionService(_Documents):
 
     async def retrieve(self, tenant: str, sub_id: str) -> Subscription:
         _check_id(sub_id)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         sub = await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id)
         if sub is None:
             raise ResourceNotFound(f"Subscription {sub_id} not found")
@@ -745,7 +742,7 @@ class CsourceSubscriptionService(_Documents):
         return sub
 
     async def query(self, tenant: str, *, limit: int | None, offset: int) -> tuple[list[Subscription], int]:
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         return await self.store.list_documents(SUBSCRIPTION_KIND, tenant, limit, offset)
 
     async def update(
@@ -803,7 +800,7 @@ class CsourceSubscriptionService(_Documents):
 
     async def delete(self, tenant: str, sub_id: str) -> None:
         _check_id(sub_id)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         if not await self.store.delete_document(SUBSCRIPTION_KIND, tenant, sub_id):
             raise ResourceNotFound(f"Subscription {sub_id} not found")
 

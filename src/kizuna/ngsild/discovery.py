@@ -19,6 +19,7 @@ from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
 from kizuna.ngsild.entities import EntityService, attributes_of
+from kizuna.ngsild.tenants import require_tenant
 
 P_DISCOVERY = frozenset({"details", "local", "type", "attrs"})
 
@@ -45,7 +46,7 @@ class Inventory:
 
 
 async def take_inventory(entities: EntityService, tenant: str) -> Inventory:
-    await entities.require_tenant(tenant)
+    await require_tenant(entities.store, tenant)
     inventory = Inventory()
     async for entity in entities.store.iter_entities(tenant):
         types = entity.get("type", [])

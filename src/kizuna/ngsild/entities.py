@@ -14,11 +14,12 @@ from typing import Any
 
 import orjson
 
-from kizuna.errors import BadRequestData, NgsiLdError, NonExistingTenant, ResourceNotFound
+from kizuna.errors import BadRequestData, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
 from kizuna.ngsild.model import SYSTEM_MEMBERS
 from kizuna.ngsild.temporal import record_changes
+from kizuna.ngsild.tenants import require_tenant
 from kizuna.notify.matching import Compiled, SubscriptionCache, outbox_rows
 from kizuna.store import Entity, EntityQuery, QueryResult, Store, WriteTransaction
 
@@ -68,10 +69,6 @@ class EntityService:
         if recording.queued and self.on_notifications is not None:
             self.on_notifications()
 
-    async def require_tenant(self, tenant: str) -> None:
-        if not await self.store.has_tenant(tenant):
-            raise NonExistingTenant(f"Tenant {tenant!r} does not exist")
-
     # -- single entities -------------------------------------------------------------------------
 
     async def create(self, tenant: str, body: Any, terms: TermMap) -> str:
@@ -82,19 +79,19 @@ class EntityService:
 
     async def retrieve(self, tenant: str, entity_id: str, types: list[str] | None = None) -> Entity:
         model.check_entity_id(entity_id)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         entity = await self.store.get_entity(tenant, entity_id)
         if entity is None or (types is not None and not set(types) & set(entity.get("type", ()))):
             raise ResourceNotFound(f"Entity {entity_id} does not exist")
         return entity
 
     async def query(self, tenant: str, query: EntityQuery) -> QueryResult:
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         return await self.store.query_entities(tenant, query)
 
     async def delete(self, tenant: str, entity_id: str) -> None:
         model.check_entity_id(entity_id)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             if not await tx.delete(entity_id):
                 raise ResourceNotFound(f"Entity {entity_id} does not exist")
@@ -105,7 +102,7 @@ class EntityService:
         body = _with_id(body, entity_id)
         now = model.now_iso()
         replacement = model.parse_entity(body, terms, now)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             current = await _existing(tx, entity_id)
             replacement["createdAt"] = current["createdAt"]
@@ -117,7 +114,7 @@ class EntityService:
         body = _with_id(body, entity_id)
         now = model.now_iso()
         fragment = model.parse_entity(body, terms, now, allow_null=True, require_type=False)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             merge_entity(entity, fragment, now)
@@ -130,7 +127,7 @@ class EntityService:
     ) -> UpdateResult:
         """POST /entities/{id}/attrs (clause 5.6.3)."""
         fragment = self._fragment(entity_id, body, terms)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             result = append_to_entity(entity, fragment, overwrite=overwrite)
@@ -140,7 +137,7 @@ class EntityService:
     async def update_attributes(self, tenant: str, entity_id: str, body: Any, terms: TermMap) -> UpdateResult:
         """PATCH /entities/{id}/attrs (clause 5.6.2): only attributes that exist are updated."""
         fragment = self._fragment(entity_id, body, terms, allow_null=True)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             result = update_entity(entity, fragment)
@@ -156,7 +153,7 @@ class EntityService:
         if not isinstance(body, dict):
             raise BadRequestData("The attribute fragment must be a JSON object")
         now = model.now_iso()
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
@@ -196,7 +193,7 @@ class EntityService:
         iri = terms.expand(model.check_name(name))
         now = model.now_iso()
         new_instances = model.parse_attribute(iri, body, terms, now)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
@@ -231,7 +228,7 @@ class EntityService:
         iri = terms.expand(model.check_name(name))
         if dataset_id is not None and not model.is_uri(dataset_id):
             raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
@@ -250,7 +247,7 @@ class EntityService:
             await tx.replace(entity)
 
     async def _delete_scope(self, tenant: str, entity_id: str) -> None:
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
             if "scope" not in entity:
@@ -315,7 +312,7 @@ class EntityService:
     ) -> BatchResult:
         result = BatchResult()
         now = model.now_iso()
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             for _, entity in _parse_each(items, now, result, require_type=False):
                 current = await tx.get(entity["id"])
@@ -338,7 +335,7 @@ class EntityService:
     async def batch_merge(self, tenant: str, items: list[tuple[Any, TermMap | NgsiLdError]]) -> BatchResult:
         result = BatchResult()
         now = model.now_iso()
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             for _, fragment in _parse_each(items, now, result, require_type=False, allow_null=True):
                 current = await tx.get(fragment["id"])
@@ -356,7 +353,7 @@ class EntityService:
         if not isinstance(ids, list) or not ids:
             raise BadRequestData("Batch delete takes a non-empty JSON array of entity ids")
         result = BatchResult()
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             for entity_id in ids:
                 if not model.is_uri(entity_id):
@@ -379,7 +376,7 @@ class EntityService:
     ) -> None:
         """DELETE /entities (clause 5.6.21): delete the selected entities, or with ``keep`` /
         ``drop`` only some of their attributes."""
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             if keep is None and drop is None:
                 await tx.delete_matching(query)

@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kizuna.errors import AlreadyExists, BadRequestData, NonExistingTenant, ResourceNotFound
+from kizuna.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from kizuna.jsonld.contexts import HOSTED_PATH, ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import is_datetime, is_uri, now_iso
+from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import Store
 
 Subscription = dict[str, Any]
@@ -380,10 +381,6 @@ class SubscriptionService:
             sub = {**sub, "notification": {**sub.get("notification", {}), **shown}}
         return sub
 
-    async def require_tenant(self, tenant: str) -> None:
-        if not await self.store.has_tenant(tenant):
-            raise NonExistingTenant(f"Tenant {tenant!r} does not exist")
-
     async def _check_jsonld_context(self, members: dict[str, Any]) -> None:
         url = members.get("jsonldContext")
         if url is not None:
@@ -423,7 +420,7 @@ class SubscriptionService:
 
     async def retrieve(self, tenant: str, sub_id: str) -> Subscription:
         _check_id(sub_id)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         sub = await self.store.get_subscription(tenant, sub_id)
         if sub is None:
             raise ResourceNotFound(f"Subscription {sub_id} not found")
@@ -436,7 +433,7 @@ class SubscriptionService:
         return await self._with_status(tenant, sub)
 
     async def query(self, tenant: str, *, limit: int | None, offset: int) -> tuple[list[Subscription], int]:
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         subs, total = await self.store.list_subscriptions(tenant, limit, offset)
         return [await self._with_status(tenant, s) for s in subs], total
 
@@ -494,7 +491,7 @@ class SubscriptionService:
 
     async def delete(self, tenant: str, sub_id: str) -> None:
         _check_id(sub_id)
-        await self.require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         if not await self.store.delete_subscription(tenant, sub_id):
             raise ResourceNotFound(f"Subscription {sub_id} not found")
         self._changed(tenant)

@@ -50,11 +50,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kizuna.errors import BadRequestData, InvalidRequest, NonExistingTenant, ResourceNotFound
+from kizuna.errors import BadRequestData, InvalidRequest, ResourceNotFound
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.render import View, render_instance
+from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import AggregateRow, Entity, HistoryQuery, Store
 
 Instance = dict[str, Any]
@@ -371,10 +372,6 @@ class TemporalService:
         self.store = store
         self.instance_limit = instance_limit
 
-    async def _require_tenant(self, tenant: str) -> None:
-        if not await self.store.has_tenant(tenant):
-            raise NonExistingTenant(f"Tenant {tenant!r} does not exist")
-
     # -- provision -------------------------------------------------------------------------------
 
     async def create_or_update(self, tenant: str, body: Any, terms: TermMap) -> tuple[str, bool]:
@@ -419,7 +416,7 @@ class TemporalService:
         now = model.now_iso()
         types = model.expand_types(body["type"], terms) if "type" in body else []
         attributes = parse_temporal_attributes(body, terms, now)
-        await self._require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self.store.write(tenant) as tx:
             current = await tx.temporal_entity(entity_id)
             if current is None:
@@ -437,7 +434,7 @@ class TemporalService:
         ETSI suite expect), so the temporal delete removes it too, and deleting twice through
         both APIs (the suite's delete_temporal_on_core_delete) leaves nothing behind."""
         model.check_entity_id(entity_id)
-        await self._require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self.store.write(tenant) as tx:
             if await tx.temporal_entity(entity_id) is None:
                 raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
@@ -459,7 +456,7 @@ class TemporalService:
         iri = terms.expand(model.check_name(name))
         if dataset_id is not None and not model.is_uri(dataset_id):
             raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
-        await self._require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self.store.write(tenant) as tx:
             if await tx.temporal_entity(entity_id) is None:
                 raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
@@ -479,7 +476,7 @@ class TemporalService:
                 raise BadRequestData(f"The fragment names attribute {key}, not {name}")
             body = inner
         now = model.now_iso()
-        await self._require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self.store.write(tenant) as tx:
             current = await self._instance(tenant, entity_id, iri, name, instance_id)
             raw = {k: v for k, v in body.items() if k != "instanceId"}
@@ -497,7 +494,7 @@ class TemporalService:
     ) -> None:
         """DELETE /temporal/entities/{id}/attrs/{attrId}/{instanceId} (clause 5.6.15)."""
         iri, _ = self._instance_target(entity_id, name, instance_id, terms)
-        await self._require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         async with self.store.write(tenant) as tx:
             await self._instance(tenant, entity_id, iri, name, instance_id)
             if not await tx.delete_history_instance(entity_id, iri, instance_id):
@@ -535,7 +532,7 @@ class TemporalService:
     async def retrieve(self, tenant: str, entity_id: str, params: TemporalParams) -> TemporalEntity:
         """GET /temporal/entities/{id} (clause 5.7.3)."""
         model.check_entity_id(entity_id)
-        await self._require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         core = await self.store.get_temporal_entity(tenant, entity_id)
         if core is None:
             raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
@@ -558,7 +555,7 @@ class TemporalService:
         count: bool,
     ) -> TemporalPage:
         """GET /temporal/entities and POST /temporal/entityOperations/query (clause 5.7.4)."""
-        await self._require_tenant(tenant)
+        await require_tenant(self.store, tenant)
         cores = await self.store.query_temporal_entities(
             tenant, selection.types, selection.ids, selection.id_pattern
         )
