@@ -41,6 +41,7 @@ from kizuna.ngsild.temporal import (
     render_temporal,
 )
 from kizuna.store import EntityQuery
+from kizuna.times import iso_seconds, parse_instant
 
 log = logging.getLogger("kizuna.dataspace")
 ERROR_BASE = "https://w3id.org/kizuna/errors/"
@@ -122,7 +123,7 @@ class DataPlane:
     def _facts(self, agreement: dict[str, Any], purpose: str | None) -> odrl.Facts:
         facts = self.facts_for(agreement.get("counterPartyId"))
         facts.purpose = purpose
-        facts.agreed_at = odrl.parse_time(agreement["agreement"]["timestamp"])
+        facts.agreed_at = parse_instant(agreement["agreement"]["timestamp"])
         facts.access_count = int(agreement.get("accessCount", 0))
         return facts
 
@@ -149,7 +150,7 @@ class DataPlane:
                 )
             decisions[:] = [decision]
             agreement["accessCount"] = (facts.access_count or 0) + 1
-            agreement["lastAccess"] = facts.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            agreement["lastAccess"] = iso_seconds(facts.now)
 
         try:
             agreement = await self.node.records.update(AGREEMENT, agreement_id, count)
@@ -183,7 +184,7 @@ class DataPlane:
                     {
                         "@type": "EndpointProperty",
                         "name": "expiresAt",
-                        "value": datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "value": iso_seconds(datetime.fromtimestamp(expires, UTC)),
                     },
                 ],
             }

@@ -12,6 +12,7 @@ from jsonschema import Draft201909Validator
 from referencing import Registry, Resource
 
 from kizuna.errors import NgsiLdError
+from kizuna.times import iso_seconds
 
 DSPACE_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
 CONTEXT = [DSPACE_CONTEXT]
@@ -88,7 +89,7 @@ def check(message: Any, message_type: str) -> dict[str, Any]:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_seconds(datetime.now(UTC))
 
 
 def message(message_type: str, **members: Any) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from kizuna.times import parse_instant
+
 RULE_KEYS = ("permission", "prohibition", "obligation")
 USAGE_OPERANDS = frozenset({"purpose", "count", "elapsedTime"})
 LOGICAL = ("and", "or", "xone", "andSequence")
@@ -283,13 +285,8 @@ def _spatial(operator: str, right: Any, facts: Facts) -> bool:
     return _set_test(operator, have, [local_name(v).upper() for v in _values(right)])
 
 
-def parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _date_time(operator: str, right: Any, facts: Facts) -> bool:
-    return _compare(operator, facts.now, parse_time(str(_values(right)[0])))
+    return _compare(operator, facts.now, parse_instant(str(_values(right)[0])))
 
 
 _DURATION = re.compile(

@@ -28,6 +28,7 @@ from pyld.context_resolver import ContextResolver
 
 from kizuna.errors import BadRequestData, InvalidRequest, LdContextNotAvailable
 from kizuna.jsonld.terms import TermMap
+from kizuna.times import iso_millis
 
 CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 CORE_CONTEXT_VERSIONS = ("1.3", "1.4", "1.5", "1.6", "1.7", "1.8", "1.9")
@@ -67,15 +68,11 @@ class ContextRecord:
             "URL": self.url if self.kind == "Cached" else base_url + HOSTED_PATH + self.local_id,
             "localId": self.local_id,
             "kind": self.kind,
-            "createdAt": _iso(self.created_at),
+            "createdAt": iso_millis(self.created_at),
         }
         if self.last_usage is not None:
-            info["lastUsage"] = _iso(self.last_usage)
+            info["lastUsage"] = iso_millis(self.last_usage)
         return info
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 class ContextRegistry:

@@ -32,18 +32,18 @@ from kizuna.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import query as ql
-from kizuna.ngsild.model import check_geometry, check_name, is_datetime, is_uri, now_iso, parse_scope
+from kizuna.ngsild.model import check_geometry, check_name, is_datetime, is_uri, parse_scope
 from kizuna.ngsild.subscriptions import (
     ImplicitContextHook,
     Subscription,
     _check_id,  # TODO(lead): move to a shared module (see report)
-    _parse_time,  # TODO(lead): move to a shared module (see report)
     check_whole,
     needs_implicit_context,
     parse_members,
 )
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import Store
+from kizuna.times import now_iso, parse_instant
 
 Registration = dict[str, Any]
 
@@ -221,7 +221,7 @@ def _interval(value: Any, where: str) -> dict[str, str]:
     for name, moment in value.items():
         if not is_datetime(moment):
             raise _bad(f"{where}.{name} {moment!r} is not a DateTime")
-    if "endAt" in value and _parse_time(value["endAt"]) <= _parse_time(value["startAt"]):
+    if "endAt" in value and parse_instant(value["endAt"]) <= parse_instant(value["startAt"]):
         raise _bad(f"{where}.endAt must be after startAt")
     return dict(value)
 
@@ -271,7 +271,7 @@ def _member(name: str, value: Any, terms: TermMap) -> Any:
     if name == "expiresAt":
         if not is_datetime(value):
             raise _bad(f"expiresAt {value!r} is not a DateTime")
-        if _parse_time(value) <= datetime.now(UTC):
+        if parse_instant(value) <= datetime.now(UTC):
             raise _bad("expiresAt is in the past")
         return value
     if name in INTERVAL_MEMBERS:
@@ -373,8 +373,8 @@ class TimeFilter:
         interval = reg.get(self.interval)
         if not isinstance(interval, dict):
             return True
-        start = _parse_time(interval["startAt"])
-        end = _parse_time(interval["endAt"]) if "endAt" in interval else None
+        start = parse_instant(interval["startAt"])
+        end = parse_instant(interval["endAt"]) if "endAt" in interval else None
         if self.timerel == "before":
             return start < self.time_at
         if self.timerel == "after":
@@ -556,8 +556,8 @@ def _time_filter(
         raise BadRequestData(f"timeproperty must be one of {', '.join(TIME_PROPERTIES)}")
     return TimeFilter(
         timerel,
-        _parse_time(time_at),
-        None if end_time_at is None else _parse_time(end_time_at),
+        parse_instant(time_at),
+        None if end_time_at is None else parse_instant(end_time_at),
         interval,
     )
 

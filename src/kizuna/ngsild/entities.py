@@ -22,6 +22,7 @@ from kizuna.ngsild.temporal import record_changes
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.notify.matching import Compiled, SubscriptionCache, outbox_rows
 from kizuna.store import Entity, EntityQuery, QueryResult, Store, WriteTransaction
+from kizuna.times import now_iso
 
 Instance = dict[str, Any]
 ENTITY_CORE = frozenset({"id", "type", "scope"} | SYSTEM_MEMBERS)
@@ -72,7 +73,7 @@ class EntityService:
     # -- single entities -------------------------------------------------------------------------
 
     async def create(self, tenant: str, body: Any, terms: TermMap) -> str:
-        entity = model.parse_entity(body, terms, model.now_iso())
+        entity = model.parse_entity(body, terms, now_iso())
         async with self._write(tenant) as tx:
             await _insert_new(tx, entity)
         return entity["id"]
@@ -100,7 +101,7 @@ class EntityService:
         """PUT /entities/{id}: everything but id and createdAt is replaced."""
         model.check_entity_id(entity_id)
         body = _with_id(body, entity_id)
-        now = model.now_iso()
+        now = now_iso()
         replacement = model.parse_entity(body, terms, now)
         await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
@@ -112,7 +113,7 @@ class EntityService:
         """PATCH /entities/{id} (clause 5.6.17): add, update and (with NGSI-LD Null) delete."""
         model.check_entity_id(entity_id)
         body = _with_id(body, entity_id)
-        now = model.now_iso()
+        now = now_iso()
         fragment = model.parse_entity(body, terms, now, allow_null=True, require_type=False)
         await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
@@ -152,7 +153,7 @@ class EntityService:
         iri = terms.expand(model.check_name(name))
         if not isinstance(body, dict):
             raise BadRequestData("The attribute fragment must be a JSON object")
-        now = model.now_iso()
+        now = now_iso()
         await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             entity = await _existing(tx, entity_id)
@@ -191,7 +192,7 @@ class EntityService:
         if name in ENTITY_CORE:
             raise BadRequestData(f"{name} is not an attribute that can be replaced")
         iri = terms.expand(model.check_name(name))
-        now = model.now_iso()
+        now = now_iso()
         new_instances = model.parse_attribute(iri, body, terms, now)
         await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
@@ -243,7 +244,7 @@ class EntityService:
                 del instances[index]
                 if not instances:
                     del entity[iri]
-            entity["modifiedAt"] = model.now_iso()
+            entity["modifiedAt"] = now_iso()
             await tx.replace(entity)
 
     async def _delete_scope(self, tenant: str, entity_id: str) -> None:
@@ -253,7 +254,7 @@ class EntityService:
             if "scope" not in entity:
                 raise ResourceNotFound(f"Entity {entity_id} has no scope")
             del entity["scope"]
-            entity["modifiedAt"] = model.now_iso()
+            entity["modifiedAt"] = now_iso()
             await tx.replace(entity)
 
     def _fragment(self, entity_id: str, body: Any, terms: TermMap, *, allow_null: bool = False) -> Entity:
@@ -268,14 +269,14 @@ class EntityService:
             fragment["type"] = model.expand_types(body["type"], terms)
         if "scope" in body:
             fragment["scope"] = model.parse_scope(body["scope"])
-        fragment.update(model.parse_attributes(body, terms, model.now_iso(), allow_null=allow_null))
+        fragment.update(model.parse_attributes(body, terms, now_iso(), allow_null=allow_null))
         return fragment
 
     # -- batch operations (clause 5.6.7-5.6.10, 5.6.17) -------------------------------------------
 
     async def batch_create(self, tenant: str, items: list[tuple[Any, TermMap | NgsiLdError]]) -> BatchResult:
         result = BatchResult()
-        now = model.now_iso()
+        now = now_iso()
         async with self._write(tenant) as tx:
             for _, entity in _parse_each(items, now, result):
                 try:
@@ -291,7 +292,7 @@ class EntityService:
     ) -> BatchResult:
         """Create missing entities; for existing ones replace them (default) or update attributes."""
         result = BatchResult()
-        now = model.now_iso()
+        now = now_iso()
         async with self._write(tenant) as tx:
             for _, entity in _parse_each(items, now, result):
                 current = await tx.get(entity["id"])
@@ -311,7 +312,7 @@ class EntityService:
         self, tenant: str, items: list[tuple[Any, TermMap | NgsiLdError]], *, overwrite: bool
     ) -> BatchResult:
         result = BatchResult()
-        now = model.now_iso()
+        now = now_iso()
         await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             for _, entity in _parse_each(items, now, result, require_type=False):
@@ -334,7 +335,7 @@ class EntityService:
 
     async def batch_merge(self, tenant: str, items: list[tuple[Any, TermMap | NgsiLdError]]) -> BatchResult:
         result = BatchResult()
-        now = model.now_iso()
+        now = now_iso()
         await require_tenant(self.store, tenant)
         async with self._write(tenant) as tx:
             for _, fragment in _parse_each(items, now, result, require_type=False, allow_null=True):
@@ -381,7 +382,7 @@ class EntityService:
             if keep is None and drop is None:
                 await tx.delete_matching(query)
                 return
-            now = model.now_iso()
+            now = now_iso()
             for entity in (await self.store.query_entities(tenant, query)).entities:
                 doomed = [
                     iri
@@ -437,7 +438,7 @@ class RecordingTransaction:
 
     async def delete_matching(self, query: EntityQuery) -> list[Entity]:
         doomed = await self.tx.delete_matching(query)
-        now = model.now_iso()
+        now = now_iso()
         for entity in doomed:
             await record_changes(self.tx, entity, None, now)
             await self._notify(entity, None)
@@ -446,7 +447,7 @@ class RecordingTransaction:
 
     async def _record(self, entity_id: str, after: Entity | None) -> None:
         before = self._before.get(entity_id)
-        await record_changes(self.tx, before, after, model.now_iso())
+        await record_changes(self.tx, before, after, now_iso())
         await self._notify(before, after)
         self._before[entity_id] = _snapshot(after)
 
@@ -472,7 +473,7 @@ def append_to_entity(entity: Entity, fragment: Entity, *, overwrite: bool) -> Up
     noOverwrite, in which case they are reported as not updated. Types add up; the scope is
     replaced, or with noOverwrite extended."""
     result = UpdateResult()
-    now = model.now_iso()
+    now = now_iso()
     _add_types(entity, fragment, now)
     if "scope" in fragment:
         current = entity.get("scope", []) if not overwrite else []
@@ -504,7 +505,7 @@ def update_entity(entity: Entity, fragment: Entity) -> UpdateResult:
     The ETSI suite (011_01_03) expects attributes the entity does not have yet to be added, as
     peers do, so they are; a scope can only be updated on an entity that has one."""
     result = UpdateResult()
-    now = model.now_iso()
+    now = now_iso()
     _add_types(entity, fragment, now)
     if "scope" in fragment:
         if "scope" in entity:

@@ -54,6 +54,7 @@ from kizuna.ngsild import csources, model
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.entities import BatchResult, EntityService, attributes_of
 from kizuna.store import Entity, EntityQuery, QueryResult, Store
+from kizuna.times import now_iso, parse_instant
 
 log = logging.getLogger("kizuna.forwarding")
 T = TypeVar("T")
@@ -160,7 +161,7 @@ def allows(reg: csources.Registration, operation: str) -> bool:
 
 def _expired(reg: csources.Registration, now: datetime) -> bool:
     expires = reg.get("expiresAt")
-    return isinstance(expires, str) and datetime.fromisoformat(expires.replace("Z", "+00:00")) <= now
+    return isinstance(expires, str) and parse_instant(expires) <= now
 
 
 def _covers(
@@ -612,7 +613,7 @@ class Federation:
         """A source's answer (an entity or a list) in canonical form; invalid entities are left
         out (logged): one bad entity of a source does not spoil the rest of the answer."""
         items = data if isinstance(data, list) else [data]
-        now = model.now_iso()
+        now = now_iso()
         out = []
         for item in items:
             if not isinstance(item, dict):

@@ -18,12 +18,11 @@ accepted in normalized and concise form.
 from __future__ import annotations
 
 import re
-import time
-from datetime import datetime
 from typing import Any
 
 from kizuna.errors import BadRequestData
 from kizuna.jsonld.terms import TermMap
+from kizuna.times import parse_instant
 
 NULL = "urn:ngsi-ld:null"
 
@@ -69,12 +68,6 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
-def now_iso() -> str:
-    """System timestamps: UTC with millisecond precision, as peers and the ETSI suite expect."""
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
-
-
 def is_uri(text: Any) -> bool:
     return isinstance(text, str) and _URI.match(text) is not None
 
@@ -83,7 +76,7 @@ def is_datetime(text: Any) -> bool:
     if not isinstance(text, str) or _DATETIME.match(text) is None:
         return False
     try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parse_instant(text)
     except ValueError:
         return False
     return True

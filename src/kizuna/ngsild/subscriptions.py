@@ -22,9 +22,10 @@ from kizuna.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from kizuna.jsonld.contexts import HOSTED_PATH, ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import query as ql
-from kizuna.ngsild.model import is_datetime, is_uri, now_iso
+from kizuna.ngsild.model import is_datetime, is_uri
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import Store
+from kizuna.times import now_iso, parse_instant
 
 Subscription = dict[str, Any]
 ImplicitContextHook = Callable[[ContextValue], Awaitable[str]]
@@ -84,11 +85,6 @@ ENDPOINT_MEMBERS = frozenset({"uri", "accept", "timeout", "cooldown", "receiverI
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def needs_implicit_context(context: ContextValue) -> bool:
@@ -269,7 +265,7 @@ def _geoq(value: Any, terms: TermMap) -> dict[str, Any]:
 def _expires_at(value: Any) -> str:
     if not is_datetime(value):
         raise _bad(f"expiresAt {value!r} is not a DateTime")
-    if _parse_time(value) <= _now():
+    if parse_instant(value) <= _now():
         raise _bad("expiresAt is in the past")
     return value
 
@@ -507,7 +503,7 @@ def _check_id(sub_id: str) -> None:
 
 def status_of(sub: Subscription, now: datetime | None = None) -> str:
     expires = sub.get("expiresAt")
-    if expires is not None and _parse_time(expires) <= (now or _now()):
+    if expires is not None and parse_instant(expires) <= (now or _now()):
         return "expired"
     if sub.get("isActive") is False:
         return "paused"

@@ -41,13 +41,11 @@ Choices the standard leaves open, written down:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from kizuna.errors import BadRequestData, InvalidRequest, ResourceNotFound
@@ -57,6 +55,7 @@ from kizuna.ngsild import query as ql
 from kizuna.ngsild.render import View, render_instance
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import AggregateRow, Entity, HistoryQuery, Store
+from kizuna.times import epoch, iso, now_iso
 
 Instance = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -123,10 +122,7 @@ class InstanceRange:
 def parse_datetime(text: str, name: str) -> float:
     if not model.is_datetime(text):
         raise BadRequestData(f"{name} must be a DateTime such as 2020-08-01T12:00:00Z, not {text!r}")
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return epoch(text)
 
 
 def parse_duration(text: str, name: str = "aggrPeriodDuration") -> float:
@@ -146,29 +142,6 @@ def parse_retention(text: str) -> float:
     if seconds <= 0:
         raise BadRequestData(f"A history retention must be positive, not {text!r}")
     return seconds
-
-
-@functools.lru_cache(maxsize=8192)
-def iso(seconds: float) -> str:
-    """An instant as 2020-08-01T12:00:00Z, with milliseconds (.250Z) or microseconds if it has
-    them. Cached: aggregation periods repeat (every entity of a query has the same buckets)."""
-    moment = datetime.fromtimestamp(seconds, UTC)
-    if moment.year < 1000:  # strftime does not pad the year; isoformat does
-        return _iso_strftime(moment)
-    micro = moment.microsecond
-    if micro == 0:
-        return moment.isoformat(timespec="seconds")[:-6] + "Z"
-    if micro % 1000 == 0:
-        return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
-    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
-
-
-def _iso_strftime(moment: datetime) -> str:
-    if moment.microsecond == 0:
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if moment.microsecond % 1000 == 0:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_temporal_params(
@@ -376,7 +349,7 @@ class TemporalService:
 
     async def create_or_update(self, tenant: str, body: Any, terms: TermMap) -> tuple[str, bool]:
         """POST /temporal/entities (clause 5.6.11): True if the temporal entity was created."""
-        now = model.now_iso()
+        now = now_iso()
         entity_id, types, scope, attributes = parse_temporal_entity(body, terms, now)
         async with self.store.write(tenant) as tx:
             current = await tx.temporal_entity(entity_id)
@@ -413,7 +386,7 @@ class TemporalService:
             raise BadRequestData("The attributes fragment must be a JSON object")
         if "id" in body and body["id"] != entity_id:
             raise BadRequestData("The fragment's id does not match the entity id in the path")
-        now = model.now_iso()
+        now = now_iso()
         types = model.expand_types(body["type"], terms) if "type" in body else []
         attributes = parse_temporal_attributes(body, terms, now)
         await require_tenant(self.store, tenant)
@@ -475,7 +448,7 @@ class TemporalService:
             if terms.expand(key) != iri or not isinstance(inner, dict):
                 raise BadRequestData(f"The fragment names attribute {key}, not {name}")
             body = inner
-        now = model.now_iso()
+        now = now_iso()
         await require_tenant(self.store, tenant)
         async with self.store.write(tenant) as tx:
             current = await self._instance(tenant, entity_id, iri, name, instance_id)

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from kizuna.jsonld.contexts import CORE_CONTEXT_URL, HOSTED_PATH, ContextRegistry
 from kizuna.jsonld.terms import TermMap
-from kizuna.ngsild.model import VALUE_MEMBER, now_iso
+from kizuna.ngsild.model import VALUE_MEMBER
 from kizuna.ngsild.render import View, linked_targets, render_entity, render_instance
 from kizuna.ngsild.subscriptions import CORE_MEMBERS, status_of
 from kizuna.notify.csource import CsourceNotifier
@@ -35,6 +35,7 @@ from kizuna.notify.matching import compile_subscription
 from kizuna.notify.retry import Backoff
 from kizuna.notify.senders import DeliveryError, Message, Senders
 from kizuna.store import DEFAULT_TENANT, EntityQuery, OutboxRow, Store
+from kizuna.times import epoch, iso_millis, now_iso
 
 log = logging.getLogger("kizuna.notify")
 SETTLE_TIMEOUT = 1.0  # seconds a subscription read waits for a delivery under way (Dispatcher.settle)
@@ -121,7 +122,7 @@ def render_row(row: OutboxRow, terms: TermMap, view: View, watched: Any = None) 
     with showChanges, every attribute it had (clause 5.3.1, ETSI 046_21/22/34/37)."""
     payload = row.payload
     entity = payload["entity"]
-    at = _iso(row.created_at)
+    at = iso_millis(row.created_at)
     deleted: dict[str, list[Any]] = payload.get("deleted") or {}
     previous = payload.get("previous") if view.form != "keyValues" else None
     if row.trigger == "entityDeleted" or payload.get("gone"):
@@ -262,10 +263,6 @@ def _context_url(sub: dict[str, Any], context: Any, base_url: str) -> str:
     if context is not None and implicit is not None:
         return base_url.rstrip("/") + HOSTED_PATH + implicit
     return CORE_CONTEXT_URL
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 def _batch(rows: list[OutboxRow], limit: int) -> list[OutboxRow]:
@@ -653,7 +650,4 @@ def _alive(pid: int) -> bool:
 def _epoch(text: str | None) -> float | None:
     if not text:
         return None
-    from datetime import UTC, datetime
-
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return epoch(text)

@@ -14,7 +14,6 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,6 +23,7 @@ from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import SYSTEM_MEMBERS
 from kizuna.store import Entity, WriteTransaction
+from kizuna.times import epoch
 
 log = logging.getLogger("kizuna.notify")
 _CORE = frozenset({"id", "type", "scope", "@context"} | SYSTEM_MEMBERS)
@@ -36,11 +36,6 @@ TRIGGER_ORDER = (
     "attributeDeleted",
     "entityUpdated",
 )
-
-
-def _epoch(text: str) -> float:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 @dataclass(slots=True)
@@ -197,7 +192,7 @@ async def compile_subscription(sub: dict[str, Any], contexts: ContextRegistry) -
         q=q,
         geoq=geoq,
         scope=ql.parse_scope_q(sub["scopeQ"]) if "scopeQ" in sub else None,
-        expires=_epoch(sub["expiresAt"]) if "expiresAt" in sub else None,
+        expires=epoch(sub["expiresAt"]) if "expiresAt" in sub else None,
         active=sub.get("isActive", True) is not False,
         show_changes=bool(sub.get("notification", {}).get("showChanges")),
         select_key=orjson.dumps(

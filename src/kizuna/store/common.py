@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from kizuna import times
 from kizuna.ngsild import query as ql
 from kizuna.store import ChangeListener
 
@@ -180,12 +180,9 @@ def epoch(text: Any) -> float | None:
     if not isinstance(text, str):
         return None
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return times.epoch(text)
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def history_columns(instance: dict[str, Any]) -> tuple[Any, ...]:
