@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from kizuna.app import create_app
 from kizuna.config import Settings
+from kizuna.jsonld.contexts import CORE_CONTEXT_URL
 from notify_helpers import Mosquitto, Receiver, free_port, mqtt_listener, wait_until
 
 API = "/ngsi-ld/v1"
@@ -39,17 +40,18 @@ ALL_TRIGGERS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KIZUNA_NOTIFY_BACKOFF_BASE", "0.05")
-    monkeypatch.setenv("KIZUNA_NOTIFY_BACKOFF_CAP", "0.2")
-    monkeypatch.setenv("KIZUNA_NOTIFY_POLL", "0.2")
+FAST_RETRIES = {"notify_backoff_base": 0.05, "notify_backoff_cap": 0.2, "notify_poll": 0.2}
 
 
-def make_settings(tmp_path: Path, store: str | None = None) -> Settings:
+def make_settings(tmp_path: Path, store: str | None = None, **extra: object) -> Settings:
     (tmp_path / "city.jsonld").write_text(json.dumps(CITY_CONTEXT))
     (tmp_path / "map.json").write_text(json.dumps({CITY_URL: "city.jsonld"}))
-    return Settings(store=store or f"sqlite:///{tmp_path}/kizuna.db", context_map=str(tmp_path / "map.json"))
+    return Settings(
+        store=store or f"sqlite:///{tmp_path}/kizuna.db",
+        context_map=str(tmp_path / "map.json"),
+        **FAST_RETRIES,  # type: ignore[arg-type]
+        **extra,
+    )
 
 
 @pytest.fixture
@@ -431,3 +433,16 @@ def test_mqtt_broker_down_then_up_is_retried(client: TestClient, tmp_path: Path)
         assert messages[0]["body"]["data"][0]["id"] == "urn:ngsi-ld:Streetlight:1"
     finally:
         broker.close()
+
+
+def test_implicit_context_link_uses_the_public_url(tmp_path: Path, receiver: Receiver) -> None:
+    """Regression: a node bound to 0.0.0.0 behind --public-url linked the implicit @context of its
+    notifications to http://0.0.0.0:port, which subscribers cannot reach."""
+    settings = make_settings(tmp_path, host="0.0.0.0", public_url="http://node.example:1026")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as node:
+        subscribe(node, receiver.url, **{"@context": [CITY_URL, CORE_CONTEXT_URL]})
+        create_light(node, 1)
+        receiver.wait_for(1)
+    headers = receiver.received[0][0]
+    assert headers["link"].startswith("<http://node.example:1026/ngsi-ld/v1/jsonldContexts/"), headers
+    assert "0.0.0.0" not in headers["link"]

@@ -32,7 +32,7 @@ from kizuna.ngsild.subscription_routes import SubscriptionApi
 from kizuna.ngsild.subscriptions import SubscriptionService
 from kizuna.ngsild.temporal import TemporalService, parse_retention, prune_history_forever
 from kizuna.ngsild.temporal_routes import TemporalApi
-from kizuna.notify.dispatcher import Dispatcher
+from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.notify.matching import SubscriptionCache
 from kizuna.store import open_store
 
@@ -91,13 +91,15 @@ def create_app(settings: Settings) -> Starlette:
         max_context_bytes=settings.max_context_bytes,
     )
     subscription_cache = SubscriptionCache(registry)
-    dispatcher = Dispatcher(store, registry, base_url=f"http://{settings.host}:{settings.port}")
+    dispatcher = Dispatcher(
+        store, registry, base_url=settings.public_base_url, config=DispatcherConfig.from_settings(settings)
+    )
     entities = EntityService(store, subscription_cache, dispatcher.wake)
     federation = Federation(
         entities,
         store,
         registry,
-        node=node_name(settings.public_url or f"http://{settings.host}:{settings.port}"),
+        node=node_name(settings.public_base_url),
         timeout=settings.forward_timeout,
         cache_seconds=settings.registration_cache_seconds,
     )

@@ -1,46 +1,117 @@
-"""One Settings object: every flag of ``kizuna serve`` and its ``KIZUNA_*`` environment twin."""
+"""One Settings object: every flag of ``kizuna serve`` and its ``KIZUNA_*`` environment twin.
+
+Each field carries its help text in its metadata; the ``kizuna serve`` flags and
+docs/settings.md are both derived from the fields, so a setting cannot lack either. Regenerate
+the document with ``python -m kizuna.config > docs/settings.md``.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
+
+
+def _setting(
+    default: Any, help: str, *, choices: tuple[str, ...] | None = None, shown: str | None = None
+) -> Any:
+    """A Settings field: ``help`` is the flag's help and the doc's "what"; ``shown`` replaces the
+    default in the doc when the real default is computed (e.g. from other settings)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "shown": shown})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 1026
-    store: str = "sqlite:///var/kizuna.db"
-    context_map: str | None = None
-    workers: int = 1
-    log_level: str = "info"
-    max_body_bytes: int = 8 * 1024 * 1024
-    context_fetch_timeout: float = 3.0
-    max_context_bytes: int = 1_000_000
-    default_limit: int = 20
-    max_limit: int = 1000
-    history_retention: str | None = None  # e.g. 90d, 12h, P1Y: older history is deleted
-    temporal_instance_limit: int = 10  # instances per attribute in one temporal answer (206 beyond)
-    forward_timeout: float = 3.0  # seconds a context source has to answer a forwarded request
-    registration_cache_seconds: float = 1.0  # how long a process may use registrations it read
+    host: str = _setting("127.0.0.1", "interface to listen on")
+    port: int = _setting(1026, "port")
+    store: str = _setting(
+        "sqlite:///var/kizuna.db",
+        "`sqlite:///relative.db`, `sqlite:////absolute.db`, or `postgresql://user:password@host:port/db[?pool_max=N]`",
+    )
+    context_map: str | None = _setting(
+        None, "JSON object: remote `@context` URL -> local file; those URLs never touch the network"
+    )
+    workers: int = _setting(1, "worker processes sharing the port (and the store)")
+    log_level: str = _setting(
+        "info", "JSON log lines on stderr at this level", choices=("debug", "info", "warning", "error")
+    )
+    max_body_bytes: int = _setting(8 * 1024 * 1024, "larger request bodies get 413")
+    context_fetch_timeout: float = _setting(3.0, "seconds a remote `@context` fetch may take")
+    max_context_bytes: int = _setting(1_000_000, "largest remote `@context` document accepted")
+    default_limit: int = _setting(20, "entities per page when a query gives no `limit`")
+    max_limit: int = _setting(1000, "largest `limit` a query may ask for")
+    history_retention: str | None = _setting(
+        None, "delete attribute history older than this (`90d`, `12h`, `P1Y`); unset keeps all"
+    )
+    temporal_instance_limit: int = _setting(10, "instances per attribute in one temporal answer (206 beyond)")
+    forward_timeout: float = _setting(3.0, "seconds a context source has to answer a forwarded request")
+    registration_cache_seconds: float = _setting(
+        1.0,
+        "longest a process uses the context source registrations it read (changes through other"
+        " processes also reach it through the change feed)",
+    )
+    # Notification delivery tuning (see docs/notifications.md)
+    notify_backoff_base: float = _setting(0.5, "seconds before the first notification retry")
+    notify_backoff_cap: float = _setting(60.0, "longest wait between notification retries")
+    notify_timeout: float = _setting(
+        10.0, "seconds per notification attempt unless `endpoint.timeout` (ms) says otherwise"
+    )
+    notify_batch: int = _setting(50, "most entity changes (outbox rows) per notification")
+    notify_lease: float = _setting(30.0, "seconds a process owns a subscription's delivery without renewing")
+    notify_poll: float = _setting(1.0, "seconds between outbox scans when nothing wakes the dispatcher")
     # Dataspace connector (DSP 2025-1)
-    participant_id: str = "urn:kizuna:node"  # this node's participant id in the data space
-    public_url: str | None = None  # how counterparties reach this node (default http://host:port)
-    dsp_auth: str = "signed"  # "signed" (Ed25519 request tokens) or "none" (conformance runs)
-    dsp_key_file: str | None = None  # Ed25519 private key (PEM); `kizuna keygen` makes one
-    dsp_trusted_participants: str | None = None  # JSON: participant id -> publicKey, region, memberships
-    dsp_token_lifetime: float = 600.0  # seconds a pull-transfer bearer token is valid
+    participant_id: str = _setting("urn:kizuna:node", "this node's participant id in the data space")
+    public_url: str | None = _setting(
+        None,
+        "the address counterparties and subscribers reach this node at (DSP callbacks, node name,"
+        " implicit `@context` links of notifications)",
+        shown="http://host:port",
+    )
+    dsp_auth: str = _setting(
+        "signed", "`signed` (Ed25519 request tokens) or `none` (conformance runs)", choices=("signed", "none")
+    )
+    dsp_key_file: str | None = _setting(
+        None,
+        "Ed25519 private key (PEM) signing this node's DSP requests; `kizuna keygen --key-file F` makes one",
+    )
+    dsp_trusted_participants: str | None = _setting(
+        None, "JSON file: participant id -> publicKey, region, memberships"
+    )
+    dsp_token_lifetime: float = _setting(600.0, "seconds a pull-transfer bearer token is valid")
+
+    @property
+    def public_base_url(self) -> str:
+        """The one public address of this node, without trailing slash: ``public_url`` if set,
+        else ``http://host:port``."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Flags given on the command line win over ``KIZUNA_<FLAG>``, which wins over defaults."""
         values: dict[str, object] = {}
         for f in fields(cls):
-            raw = os.environ.get("KIZUNA_" + f.name.upper())
+            raw = os.environ.get(env_name(f))
             if raw is not None:
                 values[f.name] = _coerce(f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def flag_name(f: Field[Any]) -> str:
+    return "--" + f.name.replace("_", "-")
+
+
+def env_name(f: Field[Any]) -> str:
+    return "KIZUNA_" + f.name.upper()
+
+
+def kind_of(f: Field[Any]) -> type:
+    text = str(f.type)
+    if text.startswith("int"):
+        return int
+    if text.startswith("float"):
+        return float
+    return str
 
 
 def _coerce(kind: object, raw: str) -> object:
@@ -50,3 +121,37 @@ def _coerce(kind: object, raw: str) -> object:
     if text.startswith("float"):
         return float(raw)
     return raw
+
+
+def _shown_default(f: Field[Any]) -> str:
+    if f.metadata.get("shown"):
+        return f"`{f.metadata['shown']}`"
+    default = f.default
+    if default is None or default is MISSING:
+        return "none"
+    if isinstance(default, float) and default.is_integer():
+        default = int(default)
+    return f"`{default}`"
+
+
+def settings_markdown() -> str:
+    """docs/settings.md, generated from the Settings fields (tests/test_docs.py checks it)."""
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated from src/kizuna/config.py: `python -m kizuna.config > docs/settings.md` -->",
+        "",
+        "Every setting is a `kizuna serve` flag and a `KIZUNA_*` environment variable; a flag wins",
+        "over the environment, which wins over the default. Worker processes read the environment.",
+        "",
+        "| flag | environment | default | what |",
+        "|---|---|---|---|",
+    ]
+    for f in fields(Settings):
+        help_text = f.metadata["help"].replace("|", "\\|")
+        lines.append(f"| `{flag_name(f)}` | `{env_name(f)}` | {_shown_default(f)} | {help_text} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")

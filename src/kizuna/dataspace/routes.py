@@ -455,10 +455,9 @@ def build(
         settings.dsp_auth, settings.participant_id, settings.dsp_key_file, directory, records.first_use
     )
     messenger = Messenger(auth) if messenger_client is None else Messenger(auth, messenger_client)
-    public_url = settings.public_url or f"http://{settings.host}:{settings.port}"
     node = Node(
         participant_id=settings.participant_id,
-        public_url=public_url.rstrip("/"),
+        public_url=settings.public_base_url,
         records=records,
         messenger=messenger,
         directory=directory,

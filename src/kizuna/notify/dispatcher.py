@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kizuna.config import Settings
 from kizuna.jsonld.contexts import CORE_CONTEXT_URL, HOSTED_PATH, ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild.model import VALUE_MEMBER
@@ -52,14 +53,9 @@ PREVIOUS_MEMBER = {
 }
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw else default
-
-
 @dataclass(slots=True)
 class DispatcherConfig:
-    """Tuning, from ``KIZUNA_NOTIFY_*`` environment variables (see docs/notifications.md)."""
+    """Tuning, from the ``notify_*`` settings (``KIZUNA_NOTIFY_*``, see docs/settings.md)."""
 
     backoff: Backoff = field(default_factory=Backoff)
     timeout: float = 10.0  # seconds per attempt unless the endpoint sets ``timeout`` (ms)
@@ -68,16 +64,13 @@ class DispatcherConfig:
     poll: float = 1.0  # seconds between outbox scans when nothing wakes the dispatcher
 
     @classmethod
-    def from_env(cls) -> DispatcherConfig:
+    def from_settings(cls, settings: Settings) -> DispatcherConfig:
         return cls(
-            backoff=Backoff(
-                base=_env_float("KIZUNA_NOTIFY_BACKOFF_BASE", 0.5),
-                cap=_env_float("KIZUNA_NOTIFY_BACKOFF_CAP", 60.0),
-            ),
-            timeout=_env_float("KIZUNA_NOTIFY_TIMEOUT", 10.0),
-            batch=int(_env_float("KIZUNA_NOTIFY_BATCH", 50)),
-            lease=_env_float("KIZUNA_NOTIFY_LEASE", 30.0),
-            poll=_env_float("KIZUNA_NOTIFY_POLL", 1.0),
+            backoff=Backoff(base=settings.notify_backoff_base, cap=settings.notify_backoff_cap),
+            timeout=settings.notify_timeout,
+            batch=settings.notify_batch,
+            lease=settings.notify_lease,
+            poll=settings.notify_poll,
         )
 
 
@@ -307,7 +300,7 @@ class Dispatcher:
         self.store = store
         self.contexts = contexts
         self.base_url = base_url
-        self.config = config or DispatcherConfig.from_env()
+        self.config = config or DispatcherConfig()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.senders = Senders()
         self._wake = asyncio.Event()
