@@ -45,11 +45,6 @@ SCHEMA_OF = {
 }
 
 
-def context_document() -> dict[str, Any]:
-    """The bundled 2025-1 JSON-LD context (served to nobody; kept for JSON-LD processing)."""
-    return json.loads(resources.files(__package__).joinpath("context/dspace.jsonld").read_text())
-
-
 @cache
 def _registry() -> Registry:
     root = resources.files(__package__).joinpath("schemas")
