@@ -8,6 +8,7 @@ import pytest
 
 from kizuna.dataspace import odrl
 from kizuna.dataspace.odrl import Facts, evaluate
+from kizuna.errors import PolicyError
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -110,9 +111,9 @@ def test_prefixed_terms_and_validation():
     p = permit(c("odrl:purpose", "odrl:eq", "http://example.org/purpose/research"))
     assert evaluate(p, facts()).allowed
     odrl.validate_policy(RESEARCH)
-    with pytest.raises(odrl.PolicyError):
+    with pytest.raises(PolicyError):
         odrl.validate_policy(permit(c("purpose", "sortOf", "x")))
-    with pytest.raises(odrl.PolicyError):
+    with pytest.raises(PolicyError):
         odrl.validate_policy({"obligation": [{"action": "pay"}]})
     assert odrl.parse_duration("P1Y") == timedelta(days=365)
     assert odrl.same_rules(RESEARCH, {"@id": "x", **RESEARCH}) and not odrl.same_rules(RESEARCH, permit())

@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dsp_helpers import DSPACE, free_port, get_json, node, wait_for
 from kizuna.config import Settings
-from kizuna.dataspace.auth import Directory, Participant, SignedTokenAuth, Unauthenticated, public_key_text
+from kizuna.dataspace.auth import Directory, Participant, SignedTokenAuth, public_key_text
 from kizuna.dataspace.core import USED_TOKEN, Records
+from kizuna.errors import Unauthenticated
 from kizuna.store import open_store
 
 LIMIT = 10

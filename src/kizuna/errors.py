@@ -1,7 +1,12 @@
 """ProblemDetails errors (RFC 7807) with the NGSI-LD error types of GS CIM 009 clause 5.5.2.
 
 Every error the node reports is raised as one of these; the HTTP edge turns them into
-``application/json`` ProblemDetails bodies. Domain code never builds HTTP responses itself.
+``application/json`` ProblemDetails bodies (DSP errors into DSP error messages). Domain code never
+builds HTTP responses itself, and never picks a status: the error type carries it.
+
+The module also holds the internal failures that never reach a client as such (an unreadable
+policy, an unauthenticated DSP request, an unreachable counterparty, a failed notification
+delivery): each is caught and turned into one of the errors above, or retried.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 ERRORS_BASE = "https://uri.etsi.org/ngsi-ld/errors/"
+KIZUNA_ERRORS_BASE = "https://w3id.org/kizuna/errors/"
+DSPACE_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
 
 
 class NgsiLdError(Exception):
@@ -135,3 +142,136 @@ class LoopDetected(NgsiLdError):
     type_name = "LoopDetected"
     title = "The request has looped through the node that received it"
     status = 508
+
+
+# -- the dataspace connector ---------------------------------------------------------------------
+
+
+class Unauthorized(NgsiLdError):
+    type_name = "Unauthorized"
+    title = "The request is not authenticated as a trusted participant"
+    status = 401
+
+
+class CounterpartyFailed(NgsiLdError):
+    type_name = "CounterpartyFailed"
+    title = "The counterparty did not accept the message"
+    status = 502
+
+
+class DataPlaneError(NgsiLdError):
+    """A data plane refusal; its type URI is Kizuna's, not one of the NGSI-LD error types."""
+
+    @property
+    def type_uri(self) -> str:
+        return KIZUNA_ERRORS_BASE + self.type_name
+
+
+class InvalidToken(DataPlaneError):
+    type_name = "InvalidToken"
+    title = "The access token is missing, unknown, expired, or for another transfer"
+    status = 401
+
+
+class UsageDenied(DataPlaneError):
+    type_name = "UsageDenied"
+    title = "The agreement's usage policy does not allow this access"
+    status = 403
+
+
+class TransferNotActive(DataPlaneError):
+    type_name = "TransferNotActive"
+    title = "The transfer process is not STARTED"
+    status = 403
+
+
+class DspError(NgsiLdError):
+    """A protocol error answered with a DSP error message body (not ProblemDetails).
+
+    The protocol (negotiation, transfer, catalog) fixes the body's ``@type``; the status is the
+    error type's (400 here, 404 for the ``...NotFound`` types). The HTTP edge alone may pass
+    ``status=`` for what only it sees (a body too large).
+    """
+
+    error_type = "ContractNegotiationError"
+    status = 400
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        provider_pid: str | None = None,
+        consumer_pid: str | None = None,
+    ) -> None:
+        super().__init__(reason, status=status)
+        self.code = code or str(self.status)
+        self.provider_pid = provider_pid
+        self.consumer_pid = consumer_pid
+
+    def to_problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"@context": [DSPACE_CONTEXT], "@type": self.error_type}
+        if self.error_type != "CatalogError":
+            # The error schemas require both pids; an unknown one is reported as such.
+            body["providerPid"] = self.provider_pid or "urn:unknown"
+            body["consumerPid"] = self.consumer_pid or "urn:unknown"
+        body["code"] = self.code
+        body["reason"] = [self.detail]
+        return body
+
+
+class NegotiationError(DspError):
+    error_type = "ContractNegotiationError"
+
+
+class NegotiationNotFound(NegotiationError):
+    """No contract negotiation with the given pid."""
+
+    status = 404
+
+
+class TransferError(DspError):
+    error_type = "TransferError"
+
+
+class TransferNotFound(TransferError):
+    """No transfer process with the given pid."""
+
+    status = 404
+
+
+class CatalogError(DspError):
+    error_type = "CatalogError"
+
+
+class DatasetNotFound(CatalogError):
+    """No dataset with the given id in the catalog."""
+
+    status = 404
+
+
+class Unauthenticated(Exception):
+    """The request carries no valid token from a trusted participant (the edge answers
+    :class:`Unauthorized`)."""
+
+
+class CounterpartyError(Exception):
+    """The counterparty could not be reached or refused a message; ``status`` and ``body`` are
+    what it answered, if anything (reported as :class:`CounterpartyFailed`)."""
+
+    def __init__(self, detail: str, status: int | None = None, body: Any = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.body = body
+
+
+class PolicyError(ValueError):
+    """A policy the evaluator cannot read (unknown operator, malformed constraint)."""
+
+
+# -- notifications -------------------------------------------------------------------------------
+
+
+class DeliveryError(Exception):
+    """The subscriber did not take the notification; worth retrying."""

@@ -30,6 +30,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from kizuna.errors import Unauthenticated
+
 log = logging.getLogger("kizuna.dataspace")
 TOKEN_LIFETIME = 60.0  # seconds
 CLOCK_SKEW = 30.0
@@ -38,10 +40,6 @@ CLOCK_SKEW = 30.0
 FirstUse = Callable[[str, float], Awaitable[bool]]
 """``first_use(token_id, expires)``: record a one-time token id; False if it was used before, by
 any worker of the node (so the record must be shared: see :meth:`kizuna.dataspace.core.Records.first_use`)."""
-
-
-class Unauthenticated(Exception):
-    """The request carries no valid token from a trusted participant."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,14 @@ from typing import Any
 
 from kizuna.dataspace import messages, odrl
 from kizuna.dataspace.core import DATASET, Node
-from kizuna.dataspace.messages import CatalogError
-from kizuna.errors import AlreadyExists, BadRequestData, ResourceNotFound
+from kizuna.errors import (
+    AlreadyExists,
+    BadRequestData,
+    CatalogError,
+    DatasetNotFound,
+    PolicyError,
+    ResourceNotFound,
+)
 from kizuna.ngsild import query as ql
 
 PULL = "HttpData-PULL"
@@ -90,7 +96,7 @@ def parse_dataset(body: Any) -> dict[str, Any]:
             raise _bad("policy must come without @id and target: the node assigns them")
         try:
             odrl.validate_policy(p)
-        except odrl.PolicyError as error:
+        except PolicyError as error:
             raise _bad(f"policy: {error}") from None
         offer = {"@id": f"urn:uuid:{uuid.uuid4()}", "@type": "Offer"}
         offer.update({k: v for k, v in p.items() if k not in ("@type", "@context")})
@@ -170,7 +176,7 @@ class CatalogService:
         """A page of the catalog (CatalogRequestMessage) and the number of datasets."""
         messages.require_valid(request, "CatalogRequestMessage", CatalogError)
         if request.get("filter"):
-            raise CatalogError("Catalog filters are not supported", status=400)
+            raise CatalogError("Catalog filters are not supported")
         page, total = await self.node.records.list(DATASET, limit, offset)
         catalog = messages.message(
             "Catalog",
@@ -185,7 +191,7 @@ class CatalogService:
     async def dataset(self, dataset_id: str) -> dict[str, Any]:
         dataset = await self.find(dataset_id)
         if dataset is None:
-            raise CatalogError(f"Dataset {dataset_id} does not exist", status=404, code="404")
+            raise DatasetNotFound(f"Dataset {dataset_id} does not exist")
         body = {"@context": list(messages.CONTEXT), **self.dcat_dataset(dataset)}
         return messages.check(body, "Dataset")
 

@@ -21,7 +21,7 @@ import orjson
 
 from kizuna.dataspace import messages
 from kizuna.dataspace.auth import CLOCK_SKEW, Directory, ParticipantAuth
-from kizuna.errors import Conflict
+from kizuna.errors import Conflict, CounterpartyError
 from kizuna.store import DEFAULT_TENANT, Store
 
 log = logging.getLogger("kizuna.dataspace")
@@ -204,15 +204,6 @@ class Records:
         self, kind: str, limit: int | None = None, offset: int = 0
     ) -> tuple[list[dict[str, Any]], int]:
         return await self.store.list_documents(kind, TENANT, limit, offset)
-
-
-class CounterpartyError(Exception):
-    """The counterparty could not be reached or refused a message."""
-
-    def __init__(self, detail: str, status: int | None = None, body: Any = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.body = body
 
 
 @dataclass(slots=True)

@@ -27,7 +27,15 @@ from kizuna.dataspace import odrl
 from kizuna.dataspace.catalog import PULL, PUSH
 from kizuna.dataspace.core import AGREEMENT, DATASET, TOKEN, TRANSFER, Node
 from kizuna.dataspace.negotiation import FINALIZED
-from kizuna.errors import BadRequestData, NgsiLdError, NonExistingTenant, ResourceNotFound
+from kizuna.errors import (
+    BadRequestData,
+    InvalidToken,
+    NgsiLdError,
+    NonExistingTenant,
+    ResourceNotFound,
+    TransferNotActive,
+    UsageDenied,
+)
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.entities import EntityService
@@ -44,31 +52,6 @@ from kizuna.store import EntityQuery
 from kizuna.times import iso_seconds, parse_instant
 
 log = logging.getLogger("kizuna.dataspace")
-ERROR_BASE = "https://w3id.org/kizuna/errors/"
-
-
-class DataPlaneError(NgsiLdError):
-    @property
-    def type_uri(self) -> str:
-        return ERROR_BASE + self.type_name
-
-
-class InvalidToken(DataPlaneError):
-    type_name = "InvalidToken"
-    title = "The access token is missing, unknown, expired, or for another transfer"
-    status = 401
-
-
-class UsageDenied(DataPlaneError):
-    type_name = "UsageDenied"
-    title = "The agreement's usage policy does not allow this access"
-    status = 403
-
-
-class TransferNotActive(DataPlaneError):
-    type_name = "TransferNotActive"
-    title = "The transfer process is not STARTED"
-    status = 403
 
 
 def token_hash(token: str) -> str:

@@ -11,10 +11,9 @@ from typing import Any
 from jsonschema import Draft201909Validator
 from referencing import Registry, Resource
 
-from kizuna.errors import NgsiLdError
+from kizuna.errors import DSPACE_CONTEXT, DspError
 from kizuna.times import iso_seconds
 
-DSPACE_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
 CONTEXT = [DSPACE_CONTEXT]
 SCHEMA_BASE = "https://w3id.org/dspace/2025/1/"
 
@@ -44,11 +43,6 @@ SCHEMA_OF = {
     "TransferError": "transfer/transfer-error-schema.json",
     "VersionResponse": "common/protocol-version-schema.json",
 }
-
-
-def context_document() -> dict[str, Any]:
-    """The bundled 2025-1 JSON-LD context (served to nobody; kept for JSON-LD processing)."""
-    return json.loads(resources.files(__package__).joinpath("context/dspace.jsonld").read_text())
 
 
 @cache
@@ -98,51 +92,9 @@ def message(message_type: str, **members: Any) -> dict[str, Any]:
     return body
 
 
-class DspError(NgsiLdError):
-    """A protocol error answered with a DSP error message body (not ProblemDetails)."""
-
-    error_type = "ContractNegotiationError"
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        status: int = 400,
-        code: str | None = None,
-        provider_pid: str | None = None,
-        consumer_pid: str | None = None,
-    ) -> None:
-        super().__init__(reason, status=status)
-        self.code = code or str(status)
-        self.provider_pid = provider_pid
-        self.consumer_pid = consumer_pid
-
-    def to_problem(self) -> dict[str, Any]:
-        body = message(self.error_type)
-        if self.error_type != "CatalogError":
-            # The error schemas require both pids; an unknown one is reported as such.
-            body["providerPid"] = self.provider_pid or "urn:unknown"
-            body["consumerPid"] = self.consumer_pid or "urn:unknown"
-        body["code"] = self.code
-        body["reason"] = [self.detail]
-        return body
-
-
-class NegotiationError(DspError):
-    error_type = "ContractNegotiationError"
-
-
-class TransferError(DspError):
-    error_type = "TransferError"
-
-
-class CatalogError(DspError):
-    error_type = "CatalogError"
-
-
 def require_valid(body: Any, message_type: str, error: type[DspError], **pids: str | None) -> dict[str, Any]:
     """Validate an incoming message; 400 with the protocol's error body when it is not valid."""
     errors = schema_errors(body, message_type)
     if errors:
-        raise error(f"Invalid {message_type}: " + "; ".join(errors), status=400, **pids)
+        raise error(f"Invalid {message_type}: " + "; ".join(errors), **pids)
     return body

@@ -21,14 +21,21 @@ from kizuna.dataspace.core import (
     NEGOTIATION,
     OTHER,
     PROVIDER,
-    CounterpartyError,
     FollowUp,
     Node,
     apply_transition,
     new_record,
 )
-from kizuna.dataspace.messages import NegotiationError
-from kizuna.errors import BadRequestData, Conflict, NgsiLdError, ResourceNotFound
+from kizuna.errors import (
+    BadRequestData,
+    Conflict,
+    CounterpartyError,
+    CounterpartyFailed,
+    NegotiationError,
+    NegotiationNotFound,
+    NgsiLdError,
+    ResourceNotFound,
+)
 
 REQUESTED, OFFERED, ACCEPTED, AGREED, VERIFIED, FINALIZED, TERMINATED = (
     "REQUESTED",
@@ -129,7 +136,7 @@ class NegotiationService:
     async def get(self, pid: str, sender: str | None = None) -> dict[str, Any]:
         record = await self.records.get(NEGOTIATION, pid)
         if record is None or record["state"] is None:
-            raise NegotiationError(f"No contract negotiation {pid}", status=404)
+            raise NegotiationNotFound(f"No contract negotiation {pid}")
         self._check_sender(record, sender)
         return record
 
@@ -140,7 +147,7 @@ class NegotiationService:
         # A negotiation is only visible to its counterparty (the spec answers 404 to others).
         expected = record.get("counterPartyId")
         if sender is not None and expected and sender != expected:
-            raise NegotiationError(f"No contract negotiation {record['id']}", status=404)
+            raise NegotiationNotFound(f"No contract negotiation {record['id']}")
 
     # -- receiving (provider) ------------------------------------------------------------------
 
@@ -354,7 +361,7 @@ class NegotiationService:
         comes from our counterparty, and names both pids of this negotiation."""
         record = await self.records.get(NEGOTIATION, pid)
         if record is None or record["state"] is None or (role is not None and record["role"] != role):
-            raise NegotiationError(f"No contract negotiation {pid}", status=404, **_pids(message))
+            raise NegotiationNotFound(f"No contract negotiation {pid}", **_pids(message))
         self._check_sender(record, sender)
         for key in ("providerPid", "consumerPid"):
             if key in message and message[key] != record[key]:
@@ -497,12 +504,6 @@ def _pid(body: Any, key: str) -> str | None:
 
 def _pids(body: Any) -> dict[str, str | None]:
     return {"provider_pid": _pid(body, "providerPid"), "consumer_pid": _pid(body, "consumerPid")}
-
-
-class CounterpartyFailed(NgsiLdError):
-    type_name = "CounterpartyFailed"
-    title = "The counterparty did not accept the message"
-    status = 502
 
 
 def _unreachable(error: CounterpartyError) -> NgsiLdError:

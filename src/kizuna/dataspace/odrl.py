@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from kizuna.errors import PolicyError
 from kizuna.times import parse_instant
 
 RULE_KEYS = ("permission", "prohibition", "obligation")
@@ -59,10 +60,6 @@ REGIONS: dict[str, frozenset[str]] = {"EU": EU_MEMBERS | {"EU"}, "JP": frozenset
 
 # Actions implied by a permitted action (ODRL: use includes the others).
 ACTION_INCLUDES = {"use": frozenset({"use", "read", "reproduce", "display", "transfer"})}
-
-
-class PolicyError(ValueError):
-    """A policy the evaluator cannot read (unknown operator, malformed constraint)."""
 
 
 @dataclass(slots=True)

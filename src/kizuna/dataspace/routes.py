@@ -18,14 +18,23 @@ from starlette.routing import Route
 from kizuna.config import Settings
 from kizuna.dataspace import catalog as catalog_mod
 from kizuna.dataspace import messages, negotiation, odrl, transfer
-from kizuna.dataspace.auth import Directory, ParticipantAuth, Unauthenticated, make_auth
+from kizuna.dataspace.auth import Directory, ParticipantAuth, make_auth
 from kizuna.dataspace.catalog import CatalogService
 from kizuna.dataspace.core import AGREEMENT, FollowUp, Messenger, Node, Records, run_follow_ups
 from kizuna.dataspace.dataplane import DataPlane
-from kizuna.dataspace.messages import CatalogError, DspError, NegotiationError, TransferError
 from kizuna.dataspace.negotiation import NegotiationService, _unreachable
 from kizuna.dataspace.transfer import TransferService
-from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError, ResourceNotFound
+from kizuna.errors import (
+    BadRequestData,
+    CatalogError,
+    DspError,
+    InvalidRequest,
+    NegotiationError,
+    ResourceNotFound,
+    TransferError,
+    Unauthenticated,
+    Unauthorized,
+)
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.subscriptions import SubscriptionService
@@ -36,12 +45,6 @@ JSON = "application/json"
 TEMPORAL_PARAMS = frozenset({"timerel", "timeAt", "endTimeAt", "lastN", "timeproperty"})
 MAX_BODY = 1024 * 1024
 MGMT = "/management/v1"
-
-
-class Unauthorized(NgsiLdError):
-    type_name = "Unauthorized"
-    title = "The request is not authenticated as a trusted participant"
-    status = 401
 
 
 def _json(
@@ -90,7 +93,7 @@ class DataspaceApi:
         try:
             return orjson.loads(raw), sender
         except orjson.JSONDecodeError:
-            raise error("The body is not JSON", status=400) from None
+            raise error("The body is not JSON") from None
 
     # -- version & catalog ---------------------------------------------------------------------
 

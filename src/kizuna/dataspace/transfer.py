@@ -19,15 +19,20 @@ from kizuna.dataspace.core import (
     OTHER,
     PROVIDER,
     TRANSFER,
-    CounterpartyError,
     FollowUp,
     Node,
     apply_transition,
     new_record,
 )
-from kizuna.dataspace.messages import TransferError
 from kizuna.dataspace.negotiation import FINALIZED, _unreachable
-from kizuna.errors import BadRequestData, Conflict, NgsiLdError
+from kizuna.errors import (
+    BadRequestData,
+    Conflict,
+    CounterpartyError,
+    NgsiLdError,
+    TransferError,
+    TransferNotFound,
+)
 
 REQUESTED, STARTED, SUSPENDED, COMPLETED, TERMINATED = (
     "REQUESTED",
@@ -142,10 +147,10 @@ class TransferService:
     async def get(self, pid: str, sender: str | None = None) -> dict[str, Any]:
         record = await self.records.get(TRANSFER, pid)
         if record is None or record["state"] is None:
-            raise TransferError(f"No transfer process {pid}", status=404)
+            raise TransferNotFound(f"No transfer process {pid}")
         expected = record.get("counterPartyId")
         if sender is not None and expected and sender != expected:
-            raise TransferError(f"No transfer process {pid}", status=404)
+            raise TransferNotFound(f"No transfer process {pid}")
         return record
 
     async def list(self) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kizuna.config import Settings
+from kizuna.errors import DeliveryError
 from kizuna.jsonld.contexts import CORE_CONTEXT_URL, HOSTED_PATH, ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild.model import VALUE_MEMBER
@@ -34,7 +35,7 @@ from kizuna.ngsild.subscriptions import CORE_MEMBERS, status_of
 from kizuna.notify.csource import CsourceNotifier
 from kizuna.notify.matching import compile_subscription
 from kizuna.notify.retry import Backoff
-from kizuna.notify.senders import DeliveryError, Message, Senders
+from kizuna.notify.senders import Message, Senders
 from kizuna.store import DEFAULT_TENANT, EntityQuery, OutboxRow, Store
 from kizuna.times import epoch, iso_millis, now_iso
 

@@ -15,9 +15,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import orjson
 
-
-class DeliveryError(Exception):
-    """The subscriber did not take the notification; worth retrying."""
+from kizuna.errors import DeliveryError
 
 
 @dataclass(slots=True)

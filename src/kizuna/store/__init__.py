@@ -395,19 +395,6 @@ class Store(Protocol):
         """:meth:`read_history` of several entities at once (a page of a temporal query), by
         entity id; entities with nothing selected are left out."""
 
-    async def aggregate_history(
-        self,
-        tenant: str,
-        entity_id: str,
-        query: HistoryQuery,
-        methods: Sequence[str],
-        period: float | None,
-        origin: float | None,
-    ) -> list[AggregateRow]:
-        """Aggregates per attribute, datasetId and period bucket of ``period`` seconds starting
-        at ``origin`` (default: the first instance of each series); ``period`` None is one bucket
-        for the whole range."""
-
     async def aggregate_histories(
         self,
         tenant: str,
@@ -417,9 +404,11 @@ class Store(Protocol):
         period: float | None,
         origin: float | None,
     ) -> list[AggregateRow]:
-        """:meth:`aggregate_history` of several entities at once (one statement), ordered by
-        entity id; each row says its ``entity_id``, and its ``kind``: the type of the newest
-        instance of its attribute (all datasetIds) that ``query`` selects."""
+        """Aggregates of several entities at once (one statement) per attribute, datasetId and
+        period bucket of ``period`` seconds starting at ``origin`` (default: the first instance of
+        each series; ``period`` None is one bucket for the whole range), ordered by entity id;
+        each row says its ``entity_id``, and its ``kind``: the type of the newest instance of its
+        attribute (all datasetIds) that ``query`` selects."""
 
     async def prune_history(self, before: float) -> int:
         """Forget, in every tenant, the attribute instances whose time (observedAt, else

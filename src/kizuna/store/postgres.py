@@ -960,17 +960,6 @@ class PostgresStore:
                 )
         return pruned
 
-    async def aggregate_history(
-        self,
-        tenant: str,
-        entity_id: str,
-        query: HistoryQuery,
-        methods: Sequence[str],
-        period: float | None,
-        origin: float | None,
-    ) -> list[AggregateRow]:
-        return await self.aggregate_histories(tenant, [entity_id], query, methods, period, origin)
-
     @_guarded
     async def aggregate_histories(
         self,

@@ -691,17 +691,6 @@ class SqliteStore:
             )
         return pruned
 
-    async def aggregate_history(
-        self,
-        tenant: str,
-        entity_id: str,
-        query: HistoryQuery,
-        methods: Sequence[str],
-        period: float | None,
-        origin: float | None,
-    ) -> list[AggregateRow]:
-        return await self.aggregate_histories(tenant, [entity_id], query, methods, period, origin)
-
     async def aggregate_histories(
         self,
         tenant: str,
