@@ -40,15 +40,14 @@ from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.render import View, render_entity
+from kizuna.ngsild.selection import EntitySelection
 from kizuna.ngsild.subscriptions import SubscriptionService
 from kizuna.ngsild.temporal import (
-    TemporalFilter,
     TemporalPage,
     TemporalService,
     parse_temporal_params,
     render_temporal,
 )
-from kizuna.store import EntityQuery
 from kizuna.times import iso_seconds, parse_instant
 
 log = logging.getLogger("kizuna.dataspace")
@@ -345,14 +344,19 @@ class DataPlane:
             return None
         return parts[0] if len(parts) == 1 else ql.QAnd(tuple(parts))
 
-    def _geo(self, dataset: dict[str, Any], terms: Any) -> tuple[Any, str] | None:
-        geo_q = dataset.get("geoQ")
-        if not geo_q:
-            return None
-        geo = ql.parse_geoq(
-            geo_q["georel"], geo_q["geometry"], geo_q["coordinates"], geo_q.get("geoproperty")
+    def _selection(self, dataset: dict[str, Any], q: str | None, terms: Any) -> EntitySelection:
+        """What a pull of the dataset selects: its entity types, q (narrowed by the consumer's)
+        and geoQ."""
+        selection = EntitySelection(
+            types=[terms.expand(t) for t in dataset["entityTypes"]], q=self._narrowing(dataset, q, terms)
         )
-        return geo, terms.expand(geo_q.get("geoproperty") or "location")
+        geo_q = dataset.get("geoQ")
+        if geo_q:
+            selection.geo = ql.parse_geoq(
+                geo_q["georel"], geo_q["geometry"], geo_q["coordinates"], geo_q.get("geoproperty")
+            )
+            selection.geoproperty = terms.expand(geo_q.get("geoproperty") or "location")
+        return selection
 
     async def pull(
         self,
@@ -376,27 +380,18 @@ class DataPlane:
                 f"read it at {self.node.data_endpoint}{where}"
             )
         terms = await self.contexts.term_map(dataset.get("context"))
-        narrowing = self._narrowing(dataset, q, terms)  # a bad q is refused before it is counted
-        geo = self._geo(dataset, terms)
+        selection = self._selection(dataset, q, terms)  # a bad q is refused before it is counted
         agreement, decision = await self.count_access(agreement["id"], purpose)
         attrs = (
             frozenset(terms.expand(a) for a in dataset["attributes"]) if dataset.get("attributes") else None
         )
         if temporal is not None:
-            rendered = await self._pull_history(
-                dataset, terms, narrowing, geo, attrs, temporal, limit, offset
-            )
+            rendered = await self._pull_history(dataset, terms, selection, attrs, temporal, limit, offset)
         else:
-            query = EntityQuery(
-                types=[terms.expand(t) for t in dataset["entityTypes"]],
-                limit=limit,
-                offset=offset,
-                q=narrowing,
-            )
-            if geo is not None:
-                query.geo, query.geoproperty = geo
             try:
-                result = await self.entities.query(dataset["tenant"], query)
+                result = await self.entities.query(
+                    dataset["tenant"], selection.entity_query(limit=limit, offset=offset)
+                )
                 entities = result.entities
             except (ResourceNotFound, NonExistingTenant):
                 entities = []  # the tenant has no data yet
@@ -414,8 +409,7 @@ class DataPlane:
         self,
         dataset: dict[str, Any],
         terms: Any,
-        narrowing: ql.QExpr | None,
-        geo: tuple[Any, str] | None,
+        selection: EntitySelection,
         attrs: frozenset[str] | None,
         params: dict[str, str],
         limit: int,
@@ -425,28 +419,18 @@ class DataPlane:
             raise ResourceNotFound("This node keeps no temporal history")
         read = None
         if attrs is not None:  # and what the dataset's q and geoQ look at (not rendered)
-            read = set(attrs) | (narrowing.attribute_names() if narrowing is not None else set())
-            if geo is not None:
-                read.add(geo[1])
+            read = set(attrs) | (selection.q.attribute_names() if selection.q is not None else set())
+            if selection.geoproperty is not None:
+                read.add(selection.geoproperty)
         temporal = parse_temporal_params(params, set(), attrs=sorted(read) if read is not None else None)
-        selection = TemporalFilter(
-            types=[terms.expand(t) for t in dataset["entityTypes"]], require_attributes=attrs is not None
-        )
-        checks: list[Callable[[dict[str, Any]], bool]] = []
-        if narrowing is not None:
-            checks.append(lambda e: ql.matches(narrowing, e))
-        if geo is not None:
-            shape, prop = geo
-            checks.append(
-                lambda e: any(
-                    shape.matches(i["value"]) for i in e.get(prop, ()) if isinstance(i.get("value"), dict)
-                )
-            )
-        if checks:
-            selection.predicate = lambda e: all(check(e) for check in checks)
         try:
             page: TemporalPage = await self.temporal.query(
-                dataset["tenant"], selection, temporal, limit=limit, offset=offset, count=False
+                dataset["tenant"],
+                selection.temporal_filter(require_attributes=attrs is not None),
+                temporal,
+                limit=limit,
+                offset=offset,
+                count=False,
             )
         except (ResourceNotFound, NonExistingTenant):
             return []

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from kizuna.errors import BadRequestData, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import CORE_CONTEXT_URLS, HOSTED_PATH, ContextRegistry, ContextValue
 from kizuna.ngsild import edge
+from kizuna.ngsild.selection import bool_param
 from kizuna.store import Store
 
 KINDS = ("Hosted", "Cached", "ImplicitlyCreated")
@@ -38,7 +39,7 @@ class ContextApi:
 
     async def list(self, request: Request) -> Response:
         edge.check_params(request, {"details", "kind"})
-        details = edge.bool_param(request, "details")
+        details = bool_param(request.query_params, "details")
         kind = request.query_params.get("kind")
         if kind is not None and kind not in KINDS:
             raise BadRequestData(f"Unknown kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -49,7 +50,7 @@ class ContextApi:
 
     async def serve(self, request: Request) -> Response:
         edge.check_params(request, {"details"})
-        details = edge.bool_param(request, "details")
+        details = bool_param(request.query_params, "details")
         context_id = request.path_params["context_id"]
         record = self.registry.record(context_id)
         if record is None:
@@ -59,7 +60,7 @@ class ContextApi:
 
     async def delete(self, request: Request) -> Response:
         edge.check_params(request, {"reload"})
-        reload = edge.bool_param(request, "reload")
+        reload = bool_param(request.query_params, "reload")
         context_id = request.path_params["context_id"]
         record = self.registry.record(context_id)
         if record is None:

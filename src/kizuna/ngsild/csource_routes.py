@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kizuna.errors import BadRequestData
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.ngsild import edge
 from kizuna.ngsild.csources import (
@@ -21,6 +20,7 @@ from kizuna.ngsild.csources import (
     RegistrationService,
     render_registration,
 )
+from kizuna.ngsild.selection import Page, names, parse_page
 from kizuna.ngsild.subscriptions import render as render_subscription
 
 BASE = "/ngsi-ld/v1"
@@ -73,28 +73,19 @@ class CsourceApi:
         self.max_body = max_body
         self.default_limit, self.max_limit = limits
 
-    def _page(self, request: Request) -> tuple[int, int, bool]:
-        limit = edge.int_param(request, "limit", self.default_limit, maximum=self.max_limit)
-        offset = edge.int_param(request, "offset", 0)
-        count = edge.bool_param(request, "count")
-        if limit == 0 and not count:
-            raise BadRequestData("limit=0 is only allowed together with count=true")
-        return limit, offset, count
-
     def _list_response(
         self,
         request: Request,
         path: str,
         body: list[dict[str, Any]],
         total: int,
-        page: tuple[int, int, bool],
+        page: Page,
         *,
         media: str,
         context: ContextValue,
     ) -> Response:
-        limit, offset, count = page
-        headers = {"NGSILD-Results-Count": str(total)} if count else {}
-        links = edge.page_links(request, path, limit, offset, total)
+        headers = {"NGSILD-Results-Count": str(total)} if page.count else {}
+        links = edge.page_links(request, path, page.limit, page.offset, total)
         return edge.respond(body, media=media, context=context, headers=headers, links=links)
 
     # -- registrations (clauses 5.9, 5.10) -------------------------------------------------------
@@ -123,14 +114,14 @@ class CsourceApi:
         media = edge.accepted_type(request)
         terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
-        page = self._page(request)
+        page = parse_page(request.query_params, self.default_limit, self.max_limit)
         params = request.query_params
         selection = RegistrationFilter.from_params(
             terms,
-            ids=edge.names_param(request, "id"),
+            ids=names(params, "id"),
             types=params.get("type"),
             id_pattern=params.get("idPattern"),
-            attrs=edge.names_param(request, "attrs"),
+            attrs=names(params, "attrs"),
             q=params.get("q"),
             csf=params.get("csf"),
             georel=params.get("georel"),
@@ -143,7 +134,7 @@ class CsourceApi:
             timeproperty=params.get("timeproperty"),
         )
         regs, total = await self.registrations.query(
-            edge.tenant_of(request), selection, limit=page[0], offset=page[1]
+            edge.tenant_of(request), selection, limit=page.limit, offset=page.offset
         )
         body = [render_registration(r, terms, sys_attrs="sysAttrs" in options) for r in regs]
         return self._list_response(request, REGISTRATIONS, body, total, page, media=media, context=context)
@@ -191,8 +182,10 @@ class CsourceApi:
         media = edge.accepted_type(request)
         terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
-        page = self._page(request)
-        subs, total = await self.subscriptions.query(edge.tenant_of(request), limit=page[0], offset=page[1])
+        page = parse_page(request.query_params, self.default_limit, self.max_limit)
+        subs, total = await self.subscriptions.query(
+            edge.tenant_of(request), limit=page.limit, offset=page.offset
+        )
         base_url = str(request.base_url)
         body = [
             render_subscription(s, terms, sys_attrs="sysAttrs" in options, base_url=base_url) for s in subs

@@ -19,6 +19,7 @@ from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
 from kizuna.ngsild.entities import EntityService, attributes_of
+from kizuna.ngsild.selection import bool_param
 from kizuna.ngsild.tenants import require_tenant
 
 P_DISCOVERY = frozenset({"details", "local", "type", "attrs"})
@@ -73,7 +74,7 @@ class DiscoveryApi:
         edge.check_params(request, P_DISCOVERY)
         media = edge.accepted_type(request)
         terms, context = await edge.link_terms(request, self.contexts)
-        details = edge.bool_param(request, "details")
+        details = bool_param(request.query_params, "details")
         inventory = await take_inventory(self.entities, edge.tenant_of(request))
         return media, terms, context, details, inventory
 

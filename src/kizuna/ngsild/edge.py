@@ -6,7 +6,6 @@ Routes stay thin: they call these helpers to turn a request into service argumen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -25,8 +24,6 @@ from kizuna.errors import (
 )
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
-from kizuna.ngsild import query as ql
-from kizuna.ngsild.render import View
 
 JSON = "application/json"
 JSON_LD = "application/ld+json"
@@ -271,120 +268,19 @@ def check_params(request: Request, allowed: frozenset[str] | set[str]) -> None:
 OPTIONS = frozenset(
     {"sysAttrs", "keyValues", "simplified", "concise", "normalized", "noOverwrite", "replace", "update"}
 )
-FORMATS = ("normalized", "keyValues", "simplified", "concise")
+
+
+def option_names(request: Request) -> set[str]:
+    """The ``options`` values, of every ``options`` parameter given, unchecked."""
+    raw = request.query_params.getlist("options")
+    return {item.strip() for value in raw for item in value.split(",") if item.strip()}
 
 
 def options_of(request: Request) -> set[str]:
     """The ``options`` values; an unknown one makes the request syntactically invalid (InvalidRequest,
     as ETSI 018_16 and 021_20 expect), like an unknown parameter."""
-    raw = request.query_params.getlist("options")
-    found = {item.strip() for value in raw for item in value.split(",") if item.strip()}
+    found = option_names(request)
     unknown = found - OPTIONS
     if unknown:
         raise InvalidRequest(f"Unknown options: {', '.join(sorted(unknown))}")
     return found
-
-
-def names_param(request: Request, name: str) -> list[str] | None:
-    return _names(request.query_params.get(name), name)
-
-
-def _names(raw: str | None, name: str) -> list[str] | None:
-    if raw is None:
-        return None
-    names = [item.strip() for item in raw.split(",")]
-    if not all(names):
-        raise BadRequestData(f"Parameter {name} has an empty item")
-    return names
-
-
-def view_of(
-    request: Request, terms: TermMap, options: set[str], params: Mapping[str, str] | None = None
-) -> View:
-    """The rendering a request asks for; ``params`` replaces the query parameters when a query
-    body (POST /entityOperations/query) carries some of them."""
-    if params is None:
-        params = request.query_params
-    form = params.get("format")
-    if form is not None and form not in FORMATS:
-        raise InvalidRequest(f"Unknown format {form!r}; expected one of {', '.join(FORMATS)}")
-    if form is None:
-        if "keyValues" in options or "simplified" in options:
-            form = "keyValues"
-        elif "concise" in options:
-            form = "concise"
-        else:
-            form = "normalized"
-    if form == "simplified":
-        form = "keyValues"
-    attrs = _names(params.get("attrs"), "attrs")
-    pick, omit = _projection(params, "pick", terms), _projection(params, "omit", terms)
-    if attrs is not None and (pick is not None or omit is not None):
-        raise BadRequestData("attrs cannot be combined with pick or omit")
-    if pick is not None and omit is not None:
-        both = pick.names() & omit.plain_names()
-        if both:
-            raise BadRequestData(f"{', '.join(sorted(both))} is both picked and omitted")
-    join = params.get("join")
-    if join is not None and join not in ("flat", "inline", "@none"):
-        raise BadRequestData(f"Invalid join {join!r}: expected flat, inline or @none")
-    join_level = _join_level(params.get("joinLevel"))
-    dataset_ids = _names(params.get("datasetId"), "datasetId")
-    return View(
-        form=form,
-        sys_attrs="sysAttrs" in options,
-        lang=params.get("lang"),
-        attrs=None if attrs is None else _expand_members(attrs, terms),
-        pick=None if pick is None else pick.names(),
-        omit=frozenset() if omit is None else omit.plain_names(),
-        dataset_ids=None
-        if dataset_ids is None
-        else frozenset(None if d == "@none" else d for d in dataset_ids),
-        pick_tree=pick,
-        omit_tree=omit,
-        join=None if join == "@none" else join,
-        join_level=join_level,
-    )
-
-
-def _expand_members(names: list[str], terms: TermMap) -> frozenset[str]:
-    return frozenset(n if n in ql.ENTITY_MEMBER_NAMES else terms.expand(n) for n in names)
-
-
-def _join_level(raw: str | None) -> int:
-    if raw is None:
-        return 1
-    if not raw.isdigit() or int(raw) < 1:
-        raise BadRequestData(f"joinLevel must be a positive integer, not {raw!r}")
-    return int(raw)
-
-
-def _projection(params: Mapping[str, str], name: str, terms: TermMap) -> ql.Projection | None:
-    raw = params.get(name)
-    if raw is None:
-        return None
-    return ql.parse_projection(raw, name).resolve(terms.expand)
-
-
-def int_param(
-    request: Request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
-) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequestData(f"Parameter {name} must be an integer, not {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        raise BadRequestData(f"Parameter {name} must be between {minimum} and {maximum}")
-    return value
-
-
-def bool_param(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return False
-    if raw not in ("true", "false"):
-        raise BadRequestData(f"Parameter {name} must be true or false")
-    return raw == "true"

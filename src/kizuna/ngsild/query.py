@@ -876,11 +876,12 @@ def parse_type_expr(text: str) -> TypeExpr:
 # -- attribute lists -----------------------------------------------------------------------------
 
 
-def parse_attrs_list(text: str) -> list[str]:
-    """``attrs`` / ``pick`` / ``omit``: comma-separated names, blanks trimmed, duplicates dropped."""
+def parse_attrs_list(text: str, name: str = "attrs") -> list[str]:
+    """The value of parameter ``name`` (``attrs``, ``id``, ``datasetId``, ``keep`` ...): comma-separated
+    names, blanks trimmed, duplicates dropped. The one parser of such lists."""
     names = [item.strip() for item in text.split(",")]
     if not all(names):
-        raise BadRequestData(f"Invalid attribute list {text[:200]!r}: empty item at index {names.index('')}")
+        raise BadRequestData(f"Parameter {name} has an empty item")
     return list(dict.fromkeys(names))
 
 

@@ -14,12 +14,21 @@ from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError, ResourceN
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
-from kizuna.ngsild import query as ql
-from kizuna.ngsild.entities import ENTITY_CORE, BatchResult, EntityService, UpdateResult
+from kizuna.ngsild.entities import BatchResult, EntityService, UpdateResult
 from kizuna.ngsild.forwarding import Federation, Forwarded, Origin
-from kizuna.ngsild.model import is_uri
-from kizuna.ngsild.render import View, linked_targets, render_entity, to_geojson_feature
-from kizuna.store import Entity, EntityQuery
+from kizuna.ngsild.joins import linked_entities
+from kizuna.ngsild.paging import read_page
+from kizuna.ngsild.render import render_entity, to_geojson_feature
+from kizuna.ngsild.selection import (
+    ENTITY_QUERY_BODY,
+    bool_param,
+    parse_page,
+    parse_purge,
+    parse_selection,
+    parse_types,
+    parse_view,
+    query_body_params,
+)
 
 BASE = "/ngsi-ld/v1"
 
@@ -131,9 +140,9 @@ class NgsiLdApi:
         edge.check_params(request, P_RETRIEVE)
         media = edge.accepted_type(request, geo=True)
         terms, context = await self._read_terms(request)
-        options = edge.options_of(request)
-        view = edge.view_of(request, terms, options)
-        types = self._types_param(request, terms)
+        params = request.query_params
+        view = parse_view(params, terms, edge.options_of(request))
+        types = parse_types(params, terms)
         tenant = edge.tenant_of(request)
         entity_id = request.path_params["entity_id"]
         entity = await self.federation.retrieve(tenant, entity_id, types, _origin(request, context))
@@ -141,11 +150,11 @@ class NgsiLdApi:
             raise ResourceNotFound(f"Entity {entity_id} has none of the attributes asked for")
         if media == edge.GEO_JSON:
             rendered = render_entity(entity, terms, view)
-            geoproperty = terms.expand(request.query_params.get("geometryProperty", "location"))
+            geoproperty = terms.expand(params.get("geometryProperty", "location"))
             return edge.respond(
                 to_geojson_feature(entity, rendered, terms, geoproperty), media=edge.GEO_JSON, context=context
             )
-        linked, flat = await self._join(tenant, [entity], view)
+        linked, flat = await linked_entities(self.entities, tenant, [entity], view)
         rendered = render_entity(entity, terms, view, linked, view.join_level)
         if not rendered:
             # Clause 4.21: a pick that matches nothing, or an omit of everything, leaves no entity.
@@ -155,36 +164,6 @@ class NgsiLdApi:
             body = [rendered, *(render_entity(e, terms, v) for e, v in flat)]
             return edge.respond(body, media=media, context=context)
         return edge.respond(rendered, media=media, context=context)
-
-    async def _join(
-        self, tenant: str, roots: list[Entity], view: View
-    ) -> tuple[dict[str, Entity], list[tuple[Entity, View]]]:
-        """Linked entity retrieval (clause 4.5.23): follow the Relationships the view keeps,
-        ``joinLevel`` levels deep, one store query per level.
-
-        Returns every entity a Relationship may be inlined with (the roots too, so that entities
-        of one answer that link to each other are inlined) and, for ``join=flat``, the linked
-        entities that are not roots, each once, with the view its first link asks for."""
-        linked: dict[str, Entity] = {e["id"]: e for e in roots}
-        if view.join is None:
-            return linked, []
-        flat: list[tuple[Entity, View]] = []
-        frontier: list[tuple[Entity, View]] = [(e, view) for e in roots]
-        for _ in range(view.join_level):
-            targets: dict[str, View] = {}
-            for entity, entity_view in frontier:
-                for target, target_view in linked_targets(entity, entity_view):
-                    if target not in linked and is_uri(target):
-                        targets.setdefault(target, target_view)
-            if not targets:
-                break
-            result = await self.entities.query(tenant, EntityQuery(ids=list(targets)))
-            frontier = []
-            for entity in result.entities:
-                linked[entity["id"]] = entity
-                frontier.append((entity, targets[entity["id"]]))
-            flat.extend(frontier)
-        return linked, flat
 
     async def query_entities(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
@@ -197,73 +176,37 @@ class NgsiLdApi:
         edge.check_params(request, P_QUERY)
         media = edge.accepted_type(request, geo=True)
         body, terms, payload = await self._payload(request)
-        if not isinstance(body, dict) or body.get("type") != "Query":
-            raise BadRequestData("The body of a query must be an object of type Query")
-        params = dict(request.query_params)
-        for name in ("q", "scopeQ", "lang", "join", "joinLevel", "orderBy", "pick", "omit"):
-            if name in body:
-                value = body[name]
-                params[name] = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        if "attrs" in body:
-            params["attrs"] = ",".join(body["attrs"])
-        entities = body.get("entities") or []
-        if entities:
-            params["type"] = ",".join(e["type"] for e in entities if "type" in e)
-            ids = [e["id"] for e in entities if "id" in e]
-            if ids:
-                params["id"] = ",".join(ids)
-            patterns = [e["idPattern"] for e in entities if "idPattern" in e]
-            if patterns:
-                params["idPattern"] = patterns[0]
+        params = query_body_params(body, request.query_params, ENTITY_QUERY_BODY)
         origin = _origin(request, body=body)
         return await self._query(request, params, terms, payload.context, media, origin)
 
     async def _query(
         self,
         request: Request,
-        params: dict[str, Any],
+        params: dict[str, str],
         terms: TermMap,
         context: Any,
         media: str,
         origin: Origin,
     ) -> Response:
         tenant = edge.tenant_of(request)
-        options = edge.options_of(request)
-        view = edge.view_of(request, terms, options, params)
-        query = self._entity_query(request, params, terms)
-        order_by = params.get("orderBy")
-        order = None if order_by is None else ql.parse_order_by(order_by).resolve(terms.expand)
-        count = edge.bool_param(request, "count")
-        limit = edge.int_param(request, "limit", self.default_limit, maximum=self.max_limit)
-        offset = edge.int_param(request, "offset", 0)
-        if limit == 0 and not count:
-            raise BadRequestData("limit=0 is only allowed together with count=true")
-        has_next = False
-        if order is None:
-            # One entity past the page says whether there is a next one, when nothing is counted.
-            query.limit = limit if count or limit == 0 else limit + 1
-            query.offset, query.count = offset, count
-        result = await self.federation.query(tenant, query, origin, batch=origin.body is not None)
-        entities, total = result.entities, result.total
-        if order is not None:
-            # The store pages in its own order, so an orderBy query sorts the whole selection here.
-            entities = order.sort(entities)
-            total = len(entities)
-            entities = entities[offset : offset + limit]
-        elif not count and len(entities) > limit:
-            entities, has_next = entities[:limit], True
-        headers: dict[str, str] = {}
-        if count:
-            headers["NGSILD-Results-Count"] = str(total)
+        view = parse_view(params, terms, edge.options_of(request))
+        selection = parse_selection(params, terms)
+        page = parse_page(params, self.default_limit, self.max_limit)
+        batch = origin.body is not None
+        found = await read_page(
+            lambda query: self.federation.query(tenant, query, origin, batch=batch), selection, page
+        )
+        headers = {"NGSILD-Results-Count": str(found.total)} if page.count else {}
         pages: list[str] = []
         if request.method == "GET":
             # Clause 6.3.13: Link rel="prev"/"next" for the pages around this one.
-            known = total if total is not None else offset + len(entities) + (1 if has_next else 0)
-            pages = edge.page_links(request, request.url.path, limit, offset, known)
+            pages = edge.page_links(request, request.url.path, page.limit, page.offset, found.known(page))
         if media == edge.GEO_JSON:
-            geoproperty = terms.expand(request.query_params.get("geometryProperty", "location"))
+            geoproperty = terms.expand(params.get("geometryProperty", "location"))
             features = [
-                to_geojson_feature(e, render_entity(e, terms, view), terms, geoproperty) for e in entities
+                to_geojson_feature(e, render_entity(e, terms, view), terms, geoproperty)
+                for e in found.entities
             ]
             return edge.respond(
                 {"type": "FeatureCollection", "features": features},
@@ -272,74 +215,14 @@ class NgsiLdApi:
                 headers=headers,
                 links=pages,
             )
-        linked, flat = await self._join(tenant, entities, view)
+        linked, flat = await linked_entities(self.entities, tenant, found.entities, view)
         # An entity that pick/omit leaves empty is not part of the answer (clause 4.21).
-        rendered = [r for e in entities if (r := render_entity(e, terms, view, linked, view.join_level))]
+        rendered = [
+            r for e in found.entities if (r := render_entity(e, terms, view, linked, view.join_level))
+        ]
         if view.join == "flat":
             rendered.extend(render_entity(e, terms, v) for e, v in flat)
         return edge.respond(rendered, media=media, context=context, headers=headers, links=pages)
-
-    def _types_param(self, request: Request, terms: TermMap) -> list[str] | None:
-        raw = request.query_params.get("type")
-        if raw is None:
-            return None
-        expr = ql.parse_type_expr(raw)
-        simple = expr.as_simple_list()
-        if simple is None:
-            raise BadRequestData("Only a list of types is allowed here")
-        return [terms.expand(t) for t in simple]
-
-    def _entity_query(
-        self, request: Request, params: dict[str, Any], terms: TermMap, *, require_filter: bool = True
-    ) -> EntityQuery:
-        query = EntityQuery()
-        predicates = []
-        type_text = params.get("type")
-        if type_text:
-            expr = ql.parse_type_expr(type_text).resolve(terms.expand)
-            simple = expr.as_simple_list()
-            if simple is not None:
-                query.types = simple
-            else:
-                query.types = sorted(expr.names())
-                predicates.append(lambda e, expr=expr: expr.matches(e.get("type", [])))
-        if params.get("id"):
-            ids = [i.strip() for i in params["id"].split(",")]
-            for entity_id in ids:
-                if not is_uri(entity_id):
-                    raise BadRequestData(f"id {entity_id!r} is not a URI")
-            query.ids = ids
-        if params.get("idPattern"):
-            query.id_pattern = ql.check_regex(params["idPattern"])
-        attrs = params.get("attrs")
-        q_text = params.get("q")
-        scope_text = params.get("scopeQ")
-        georel = params.get("georel")
-        # Clause 5.7.2.4: ids alone do not make a query (ETSI 019_03_05); local=true does (019_25).
-        local = params.get("local") == "true"
-        if require_filter and not any((type_text, attrs, q_text, scope_text, georel, local)):
-            raise BadRequestData("A query needs at least one of type, attrs, q, scopeQ, geoQ or local=true")
-        if attrs:
-            names = [a.strip() for a in attrs.split(",")]
-            core = [n for n in names if n in ENTITY_CORE]
-            if core:
-                raise BadRequestData(f"attrs names attributes; {', '.join(core)} is not an attribute")
-            query.attrs = [terms.expand(n) for n in names]
-        if q_text:
-            query.q = ql.parse_q(q_text).resolve(terms.expand)
-        if scope_text:
-            query.scope = ql.parse_scope_q(scope_text)
-        if georel:
-            query.geo = ql.parse_geoq(
-                georel,
-                params.get("geometry", ""),
-                params.get("coordinates", ""),
-                params.get("geoproperty"),
-            )
-            query.geoproperty = terms.expand(params.get("geoproperty") or "location")
-        if predicates:
-            query.predicate = lambda e: all(p(e) for p in predicates)
-        return query
 
     async def delete_entity(self, request: Request) -> Response:
         edge.check_params(request, P_NONE | {"type"})
@@ -399,28 +282,14 @@ class NgsiLdApi:
         """DELETE /entities: delete what the filters select, or with keep/drop only some attributes."""
         edge.check_params(request, P_PURGE)
         terms, _ = await self._read_terms(request)
-        params = dict(request.query_params)
-        keep, drop = edge.names_param(request, "keep"), edge.names_param(request, "drop")
-        if keep is not None and drop is not None:
-            raise BadRequestData("keep and drop exclude each other")
-        if not any(
-            params.get(name) for name in ("type", "id", "idPattern", "q", "scopeQ", "georel", "local")
-        ):
-            raise BadRequestData(
-                "Purging entities needs at least one of type, id, idPattern, q, scopeQ, geoQ, local"
-            )
-        query = self._entity_query(request, params, terms, require_filter=False)
+        purge = parse_purge(request.query_params, terms)
+        query = purge.selection.entity_query()
         tenant = edge.tenant_of(request)
         await self.federation.purge(
             tenant,
             query,
             _origin(request),
-            lambda: self.entities.purge(
-                tenant,
-                query,
-                keep=None if keep is None else {terms.expand(n) for n in keep},
-                drop=None if drop is None else {terms.expand(n) for n in drop},
-            ),
+            lambda: self.entities.purge(tenant, query, keep=purge.keep, drop=purge.drop),
         )
         return edge.no_content()
 
@@ -491,7 +360,7 @@ class NgsiLdApi:
             request.path_params["attr"],
         )
         dataset_id = request.query_params.get("datasetId")
-        delete_all = edge.bool_param(request, "deleteAll")
+        delete_all = bool_param(request.query_params, "deleteAll")
         _, forwarded = await self.federation.write(
             tenant,
             "deleteAttrs",

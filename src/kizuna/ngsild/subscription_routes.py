@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kizuna.errors import BadRequestData
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import edge
+from kizuna.ngsild.selection import parse_page
 from kizuna.ngsild.subscriptions import SubscriptionService, render
 
 BASE = "/ngsi-ld/v1"
@@ -62,16 +62,14 @@ class SubscriptionApi:
         media = edge.accepted_type(request)
         terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
-        limit = edge.int_param(request, "limit", self.default_limit, maximum=self.max_limit)
-        offset = edge.int_param(request, "offset", 0)
-        count = edge.bool_param(request, "count")
-        if limit == 0 and not count:
-            raise BadRequestData("limit=0 is only allowed together with count=true")
-        subs, total = await self.subscriptions.query(edge.tenant_of(request), limit=limit, offset=offset)
+        page = parse_page(request.query_params, self.default_limit, self.max_limit)
+        subs, total = await self.subscriptions.query(
+            edge.tenant_of(request), limit=page.limit, offset=page.offset
+        )
         base_url = str(request.base_url)
         body = [render(s, terms, sys_attrs="sysAttrs" in options, base_url=base_url) for s in subs]
-        headers = {"NGSILD-Results-Count": str(total)} if count else {}
-        links = edge.page_links(request, PATH, limit, offset, total)
+        headers = {"NGSILD-Results-Count": str(total)} if page.count else {}
+        links = edge.page_links(request, PATH, page.limit, page.offset, total)
         return edge.respond(body, media=media, context=context, headers=headers, links=links)
 
     async def update(self, request: Request) -> Response:
