@@ -10,38 +10,12 @@ from typing import Any
 
 import orjson
 import pytest
-from joserfc import jwt
-from joserfc.jwk import ECKey, OKPKey, RSAKey
+from joserfc.jwk import ECKey, OKPKey
 
+from access_helpers import ISS, FakeIdp, rsa, token
 from kizuna.access import oidc
-from kizuna.access.oidc import InvalidCredentials, Issuer, TokenVerifier
-
-ISS = "https://idp.example/realms/duisburg"
-
-
-class FakeIdp:
-    """Serves a JWKS through the verifier's fetch function and counts the reads."""
-
-    def __init__(self, *keys: Any) -> None:
-        self.keys = list(keys)
-        self.reads: list[str] = []
-
-    async def fetch_json(self, url: str) -> Any:
-        self.reads.append(url)
-        if url.endswith("/.well-known/openid-configuration"):
-            return {"issuer": ISS, "jwks_uri": ISS + "/certs"}
-        return {"keys": [k.as_dict(private=False) for k in self.keys]}
-
-
-def rsa(kid: str) -> RSAKey:
-    return RSAKey.generate_key(2048, parameters={"kid": kid})
-
-
-def token(key: Any, alg: str = "RS256", **claims: Any) -> str:
-    now = int(time.time())
-    body = {"iss": ISS, "sub": "alice", "aud": "kizuna", "exp": now + 300, "iat": now} | claims
-    body = {k: v for k, v in body.items() if v is not None}
-    return jwt.encode({"alg": alg, "kid": key.kid}, body, key, algorithms=[alg])
+from kizuna.access.oidc import Issuer, TokenVerifier
+from kizuna.errors import InvalidCredentials
 
 
 async def verify(idp: FakeIdp, value: str, request_tenant: str = "", **issuer: Any) -> Any:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from conftest import KIZUNA
 
 
 def test_serve_creates_and_reads_entities_on_a_sqlite_file(serve: Callable[..., str], tmp_path: Path) -> None:
@@ -39,3 +42,15 @@ def test_two_workers_share_one_store(serve: Callable[..., str], tmp_path: Path) 
     # New connections land on either worker; every write is visible through every one.
     for n in range(20):
         assert httpx.get(f"{base}/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:{n}").status_code == 200
+
+
+def test_serve_on_a_reachable_interface_without_auth_refuses_to_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [KIZUNA, "serve", "--host", "0.0.0.0", "--port", "1", "--store", f"sqlite:///{tmp_path}/x.db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "--auth oidc" in done.stderr and "--auth none" in done.stderr
+    assert not (tmp_path / "x.db").exists(), "it must refuse before opening anything"

@@ -7,9 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import orjson
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kizuna import __version__
 from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
-from kizuna.errors import InternalError, InvalidRequest, NgsiLdError, ResourceNotFound
+from kizuna.errors import NgsiLdError
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.jsonld.routes import ContextApi
 from kizuna.ngsild.csource_routes import CsourceApi
@@ -34,37 +32,10 @@ from kizuna.ngsild.temporal import TemporalService, parse_retention, prune_histo
 from kizuna.ngsild.temporal_routes import TemporalApi
 from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.notify.matching import SubscriptionCache
+from kizuna.problems import EXCEPTION_HANDLERS
 from kizuna.store import open_store
 
 log = logging.getLogger("kizuna")
-PROBLEM_TYPE = "application/json"
-
-
-def problem_response(error: NgsiLdError) -> Response:
-    return Response(orjson.dumps(error.to_problem()), status_code=error.status, media_type=PROBLEM_TYPE)
-
-
-async def _ngsild_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, NgsiLdError)
-    return problem_response(exc)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        return problem_response(ResourceNotFound(f"No resource at {request.url.path}"))
-    if exc.status_code == 405:
-        error = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}", status=405)
-        response = problem_response(error)
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-    return problem_response(InvalidRequest(str(exc.detail), status=exc.status_code))
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return problem_response(InternalError(f"Unexpected error: {type(exc).__name__}"))
 
 
 class TrailingSlash:
@@ -202,11 +173,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(TrailingSlash)],
-        exception_handlers={
-            NgsiLdError: _ngsild_error,
-            HTTPException: _http_error,
-            Exception: _unexpected_error,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.settings = settings
     app.state.store = store

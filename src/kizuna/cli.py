@@ -43,11 +43,19 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
 def serve_node(settings: Settings) -> None:
     import uvicorn
 
+    from kizuna.access.authenticator import access_mode
+
     logging.basicConfig(
         level=settings.log_level.upper(),
         format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
         stream=sys.stderr,
     )
+    try:
+        _, warning = access_mode(settings)
+    except ValueError as error:
+        raise SystemExit(f"kizuna: {error}") from None
+    if warning:
+        logging.getLogger("kizuna").warning(warning)
     # The factory re-reads the settings from the environment in each worker process.
     for name, value in _as_env(settings).items():
         import os

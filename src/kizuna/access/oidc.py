@@ -11,6 +11,7 @@ minute per issuer, so that a flood of forged ``kid`` values cannot make the node
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
 
 from kizuna.access.subject import Subject
+from kizuna.errors import InvalidCredentials
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "Ed25519")
 
@@ -33,11 +35,9 @@ warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=Securi
 CLOCK_SKEW_SECONDS = 30
 REFRESH_INTERVAL_SECONDS = 60.0
 
+log = logging.getLogger("kizuna.access")
+
 FetchJson = Callable[[str], Awaitable[Any]]
-
-
-class InvalidCredentials(Exception):
-    """The token is not one the node accepts; the message says why, for the log only."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,8 @@ class _Keys:
             try:
                 self._keys = KeySet.import_key_set(await self._read())
             except (OSError, ValueError, TypeError, KeyError, JoseError) as exc:
-                raise InvalidCredentials(f"keys of {self.issuer.issuer} unreadable: {exc}") from exc
+                log.warning("keys of %s unreadable: %s", self.issuer.issuer, exc)
+                raise InvalidCredentials(f"keys of {self.issuer.issuer} unavailable") from exc
             return self._keys
 
     def _knows(self, kid: str | None) -> bool:
