@@ -6,20 +6,28 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kizuna import __version__
+from kizuna.access.apikeys import ApiKeys
+from kizuna.access.authenticator import Authenticator
 from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.jsonld.routes import ContextApi
+from kizuna.middleware.admins_only import AdminsOnly
+from kizuna.middleware.authentication import Authentication
+from kizuna.middleware.json_bodies import JsonBodiesOnly
+from kizuna.middleware.same_origin import SameOriginOnly
 from kizuna.ngsild.csource_routes import CsourceApi
 from kizuna.ngsild.csources import CsourceSubscriptionService, RegistrationService
 from kizuna.ngsild.discovery import DiscoveryApi
@@ -55,6 +63,21 @@ class TrailingSlash:
 
 def create_app(settings: Settings) -> Starlette:
     store = open_store(settings.store)
+    outbound = httpx.AsyncClient(timeout=settings.context_fetch_timeout, follow_redirects=False)
+
+    async def fetch_json(url: str) -> Any:
+        """Issuer metadata and keys; transport failures are OSError to the token verifier."""
+        try:
+            response = await outbound.get(url)
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            raise OSError(f"{url}: {error}") from error
+        return response.json()
+
+    try:
+        authenticator = Authenticator.from_settings(settings, fetch_json, ApiKeys(store).find)
+    except ValueError as error:
+        raise SystemExit(f"kizuna: {error}") from None
     context_map = load_context_map(settings.context_map) if settings.context_map else None
     registry = ContextRegistry(
         context_map,
@@ -149,6 +172,7 @@ def create_app(settings: Settings) -> Starlette:
                 pruner.cancel()
             await dispatcher.stop()
             await federation.close()
+            await outbound.aclose()
             await store.close()
 
     async def health(request: Request) -> Response:
@@ -167,7 +191,18 @@ def create_app(settings: Settings) -> Starlette:
         *csources.routes(),
         *DiscoveryApi(entities, registry).routes(),
         *contexts.routes(),
-        *dataspace.routes(),
+        dataspace.version_route(),
+        Mount("/dsp", routes=dataspace.protocol_routes()),
+        Mount(
+            "/management/v1",
+            routes=dataspace.management_routes(),
+            middleware=[
+                Middleware(SameOriginOnly),
+                Middleware(JsonBodiesOnly),
+                Middleware(Authentication, authenticator=authenticator),
+                Middleware(AdminsOnly),
+            ],
+        ),
     ]
     app = Starlette(
         routes=routes,

@@ -10,7 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from kizuna.store import Store
 
 PREFIX = "kz_"
 
@@ -59,3 +63,50 @@ def split_key(key: str) -> tuple[str, str] | None:
     if not sep or len(key_id) != 16 or not secret:
         return None
     return key_id, secret
+
+
+KIND = "apikey"
+NODE_TENANT = ""  # keys are the node's, whatever tenant they may be bound to
+
+
+def _to_doc(record: ApiKey) -> dict[str, Any]:
+    return asdict(record) | {"roles": list(record.roles)}
+
+
+def _from_doc(doc: dict[str, Any]) -> ApiKey:
+    fields_ = {k: v for k, v in doc.items() if k != "version"}
+    return ApiKey(**fields_ | {"roles": tuple(fields_["roles"])})
+
+
+class ApiKeys:
+    """The node's API keys, kept as the store's documents of kind ``apikey``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(
+        self, subject: str, roles: tuple[str, ...], tenant: str | None, lifetime: float | None
+    ) -> tuple[ApiKey, str]:
+        now = time.time()
+        record, key = new_key(subject, roles, tenant, now, None if lifetime is None else now + lifetime)
+        if not await self.store.insert_document(KIND, NODE_TENANT, _to_doc(record)):
+            raise RuntimeError("API key id collision")  # 64 random bits: practically never
+        return record, key
+
+    async def find(self, key_id: str) -> ApiKey | None:
+        doc = await self.store.get_document(KIND, NODE_TENANT, key_id)
+        return None if doc is None else _from_doc(doc)
+
+    async def all(self) -> list[ApiKey]:
+        docs, _ = await self.store.list_documents(KIND, NODE_TENANT)
+        return [_from_doc(doc) for doc in docs]
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoked keys are kept (marked), so that the audit trail can still name them."""
+        record = await self.find(key_id)
+        if record is None:
+            return False
+        if record.revoked is None:
+            revoked = replace(record, revoked=time.time())
+            await self.store.replace_document(KIND, NODE_TENANT, _to_doc(revoked))
+        return True

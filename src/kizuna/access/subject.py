@@ -43,6 +43,11 @@ class Subject:
     def is_admin(self, tenant: str) -> bool:
         return self.node or self.has_role(ADMIN_ROLE, tenant)
 
+    @property
+    def administers_node(self) -> bool:
+        """Node-wide admin: the connector and what spans tenants are not a tenant admin's."""
+        return self.node or ADMIN_ROLE in self.roles
+
     def may_create(self, tenant: str) -> bool:
         """Creating entities, subscriptions, registrations and @contexts; the creator owns them."""
         return self.is_admin(tenant) or self.has_role(CREATOR_ROLE, tenant)
