@@ -55,3 +55,9 @@ class Keys:
 def oidc(keys: Keys, idp: FakeIdp) -> Authenticator:
     settings = Settings(auth="oidc", oidc_issuer=ISS, oidc_audience="kizuna")
     return Authenticator.from_settings(settings, idp.fetch_json, keys.find)
+
+
+def bearer(key: Any, *roles: str, sub: str = "alice", groups: tuple[str, ...] = ()) -> dict[str, str]:
+    """The Authorization header of a token for ``sub`` with ``roles`` and ``groups``."""
+    value = token(key, sub=sub, realm_access={"roles": list(roles)}, groups=list(groups))
+    return {"Authorization": f"Bearer {value}"}

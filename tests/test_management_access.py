@@ -4,46 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
-import pytest
 from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
 
-from access_helpers import ISS, rsa, token
-from conftest import STORE_KINDS, store_url
+from access_helpers import bearer
 from kizuna.access.apikeys import ApiKeys
-from kizuna.app import create_app
-from kizuna.config import Settings
 from kizuna.store import open_store
 
 DATASETS = "/management/v1/datasets"
-
-
-@pytest.fixture
-def key() -> RSAKey:
-    return rsa("node-test")
-
-
-@pytest.fixture(params=STORE_KINDS)
-def secured(request: pytest.FixtureRequest, tmp_path: Path, key: RSAKey) -> Iterator[TestClient]:
-    jwks = tmp_path / "jwks.json"
-    jwks.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
-    settings = Settings(
-        store=store_url(request.param, tmp_path, request),
-        auth="oidc",
-        oidc_issuer=ISS,
-        oidc_audience="kizuna",
-        oidc_jwks=str(jwks),
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
-
-
-def bearer(key: RSAKey, *roles: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(key, realm_access={'roles': list(roles)})}"}
 
 
 def test_without_credentials_management_answers_401_with_a_challenge(secured: TestClient) -> None:
@@ -52,13 +22,13 @@ def test_without_credentials_management_answers_401_with_a_challenge(secured: Te
     assert got.headers["www-authenticate"].startswith("Bearer")
 
 
-def test_a_subject_that_is_not_admin_gets_403(secured: TestClient, key: RSAKey) -> None:
-    assert secured.get(DATASETS, headers=bearer(key, "kizuna-creator")).status_code == 403
-    assert secured.get(DATASETS, headers=bearer(key, "duisburg:kizuna-admin")).status_code == 403
+def test_a_subject_that_is_not_admin_gets_403(secured: TestClient, idp_key: RSAKey) -> None:
+    assert secured.get(DATASETS, headers=bearer(idp_key, "kizuna-creator")).status_code == 403
+    assert secured.get(DATASETS, headers=bearer(idp_key, "duisburg:kizuna-admin")).status_code == 403
 
 
-def test_a_node_admin_manages(secured: TestClient, key: RSAKey) -> None:
-    got = secured.get(DATASETS, headers=bearer(key, "kizuna-admin"))
+def test_a_node_admin_manages(secured: TestClient, idp_key: RSAKey) -> None:
+    got = secured.get(DATASETS, headers=bearer(idp_key, "kizuna-admin"))
     assert got.status_code == 200, got.text
 
 

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kizuna import __version__
 from kizuna.access.apikeys import ApiKeys
 from kizuna.access.authenticator import Authenticator
+from kizuna.access.grants import Grants
 from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError
@@ -33,6 +34,7 @@ from kizuna.ngsild.csources import CsourceSubscriptionService, RegistrationServi
 from kizuna.ngsild.discovery import DiscoveryApi
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.forwarding import Federation, node_name
+from kizuna.ngsild.permission_routes import PermissionApi
 from kizuna.ngsild.routes import NgsiLdApi
 from kizuna.ngsild.subscription_routes import SubscriptionApi
 from kizuna.ngsild.subscriptions import SubscriptionService
@@ -178,6 +180,7 @@ def create_app(settings: Settings) -> Starlette:
     async def health(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
+    limits = (settings.default_limit, settings.max_limit)
     routes = [
         Route("/health", health, methods=["GET"]),
         *ngsild.routes(),
@@ -191,6 +194,13 @@ def create_app(settings: Settings) -> Starlette:
         *csources.routes(),
         *DiscoveryApi(entities, registry).routes(),
         *contexts.routes(),
+        Mount(
+            "/ngsi-ld/v1/auth",
+            routes=PermissionApi(
+                Grants(store), registry, max_body=settings.max_body_bytes, limits=limits
+            ).routes(),
+            middleware=[Middleware(Authentication, authenticator=authenticator)],
+        ),
         dataspace.version_route(),
         Mount("/dsp", routes=dataspace.protocol_routes()),
         Mount(

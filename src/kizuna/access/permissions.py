@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from kizuna.access.subject import AUTHENTICATED, PUBLIC, Subject
 
@@ -45,6 +46,13 @@ SPECIFIC_ACCESS_POLICIES = {
     "AUTH_READ": Action.READ,
     "AUTH_WRITE": Action.WRITE,
 }
+
+
+# The attribute, as the core @context's default vocabulary and Stellio's context expand it.
+SPECIFIC_ACCESS_POLICY_IRIS = (
+    "https://uri.etsi.org/ngsi-ld/default-context/specificAccessPolicy",
+    "https://ontology.eglobalmark.com/authorization#specificAccessPolicy",
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,17 @@ class EntityFacts:
     types: tuple[str, ...]
     scopes: tuple[str, ...] = ()
     specific_access_policy: str | None = None
+
+
+def facts_of(entity: dict[str, Any]) -> EntityFacts:
+    """The facts of an entity in canonical form."""
+    policy = None
+    for iri in SPECIFIC_ACCESS_POLICY_IRIS:
+        for instance in entity.get(iri, ()):
+            value = instance.get("value", instance.get("vocab"))
+            if isinstance(value, str):
+                policy = value
+    return EntityFacts(entity["id"], tuple(entity.get("type", ())), tuple(entity.get("scope", ())), policy)
 
 
 def granted(
