@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
@@ -158,3 +159,30 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
     for process in processes:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def idp_key() -> Any:
+    """The signing key of the identity provider that ``secured`` trusts (see access_helpers)."""
+    from access_helpers import rsa
+
+    return rsa("node-test")
+
+
+@pytest.fixture(params=STORE_KINDS)
+def secured(request: pytest.FixtureRequest, tmp_path: Path, idp_key: Any) -> Iterator[TestClient]:
+    """An app with ``--auth oidc`` trusting ``idp_key``'s tokens (access_helpers.bearer)."""
+    from access_helpers import ISS
+
+    jwks = tmp_path / "jwks.json"
+    jwks.write_bytes(orjson.dumps({"keys": [idp_key.as_dict(private=False)]}))
+    settings = Settings(
+        store=store_url(request.param, tmp_path, request),
+        context_map=str(DATA / "smart-data-models" / "context-map.json"),
+        auth="oidc",
+        oidc_issuer=ISS,
+        oidc_audience="kizuna",
+        oidc_jwks=str(jwks),
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client

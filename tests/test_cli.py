@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import orjson
+
+from conftest import KIZUNA
 
 
 def test_serve_creates_and_reads_entities_on_a_sqlite_file(serve: Callable[..., str], tmp_path: Path) -> None:
@@ -39,3 +43,51 @@ def test_two_workers_share_one_store(serve: Callable[..., str], tmp_path: Path) 
     # New connections land on either worker; every write is visible through every one.
     for n in range(20):
         assert httpx.get(f"{base}/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:{n}").status_code == 200
+
+
+def test_serve_on_a_reachable_interface_without_auth_refuses_to_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [KIZUNA, "serve", "--host", "0.0.0.0", "--port", "1", "--store", f"sqlite:///{tmp_path}/x.db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "--auth oidc" in done.stderr and "--auth none" in done.stderr
+    assert not (tmp_path / "x.db").exists(), "it must refuse before opening anything"
+
+
+def test_apikey_create_list_revoke(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/keys.db"
+
+    def kizuna(*args: str) -> str:
+        done = subprocess.run([KIZUNA, "apikey", *args, "--store", store], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    created = orjson.loads(
+        kizuna(
+            "create",
+            "--subject",
+            "gateway-7",
+            "--role",
+            "kizuna-creator",
+            "--tenant",
+            "duisburg",
+            "--expires",
+            "90d",
+        )
+    )
+    assert created["key"].startswith(f"kz_{created['id']}_")
+    listed = [orjson.loads(line) for line in kizuna("list").splitlines()]
+    assert [(k["id"], k["subject"], k["roles"], k["tenant"], k["revoked"]) for k in listed] == [
+        (created["id"], "gateway-7", ["kizuna-creator"], "duisburg", None)
+    ]
+    assert 80 * 86400 < listed[0]["expires"] - listed[0]["created"] < 100 * 86400
+    assert created["key"] not in kizuna("list") and "digest" not in listed[0]
+    kizuna("revoke", created["id"])
+    assert orjson.loads(kizuna("list"))["revoked"] is not None
+    missing = subprocess.run(
+        [KIZUNA, "apikey", "revoke", "nope", "--store", store], capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "no API key" in missing.stderr

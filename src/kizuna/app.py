@@ -6,27 +6,35 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
-import orjson
+import httpx
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kizuna import __version__
+from kizuna.access.apikeys import ApiKeys
+from kizuna.access.authenticator import Authenticator
+from kizuna.access.grants import Grants
 from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
-from kizuna.errors import InternalError, InvalidRequest, NgsiLdError, ResourceNotFound
+from kizuna.errors import NgsiLdError
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.jsonld.routes import ContextApi
+from kizuna.middleware.admins_only import AdminsOnly
+from kizuna.middleware.authentication import Authentication
+from kizuna.middleware.json_bodies import JsonBodiesOnly
+from kizuna.middleware.same_origin import SameOriginOnly
 from kizuna.ngsild.csource_routes import CsourceApi
 from kizuna.ngsild.csources import CsourceSubscriptionService, RegistrationService
 from kizuna.ngsild.discovery import DiscoveryApi
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.forwarding import Federation, node_name
+from kizuna.ngsild.permission_routes import PermissionApi
 from kizuna.ngsild.routes import NgsiLdApi
 from kizuna.ngsild.subscription_routes import SubscriptionApi
 from kizuna.ngsild.subscriptions import SubscriptionService
@@ -34,37 +42,10 @@ from kizuna.ngsild.temporal import TemporalService, parse_retention, prune_histo
 from kizuna.ngsild.temporal_routes import TemporalApi
 from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.notify.matching import SubscriptionCache
+from kizuna.problems import EXCEPTION_HANDLERS
 from kizuna.store import open_store
 
 log = logging.getLogger("kizuna")
-PROBLEM_TYPE = "application/json"
-
-
-def problem_response(error: NgsiLdError) -> Response:
-    return Response(orjson.dumps(error.to_problem()), status_code=error.status, media_type=PROBLEM_TYPE)
-
-
-async def _ngsild_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, NgsiLdError)
-    return problem_response(exc)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        return problem_response(ResourceNotFound(f"No resource at {request.url.path}"))
-    if exc.status_code == 405:
-        error = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}", status=405)
-        response = problem_response(error)
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-    return problem_response(InvalidRequest(str(exc.detail), status=exc.status_code))
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return problem_response(InternalError(f"Unexpected error: {type(exc).__name__}"))
 
 
 class TrailingSlash:
@@ -84,6 +65,21 @@ class TrailingSlash:
 
 def create_app(settings: Settings) -> Starlette:
     store = open_store(settings.store)
+    outbound = httpx.AsyncClient(timeout=settings.context_fetch_timeout, follow_redirects=False)
+
+    async def fetch_json(url: str) -> Any:
+        """Issuer metadata and keys; transport failures are OSError to the token verifier."""
+        try:
+            response = await outbound.get(url)
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            raise OSError(f"{url}: {error}") from error
+        return response.json()
+
+    try:
+        authenticator = Authenticator.from_settings(settings, fetch_json, ApiKeys(store).find)
+    except ValueError as error:
+        raise SystemExit(f"kizuna: {error}") from None
     context_map = load_context_map(settings.context_map) if settings.context_map else None
     registry = ContextRegistry(
         context_map,
@@ -178,11 +174,13 @@ def create_app(settings: Settings) -> Starlette:
                 pruner.cancel()
             await dispatcher.stop()
             await federation.close()
+            await outbound.aclose()
             await store.close()
 
     async def health(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
+    limits = (settings.default_limit, settings.max_limit)
     routes = [
         Route("/health", health, methods=["GET"]),
         *ngsild.routes(),
@@ -196,17 +194,31 @@ def create_app(settings: Settings) -> Starlette:
         *csources.routes(),
         *DiscoveryApi(entities, registry).routes(),
         *contexts.routes(),
-        *dataspace.routes(),
+        Mount(
+            "/ngsi-ld/v1/auth",
+            routes=PermissionApi(
+                Grants(store), registry, max_body=settings.max_body_bytes, limits=limits
+            ).routes(),
+            middleware=[Middleware(Authentication, authenticator=authenticator)],
+        ),
+        dataspace.version_route(),
+        Mount("/dsp", routes=dataspace.protocol_routes()),
+        Mount(
+            "/management/v1",
+            routes=dataspace.management_routes(),
+            middleware=[
+                Middleware(SameOriginOnly),
+                Middleware(JsonBodiesOnly),
+                Middleware(Authentication, authenticator=authenticator),
+                Middleware(AdminsOnly),
+            ],
+        ),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(TrailingSlash)],
-        exception_handlers={
-            NgsiLdError: _ngsild_error,
-            HTTPException: _http_error,
-            Exception: _unexpected_error,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.settings = settings
     app.state.store = store

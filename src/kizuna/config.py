@@ -59,6 +59,25 @@ class Settings:
     notify_batch: int = _setting(50, "most entity changes (outbox rows) per notification")
     notify_lease: float = _setting(30.0, "seconds a process owns a subscription's delivery without renewing")
     notify_poll: float = _setting(1.0, "seconds between outbox scans when nothing wakes the dispatcher")
+    # Access control (docs/security.md)
+    auth: str | None = _setting(
+        None,
+        "`oidc` (bearer tokens and API keys checked on every request) or `none` (everyone may do"
+        " everything); unset means `none` on a loopback `--host` and refuses to start on any other",
+        choices=("none", "oidc"),
+    )
+    oidc_issuer: str | None = _setting(
+        None, "the one trusted token issuer (`iss`), e.g. a Keycloak realm URL"
+    )
+    oidc_jwks: str | None = _setting(
+        None, "file or URL of the issuer's keys (JWKS); unset: discovered from the issuer's metadata"
+    )
+    oidc_audience: str | None = _setting(None, "the `aud` tokens must name; unset: not checked")
+    oidc_roles_claim: str = _setting("realm_access.roles", "dotted path of the roles in a token")
+    oidc_groups_claim: str = _setting("groups", "dotted path of the groups in a token")
+    auth_config: str | None = _setting(
+        None, "JSON file with several issuers (one per tenant); the `--oidc-*` flags are its one-issuer case"
+    )
     # Dataspace connector (DSP 2025-1)
     participant_id: str = _setting("urn:kizuna:node", "this node's participant id in the data space")
     public_url: str | None = _setting(

@@ -24,6 +24,7 @@ class NgsiLdError(Exception):
     type_name = "InternalError"
     title = "Internal error"
     status = 500
+    headers: dict[str, str] = {}  # response headers the error implies (WWW-Authenticate)
 
     def __init__(self, detail: str, *, status: int | None = None, **extra: Any) -> None:
         super().__init__(detail)
@@ -144,6 +145,38 @@ class LoopDetected(NgsiLdError):
     status = 508
 
 
+class KizunaError(NgsiLdError):
+    """An error NGSI-LD names no type for; its type URI is Kizuna's."""
+
+    @property
+    def type_uri(self) -> str:
+        return KIZUNA_ERRORS_BASE + self.type_name
+
+
+# -- access control ------------------------------------------------------------------------------
+
+
+class NotAuthenticated(KizunaError):
+    """401: no credentials where some are needed, or credentials that do not hold."""
+
+    type_name = "NotAuthenticated"
+    title = "The request needs valid credentials (a bearer token or an API key)"
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="kizuna"'}
+
+
+class InvalidCredentials(NotAuthenticated):
+    headers = {"WWW-Authenticate": 'Bearer realm="kizuna", error="invalid_token"'}
+
+
+class AccessDenied(KizunaError):
+    """403: the subject is known, and does not hold the right it needs."""
+
+    type_name = "AccessDenied"
+    title = "The subject may not perform this operation"
+    status = 403
+
+
 # -- the dataspace connector ---------------------------------------------------------------------
 
 
@@ -159,12 +192,8 @@ class CounterpartyFailed(NgsiLdError):
     status = 502
 
 
-class DataPlaneError(NgsiLdError):
-    """A data plane refusal; its type URI is Kizuna's, not one of the NGSI-LD error types."""
-
-    @property
-    def type_uri(self) -> str:
-        return KIZUNA_ERRORS_BASE + self.type_name
+class DataPlaneError(KizunaError):
+    """A data plane refusal."""
 
 
 class InvalidToken(DataPlaneError):

@@ -13,7 +13,7 @@ import orjson
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from kizuna.config import Settings
 from kizuna.dataspace import catalog as catalog_mod
@@ -44,7 +44,6 @@ from kizuna.store import Store
 JSON = "application/json"
 TEMPORAL_PARAMS = frozenset({"timerel", "timeAt", "endTimeAt", "lastN", "timeproperty"})
 MAX_BODY = 1024 * 1024
-MGMT = "/management/v1"
 
 
 def _json(
@@ -350,48 +349,57 @@ class DataspaceApi:
             raise ResourceNotFound(f"No transfer action {action}")
         return _json(transfer.management_view(await _mgmt(actions[action]())))
 
-    def routes(self) -> list[Route]:
+    def version_route(self) -> Route:
+        """Served at the root, outside every API, as DSP's version discovery requires."""
+        return Route("/.well-known/dspace-version", self.version, methods=["GET"])
+
+    def protocol_routes(self) -> list[BaseRoute]:
+        """The DSP endpoints, relative to ``/dsp``; callers prove themselves with DSP tokens."""
         t = self._transfer_message
         return [
-            Route("/.well-known/dspace-version", self.version, methods=["GET"]),
-            Route("/dsp/catalog/request", self.catalog_request, methods=["POST"]),
-            Route("/dsp/catalog/datasets/{dataset_id:path}", self.dataset, methods=["GET"]),
-            Route("/dsp/negotiations/request", self.negotiation_request, methods=["POST"]),
-            Route("/dsp/negotiations/offers", self.negotiation_offers, methods=["POST"]),
-            Route("/dsp/negotiations/{pid}", self.get_negotiation, methods=["GET"]),
-            Route("/dsp/negotiations/{pid}/request", self.negotiation_counter_request, methods=["POST"]),
-            Route("/dsp/negotiations/{pid}/offers", self.negotiation_counter_offer, methods=["POST"]),
-            Route("/dsp/negotiations/{pid}/events", self.negotiation_events, methods=["POST"]),
+            Route("/catalog/request", self.catalog_request, methods=["POST"]),
+            Route("/catalog/datasets/{dataset_id:path}", self.dataset, methods=["GET"]),
+            Route("/negotiations/request", self.negotiation_request, methods=["POST"]),
+            Route("/negotiations/offers", self.negotiation_offers, methods=["POST"]),
+            Route("/negotiations/{pid}", self.get_negotiation, methods=["GET"]),
+            Route("/negotiations/{pid}/request", self.negotiation_counter_request, methods=["POST"]),
+            Route("/negotiations/{pid}/offers", self.negotiation_counter_offer, methods=["POST"]),
+            Route("/negotiations/{pid}/events", self.negotiation_events, methods=["POST"]),
             Route(
-                "/dsp/negotiations/{pid}/agreement/verification",
+                "/negotiations/{pid}/agreement/verification",
                 self.negotiation_verification,
                 methods=["POST"],
             ),
-            Route("/dsp/negotiations/{pid}/agreement", self.negotiation_agreement, methods=["POST"]),
-            Route("/dsp/negotiations/{pid}/termination", self.negotiation_termination, methods=["POST"]),
-            Route("/dsp/transfers/request", self.transfer_request, methods=["POST"]),
-            Route("/dsp/transfers/{pid}", self.get_transfer, methods=["GET"]),
-            Route("/dsp/transfers/{pid}/start", t(transfer.START), methods=["POST"]),
-            Route("/dsp/transfers/{pid}/completion", t(transfer.COMPLETE), methods=["POST"]),
-            Route("/dsp/transfers/{pid}/suspension", t(transfer.SUSPEND), methods=["POST"]),
-            Route("/dsp/transfers/{pid}/termination", t(transfer.TERMINATE), methods=["POST"]),
-            Route("/dsp/data/entities", self.data_entities, methods=["GET"]),
-            Route("/dsp/data/temporal/entities", self.data_temporal_entities, methods=["GET"]),
-            Route(f"{MGMT}/datasets", self.m_create_dataset, methods=["POST"]),
-            Route(f"{MGMT}/datasets", self.m_list_datasets, methods=["GET"]),
-            Route(f"{MGMT}/datasets/{{dataset_id:path}}", self.m_get_dataset, methods=["GET"]),
-            Route(f"{MGMT}/datasets/{{dataset_id:path}}", self.m_delete_dataset, methods=["DELETE"]),
-            Route(f"{MGMT}/catalog/request", self.m_remote_catalog, methods=["POST"]),
-            Route(f"{MGMT}/negotiations", self.m_start_negotiation, methods=["POST"]),
-            Route(f"{MGMT}/negotiations", self.m_list_negotiations, methods=["GET"]),
-            Route(f"{MGMT}/negotiations/{{pid}}", self.m_get_negotiation, methods=["GET"]),
-            Route(f"{MGMT}/negotiations/{{pid}}/{{action}}", self.m_negotiation_action, methods=["POST"]),
-            Route(f"{MGMT}/agreements", self.m_list_agreements, methods=["GET"]),
-            Route(f"{MGMT}/agreements/{{agreement_id}}", self.m_get_agreement, methods=["GET"]),
-            Route(f"{MGMT}/transfers", self.m_start_transfer, methods=["POST"]),
-            Route(f"{MGMT}/transfers", self.m_list_transfers, methods=["GET"]),
-            Route(f"{MGMT}/transfers/{{pid}}", self.m_get_transfer, methods=["GET"]),
-            Route(f"{MGMT}/transfers/{{pid}}/{{action}}", self.m_transfer_action, methods=["POST"]),
+            Route("/negotiations/{pid}/agreement", self.negotiation_agreement, methods=["POST"]),
+            Route("/negotiations/{pid}/termination", self.negotiation_termination, methods=["POST"]),
+            Route("/transfers/request", self.transfer_request, methods=["POST"]),
+            Route("/transfers/{pid}", self.get_transfer, methods=["GET"]),
+            Route("/transfers/{pid}/start", t(transfer.START), methods=["POST"]),
+            Route("/transfers/{pid}/completion", t(transfer.COMPLETE), methods=["POST"]),
+            Route("/transfers/{pid}/suspension", t(transfer.SUSPEND), methods=["POST"]),
+            Route("/transfers/{pid}/termination", t(transfer.TERMINATE), methods=["POST"]),
+            Route("/data/entities", self.data_entities, methods=["GET"]),
+            Route("/data/temporal/entities", self.data_temporal_entities, methods=["GET"]),
+        ]
+
+    def management_routes(self) -> list[BaseRoute]:
+        """The connector's own API, relative to ``/management/v1``: node administrators only."""
+        return [
+            Route("/datasets", self.m_create_dataset, methods=["POST"]),
+            Route("/datasets", self.m_list_datasets, methods=["GET"]),
+            Route("/datasets/{dataset_id:path}", self.m_get_dataset, methods=["GET"]),
+            Route("/datasets/{dataset_id:path}", self.m_delete_dataset, methods=["DELETE"]),
+            Route("/catalog/request", self.m_remote_catalog, methods=["POST"]),
+            Route("/negotiations", self.m_start_negotiation, methods=["POST"]),
+            Route("/negotiations", self.m_list_negotiations, methods=["GET"]),
+            Route("/negotiations/{pid}", self.m_get_negotiation, methods=["GET"]),
+            Route("/negotiations/{pid}/{action}", self.m_negotiation_action, methods=["POST"]),
+            Route("/agreements", self.m_list_agreements, methods=["GET"]),
+            Route("/agreements/{agreement_id}", self.m_get_agreement, methods=["GET"]),
+            Route("/transfers", self.m_start_transfer, methods=["POST"]),
+            Route("/transfers", self.m_list_transfers, methods=["GET"]),
+            Route("/transfers/{pid}", self.m_get_transfer, methods=["GET"]),
+            Route("/transfers/{pid}/{action}", self.m_transfer_action, methods=["POST"]),
         ]
 
 

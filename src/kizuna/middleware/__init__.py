@@ -1,0 +1,1 @@
+"""ASGI middleware, one concern a module, as Starlette's own are."""

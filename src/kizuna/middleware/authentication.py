@@ -1,0 +1,42 @@
+"""Ties each request to a subject before any route runs; credentials that fail answer 401 here.
+
+The subject lands in ``request.state.subject``; routes pass it to the services, which decide.
+The DSP endpoints are not behind this middleware: their callers are participants proving
+themselves with signed DSP tokens, and the data plane's bearer tokens are transfer tokens.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kizuna.access.authenticator import Authenticator
+from kizuna.errors import NgsiLdError
+from kizuna.ngsild.edge import TENANT_HEADER
+from kizuna.problems import problem_response
+from kizuna.store import DEFAULT_TENANT
+
+API_KEY_HEADER = "x-api-key"
+
+
+class Authentication:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            subject = await self.authenticator.subject(
+                headers.get("authorization"),
+                headers.get(API_KEY_HEADER),
+                headers.get(TENANT_HEADER, DEFAULT_TENANT),
+            )
+        except NgsiLdError as error:
+            await problem_response(error)(scope, receive, send)
+            return
+        scope = {**scope, "state": {**scope.get("state", {}), "subject": subject}}
+        await self.app(scope, receive, send)

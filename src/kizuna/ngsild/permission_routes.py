@@ -1,0 +1,124 @@
+"""Permission routes under /ngsi-ld/v1/auth/permissions, in Stellio's shape: HTTP in, Grants, out.
+
+Plain ``application/json`` without a Link header works: the built-in terms (Permission, target,
+assignee, action) are Kizuna's own, and entity types in targets are expanded with the request's
+@context like everywhere else (the core context without one).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kizuna.access.grants import Grants, PermissionFilter, render
+from kizuna.access.permissions import Action
+from kizuna.access.subject import Subject
+from kizuna.errors import BadRequestData
+from kizuna.jsonld.contexts import ContextRegistry
+from kizuna.ngsild import edge
+from kizuna.ngsild import query as ql
+
+PATH = "/ngsi-ld/v1/auth/permissions"
+P_QUERY = frozenset(
+    {"targetId", "targetType", "assignee", "assigner", "action", "options", "count", "limit", "offset"}
+)
+P_RETRIEVE = frozenset({"options"})
+
+
+def subject_of(request: Request) -> Subject:
+    """Set by the authentication middleware in front of every API that needs a subject."""
+    return request.state.subject
+
+
+class PermissionApi:
+    def __init__(
+        self, grants: Grants, contexts: ContextRegistry, *, max_body: int, limits: tuple[int, int]
+    ) -> None:
+        self.grants = grants
+        self.contexts = contexts
+        self.max_body = max_body
+        self.default_limit, self.max_limit = limits
+
+    async def create(self, request: Request) -> Response:
+        edge.check_params(request, frozenset())
+        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
+        pid = await self.grants.create(
+            edge.tenant_of(request), subject_of(request), payload.body, terms.expand
+        )
+        return Response(status_code=201, headers={"Location": f"{PATH}/{quote(pid, safe=':')}"})
+
+    async def retrieve(self, request: Request) -> Response:
+        edge.check_params(request, P_RETRIEVE)
+        media = edge.accepted_type(request)
+        terms, context = await edge.link_terms(request, self.contexts)
+        doc = await self.grants.get(edge.tenant_of(request), subject_of(request), request.path_params["pid"])
+        body = render(doc, terms.compact, sys_attrs="sysAttrs" in edge.options_of(request))
+        return edge.respond(body, media=media, context=context)
+
+    async def update(self, request: Request) -> Response:
+        edge.check_params(request, frozenset())
+        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
+        await self.grants.update(
+            edge.tenant_of(request),
+            subject_of(request),
+            request.path_params["pid"],
+            payload.body,
+            terms.expand,
+        )
+        return edge.no_content()
+
+    async def delete(self, request: Request) -> Response:
+        edge.check_params(request, frozenset())
+        await self.grants.delete(edge.tenant_of(request), subject_of(request), request.path_params["pid"])
+        return edge.no_content()
+
+    async def query(self, request: Request) -> Response:
+        return await self._query(request, assigned=False)
+
+    async def assigned(self, request: Request) -> Response:
+        return await self._query(request, assigned=True)
+
+    async def _query(self, request: Request, *, assigned: bool) -> Response:
+        edge.check_params(request, P_QUERY)
+        media = edge.accepted_type(request)
+        terms, context = await edge.link_terms(request, self.contexts)
+        params = request.query_params
+        action = Action.named(params.get("action", "admin"))
+        if action is None:
+            raise BadRequestData("action must be 'read', 'write', 'admin' or 'own'")
+        ids = edge.names_param(request, "targetId")
+        types = None
+        if "targetType" in params:
+            types = ql.parse_type_expr(params["targetType"]).resolve(terms.expand).matches
+        wanted = PermissionFilter(
+            target_ids=None if ids is None else frozenset(ids),
+            target_types=types,
+            assignee=params.get("assignee"),
+            assigner=params.get("assigner"),
+            action=action,
+        )
+        limit = edge.int_param(request, "limit", self.default_limit, maximum=self.max_limit)
+        offset = edge.int_param(request, "offset", 0)
+        found = await self.grants.query(
+            edge.tenant_of(request), subject_of(request), wanted, assigned=assigned
+        )
+        sys_attrs = "sysAttrs" in edge.options_of(request)
+        page = [render(doc, terms.compact, sys_attrs=sys_attrs) for doc in found[offset : offset + limit]]
+        path = f"{PATH}/assigned" if assigned else PATH
+        links = edge.page_links(request, path, limit, offset, len(found))
+        headers = {"NGSILD-Results-Count": str(len(found))} if edge.bool_param(request, "count") else None
+        return edge.respond(page, media=media, context=context, headers=headers, links=links)
+
+    def routes(self) -> list[Route]:
+        """Relative to /ngsi-ld/v1/auth."""
+        return [
+            Route("/permissions", self.create, methods=["POST"]),
+            Route("/permissions", self.query, methods=["GET"]),
+            Route("/permissions/assigned", self.assigned, methods=["GET"]),
+            Route("/permissions/{pid}", self.retrieve, methods=["GET"]),
+            Route("/permissions/{pid}", self.update, methods=["PATCH"]),
+            Route("/permissions/{pid}", self.delete, methods=["DELETE"]),
+        ]
