@@ -51,7 +51,9 @@ def test_an_admin_grants_reads_changes_and_revokes(secured: TestClient, idp_key:
 
 def test_target_types_are_expanded_with_the_request_context(secured: TestClient, idp_key: Any) -> None:
     admin = bearer(idp_key, "kizuna-admin")
-    context = "https://raw.githubusercontent.com/smart-data-models/dataModel.Streetlighting/master/context.jsonld"
+    context = (
+        "https://raw.githubusercontent.com/smart-data-models/dataModel.Streetlighting/master/context.jsonld"
+    )
     link = f'<{context}>; rel="http://www.w3.org/ns/json-ld#context"'
     body = permission(target={"types": ["Streetlight", "StreetlightGroup"]})
     assert secured.post(PERMISSIONS, json=body, headers=admin | {"Link": link}).status_code == 201

@@ -18,7 +18,7 @@ from kizuna.access.permissions import Action
 from kizuna.access.subject import Subject
 from kizuna.errors import BadRequestData
 from kizuna.jsonld.contexts import ContextRegistry
-from kizuna.ngsild import edge
+from kizuna.ngsild import edge, selection
 from kizuna.ngsild import query as ql
 
 PATH = "/ngsi-ld/v1/auth/permissions"
@@ -89,7 +89,7 @@ class PermissionApi:
         action = Action.named(params.get("action", "admin"))
         if action is None:
             raise BadRequestData("action must be 'read', 'write', 'admin' or 'own'")
-        ids = edge.names_param(request, "targetId")
+        ids = selection.names(params, "targetId")
         types = None
         if "targetType" in params:
             types = ql.parse_type_expr(params["targetType"]).resolve(terms.expand).matches
@@ -100,8 +100,8 @@ class PermissionApi:
             assigner=params.get("assigner"),
             action=action,
         )
-        limit = edge.int_param(request, "limit", self.default_limit, maximum=self.max_limit)
-        offset = edge.int_param(request, "offset", 0)
+        page_of = selection.parse_page(params, self.default_limit, self.max_limit)
+        limit, offset = page_of.limit, page_of.offset
         found = await self.grants.query(
             edge.tenant_of(request), subject_of(request), wanted, assigned=assigned
         )
@@ -109,7 +109,7 @@ class PermissionApi:
         page = [render(doc, terms.compact, sys_attrs=sys_attrs) for doc in found[offset : offset + limit]]
         path = f"{PATH}/assigned" if assigned else PATH
         links = edge.page_links(request, path, limit, offset, len(found))
-        headers = {"NGSILD-Results-Count": str(len(found))} if edge.bool_param(request, "count") else None
+        headers = {"NGSILD-Results-Count": str(len(found))} if page_of.count else None
         return edge.respond(page, media=media, context=context, headers=headers, links=links)
 
     def routes(self) -> list[Route]:
