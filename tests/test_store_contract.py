@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from kizuna.store import EntityQuery, HistoryQuery, Store, open_store
+from kizuna.store import AccessFilter, EntityQuery, HistoryQuery, Store, open_store
 
 T_LIGHT = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
 T_GROUP = "https://smartdatamodels.org/dataModel.Streetlighting/StreetlightGroup"
@@ -242,3 +242,82 @@ async def test_histories_of_several_entities_in_one_read(store: Store) -> None:
         i["instanceId"].startswith("urn:ngsi-ld:attribute:instance:")
         for _, i in every["urn:ngsi-ld:Vehicle:a"]
     )
+
+
+# -- access filters: what a subject may see, decided inside the query ----------------------------
+
+POLICY = "https://uri.etsi.org/ngsi-ld/default-context/specificAccessPolicy"
+
+
+async def _owned_lights(store: Store) -> None:
+    async with store.write("") as tx:
+        for n in range(1, 7):
+            entity = light(n, T_GROUP if n == 5 else T_LIGHT)
+            if n == 3:
+                entity["scope"] = ["/duisburg/zoo"]
+            if n == 4:
+                entity[POLICY] = [{"type": "Property", "value": "read"}]
+            await tx.insert(entity, owner="alice" if n <= 2 else None)
+
+
+def _numbers(entities: list[dict]) -> list[int]:
+    return [int(e["id"].rsplit(":", 1)[1]) for e in entities]
+
+
+@pytest.mark.parametrize(
+    ("access", "expected"),
+    [
+        (AccessFilter(), []),
+        (AccessFilter(owners=frozenset({"alice"})), [1, 2]),
+        (AccessFilter(ids=frozenset({"urn:ngsi-ld:Streetlight:6"})), [6]),
+        (AccessFilter(types=frozenset({T_GROUP})), [5]),
+        (AccessFilter(scoped=((frozenset(), frozenset({"/duisburg/zoo"})),)), [3]),
+        (AccessFilter(scoped=((frozenset({T_GROUP}), frozenset({"@none"})),)), [5]),
+        (AccessFilter(scoped=((frozenset({T_LIGHT}), frozenset({"/elsewhere"})),)), []),
+        (AccessFilter(policy_attributes=(POLICY,), policies=frozenset({"read", "write"})), [4]),
+        (AccessFilter(policy_attributes=(POLICY,), policies=frozenset({"write"})), []),
+        (
+            AccessFilter(
+                owners=frozenset({"alice"}), types=frozenset({T_GROUP}), ids=frozenset({light(6)["id"]})
+            ),
+            [1, 2, 5, 6],
+        ),
+    ],
+)
+async def test_an_access_filter_narrows_pages_and_counts(
+    store: Store, access: AccessFilter, expected: list[int]
+) -> None:
+    await _owned_lights(store)
+    everything = await store.query_entities("", EntityQuery(access=access, count=True))
+    assert (_numbers(everything.entities), everything.total) == (expected, len(expected))
+    # Through each index a query may be driven by, and with a page cut from the filtered whole.
+    for query in (
+        EntityQuery(types=[T_LIGHT, T_GROUP], access=access, count=True, limit=1, offset=1),
+        EntityQuery(ids=[light(n)["id"] for n in range(1, 7)], access=access, count=True, limit=1, offset=1),
+        EntityQuery(attrs=[STATUS], access=access, count=True, limit=1, offset=1),
+        EntityQuery(id_pattern="^urn:ngsi-ld:Street", access=access, count=True, limit=1, offset=1),
+    ):
+        page = await store.query_entities("", query)
+        assert (_numbers(page.entities), page.total) == (expected[1:2], len(expected)), query
+
+
+async def test_the_owner_is_kept_across_replacements(store: Store) -> None:
+    async with store.write("") as tx:
+        await tx.insert(light(1), owner="alice")
+        await tx.insert(light(2))
+    async with store.write("") as tx:
+        await tx.replace({**light(1), STATUS: [{"type": "Property", "value": "off"}]})
+        assert await tx.owner(light(1)["id"]) == "alice"
+        assert await tx.owner(light(2)["id"]) is None
+        assert await tx.owner("urn:ngsi-ld:Streetlight:404") is None
+
+
+async def test_delete_matching_deletes_only_what_the_filter_lets_through(store: Store) -> None:
+    await _owned_lights(store)
+    async with store.write("") as tx:
+        doomed = await tx.delete_matching(
+            EntityQuery(types=[T_LIGHT], access=AccessFilter(owners=frozenset({"alice"})))
+        )
+    assert sorted(_numbers(doomed)) == [1, 2]
+    left = await store.query_entities("", EntityQuery(types=[T_LIGHT, T_GROUP], count=True))
+    assert left.total == 4

@@ -17,8 +17,7 @@ from enum import IntEnum
 from typing import Any
 
 from kizuna.access.subject import AUTHENTICATED, PUBLIC, Subject
-
-NO_SCOPE = "@none"
+from kizuna.store import NO_SCOPE
 
 
 class Action(IntEnum):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 Entity = dict[str, Any]
 DEFAULT_TENANT = ""
+NO_SCOPE = "@none"  # in a scope list of a target: entities without any scope
 
 ChangeListener = Callable[[str, str], None]
 """Told ``(topic, key)`` after a commit, by any process on the same store, that changes what
@@ -27,6 +28,25 @@ processes keep in memory: ``subscriptions`` (key: the tenant), ``contexts`` (key
 :meth:`Store.announce` (``registrations``, key: the tenant). The topic ``*`` follows
 a gap in the feed (a reconnect): anything may have changed. Listeners must be cheap and may be
 told twice; they start any slow work as a task."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessFilter:
+    """The entities a subject holds some action on, in terms every store compiles into its query,
+    so that counts and pages are of what the subject may see (never a page filtered after).
+
+    An entity passes when any part holds: it is owned by one of ``owners``; its id is in
+    ``ids``; one of its types is in ``types``; for one of ``scoped`` (types, scopes) its types
+    meet the types (empty: any type) and its scopes meet the scopes (``@none``: it has none);
+    or one of the ``policy_attributes`` holds one of the ``policies`` values. Built by
+    :mod:`kizuna.access.policy`; a store knows nothing of subjects."""
+
+    owners: frozenset[str] = frozenset()
+    ids: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
+    scoped: tuple[tuple[frozenset[str], frozenset[str]], ...] = ()
+    policy_attributes: tuple[str, ...] = ()
+    policies: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -52,6 +72,7 @@ class EntityQuery:
     geoproperty: str | None = None
     scope: ScopeExpr | None = None
     attrs: Sequence[str] | None = None
+    access: AccessFilter | None = None  # None: every entity (no access control, or an admin)
 
     def residual(
         self, *, q: QExpr | bool | None = True, geo: bool = True, scope: bool = True, attrs: bool = True
@@ -213,8 +234,12 @@ class OutboxRow:
 class WriteTransaction(Protocol):
     async def get(self, entity_id: str) -> Entity | None: ...
 
-    async def insert(self, entity: Entity) -> None:
-        """Insert a new entity; the caller has checked that the id is free in this transaction."""
+    async def owner(self, entity_id: str) -> str | None:
+        """The subject that created the entity (None: created before access control, or absent)."""
+
+    async def insert(self, entity: Entity, owner: str | None = None) -> None:
+        """Insert a new entity owned by ``owner``; the caller has checked that the id is free in
+        this transaction. Replacing an entity keeps its owner."""
 
     async def replace(self, entity: Entity) -> None: ...
 

@@ -88,6 +88,8 @@ import orjson
 from kizuna.errors import AlreadyExists, ServiceUnavailable
 from kizuna.ngsild import query as ql
 from kizuna.store import (
+    NO_SCOPE,
+    AccessFilter,
     AggregateRow,
     ChangeListener,
     Entity,
@@ -259,6 +261,13 @@ TENANT_MIGRATIONS: list[tuple[int, str]] = [
         # NULL in rows written before; such a query reads the documents (query_entities).
         """
         ALTER TABLE {s}.geo_index ADD COLUMN shapes jsonb;
+        """,
+    ),
+    (
+        4,
+        # Who created the entity (access control); NULL for entities written before.
+        """
+        ALTER TABLE {s}.entities ADD COLUMN owner text;
         """,
     ),
 ]
@@ -1309,7 +1318,8 @@ def _index_params(entity: Entity) -> list[Any]:
 
 
 def _write_sql(schema: str, replace: bool) -> str:
-    """One statement that writes an entity ($1 id, $2 jsonb text, $3 raw) and all its index rows
+    """One statement that writes an entity ($1 id, $2 jsonb text, $3 raw, $16 owner when inserted)
+    and all its index rows
     (:func:`_index_params`), one round trip; a replacement also deletes the old index rows (the
     sub-statements of a WITH see one snapshot, so the deletes never see the rows inserted)."""
     if replace:
@@ -1322,7 +1332,8 @@ def _write_sql(schema: str, replace: bool) -> str:
         )
     else:
         head = (
-            f"WITH e AS (INSERT INTO {schema}.entities (id, doc, raw) VALUES ($1, $2::text::jsonb, $3)"
+            f"WITH e AS (INSERT INTO {schema}.entities (id, doc, raw, owner)"
+            " VALUES ($1, $2::text::jsonb, $3, $16)"
             " RETURNING pk),"
         )
     return (
@@ -1385,6 +1396,7 @@ def _by_types_only(query: EntityQuery) -> bool:
     return (
         query.types is not None
         and query.predicate is None
+        and query.access is None
         and not any((query.ids, query.id_pattern, query.q, query.geo, query.scope, query.attrs))
     )
 
@@ -1429,11 +1441,63 @@ def _plan(schema: str, query: EntityQuery) -> tuple[str, list[Any], Callable[[En
     if query.types is not None:
         where.append(f"e.pk IN (SELECT pk FROM {schema}.entity_types WHERE type = ANY(?::text[]))")
         params.append(list(query.types))
+    if query.access is not None:
+        clause, clause_params = _access_clause(schema, query.access)
+        where.append(clause)
+        params += clause_params
     residual = query.residual(q=left_q, attrs=not attrs_in_sql, geo=False)  # geo: in batches
     if id_check is not None:
         rest = residual
         residual = id_check if rest is None else (lambda e: id_check(e) and rest(e))
     return " AND ".join(where), params, residual
+
+
+def _access_clause(schema: str, access: AccessFilter) -> tuple[str, list[Any]]:
+    """The access filter as one condition on ``e`` (see :class:`kizuna.store.AccessFilter`).
+
+    Scopes are read from the jsonb document; an entity kept as raw bytes (it holds a NUL
+    character, which jsonb refuses) matches no scoped target."""
+    parts: list[str] = []
+    params: list[Any] = []
+    types_in = f"e.pk IN (SELECT pk FROM {schema}.entity_types WHERE type = ANY(?::text[]))"
+    if access.owners:
+        parts.append("e.owner = ANY(?::text[])")
+        params.append(sorted(access.owners))
+    if access.ids:
+        parts.append("e.id = ANY(?::text[])")
+        params.append(sorted(access.ids))
+    if access.types:
+        parts.append(types_in)
+        params.append(sorted(access.types))
+    for types, scopes in access.scoped:
+        terms = []
+        if types:
+            terms.append(types_in)
+            params.append(sorted(types))
+        named = sorted(s for s in scopes if s != NO_SCOPE)
+        held = []
+        if named:
+            held.append(
+                "EXISTS (SELECT 1 FROM jsonb_array_elements_text(e.doc->'scope') s WHERE s = ANY(?::text[]))"
+            )
+            params.append(named)
+        if NO_SCOPE in scopes:
+            held.append("(e.doc IS NOT NULL AND e.doc->'scope' IS NULL)")
+        terms.append("(" + " OR ".join(held) + ")")
+        parts.append("(" + " AND ".join(terms) + ")")
+    if access.policies and access.policy_attributes:
+        parts.append(
+            f"e.pk IN (SELECT pk FROM {schema}.attr_values WHERE attribute = ANY(?::text[])"
+            " AND kind = ? AND str = ANY(?::bytea[]))"
+        )
+        params += [
+            list(access.policy_attributes),
+            STRING,
+            [_sql_value(STRING, p)[1] for p in sorted(access.policies)],
+        ]
+    if not parts:
+        return "FALSE", []
+    return "(" + " OR ".join(parts) + ")", params
 
 
 class PgWrite:
@@ -1453,10 +1517,17 @@ class PgWrite:
         )
         return _unpack(row[0], row[1]) if row else None
 
-    async def insert(self, entity: Entity) -> None:
+    async def owner(self, entity_id: str) -> str | None:
+        return await self.conn.fetchval(f"SELECT owner FROM {self.schema}.entities WHERE id = $1", entity_id)
+
+    async def insert(self, entity: Entity, owner: str | None = None) -> None:
         try:
             await self.conn.fetchval(
-                _write_sql(self.schema, replace=False), entity["id"], *_pack(entity), *_index_params(entity)
+                _write_sql(self.schema, replace=False),
+                entity["id"],
+                *_pack(entity),
+                *_index_params(entity),
+                owner,
             )
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyExists(f"{entity['id']} exists already (created concurrently)") from exc

@@ -41,7 +41,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ import orjson
 
 from kizuna.ngsild import query as ql
 from kizuna.store import (
+    NO_SCOPE,
+    AccessFilter,
     AggregateRow,
     ChangeListener,
     Entity,
@@ -62,6 +64,7 @@ from kizuna.store import (
 )
 from kizuna.store.common import (
     CORE,
+    STRING,
     QCompiler,
     Sql,
     attribute_rows,
@@ -966,9 +969,64 @@ def _select(
             else:
                 where.append(f"e.pk IN (SELECT pk FROM entity_types WHERE tenant = ? AND type IN ({marks}))")
             params += [tenant, *query.types]
+    if query.access is not None:
+        clause, clause_params = _access_clause(query.access)
+        where.append(clause)
+        params += clause_params
     residual = query.residual(q=left_q, attrs=not attrs_in_sql, geo=not geo_apart)
     source = _GEO_SOURCE if geo_source else "entity_types e" if types_source else "entities e"
     return source, " AND ".join(where), params, residual, distinct
+
+
+def _access_clause(access: AccessFilter) -> tuple[str, list[Any]]:
+    """The access filter as one probe on the candidate ``e`` (whatever table drives), so that it
+    narrows the count and the pages with the rest of the query."""
+
+    def marks(values: Collection[str]) -> str:
+        return ",".join("?" * len(values))
+
+    parts: list[str] = []
+    params: list[Any] = []
+    if access.owners:
+        parts.append(f"x.owner IN ({marks(access.owners)})")
+        params += sorted(access.owners)
+    if access.ids:
+        parts.append(f"x.id IN ({marks(access.ids)})")
+        params += sorted(access.ids)
+    if access.types:
+        parts.append(
+            f"EXISTS (SELECT 1 FROM entity_types t WHERE t.pk = x.pk AND t.type IN ({marks(access.types)}))"
+        )
+        params += sorted(access.types)
+    for types, scopes in access.scoped:
+        terms = []
+        if types:
+            terms.append(
+                f"EXISTS (SELECT 1 FROM entity_types t WHERE t.pk = x.pk AND t.type IN ({marks(types)}))"
+            )
+            params += sorted(types)
+        named = sorted(s for s in scopes if s != NO_SCOPE)
+        held = []
+        if named:
+            held.append(
+                "EXISTS (SELECT 1 FROM json_each(CAST(x.doc AS TEXT), '$.scope') s"
+                f" WHERE s.value IN ({marks(named)}))"
+            )
+            params += named
+        if NO_SCOPE in scopes:
+            held.append("json_type(CAST(x.doc AS TEXT), '$.scope') IS NULL")
+        terms.append("(" + " OR ".join(held) + ")")
+        parts.append("(" + " AND ".join(terms) + ")")
+    if access.policies and access.policy_attributes:
+        parts.append(
+            "EXISTS (SELECT 1 FROM attr_values a WHERE a.pk = x.pk"
+            f" AND a.attribute IN ({marks(access.policy_attributes)}) AND a.kind = ?"
+            f" AND a.val IN ({marks(access.policies)}))"
+        )
+        params += [*access.policy_attributes, STRING, *sorted(access.policies)]
+    if not parts:
+        return "0", []
+    return f"EXISTS (SELECT 1 FROM entities x WHERE x.pk = e.pk AND ({' OR '.join(parts)}))", params
 
 
 class SqliteWrite:
@@ -986,10 +1044,16 @@ class SqliteWrite:
         ).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    async def insert(self, entity: Entity) -> None:
+    async def owner(self, entity_id: str) -> str | None:
+        row = self.db.execute(
+            "SELECT owner FROM entities WHERE tenant = ? AND id = ?", (self.tenant, entity_id)
+        ).fetchone()
+        return row[0] if row else None
+
+    async def insert(self, entity: Entity, owner: str | None = None) -> None:
         cursor = self.db.execute(
-            "INSERT INTO entities (tenant, id, doc) VALUES (?, ?, ?)",
-            (self.tenant, entity["id"], orjson.dumps(entity)),
+            "INSERT INTO entities (tenant, id, doc, owner) VALUES (?, ?, ?, ?)",
+            (self.tenant, entity["id"], orjson.dumps(entity), owner),
         )
         self._index_types(cursor.lastrowid, entity)
         _index_entity(self.db, self.tenant, cursor.lastrowid, entity)
@@ -1352,6 +1416,8 @@ def _backfill_indexes(db: sqlite3.Connection) -> None:
     (no attribute, no geometry), and the entities must not be re-read at every open."""
     db.execute("BEGIN IMMEDIATE")
     try:
+        if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entities)")}:
+            db.execute("ALTER TABLE entities ADD COLUMN owner TEXT")  # entities before access control
         if "shapes" not in {row[1] for row in db.execute("PRAGMA table_info(geo_entries)")}:
             db.execute("ALTER TABLE geo_entries ADD COLUMN shapes BLOB")  # filled below
         if db.execute("SELECT 1 FROM store_indexes WHERE name = ?", (_INDEX_VERSION,)).fetchone() is None:
