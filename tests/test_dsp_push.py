@@ -163,7 +163,11 @@ def test_push_delivers_only_agreed_data_counts_each_notification_and_stops_when_
     )
     tid = push(provider, consumer, agreement_id, endpoint, purpose="research")
     wait_for(lambda: get_json(f"{consumer}/management/v1/transfers/{tid}"), lambda t: t["state"] == "STARTED")
-    assert len(push_subscriptions(provider)) == 1
+    (push_id,) = push_subscriptions(provider)
+    # The push subscription is the connector's: nobody points it elsewhere or deletes it.
+    hijack = {"notification": {"endpoint": {"uri": "http://127.0.0.1:9/elsewhere"}}}
+    assert httpx.patch(f"{provider}/ngsi-ld/v1/subscriptions/{push_id}", json=hijack).status_code == 403
+    assert httpx.delete(f"{provider}/ngsi-ld/v1/subscriptions/{push_id}").status_code == 403
 
     # Agreed data arrives: a matching record, with the agreed attributes only.
     set_biomarker(provider, 1, 2.5)

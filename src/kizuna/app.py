@@ -20,6 +20,7 @@ from kizuna import __version__
 from kizuna.access.apikeys import ApiKeys
 from kizuna.access.authenticator import Authenticator
 from kizuna.access.grants import Grants
+from kizuna.access.policy import AccessPolicy
 from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError
@@ -90,7 +91,8 @@ def create_app(settings: Settings) -> Starlette:
     dispatcher = Dispatcher(
         store, registry, base_url=settings.public_base_url, config=DispatcherConfig.from_settings(settings)
     )
-    entities = EntityService(store, subscription_cache, dispatcher.wake)
+    policy = AccessPolicy(store)
+    entities = EntityService(store, policy, subscription_cache, dispatcher.wake)
     federation = Federation(
         entities,
         store,
@@ -155,6 +157,8 @@ def create_app(settings: Settings) -> Starlette:
             contexts.follow(None if everything else key)
         if everything or topic in ("outbox", "subscriptions"):
             dispatcher.wake()
+        if everything or topic == "permissions":
+            policy.changed(None if everything else key)
         if everything or topic == "registrations":
             federation.registrations_changed(None if everything else key)
 
@@ -181,15 +185,15 @@ def create_app(settings: Settings) -> Starlette:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     limits = (settings.default_limit, settings.max_limit)
-    routes = [
-        Route("/health", health, methods=["GET"]),
+    # Every NGSI-LD API acts for the subject the request proves (anonymous without credentials).
+    ngsi_ld = [
         *ngsild.routes(),
         *subscriptions.routes(),
         *TemporalApi(
-            TemporalService(store, instance_limit=settings.temporal_instance_limit),
+            TemporalService(store, policy, instance_limit=settings.temporal_instance_limit),
             registry,
             max_body=settings.max_body_bytes,
-            limits=(settings.default_limit, settings.max_limit),
+            limits=limits,
         ).routes(),
         *csources.routes(),
         *DiscoveryApi(entities, registry).routes(),
@@ -197,10 +201,12 @@ def create_app(settings: Settings) -> Starlette:
         Mount(
             "/ngsi-ld/v1/auth",
             routes=PermissionApi(
-                Grants(store), registry, max_body=settings.max_body_bytes, limits=limits
+                Grants(store, policy), registry, max_body=settings.max_body_bytes, limits=limits
             ).routes(),
-            middleware=[Middleware(Authentication, authenticator=authenticator)],
         ),
+    ]
+    routes = [
+        Route("/health", health, methods=["GET"]),
         dataspace.version_route(),
         Mount("/dsp", routes=dataspace.protocol_routes()),
         Mount(
@@ -213,6 +219,7 @@ def create_app(settings: Settings) -> Starlette:
                 Middleware(AdminsOnly),
             ],
         ),
+        Mount("", routes=ngsi_ld, middleware=[Middleware(Authentication, authenticator=authenticator)]),
     ]
     app = Starlette(
         routes=routes,

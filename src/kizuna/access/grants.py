@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kizuna.access.permissions import Action, Permission, Target, facts_of, grantable, granted
+from kizuna.access.permissions import KIND, Action, Permission, Target, from_doc, grantable, to_doc
+from kizuna.access.policy import AccessPolicy
 from kizuna.access.subject import AUTHENTICATED, PUBLIC, Subject
 from kizuna.errors import AccessDenied, AlreadyExists, BadRequestData, NotAuthenticated, ResourceNotFound
-from kizuna.store import Store
+from kizuna.store import EntityQuery, Store
 from kizuna.times import now_iso
 
-KIND = "permission"
 ID_PREFIX = "urn:ngsi-ld:Permission:"
 MEMBERS = frozenset({"id", "type", "target", "assignee", "assigner", "action", "@context"})
 
@@ -114,29 +114,6 @@ def parse_permission(
     return permission
 
 
-def to_doc(p: Permission, created: str, modified: str) -> dict[str, Any]:
-    target: dict[str, Any] = {"id": p.target.id} if p.target.id else {}
-    if p.target.types:
-        target["types"] = list(p.target.types)
-    if p.target.scopes:
-        target["scopes"] = list(p.target.scopes)
-    return {
-        "id": p.id,
-        "target": target,
-        "assignee": p.assignee,
-        "assigner": p.assigner,
-        "action": p.action.label,
-        "createdAt": created,
-        "modifiedAt": modified,
-    }
-
-
-def from_doc(doc: dict[str, Any]) -> Permission:
-    t = doc["target"]
-    target = Target(id=t.get("id"), types=tuple(t.get("types", ())), scopes=tuple(t.get("scopes", ())))
-    return Permission(doc["id"], target, doc["assignee"], Action[doc["action"].upper()], doc.get("assigner"))
-
-
 def render(doc: dict[str, Any], compact: Callable[[str], str], *, sys_attrs: bool) -> dict[str, Any]:
     """The API form: Stellio's shape, entity types compacted with the request's @context."""
     target = dict(doc["target"])
@@ -155,32 +132,35 @@ def render(doc: dict[str, Any], compact: Callable[[str], str], *, sys_attrs: boo
 class Grants:
     """Create, read, change and delete permissions, as the subject asking may."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, policy: AccessPolicy) -> None:
         self.store = store
+        self.policy = policy
 
     async def all(self, tenant: str) -> list[dict[str, Any]]:
         docs, _ = await self.store.list_documents(KIND, tenant)
         return docs
 
-    async def assigned_to(self, tenant: str, subject: Subject) -> list[Permission]:
-        """The permissions that count for ``subject``: the input of every decision."""
-        names = subject.assignees
-        return [p for p in map(from_doc, await self.all(tenant)) if p.assignee in names]
+    async def _changed(self, tenant: str) -> None:
+        self.policy.changed(tenant)  # this process at once; the others when the store tells them
+        await self.store.announce("permissions", tenant)
 
     async def _administers(self, tenant: str, subject: Subject, target: Target) -> bool:
         if subject.is_admin(tenant):
             return True
         if not subject.authenticated:
             return False
-        mine = [p for p in await self.assigned_to(tenant, subject) if p.action >= Action.ADMIN]
+        guard = await self.policy.guard(tenant, subject)
         if target.id is not None:
-            entity = await self.store.get_entity(tenant, target.id)
-            if entity is None:
-                return False
-            held = granted(subject, tenant, facts_of(entity), mine)
-            return held is not None and held >= Action.ADMIN
+            # The same decision as for any other use of the entity, its owner included.
+            found = await self.store.query_entities(
+                tenant, EntityQuery(ids=[target.id], access=guard.filter(Action.ADMIN), limit=1)
+            )
+            return bool(found.entities)
         # A type/scope target: one permission of the subject must cover it all (never combined).
-        return any(p.target.id is None and _within(target, p.target) for p in mine)
+        return any(
+            p.action >= Action.ADMIN and p.target.id is None and _within(target, p.target)
+            for p in guard.permissions
+        )
 
     def _require_subject(self, subject: Subject) -> None:
         if not subject.authenticated:
@@ -197,7 +177,7 @@ class Grants:
         now = now_iso()
         if not await self.store.insert_document(KIND, tenant, to_doc(permission, now, now)):
             raise AlreadyExists(f"Permission {permission.id} already exists")
-        await self.store.announce("permissions", tenant)
+        await self._changed(tenant)
         return permission.id
 
     async def _visible(self, tenant: str, subject: Subject, pid: str) -> dict[str, Any]:
@@ -222,7 +202,7 @@ class Grants:
         if not await self._administers(tenant, subject, changed.target):
             raise AccessDenied("Only an administrator of the new target may grant permissions on it")
         await self.store.replace_document(KIND, tenant, to_doc(changed, doc["createdAt"], now_iso()))
-        await self.store.announce("permissions", tenant)
+        await self._changed(tenant)
 
     async def delete(self, tenant: str, subject: Subject, pid: str) -> None:
         self._require_subject(subject)
@@ -230,7 +210,7 @@ class Grants:
         if not await self._administers(tenant, subject, from_doc(doc).target):
             raise AccessDenied("Only an administrator of the target may revoke its permissions")
         await self.store.delete_document(KIND, tenant, pid)
-        await self.store.announce("permissions", tenant)
+        await self._changed(tenant)
 
     async def query(
         self, tenant: str, subject: Subject, wanted: PermissionFilter, *, assigned: bool

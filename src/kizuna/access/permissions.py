@@ -19,6 +19,8 @@ from typing import Any
 from kizuna.access.subject import AUTHENTICATED, PUBLIC, Subject
 from kizuna.store import NO_SCOPE
 
+KIND = "permission"  # the store documents that hold permissions, one set per tenant
+
 
 class Action(IntEnum):
     READ = 1
@@ -139,3 +141,29 @@ def grantable(permission: Permission) -> str | None:
     if permission.target.id is not None and (permission.target.types or permission.target.scopes):
         return "A target has either an 'id' or 'types'/'scopes', not both"
     return None
+
+
+# -- the stored form -----------------------------------------------------------------------------
+
+
+def to_doc(p: Permission, created: str, modified: str) -> dict[str, Any]:
+    target: dict[str, Any] = {"id": p.target.id} if p.target.id else {}
+    if p.target.types:
+        target["types"] = list(p.target.types)
+    if p.target.scopes:
+        target["scopes"] = list(p.target.scopes)
+    return {
+        "id": p.id,
+        "target": target,
+        "assignee": p.assignee,
+        "assigner": p.assigner,
+        "action": p.action.label,
+        "createdAt": created,
+        "modifiedAt": modified,
+    }
+
+
+def from_doc(doc: dict[str, Any]) -> Permission:
+    t = doc["target"]
+    target = Target(id=t.get("id"), types=tuple(t.get("types", ())), scopes=tuple(t.get("scopes", ())))
+    return Permission(doc["id"], target, doc["assignee"], Action[doc["action"].upper()], doc.get("assigner"))

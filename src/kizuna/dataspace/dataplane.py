@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from kizuna.access.subject import NODE
 from kizuna.dataspace import odrl
 from kizuna.dataspace.catalog import PULL, PUSH
 from kizuna.dataspace.core import AGREEMENT, DATASET, TOKEN, TRANSFER, Node
@@ -194,7 +195,7 @@ class DataPlane:
         if sub_id and self.subscriptions is not None:
             dataset = await self.node.records.get(DATASET, record.get("datasetId") or "")
             try:
-                await self.subscriptions.delete(dataset["tenant"] if dataset else "", sub_id)
+                await self.subscriptions.delete(dataset["tenant"] if dataset else "", NODE, sub_id)
             except NgsiLdError:
                 log.warning("push subscription %s was already gone", sub_id)
 
@@ -229,7 +230,7 @@ class DataPlane:
             body["q"] = dataset["q"]
         if dataset.get("geoQ"):
             body["geoQ"] = dataset["geoQ"]
-        return await self.subscriptions.create(dataset["tenant"], body, terms, context)
+        return await self.subscriptions.create(dataset["tenant"], NODE, body, terms, context)
 
     # -- push: the dispatcher's gate (DeliveryGate) --------------------------------------------
 
@@ -296,7 +297,7 @@ class DataPlane:
     async def _drop(self, tenant: str, sub_id: str) -> None:
         if self.subscriptions is not None:
             with contextlib.suppress(NgsiLdError):
-                await self.subscriptions.delete(tenant, sub_id)
+                await self.subscriptions.delete(tenant, NODE, sub_id)
 
     # -- pull ----------------------------------------------------------------------------------
 
@@ -389,8 +390,9 @@ class DataPlane:
             rendered = await self._pull_history(dataset, terms, selection, attrs, temporal, limit, offset)
         else:
             try:
+                # The agreement decided above what this pull may read; the node reads it.
                 result = await self.entities.query(
-                    dataset["tenant"], selection.entity_query(limit=limit, offset=offset)
+                    dataset["tenant"], NODE, selection.entity_query(limit=limit, offset=offset)
                 )
                 entities = result.entities
             except (ResourceNotFound, NonExistingTenant):
@@ -426,6 +428,7 @@ class DataPlane:
         try:
             page: TemporalPage = await self.temporal.query(
                 dataset["tenant"],
+                NODE,
                 selection.temporal_filter(require_attributes=attrs is not None),
                 temporal,
                 limit=limit,

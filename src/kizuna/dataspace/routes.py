@@ -474,5 +474,5 @@ def build(
         directory=directory,
         token_lifetime=settings.dsp_token_lifetime,
     )
-    temporal = TemporalService(store, instance_limit=settings.temporal_instance_limit)
+    temporal = TemporalService(store, entities.policy, instance_limit=settings.temporal_instance_limit)
     return DataspaceApi(node, auth, entities, contexts, subscriptions, temporal)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna.access.subject import Subject
 from kizuna.errors import ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
@@ -46,10 +47,11 @@ class Inventory:
     attributes: dict[str, AttributeSummary] = field(default_factory=lambda: defaultdict(AttributeSummary))
 
 
-async def take_inventory(entities: EntityService, tenant: str) -> Inventory:
+async def take_inventory(entities: EntityService, tenant: str, subject: Subject) -> Inventory:
+    """What the entities ``subject`` may read hold: another's types are not discovered."""
     await require_tenant(entities.store, tenant)
     inventory = Inventory()
-    async for entity in entities.store.iter_entities(tenant):
+    async for entity in entities.readable(tenant, subject):
         types = entity.get("type", [])
         for entity_type in types:
             summary = inventory.types.setdefault(entity_type, TypeSummary())
@@ -75,7 +77,7 @@ class DiscoveryApi:
         media = edge.accepted_type(request)
         terms, context = await edge.link_terms(request, self.contexts)
         details = bool_param(request.query_params, "details")
-        inventory = await take_inventory(self.entities, edge.tenant_of(request))
+        inventory = await take_inventory(self.entities, edge.tenant_of(request), edge.subject_of(request))
         return media, terms, context, details, inventory
 
     async def types(self, request: Request) -> Response:

@@ -14,6 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from kizuna.access.subject import Subject
 from kizuna.errors import (
     BadRequestData,
     InvalidRequest,
@@ -43,6 +44,12 @@ def tenant_of(request: Request) -> str:
     if tenant and (len(tenant) > 256 or any(c in tenant for c in "<>\"'=;()\\ ")):
         raise BadRequestData(f"Invalid tenant name {tenant!r}")
     return tenant
+
+
+def subject_of(request: Request) -> Subject:
+    """Who asks: set by the authentication middleware in front of every API (a request that
+    did not pass it has no subject, and fails rather than act for nobody in particular)."""
+    return request.state.subject
 
 
 def link_context(request: Request) -> str | None:

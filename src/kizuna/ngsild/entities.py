@@ -14,7 +14,17 @@ from typing import Any
 
 import orjson
 
-from kizuna.errors import BadRequestData, NgsiLdError, ResourceNotFound
+from kizuna.access.permissions import Action, facts_of
+from kizuna.access.policy import AccessPolicy, Guard
+from kizuna.access.subject import Subject
+from kizuna.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadRequestData,
+    NgsiLdError,
+    NotAuthenticated,
+    ResourceNotFound,
+)
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
 from kizuna.ngsild.model import SYSTEM_MEMBERS
@@ -25,6 +35,7 @@ from kizuna.store import Entity, EntityQuery, QueryResult, Store, WriteTransacti
 from kizuna.times import now_iso
 
 Instance = dict[str, Any]
+_PAGE = 1000  # entities per store query when streaming what a subject may read
 ENTITY_CORE = frozenset({"id", "type", "scope"} | SYSTEM_MEMBERS)
 
 
@@ -50,21 +61,27 @@ def attributes_of(entity: Entity) -> dict[str, list[Instance]]:
 
 
 class EntityService:
+    """Every operation acts for a subject: it sees only what the subject may read (others'
+    entities do not exist for it) and changes only what the subject may write."""
+
     def __init__(
         self,
         store: Store,
+        policy: AccessPolicy,
         subscriptions: SubscriptionCache | None = None,
         on_notifications: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.policy = policy
         self.subscriptions = subscriptions
         self.on_notifications = on_notifications
 
     @asynccontextmanager
-    async def _write(self, tenant: str) -> AsyncIterator[RecordingTransaction]:
+    async def _write(self, tenant: str, subject: Subject) -> AsyncIterator[RecordingTransaction]:
+        guard = await self.policy.guard(tenant, subject)
         async with self.store.write(tenant) as tx:
             subs = await self.subscriptions.for_transaction(tenant, tx) if self.subscriptions else []
-            recording = RecordingTransaction(tx, subs)
+            recording = RecordingTransaction(tx, guard, subs, self.policy)
             yield recording
         # Committed: the dispatcher may deliver what the transaction queued.
         if recording.queued and self.on_notifications is not None:
@@ -72,51 +89,77 @@ class EntityService:
 
     # -- single entities -------------------------------------------------------------------------
 
-    async def create(self, tenant: str, body: Any, terms: TermMap) -> str:
+    async def create(self, tenant: str, subject: Subject, body: Any, terms: TermMap) -> str:
         entity = model.parse_entity(body, terms, now_iso())
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             await _insert_new(tx, entity)
         return entity["id"]
 
-    async def retrieve(self, tenant: str, entity_id: str, types: list[str] | None = None) -> Entity:
+    async def retrieve(
+        self, tenant: str, subject: Subject, entity_id: str, types: list[str] | None = None
+    ) -> Entity:
         model.check_entity_id(entity_id)
         await require_tenant(self.store, tenant)
-        entity = await self.store.get_entity(tenant, entity_id)
+        guard = await self.policy.guard(tenant, subject)
+        if guard.unrestricted:
+            entity = await self.store.get_entity(tenant, entity_id)
+        else:
+            # Unreadable is answered like absent: a subject never learns what it may not read.
+            query = EntityQuery(ids=[entity_id], access=guard.filter(Action.READ), limit=1)
+            found = (await self.store.query_entities(tenant, query)).entities
+            entity = found[0] if found else None
         if entity is None or (types is not None and not set(types) & set(entity.get("type", ()))):
             raise ResourceNotFound(f"Entity {entity_id} does not exist")
         return entity
 
-    async def query(self, tenant: str, query: EntityQuery) -> QueryResult:
+    async def query(self, tenant: str, subject: Subject, query: EntityQuery) -> QueryResult:
         await require_tenant(self.store, tenant)
+        query.access = (await self.policy.guard(tenant, subject)).filter(Action.READ)
         return await self.store.query_entities(tenant, query)
 
-    async def delete(self, tenant: str, entity_id: str) -> None:
+    async def readable(self, tenant: str, subject: Subject) -> AsyncIterator[Entity]:
+        """Every entity of the tenant the subject may read (discovery), streamed in pages."""
+        guard = await self.policy.guard(tenant, subject)
+        if guard.unrestricted:
+            async for entity in self.store.iter_entities(tenant):
+                yield entity
+            return
+        query = EntityQuery(access=guard.filter(Action.READ), limit=_PAGE)
+        while True:
+            page = (await self.store.query_entities(tenant, query)).entities
+            for entity in page:
+                yield entity
+            if len(page) < _PAGE:
+                return
+            query.offset += len(page)
+
+    async def delete(self, tenant: str, subject: Subject, entity_id: str) -> None:
         model.check_entity_id(entity_id)
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             if not await tx.delete(entity_id):
                 raise ResourceNotFound(f"Entity {entity_id} does not exist")
 
-    async def replace(self, tenant: str, entity_id: str, body: Any, terms: TermMap) -> None:
+    async def replace(self, tenant: str, subject: Subject, entity_id: str, body: Any, terms: TermMap) -> None:
         """PUT /entities/{id}: everything but id and createdAt is replaced."""
         model.check_entity_id(entity_id)
         body = _with_id(body, entity_id)
         now = now_iso()
         replacement = model.parse_entity(body, terms, now)
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             current = await _existing(tx, entity_id)
             replacement["createdAt"] = current["createdAt"]
             await tx.replace(replacement)
 
-    async def merge(self, tenant: str, entity_id: str, body: Any, terms: TermMap) -> None:
+    async def merge(self, tenant: str, subject: Subject, entity_id: str, body: Any, terms: TermMap) -> None:
         """PATCH /entities/{id} (clause 5.6.17): add, update and (with NGSI-LD Null) delete."""
         model.check_entity_id(entity_id)
         body = _with_id(body, entity_id)
         now = now_iso()
         fragment = model.parse_entity(body, terms, now, allow_null=True, require_type=False)
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             merge_entity(entity, fragment, now)
             await tx.replace(entity)
@@ -124,29 +167,31 @@ class EntityService:
     # -- attributes ------------------------------------------------------------------------------
 
     async def append_attributes(
-        self, tenant: str, entity_id: str, body: Any, terms: TermMap, *, overwrite: bool
+        self, tenant: str, subject: Subject, entity_id: str, body: Any, terms: TermMap, *, overwrite: bool
     ) -> UpdateResult:
         """POST /entities/{id}/attrs (clause 5.6.3)."""
         fragment = self._fragment(entity_id, body, terms)
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             result = append_to_entity(entity, fragment, overwrite=overwrite)
             await tx.replace(entity)
         return result
 
-    async def update_attributes(self, tenant: str, entity_id: str, body: Any, terms: TermMap) -> UpdateResult:
+    async def update_attributes(
+        self, tenant: str, subject: Subject, entity_id: str, body: Any, terms: TermMap
+    ) -> UpdateResult:
         """PATCH /entities/{id}/attrs (clause 5.6.2): only attributes that exist are updated."""
         fragment = self._fragment(entity_id, body, terms, allow_null=True)
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             result = update_entity(entity, fragment)
             await tx.replace(entity)
         return result
 
     async def partial_update_attribute(
-        self, tenant: str, entity_id: str, name: str, body: Any, terms: TermMap
+        self, tenant: str, subject: Subject, entity_id: str, name: str, body: Any, terms: TermMap
     ) -> None:
         """PATCH /entities/{id}/attrs/{attrId} (clause 5.6.4): members of one instance change."""
         model.check_entity_id(entity_id)
@@ -155,7 +200,7 @@ class EntityService:
             raise BadRequestData("The attribute fragment must be a JSON object")
         now = now_iso()
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
             if not instances:
@@ -185,7 +230,7 @@ class EntityService:
             await tx.replace(entity)
 
     async def replace_attribute(
-        self, tenant: str, entity_id: str, name: str, body: Any, terms: TermMap
+        self, tenant: str, subject: Subject, entity_id: str, name: str, body: Any, terms: TermMap
     ) -> None:
         """PUT /entities/{id}/attrs/{attrId} (clause 5.6.19)."""
         model.check_entity_id(entity_id)
@@ -195,7 +240,7 @@ class EntityService:
         now = now_iso()
         new_instances = model.parse_attribute(iri, body, terms, now)
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
             if not instances:
@@ -214,6 +259,7 @@ class EntityService:
     async def delete_attribute(
         self,
         tenant: str,
+        subject: Subject,
         entity_id: str,
         name: str,
         terms: TermMap,
@@ -224,13 +270,13 @@ class EntityService:
         """DELETE /entities/{id}/attrs/{attrId} (clause 5.6.5)."""
         model.check_entity_id(entity_id)
         if name == "scope":
-            await self._delete_scope(tenant, entity_id)
+            await self._delete_scope(tenant, subject, entity_id)
             return
         iri = terms.expand(model.check_name(name))
         if dataset_id is not None and not model.is_uri(dataset_id):
             raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
             if not instances:
@@ -247,9 +293,9 @@ class EntityService:
             entity["modifiedAt"] = now_iso()
             await tx.replace(entity)
 
-    async def _delete_scope(self, tenant: str, entity_id: str) -> None:
+    async def _delete_scope(self, tenant: str, subject: Subject, entity_id: str) -> None:
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             if "scope" not in entity:
                 raise ResourceNotFound(f"Entity {entity_id} has no scope")
@@ -274,10 +320,12 @@ class EntityService:
 
     # -- batch operations (clause 5.6.7-5.6.10, 5.6.17) -------------------------------------------
 
-    async def batch_create(self, tenant: str, items: list[tuple[Any, TermMap | NgsiLdError]]) -> BatchResult:
+    async def batch_create(
+        self, tenant: str, subject: Subject, items: list[tuple[Any, TermMap | NgsiLdError]]
+    ) -> BatchResult:
         result = BatchResult()
         now = now_iso()
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             for _, entity in _parse_each(items, now, result):
                 try:
                     await _insert_new(tx, entity)
@@ -288,33 +336,42 @@ class EntityService:
         return result
 
     async def batch_upsert(
-        self, tenant: str, items: list[tuple[Any, TermMap | NgsiLdError]], *, replace: bool
+        self, tenant: str, subject: Subject, items: list[tuple[Any, TermMap | NgsiLdError]], *, replace: bool
     ) -> BatchResult:
         """Create missing entities; for existing ones replace them (default) or update attributes."""
         result = BatchResult()
         now = now_iso()
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             for _, entity in _parse_each(items, now, result):
-                current = await tx.get(entity["id"])
-                if current is None:
-                    await tx.insert(entity)
-                    result.created.append(entity["id"])
-                elif replace:
-                    entity["createdAt"] = current["createdAt"]
-                    await tx.replace(entity)
-                else:
-                    append_to_entity(current, _fragment_of(entity), overwrite=True)
-                    await tx.replace(current)
+                try:
+                    current = await tx.get(entity["id"])
+                    if current is None:
+                        await tx.insert(entity)
+                        result.created.append(entity["id"])
+                    elif replace:
+                        entity["createdAt"] = current["createdAt"]
+                        await tx.replace(entity)
+                    else:
+                        append_to_entity(current, _fragment_of(entity), overwrite=True)
+                        await tx.replace(current)
+                except NgsiLdError as error:
+                    result.errors.append((entity["id"], error))
+                    continue
                 result.success.append(entity["id"])
         return result
 
     async def batch_update(
-        self, tenant: str, items: list[tuple[Any, TermMap | NgsiLdError]], *, overwrite: bool
+        self,
+        tenant: str,
+        subject: Subject,
+        items: list[tuple[Any, TermMap | NgsiLdError]],
+        *,
+        overwrite: bool,
     ) -> BatchResult:
         result = BatchResult()
         now = now_iso()
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             for _, entity in _parse_each(items, now, result, require_type=False):
                 current = await tx.get(entity["id"])
                 if current is None:
@@ -323,7 +380,11 @@ class EntityService:
                     )
                     continue
                 outcome = append_to_entity(current, _fragment_of(entity), overwrite=overwrite)
-                await tx.replace(current)
+                try:
+                    await tx.replace(current)
+                except NgsiLdError as error:
+                    result.errors.append((entity["id"], error))
+                    continue
                 if outcome.not_updated:
                     names = ", ".join(iri for iri, _ in outcome.not_updated)
                     result.errors.append(
@@ -333,11 +394,13 @@ class EntityService:
                     result.success.append(entity["id"])
         return result
 
-    async def batch_merge(self, tenant: str, items: list[tuple[Any, TermMap | NgsiLdError]]) -> BatchResult:
+    async def batch_merge(
+        self, tenant: str, subject: Subject, items: list[tuple[Any, TermMap | NgsiLdError]]
+    ) -> BatchResult:
         result = BatchResult()
         now = now_iso()
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             for _, fragment in _parse_each(items, now, result, require_type=False, allow_null=True):
                 current = await tx.get(fragment["id"])
                 if current is None:
@@ -346,22 +409,32 @@ class EntityService:
                     )
                     continue
                 merge_entity(current, fragment, now)
-                await tx.replace(current)
+                try:
+                    await tx.replace(current)
+                except NgsiLdError as error:
+                    result.errors.append((fragment["id"], error))
+                    continue
                 result.success.append(fragment["id"])
         return result
 
-    async def batch_delete(self, tenant: str, ids: Any) -> BatchResult:
+    async def batch_delete(self, tenant: str, subject: Subject, ids: Any) -> BatchResult:
         if not isinstance(ids, list) or not ids:
             raise BadRequestData("Batch delete takes a non-empty JSON array of entity ids")
         result = BatchResult()
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             for entity_id in ids:
                 if not model.is_uri(entity_id):
                     result.errors.append(
                         (_text_or_none(entity_id), BadRequestData(f"{entity_id!r} is not a URI"))
                     )
-                elif await tx.delete(entity_id):
+                    continue
+                try:
+                    deleted = await tx.delete(entity_id)
+                except NgsiLdError as error:
+                    result.errors.append((entity_id, error))
+                    continue
+                if deleted:
                     result.success.append(entity_id)
                 else:
                     result.errors.append((entity_id, ResourceNotFound(f"Entity {entity_id} does not exist")))
@@ -370,6 +443,7 @@ class EntityService:
     async def purge(
         self,
         tenant: str,
+        subject: Subject,
         query: EntityQuery,
         *,
         keep: set[str] | None = None,
@@ -378,11 +452,12 @@ class EntityService:
         """DELETE /entities (clause 5.6.21): delete the selected entities, or with ``keep`` /
         ``drop`` only some of their attributes."""
         await require_tenant(self.store, tenant)
-        async with self._write(tenant) as tx:
+        async with self._write(tenant, subject) as tx:
             if keep is None and drop is None:
                 await tx.delete_matching(query)
                 return
             now = now_iso()
+            query.access = tx.guard.filter(Action.WRITE)
             for entity in (await self.store.query_entities(tenant, query)).entities:
                 doomed = [
                     iri
@@ -397,18 +472,32 @@ class EntityService:
 
 
 class RecordingTransaction:
-    """A store transaction that also writes down what each change did, in the same transaction.
+    """A store transaction that checks each change against the subject's rights and writes down
+    what it did, in the same transaction.
 
     Every entity read through it is remembered as it was; every insert, replace and delete then
     appends the difference to the attribute history (clause 4.5.x temporal evolution). One
-    place sees every change, so no operation can forget to record one, and a crash loses or
-    invents none: the record commits or rolls back with the change itself."""
+    place sees every change, so no operation can forget to check or record one, and a crash
+    loses or invents none: the record commits or rolls back with the change itself.
 
-    __slots__ = ("_before", "queued", "subscriptions", "tx")
+    An entity the subject may not read is absent here (``get`` answers None, ``delete`` False);
+    one it may read but not write raises :class:`AccessDenied` when changed."""
 
-    def __init__(self, tx: WriteTransaction, subscriptions: list[Compiled] | None = None) -> None:
+    __slots__ = ("_before", "_held", "_owners", "guard", "policy", "queued", "subscriptions", "tx")
+
+    def __init__(
+        self,
+        tx: WriteTransaction,
+        guard: Guard,
+        subscriptions: list[Compiled] | None = None,
+        policy: AccessPolicy | None = None,
+    ) -> None:
         self.tx = tx
+        self.guard = guard
+        self.policy = policy
+        self._owners: dict[str, str | None] = {}  # entity id -> its owner, for notifications
         self._before: dict[str, Entity | None] = {}
+        self._held: dict[str, Action | None] = {}  # entity id -> what the subject holds on it
         self.subscriptions = subscriptions or []
         self.queued = 0
 
@@ -416,27 +505,66 @@ class RecordingTransaction:
         entity = await self.tx.get(entity_id)
         if entity_id not in self._before:
             self._before[entity_id] = _snapshot(entity)
+        if entity is not None and await self._holds(entity_id, entity) is None:
+            return None
         return entity
 
-    async def insert(self, entity: Entity) -> None:
-        await self.tx.insert(entity)
-        await self._record(entity["id"], entity)
+    async def _holds(self, entity_id: str, entity: Entity | None) -> Action | None:
+        if self.guard.unrestricted:
+            return Action.ADMIN
+        if entity_id not in self._held:
+            held = None if entity is None else self.guard.held(entity, await self.tx.owner(entity_id))
+            self._held[entity_id] = held
+        return self._held[entity_id]
 
-    async def replace(self, entity: Entity) -> None:
-        if entity["id"] not in self._before:
-            self._before[entity["id"]] = await self.tx.get(entity["id"])
-        await self.tx.replace(entity)
-        await self._record(entity["id"], entity)
-
-    async def delete(self, entity_id: str) -> bool:
+    async def _require(self, entity_id: str, action: Action) -> None:
         if entity_id not in self._before:
             self._before[entity_id] = await self.tx.get(entity_id)
+        held = await self._holds(entity_id, self._before[entity_id])
+        if held is None:
+            raise ResourceNotFound(f"Entity {entity_id} does not exist")
+        if held < action:
+            if not self.guard.subject.authenticated:
+                raise NotAuthenticated(f"Changing entity {entity_id} needs credentials")
+            raise AccessDenied(f"Changing entity {entity_id} needs the '{action.label}' permission")
+
+    async def insert(self, entity: Entity) -> None:
+        entity_id = entity["id"]
+        if not self.guard.subject.authenticated:
+            raise NotAuthenticated("Creating entities needs credentials")
+        if not self.guard.may_create():
+            raise AccessDenied("Creating entities needs the kizuna-creator role")
+        if self._before.get(entity_id) is not None:
+            raise AlreadyExists(f"Entity {entity_id} already exists")  # one the subject cannot read
+        await self.tx.insert(entity, self.guard.subject.id)
+        self._held[entity_id] = Action.OWN
+        self._owners[entity_id] = self.guard.subject.id
+        await self._record(entity_id, entity)
+
+    async def replace(self, entity: Entity) -> None:
+        entity_id = entity["id"]
+        await self._require(entity_id, Action.WRITE)
+        if facts_of(self._before[entity_id] or {"id": entity_id}).specific_access_policy != (
+            facts_of(entity).specific_access_policy
+        ):
+            await self._require(entity_id, Action.ADMIN)  # it changes who may read and write
+        await self.tx.replace(entity)
+        await self._record(entity_id, entity)
+
+    async def delete(self, entity_id: str) -> bool:
+        try:
+            await self._require(entity_id, Action.WRITE)
+        except ResourceNotFound:
+            return False
+        if self.subscriptions:
+            await self._owner(entity_id)  # gone with the entity, but its deletion is notified
         deleted = await self.tx.delete(entity_id)
         if deleted:
             await self._record(entity_id, None)
         return deleted
 
     async def delete_matching(self, query: EntityQuery) -> list[Entity]:
+        query.access = self.guard.filter(Action.WRITE)
         doomed = await self.tx.delete_matching(query)
         now = now_iso()
         for entity in doomed:
@@ -451,10 +579,33 @@ class RecordingTransaction:
         await self._notify(before, after)
         self._before[entity_id] = _snapshot(after)
 
+    async def _owner(self, entity_id: str) -> str | None:
+        if entity_id not in self._owners:
+            self._owners[entity_id] = await self.tx.owner(entity_id)
+        return self._owners[entity_id]
+
+    async def _readers(self, entity: Entity) -> list[Compiled]:
+        """The subscriptions whose owners may read ``entity`` now: a subscription never tells
+        its owner of an entity it could not retrieve."""
+        tenant = self.guard.tenant
+        if self.policy is None or all(s.owner.is_admin(tenant) for s in self.subscriptions):
+            return self.subscriptions
+        owner = await self._owner(entity["id"])
+        readers: list[Compiled] = []
+        held: dict[Subject, bool] = {}
+        for sub in self.subscriptions:
+            if sub.owner not in held:
+                guard = await self.policy.guard(tenant, sub.owner)
+                held[sub.owner] = guard.unrestricted or guard.held(entity, owner) is not None
+            if held[sub.owner]:
+                readers.append(sub)
+        return readers
+
     async def _notify(self, before: Entity | None, after: Entity | None) -> None:
         """The notification work the change owes, into the outbox in this same transaction."""
-        if self.subscriptions:
-            rows = outbox_rows(self.subscriptions, before, after)
+        entity = after if after is not None else before
+        if self.subscriptions and entity is not None:
+            rows = outbox_rows(await self._readers(entity), before, after)
             if rows:
                 await self.tx.add_outbox(rows)
                 self.queued += len(rows)
@@ -591,16 +742,14 @@ def _instance_index(instances: list[Instance], dataset_id: str | None) -> int | 
     return None
 
 
-async def _existing(tx: WriteTransaction, entity_id: str) -> Entity:
+async def _existing(tx: RecordingTransaction, entity_id: str) -> Entity:
     entity = await tx.get(entity_id)
     if entity is None:
         raise ResourceNotFound(f"Entity {entity_id} does not exist")
     return entity
 
 
-async def _insert_new(tx: WriteTransaction, entity: Entity) -> None:
-    from kizuna.errors import AlreadyExists
-
+async def _insert_new(tx: RecordingTransaction, entity: Entity) -> None:
     if await tx.get(entity["id"]) is not None:
         raise AlreadyExists(f"Entity {entity['id']} already exists")
     await tx.insert(entity)

@@ -47,6 +47,7 @@ import httpx
 import orjson
 
 from kizuna import errors
+from kizuna.access.subject import ANONYMOUS, Subject
 from kizuna.errors import ERRORS_BASE, InternalError, LoopDetected, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
@@ -85,6 +86,7 @@ class Origin:
     Made for every entity request, so it is a plain slotted record (a frozen dataclass costs
     a microsecond more to build)."""
 
+    subject: Subject = ANONYMOUS  # who asks: what the node does for it, it does with its rights
     link: str | None = None  # the client's @context URL, sent on so sources answer in its terms
     via: str | None = None  # the client's Via header: the nodes the request went through
     params: tuple[tuple[str, str], ...] = ()  # the client's query parameters, in order
@@ -354,16 +356,16 @@ class Federation:
         self._check_loop(origin)
         regs = [] if origin.local else await self._regs(tenant)
         if not regs:
-            return await self.entities.retrieve(tenant, entity_id, types)
+            return await self.entities.retrieve(tenant, origin.subject, entity_id, types)
         model.check_entity_id(entity_id)
         type_expr = None if types is None else _any_of(types)
         targets = targets_for(regs, "retrieveEntity", ids=[entity_id], types=type_expr)
         if not targets:
-            return await self.entities.retrieve(tenant, entity_id, types)
+            return await self.entities.retrieve(tenant, origin.subject, entity_id, types)
         params = _forwarded_params(origin.params)
         path = f"{API}/entities/{quote(entity_id, safe=':')}"
         answers = await asyncio.gather(
-            self._local_entity(tenant, entity_id),
+            self._local_entity(tenant, origin.subject, entity_id),
             *(self._fetch(t, "GET", path, params, origin) for t in targets),
         )
         entity = answers[0]
@@ -382,7 +384,7 @@ class Federation:
         self._check_loop(origin)
         regs = [] if origin.local else await self._regs(tenant)
         if not regs:
-            return await self.entities.query(tenant, query)
+            return await self.entities.query(tenant, origin.subject, query)
         types = None if not query.types else _any_of(query.types)
         targets = targets_for(
             regs,
@@ -393,7 +395,7 @@ class Federation:
             attrs=query.attrs,
         )
         if not targets:
-            return await self.entities.query(tenant, query)
+            return await self.entities.query(tenant, origin.subject, query)
         # Every source answers in its own order: page over the merged whole.
         local_query = replace(query, offset=0, count=False)
         if query.limit is not None:
@@ -407,7 +409,9 @@ class Federation:
             else:
                 params = _forwarded_params(origin.params) + await self._restrictions(target, origin)
                 calls.append(self._fetch(target, "GET", f"{API}/entities", params, origin))
-        local, *answers = await asyncio.gather(self.entities.query(tenant, local_query), *calls)
+        local, *answers = await asyncio.gather(
+            self.entities.query(tenant, origin.subject, local_query), *calls
+        )
         merged: dict[str, Entity] = {e["id"]: e for e in local.entities}
         for target, answer in zip(targets, answers, strict=True):
             for remote in answer:
@@ -557,9 +561,9 @@ class Federation:
         entity = await self.store.get_entity(tenant, entity_id)
         return None if entity is None else entity.get("type")
 
-    async def _local_entity(self, tenant: str, entity_id: str) -> Entity | None:
+    async def _local_entity(self, tenant: str, subject: Subject, entity_id: str) -> Entity | None:
         try:
-            return await self.entities.retrieve(tenant, entity_id)
+            return await self.entities.retrieve(tenant, subject, entity_id)
         except ResourceNotFound:
             return None
 

@@ -3,6 +3,7 @@ for ``join=inline`` (inlined into the Relationship) and ``join=flat`` (listed af
 
 from __future__ import annotations
 
+from kizuna.access.subject import Subject
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.model import is_uri
 from kizuna.ngsild.render import View, linked_targets
@@ -11,9 +12,10 @@ from kizuna.store import Entity
 
 
 async def linked_entities(
-    entities: EntityService, tenant: str, roots: list[Entity], view: View
+    entities: EntityService, tenant: str, subject: Subject, roots: list[Entity], view: View
 ) -> tuple[dict[str, Entity], list[tuple[Entity, View]]]:
-    """Follow the Relationships the view keeps, ``joinLevel`` levels deep, one store query per level.
+    """Follow the Relationships the view keeps, ``joinLevel`` levels deep, one store query per
+    level; only entities ``subject`` may read are linked.
 
     Returns every entity a Relationship may be inlined with (the roots too, so that entities
     of one answer that link to each other are inlined) and, for ``join=flat``, the linked
@@ -31,7 +33,7 @@ async def linked_entities(
                     targets.setdefault(target, target_view)
         if not targets:
             break
-        result = await entities.query(tenant, EntitySelection(ids=list(targets)).entity_query())
+        result = await entities.query(tenant, subject, EntitySelection(ids=list(targets)).entity_query())
         frontier = []
         for entity in result.entities:
             linked[entity["id"]] = entity

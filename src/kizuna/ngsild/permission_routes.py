@@ -15,7 +15,6 @@ from starlette.routing import Route
 
 from kizuna.access.grants import Grants, PermissionFilter, render
 from kizuna.access.permissions import Action
-from kizuna.access.subject import Subject
 from kizuna.errors import BadRequestData
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import edge, selection
@@ -26,11 +25,6 @@ P_QUERY = frozenset(
     {"targetId", "targetType", "assignee", "assigner", "action", "options", "count", "limit", "offset"}
 )
 P_RETRIEVE = frozenset({"options"})
-
-
-def subject_of(request: Request) -> Subject:
-    """Set by the authentication middleware in front of every API that needs a subject."""
-    return request.state.subject
 
 
 class PermissionApi:
@@ -46,7 +40,7 @@ class PermissionApi:
         edge.check_params(request, frozenset())
         payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
         pid = await self.grants.create(
-            edge.tenant_of(request), subject_of(request), payload.body, terms.expand
+            edge.tenant_of(request), edge.subject_of(request), payload.body, terms.expand
         )
         return Response(status_code=201, headers={"Location": f"{PATH}/{quote(pid, safe=':')}"})
 
@@ -54,7 +48,9 @@ class PermissionApi:
         edge.check_params(request, P_RETRIEVE)
         media = edge.accepted_type(request)
         terms, context = await edge.link_terms(request, self.contexts)
-        doc = await self.grants.get(edge.tenant_of(request), subject_of(request), request.path_params["pid"])
+        doc = await self.grants.get(
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["pid"]
+        )
         body = render(doc, terms.compact, sys_attrs="sysAttrs" in edge.options_of(request))
         return edge.respond(body, media=media, context=context)
 
@@ -63,7 +59,7 @@ class PermissionApi:
         payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
         await self.grants.update(
             edge.tenant_of(request),
-            subject_of(request),
+            edge.subject_of(request),
             request.path_params["pid"],
             payload.body,
             terms.expand,
@@ -72,7 +68,9 @@ class PermissionApi:
 
     async def delete(self, request: Request) -> Response:
         edge.check_params(request, frozenset())
-        await self.grants.delete(edge.tenant_of(request), subject_of(request), request.path_params["pid"])
+        await self.grants.delete(
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["pid"]
+        )
         return edge.no_content()
 
     async def query(self, request: Request) -> Response:
@@ -103,7 +101,7 @@ class PermissionApi:
         page_of = selection.parse_page(params, self.default_limit, self.max_limit)
         limit, offset = page_of.limit, page_of.offset
         found = await self.grants.query(
-            edge.tenant_of(request), subject_of(request), wanted, assigned=assigned
+            edge.tenant_of(request), edge.subject_of(request), wanted, assigned=assigned
         )
         sys_attrs = "sysAttrs" in edge.options_of(request)
         page = [render(doc, terms.compact, sys_attrs=sys_attrs) for doc in found[offset : offset + limit]]

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna.access.subject import Subject
 from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
@@ -125,7 +126,7 @@ class NgsiLdApi:
             "createEntity",
             entity_id,
             _origin(request),
-            lambda part: self.entities.create(tenant, part, terms),
+            lambda part: self.entities.create(tenant, edge.subject_of(request), part, terms),
             method="POST",
             path=f"{BASE}/entities",
             body=body,
@@ -154,7 +155,7 @@ class NgsiLdApi:
             return edge.respond(
                 to_geojson_feature(entity, rendered, terms, geoproperty), media=edge.GEO_JSON, context=context
             )
-        linked, flat = await linked_entities(self.entities, tenant, [entity], view)
+        linked, flat = await linked_entities(self.entities, tenant, edge.subject_of(request), [entity], view)
         rendered = render_entity(entity, terms, view, linked, view.join_level)
         if not rendered:
             # Clause 4.21: a pick that matches nothing, or an omit of everything, leaves no entity.
@@ -215,7 +216,9 @@ class NgsiLdApi:
                 headers=headers,
                 links=pages,
             )
-        linked, flat = await linked_entities(self.entities, tenant, found.entities, view)
+        linked, flat = await linked_entities(
+            self.entities, tenant, edge.subject_of(request), found.entities, view
+        )
         # An entity that pick/omit leaves empty is not part of the answer (clause 4.21).
         rendered = [
             r for e in found.entities if (r := render_entity(e, terms, view, linked, view.join_level))
@@ -232,7 +235,7 @@ class NgsiLdApi:
             "deleteEntity",
             entity_id,
             _origin(request),
-            lambda _: self.entities.delete(tenant, entity_id),
+            lambda _: self.entities.delete(tenant, edge.subject_of(request), entity_id),
             method="DELETE",
             path=_entity_path(entity_id),
         )
@@ -255,12 +258,12 @@ class NgsiLdApi:
         request: Request,
         operation: str,
         method: str,
-        apply: Callable[[str, str, Any, TermMap], Awaitable[Any]],
+        apply: Callable[[str, Subject, str, Any, TermMap], Awaitable[Any]],
         *,
         suffix: str = "",
         merge_patch: bool = False,
     ) -> tuple[str, Any, Forwarded]:
-        """A write of one entity's body here (``apply(tenant, id, part, terms)``) and at the
+        """A write of one entity's body here (``apply(tenant, subject, id, part, terms)``) and at the
         context sources registered for it; the entity id, the local result and what was forwarded."""
         edge.check_params(request, P_WRITE)
         body, terms, _ = await self._payload(request, merge_patch=merge_patch)
@@ -270,7 +273,7 @@ class NgsiLdApi:
             operation,
             entity_id,
             _origin(request),
-            lambda part: apply(tenant, entity_id, part, terms),
+            lambda part: apply(tenant, edge.subject_of(request), entity_id, part, terms),
             method=method,
             path=_entity_path(entity_id) + suffix,
             body=body,
@@ -289,7 +292,9 @@ class NgsiLdApi:
             tenant,
             query,
             _origin(request),
-            lambda: self.entities.purge(tenant, query, keep=purge.keep, drop=purge.drop),
+            lambda: self.entities.purge(
+                tenant, edge.subject_of(request), query, keep=purge.keep, drop=purge.drop
+            ),
         )
         return edge.no_content()
 
@@ -301,8 +306,12 @@ class NgsiLdApi:
     async def append_attributes(self, request: Request) -> Response:
         overwrite = "noOverwrite" not in edge.options_of(request)
 
-        def append(tenant: str, entity_id: str, part: Any, terms: TermMap) -> Awaitable[UpdateResult]:
-            return self.entities.append_attributes(tenant, entity_id, part, terms, overwrite=overwrite)
+        def append(
+            tenant: str, subject: Subject, entity_id: str, part: Any, terms: TermMap
+        ) -> Awaitable[UpdateResult]:
+            return self.entities.append_attributes(
+                tenant, subject, entity_id, part, terms, overwrite=overwrite
+            )
 
         _, result, forwarded = await self._entity_write(
             request, "appendAttrs", "POST", append, suffix="/attrs/"
@@ -328,11 +337,11 @@ class NgsiLdApi:
         request: Request,
         operation: str,
         method: str,
-        apply: Callable[[str, str, str, Any, TermMap], Awaitable[Any]],
+        apply: Callable[[str, Subject, str, str, Any, TermMap], Awaitable[Any]],
         *,
         merge_patch: bool = False,
     ) -> Response:
-        """A write of one attribute here (``apply(tenant, id, attr, part, terms)``) and at the
+        """A write of one attribute here (``apply(tenant, subject, id, attr, part, terms)``) and at the
         context sources registered for it."""
         edge.check_params(request, P_WRITE)
         body, terms, _ = await self._payload(request, merge_patch=merge_patch)
@@ -343,7 +352,7 @@ class NgsiLdApi:
             operation,
             entity_id,
             _origin(request),
-            lambda part: apply(tenant, entity_id, attr, part, terms),
+            lambda part: apply(tenant, edge.subject_of(request), entity_id, attr, part, terms),
             method=method,
             path=_attribute_path(entity_id, attr),
             body=body,
@@ -367,7 +376,13 @@ class NgsiLdApi:
             entity_id,
             _origin(request),
             lambda _: self.entities.delete_attribute(
-                tenant, entity_id, attr, terms, dataset_id=dataset_id, delete_all=delete_all
+                tenant,
+                edge.subject_of(request),
+                entity_id,
+                attr,
+                terms,
+                dataset_id=dataset_id,
+                delete_all=delete_all,
             ),
             method="DELETE",
             path=_attribute_path(entity_id, attr),
@@ -386,7 +401,10 @@ class NgsiLdApi:
         items = await self._batch_items(request)
         tenant = edge.tenant_of(request)
         result = await self._batch(
-            request, "createBatch", items, lambda kept: self.entities.batch_create(tenant, kept)
+            request,
+            "createBatch",
+            items,
+            lambda kept: self.entities.batch_create(tenant, edge.subject_of(request), kept),
         )
         return _batch_response(result, created_status=201)
 
@@ -400,7 +418,7 @@ class NgsiLdApi:
             request,
             "upsertBatch",
             items,
-            lambda kept: self.entities.batch_upsert(tenant, kept, replace=replace),
+            lambda kept: self.entities.batch_upsert(tenant, edge.subject_of(request), kept, replace=replace),
         )
         if not result.errors and result.created:
             return edge.respond(result.created, status=201)
@@ -413,7 +431,9 @@ class NgsiLdApi:
             request,
             "updateBatch",
             items,
-            lambda kept: self.entities.batch_update(tenant, kept, overwrite=overwrite),
+            lambda kept: self.entities.batch_update(
+                tenant, edge.subject_of(request), kept, overwrite=overwrite
+            ),
         )
         return _batch_response(result, created_status=204)
 
@@ -421,7 +441,10 @@ class NgsiLdApi:
         items = await self._batch_items(request)
         tenant = edge.tenant_of(request)
         result = await self._batch(
-            request, "mergeBatch", items, lambda kept: self.entities.batch_merge(tenant, kept)
+            request,
+            "mergeBatch",
+            items,
+            lambda kept: self.entities.batch_merge(tenant, edge.subject_of(request), kept),
         )
         return _batch_response(result, created_status=204)
 
@@ -430,13 +453,15 @@ class NgsiLdApi:
         payload = await edge.read_payload(request, self.max_body)
         tenant, ids = edge.tenant_of(request), payload.body
         if not isinstance(ids, list) or not ids:
-            result = await self.entities.batch_delete(tenant, ids)  # refuses it
+            result = await self.entities.batch_delete(tenant, edge.subject_of(request), ids)  # refuses it
         else:
             result = await self._batch(
                 request,
                 "deleteBatch",
                 [(entity_id, None) for entity_id in ids],
-                lambda kept: self.entities.batch_delete(tenant, [entity_id for entity_id, _ in kept]),
+                lambda kept: self.entities.batch_delete(
+                    tenant, edge.subject_of(request), [entity_id for entity_id, _ in kept]
+                ),
             )
         return _batch_response(result, created_status=204)
 
@@ -486,6 +511,7 @@ def _origin(request: Request, link: str | None = None, *, body: Any = None) -> O
     writes leave it to be read here."""
     reading = request.method == "GET"
     return Origin(
+        subject=edge.subject_of(request),
         link=link if reading else edge.link_context(request),
         via=request.headers.get("via"),
         params=tuple(request.query_params.multi_items()),

@@ -42,7 +42,7 @@ class SubscriptionApi:
         edge.check_params(request, P_CREATE)
         payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
         sub_id = await self.subscriptions.create(
-            edge.tenant_of(request), payload.body, terms, payload.context
+            edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
         return Response(status_code=201, headers={"Location": f"{PATH}/{quote(sub_id, safe=':')}"})
 
@@ -52,7 +52,7 @@ class SubscriptionApi:
         terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
         sub = await self.subscriptions.retrieve_with_status(
-            edge.tenant_of(request), request.path_params["subscription_id"]
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["subscription_id"]
         )
         body = render(sub, terms, sys_attrs="sysAttrs" in options, base_url=str(request.base_url))
         return edge.respond(body, media=media, context=context)
@@ -64,7 +64,7 @@ class SubscriptionApi:
         options = edge.options_of(request)
         page = parse_page(request.query_params, self.default_limit, self.max_limit)
         subs, total = await self.subscriptions.query(
-            edge.tenant_of(request), limit=page.limit, offset=page.offset
+            edge.tenant_of(request), edge.subject_of(request), limit=page.limit, offset=page.offset
         )
         base_url = str(request.base_url)
         body = [render(s, terms, sys_attrs="sysAttrs" in options, base_url=base_url) for s in subs]
@@ -79,6 +79,7 @@ class SubscriptionApi:
         )
         await self.subscriptions.update(
             edge.tenant_of(request),
+            edge.subject_of(request),
             request.path_params["subscription_id"],
             payload.body,
             terms,
@@ -90,7 +91,9 @@ class SubscriptionApi:
 
     async def delete(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        await self.subscriptions.delete(edge.tenant_of(request), request.path_params["subscription_id"])
+        await self.subscriptions.delete(
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["subscription_id"]
+        )
         return edge.no_content()
 
     def routes(self) -> list[Route]:

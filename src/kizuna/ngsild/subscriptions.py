@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from kizuna.access import ownership
+from kizuna.access.subject import Subject
 from kizuna.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from kizuna.jsonld.contexts import HOSTED_PATH, ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
@@ -382,7 +384,11 @@ class SubscriptionService:
         if url is not None:
             await self.contexts.term_map(url)  # 503 LdContextNotAvailable if it cannot be had
 
-    async def create(self, tenant: str, body: Any, terms: TermMap, context: ContextValue) -> str:
+    async def create(
+        self, tenant: str, subject: Subject, body: Any, terms: TermMap, context: ContextValue
+    ) -> str:
+        """A new subscription, owned by ``subject``: it notifies what its owner may read."""
+        ownership.require_creator(subject, tenant, "subscriptions")
         if not isinstance(body, dict):
             raise BadRequestData("A subscription must be a JSON object")
         if body.get("type") != "Subscription":
@@ -405,6 +411,7 @@ class SubscriptionService:
             sub["_qContext"] = context
         sub["createdAt"] = now
         sub["modifiedAt"] = now
+        sub = ownership.owned(sub, subject)
         if await self.store.get_subscription(tenant, sub_id) is not None:
             raise AlreadyExists(f"Subscription {sub_id} already exists")
         if self.implicit_context is not None and needs_implicit_context(context):
@@ -414,28 +421,37 @@ class SubscriptionService:
         self._changed(tenant)
         return sub_id
 
-    async def retrieve(self, tenant: str, sub_id: str) -> Subscription:
+    async def retrieve(self, tenant: str, subject: Subject, sub_id: str) -> Subscription:
+        """Others' subscriptions do not exist for a subject (admins see every one)."""
         _check_id(sub_id)
         await require_tenant(self.store, tenant)
         sub = await self.store.get_subscription(tenant, sub_id)
-        if sub is None:
+        if sub is None or not ownership.sees(subject, tenant, sub):
             raise ResourceNotFound(f"Subscription {sub_id} not found")
         return sub
 
-    async def retrieve_with_status(self, tenant: str, sub_id: str) -> Subscription:
-        sub = await self.retrieve(tenant, sub_id)
+    async def retrieve_with_status(self, tenant: str, subject: Subject, sub_id: str) -> Subscription:
+        sub = await self.retrieve(tenant, subject, sub_id)
         if self.settle is not None:
             await self.settle(tenant, sub_id)  # a notification under way is counted (046_11/12)
         return await self._with_status(tenant, sub)
 
-    async def query(self, tenant: str, *, limit: int | None, offset: int) -> tuple[list[Subscription], int]:
+    async def query(
+        self, tenant: str, subject: Subject, *, limit: int | None, offset: int
+    ) -> tuple[list[Subscription], int]:
         await require_tenant(self.store, tenant)
-        subs, total = await self.store.list_subscriptions(tenant, limit, offset)
+        if subject.is_admin(tenant):
+            subs, total = await self.store.list_subscriptions(tenant, limit, offset)
+        else:  # the subject's own, paged after choosing them (a tenant holds few subscriptions)
+            every, _ = await self.store.list_subscriptions(tenant, None, 0)
+            mine = [s for s in every if ownership.sees(subject, tenant, s)]
+            subs, total = mine[offset : None if limit is None else offset + limit], len(mine)
         return [await self._with_status(tenant, s) for s in subs], total
 
     async def update(
         self,
         tenant: str,
+        subject: Subject,
         sub_id: str,
         fragment: Any,
         terms: TermMap,
@@ -450,7 +466,8 @@ class SubscriptionService:
             raise BadRequestData("A subscription fragment must be a non-empty JSON object")
         if "id" in fragment and fragment["id"] != sub_id:
             raise _bad("the fragment's id differs from the subscription's")
-        sub = await self.retrieve(tenant, sub_id)
+        sub = await self.retrieve(tenant, subject, sub_id)
+        ownership.require_change(subject, tenant, sub, f"Subscription {sub_id}")
         if merge_patch and isinstance(fragment.get("notification"), dict):
             current = dict(sub.get("notification", {}))
             for name, value in fragment["notification"].items():
@@ -485,9 +502,9 @@ class SubscriptionService:
             raise ResourceNotFound(f"Subscription {sub_id} not found")
         self._changed(tenant)
 
-    async def delete(self, tenant: str, sub_id: str) -> None:
-        _check_id(sub_id)
-        await require_tenant(self.store, tenant)
+    async def delete(self, tenant: str, subject: Subject, sub_id: str) -> None:
+        sub = await self.retrieve(tenant, subject, sub_id)
+        ownership.require_change(subject, tenant, sub, f"Subscription {sub_id}")
         if not await self.store.delete_subscription(tenant, sub_id):
             raise ResourceNotFound(f"Subscription {sub_id} not found")
         self._changed(tenant)

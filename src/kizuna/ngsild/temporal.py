@@ -48,7 +48,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kizuna.errors import BadRequestData, InvalidRequest, ResourceNotFound
+from kizuna.access.policy import AccessPolicy
+from kizuna.access.subject import Subject
+from kizuna.errors import AccessDenied, BadRequestData, InvalidRequest, NotAuthenticated, ResourceNotFound
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
 from kizuna.ngsild import query as ql
@@ -341,14 +343,28 @@ class TemporalPage:
 
 
 class TemporalService:
-    def __init__(self, store: Store, *, instance_limit: int = INSTANCE_LIMIT) -> None:
+    """Histories are read as the entities are: a subject reads the history of an entity it may
+    read now. Writing history directly (this API's writes) is for admins: it rewrites the past."""
+
+    def __init__(self, store: Store, policy: AccessPolicy, *, instance_limit: int = INSTANCE_LIMIT) -> None:
         self.store = store
+        self.policy = policy
         self.instance_limit = instance_limit
+
+    async def _require_admin(self, tenant: str, subject: Subject) -> None:
+        if subject.is_admin(tenant):
+            return
+        if not subject.authenticated:
+            raise NotAuthenticated("Writing temporal history needs credentials")
+        raise AccessDenied("Writing temporal history directly needs the kizuna-admin role")
 
     # -- provision -------------------------------------------------------------------------------
 
-    async def create_or_update(self, tenant: str, body: Any, terms: TermMap) -> tuple[str, bool]:
+    async def create_or_update(
+        self, tenant: str, subject: Subject, body: Any, terms: TermMap
+    ) -> tuple[str, bool]:
         """POST /temporal/entities (clause 5.6.11): True if the temporal entity was created."""
+        await self._require_admin(tenant, subject)
         now = now_iso()
         entity_id, types, scope, attributes = parse_temporal_entity(body, terms, now)
         async with self.store.write(tenant) as tx:
@@ -379,8 +395,11 @@ class TemporalService:
                 return
         await tx.append_history(entity_id, types, iri, instance)
 
-    async def append_attributes(self, tenant: str, entity_id: str, body: Any, terms: TermMap) -> None:
+    async def append_attributes(
+        self, tenant: str, subject: Subject, entity_id: str, body: Any, terms: TermMap
+    ) -> None:
         """POST /temporal/entities/{id}/attrs (clause 5.6.12)."""
+        await self._require_admin(tenant, subject)
         model.check_entity_id(entity_id)
         if not isinstance(body, dict):
             raise BadRequestData("The attributes fragment must be a JSON object")
@@ -400,12 +419,13 @@ class TemporalService:
                 for instance in instances:
                     await self._record(tenant, tx, entity_id, current["type"], iri, instance)
 
-    async def delete_entity(self, tenant: str, entity_id: str) -> None:
+    async def delete_entity(self, tenant: str, subject: Subject, entity_id: str) -> None:
         """DELETE /temporal/entities/{id} (clause 5.6.16).
 
         The entity goes with its history: a temporal create makes the entity (as peers and the
         ETSI suite expect), so the temporal delete removes it too, and deleting twice through
         both APIs (the suite's delete_temporal_on_core_delete) leaves nothing behind."""
+        await self._require_admin(tenant, subject)
         model.check_entity_id(entity_id)
         await require_tenant(self.store, tenant)
         async with self.store.write(tenant) as tx:
@@ -417,6 +437,7 @@ class TemporalService:
     async def delete_attribute(
         self,
         tenant: str,
+        subject: Subject,
         entity_id: str,
         name: str,
         terms: TermMap,
@@ -425,6 +446,7 @@ class TemporalService:
         delete_all: bool = False,
     ) -> None:
         """DELETE /temporal/entities/{id}/attrs/{attrId} (clause 5.6.13)."""
+        await self._require_admin(tenant, subject)
         model.check_entity_id(entity_id)
         iri = terms.expand(model.check_name(name))
         if dataset_id is not None and not model.is_uri(dataset_id):
@@ -437,9 +459,17 @@ class TemporalService:
                 raise ResourceNotFound(f"Temporal entity {entity_id} has no history of attribute {name}")
 
     async def modify_instance(
-        self, tenant: str, entity_id: str, name: str, instance_id: str, body: Any, terms: TermMap
+        self,
+        tenant: str,
+        subject: Subject,
+        entity_id: str,
+        name: str,
+        instance_id: str,
+        body: Any,
+        terms: TermMap,
     ) -> None:
         """PATCH /temporal/entities/{id}/attrs/{attrId}/{instanceId} (clause 5.6.14)."""
+        await self._require_admin(tenant, subject)
         iri, _ = self._instance_target(entity_id, name, instance_id, terms)
         if not isinstance(body, dict) or not body:
             raise BadRequestData("The attribute instance fragment must be a non-empty JSON object")
@@ -463,9 +493,10 @@ class TemporalService:
                 raise ResourceNotFound(f"Attribute {name} has no instance {instance_id}")
 
     async def delete_instance(
-        self, tenant: str, entity_id: str, name: str, instance_id: str, terms: TermMap
+        self, tenant: str, subject: Subject, entity_id: str, name: str, instance_id: str, terms: TermMap
     ) -> None:
         """DELETE /temporal/entities/{id}/attrs/{attrId}/{instanceId} (clause 5.6.15)."""
+        await self._require_admin(tenant, subject)
         iri, _ = self._instance_target(entity_id, name, instance_id, terms)
         await require_tenant(self.store, tenant)
         async with self.store.write(tenant) as tx:
@@ -502,12 +533,15 @@ class TemporalService:
 
     # -- consumption -----------------------------------------------------------------------------
 
-    async def retrieve(self, tenant: str, entity_id: str, params: TemporalParams) -> TemporalEntity:
+    async def retrieve(
+        self, tenant: str, subject: Subject, entity_id: str, params: TemporalParams
+    ) -> TemporalEntity:
         """GET /temporal/entities/{id} (clause 5.7.3)."""
         model.check_entity_id(entity_id)
         await require_tenant(self.store, tenant)
         core = await self.store.get_temporal_entity(tenant, entity_id)
-        if core is None:
+        guard = await self.policy.guard(tenant, subject)
+        if core is None or not await self.policy.readable_ids(guard, [entity_id]):
             raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
         wanted = params.history.attributes
         if wanted is not None:
@@ -520,6 +554,7 @@ class TemporalService:
     async def query(
         self,
         tenant: str,
+        subject: Subject,
         selection: TemporalFilter,
         params: TemporalParams,
         *,
@@ -532,6 +567,10 @@ class TemporalService:
         cores = await self.store.query_temporal_entities(
             tenant, selection.types, selection.ids, selection.id_pattern
         )
+        guard = await self.policy.guard(tenant, subject)
+        if not guard.unrestricted:  # before paging, so that pages and counts are of what it may read
+            readable = await self.policy.readable_ids(guard, [core["id"] for core in cores])
+            cores = [core for core in cores if core["id"] in readable]
         # Without orderBy or count, reading stops one entity past the page (to know of a next one).
         everything = count or selection.order_by is not None
         # q, geoQ and orderBy look at the latest instances, also of aggregated entities.

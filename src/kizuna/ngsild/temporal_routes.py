@@ -91,7 +91,9 @@ class TemporalApi:
         body, terms, _ = await self._payload(request)
         if not isinstance(body, dict):
             raise InvalidRequest("A temporal entity must be a JSON object")
-        entity_id, created = await self.service.create_or_update(edge.tenant_of(request), body, terms)
+        entity_id, created = await self.service.create_or_update(
+            edge.tenant_of(request), edge.subject_of(request), body, terms
+        )
         if created:
             location = f"{BASE}/entities/{quote(entity_id, safe=':')}"
             return Response(status_code=201, headers={"Location": location})
@@ -101,13 +103,15 @@ class TemporalApi:
         edge.check_params(request, P_WRITE)
         body, terms, _ = await self._payload(request)
         await self.service.append_attributes(
-            edge.tenant_of(request), request.path_params["entity_id"], body, terms
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["entity_id"], body, terms
         )
         return edge.no_content()
 
     async def delete_entity(self, request: Request) -> Response:
         edge.check_params(request, P_NONE | {"type"})
-        await self.service.delete_entity(edge.tenant_of(request), request.path_params["entity_id"])
+        await self.service.delete_entity(
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["entity_id"]
+        )
         return edge.no_content()
 
     async def delete_attribute(self, request: Request) -> Response:
@@ -115,6 +119,7 @@ class TemporalApi:
         terms, _ = await self._read_terms(request)
         await self.service.delete_attribute(
             edge.tenant_of(request),
+            edge.subject_of(request),
             request.path_params["entity_id"],
             request.path_params["attr"],
             terms,
@@ -128,6 +133,7 @@ class TemporalApi:
         body, terms, _ = await self._payload(request)
         await self.service.modify_instance(
             edge.tenant_of(request),
+            edge.subject_of(request),
             request.path_params["entity_id"],
             request.path_params["attr"],
             request.path_params["instance_id"],
@@ -141,6 +147,7 @@ class TemporalApi:
         terms, _ = await self._read_terms(request)
         await self.service.delete_instance(
             edge.tenant_of(request),
+            edge.subject_of(request),
             request.path_params["entity_id"],
             request.path_params["attr"],
             request.path_params["instance_id"],
@@ -162,7 +169,9 @@ class TemporalApi:
         terms, context = await self._read_terms(request)
         params = self._params(request, dict(request.query_params), terms)
         pick, omit = parse_member_names(request.query_params, terms)
-        page = await self.service.retrieve(edge.tenant_of(request), request.path_params["entity_id"], params)
+        page = await self.service.retrieve(
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["entity_id"], params
+        )
         rendered = render_temporal(page.entities[0], terms, params, pick=pick, omit=omit)
         if not rendered:
             raise ResourceNotFound("pick and omit leave nothing of the temporal entity")
@@ -192,6 +201,7 @@ class TemporalApi:
         page = parse_page(params, self.default_limit, self.max_limit)
         found = await self.service.query(
             tenant,
+            edge.subject_of(request),
             # Entities with nothing of the attributes or the time range asked for are left out.
             selection.temporal_filter(
                 require_attributes=selection.attrs is not None or temporal.time_at is not None

@@ -19,6 +19,8 @@ from urllib.parse import unquote
 
 import orjson
 
+from kizuna.access.ownership import owner_of
+from kizuna.access.subject import Subject
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import SYSTEM_MEMBERS
@@ -66,6 +68,7 @@ class Compiled:
     expires: float | None
     active: bool
     show_changes: bool
+    owner: Subject  # it notifies only what its owner may read
     # Subscriptions with the same entity selection (entities, q, geoQ, scopeQ) share one
     # evaluation per change, and those with the same watched attributes and triggers one trigger.
     select_key: bytes = b""
@@ -195,6 +198,7 @@ async def compile_subscription(sub: dict[str, Any], contexts: ContextRegistry) -
         expires=epoch(sub["expiresAt"]) if "expiresAt" in sub else None,
         active=sub.get("isActive", True) is not False,
         show_changes=bool(sub.get("notification", {}).get("showChanges")),
+        owner=owner_of(sub),
         select_key=orjson.dumps(
             [sub.get(k) for k in ("entities", "q", "_qContext", "geoQ", "scopeQ")],
             option=orjson.OPT_SORT_KEYS,
