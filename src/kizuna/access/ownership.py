@@ -56,3 +56,11 @@ def require_change(subject: Subject, tenant: str, resource: Mapping[str, Any], w
     """Raise unless ``subject`` may change ``resource`` (call after :func:`sees` held)."""
     if resource.get(OWNER) == NODE.id and not subject.node:
         raise AccessDenied(f"{what} is managed by the node's connector and changes only with its transfer")
+
+
+def require_node_admin(subject: Subject, what: str) -> None:
+    """Raise unless ``subject`` administers the whole node (what no single tenant owns)."""
+    if not subject.authenticated:
+        raise NotAuthenticated(f"{what} needs credentials")
+    if not subject.administers_node:
+        raise AccessDenied(f"{what} needs the kizuna-admin role")

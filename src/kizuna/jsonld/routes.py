@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna.access import ownership
+from kizuna.access.ownership import require_node_admin
 from kizuna.errors import BadRequestData, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import CORE_CONTEXT_URLS, HOSTED_PATH, ContextRegistry, ContextValue
 from kizuna.ngsild import edge
@@ -33,6 +35,7 @@ class ContextApi:
         return str(request.base_url).rstrip("/")
 
     async def add(self, request: Request) -> Response:
+        ownership.require_creator(edge.subject_of(request), edge.tenant_of(request), "@contexts")
         record = await self.registry.add_hosted(await edge.read_json(request, self.max_body))
         await self.store.save_hosted_context(record.local_id, record.document, record.created_at)
         return Response(status_code=201, headers={"Location": HOSTED_PATH + record.local_id})
@@ -62,6 +65,8 @@ class ContextApi:
         edge.check_params(request, {"reload"})
         reload = bool_param(request.query_params, "reload")
         context_id = request.path_params["context_id"]
+        # Hosted @contexts are node-wide and others' entities are read through them.
+        require_node_admin(edge.subject_of(request), "Deleting or reloading an @context")
         record = self.registry.record(context_id)
         if record is None:
             if reload:

@@ -94,7 +94,7 @@ class CsourceApi:
         edge.check_params(request, P_CREATE)
         payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
         reg_id = await self.registrations.create(
-            edge.tenant_of(request), payload.body, terms, payload.context
+            edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
         return Response(status_code=201, headers={"Location": f"{REGISTRATIONS}/{quote(reg_id, safe=':')}"})
 
@@ -104,7 +104,7 @@ class CsourceApi:
         terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
         reg = await self.registrations.retrieve(
-            edge.tenant_of(request), request.path_params["registration_id"]
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["registration_id"]
         )
         body = render_registration(reg, terms, sys_attrs="sysAttrs" in options)
         return edge.respond(body, media=media, context=context)
@@ -134,7 +134,7 @@ class CsourceApi:
             timeproperty=params.get("timeproperty"),
         )
         regs, total = await self.registrations.query(
-            edge.tenant_of(request), selection, limit=page.limit, offset=page.offset
+            edge.tenant_of(request), edge.subject_of(request), selection, limit=page.limit, offset=page.offset
         )
         body = [render_registration(r, terms, sys_attrs="sysAttrs" in options) for r in regs]
         return self._list_response(request, REGISTRATIONS, body, total, page, media=media, context=context)
@@ -145,13 +145,19 @@ class CsourceApi:
             request, self.contexts, self.max_body, merge_patch=True
         )
         await self.registrations.update(
-            edge.tenant_of(request), request.path_params["registration_id"], payload.body, terms
+            edge.tenant_of(request),
+            edge.subject_of(request),
+            request.path_params["registration_id"],
+            payload.body,
+            terms,
         )
         return edge.no_content()
 
     async def delete_registration(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        await self.registrations.delete(edge.tenant_of(request), request.path_params["registration_id"])
+        await self.registrations.delete(
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["registration_id"]
+        )
         return edge.no_content()
 
     # -- csource subscriptions (clause 5.11) -----------------------------------------------------
@@ -160,7 +166,7 @@ class CsourceApi:
         edge.check_params(request, P_CREATE)
         payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
         sub_id = await self.subscriptions.create(
-            edge.tenant_of(request), payload.body, terms, payload.context
+            edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
         return Response(status_code=201, headers={"Location": f"{SUBSCRIPTIONS}/{quote(sub_id, safe=':')}"})
 
@@ -170,7 +176,7 @@ class CsourceApi:
         terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
         sub = await self.subscriptions.retrieve_with_status(
-            edge.tenant_of(request), request.path_params["subscription_id"]
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["subscription_id"]
         )
         body = render_subscription(
             sub, terms, sys_attrs="sysAttrs" in options, base_url=str(request.base_url)
@@ -184,7 +190,7 @@ class CsourceApi:
         options = edge.options_of(request)
         page = parse_page(request.query_params, self.default_limit, self.max_limit)
         subs, total = await self.subscriptions.query(
-            edge.tenant_of(request), limit=page.limit, offset=page.offset
+            edge.tenant_of(request), edge.subject_of(request), limit=page.limit, offset=page.offset
         )
         base_url = str(request.base_url)
         body = [
@@ -199,6 +205,7 @@ class CsourceApi:
         )
         await self.subscriptions.update(
             edge.tenant_of(request),
+            edge.subject_of(request),
             request.path_params["subscription_id"],
             payload.body,
             terms,
@@ -209,7 +216,9 @@ class CsourceApi:
 
     async def delete_subscription(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        await self.subscriptions.delete(edge.tenant_of(request), request.path_params["subscription_id"])
+        await self.subscriptions.delete(
+            edge.tenant_of(request), edge.subject_of(request), request.path_params["subscription_id"]
+        )
         return edge.no_content()
 
     def routes(self) -> list[Route]:

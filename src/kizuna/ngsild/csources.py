@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kizuna.access import ownership
+from kizuna.access.subject import Subject
 from kizuna.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
@@ -595,7 +597,10 @@ class RegistrationService(_Documents):
             self.on_change(tenant)
         await self.store.announce("registrations", tenant)  # to the other processes
 
-    async def create(self, tenant: str, body: Any, terms: TermMap, context: ContextValue) -> str:
+    async def create(
+        self, tenant: str, subject: Subject, body: Any, terms: TermMap, context: ContextValue
+    ) -> str:
+        ownership.require_creator(subject, tenant, "context source registrations")
         if not isinstance(body, dict):
             raise BadRequestData("A context source registration must be a JSON object")
         if body.get("type") != REGISTRATION_TYPE:
@@ -612,29 +617,39 @@ class RegistrationService(_Documents):
         if context is not None:
             reg["@context"] = context
         reg["createdAt"] = reg["modifiedAt"] = now_iso()
+        reg = ownership.owned(reg, subject)
         if not await self.store.insert_document(REGISTRATION_KIND, tenant, reg):
             raise AlreadyExists(f"Context source registration {reg_id} already exists")
         await self._changed(tenant, None, reg)
         return reg_id
 
-    async def retrieve(self, tenant: str, reg_id: str) -> Registration:
+    async def retrieve(self, tenant: str, subject: Subject, reg_id: str) -> Registration:
+        """Others' registrations do not exist for a subject (admins see every one)."""
         _check_registration_id(reg_id)
         await require_tenant(self.store, tenant)
         reg = await self.store.get_document(REGISTRATION_KIND, tenant, reg_id)
-        if reg is None:
+        if reg is None or not ownership.sees(subject, tenant, reg):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
         return reg
 
     async def query(
-        self, tenant: str, selection: RegistrationFilter, *, limit: int | None, offset: int
+        self,
+        tenant: str,
+        subject: Subject,
+        selection: RegistrationFilter,
+        *,
+        limit: int | None,
+        offset: int,
     ) -> tuple[list[Registration], int]:
         await require_tenant(self.store, tenant)
         everything, _ = await self.store.list_documents(REGISTRATION_KIND, tenant)
-        matching = [reg for reg in everything if selection.matches(reg)]
+        matching = [
+            reg for reg in everything if ownership.sees(subject, tenant, reg) and selection.matches(reg)
+        ]
         end = None if limit is None else offset + limit
         return matching[offset:end], len(matching)
 
-    async def update(self, tenant: str, reg_id: str, fragment: Any, terms: TermMap) -> None:
+    async def update(self, tenant: str, subject: Subject, reg_id: str, fragment: Any, terms: TermMap) -> None:
         """Clause 5.9.3: every member of the fragment replaces the registration's (``null``
         removes it, except for the mandatory ones)."""
         _check_registration_id(reg_id)
@@ -643,7 +658,7 @@ class RegistrationService(_Documents):
         if "id" in fragment and fragment["id"] != reg_id:
             raise _bad("the fragment's id differs from the registration's")
         members = parse_registration_members(fragment, terms)
-        reg = await self.retrieve(tenant, reg_id)
+        reg = await self.retrieve(tenant, subject, reg_id)
         before = dict(reg)
         for name, value in members.items():
             if value is None:
@@ -658,14 +673,11 @@ class RegistrationService(_Documents):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
         await self._changed(tenant, before, reg)
 
-    async def delete(self, tenant: str, reg_id: str) -> None:
-        _check_registration_id(reg_id)
-        await require_tenant(self.store, tenant)
-        before = await self.store.get_document(REGISTRATION_KIND, tenant, reg_id)
+    async def delete(self, tenant: str, subject: Subject, reg_id: str) -> None:
+        before = await self.retrieve(tenant, subject, reg_id)
         if not await self.store.delete_document(REGISTRATION_KIND, tenant, reg_id):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
-        if before is not None:
-            await self._changed(tenant, before, None)
+        await self._changed(tenant, before, None)
 
 
 class CsourceSubscriptionService(_Documents):
@@ -694,7 +706,10 @@ class CsourceSubscriptionService(_Documents):
         if url is not None:
             await self.contexts.term_map(url)  # 503 LdContextNotAvailable if it cannot be had
 
-    async def create(self, tenant: str, body: Any, terms: TermMap, context: ContextValue) -> str:
+    async def create(
+        self, tenant: str, subject: Subject, body: Any, terms: TermMap, context: ContextValue
+    ) -> str:
+        ownership.require_creator(subject, tenant, "subscriptions")
         if not isinstance(body, dict):
             raise BadRequestData("A subscription must be a JSON object")
         if body.get("type") != "Subscription":
@@ -714,6 +729,7 @@ class CsourceSubscriptionService(_Documents):
         if "q" in sub or "csf" in sub:
             sub["_qContext"] = context
         sub["createdAt"] = sub["modifiedAt"] = now_iso()
+        sub = ownership.owned(sub, subject)
         if await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id) is not None:
             raise AlreadyExists(f"Subscription {sub_id} already exists")
         if self.implicit_context is not None and needs_implicit_context(context):
@@ -724,30 +740,37 @@ class CsourceSubscriptionService(_Documents):
             self.notifier.subscription_changed(tenant, sub)
         return sub_id
 
-    async def retrieve(self, tenant: str, sub_id: str) -> Subscription:
+    async def retrieve(self, tenant: str, subject: Subject, sub_id: str) -> Subscription:
         _check_id(sub_id)
         await require_tenant(self.store, tenant)
         sub = await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id)
-        if sub is None:
+        if sub is None or not ownership.sees(subject, tenant, sub):
             raise ResourceNotFound(f"Subscription {sub_id} not found")
         return sub
 
-    async def retrieve_with_status(self, tenant: str, sub_id: str) -> Subscription:
+    async def retrieve_with_status(self, tenant: str, subject: Subject, sub_id: str) -> Subscription:
         """The subscription with its delivery state (timesSent, status, ...) under notification."""
-        sub = await self.retrieve(tenant, sub_id)
+        sub = await self.retrieve(tenant, subject, sub_id)
         status = await self.store.notification_status(tenant, sub_id)
         if status:
             shown = {k: v for k, v in status.items() if k in DELIVERY_MEMBERS}
             sub = {**sub, "notification": {**sub.get("notification", {}), **shown}}
         return sub
 
-    async def query(self, tenant: str, *, limit: int | None, offset: int) -> tuple[list[Subscription], int]:
+    async def query(
+        self, tenant: str, subject: Subject, *, limit: int | None, offset: int
+    ) -> tuple[list[Subscription], int]:
         await require_tenant(self.store, tenant)
-        return await self.store.list_documents(SUBSCRIPTION_KIND, tenant, limit, offset)
+        if subject.is_admin(tenant):
+            return await self.store.list_documents(SUBSCRIPTION_KIND, tenant, limit, offset)
+        every, _ = await self.store.list_documents(SUBSCRIPTION_KIND, tenant)
+        mine = [s for s in every if ownership.sees(subject, tenant, s)]
+        return mine[offset : None if limit is None else offset + limit], len(mine)
 
     async def update(
         self,
         tenant: str,
+        subject: Subject,
         sub_id: str,
         fragment: Any,
         terms: TermMap,
@@ -763,7 +786,7 @@ class CsourceSubscriptionService(_Documents):
             raise BadRequestData("Invalid subscription: the fragment's id differs from the subscription's")
         if "type" in fragment and fragment["type"] != "Subscription":
             raise BadRequestData("Invalid subscription: type must be Subscription")
-        sub = await self.retrieve(tenant, sub_id)
+        sub = await self.retrieve(tenant, subject, sub_id)
         if merge_patch and isinstance(fragment.get("notification"), dict):
             current = dict(sub.get("notification", {}))
             for name, value in fragment["notification"].items():
@@ -798,9 +821,8 @@ class CsourceSubscriptionService(_Documents):
         if self.notifier is not None:
             self.notifier.subscription_changed(tenant, sub)
 
-    async def delete(self, tenant: str, sub_id: str) -> None:
-        _check_id(sub_id)
-        await require_tenant(self.store, tenant)
+    async def delete(self, tenant: str, subject: Subject, sub_id: str) -> None:
+        await self.retrieve(tenant, subject, sub_id)
         if not await self.store.delete_document(SUBSCRIPTION_KIND, tenant, sub_id):
             raise ResourceNotFound(f"Subscription {sub_id} not found")
 

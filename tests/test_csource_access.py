@@ -1,0 +1,73 @@
+"""Registrations, csource subscriptions and hosted @contexts under access control (``--auth
+oidc``, both stores): the creator's and the admins', nobody else's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from access_helpers import bearer
+
+REGISTRATIONS = "/ngsi-ld/v1/csourceRegistrations"
+CSOURCE_SUBSCRIPTIONS = "/ngsi-ld/v1/csourceSubscriptions"
+CONTEXTS = "/ngsi-ld/v1/jsonldContexts"
+CORE = {"Content-Type": "application/json"}
+
+REGISTRATION = {
+    "id": "urn:ngsi-ld:ContextSourceRegistration:riken",
+    "type": "ContextSourceRegistration",
+    "information": [{"entities": [{"type": "CohortRecord"}]}],
+    "endpoint": "http://127.0.0.1:9/riken",
+}
+CSOURCE_SUBSCRIPTION = {
+    "id": "urn:ngsi-ld:Subscription:csource-1",
+    "type": "Subscription",
+    "entities": [{"type": "CohortRecord"}],
+    "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+}
+
+
+def test_registrations_and_csource_subscriptions_are_their_creators(
+    secured: TestClient, idp_key: Any
+) -> None:
+    alice = bearer(idp_key, "kizuna-creator", sub="alice")
+    bob = bearer(idp_key, "kizuna-creator", sub="bob")
+    admin = bearer(idp_key, "kizuna-admin", sub="root")
+    for path, body, one in (
+        (REGISTRATIONS, REGISTRATION, f"{REGISTRATIONS}/{REGISTRATION['id']}"),
+        (
+            CSOURCE_SUBSCRIPTIONS,
+            CSOURCE_SUBSCRIPTION,
+            f"{CSOURCE_SUBSCRIPTIONS}/{CSOURCE_SUBSCRIPTION['id']}",
+        ),
+    ):
+        assert secured.post(path, json=body, headers=CORE).status_code == 401
+        assert secured.post(path, json=body, headers=bearer(idp_key, sub="reader") | CORE).status_code == 403
+        assert secured.post(path, json=body, headers=alice | CORE).status_code == 201, path
+        assert secured.get(one, headers=alice).status_code == 200
+        assert secured.get(one, headers=admin).status_code == 200
+        assert secured.get(one, headers=bob).status_code == 404
+        assert (
+            secured.patch(one, json={"endpoint": "http://127.0.0.1:9/x"}, headers=bob | CORE).status_code
+            == 404
+        )
+        assert secured.delete(one, headers=bob).status_code == 404
+        params = {"count": "true"} | ({"type": "CohortRecord"} if path == REGISTRATIONS else {})
+        listed = secured.get(path, params=params, headers=bob)
+        assert listed.json() == [] and listed.headers["NGSILD-Results-Count"] == "0"
+        assert [r["id"] for r in secured.get(path, params=params, headers=alice).json()] == [body["id"]]
+        assert secured.delete(one, headers=alice).status_code == 204
+
+
+def test_hosted_contexts_are_added_by_creators_and_removed_by_admins(
+    secured: TestClient, idp_key: Any
+) -> None:
+    document = {"@context": {"CohortRecord": "https://example.org/CohortRecord"}}
+    assert secured.post(CONTEXTS, json=document, headers=CORE).status_code == 401
+    added = secured.post(CONTEXTS, json=document, headers=bearer(idp_key, "kizuna-creator") | CORE)
+    assert added.status_code == 201
+    location = added.headers["Location"]
+    assert secured.get(location).status_code == 200  # served to anyone: clients resolve it by URL
+    assert secured.delete(location, headers=bearer(idp_key, "kizuna-creator")).status_code == 403
+    assert secured.delete(location, headers=bearer(idp_key, "kizuna-admin")).status_code == 204
