@@ -150,13 +150,19 @@ def test_research_data_exchange(two_nodes):
     )
     assert r.status_code == 201, r.text
     tid = r.json()["id"]
-    transfer = wait_for(lambda: get_json(f"{consumer}/management/v1/transfers/{tid}"), lambda t: "token" in t)
+    transfer = wait_for(
+        lambda: get_json(f"{consumer}/management/v1/transfers/{tid}"), lambda t: "tokenHeld" in t
+    )
     assert transfer["state"] == "STARTED"
     assert transfer["endpoint"].startswith("http")
-    auth = {"Authorization": f"Bearer {transfer['token']}"}
+    # The token stays in the consumer node, which reads for its users.
+    assert "token" not in transfer and all(
+        "token" not in t for t in get_json(f"{consumer}/management/v1/transfers")
+    )
+    data = f"{consumer}/management/v1/transfers/{tid}/data"
 
     # Research use: only the agreed entities and attributes come back.
-    r = httpx.get(f"{transfer['endpoint']}/entities", headers={**auth, "Kizuna-Purpose": "research"})
+    r = httpx.get(f"{data}/entities", headers={"Kizuna-Purpose": "research"})
     assert r.status_code == 200, r.text
     entities = r.json()
     assert sorted(e["id"] for e in entities) == ["urn:ngsi-ld:CohortRecord:1", "urn:ngsi-ld:CohortRecord:2"]
@@ -164,11 +170,13 @@ def test_research_data_exchange(two_nodes):
     assert r.headers["Kizuna-Access-Count"] == "1"
 
     # Outside the policy: a commercial purpose is refused with a clear error, and not counted.
-    r = httpx.get(f"{transfer['endpoint']}/entities", headers={**auth, "Kizuna-Purpose": "marketing"})
+    r = httpx.get(f"{data}/entities", headers={"Kizuna-Purpose": "marketing"})
     assert r.status_code == 403
     assert "purpose" in r.json()["detail"]
-    r = httpx.get(f"{transfer['endpoint']}/entities", headers=auth)  # no purpose declared
+    r = httpx.get(f"{data}/entities")  # no purpose declared
     assert r.status_code == 403
+    for outside in ("..%2F..%2Fagreements", "http:%2F%2F127.0.0.1:9/x"):  # nowhere but below it
+        assert httpx.get(f"{data}/{outside}").status_code == 400
     # A wrong token is refused.
     r = httpx.get(f"{transfer['endpoint']}/entities", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
@@ -179,8 +187,8 @@ def test_research_data_exchange(two_nodes):
     assert r.json()["state"] == "TERMINATED"
     provider_transfers = get_json(f"{provider}/management/v1/transfers")
     assert [t["state"] for t in provider_transfers] == ["TERMINATED"]
-    r = httpx.get(f"{transfer['endpoint']}/entities", headers={**auth, "Kizuna-Purpose": "research"})
-    assert r.status_code == 401
+    r = httpx.get(f"{data}/entities", headers={"Kizuna-Purpose": "research"})
+    assert r.status_code == 409
     # Terminated processes stay readable.
     assert get_json(f"{consumer}/management/v1/transfers/{tid}")["state"] == "TERMINATED"
 

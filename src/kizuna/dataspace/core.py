@@ -244,6 +244,39 @@ class Messenger:
         return body
 
 
+@dataclass(frozen=True, slots=True)
+class Pulled:
+    """What a provider's data plane answered a pull made for this node's user."""
+
+    status: int
+    content: bytes
+    headers: dict[str, str]
+
+
+PASSED_ON = ("content-type", "kizuna-access-count", "ngsild-results-count", "link")
+
+
+async def pull(
+    client_factory: Callable[[], httpx.AsyncClient],
+    url: str,
+    token: str,
+    params: list[tuple[str, str]],
+    purpose: str | None,
+) -> Pulled:
+    """GET from a provider's data plane with the transfer's token: the token never leaves this
+    node, which reads on its user's behalf (``/management/v1/transfers/{pid}/data/...``)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if purpose is not None:
+        headers["Kizuna-Purpose"] = purpose
+    try:
+        async with client_factory() as client:
+            response = await client.get(url, params=params, headers=headers)
+    except httpx.HTTPError as error:
+        raise CounterpartyError(f"GET {url} failed: {type(error).__name__}: {error}") from error
+    kept = {k: v for k, v in response.headers.items() if k.lower() in PASSED_ON}
+    return Pulled(response.status_code, response.content, kept)
+
+
 def join(base: str, path: str) -> str:
     """Callback and counterparty addresses with or without a trailing slash alike."""
     return base.rstrip("/") + "/" + path.lstrip("/")

@@ -20,13 +20,15 @@ from kizuna.dataspace import catalog as catalog_mod
 from kizuna.dataspace import messages, negotiation, odrl, transfer
 from kizuna.dataspace.auth import Directory, ParticipantAuth, make_auth
 from kizuna.dataspace.catalog import CatalogService
-from kizuna.dataspace.core import AGREEMENT, FollowUp, Messenger, Node, Records, run_follow_ups
+from kizuna.dataspace.core import AGREEMENT, FollowUp, Messenger, Node, Records, pull, run_follow_ups
 from kizuna.dataspace.dataplane import DataPlane
 from kizuna.dataspace.negotiation import NegotiationService, _unreachable
 from kizuna.dataspace.transfer import TransferService
 from kizuna.errors import (
     BadRequestData,
     CatalogError,
+    CounterpartyError,
+    CounterpartyFailed,
     DspError,
     InvalidRequest,
     NegotiationError,
@@ -332,6 +334,22 @@ class DataspaceApi:
     async def m_get_transfer(self, request: Request) -> Response:
         return _json(transfer.management_view(await _mgmt(self.transfers.get(request.path_params["pid"]))))
 
+    async def m_pull(self, request: Request) -> Response:
+        """Read the provider's data under a pull transfer; the node holds its token."""
+        record = await _mgmt(self.transfers.get(request.path_params["pid"]))
+        url, token = transfer.pull_address(record, request.path_params["rest"])
+        try:
+            pulled = await pull(
+                self.node.messenger.client_factory,
+                url,
+                token,
+                list(request.query_params.multi_items()),
+                request.headers.get("kizuna-purpose"),
+            )
+        except CounterpartyError as error:
+            raise CounterpartyFailed(str(error)) from None
+        return Response(pulled.content, status_code=pulled.status, headers=pulled.headers)
+
     async def m_transfer_action(self, request: Request) -> Response:
         pid, action = request.path_params["pid"], request.path_params["action"]
         body = await _plain_json(request, optional=True)
@@ -399,6 +417,7 @@ class DataspaceApi:
             Route("/transfers", self.m_start_transfer, methods=["POST"]),
             Route("/transfers", self.m_list_transfers, methods=["GET"]),
             Route("/transfers/{pid}", self.m_get_transfer, methods=["GET"]),
+            Route("/transfers/{pid}/data/{rest:path}", self.m_pull, methods=["GET"]),
             Route("/transfers/{pid}/{action}", self.m_transfer_action, methods=["POST"]),
         ]
 

@@ -22,6 +22,7 @@ from kizuna.dataspace.core import (
     FollowUp,
     Node,
     apply_transition,
+    join,
     new_record,
 )
 from kizuna.dataspace.negotiation import FINALIZED, _unreachable
@@ -123,13 +124,29 @@ def management_view(record: dict[str, Any]) -> dict[str, Any]:
     }
     address = record.get("dataAddress")
     if record["role"] == CONSUMER and address:
+        # The provider's token stays inside the node: users read through /transfers/{id}/data.
         out["endpoint"] = address.get("endpoint")
         for prop in address.get("endpointProperties", []):
             if prop.get("name") == "authorization":
-                out["token"] = prop.get("value")
+                out["tokenHeld"] = True
             if prop.get("name") == "expiresAt":
                 out["tokenExpiresAt"] = prop.get("value")
     return out
+
+
+def pull_address(record: dict[str, Any], path: str) -> tuple[str, str]:
+    """(URL, token) of a read under a started pull transfer's endpoint; ``path`` stays below it."""
+    address = record.get("dataAddress") or {}
+    token = next(
+        (p.get("value") for p in address.get("endpointProperties", []) if p.get("name") == "authorization"),
+        None,
+    )
+    if record["role"] != CONSUMER or record["state"] != STARTED or not token or not address.get("endpoint"):
+        raise Conflict(f"Transfer {record['id']} is not a started pull transfer of this consumer")
+    segments = path.split("/")
+    if not path or any(s in ("", ".", "..") for s in segments) or ":" in segments[0]:
+        raise BadRequestData(f"{path!r} is not a path below the transfer's endpoint")
+    return join(address["endpoint"], path), token
 
 
 class TransferService:
