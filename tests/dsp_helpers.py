@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -14,6 +15,8 @@ import uvicorn
 
 from kizuna.app import create_app
 from kizuna.config import Settings
+from kizuna.dataspace.core import TRANSFER, Records
+from kizuna.store import open_store
 
 DSPACE = "https://w3id.org/dspace/2025/1/context.jsonld"
 
@@ -64,3 +67,23 @@ def get_json(url: str, **kwargs: Any) -> Any:
     response = httpx.get(url, timeout=10, **kwargs)
     response.raise_for_status()
     return response.json()
+
+
+def consumer_token(store_url: str, transfer_id: str) -> str:
+    """The provider's token as the consumer node keeps it (its API never shows it), for tests
+    that play a consumer calling a provider's data plane directly."""
+
+    async def read() -> str:
+        store = open_store(store_url)
+        await store.open()
+        try:
+            record = await Records(store).get(TRANSFER, transfer_id)
+        finally:
+            await store.close()
+        assert record is not None
+        (token,) = [
+            p["value"] for p in record["dataAddress"]["endpointProperties"] if p["name"] == "authorization"
+        ]
+        return token
+
+    return asyncio.run(read())

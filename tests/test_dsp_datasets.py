@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dsp_helpers import free_port, get_json, node, wait_for
+from dsp_helpers import consumer_token, free_port, get_json, node, wait_for
 from kizuna.config import Settings
 
 TUEBINGEN = {
@@ -37,7 +37,7 @@ def nodes(tmp_path: Path):
         yield [stack.enter_context(node(s)) for s in settings]
 
 
-def pull_access(provider: str, consumer: str, dataset: dict[str, Any]) -> dict[str, str]:
+def pull_access(provider: str, consumer: str, dataset: dict[str, Any], consumer_store: str) -> dict[str, str]:
     """Publish the dataset, agree on it, start a pull; the bearer header for its data."""
     r = httpx.post(f"{provider}/management/v1/datasets", json={**dataset, "policy": POLICY})
     assert r.status_code == 201, r.text
@@ -59,8 +59,8 @@ def pull_access(provider: str, consumer: str, dataset: dict[str, Any]) -> dict[s
         },
     )
     tid = r.json()["id"]
-    transfer = wait_for(lambda: get_json(f"{consumer}/management/v1/transfers/{tid}"), lambda t: "token" in t)
-    return {"Authorization": f"Bearer {transfer['token']}"}
+    wait_for(lambda: get_json(f"{consumer}/management/v1/transfers/{tid}"), lambda t: "tokenHeld" in t)
+    return {"Authorization": f"Bearer {consumer_token(consumer_store, tid)}"}
 
 
 def station(n: int, lon: float, lat: float, level: float) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def station(n: int, lon: float, lat: float, level: float) -> dict[str, Any]:
     }
 
 
-def test_geoq_dataset_and_consumer_q_narrow_but_never_widen(nodes) -> None:
+def test_geoq_dataset_and_consumer_q_narrow_but_never_widen(nodes, tmp_path: Path) -> None:
     provider, consumer = nodes
     for entity in (
         station(1, 9.05, 48.52, 3),  # Tübingen, low
@@ -90,6 +90,7 @@ def test_geoq_dataset_and_consumer_q_narrow_but_never_widen(nodes) -> None:
             "attributes": ["level", "location"],
             "geoQ": TUEBINGEN,
         },
+        f"sqlite:///{tmp_path}/riken.db",
     )
     data = f"{provider}/dsp/data/entities"
 
@@ -115,7 +116,7 @@ def test_geoq_dataset_and_consumer_q_narrow_but_never_widen(nodes) -> None:
     assert r.status_code == 400 and "/dsp/data/entities" in r.json()["detail"]
 
 
-def test_temporal_history_dataset(nodes) -> None:
+def test_temporal_history_dataset(nodes, tmp_path: Path) -> None:
     provider, consumer = nodes
 
     def series(values: list[float]) -> list[dict[str, Any]]:
@@ -158,6 +159,7 @@ def test_temporal_history_dataset(nodes) -> None:
             "geoQ": TUEBINGEN,
             "history": True,
         },
+        f"sqlite:///{tmp_path}/riken.db",
     )
     data = f"{provider}/dsp/data/temporal/entities"
     r = httpx.get(data, headers=auth)
@@ -198,3 +200,22 @@ def test_dataset_definitions_are_checked(nodes) -> None:
     r = httpx.post(f"{provider}/management/v1/datasets", json={**base, "geoQ": TUEBINGEN, "history": True})
     assert r.status_code == 201
     assert r.json()["history"] is True and r.json()["geoQ"]["georel"] == "within"
+
+
+def test_replacing_a_dataset_never_widens_an_agreement(nodes, tmp_path: Path) -> None:
+    provider, consumer = nodes
+    for entity in (station(1, 9.05, 48.52, 3), {"id": "urn:ngsi-ld:Staff:1", "type": "Staff"}):
+        assert httpx.post(f"{provider}/ngsi-ld/v1/entities", json=entity).status_code == 201
+    dataset = {"id": "urn:ds:agreed", "entityTypes": ["Station"], "attributes": ["level"]}
+    auth = pull_access(provider, consumer, dataset, f"sqlite:///{tmp_path}/riken.db")
+    data = f"{provider}/dsp/data/entities"
+    assert [e["id"] for e in httpx.get(data, headers=auth).json()] == ["urn:ngsi-ld:Station:1"]
+    # The provider deletes the dataset and publishes a wider one under the same id.
+    assert httpx.delete(f"{provider}/management/v1/datasets/urn:ds:agreed").status_code == 204
+    wider = {"id": "urn:ds:agreed", "entityTypes": ["Station", "Staff"], "policy": POLICY}
+    assert httpx.post(f"{provider}/management/v1/datasets", json=wider).status_code == 201
+    answered = httpx.get(data, headers=auth)
+    assert answered.status_code == 200, answered.text
+    assert [(e["id"], sorted(e)) for e in answered.json()] == [
+        ("urn:ngsi-ld:Station:1", ["id", "level", "type"])
+    ]

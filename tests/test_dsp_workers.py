@@ -15,10 +15,10 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dsp_helpers import DSPACE, free_port, get_json, node, wait_for
+from dsp_helpers import DSPACE, consumer_token, free_port, get_json, node, wait_for
 from kizuna.config import Settings
 from kizuna.dataspace.auth import Directory, Participant, SignedTokenAuth, public_key_text
-from kizuna.dataspace.core import TRANSFER, USED_TOKEN, Records
+from kizuna.dataspace.core import USED_TOKEN, Records
 from kizuna.errors import Unauthenticated
 from kizuna.store import open_store
 
@@ -101,32 +101,12 @@ def started_pull(provider: str, consumer: str) -> tuple[str, dict[str, Any]]:
     return negotiation["agreementId"], transfer
 
 
-def consumer_token(tmp_path: Path, tid: str) -> str:
-    """The provider's token as the consumer node keeps it (its API never shows it): the test
-    plays a consumer calling both provider workers directly."""
-
-    async def read() -> str:
-        store = open_store(f"sqlite:///{tmp_path}/riken.db")
-        await store.open()
-        try:
-            record = await Records(store).get(TRANSFER, tid)
-        finally:
-            await store.close()
-        assert record is not None
-        (token,) = [
-            p["value"] for p in record["dataAddress"]["endpointProperties"] if p["name"] == "authorization"
-        ]
-        return token
-
-    return asyncio.run(read())
-
-
 def test_accesses_through_two_workers_are_counted_exactly_once(
     provider_twice_and_consumer, tmp_path: Path
 ) -> None:
     a, b, consumer = provider_twice_and_consumer
     agreement_id, transfer = started_pull(a, consumer)
-    auth = {"Authorization": f"Bearer {consumer_token(tmp_path, transfer['id'])}"}
+    auth = {"Authorization": f"Bearer {consumer_token(f'sqlite:///{tmp_path}/riken.db', transfer['id'])}"}
 
     async def burst() -> list[int]:
         async with httpx.AsyncClient(timeout=30) as client:

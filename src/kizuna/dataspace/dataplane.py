@@ -320,10 +320,12 @@ class DataPlane:
         return transfer, agreement, await self._dataset(agreement)
 
     async def _dataset(self, agreement: dict[str, Any]) -> dict[str, Any]:
-        dataset = await self.node.records.get(DATASET, agreement.get("datasetId") or "")
-        if dataset is None:
+        """The dataset as the agreement agreed it, while the provider still offers it: deleting
+        it ends the agreement's accesses, and replacing it changes nothing the agreement reads."""
+        current = await self.node.records.get(DATASET, agreement.get("datasetId") or "")
+        if current is None:
             raise ResourceNotFound(f"The dataset of agreement {agreement['id']} no longer exists")
-        return dataset
+        return agreement.get("dataset") or current  # agreements made before datasets were kept
 
     def _narrowing(self, dataset: dict[str, Any], q: str | None, terms: Any) -> ql.QExpr | None:
         """The dataset's q and the consumer's own (both must hold); the consumer's may only name

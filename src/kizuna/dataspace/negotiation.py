@@ -18,6 +18,7 @@ from kizuna.dataspace.catalog import CatalogService
 from kizuna.dataspace.core import (
     AGREEMENT,
     CONSUMER,
+    DATASET,
     NEGOTIATION,
     OTHER,
     PROVIDER,
@@ -413,8 +414,15 @@ class NegotiationService:
             if kind in (REQUEST, OFFER):
                 record.update(offer=members["offer"], offerBy=role)
             if kind == AGREEMENT_MSG:
+                # The dataset as agreed: replacing it later never widens this agreement.
+                dataset = await self.records.get(DATASET, record.get("datasetId") or "")
                 await self._keep_agreement(
-                    record, members["agreement"], PROVIDER, datasetId=record.get("datasetId"), accessCount=0
+                    record,
+                    members["agreement"],
+                    PROVIDER,
+                    datasetId=record.get("datasetId"),
+                    dataset=dataset,
+                    accessCount=0,
                 )
             if kind == TERMINATE:
                 record["reason"] = members.get("reason")
