@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,11 +114,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, store: str, workers: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    port: int, store: str, workers: int, log: Path, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
     script = Path(sys.executable).with_name("kizuna")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "kizuna"]
     command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--store", store]
-    command += ["--workers", str(workers), "--log-level", "warning"]
+    command += ["--workers", str(workers), "--log-level", "warning", *extra]
     with log.open("ab") as stderr:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
 
@@ -148,11 +150,12 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serve(store: Store, tmp: Path, workers: int = 1) -> Iterator[int]:
-    """A healthy ``kizuna serve --workers N`` on ``store``; its port. Stopped on the way out."""
+def serve(store: Store, tmp: Path, workers: int = 1, extra: Sequence[str] = ()) -> Iterator[int]:
+    """A healthy ``kizuna serve --workers N [extra flags]`` on ``store``; its port. Stopped on
+    the way out."""
     port = free_port()
     log = tmp / "server.log"
-    server = start_server(port, store.url, workers, log)
+    server = start_server(port, store.url, workers, log, extra)
     try:
         wait_healthy(port, server)
         yield port

@@ -148,3 +148,18 @@ async def test_a_jwks_file_is_read_from_disk(tmp_path: Any) -> None:
 def test_issuer_config_rejects_unknown_fields() -> None:
     with pytest.raises(ValueError):
         Issuer.from_json({"issuer": ISS, "audiance": "typo"})
+
+
+async def test_a_remembered_token_still_expires_and_stays_bound_to_its_tenant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = rsa("k1")
+    verifier = TokenVerifier([Issuer(ISS, audience="kizuna", tenant="hospital")], FakeIdp(key).fetch_json)
+    now = time.time()
+    value = token(key, exp=int(now) + 60)
+    assert (await verifier.verify(value, "hospital")).id == "alice"
+    with pytest.raises(InvalidCredentials):
+        await verifier.verify(value, "city")  # the second use is answered from memory
+    monkeypatch.setattr(oidc.time, "time", lambda: now + 60 + oidc.CLOCK_SKEW_SECONDS + 1)
+    with pytest.raises(InvalidCredentials):
+        await verifier.verify(value, "hospital")
