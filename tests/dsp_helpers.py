@@ -16,6 +16,7 @@ import uvicorn
 from kizuna.app import create_app
 from kizuna.config import Settings
 from kizuna.dataspace.core import TRANSFER, Records
+from kizuna.dataspace.sealing import Sealer
 from kizuna.store import open_store
 
 DSPACE = "https://w3id.org/dspace/2025/1/context.jsonld"
@@ -69,9 +70,10 @@ def get_json(url: str, **kwargs: Any) -> Any:
     return response.json()
 
 
-def consumer_token(store_url: str, transfer_id: str) -> str:
-    """The provider's token as the consumer node keeps it (its API never shows it), for tests
-    that play a consumer calling a provider's data plane directly."""
+def consumer_token(store_url: str, key_file: str, transfer_id: str) -> str:
+    """The provider's token as the consumer node keeps it (its API never shows it, its store
+    holds it sealed with a key derived from ``key_file``), for tests that play a consumer
+    calling a provider's data plane directly."""
 
     async def read() -> str:
         store = open_store(store_url)
@@ -81,9 +83,11 @@ def consumer_token(store_url: str, transfer_id: str) -> str:
         finally:
             await store.close()
         assert record is not None
-        (token,) = [
+        (sealed,) = [
             p["value"] for p in record["dataAddress"]["endpointProperties"] if p["name"] == "authorization"
         ]
+        token = Sealer.from_key_file(key_file).open(sealed, transfer_id)
+        assert token is not None, "the token must be sealed with the consumer's key"
         return token
 
     return asyncio.run(read())

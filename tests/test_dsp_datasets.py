@@ -12,6 +12,7 @@ import pytest
 
 from dsp_helpers import consumer_token, free_port, get_json, node, wait_for
 from kizuna.config import Settings
+from kizuna.dataspace.auth import generate_key_file
 
 TUEBINGEN = {
     "geometry": "Polygon",
@@ -30,6 +31,7 @@ def nodes(tmp_path: Path):
             store=f"sqlite:///{tmp_path}/{name}.db",
             participant_id=f"did:web:{name}.example",
             dsp_auth="none",
+            dsp_key_file=key_file(tmp_path, name),
         )
         for name in ("tuebingen", "riken")
     ]
@@ -37,7 +39,14 @@ def nodes(tmp_path: Path):
         yield [stack.enter_context(node(s)) for s in settings]
 
 
-def pull_access(provider: str, consumer: str, dataset: dict[str, Any], consumer_store: str) -> dict[str, str]:
+def key_file(tmp_path: Path, name: str) -> str:
+    path = tmp_path / f"{name}.pem"
+    if not path.exists():
+        generate_key_file(str(path))
+    return str(path)
+
+
+def pull_access(provider: str, consumer: str, dataset: dict[str, Any], tmp_path: Path) -> dict[str, str]:
     """Publish the dataset, agree on it, start a pull; the bearer header for its data."""
     r = httpx.post(f"{provider}/management/v1/datasets", json={**dataset, "policy": POLICY})
     assert r.status_code == 201, r.text
@@ -60,7 +69,8 @@ def pull_access(provider: str, consumer: str, dataset: dict[str, Any], consumer_
     )
     tid = r.json()["id"]
     wait_for(lambda: get_json(f"{consumer}/management/v1/transfers/{tid}"), lambda t: "tokenHeld" in t)
-    return {"Authorization": f"Bearer {consumer_token(consumer_store, tid)}"}
+    token = consumer_token(f"sqlite:///{tmp_path}/riken.db", key_file(tmp_path, "riken"), tid)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def station(n: int, lon: float, lat: float, level: float) -> dict[str, Any]:
@@ -90,7 +100,7 @@ def test_geoq_dataset_and_consumer_q_narrow_but_never_widen(nodes, tmp_path: Pat
             "attributes": ["level", "location"],
             "geoQ": TUEBINGEN,
         },
-        f"sqlite:///{tmp_path}/riken.db",
+        tmp_path,
     )
     data = f"{provider}/dsp/data/entities"
 
@@ -159,7 +169,7 @@ def test_temporal_history_dataset(nodes, tmp_path: Path) -> None:
             "geoQ": TUEBINGEN,
             "history": True,
         },
-        f"sqlite:///{tmp_path}/riken.db",
+        tmp_path,
     )
     data = f"{provider}/dsp/data/temporal/entities"
     r = httpx.get(data, headers=auth)
@@ -207,7 +217,7 @@ def test_replacing_a_dataset_never_widens_an_agreement(nodes, tmp_path: Path) ->
     for entity in (station(1, 9.05, 48.52, 3), {"id": "urn:ngsi-ld:Staff:1", "type": "Staff"}):
         assert httpx.post(f"{provider}/ngsi-ld/v1/entities", json=entity).status_code == 201
     dataset = {"id": "urn:ds:agreed", "entityTypes": ["Station"], "attributes": ["level"]}
-    auth = pull_access(provider, consumer, dataset, f"sqlite:///{tmp_path}/riken.db")
+    auth = pull_access(provider, consumer, dataset, tmp_path)
     data = f"{provider}/dsp/data/entities"
     assert [e["id"] for e in httpx.get(data, headers=auth).json()] == ["urn:ngsi-ld:Station:1"]
     # The provider deletes the dataset and publishes a wider one under the same id.

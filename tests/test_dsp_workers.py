@@ -17,7 +17,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dsp_helpers import DSPACE, consumer_token, free_port, get_json, node, wait_for
 from kizuna.config import Settings
-from kizuna.dataspace.auth import Directory, Participant, SignedTokenAuth, public_key_text
+from kizuna.dataspace.auth import (
+    Directory,
+    Participant,
+    SignedTokenAuth,
+    generate_key_file,
+    public_key_text,
+)
 from kizuna.dataspace.core import USED_TOKEN, Records
 from kizuna.errors import Unauthenticated
 from kizuna.store import open_store
@@ -39,10 +45,12 @@ def provider_twice_and_consumer(tmp_path: Path):
         public_url=f"http://127.0.0.1:{ports[0]}",
         **common,
     )
+    generate_key_file(str(tmp_path / "riken.pem"))
     c = Settings(
         port=ports[2],
         store=f"sqlite:///{tmp_path}/riken.db",
         participant_id="did:web:riken.example",
+        dsp_key_file=str(tmp_path / "riken.pem"),
         **common,
     )
     with ExitStack() as stack:
@@ -106,7 +114,8 @@ def test_accesses_through_two_workers_are_counted_exactly_once(
 ) -> None:
     a, b, consumer = provider_twice_and_consumer
     agreement_id, transfer = started_pull(a, consumer)
-    auth = {"Authorization": f"Bearer {consumer_token(f'sqlite:///{tmp_path}/riken.db', transfer['id'])}"}
+    token = consumer_token(f"sqlite:///{tmp_path}/riken.db", str(tmp_path / "riken.pem"), transfer["id"])
+    auth = {"Authorization": f"Bearer {token}"}
 
     async def burst() -> list[int]:
         async with httpx.AsyncClient(timeout=30) as client:

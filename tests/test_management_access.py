@@ -41,9 +41,9 @@ def test_an_admin_api_key_manages_and_stops_when_revoked(secured: TestClient) ->
         try:
             repo = ApiKeys(store)
             if action == "create":
-                _, secret = await repo.create("ops-robot", ("kizuna-admin",), None, None)
+                _, secret = await repo.create("test", "ops-robot", ("kizuna-admin",), None, None)
                 return secret
-            await repo.revoke(arg)
+            await repo.revoke("test", arg)
             return ""
         finally:
             await store.close()

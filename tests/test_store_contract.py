@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from kizuna.store import AccessFilter, EntityQuery, HistoryQuery, Store, open_store
+from kizuna.store import AccessFilter, AuditEvent, EntityQuery, HistoryQuery, Store, open_store
 
 T_LIGHT = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
 T_GROUP = "https://smartdatamodels.org/dataModel.Streetlighting/StreetlightGroup"
@@ -310,6 +310,14 @@ async def test_the_owner_is_kept_across_replacements(store: Store) -> None:
         assert await tx.owner(light(1)["id"]) == "alice"
         assert await tx.owner(light(2)["id"]) is None
         assert await tx.owner("urn:ngsi-ld:Streetlight:404") is None
+    owned = await store.get_owned_entity("", light(1)["id"])
+    assert owned is not None and owned[1] == "alice" and owned[0][STATUS][0]["value"] == "off"
+    assert await store.get_owned_entity("", light(2)["id"]) == (
+        await store.get_entity("", light(2)["id"]),
+        None,
+    )
+    assert await store.get_owned_entity("", "urn:ngsi-ld:Streetlight:404") is None
+    assert await store.get_owned_entity("nowhere", light(1)["id"]) is None
 
 
 async def test_delete_matching_deletes_only_what_the_filter_lets_through(store: Store) -> None:
@@ -321,3 +329,21 @@ async def test_delete_matching_deletes_only_what_the_filter_lets_through(store: 
     assert sorted(_numbers(doomed)) == [1, 2]
     left = await store.query_entities("", EntityQuery(types=[T_LIGHT, T_GROUP], count=True))
     assert left.total == 4
+
+
+async def test_the_audit_trail_is_read_by_subject_tenant_and_time_and_never_pruned(store: Store) -> None:
+    events = [
+        AuditEvent(100.0, "alice", "", "permission.create", "urn:p:1", "done", "read for bob"),
+        AuditEvent(200.0, "", "city", "GET /ngsi-ld/v1/entities", "/ngsi-ld/v1/entities", "denied"),
+        AuditEvent(300.0, "alice", "city", "dataset.delete", "urn:d:1", "done"),
+    ]
+    for event in events:
+        await store.append_audit(event)
+    assert await store.read_audit() == (events, 3)
+    assert await store.read_audit(subject="alice") == ([events[0], events[2]], 2)
+    assert await store.read_audit(subject="alice", tenant="city") == ([events[2]], 1)
+    assert await store.read_audit(since=200.0, limit=1) == ([events[1]], 2)
+    assert await store.read_audit(since=200.0, limit=1, offset=1) == ([events[2]], 2)
+
+    await store.prune_history(before=10_000.0)
+    assert (await store.read_audit())[1] == 3

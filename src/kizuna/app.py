@@ -18,15 +18,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kizuna import __version__
 from kizuna.access.apikeys import ApiKeys
+from kizuna.access.audit import AuditTrail
 from kizuna.access.authenticator import Authenticator
 from kizuna.access.grants import Grants
 from kizuna.access.policy import AccessPolicy
+from kizuna.audit_routes import AuditApi
 from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.jsonld.routes import ContextApi
 from kizuna.middleware.admins_only import AdminsOnly
+from kizuna.middleware.audit import AuditRefusals
 from kizuna.middleware.authentication import Authentication
 from kizuna.middleware.json_bodies import JsonBodiesOnly
 from kizuna.middleware.same_origin import SameOriginOnly
@@ -92,6 +95,7 @@ def create_app(settings: Settings) -> Starlette:
         store, registry, base_url=settings.public_base_url, config=DispatcherConfig.from_settings(settings)
     )
     policy = AccessPolicy(store)
+    audit = AuditTrail(store)
     entities = EntityService(store, policy, subscription_cache, dispatcher.wake)
     federation = Federation(
         entities,
@@ -129,6 +133,7 @@ def create_app(settings: Settings) -> Starlette:
         SubscriptionService(
             store, registry, implicit_context=contexts.add_implicit, on_change=subscription_cache.invalidate
         ),
+        audit,
     )
     dispatcher.gate = dataspace.dataplane  # push transfers: each notification is a counted access
     csources = CsourceApi(
@@ -201,7 +206,7 @@ def create_app(settings: Settings) -> Starlette:
         Mount(
             "/ngsi-ld/v1/auth",
             routes=PermissionApi(
-                Grants(store, policy), registry, max_body=settings.max_body_bytes, limits=limits
+                Grants(store, policy, audit), registry, max_body=settings.max_body_bytes, limits=limits
             ).routes(),
         ),
     ]
@@ -211,7 +216,7 @@ def create_app(settings: Settings) -> Starlette:
         Mount("/dsp", routes=dataspace.protocol_routes()),
         Mount(
             "/management/v1",
-            routes=dataspace.management_routes(),
+            routes=[*dataspace.management_routes(), *AuditApi(audit, limits).routes()],
             middleware=[
                 Middleware(SameOriginOnly),
                 Middleware(JsonBodiesOnly),
@@ -224,7 +229,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(TrailingSlash)],
+        middleware=[Middleware(TrailingSlash), Middleware(AuditRefusals, trail=audit)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.settings = settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import sys
 from dataclasses import asdict, fields
@@ -59,18 +60,27 @@ async def apikey(args: argparse.Namespace) -> None:
     await store.open()
     try:
         keys = ApiKeys(store)
+        by = _operator()
         if args.action == "create":
             lifetime = parse_retention(args.expires) if args.expires else None
-            record, key = await keys.create(args.subject, tuple(args.role), args.tenant, lifetime)
+            record, key = await keys.create(by, args.subject, tuple(args.role), args.tenant, lifetime)
             print(orjson.dumps({"id": record.id, "key": key, "subject": record.subject}).decode())
         elif args.action == "list":
             for record in await keys.all():
                 shown = {k: v for k, v in asdict(record).items() if k not in ("salt", "digest")}
                 print(orjson.dumps(shown).decode())
-        elif not await keys.revoke(args.id):
+        elif not await keys.revoke(by, args.id):
             raise SystemExit(f"kizuna: no API key {args.id}")
     finally:
         await store.close()
+
+
+def _operator() -> str:
+    """Who the audit trail names for a key made or revoked from the command line."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "cli"
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:

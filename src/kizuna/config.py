@@ -91,7 +91,8 @@ class Settings:
     )
     dsp_key_file: str | None = _setting(
         None,
-        "Ed25519 private key (PEM) signing this node's DSP requests; `kizuna keygen --key-file F` makes one",
+        "Ed25519 private key (PEM) signing this node's DSP requests and sealing the pull tokens it"
+        " keeps (without one, tokens do not survive a restart); `kizuna keygen --key-file F` makes one",
     )
     dsp_trusted_participants: str | None = _setting(
         None, "JSON file: participant id -> publicKey, region, memberships"

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from kizuna.access.audit import AuditTrail
 from kizuna.store import Store
 
 PREFIX = "kz_"
@@ -83,14 +84,20 @@ class ApiKeys:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.audit = AuditTrail(store)
 
     async def create(
-        self, subject: str, roles: tuple[str, ...], tenant: str | None, lifetime: float | None
+        self, by: str, subject: str, roles: tuple[str, ...], tenant: str | None, lifetime: float | None
     ) -> tuple[ApiKey, str]:
+        """A new key for ``subject``, made by the operator ``by`` (who the audit trail names)."""
         now = time.time()
         record, key = new_key(subject, roles, tenant, now, None if lifetime is None else now + lifetime)
         if not await self.store.insert_document(KIND, NODE_TENANT, _to_doc(record)):
             raise RuntimeError("API key id collision")  # 64 random bits: practically never
+        roles_text = ",".join(roles) or "no roles"
+        await self.audit.record(
+            by, tenant or "", "apikey.create", record.id, detail=f"for {subject} with {roles_text}"
+        )
         return record, key
 
     async def find(self, key_id: str) -> ApiKey | None:
@@ -101,7 +108,7 @@ class ApiKeys:
         docs, _ = await self.store.list_documents(KIND, NODE_TENANT)
         return [_from_doc(doc) for doc in docs]
 
-    async def revoke(self, key_id: str) -> bool:
+    async def revoke(self, by: str, key_id: str) -> bool:
         """Revoked keys are kept (marked), so that the audit trail can still name them."""
         record = await self.find(key_id)
         if record is None:
@@ -109,4 +116,7 @@ class ApiKeys:
         if record.revoked is None:
             revoked = replace(record, revoked=time.time())
             await self.store.replace_document(KIND, NODE_TENANT, _to_doc(revoked))
+            await self.audit.record(
+                by, record.tenant or "", "apikey.revoke", key_id, detail=f"of {record.subject}"
+            )
         return True

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kizuna.access.audit import AuditTrail
 from kizuna.access.permissions import KIND, Action, Permission, Target, from_doc, grantable, to_doc
 from kizuna.access.policy import AccessPolicy
 from kizuna.access.subject import AUTHENTICATED, PUBLIC, Subject
@@ -132,17 +133,22 @@ def render(doc: dict[str, Any], compact: Callable[[str], str], *, sys_attrs: boo
 class Grants:
     """Create, read, change and delete permissions, as the subject asking may."""
 
-    def __init__(self, store: Store, policy: AccessPolicy) -> None:
+    def __init__(self, store: Store, policy: AccessPolicy, audit: AuditTrail) -> None:
         self.store = store
         self.policy = policy
+        self.audit = audit
 
     async def all(self, tenant: str) -> list[dict[str, Any]]:
         docs, _ = await self.store.list_documents(KIND, tenant)
         return docs
 
-    async def _changed(self, tenant: str) -> None:
+    async def _changed(self, tenant: str, subject: Subject, operation: str, p: Permission) -> None:
         self.policy.changed(tenant)  # this process at once; the others when the store tells them
         await self.store.announce("permissions", tenant)
+        target = p.target.id or f"types={','.join(p.target.types)} scopes={','.join(p.target.scopes)}"
+        await self.audit.record(
+            subject, tenant, operation, p.id, detail=f"{p.action.label} on {target} for {p.assignee}"
+        )
 
     async def _administers(self, tenant: str, subject: Subject, target: Target) -> bool:
         if subject.is_admin(tenant):
@@ -177,7 +183,7 @@ class Grants:
         now = now_iso()
         if not await self.store.insert_document(KIND, tenant, to_doc(permission, now, now)):
             raise AlreadyExists(f"Permission {permission.id} already exists")
-        await self._changed(tenant)
+        await self._changed(tenant, subject, "permission.create", permission)
         return permission.id
 
     async def _visible(self, tenant: str, subject: Subject, pid: str) -> dict[str, Any]:
@@ -202,15 +208,15 @@ class Grants:
         if not await self._administers(tenant, subject, changed.target):
             raise AccessDenied("Only an administrator of the new target may grant permissions on it")
         await self.store.replace_document(KIND, tenant, to_doc(changed, doc["createdAt"], now_iso()))
-        await self._changed(tenant)
+        await self._changed(tenant, subject, "permission.update", changed)
 
     async def delete(self, tenant: str, subject: Subject, pid: str) -> None:
         self._require_subject(subject)
-        doc = await self._visible(tenant, subject, pid)
-        if not await self._administers(tenant, subject, from_doc(doc).target):
+        gone = from_doc(await self._visible(tenant, subject, pid))
+        if not await self._administers(tenant, subject, gone.target):
             raise AccessDenied("Only an administrator of the target may revoke its permissions")
         await self.store.delete_document(KIND, tenant, pid)
-        await self._changed(tenant)
+        await self._changed(tenant, subject, "permission.delete", gone)
 
     async def query(
         self, tenant: str, subject: Subject, wanted: PermissionFilter, *, assigned: bool

@@ -6,6 +6,7 @@ import re
 import uuid
 from typing import Any
 
+from kizuna.access.subject import Subject
 from kizuna.dataspace import messages, odrl
 from kizuna.dataspace.core import DATASET, Node
 from kizuna.errors import (
@@ -132,10 +133,11 @@ class CatalogService:
     def service_id(self) -> str:
         return f"{self.node.dsp_base}#dataService"
 
-    async def create(self, body: Any) -> dict[str, Any]:
+    async def create(self, subject: Subject, body: Any) -> dict[str, Any]:
         dataset = parse_dataset(body)
         if not await self.node.records.insert(DATASET, dataset):
             raise AlreadyExists(f"Dataset {dataset['id']} already exists")
+        await self.node.audit.record(subject, "", "dataset.create", dataset["id"])
         return dataset
 
     async def list(self) -> list[dict[str, Any]]:
@@ -148,9 +150,10 @@ class CatalogService:
             raise ResourceNotFound(f"Dataset {dataset_id} does not exist")
         return dataset
 
-    async def delete(self, dataset_id: str) -> None:
+    async def delete(self, subject: Subject, dataset_id: str) -> None:
         if not await self.node.records.delete(DATASET, dataset_id):
             raise ResourceNotFound(f"Dataset {dataset_id} does not exist")
+        await self.node.audit.record(subject, "", "dataset.delete", dataset_id)
 
     async def find(self, dataset_id: str) -> dict[str, Any] | None:
         return await self.node.records.get(DATASET, dataset_id)

@@ -19,8 +19,10 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from kizuna.access.audit import AuditTrail
 from kizuna.dataspace import messages
 from kizuna.dataspace.auth import CLOCK_SKEW, Directory, ParticipantAuth
+from kizuna.dataspace.sealing import Sealer
 from kizuna.errors import Conflict, CounterpartyError
 from kizuna.store import DEFAULT_TENANT, Store
 
@@ -291,6 +293,8 @@ class Node:
     records: Records
     messenger: Messenger
     directory: Directory
+    audit: AuditTrail
+    sealer: Sealer
     token_lifetime: float = 600.0
 
     @property

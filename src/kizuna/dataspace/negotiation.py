@@ -450,6 +450,13 @@ class NegotiationService:
                 **members,
             },
         )
+        await self.node.audit.record(
+            record.get("counterPartyId"),
+            "",
+            "agreement.agree",
+            agreement["@id"],
+            detail=f"as {role}, dataset {record.get('datasetId') or agreement.get('target')}",
+        )
 
     async def _set_agreement_state(self, record: dict[str, Any], state: str) -> None:
         agreement_id = record.get("agreementId")
@@ -461,6 +468,9 @@ class NegotiationService:
 
         with contextlib.suppress(KeyError):  # a compare-and-set: concurrent access counts stay
             await self.records.update(AGREEMENT, agreement_id, set_state)
+        await self.node.audit.record(
+            record.get("counterPartyId"), "", f"agreement.{state.lower()}", agreement_id
+        )
 
     # -- automatic behaviour -------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from kizuna.access.audit import AuditTrail
 from kizuna.config import Settings
 from kizuna.dataspace import catalog as catalog_mod
 from kizuna.dataspace import messages, negotiation, odrl, transfer
@@ -23,6 +24,7 @@ from kizuna.dataspace.catalog import CatalogService
 from kizuna.dataspace.core import AGREEMENT, FollowUp, Messenger, Node, Records, pull, run_follow_ups
 from kizuna.dataspace.dataplane import DataPlane
 from kizuna.dataspace.negotiation import NegotiationService, _unreachable
+from kizuna.dataspace.sealing import Sealer
 from kizuna.dataspace.transfer import TransferService
 from kizuna.errors import (
     BadRequestData,
@@ -38,6 +40,7 @@ from kizuna.errors import (
     Unauthorized,
 )
 from kizuna.jsonld.contexts import ContextRegistry
+from kizuna.ngsild.edge import subject_of
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.subscriptions import SubscriptionService
 from kizuna.ngsild.temporal import TemporalService
@@ -238,7 +241,7 @@ class DataspaceApi:
     # -- management -----------------------------------------------------------------------------
 
     async def m_create_dataset(self, request: Request) -> Response:
-        dataset = await self.catalog.create(await _plain_json(request))
+        dataset = await self.catalog.create(subject_of(request), await _plain_json(request))
         return _json(catalog_mod.management_view(dataset), 201)
 
     async def m_list_datasets(self, request: Request) -> Response:
@@ -248,7 +251,7 @@ class DataspaceApi:
         return _json(catalog_mod.management_view(await self.catalog.get(request.path_params["dataset_id"])))
 
     async def m_delete_dataset(self, request: Request) -> Response:
-        await self.catalog.delete(request.path_params["dataset_id"])
+        await self.catalog.delete(subject_of(request), request.path_params["dataset_id"])
         return Response(status_code=204)
 
     async def m_remote_catalog(self, request: Request) -> Response:
@@ -337,7 +340,7 @@ class DataspaceApi:
     async def m_pull(self, request: Request) -> Response:
         """Read the provider's data under a pull transfer; the node holds its token."""
         record = await _mgmt(self.transfers.get(request.path_params["pid"]))
-        url, token = transfer.pull_address(record, request.path_params["rest"])
+        url, token = transfer.pull_address(record, request.path_params["rest"], self.node.sealer)
         try:
             pulled = await pull(
                 self.node.messenger.client_factory,
@@ -476,6 +479,7 @@ def build(
     entities: EntityService,
     contexts: ContextRegistry,
     subscriptions: SubscriptionService | None,
+    audit: AuditTrail,
     messenger_client: Any = None,
 ) -> DataspaceApi:
     """The dataspace half of a node, from the settings."""
@@ -491,6 +495,8 @@ def build(
         records=records,
         messenger=messenger,
         directory=directory,
+        audit=audit,
+        sealer=Sealer.from_key_file(settings.dsp_key_file),
         token_lifetime=settings.dsp_token_lifetime,
     )
     temporal = TemporalService(store, entities.policy, instance_limit=settings.temporal_instance_limit)

@@ -26,6 +26,7 @@ from kizuna.dataspace.core import (
     new_record,
 )
 from kizuna.dataspace.negotiation import FINALIZED, _unreachable
+from kizuna.dataspace.sealing import Sealer
 from kizuna.errors import (
     BadRequestData,
     Conflict,
@@ -134,15 +135,33 @@ def management_view(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pull_address(record: dict[str, Any], path: str) -> tuple[str, str]:
+def _sealed(address: dict[str, Any], sealer: Sealer, transfer_id: str) -> dict[str, Any]:
+    """The provider's DataAddress as the consumer keeps it: its token encrypted."""
+    properties = [
+        {**p, "value": sealer.seal(str(p.get("value", "")), transfer_id)}
+        if p.get("name") == "authorization"
+        else p
+        for p in address.get("endpointProperties", [])
+        if isinstance(p, dict)
+    ]
+    return {**address, "endpointProperties": properties}
+
+
+def pull_address(record: dict[str, Any], path: str, sealer: Sealer) -> tuple[str, str]:
     """(URL, token) of a read under a started pull transfer's endpoint; ``path`` stays below it."""
     address = record.get("dataAddress") or {}
-    token = next(
+    sealed = next(
         (p.get("value") for p in address.get("endpointProperties", []) if p.get("name") == "authorization"),
         None,
     )
-    if record["role"] != CONSUMER or record["state"] != STARTED or not token or not address.get("endpoint"):
+    if record["role"] != CONSUMER or record["state"] != STARTED or not sealed or not address.get("endpoint"):
         raise Conflict(f"Transfer {record['id']} is not a started pull transfer of this consumer")
+    token = sealer.open(sealed, record["id"])
+    if token is None:
+        raise Conflict(
+            f"Transfer {record['id']}: its token was sealed with another key (a restart without"
+            " --dsp-key-file); request a new transfer"
+        )
     segments = path.split("/")
     if not path or any(s in ("", ".", "..") for s in segments) or ":" in segments[0]:
         raise BadRequestData(f"{path!r} is not a path below the transfer's endpoint")
@@ -239,7 +258,7 @@ class TransferService:
                         consumer_pid=record["consumerPid"],
                     ) from None
             if record["role"] == CONSUMER and kind == START and message.get("dataAddress"):
-                record["dataAddress"] = message["dataAddress"]
+                record["dataAddress"] = _sealed(message["dataAddress"], self.node.sealer, record["id"])
             if kind in (SUSPEND, TERMINATE):
                 record["reason"] = message.get("reason")
             apply_transition(record, new, kind, OTHER[record["role"]])

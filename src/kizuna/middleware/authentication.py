@@ -38,5 +38,6 @@ class Authentication:
         except NgsiLdError as error:
             await problem_response(error)(scope, receive, send)
             return
-        scope = {**scope, "state": {**scope.get("state", {}), "subject": subject}}
+        # In place: the audit middleware outside reads the subject of the answers it records.
+        scope.setdefault("state", {})["subject"] = subject
         await self.app(scope, receive, send)

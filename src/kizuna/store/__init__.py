@@ -231,6 +231,21 @@ class OutboxRow:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One line of the audit trail: who (``subject``, "" when anonymous) did or was refused
+    (``outcome``: "denied" or "done") what (``operation``) on what (``target``), in which tenant,
+    when (``at``, POSIX seconds); ``detail`` says why or what changed."""
+
+    at: float
+    subject: str
+    tenant: str
+    operation: str
+    target: str
+    outcome: str
+    detail: str = ""
+
+
 class WriteTransaction(Protocol):
     async def get(self, entity_id: str) -> Entity | None: ...
 
@@ -324,6 +339,10 @@ class Store(Protocol):
         """A write transaction in ``tenant`` (created on first write); commits on clean exit."""
 
     async def get_entity(self, tenant: str, entity_id: str) -> Entity | None: ...
+
+    async def get_owned_entity(self, tenant: str, entity_id: str) -> tuple[Entity, str | None] | None:
+        """The entity and who created it (None: written before access control existed), for a
+        retrieval that decides access on the one entity instead of in a query."""
 
     async def query_entities(self, tenant: str, query: EntityQuery) -> QueryResult: ...
 
@@ -439,6 +458,23 @@ class Store(Protocol):
         """Forget, in every tenant, the attribute instances whose time (observedAt, else
         createdAt) is before ``before`` (POSIX seconds), and the temporal entities left without
         any history; return how many instances went."""
+
+    # -- audit trail: denied decisions and changes of rights, node-wide, never pruned --------------
+
+    async def append_audit(self, event: AuditEvent) -> None:
+        """Keep ``event`` for good: :meth:`prune_history` never removes audit events."""
+
+    async def read_audit(
+        self,
+        *,
+        subject: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[AuditEvent], int]:
+        """A page of the events that match (``since``: at or after), oldest first, and how many
+        match in all."""
 
     # -- documents: registrations, csource subscriptions (clauses 5.9, 5.11) -----------------------
     # Canonical JSON documents of one ``kind`` ("csourceRegistration", "csourceSubscription"),

@@ -214,6 +214,15 @@ def history_columns(instance: dict[str, Any]) -> tuple[Any, ...]:
 # -- q to SQL ----------------------------------------------------------------------------------------
 
 Sql = tuple[str, list[Any]]
+
+
+def audit_conditions(subject: str | None, tenant: str | None, since: float | None) -> list[tuple[str, Any]]:
+    """What a read of the audit trail asks for, as (``column operator``, value): each store
+    writes them with its own placeholders."""
+    wanted = (("subject =", subject), ("tenant =", tenant), ("at >=", since))
+    return [(test, value) for test, value in wanted if value is not None]
+
+
 SQL_ORDER = {"==": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 
 

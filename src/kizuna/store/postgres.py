@@ -91,6 +91,7 @@ from kizuna.store import (
     NO_SCOPE,
     AccessFilter,
     AggregateRow,
+    AuditEvent,
     ChangeListener,
     Entity,
     EntityQuery,
@@ -109,6 +110,7 @@ from kizuna.store.common import (
     QCompiler,
     Sql,
     attribute_rows,
+    audit_conditions,
     extended_temporal_entity,
     geometry_boxes,
     history_columns,
@@ -163,6 +165,24 @@ GLOBAL_MIGRATIONS: list[tuple[int, str, str]] = [
             doc bytea NOT NULL,
             PRIMARY KEY (tenant, subscription_id)
         );
+        """,
+    ),
+    (
+        2,
+        "audit trail",
+        """
+        CREATE TABLE kizuna.audit_trail (
+            seq bigserial PRIMARY KEY,
+            at double precision NOT NULL,
+            subject text NOT NULL,
+            tenant text NOT NULL,
+            operation text NOT NULL,
+            target text NOT NULL,
+            outcome text NOT NULL,
+            detail text NOT NULL
+        );
+        CREATE INDEX audit_trail_by_subject ON kizuna.audit_trail (subject, at);
+        CREATE INDEX audit_trail_by_time ON kizuna.audit_trail (at);
         """,
     ),
 ]
@@ -525,6 +545,16 @@ class PostgresStore:
             return None
         row = await self.pool.fetchrow(f"SELECT doc, raw FROM {schema}.entities WHERE id = $1", entity_id)
         return _unpack(row[0], row[1]) if row else None
+
+    @_guarded
+    async def get_owned_entity(self, tenant: str, entity_id: str) -> tuple[Entity, str | None] | None:
+        schema = await self._schema(tenant)
+        if schema is None:
+            return None
+        row = await self.pool.fetchrow(
+            f"SELECT doc, raw, owner FROM {schema}.entities WHERE id = $1", entity_id
+        )
+        return (_unpack(row[0], row[1]), row[2]) if row else None
 
     @_guarded
     async def query_entities(self, tenant: str, query: EntityQuery) -> QueryResult:
@@ -1066,6 +1096,46 @@ class PostgresStore:
             _numbered(sql), [e for e, _ in ordered], [a for _, a in ordered], *params
         )
         return {(e, a): kind if kind is not None else orjson.loads(raw)["type"] for e, a, kind, raw in rows}
+
+    # -- audit trail ---------------------------------------------------------------------------
+
+    @_guarded
+    async def append_audit(self, event: AuditEvent) -> None:
+        await self.pool.execute(
+            "INSERT INTO kizuna.audit_trail (at, subject, tenant, operation, target, outcome, detail)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            event.at,
+            event.subject,
+            event.tenant,
+            event.operation,
+            event.target,
+            event.outcome,
+            event.detail,
+        )
+
+    @_guarded
+    async def read_audit(
+        self,
+        *,
+        subject: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[AuditEvent], int]:
+        conditions = audit_conditions(subject, tenant, since)
+        where = " AND ".join(f"{test} ${n}" for n, (test, _) in enumerate(conditions, 1)) or "true"
+        params = [value for _, value in conditions]
+        total = await self.pool.fetchval(f"SELECT count(*) FROM kizuna.audit_trail WHERE {where}", *params)
+        n = len(params)
+        rows = await self.pool.fetch(
+            "SELECT at, subject, tenant, operation, target, outcome, detail FROM kizuna.audit_trail"
+            f" WHERE {where} ORDER BY seq LIMIT ${n + 1} OFFSET ${n + 2}",
+            *params,
+            limit,
+            offset,
+        )
+        return [AuditEvent(*row) for row in rows], total
 
     # -- documents (registrations, csource subscriptions) -----------------------------------------
 
