@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from dsp_helpers import free_port, get_json, node, wait_for
+from access_helpers import rsa, token
+from dsp_helpers import free_port, node, wait_for
 from kizuna.config import Settings
 from kizuna.dataspace.auth import generate_key_file
 
@@ -30,8 +34,24 @@ POLICY = {
 }
 
 
-@pytest.fixture
-def two_nodes(tmp_path: Path):
+@dataclass
+class TwoNodes:
+    """Tübingen and RIKEN, and one client that calls each as that node's administrator (with
+    ``--auth oidc``, a token from the node's own realm, minted here from a key made here)."""
+
+    provider: str
+    consumer: str
+    http: httpx.Client
+    secured: bool
+
+    def get_json(self, url: str) -> Any:
+        response = self.http.get(url)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture(params=["none", "oidc"])
+def two_nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TwoNodes]:
     keys = {}
     for name in ("tuebingen", "riken"):
         keys[name] = generate_key_file(str(tmp_path / f"{name}.pem"))
@@ -49,26 +69,52 @@ def two_nodes(tmp_path: Path):
         )
     )
     ports = {"tuebingen": free_port(), "riken": free_port()}
-    settings = {
-        name: Settings(
+    admin_headers: dict[int, str] = {}
+    settings = {}
+    for name, port in ports.items():
+        auth: dict[str, Any] = {}
+        if request.param == "oidc":
+            realm, idp_key = f"https://sso.{name}.example/realms/{name}", rsa(name)
+            jwks = tmp_path / f"{name}-jwks.json"
+            jwks.write_text(json.dumps({"keys": [idp_key.as_dict(private=False)]}))
+            auth = {"auth": "oidc", "oidc_issuer": realm, "oidc_audience": "kizuna", "oidc_jwks": str(jwks)}
+            minted = token(
+                idp_key, iss=realm, sub=f"steward@{name}", realm_access={"roles": ["kizuna-admin"]}
+            )
+            admin_headers[port] = f"Bearer {minted}"
+        settings[name] = Settings(
             host="127.0.0.1",
-            port=ports[name],
+            port=port,
             store=f"sqlite:///{tmp_path}/{name}.db",
             participant_id=f"did:web:{name}.example",
             dsp_key_file=str(tmp_path / f"{name}.pem"),
             dsp_trusted_participants=str(trusted),
+            **auth,
         )
-        for name in ports
-    }
-    with node(settings["tuebingen"]) as provider, node(settings["riken"]) as consumer:
-        yield provider, consumer
+
+    def as_admin(outgoing: httpx.Request) -> None:
+        bearer = admin_headers.get(outgoing.url.port or 0)
+        if bearer is not None and "authorization" not in outgoing.headers:
+            outgoing.headers["Authorization"] = bearer
+
+    with (
+        node(settings["tuebingen"]) as provider,
+        node(settings["riken"]) as consumer,
+        httpx.Client(timeout=10, event_hooks={"request": [as_admin]}) as http,
+    ):
+        yield TwoNodes(provider, consumer, http, secured=request.param == "oidc")
 
 
-def test_research_data_exchange(two_nodes):
-    provider, consumer = two_nodes
+def test_research_data_exchange(two_nodes: TwoNodes) -> None:
+    provider, consumer, http, get_json = (
+        two_nodes.provider,
+        two_nodes.consumer,
+        two_nodes.http,
+        two_nodes.get_json,
+    )
     # Tübingen holds real NGSI-LD data: two pseudonymised cohort records and one it does not share.
     for i in (1, 2):
-        r = httpx.post(
+        r = http.post(
             f"{provider}/ngsi-ld/v1/entities",
             json={
                 "id": f"urn:ngsi-ld:CohortRecord:{i}",
@@ -79,11 +125,11 @@ def test_research_data_exchange(two_nodes):
             },
         )
         assert r.status_code == 201
-    httpx.post(
+    http.post(
         f"{provider}/ngsi-ld/v1/entities",
         json={"id": "urn:ngsi-ld:Staff:1", "type": "Staff", "name": {"type": "Property", "value": "x"}},
     )
-    r = httpx.post(
+    r = http.post(
         f"{provider}/management/v1/datasets",
         json={
             "id": "urn:tuebingen:dataset:cohort",
@@ -97,7 +143,7 @@ def test_research_data_exchange(two_nodes):
     published = r.json()["offers"][0]
 
     # Direct DSP calls without a signed token are refused.
-    unsigned = httpx.post(
+    unsigned = http.post(
         f"{provider}/dsp/catalog/request",
         json={
             "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
@@ -107,7 +153,7 @@ def test_research_data_exchange(two_nodes):
     assert unsigned.status_code == 401
 
     # RIKEN reads the catalog through its own node (signed request).
-    catalog = httpx.post(
+    catalog = http.post(
         f"{consumer}/management/v1/catalog/request", json={"counterPartyAddress": f"{provider}/dsp"}
     ).json()
     assert catalog["participantId"] == "did:web:tuebingen.example"
@@ -116,7 +162,7 @@ def test_research_data_exchange(two_nodes):
     assert offer["@id"] == published["@id"]
 
     # Negotiation: auto-agreed by Tübingen, auto-verified by RIKEN, finalized.
-    r = httpx.post(
+    r = http.post(
         f"{consumer}/management/v1/negotiations",
         json={
             "counterPartyAddress": f"{provider}/dsp",
@@ -139,8 +185,20 @@ def test_research_data_exchange(two_nodes):
     assert provider_agreement["agreement"]["assignee"] == "did:web:riken.example"
     assert "timestamp" in provider_agreement["agreement"]
 
+    # The provider's audit trail: the unsigned request refused, the agreement made and finalized.
+    trail = wait_for(
+        lambda: get_json(f"{provider}/management/v1/audit"),
+        lambda events: any(e["operation"] == "agreement.finalized" for e in events),
+    )
+    assert ("", "POST /dsp/catalog/request", "denied") in [
+        (e["subject"], e["operation"], e["outcome"]) for e in trail
+    ]
+    agreed = [(e["subject"], e["operation"]) for e in trail if e["target"] == agreement_id]
+    assert agreed[0] == ("did:web:riken.example", "agreement.agree")
+    assert ("did:web:riken.example", "agreement.finalized") in agreed
+
     # Pull transfer: the provider starts it and hands over an endpoint and a token.
-    r = httpx.post(
+    r = http.post(
         f"{consumer}/management/v1/transfers",
         json={
             "counterPartyAddress": f"{provider}/dsp",
@@ -162,46 +220,55 @@ def test_research_data_exchange(two_nodes):
     data = f"{consumer}/management/v1/transfers/{tid}/data"
 
     # Research use: only the agreed entities and attributes come back.
-    r = httpx.get(f"{data}/entities", headers={"Kizuna-Purpose": "research"})
+    r = http.get(f"{data}/entities", headers={"Kizuna-Purpose": "research"})
     assert r.status_code == 200, r.text
     entities = r.json()
     assert sorted(e["id"] for e in entities) == ["urn:ngsi-ld:CohortRecord:1", "urn:ngsi-ld:CohortRecord:2"]
     assert all("pseudonym" not in e and "biomarker" in e for e in entities)
     assert r.headers["Kizuna-Access-Count"] == "1"
 
+    if two_nodes.secured:  # the consumer's proxy and the provider's NGSI-LD API need credentials
+        assert httpx.get(f"{data}/entities", headers={"Kizuna-Purpose": "research"}).status_code == 401
+        assert httpx.get(f"{provider}/ngsi-ld/v1/entities?type=CohortRecord").json() == []
+
     # Outside the policy: a commercial purpose is refused with a clear error, and not counted.
-    r = httpx.get(f"{data}/entities", headers={"Kizuna-Purpose": "marketing"})
+    r = http.get(f"{data}/entities", headers={"Kizuna-Purpose": "marketing"})
     assert r.status_code == 403
     assert "purpose" in r.json()["detail"]
-    r = httpx.get(f"{data}/entities")  # no purpose declared
+    r = http.get(f"{data}/entities")  # no purpose declared
     assert r.status_code == 403
     for outside in ("..%2F..%2Fagreements", "http:%2F%2F127.0.0.1:9/x"):  # nowhere but below it
-        assert httpx.get(f"{data}/{outside}").status_code == 400
+        assert http.get(f"{data}/{outside}").status_code == 400
     # A wrong token is refused.
-    r = httpx.get(f"{transfer['endpoint']}/entities", headers={"Authorization": "Bearer nope"})
+    r = http.get(f"{transfer['endpoint']}/entities", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
 
     # Termination: RIKEN ends the transfer; the token stops working; both sides agree on the state.
-    r = httpx.post(f"{consumer}/management/v1/transfers/{tid}/terminate")
+    r = http.post(f"{consumer}/management/v1/transfers/{tid}/terminate")
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "TERMINATED"
     provider_transfers = get_json(f"{provider}/management/v1/transfers")
     assert [t["state"] for t in provider_transfers] == ["TERMINATED"]
-    r = httpx.get(f"{data}/entities", headers={"Kizuna-Purpose": "research"})
+    r = http.get(f"{data}/entities", headers={"Kizuna-Purpose": "research"})
     assert r.status_code == 409
     # Terminated processes stay readable.
     assert get_json(f"{consumer}/management/v1/transfers/{tid}")["state"] == "TERMINATED"
 
 
-def test_changed_offer_is_terminated(two_nodes):
-    provider, consumer = two_nodes
-    r = httpx.post(
+def test_changed_offer_is_terminated(two_nodes: TwoNodes) -> None:
+    provider, consumer, http, get_json = (
+        two_nodes.provider,
+        two_nodes.consumer,
+        two_nodes.http,
+        two_nodes.get_json,
+    )
+    r = http.post(
         f"{provider}/management/v1/datasets",
         json={"id": "urn:ds:x", "entityTypes": ["CohortRecord"], "policy": POLICY},
     )
     offer = {**r.json()["offers"][0], "target": "urn:ds:x"}
     offer["permission"] = [{"action": "use"}]  # drops every constraint
-    r = httpx.post(
+    r = http.post(
         f"{consumer}/management/v1/negotiations",
         json={
             "counterPartyAddress": f"{provider}/dsp",
