@@ -193,6 +193,18 @@ def test_research_data_exchange(two_nodes: TwoNodes) -> None:
     assert ("", "POST /dsp/catalog/request", "denied") in [
         (e["subject"], e["operation"], e["outcome"]) for e in trail
     ]
+    # The agreement is a permission of the consumer's participant id, the connector's to end.
+    perms = get_json(f"{provider}/ngsi-ld/v1/auth/permissions?action=read")
+    from_agreements = [p for p in perms if p.get("agreement")]
+    assert len(from_agreements) == 1, (perms, trail)
+    (granted,) = from_agreements
+    assert (granted["agreement"], granted["assignee"], granted["action"]) == (
+        agreement_id,
+        "did:web:riken.example",
+        "read",
+    )
+    assert granted["target"] == {"types": "CohortRecord"}
+    assert http.delete(f"{provider}/ngsi-ld/v1/auth/permissions/{granted['id']}").status_code == 403
     agreed = [(e["subject"], e["operation"]) for e in trail if e["target"] == agreement_id]
     assert agreed[0] == ("did:web:riken.example", "agreement.agree")
     assert ("did:web:riken.example", "agreement.finalized") in agreed

@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     policy = AccessPolicy(store)
     audit = AuditTrail(store)
+    grants = Grants(store, policy, audit)
     entities = EntityService(store, policy, subscription_cache, dispatcher.wake)
     federation = Federation(
         entities,
@@ -133,7 +134,7 @@ def create_app(settings: Settings) -> Starlette:
         SubscriptionService(
             store, registry, implicit_context=contexts.add_implicit, on_change=subscription_cache.invalidate
         ),
-        audit,
+        grants,
     )
     dispatcher.gate = dataspace.dataplane  # push transfers: each notification is a counted access
     csources = CsourceApi(
@@ -205,9 +206,7 @@ def create_app(settings: Settings) -> Starlette:
         *contexts.routes(),
         Mount(
             "/ngsi-ld/v1/auth",
-            routes=PermissionApi(
-                Grants(store, policy, audit), registry, max_body=settings.max_body_bytes, limits=limits
-            ).routes(),
+            routes=PermissionApi(grants, registry, max_body=settings.max_body_bytes, limits=limits).routes(),
         ),
     ]
     routes = [

@@ -9,15 +9,16 @@ grant. Two permissions are never combined: admin on type A and on type B is not 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from kizuna.access.audit import AuditTrail
 from kizuna.access.permissions import KIND, Action, Permission, Target, from_doc, grantable, to_doc
 from kizuna.access.policy import AccessPolicy
-from kizuna.access.subject import AUTHENTICATED, PUBLIC, Subject
+from kizuna.access.subject import AUTHENTICATED, NODE, PUBLIC, Subject
 from kizuna.errors import AccessDenied, AlreadyExists, BadRequestData, NotAuthenticated, ResourceNotFound
 from kizuna.store import EntityQuery, Store
 from kizuna.times import now_iso
@@ -124,10 +125,22 @@ def render(doc: dict[str, Any], compact: Callable[[str], str], *, sys_attrs: boo
     if "scopes" in target and len(target["scopes"]) == 1:
         target["scopes"] = target["scopes"][0]
     body: dict[str, Any] = {"id": doc["id"], "type": "Permission", "target": target}
-    body |= {k: doc[k] for k in ("assignee", "assigner", "action") if doc.get(k) is not None}
+    shown = ("assignee", "assigner", "action", "agreement")
+    body |= {k: doc[k] for k in shown if doc.get(k) is not None}
     if sys_attrs:
         body |= {"createdAt": doc["createdAt"], "modifiedAt": doc["modifiedAt"]}
     return body
+
+
+def agreement_permission_id(agreement_id: str) -> str:
+    return f"{ID_PREFIX}agreement:{hashlib.sha256(agreement_id.encode()).hexdigest()[:32]}"
+
+
+def _require_local(p: Permission) -> None:
+    if p.agreement is not None:
+        raise AccessDenied(
+            f"{p.id} is the connector's, for agreement {p.agreement}: it ends when the agreement does"
+        )
 
 
 class Grants:
@@ -178,7 +191,8 @@ class Grants:
         if not await self._administers(tenant, subject, permission.target):
             raise AccessDenied("Only an administrator of the target may grant permissions on it")
         for other in map(from_doc, await self.all(tenant)):
-            if other.assignee == permission.assignee and other.target == permission.target:
+            same = (other.assignee, other.target) == (permission.assignee, permission.target)
+            if same and other.agreement is None:
                 raise AlreadyExists(f"{other.id} already grants {other.assignee} on this target")
         now = now_iso()
         if not await self.store.insert_document(KIND, tenant, to_doc(permission, now, now)):
@@ -204,6 +218,7 @@ class Grants:
         base = from_doc(doc)
         if not await self._administers(tenant, subject, base.target):
             raise AccessDenied("Only an administrator of the target may change its permissions")
+        _require_local(base)
         changed = parse_permission(body, expand, subject, base=base)
         if not await self._administers(tenant, subject, changed.target):
             raise AccessDenied("Only an administrator of the new target may grant permissions on it")
@@ -215,8 +230,33 @@ class Grants:
         gone = from_doc(await self._visible(tenant, subject, pid))
         if not await self._administers(tenant, subject, gone.target):
             raise AccessDenied("Only an administrator of the target may revoke its permissions")
+        _require_local(gone)
         await self.store.delete_document(KIND, tenant, pid)
         await self._changed(tenant, subject, "permission.delete", gone)
+
+    # -- data-space agreements --------------------------------------------------------------------
+
+    async def grant_agreement(
+        self, tenant: str, agreement_id: str, participant_id: str, types: Iterable[str]
+    ) -> None:
+        """What a finalized agreement grants its consumer: reading the agreed entity types under
+        that agreement only (the data plane narrows to the dataset and applies its policy).
+        Idempotent: the permission's id is the agreement's."""
+        pid = agreement_permission_id(agreement_id)
+        if any(p.id == pid for p in await self.policy.permissions(tenant)):
+            return
+        permission = Permission(
+            pid, Target(types=tuple(sorted(set(types)))), participant_id, Action.READ, NODE.id, agreement_id
+        )
+        now = now_iso()
+        if await self.store.insert_document(KIND, tenant, to_doc(permission, now, now)):
+            await self._changed(tenant, NODE, "permission.create", permission)
+
+    async def revoke_agreement(self, tenant: str, agreement_id: str) -> None:
+        pid = agreement_permission_id(agreement_id)
+        doc = await self.store.get_document(KIND, tenant, pid)
+        if doc is not None and await self.store.delete_document(KIND, tenant, pid):
+            await self._changed(tenant, NODE, "permission.delete", from_doc(doc))
 
     async def query(
         self, tenant: str, subject: Subject, wanted: PermissionFilter, *, assigned: bool

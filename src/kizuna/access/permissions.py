@@ -78,11 +78,16 @@ class Target:
 
 @dataclass(frozen=True)
 class Permission:
+    """``agreement`` marks a permission the connector made for a data-space agreement: it
+    holds only for reads under that agreement (:attr:`Subject.agreement`), which the data plane
+    checks against the agreement's ODRL policy and counts."""
+
     id: str
     target: Target
     assignee: str
     action: Action
     assigner: str | None = None
+    agreement: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ def granted(
     subject's names count. Admins hold ``admin`` on everything of their tenant (``own`` stays
     the creator's)."""
     best: Action | None = Action.ADMIN if subject.is_admin(tenant) else None
-    if subject.authenticated:
+    if subject.local:
         opened = SPECIFIC_ACCESS_POLICIES.get(entity.specific_access_policy or "")
         if opened is not None and (best is None or opened > best):
             best = opened
@@ -160,10 +165,11 @@ def to_doc(p: Permission, created: str, modified: str) -> dict[str, Any]:
         "action": p.action.label,
         "createdAt": created,
         "modifiedAt": modified,
-    }
+    } | ({"agreement": p.agreement} if p.agreement else {})
 
 
 def from_doc(doc: dict[str, Any]) -> Permission:
     t = doc["target"]
     target = Target(id=t.get("id"), types=tuple(t.get("types", ())), scopes=tuple(t.get("scopes", ())))
-    return Permission(doc["id"], target, doc["assignee"], Action[doc["action"].upper()], doc.get("assigner"))
+    action = Action[doc["action"].upper()]
+    return Permission(doc["id"], target, doc["assignee"], action, doc.get("assigner"), doc.get("agreement"))

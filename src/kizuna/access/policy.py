@@ -41,7 +41,7 @@ class Guard:
 
     def held(self, entity: Entity, owner: str | None) -> Action | None:
         """The highest action the subject holds on ``entity`` (created by ``owner``)."""
-        if self.subject.authenticated and owner is not None and owner == self.subject.id:
+        if self.subject.local and owner is not None and owner == self.subject.id:
             return Action.OWN
         return granted(self.subject, self.tenant, facts_of(entity), self.permissions)
 
@@ -71,10 +71,10 @@ class Guard:
             else:
                 return None  # a target without types or scopes covers every entity
         policies: frozenset[str] = frozenset()
-        if self.subject.authenticated:
+        if self.subject.local:
             policies = frozenset(v for v, opened in SPECIFIC_ACCESS_POLICIES.items() if opened >= action)
         return AccessFilter(
-            owners=frozenset({self.subject.id}) if self.subject.id is not None else frozenset(),
+            owners=frozenset({self.subject.id}) if self.subject.local and self.subject.id else frozenset(),
             ids=frozenset(ids),
             types=frozenset(types),
             scoped=tuple(sorted(scoped, key=lambda pair: (sorted(pair[0]), sorted(pair[1])))),
@@ -108,7 +108,13 @@ class AccessPolicy:
         if subject.is_admin(tenant):
             return Guard(subject, tenant, ())
         names = subject.assignees
-        mine = tuple(p for p in await self.permissions(tenant) if p.assignee in names)
+        # An agreement's permission serves reads under that agreement and nothing else, so that
+        # no other credential of the participant bypasses the agreement's policy and counting.
+        mine = tuple(
+            p
+            for p in await self.permissions(tenant)
+            if p.assignee in names and p.agreement == subject.agreement
+        )
         return Guard(subject, tenant, mine)
 
     async def readable_ids(self, guard: Guard, ids: list[str]) -> set[str]:

@@ -19,16 +19,25 @@ CREATOR_ROLE = "kizuna-creator"
 @dataclass(frozen=True)
 class Subject:
     """``id`` is None for an anonymous request; ``node`` marks the node acting for itself
-    (push transfers, forwarding), which no credential can claim."""
+    (push transfers, forwarding), which no credential can claim; ``agreement`` marks a
+    participant reading through the data plane under that agreement, which only a transfer
+    token the data plane verified can claim."""
 
     id: str | None
     groups: frozenset[str] = field(default_factory=frozenset)
     roles: frozenset[str] = field(default_factory=frozenset)
     node: bool = False
+    agreement: str | None = None
 
     @property
     def authenticated(self) -> bool:
         return self.id is not None
+
+    @property
+    def local(self) -> bool:
+        """An authenticated subject acting on its own rights (what it owns, what a
+        specificAccessPolicy opens), not a participant confined to one agreement."""
+        return self.id is not None and self.agreement is None
 
     @property
     def assignees(self) -> frozenset[str]:
@@ -51,6 +60,11 @@ class Subject:
     def may_create(self, tenant: str) -> bool:
         """Creating entities, subscriptions, registrations and @contexts; the creator owns them."""
         return self.is_admin(tenant) or self.has_role(CREATOR_ROLE, tenant)
+
+
+def participant(participant_id: str, agreement_id: str) -> Subject:
+    """A counterparty reading under one agreement: it holds what that agreement grants."""
+    return Subject(participant_id, agreement=agreement_id)
 
 
 ANONYMOUS = Subject(None)

@@ -23,11 +23,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kizuna.access.subject import NODE
+from kizuna.access.grants import Grants
+from kizuna.access.subject import NODE, Subject, participant
 from kizuna.dataspace import odrl
 from kizuna.dataspace.catalog import PULL, PUSH
-from kizuna.dataspace.core import AGREEMENT, DATASET, TOKEN, TRANSFER, Node
-from kizuna.dataspace.negotiation import FINALIZED
+from kizuna.dataspace.core import AGREEMENT, DATASET, PROVIDER, TOKEN, TRANSFER, Node
+from kizuna.dataspace.negotiation import FINALIZED, TERMINATED
 from kizuna.errors import (
     BadRequestData,
     InvalidToken,
@@ -89,9 +90,11 @@ class DataPlane:
         contexts: ContextRegistry,
         subscriptions: SubscriptionService | None,
         facts_for: Callable[[str | None], odrl.Facts],
+        grants: Grants,
         temporal: TemporalService | None = None,
     ) -> None:
         self.node = node
+        self.grants = grants
         self.entities = entities
         self.contexts = contexts
         self.subscriptions = subscriptions
@@ -299,6 +302,34 @@ class DataPlane:
             with contextlib.suppress(NgsiLdError):
                 await self.subscriptions.delete(tenant, NODE, sub_id)
 
+    # -- agreements as permissions ------------------------------------------------------------
+
+    async def agreement_changed(self, agreement_id: str, state: str) -> None:
+        """A provider's agreement came into force or ended: its permission follows."""
+        agreement = await self.node.records.get(AGREEMENT, agreement_id)
+        if agreement is None or agreement.get("role") != PROVIDER:
+            return
+        if state == FINALIZED:
+            dataset = agreement.get("dataset") or await self.node.records.get(
+                DATASET, agreement.get("datasetId") or ""
+            )
+            if dataset is not None:
+                terms = await self.contexts.term_map(dataset.get("context"))
+                await self._reader(agreement, dataset, terms)
+        elif state == TERMINATED:
+            dataset = agreement.get("dataset") or {}
+            await self.grants.revoke_agreement(dataset.get("tenant", ""), agreement_id)
+
+    async def _reader(self, agreement: dict[str, Any], dataset: dict[str, Any], terms: Any) -> Subject:
+        """The consumer as the subject of reads under ``agreement``, holding the permission the
+        agreement grants (made here for agreements finalized before permissions existed)."""
+        consumer = agreement["agreement"].get("assignee") or agreement.get("counterPartyId")
+        if not isinstance(consumer, str) or not consumer:
+            raise UsageDenied(f"Agreement {agreement['id']} names no consumer", agreementId=agreement["id"])
+        types = [terms.expand(t) for t in dataset["entityTypes"]]
+        await self.grants.grant_agreement(dataset["tenant"], agreement["id"], consumer, types)
+        return participant(consumer, agreement["id"])
+
     # -- pull ----------------------------------------------------------------------------------
 
     async def authorize(self, token: str | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -385,16 +416,19 @@ class DataPlane:
         terms = await self.contexts.term_map(dataset.get("context"))
         selection = self._selection(dataset, q, terms)  # a bad q is refused before it is counted
         agreement, decision = await self.count_access(agreement["id"], purpose)
+        reader = await self._reader(agreement, dataset, terms)
         attrs = (
             frozenset(terms.expand(a) for a in dataset["attributes"]) if dataset.get("attributes") else None
         )
         if temporal is not None:
-            rendered = await self._pull_history(dataset, terms, selection, attrs, temporal, limit, offset)
+            rendered = await self._pull_history(
+                reader, dataset, terms, selection, attrs, temporal, limit, offset
+            )
         else:
             try:
-                # The agreement decided above what this pull may read; the node reads it.
+                # The agreement's policy allowed this access above; its permission bounds the read.
                 result = await self.entities.query(
-                    dataset["tenant"], NODE, selection.entity_query(limit=limit, offset=offset)
+                    dataset["tenant"], reader, selection.entity_query(limit=limit, offset=offset)
                 )
                 entities = result.entities
             except (ResourceNotFound, NonExistingTenant):
@@ -411,6 +445,7 @@ class DataPlane:
 
     async def _pull_history(
         self,
+        reader: Subject,
         dataset: dict[str, Any],
         terms: Any,
         selection: EntitySelection,
@@ -430,7 +465,7 @@ class DataPlane:
         try:
             page: TemporalPage = await self.temporal.query(
                 dataset["tenant"],
-                NODE,
+                reader,
                 selection.temporal_filter(require_attributes=attrs is not None),
                 temporal,
                 limit=limit,

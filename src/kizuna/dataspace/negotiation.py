@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kizuna.dataspace import messages, odrl
@@ -123,10 +123,17 @@ def management_view(record: dict[str, Any]) -> dict[str, Any]:
 
 
 class NegotiationService:
-    def __init__(self, node: Node, catalog: CatalogService, facts_for: Callable[[str | None], odrl.Facts]):
+    def __init__(
+        self,
+        node: Node,
+        catalog: CatalogService,
+        facts_for: Callable[[str | None], odrl.Facts],
+        on_agreement: Callable[[str, str], Awaitable[None]],
+    ):
         self.node = node
         self.catalog = catalog
         self.facts_for = facts_for  # counterparty id -> what we know of it (for offer checks)
+        self.on_agreement = on_agreement  # (agreement id, new state): its permission follows
 
     @property
     def records(self):
@@ -468,6 +475,7 @@ class NegotiationService:
 
         with contextlib.suppress(KeyError):  # a compare-and-set: concurrent access counts stay
             await self.records.update(AGREEMENT, agreement_id, set_state)
+        await self.on_agreement(agreement_id, state)
         await self.node.audit.record(
             record.get("counterPartyId"), "", f"agreement.{state.lower()}", agreement_id
         )

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from kizuna.access.audit import AuditTrail
+from kizuna.access.grants import Grants
 from kizuna.config import Settings
 from kizuna.dataspace import catalog as catalog_mod
 from kizuna.dataspace import messages, negotiation, odrl, transfer
@@ -66,13 +66,16 @@ class DataspaceApi:
         entities: EntityService,
         contexts: ContextRegistry,
         subscriptions: SubscriptionService | None,
+        grants: Grants,
         temporal: TemporalService | None = None,
     ) -> None:
         self.node = node
         self.auth = auth
         self.catalog = CatalogService(node)
-        self.dataplane = DataPlane(node, entities, contexts, subscriptions, self.facts_for, temporal)
-        self.negotiations = NegotiationService(node, self.catalog, self.facts_for)
+        self.dataplane = DataPlane(node, entities, contexts, subscriptions, self.facts_for, grants, temporal)
+        self.negotiations = NegotiationService(
+            node, self.catalog, self.facts_for, self.dataplane.agreement_changed
+        )
         self.transfers = TransferService(node, self.catalog, self.dataplane)
 
     def facts_for(self, participant_id: str | None) -> odrl.Facts:
@@ -479,7 +482,7 @@ def build(
     entities: EntityService,
     contexts: ContextRegistry,
     subscriptions: SubscriptionService | None,
-    audit: AuditTrail,
+    grants: Grants,
     messenger_client: Any = None,
 ) -> DataspaceApi:
     """The dataspace half of a node, from the settings."""
@@ -495,9 +498,9 @@ def build(
         records=records,
         messenger=messenger,
         directory=directory,
-        audit=audit,
+        audit=grants.audit,
         sealer=Sealer.from_key_file(settings.dsp_key_file),
         token_lifetime=settings.dsp_token_lifetime,
     )
     temporal = TemporalService(store, entities.policy, instance_limit=settings.temporal_instance_limit)
-    return DataspaceApi(node, auth, entities, contexts, subscriptions, temporal)
+    return DataspaceApi(node, auth, entities, contexts, subscriptions, grants, temporal)
