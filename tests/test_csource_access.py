@@ -71,3 +71,44 @@ def test_hosted_contexts_are_added_by_creators_and_removed_by_admins(
     assert secured.get(location).status_code == 200  # served to anyone: clients resolve it by URL
     assert secured.delete(location, headers=bearer(idp_key, "kizuna-creator")).status_code == 403
     assert secured.delete(location, headers=bearer(idp_key, "kizuna-admin")).status_code == 204
+
+
+def test_csource_notifications_tell_only_of_registrations_the_subscriber_may_see(
+    secured: TestClient, idp_key: Any
+) -> None:
+    from notify_helpers import Receiver, wait_until
+
+    alice = bearer(idp_key, "kizuna-creator", sub="alice")
+    bob = bearer(idp_key, "kizuna-creator", sub="bob")
+    admin = bearer(idp_key, "kizuna-admin", sub="root")
+    alices, admins = Receiver(), Receiver()
+    try:
+
+        def register(who: dict[str, str], name: str) -> str:
+            body = {**REGISTRATION, "id": f"urn:ngsi-ld:ContextSourceRegistration:{name}"}
+            assert secured.post(REGISTRATIONS, json=body, headers=who | CORE).status_code == 201
+            return body["id"]
+
+        def subscribe(who: dict[str, str], name: str, receiver: Receiver) -> None:
+            body = {
+                **CSOURCE_SUBSCRIPTION,
+                "id": f"urn:ngsi-ld:Subscription:{name}",
+                "notification": {"endpoint": {"uri": receiver.url, "accept": "application/json"}},
+            }
+            assert secured.post(CSOURCE_SUBSCRIPTIONS, json=body, headers=who | CORE).status_code == 201
+
+        bobs_first = register(bob, "bob-1")
+        subscribe(alice, "alice", alices)
+        subscribe(admin, "admin", admins)
+        bobs_second = register(bob, "bob-2")
+        alices_own = register(alice, "alice-1")
+
+        def notified(receiver: Receiver) -> set[str]:
+            return {item["id"] for body in receiver.bodies for item in body["data"]}
+
+        wait_until(lambda: {bobs_first, bobs_second, alices_own} <= notified(admins), 10)
+        wait_until(lambda: alices_own in notified(alices), 10)
+        assert notified(alices) == {alices_own}
+    finally:
+        alices.close()
+        admins.close()

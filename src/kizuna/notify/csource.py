@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kizuna.access.ownership import owner_of, sees
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild.csources import (
     REGISTRATION_KIND,
@@ -89,8 +90,10 @@ class CsourceNotifier:
             )
         return selection, time_filter
 
-    async def _matches(self, sub: dict[str, Any], reg: Registration | None) -> bool:
-        if reg is None:
+    async def _matches(self, tenant: str, sub: dict[str, Any], reg: Registration | None) -> bool:
+        """Whether ``sub`` selects ``reg``, of the registrations its owner may see now (the same
+        rule as for reading registrations: their owners' and, for admins, all)."""
+        if reg is None or not sees(owner_of(sub), tenant, reg):
             return False
         selection, time_filter = await self._filter(sub)
         return selection.matches(reg) and (time_filter is None or time_filter.matches(reg))
@@ -103,7 +106,7 @@ class CsourceNotifier:
             for sub in subs:
                 if status_of(sub) != "active" or "timeInterval" in sub:
                     continue
-                was, now = await self._matches(sub, before), await self._matches(sub, after)
+                was, now = await self._matches(tenant, sub, before), await self._matches(tenant, sub, after)
                 if not was and not now:
                     continue
                 reason = "updated" if was and now else "newlyMatching" if now else "noLongerMatching"
@@ -118,10 +121,7 @@ class CsourceNotifier:
             if status_of(sub) != "active":
                 return
             regs, _ = await self.store.list_documents(REGISTRATION_KIND, tenant)
-            selection, time_filter = await self._filter(sub)
-            matching = [
-                r for r in regs if selection.matches(r) and (time_filter is None or time_filter.matches(r))
-            ]
+            matching = [r for r in regs if await self._matches(tenant, sub, r)]
             if matching:
                 await self._deliver(tenant, sub, matching, reason)
         except Exception:
