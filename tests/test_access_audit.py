@@ -61,6 +61,32 @@ def test_refusals_from_every_layer_are_recorded_with_subject_and_reason(
     assert all(e["at"].endswith("Z") for e in denied)
 
 
+def test_hidden_entities_and_refusals_inside_a_batch_are_recorded_though_the_status_hides_them(
+    secured: TestClient, idp_key: Any
+) -> None:
+    admin = bearer(idp_key, "kizuna-admin", sub="root")
+    alice = bearer(idp_key, "kizuna-creator", sub="alice")
+    carol = bearer(idp_key, "kizuna-creator", sub="carol")
+    record = {"id": "urn:ngsi-ld:CohortRecord:7", "type": "CohortRecord"}
+    assert secured.post(ENTITIES, json=record, headers=alice | CORE).status_code == 201
+    absent = "urn:ngsi-ld:CohortRecord:absent"
+
+    assert secured.get(f"{ENTITIES}/{record['id']}", headers=carol).status_code == 404
+    assert secured.get(f"{ENTITIES}/{absent}", headers=carol).status_code == 404  # not a refusal
+    batch_delete = "/ngsi-ld/v1/entityOperations/delete"
+    batch = secured.post(batch_delete, json=[record["id"], absent], headers=carol)
+    assert batch.status_code == 207
+    assert [e["error"]["status"] for e in batch.json()["errors"]] == [404, 404]  # alike to carol
+
+    denied = [e for e in trail(secured, admin, subject="carol") if e["outcome"] == "denied"]
+    assert [(e["operation"], e["target"]) for e in denied] == [
+        (f"GET {ENTITIES}/{record['id']}", f"{ENTITIES}/{record['id']}"),
+        (f"POST {batch_delete}", record["id"]),
+    ]
+    assert all(e["detail"].startswith("404 hidden: ") for e in denied)
+    assert secured.get(f"{ENTITIES}/{record['id']}", headers=alice).status_code == 200
+
+
 def test_changes_of_permissions_and_datasets_are_recorded_and_filtered(
     secured: TestClient, idp_key: Any
 ) -> None:

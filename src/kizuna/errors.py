@@ -75,6 +75,11 @@ class ResourceNotFound(NgsiLdError):
     status = 404
 
 
+class HiddenResource(ResourceNotFound):
+    """A resource that exists but that the subject may not see. The answer is exactly that of a
+    missing one, so its existence stays secret; the audit trail still records the refusal."""
+
+
 class NonExistingTenant(NgsiLdError):
     type_name = "NonExistingTenant"
     title = "The addressed tenant does not exist"

@@ -13,7 +13,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kizuna.errors import InternalError, InvalidRequest, NgsiLdError, ResourceNotFound
+from kizuna.errors import (
+    AccessDenied,
+    HiddenResource,
+    InternalError,
+    InvalidRequest,
+    NgsiLdError,
+    NotAuthenticated,
+    ResourceNotFound,
+)
 
 log = logging.getLogger("kizuna")
 PROBLEM_TYPE = "application/json"
@@ -28,8 +36,24 @@ def problem_response(error: NgsiLdError) -> Response:
     )
 
 
+REFUSALS_STATE = "refusals"  # request state: refusals the answer's status does not show
+
+
+def note_refusals(request: Request, errors: list[tuple[str | None, NgsiLdError]]) -> None:
+    """Leave the refusals among ``errors`` (target, error) for the audit trail
+    (:mod:`kizuna.middleware.audit`): a hidden resource answers 404 and a batch 207, so the
+    status alone does not tell that something was refused."""
+    noted = request.scope.setdefault("state", {}).setdefault(REFUSALS_STATE, [])
+    for target, error in errors:
+        if isinstance(error, HiddenResource | AccessDenied | NotAuthenticated):
+            why = "hidden" if isinstance(error, HiddenResource) else error.type_name
+            noted.append((target or "", f"{error.status} {why}: {error.detail}"))
+
+
 async def ngsild_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, NgsiLdError)
+    if isinstance(exc, HiddenResource):
+        note_refusals(request, [(request.url.path, exc)])
     return problem_response(exc)
 
 

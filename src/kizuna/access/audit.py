@@ -2,8 +2,8 @@
 
 Operators need to answer "who was refused what, and who changed the rights" long after the
 request log has rotated, so the events live in the store, outside ``--history-retention``.
-Refusals are recorded where errors become answers (:mod:`kizuna.problems`), so that no route
-can forget one; changes are recorded by the services that make them (permissions, API keys,
+Refusals are recorded where requests are answered (:mod:`kizuna.middleware.audit`), so that no
+route can forget one; changes are recorded by the services that make them (permissions, API keys,
 datasets, agreements).
 """
 

@@ -19,7 +19,14 @@ from kizuna.access.audit import AuditTrail
 from kizuna.access.permissions import KIND, Action, Permission, Target, from_doc, grantable, to_doc
 from kizuna.access.policy import AccessPolicy
 from kizuna.access.subject import AUTHENTICATED, NODE, PUBLIC, Subject
-from kizuna.errors import AccessDenied, AlreadyExists, BadRequestData, NotAuthenticated, ResourceNotFound
+from kizuna.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadRequestData,
+    HiddenResource,
+    NotAuthenticated,
+    ResourceNotFound,
+)
 from kizuna.store import EntityQuery, Store
 from kizuna.times import now_iso
 
@@ -202,11 +209,12 @@ class Grants:
 
     async def _visible(self, tenant: str, subject: Subject, pid: str) -> dict[str, Any]:
         doc = await self.store.get_document(KIND, tenant, pid)
-        if doc is not None:
-            p = from_doc(doc)
-            if p.assignee in subject.assignees or await self._administers(tenant, subject, p.target):
-                return doc
-        raise ResourceNotFound(f"No permission {pid}")
+        if doc is None:
+            raise ResourceNotFound(f"No permission {pid}")
+        p = from_doc(doc)
+        if p.assignee in subject.assignees or await self._administers(tenant, subject, p.target):
+            return doc
+        raise HiddenResource(f"No permission {pid}")
 
     async def get(self, tenant: str, subject: Subject, pid: str) -> dict[str, Any]:
         self._require_subject(subject)

@@ -1,10 +1,12 @@
-"""Writes every refusal (401 and 403 answers) to the audit trail, whichever layer refused.
+"""Writes every refusal to the audit trail, whichever layer refused.
 
 Refusals come from the authentication middleware, from :mod:`~kizuna.middleware.admins_only`,
 from the services and from the data plane; watching the answers at the outermost layer records
-each of them once, without any of those places having to remember. The subject is the one
-:mod:`~kizuna.middleware.authentication` put into the request's state (anonymous when the
-credentials themselves were refused).
+each of them once, without any of those places having to remember. Answers are 401 and 403,
+and the refusals a status does not show (a resource hidden behind 404, the entities refused in
+a batch's 207), which :func:`kizuna.problems.note_refusals` leaves in the request's state.
+The subject is the one :mod:`~kizuna.middleware.authentication` put into the request's state
+(anonymous when the credentials themselves were refused).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kizuna.access.audit import DENIED, AuditTrail
 from kizuna.ngsild.edge import TENANT_HEADER
+from kizuna.problems import REFUSALS_STATE
 from kizuna.store import DEFAULT_TENANT
 
 REFUSALS = frozenset({401, 403})
@@ -47,15 +50,12 @@ class AuditRefusals:
             await send(message)
 
         await self.app(scope, receive, watch)
+        subject, operation = state.get("subject"), f"{method} {path}"
         if status in REFUSALS:
-            await self.trail.record(
-                state.get("subject"),
-                tenant,
-                f"{method} {path}",
-                f"{path}?{query}" if query else path,
-                DENIED,
-                _why(status, body),
-            )
+            target = f"{path}?{query}" if query else path
+            await self.trail.record(subject, tenant, operation, target, DENIED, _why(status, body))
+        for target, why in state.get(REFUSALS_STATE, ()):
+            await self.trail.record(subject, tenant, operation, target, DENIED, why)
 
 
 def _why(status: int, body: bytes) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 from kizuna.access import ownership
 from kizuna.access.subject import Subject
-from kizuna.errors import AlreadyExists, BadRequestData, ResourceNotFound
+from kizuna.errors import AlreadyExists, BadRequestData, HiddenResource, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import query as ql
@@ -628,8 +628,10 @@ class RegistrationService(_Documents):
         _check_registration_id(reg_id)
         await require_tenant(self.store, tenant)
         reg = await self.store.get_document(REGISTRATION_KIND, tenant, reg_id)
-        if reg is None or not ownership.sees(subject, tenant, reg):
+        if reg is None:
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
+        if not ownership.sees(subject, tenant, reg):
+            raise HiddenResource(f"Context source registration {reg_id} not found")
         return reg
 
     async def query(
@@ -744,8 +746,10 @@ class CsourceSubscriptionService(_Documents):
         _check_id(sub_id)
         await require_tenant(self.store, tenant)
         sub = await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id)
-        if sub is None or not ownership.sees(subject, tenant, sub):
+        if sub is None:
             raise ResourceNotFound(f"Subscription {sub_id} not found")
+        if not ownership.sees(subject, tenant, sub):
+            raise HiddenResource(f"Subscription {sub_id} not found")
         return sub
 
     async def retrieve_with_status(self, tenant: str, subject: Subject, sub_id: str) -> Subscription:

@@ -21,6 +21,7 @@ from kizuna.errors import (
     AccessDenied,
     AlreadyExists,
     BadRequestData,
+    HiddenResource,
     NgsiLdError,
     NotAuthenticated,
     ResourceNotFound,
@@ -107,7 +108,9 @@ class EntityService:
             # Unreadable is answered like absent: a subject never learns what it may not read.
             # Decided on the one entity (held and the store's filter agree: test_access_policy).
             found = await self.store.get_owned_entity(tenant, entity_id)
-            entity = found[0] if found is not None and guard.held(*found) is not None else None
+            if found is not None and guard.held(*found) is None:
+                raise HiddenResource(f"Entity {entity_id} does not exist")
+            entity = found[0] if found is not None else None
         if entity is None or (types is not None and not set(types) & set(entity.get("type", ()))):
             raise ResourceNotFound(f"Entity {entity_id} does not exist")
         return entity
@@ -138,7 +141,7 @@ class EntityService:
         await require_tenant(self.store, tenant)
         async with self._write(tenant, subject) as tx:
             if not await tx.delete(entity_id):
-                raise ResourceNotFound(f"Entity {entity_id} does not exist")
+                raise tx.missing(entity_id)
 
     async def replace(self, tenant: str, subject: Subject, entity_id: str, body: Any, terms: TermMap) -> None:
         """PUT /entities/{id}: everything but id and createdAt is replaced."""
@@ -375,9 +378,7 @@ class EntityService:
             for _, entity in _parse_each(items, now, result, require_type=False):
                 current = await tx.get(entity["id"])
                 if current is None:
-                    result.errors.append(
-                        (entity["id"], ResourceNotFound(f"Entity {entity['id']} does not exist"))
-                    )
+                    result.errors.append((entity["id"], tx.missing(entity["id"])))
                     continue
                 outcome = append_to_entity(current, _fragment_of(entity), overwrite=overwrite)
                 try:
@@ -404,9 +405,7 @@ class EntityService:
             for _, fragment in _parse_each(items, now, result, require_type=False, allow_null=True):
                 current = await tx.get(fragment["id"])
                 if current is None:
-                    result.errors.append(
-                        (fragment["id"], ResourceNotFound(f"Entity {fragment['id']} does not exist"))
-                    )
+                    result.errors.append((fragment["id"], tx.missing(fragment["id"])))
                     continue
                 merge_entity(current, fragment, now)
                 try:
@@ -437,7 +436,7 @@ class EntityService:
                 if deleted:
                     result.success.append(entity_id)
                 else:
-                    result.errors.append((entity_id, ResourceNotFound(f"Entity {entity_id} does not exist")))
+                    result.errors.append((entity_id, tx.missing(entity_id)))
         return result
 
     async def purge(
@@ -509,6 +508,13 @@ class RecordingTransaction:
             return None
         return entity
 
+    def missing(self, entity_id: str) -> ResourceNotFound:
+        """The answer for an entity this transaction found no access to: absent, or there but
+        hidden from the subject (the same answer; only the audit trail tells them apart)."""
+        if self._before.get(entity_id) is not None:
+            return HiddenResource(f"Entity {entity_id} does not exist")
+        return ResourceNotFound(f"Entity {entity_id} does not exist")
+
     async def _holds(self, entity_id: str, entity: Entity | None) -> Action | None:
         if self.guard.unrestricted:
             return Action.ADMIN
@@ -522,7 +528,7 @@ class RecordingTransaction:
             self._before[entity_id] = await self.tx.get(entity_id)
         held = await self._holds(entity_id, self._before[entity_id])
         if held is None:
-            raise ResourceNotFound(f"Entity {entity_id} does not exist")
+            raise self.missing(entity_id)
         if held < action:
             if not self.guard.subject.authenticated:
                 raise NotAuthenticated(f"Changing entity {entity_id} needs credentials")
@@ -745,7 +751,7 @@ def _instance_index(instances: list[Instance], dataset_id: str | None) -> int | 
 async def _existing(tx: RecordingTransaction, entity_id: str) -> Entity:
     entity = await tx.get(entity_id)
     if entity is None:
-        raise ResourceNotFound(f"Entity {entity_id} does not exist")
+        raise tx.missing(entity_id)
     return entity
 
 

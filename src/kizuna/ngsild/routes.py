@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna import problems
 from kizuna.access.subject import Subject
 from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
@@ -406,7 +407,7 @@ class NgsiLdApi:
             items,
             lambda kept: self.entities.batch_create(tenant, edge.subject_of(request), kept),
         )
-        return _batch_response(result, created_status=201)
+        return _batch_response(request, result, created_status=201)
 
     async def batch_upsert(self, request: Request) -> Response:
         items = await self._batch_items(request)
@@ -422,7 +423,7 @@ class NgsiLdApi:
         )
         if not result.errors and result.created:
             return edge.respond(result.created, status=201)
-        return _batch_response(result, created_status=204)
+        return _batch_response(request, result, created_status=204)
 
     async def batch_update(self, request: Request) -> Response:
         items = await self._batch_items(request)
@@ -435,7 +436,7 @@ class NgsiLdApi:
                 tenant, edge.subject_of(request), kept, overwrite=overwrite
             ),
         )
-        return _batch_response(result, created_status=204)
+        return _batch_response(request, result, created_status=204)
 
     async def batch_merge(self, request: Request) -> Response:
         items = await self._batch_items(request)
@@ -446,7 +447,7 @@ class NgsiLdApi:
             items,
             lambda kept: self.entities.batch_merge(tenant, edge.subject_of(request), kept),
         )
-        return _batch_response(result, created_status=204)
+        return _batch_response(request, result, created_status=204)
 
     async def batch_delete(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
@@ -463,7 +464,7 @@ class NgsiLdApi:
                     tenant, edge.subject_of(request), [entity_id for entity_id, _ in kept]
                 ),
             )
-        return _batch_response(result, created_status=204)
+        return _batch_response(request, result, created_status=204)
 
     async def _batch(
         self,
@@ -568,7 +569,8 @@ def _update_response(result: UpdateResult) -> Response:
     return edge.respond(body, status=207)
 
 
-def _batch_response(result: BatchResult, *, created_status: int) -> Response:
+def _batch_response(request: Request, result: BatchResult, *, created_status: int) -> Response:
+    problems.note_refusals(request, result.errors)
     if not result.errors:
         if created_status == 201:
             return edge.respond(result.success, status=201)

@@ -20,7 +20,7 @@ from typing import Any
 
 from kizuna.access import ownership
 from kizuna.access.subject import Subject
-from kizuna.errors import AlreadyExists, BadRequestData, ResourceNotFound
+from kizuna.errors import AlreadyExists, BadRequestData, HiddenResource, ResourceNotFound
 from kizuna.jsonld.contexts import HOSTED_PATH, ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import query as ql
@@ -426,8 +426,10 @@ class SubscriptionService:
         _check_id(sub_id)
         await require_tenant(self.store, tenant)
         sub = await self.store.get_subscription(tenant, sub_id)
-        if sub is None or not ownership.sees(subject, tenant, sub):
+        if sub is None:
             raise ResourceNotFound(f"Subscription {sub_id} not found")
+        if not ownership.sees(subject, tenant, sub):
+            raise HiddenResource(f"Subscription {sub_id} not found")
         return sub
 
     async def retrieve_with_status(self, tenant: str, subject: Subject, sub_id: str) -> Subscription:
