@@ -1,6 +1,7 @@
 """The one decision in its two forms agrees: what a store query with a subject's AccessFilter
 returns (its pages and its counts) is exactly what :meth:`Guard.held` lets the subject do to each
-entity, for random entities, owners, permissions and subjects, on every store kind."""
+entity, for random entities, owners, permissions and subjects, on every store kind, whichever
+index the query is driven by (none, the type, ids, the geo index)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from kizuna.access.permissions import (
 )
 from kizuna.access.policy import AccessPolicy
 from kizuna.access.subject import AUTHENTICATED, PUBLIC, Subject
+from kizuna.ngsild import query as ql
 from kizuna.store import EntityQuery, open_store
 
 TYPES = ["urn:t:A", "urn:t:B", "urn:t:C"]
 SCOPES = ["/x", "/y"]
+LOCATION = "https://uri.etsi.org/ngsi-ld/location"
 SUBJECTS = [
     Subject("alice", groups=frozenset({"team"})),
     Subject("bob"),
@@ -66,7 +69,11 @@ permissions = st.lists(
 
 
 def entity(n: int, facts: dict[str, Any]) -> dict[str, Any]:
-    doc: dict[str, Any] = {"id": f"urn:e:{n}", "type": facts["types"]}
+    doc: dict[str, Any] = {
+        "id": f"urn:e:{n}",
+        "type": facts["types"],
+        LOCATION: [{"type": "GeoProperty", "value": {"type": "Point", "coordinates": [6.76, 51.43]}}],
+    }
     if facts["scope"] is not None:
         doc["scope"] = [facts["scope"]]
     if facts["policy"] is not None:
@@ -92,6 +99,7 @@ async def check(
                     KIND, tenant, to_doc(p, "2026-12-05T00:00:00Z", "2026-12-05T00:00:00Z")
                 )
         policy = AccessPolicy(store)
+        near = ql.parse_geoq("near;maxDistance==100", "Point", "[6.76,51.43]")
         limit, offset = page
         for subject in SUBJECTS:
             guard = await policy.guard(tenant, subject)
@@ -103,12 +111,15 @@ async def check(
                     is not None
                     and held >= action
                 ]
-                for query in (
-                    EntityQuery(access=guard.filter(action), count=True, limit=limit, offset=offset),
-                    EntityQuery(
-                        types=TYPES, access=guard.filter(action), count=True, limit=limit, offset=offset
-                    ),
+                for drive in (
+                    {},
+                    {"types": TYPES},
+                    {"ids": [doc["id"] for doc in docs] or ["urn:e:none"]},
+                    {"geo": near, "geoproperty": LOCATION},
                 ):
+                    query = EntityQuery(
+                        **drive, access=guard.filter(action), count=True, limit=limit, offset=offset
+                    )
                     found = await store.query_entities(tenant, query)
                     assert found.total == len(expected), (subject, action)
                     assert [e["id"] for e in found.entities] == expected[offset : offset + limit], (

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from kizuna.ngsild import query as ql
-from kizuna.store import EntityQuery
+from kizuna.store import AccessFilter, EntityQuery
 from kizuna.store.sqlite import SqliteStore, _plan
 
 ATTRS = ("urn:a", "urn:b", "urn:c")
@@ -209,6 +209,32 @@ async def test_indexes_are_built_at_open_for_entities_written_before_them(tmp_pa
     store = SqliteStore(path)
     await store.open()
     assert store.db.execute("SELECT count(*) FROM attr_values").fetchone()[0] == rows
+    await store.close()
+
+
+async def test_owners_reach_the_type_index_of_files_written_before_it_held_them(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    store = SqliteStore(path)
+    await store.open()
+    async with store.write("") as tx:
+        for n in range(1, 5):
+            await tx.insert(located(n, 6.76, 51.43), owner="alice" if n % 2 else "bob")
+    # As a file of the previous version: entity_types without its owner column.
+    store.db.executescript(
+        "CREATE TABLE old_types AS SELECT tenant, type, pk FROM entity_types;"
+        "DROP TABLE entity_types;"
+        "CREATE TABLE entity_types (tenant TEXT NOT NULL, type TEXT NOT NULL, pk INTEGER NOT NULL,"
+        " PRIMARY KEY (tenant, type, pk)) WITHOUT ROWID;"
+        "INSERT INTO entity_types SELECT * FROM old_types; DROP TABLE old_types;"
+    )
+    await store.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    alices = EntityQuery(types=[T], access=AccessFilter(owners=frozenset({"alice"})), count=True)
+    page = await store.query_entities("", alices)
+    assert [e["id"] for e in page.entities] == [f"urn:ngsi-ld:Streetlight:{n}" for n in (1, 3)]
+    assert page.total == 2
     await store.close()
 
 

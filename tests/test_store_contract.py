@@ -318,6 +318,11 @@ async def test_the_owner_is_kept_across_replacements(store: Store) -> None:
     )
     assert await store.get_owned_entity("", "urn:ngsi-ld:Streetlight:404") is None
     assert await store.get_owned_entity("nowhere", light(1)["id"]) is None
+    async with store.write("") as tx:  # a type added by a replacement is the owner's too
+        await tx.replace({**light(1), "type": [T_LIGHT, T_GROUP]})
+    alices = EntityQuery(types=[T_GROUP], access=AccessFilter(owners=frozenset({"alice"})), count=True)
+    found = await store.query_entities("", alices)
+    assert (_numbers(found.entities), found.total) == ([1], 1)
 
 
 async def test_delete_matching_deletes_only_what_the_filter_lets_through(store: Store) -> None:

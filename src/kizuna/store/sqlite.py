@@ -7,7 +7,8 @@ asyncio lock (one connection per process) and by SQLite itself across processes
 
 Queries run in SQL on indexes kept beside the documents, in the transaction of each write:
 
-- ``entity_types``: the type index.
+- ``entity_types``: the type index, with each entity's owner, so that a restricted subject's type
+  query tests ownership on the index row it walks instead of looking up each candidate entity.
 - ``attr_values``: one row per scalar a q expression compares with (number, string, boolean; the
   leaves of each attribute instance, found by :func:`kizuna.ngsild.query.instance_leaves`, so that
   SQL and :func:`kizuna.ngsild.query.matches` see the same values), keyed
@@ -96,6 +97,7 @@ CREATE TABLE IF NOT EXISTS entity_types (
     tenant TEXT NOT NULL,
     type TEXT NOT NULL,
     pk INTEGER NOT NULL,
+    owner TEXT,
     PRIMARY KEY (tenant, type, pk)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entity_types_by_pk ON entity_types (pk);
@@ -1027,69 +1029,78 @@ def _select(
             else:
                 where.append(f"e.pk IN (SELECT pk FROM entity_types WHERE tenant = ? AND type IN ({marks}))")
             params += [tenant, *query.types]
+    source = _GEO_SOURCE if geo_source else "entity_types e" if types_source else "entities e"
     if query.access is not None:
-        clause, clause_params = _access_clause(tenant, query.access)
+        clause, clause_params = _access_clause(tenant, query.access, on=None if geo_source else source)
         where.append(clause)
         params += clause_params
     residual = query.residual(q=left_q, attrs=not attrs_in_sql, geo=not geo_apart)
-    source = _GEO_SOURCE if geo_source else "entity_types e" if types_source else "entities e"
     return source, " AND ".join(where), params, residual, distinct
 
 
-def _access_clause(tenant: str, access: AccessFilter) -> tuple[str, list[Any]]:
-    """The access filter as one probe on the candidate ``e`` (whatever table drives), so that it
-    narrows the count and the pages with the rest of the query."""
+def _access_clause(tenant: str, access: AccessFilter, on: str | None) -> tuple[str, list[Any]]:
+    """The access filter as one test of the candidate ``e``, so that it narrows the count and the
+    pages with the rest of the query. ``on`` is the table ``e`` is (None: one without an owner):
+    the owner, types and policies are tested on the row at hand (entities and entity_types hold
+    the owner) and the candidate's pk; ids and scopes on the entity row, looked up only for the
+    candidates the cheaper tests did not let through (unless ``e`` is the entity itself)."""
 
     def marks(values: Collection[str]) -> str:
         return ",".join("?" * len(values))
 
-    parts: list[str] = []
+    x = "e" if on == "entities e" else "x"  # the entity row: the candidate itself, or looked up
+    tests: list[str] = []  # on the candidate's own columns and its pk
+    on_row: list[str] = []  # on the entity row's id or document
     params: list[Any] = []
+    row_params: list[Any] = []
     if access.owners:
-        parts.append(f"x.owner IN ({marks(access.owners)})")
-        params += sorted(access.owners)
+        (tests if on is not None else on_row).append(f"{'e' if on else x}.owner IN ({marks(access.owners)})")
+        (params if on is not None else row_params).extend(sorted(access.owners))
     if access.ids:
-        parts.append(f"x.id IN ({marks(access.ids)})")
-        params += sorted(access.ids)
+        on_row.append(f"{x}.id IN ({marks(access.ids)})")
+        row_params += sorted(access.ids)
     if access.types:
-        parts.append(
-            f"EXISTS (SELECT 1 FROM entity_types t WHERE t.pk = x.pk AND t.type IN ({marks(access.types)}))"
+        tests.append(
+            f"EXISTS (SELECT 1 FROM entity_types t WHERE t.pk = e.pk AND t.type IN ({marks(access.types)}))"
         )
         params += sorted(access.types)
     for types, scopes in access.scoped:
         terms = []
         if types:
             terms.append(
-                f"EXISTS (SELECT 1 FROM entity_types t WHERE t.pk = x.pk AND t.type IN ({marks(types)}))"
+                f"EXISTS (SELECT 1 FROM entity_types t WHERE t.pk = {x}.pk AND t.type IN ({marks(types)}))"
             )
-            params += sorted(types)
+            row_params += sorted(types)
         named = sorted(s for s in scopes if s != NO_SCOPE)
         held = []
         if named:
             held.append(
-                "EXISTS (SELECT 1 FROM json_each(CAST(x.doc AS TEXT), '$.scope') s"
+                f"EXISTS (SELECT 1 FROM json_each(CAST({x}.doc AS TEXT), '$.scope') s"
                 f" WHERE s.value IN ({marks(named)}))"
             )
-            params += named
+            row_params += named
         if NO_SCOPE in scopes:
-            held.append("json_type(CAST(x.doc AS TEXT), '$.scope') IS NULL")
+            held.append(f"json_type(CAST({x}.doc AS TEXT), '$.scope') IS NULL")
         terms.append("(" + " OR ".join(held) + ")")
-        parts.append("(" + " AND ".join(terms) + ")")
+        on_row.append("(" + " AND ".join(terms) + ")")
     if access.policies and access.policy_attributes:
         # The uncorrelated test runs once per statement: most tenants have no entity with a
         # specificAccessPolicy, and then no candidate pays for the probe (half a type query).
         attributes, policies = marks(access.policy_attributes), marks(access.policies)
-        parts.append(
+        tests.append(
             "(EXISTS (SELECT 1 FROM attr_values p WHERE p.tenant = ?"
             f" AND p.attribute IN ({attributes}) AND p.kind = ? AND p.val IN ({policies}))"
-            " AND EXISTS (SELECT 1 FROM attr_values a WHERE a.pk = x.pk"
+            " AND EXISTS (SELECT 1 FROM attr_values a WHERE a.pk = e.pk"
             f" AND a.attribute IN ({attributes}) AND a.kind = ? AND a.val IN ({policies})))"
         )
         wanted = [*access.policy_attributes, STRING, *sorted(access.policies)]
         params += [tenant, *wanted, *wanted]
-    if not parts:
+    if on_row and x == "x":
+        on_row = [f"EXISTS (SELECT 1 FROM entities x WHERE x.pk = e.pk AND ({' OR '.join(on_row)}))"]
+    tests += on_row  # last: the lookup only for candidates no cheaper test let through
+    if not tests:
         return "0", []
-    return f"EXISTS (SELECT 1 FROM entities x WHERE x.pk = e.pk AND ({' OR '.join(parts)}))", params
+    return "(" + " OR ".join(tests) + ")", params + row_params
 
 
 class SqliteWrite:
@@ -1118,18 +1129,18 @@ class SqliteWrite:
             "INSERT INTO entities (tenant, id, doc, owner) VALUES (?, ?, ?, ?)",
             (self.tenant, entity["id"], orjson.dumps(entity), owner),
         )
-        self._index_types(cursor.lastrowid, entity)
+        self._index_types(cursor.lastrowid, entity, owner)
         _index_entity(self.db, self.tenant, cursor.lastrowid, entity)
 
     async def replace(self, entity: Entity) -> None:
         row = self.db.execute(
-            "UPDATE entities SET doc = ? WHERE tenant = ? AND id = ? RETURNING pk",
+            "UPDATE entities SET doc = ? WHERE tenant = ? AND id = ? RETURNING pk, owner",
             (orjson.dumps(entity), self.tenant, entity["id"]),
         ).fetchone()
         if row is None:
             raise KeyError(entity["id"])
         self.db.execute("DELETE FROM entity_types WHERE pk = ?", (row[0],))
-        self._index_types(row[0], entity)
+        self._index_types(row[0], entity, row[1])
         _unindex_entity(self.db, row[0])
         _index_entity(self.db, self.tenant, row[0], entity)
 
@@ -1275,10 +1286,10 @@ class SqliteWrite:
             ],
         )
 
-    def _index_types(self, pk: int | None, entity: Entity) -> None:
+    def _index_types(self, pk: int | None, entity: Entity, owner: str | None) -> None:
         self.db.executemany(
-            "INSERT OR IGNORE INTO entity_types (tenant, type, pk) VALUES (?, ?, ?)",
-            [(self.tenant, t, pk) for t in entity.get("type", ())],
+            "INSERT OR IGNORE INTO entity_types (tenant, type, pk, owner) VALUES (?, ?, ?, ?)",
+            [(self.tenant, t, pk, owner) for t in entity.get("type", ())],
         )
 
 
@@ -1481,6 +1492,11 @@ def _backfill_indexes(db: sqlite3.Connection) -> None:
     try:
         if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entities)")}:
             db.execute("ALTER TABLE entities ADD COLUMN owner TEXT")  # entities before access control
+        if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entity_types)")}:
+            db.execute("ALTER TABLE entity_types ADD COLUMN owner TEXT")
+            db.execute(
+                "UPDATE entity_types SET owner = (SELECT owner FROM entities x WHERE x.pk = entity_types.pk)"
+            )
         if "shapes" not in {row[1] for row in db.execute("PRAGMA table_info(geo_entries)")}:
             db.execute("ALTER TABLE geo_entries ADD COLUMN shapes BLOB")  # filled below
         if db.execute("SELECT 1 FROM store_indexes WHERE name = ?", (_INDEX_VERSION,)).fetchone() is None:
