@@ -62,3 +62,20 @@ async def test_an_agreement_grants_its_types_to_reads_under_it_only(store: Store
         ("permission.create", agreement_permission_id("urn:agreement:1")),
         ("permission.delete", agreement_permission_id("urn:agreement:1")),
     ]
+
+
+async def test_a_push_subscription_is_the_nodes_but_notifies_as_the_consumer_under_its_agreement() -> None:
+    from kizuna.access.ownership import owned, owner_of, reader_of
+    from kizuna.access.subject import NODE
+    from kizuna.jsonld.contexts import ContextRegistry
+    from kizuna.notify.matching import compile_subscription
+
+    body = {"id": "urn:kizuna:dsp-push:1", "type": "Subscription", "entities": [{"type": COHORT}]}
+    push = owned(body, NODE, participant(RIKEN, "urn:agreement:1"))
+    assert owner_of(push) == NODE  # only the node's connector changes or deletes it
+    assert reader_of(push) == participant(RIKEN, "urn:agreement:1")
+    compiled = await compile_subscription(push, ContextRegistry())
+    assert compiled is not None and compiled.owner == participant(RIKEN, "urn:agreement:1")
+    assert reader_of(owned(body, NODE)) == NODE
+    # Only an agreement's participant bounds a subscription's reads; any other subject is ignored.
+    assert reader_of(owned(body, NODE, Subject(RIKEN))) == NODE

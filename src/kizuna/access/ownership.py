@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kizuna.access.subject import ANONYMOUS, NODE, Subject
+from kizuna.access.subject import ANONYMOUS, NODE, Subject, participant
 from kizuna.errors import AccessDenied, NotAuthenticated
 
 OWNER = "_owner"
 OWNER_RIGHTS = "_ownerRights"  # the owner's groups and roles when it created the resource
+READS_AS = "_readsAs"  # a push-transfer subscription's reader: the consumer, under its agreement
 
 
 def require_creator(subject: Subject, tenant: str, what: str) -> None:
@@ -27,11 +28,17 @@ def require_creator(subject: Subject, tenant: str, what: str) -> None:
         raise AccessDenied(f"Creating {what} needs the kizuna-creator role")
 
 
-def owned(resource: dict[str, Any], subject: Subject) -> dict[str, Any]:
+def owned(resource: dict[str, Any], subject: Subject, reads_as: Subject | None = None) -> dict[str, Any]:
     """``resource`` with ``subject`` as its owner, and the owner's rights as they are now (what
-    a subscription notifies is what its owner may read, also when no request of it is running)."""
+    a subscription notifies is what its owner may read, also when no request of it is running).
+    With ``reads_as`` (a participant under an agreement), the resource reads as that subject
+    instead: the node owns a push transfer's subscription, but it carries what the agreement
+    grants, no more."""
     rights = {"groups": sorted(subject.groups), "roles": sorted(subject.roles)}
-    return {**resource, OWNER: subject.id, OWNER_RIGHTS: rights}
+    owned = {**resource, OWNER: subject.id, OWNER_RIGHTS: rights}
+    if reads_as is not None and reads_as.id is not None and reads_as.agreement is not None:
+        owned[READS_AS] = {"participant": reads_as.id, "agreement": reads_as.agreement}
+    return owned
 
 
 def owner_of(resource: Mapping[str, Any]) -> Subject:
@@ -43,6 +50,14 @@ def owner_of(resource: Mapping[str, Any]) -> Subject:
         return NODE
     rights = resource.get(OWNER_RIGHTS) or {}
     return Subject(owner, frozenset(rights.get("groups", ())), frozenset(rights.get("roles", ())))
+
+
+def reader_of(resource: Mapping[str, Any]) -> Subject:
+    """The subject whose read rights bound what ``resource`` (a subscription) notifies."""
+    reads_as = resource.get(READS_AS)
+    if isinstance(reads_as, dict):
+        return participant(reads_as["participant"], reads_as["agreement"])
+    return owner_of(resource)
 
 
 def sees(subject: Subject, tenant: str, resource: Mapping[str, Any]) -> bool:

@@ -184,7 +184,7 @@ class DataPlane:
                     agreementId=agreement["id"],
                 )
             dataset = await self._dataset(agreement)
-            record["subscriptionId"] = await self._subscribe(record, dataset)
+            record["subscriptionId"] = await self._subscribe(agreement, record, dataset)
         return None
 
     async def close(self, record: dict[str, Any], *, locked: bool = False) -> None:
@@ -215,10 +215,16 @@ class DataPlane:
             await self.node.records.replace(TRANSFER, current)
         return sub_id
 
-    async def _subscribe(self, record: dict[str, Any], dataset: dict[str, Any]) -> str:
+    async def _subscribe(
+        self, agreement: dict[str, Any], record: dict[str, Any], dataset: dict[str, Any]
+    ) -> str:
+        """The push subscription: the node's (nobody else changes it), reading as the consumer
+        under the agreement, so that each notification is bounded by the agreement's permission
+        as a pull is."""
         assert self.subscriptions is not None
         context = dataset.get("context")
         terms = await self.contexts.term_map(context)
+        reader = await self._reader(agreement, dataset, terms)
         endpoint = record["consumerDataAddress"]["endpoint"]
         body: dict[str, Any] = {
             "id": push_subscription_id(record["id"]),
@@ -233,7 +239,7 @@ class DataPlane:
             body["q"] = dataset["q"]
         if dataset.get("geoQ"):
             body["geoQ"] = dataset["geoQ"]
-        return await self.subscriptions.create(dataset["tenant"], NODE, body, terms, context)
+        return await self.subscriptions.create(dataset["tenant"], NODE, body, terms, context, reads_as=reader)
 
     # -- push: the dispatcher's gate (DeliveryGate) --------------------------------------------
 

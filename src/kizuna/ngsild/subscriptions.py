@@ -385,9 +385,17 @@ class SubscriptionService:
             await self.contexts.term_map(url)  # 503 LdContextNotAvailable if it cannot be had
 
     async def create(
-        self, tenant: str, subject: Subject, body: Any, terms: TermMap, context: ContextValue
+        self,
+        tenant: str,
+        subject: Subject,
+        body: Any,
+        terms: TermMap,
+        context: ContextValue,
+        *,
+        reads_as: Subject | None = None,
     ) -> str:
-        """A new subscription, owned by ``subject``: it notifies what its owner may read."""
+        """A new subscription, owned by ``subject``: it notifies what its owner may read (or
+        ``reads_as``: see :func:`kizuna.access.ownership.owned`)."""
         ownership.require_creator(subject, tenant, "subscriptions")
         if not isinstance(body, dict):
             raise BadRequestData("A subscription must be a JSON object")
@@ -411,7 +419,7 @@ class SubscriptionService:
             sub["_qContext"] = context
         sub["createdAt"] = now
         sub["modifiedAt"] = now
-        sub = ownership.owned(sub, subject)
+        sub = ownership.owned(sub, subject, reads_as)
         if await self.store.get_subscription(tenant, sub_id) is not None:
             raise AlreadyExists(f"Subscription {sub_id} already exists")
         if self.implicit_context is not None and needs_implicit_context(context):

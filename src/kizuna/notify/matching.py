@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from kizuna.access.ownership import owner_of
+from kizuna.access.ownership import reader_of
 from kizuna.access.subject import Subject
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import query as ql
@@ -198,7 +198,7 @@ async def compile_subscription(sub: dict[str, Any], contexts: ContextRegistry) -
         expires=epoch(sub["expiresAt"]) if "expiresAt" in sub else None,
         active=sub.get("isActive", True) is not False,
         show_changes=bool(sub.get("notification", {}).get("showChanges")),
-        owner=owner_of(sub),
+        owner=reader_of(sub),
         select_key=orjson.dumps(
             [sub.get(k) for k in ("entities", "q", "_qContext", "geoQ", "scopeQ")],
             option=orjson.OPT_SORT_KEYS,
