@@ -163,3 +163,42 @@ def test_a_relative_context_url_is_bad_request_data(client: TestClient) -> None:
     assert response.status_code == 400, response.text
     assert response.json()["type"].endswith("BadRequestData")
     assert "relative" in response.json()["detail"]
+
+
+async def test_a_hosted_contexts_owner_comes_back_from_the_store(tmp_path) -> None:
+    """What another process (or this one before a restart) hosted keeps its creator, who may
+    delete it."""
+    from kizuna.jsonld.contexts import ContextRegistry
+    from kizuna.jsonld.routes import ContextApi
+    from kizuna.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/k.db")
+    await store.open()
+    try:
+        await store.save_hosted_context("c1", {"@context": {"A": "urn:a"}}, 12.5, "alice")
+        registry = ContextRegistry()
+        await ContextApi(registry, store, 1 << 20).sync()
+        record = registry.record("c1")
+        assert record is not None and (record.owner, record.created_at) == ("alice", 12.5)
+    finally:
+        await store.close()
+
+
+async def test_contexts_hosted_before_owners_were_kept_stay_the_admins(tmp_path) -> None:
+    import sqlite3
+
+    from kizuna.store import open_store
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the table as the previous version wrote it
+        db.execute(
+            "CREATE TABLE hosted_contexts (local_id TEXT PRIMARY KEY, document BLOB NOT NULL,"
+            " created_at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO hosted_contexts VALUES ('old', ?, 1.0)", (b'{"@context": {}}',))
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        assert await store.hosted_contexts() == [("old", {"@context": {}}, 1.0, None)]
+    finally:
+        await store.close()

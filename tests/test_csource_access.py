@@ -60,17 +60,23 @@ def test_registrations_and_csource_subscriptions_are_their_creators(
         assert secured.delete(one, headers=alice).status_code == 204
 
 
-def test_hosted_contexts_are_added_by_creators_and_removed_by_admins(
+def test_hosted_contexts_are_added_by_creators_and_removed_by_them_or_admins(
     secured: TestClient, idp_key: Any
 ) -> None:
     document = {"@context": {"CohortRecord": "https://example.org/CohortRecord"}}
+    alice = bearer(idp_key, "kizuna-creator", sub="alice")
     assert secured.post(CONTEXTS, json=document, headers=CORE).status_code == 401
-    added = secured.post(CONTEXTS, json=document, headers=bearer(idp_key, "kizuna-creator") | CORE)
-    assert added.status_code == 201
-    location = added.headers["Location"]
-    assert secured.get(location).status_code == 200  # served to anyone: clients resolve it by URL
-    assert secured.delete(location, headers=bearer(idp_key, "kizuna-creator")).status_code == 403
-    assert secured.delete(location, headers=bearer(idp_key, "kizuna-admin")).status_code == 204
+    added = [secured.post(CONTEXTS, json=document, headers=alice | CORE) for _ in range(2)]
+    assert [a.status_code for a in added] == [201, 201]
+    first, second = (a.headers["Location"] for a in added)
+    assert secured.get(first).status_code == 200  # served to anyone: clients resolve it by URL
+    bob = bearer(idp_key, "kizuna-creator", sub="bob")
+    assert secured.delete(first, headers=bob).status_code == 403
+    assert secured.delete(first).status_code == 401
+    assert secured.delete(f"{first}?reload=true", headers=alice).status_code == 403  # admins reload
+    assert secured.delete(first, headers=alice).status_code == 204
+    assert secured.get(first).status_code == 404
+    assert secured.delete(second, headers=bearer(idp_key, "kizuna-admin")).status_code == 204
 
 
 def test_csource_notifications_tell_only_of_registrations_the_subscriber_may_see(

@@ -123,7 +123,12 @@ async def test_delete_matching_removes_only_what_the_query_selects(store: Store)
 
 async def test_hosted_contexts_persist(store: Store) -> None:
     await store.save_hosted_context("abc", {"@context": {"A": "urn:a"}}, 12.5)
-    assert await store.hosted_contexts() == [("abc", {"@context": {"A": "urn:a"}}, 12.5)]
+    await store.save_hosted_context("mine", {"@context": {"B": "urn:b"}}, 13.5, "alice")
+    assert await store.hosted_contexts() == [
+        ("abc", {"@context": {"A": "urn:a"}}, 12.5, None),
+        ("mine", {"@context": {"B": "urn:b"}}, 13.5, "alice"),
+    ]
+    await store.delete_hosted_context("mine")
     await store.delete_hosted_context("abc")
     assert await store.hosted_contexts() == []
 

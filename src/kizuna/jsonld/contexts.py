@@ -62,6 +62,7 @@ class ContextRecord:
     local_id: str
     created_at: float = field(default_factory=time.time)
     last_usage: float | None = None
+    owner: str | None = None  # the subject that hosted it (None: the node's, or from before owners)
 
     def describe(self, base_url: str) -> dict[str, Any]:
         info: dict[str, Any] = {

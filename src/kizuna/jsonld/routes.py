@@ -12,8 +12,15 @@ from starlette.routing import Route
 
 from kizuna.access import ownership
 from kizuna.access.ownership import require_node_admin
+from kizuna.access.subject import Subject
 from kizuna.errors import BadRequestData, NgsiLdError, ResourceNotFound
-from kizuna.jsonld.contexts import CORE_CONTEXT_URLS, HOSTED_PATH, ContextRegistry, ContextValue
+from kizuna.jsonld.contexts import (
+    CORE_CONTEXT_URLS,
+    HOSTED_PATH,
+    ContextRecord,
+    ContextRegistry,
+    ContextValue,
+)
 from kizuna.ngsild import edge
 from kizuna.ngsild.selection import bool_param
 from kizuna.store import Store
@@ -35,9 +42,13 @@ class ContextApi:
         return str(request.base_url).rstrip("/")
 
     async def add(self, request: Request) -> Response:
-        ownership.require_creator(edge.subject_of(request), edge.tenant_of(request), "@contexts")
+        subject = edge.subject_of(request)
+        ownership.require_creator(subject, edge.tenant_of(request), "@contexts")
         record = await self.registry.add_hosted(await edge.read_json(request, self.max_body))
-        await self.store.save_hosted_context(record.local_id, record.document, record.created_at)
+        record.owner = subject.id
+        await self.store.save_hosted_context(
+            record.local_id, record.document, record.created_at, record.owner
+        )
         return Response(status_code=201, headers={"Location": HOSTED_PATH + record.local_id})
 
     async def list(self, request: Request) -> Response:
@@ -65,9 +76,11 @@ class ContextApi:
         edge.check_params(request, {"reload"})
         reload = bool_param(request.query_params, "reload")
         context_id = request.path_params["context_id"]
-        # Hosted @contexts are node-wide and others' entities are read through them.
-        require_node_admin(edge.subject_of(request), "Deleting or reloading an @context")
+        subject = edge.subject_of(request)
         record = self.registry.record(context_id)
+        if reload or not _hosted_by(subject, record):
+            # Contexts are node-wide (others' entities are read through them).
+            require_node_admin(subject, "Deleting or reloading an @context you did not host")
         if record is None:
             if reload:
                 raise BadRequestData(f"No @context {context_id} to reload")
@@ -93,7 +106,9 @@ class ContextApi:
     async def sync(self, local_id: str | None = None) -> None:
         """Make the registry hold what the store holds: at start, and when another process hosted
         or deleted a context (``local_id``; None: any may have changed)."""
-        stored = {lid: (document, created) for lid, document, created in await self.store.hosted_contexts()}
+        stored = {
+            lid: (doc, created, owner) for lid, doc, created, owner in await self.store.hosted_contexts()
+        }
         known = {r.local_id: r for r in self.registry.records() if r.kind in STORED_KINDS}
         for lid in [local_id] if local_id is not None else {*stored, *known}:
             record, entry = known.get(lid), stored.get(lid)
@@ -102,7 +117,8 @@ class ContextApi:
                     self.registry.forget(record)
             elif record is None or record.document != entry[0]:
                 try:
-                    (await self.registry.add_hosted(entry[0], lid)).created_at = entry[1]
+                    added = await self.registry.add_hosted(entry[0], lid)
+                    added.created_at, added.owner = entry[1], entry[2]
                 except NgsiLdError as error:  # e.g. a context it names cannot be fetched now
                     log.warning("hosted @context %s cannot be loaded: %s", lid, error)
 
@@ -125,3 +141,14 @@ class ContextApi:
             Route(path + "/{context_id:path}", self.serve, methods=["GET"]),
             Route(path + "/{context_id:path}", self.delete, methods=["DELETE"]),
         ]
+
+
+def _hosted_by(subject: Subject, record: ContextRecord | None) -> bool:
+    """Whether ``subject`` hosted ``record`` (its creator may delete it)."""
+    return (
+        record is not None
+        and record.kind == "Hosted"
+        and subject.authenticated
+        and record.owner is not None
+        and record.owner == subject.id
+    )

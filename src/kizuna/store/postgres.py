@@ -185,6 +185,7 @@ GLOBAL_MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX audit_trail_by_time ON kizuna.audit_trail (at);
         """,
     ),
+    (3, "owners of hosted contexts", "ALTER TABLE kizuna.hosted_contexts ADD COLUMN owner text;"),
 ]
 
 # Applied to each tenant schema, in order; ``{s}`` is the quoted schema name.
@@ -674,21 +675,24 @@ class PostgresStore:
     # -- hosted @contexts ------------------------------------------------------------------------
 
     @_guarded
-    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float]]:
+    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float, str | None]]:
         rows = await self.pool.fetch(
-            "SELECT local_id, document, created_at FROM kizuna.hosted_contexts ORDER BY created_at"
+            "SELECT local_id, document, created_at, owner FROM kizuna.hosted_contexts ORDER BY created_at"
         )
-        return [(local_id, orjson.loads(doc), created) for local_id, doc, created in rows]
+        return [(local_id, orjson.loads(doc), created, owner) for local_id, doc, created, owner in rows]
 
-    async def save_hosted_context(self, local_id: str, document: dict[str, Any], created_at: float) -> None:
+    async def save_hosted_context(
+        self, local_id: str, document: dict[str, Any], created_at: float, owner: str | None = None
+    ) -> None:
         async with self._transaction() as (conn, _):
             await conn.execute(
-                "INSERT INTO kizuna.hosted_contexts (local_id, document, created_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT (local_id) DO UPDATE SET document = excluded.document,"
-                " created_at = excluded.created_at",
+                "INSERT INTO kizuna.hosted_contexts (local_id, document, created_at, owner)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (local_id) DO UPDATE SET document = excluded.document,"
+                " created_at = excluded.created_at, owner = excluded.owner",
                 local_id,
                 orjson.dumps(document),
                 created_at,
+                owner,
             )
             await _announce(conn, "contexts", local_id)
 

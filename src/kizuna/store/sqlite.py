@@ -126,7 +126,8 @@ CREATE TABLE IF NOT EXISTS store_indexes (
 CREATE TABLE IF NOT EXISTS hosted_contexts (
     local_id TEXT PRIMARY KEY,
     document BLOB NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS subscriptions (
     tenant TEXT NOT NULL,
@@ -428,17 +429,20 @@ class SqliteStore:
 
     # -- hosted @contexts ------------------------------------------------------------------------
 
-    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float]]:
+    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float, str | None]]:
         rows = self.db.execute(
-            "SELECT local_id, document, created_at FROM hosted_contexts ORDER BY created_at"
+            "SELECT local_id, document, created_at, owner FROM hosted_contexts ORDER BY created_at"
         )
-        return [(local_id, orjson.loads(doc), created) for local_id, doc, created in rows]
+        return [(local_id, orjson.loads(doc), created, owner) for local_id, doc, created, owner in rows]
 
-    async def save_hosted_context(self, local_id: str, document: dict[str, Any], created_at: float) -> None:
+    async def save_hosted_context(
+        self, local_id: str, document: dict[str, Any], created_at: float, owner: str | None = None
+    ) -> None:
         async with self._immediate() as db:
             db.execute(
-                "INSERT OR REPLACE INTO hosted_contexts (local_id, document, created_at) VALUES (?, ?, ?)",
-                (local_id, orjson.dumps(document), created_at),
+                "INSERT OR REPLACE INTO hosted_contexts (local_id, document, created_at, owner)"
+                " VALUES (?, ?, ?, ?)",
+                (local_id, orjson.dumps(document), created_at, owner),
             )
             _announce(db, "contexts", local_id)
 
@@ -1492,6 +1496,8 @@ def _backfill_indexes(db: sqlite3.Connection) -> None:
     try:
         if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entities)")}:
             db.execute("ALTER TABLE entities ADD COLUMN owner TEXT")  # entities before access control
+        if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(hosted_contexts)")}:
+            db.execute("ALTER TABLE hosted_contexts ADD COLUMN owner TEXT")  # admins' only, as before
         if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entity_types)")}:
             db.execute("ALTER TABLE entity_types ADD COLUMN owner TEXT")
             db.execute(
