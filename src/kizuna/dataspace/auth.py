@@ -183,9 +183,11 @@ class SignedTokenAuth:
             signature = _unb64(sig_b64)
         except (ValueError, json.JSONDecodeError) as error:
             raise Unauthenticated("the token is not a compact JWS") from error
-        if header.get("alg") != "EdDSA" or not isinstance(claims, dict):
+        if not isinstance(header, dict) or header.get("alg") != "EdDSA" or not isinstance(claims, dict):
             raise Unauthenticated("the token must be an EdDSA JWS")
         issuer = claims.get("iss")
+        if not isinstance(issuer, str):
+            raise Unauthenticated("the token names no issuer")
         participant = self.directory.get(issuer)
         if participant is None or not participant.public_key:
             raise Unauthenticated(f"participant {issuer!r} is not trusted")
@@ -196,13 +198,16 @@ class SignedTokenAuth:
         except (InvalidSignature, ValueError) as error:
             raise Unauthenticated("the token's signature does not verify") from error
         now = time.time()
-        if not (claims.get("iat", 0) - CLOCK_SKEW <= now <= claims.get("exp", 0) + CLOCK_SKEW):
+        iat, exp = claims.get("iat", 0), claims.get("exp", 0)
+        if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in (iat, exp)):
+            raise Unauthenticated("the token's iat and exp must be numbers")
+        if not (iat - CLOCK_SKEW <= now <= exp + CLOCK_SKEW):
             raise Unauthenticated("the token has expired")
         if claims.get("htm") != method.upper() or claims.get("htu") != path:
             raise Unauthenticated("the token was issued for another request")
         if claims.get("bsh") != _b64(hashlib.sha256(body).digest()):
             raise Unauthenticated("the token was issued for another body")
-        if not await self.first_use(str(claims.get("jti")), float(claims.get("exp", now))):
+        if not await self.first_use(str(claims.get("jti")), float(exp)):
             raise Unauthenticated("the token was already used (replay)")
         return str(issuer)
 

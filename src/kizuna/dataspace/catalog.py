@@ -89,6 +89,8 @@ def parse_dataset(body: Any) -> dict[str, Any]:
         raise _bad("context must be the URL of a JSON-LD @context")
     policy = body.get("policy")
     policies = policy if isinstance(policy, list) else [policy]
+    if not policies:
+        raise _bad("policy must be an ODRL offer or a non-empty array of them")
     offers = []
     for p in policies:
         if not isinstance(p, dict):

@@ -122,10 +122,23 @@ def validate_policy(policy: Any) -> None:
 def _check_rule(rule: Any, where: str) -> None:
     if not isinstance(rule, dict) or not isinstance(rule.get("action"), str | dict):
         raise PolicyError(f"every {where} needs an action")
+    for key in ("constraint", "duty"):
+        if not isinstance(rule.get(key, []), list):
+            raise PolicyError(f"{key} of a {where} must be an array")
     for c in rule.get("constraint", []):
         _check_constraint(c)
     for duty in rule.get("duty", []):
         _check_rule(duty, "duty")
+
+
+# Every fact set, so that checking a constraint on them reads each of its operands.
+_TRIAL = Facts(
+    assignee="urn:trial",
+    region="EU",
+    purpose="trial",
+    agreed_at=datetime.now(UTC),
+    access_count=0,
+)
 
 
 def _check_constraint(c: Any) -> None:
@@ -133,15 +146,29 @@ def _check_constraint(c: Any) -> None:
         raise PolicyError("a constraint must be an object")
     logical = [k for k in LOGICAL if k in c]
     if logical:
+        if not isinstance(c[logical[0]], list):
+            raise PolicyError(f"{logical[0]} must be an array of constraints")
         for inner in c[logical[0]]:
             _check_constraint(inner)
         return
+    for operand in ("operator", "leftOperand"):
+        if not isinstance(c.get(operand, ""), str | dict):
+            raise PolicyError(f"{operand} must be a name")
     if local_name(c.get("operator", "")) not in OPERATORS:
         raise PolicyError(f"unsupported operator {c.get('operator')!r}")
     if local_name(c.get("leftOperand", "")) not in LEFT_OPERANDS:
         raise PolicyError(f"unsupported leftOperand {c.get('leftOperand')!r}")
     if "rightOperand" not in c:
         raise PolicyError("an atomic constraint needs a rightOperand")
+    # Evaluated once now, so that a constraint that cannot be evaluated (a count that is not a
+    # number, a date that is not one, an operator its operand has no meaning for) is refused
+    # when the policy is written, not at every later access.
+    try:
+        _holds(c, _TRIAL, defer_holds=True)
+    except PolicyError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
+        raise PolicyError(f"constraint {_show(c)} cannot be evaluated: {error}") from None
 
 
 def evaluate(policy: dict[str, Any], facts: Facts, action: str = "use") -> Decision:

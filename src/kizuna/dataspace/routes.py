@@ -42,6 +42,7 @@ from kizuna.errors import (
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild.edge import subject_of
 from kizuna.ngsild.entities import EntityService
+from kizuna.ngsild.selection import MAX_OFFSET
 from kizuna.ngsild.subscriptions import SubscriptionService
 from kizuna.ngsild.temporal import TemporalService
 from kizuna.store import Store
@@ -327,9 +328,9 @@ class DataspaceApi:
                 _string(body, "counterPartyAddress"),
                 _string(body, "agreementId"),
                 _string(body, "format"),
-                body.get("endpoint"),
-                body.get("counterPartyId"),
-                body.get("purpose"),
+                _optional_string(body, "endpoint"),
+                _optional_string(body, "counterPartyId"),
+                _optional_string(body, "purpose"),
             )
         )
         return _json({"id": record["id"], "state": record["state"]}, 201)
@@ -438,11 +439,11 @@ def _int(request: Request, name: str, default: int, error: type[DspError] | None
         return default
     try:
         value = int(raw)
-        if value < 0:
+        if not 0 <= value <= MAX_OFFSET:
             raise ValueError
         return value
     except ValueError:
-        detail = f"{name} must be a non-negative integer"
+        detail = f"{name} must be an integer from 0 to {MAX_OFFSET}"
         raise (error(detail) if error else BadRequestData(detail)) from None
 
 
@@ -451,6 +452,10 @@ def _string(body: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadRequestData(f"{name} must be a non-empty string")
     return value
+
+
+def _optional_string(body: dict[str, Any], name: str) -> str | None:
+    return None if body.get(name) is None else _string(body, name)
 
 
 async def _plain_json(request: Request, *, optional: bool = False) -> dict[str, Any]:

@@ -284,8 +284,8 @@ class TransferService:
         agreement = await self.records.get(AGREEMENT, agreement_id)
         if agreement is not None and agreement["state"] != FINALIZED:
             raise Conflict(f"Agreement {agreement_id} is {agreement['state']}, not FINALIZED")
-        if fmt == PUSH and not endpoint:
-            raise BadRequestData("A push transfer needs the endpoint notifications go to")
+        if fmt == PUSH and not (endpoint and endpoint.lower().startswith(("http://", "https://"))):
+            raise BadRequestData("A push transfer needs the http(s) endpoint notifications go to")
         record = new_record(
             CONSUMER,
             provider_pid=None,

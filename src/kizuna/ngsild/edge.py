@@ -126,9 +126,30 @@ async def read_json(request: Request, max_bytes: int, *, merge_patch: bool = Fal
     if not raw:
         raise InvalidRequest("The request has no body")
     try:
-        return orjson.loads(bytes(raw))
+        body = orjson.loads(bytes(raw))
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
+    if _deeper_than(body, MAX_JSON_DEPTH):
+        raise BadRequestData(f"The body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep")
+    return body
+
+
+MAX_JSON_DEPTH = 64  # NGSI-LD documents nest a few levels; every layer after parsing may recurse
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers more than ``limit`` levels (iteratively: the point is
+    to refuse what would exhaust the stack of the recursive code behind)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 async def read_payload(request: Request, max_bytes: int, *, merge_patch: bool = False) -> Payload:

@@ -91,10 +91,13 @@ class Page:
     count: bool = False
 
 
+MAX_OFFSET = 2**53  # far past any store, and within what the stores' integers hold
+
+
 def parse_page(params: Params, default_limit: int, max_limit: int) -> Page:
     count = bool_param(params, "count")
     limit = int_param(params, "limit", default_limit, maximum=max_limit)
-    offset = int_param(params, "offset", 0)
+    offset = int_param(params, "offset", 0, maximum=MAX_OFFSET)
     if limit == 0 and not count:
         raise BadRequestData("limit=0 is only allowed together with count=true")
     return Page(limit, offset, count)
@@ -245,7 +248,7 @@ def query_body_params(body: Any, params: Params, members: Collection[str]) -> di
     for name in members:
         if name not in body or name in ("entities", "geoQ", "temporalQ"):
             continue
-        merged[name] = _text(body[name])
+        merged[name] = _text(name, body[name])
     if "entities" in members and body.get("entities"):
         merged.update(_selectors(body["entities"]))
     if "temporalQ" in members:
@@ -266,22 +269,33 @@ def query_body_params(body: Any, params: Params, members: Collection[str]) -> di
     return merged
 
 
-def _text(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+def _text(name: str, value: Any) -> str:
+    """A body member as the query parameter it stands for (a list joined with commas)."""
+    if isinstance(value, str):
+        return value
+    if name == "joinLevel" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise BadRequestData(f"{name} must be a string or an array of strings")
 
 
 def _selectors(entities: Any) -> dict[str, str]:
     """``type``, ``id`` and ``idPattern`` of a body's EntitySelectors (the first idPattern)."""
     if not isinstance(entities, list) or not all(isinstance(e, dict) for e in entities):
         raise BadRequestData("entities must be an array of EntitySelectors")
+    for selector in entities:
+        for member in ("id", "idPattern", "type"):
+            if member in selector and not isinstance(selector[member], str):
+                raise BadRequestData(f"{member} of an EntitySelector must be a string")
     found: dict[str, str] = {}
     types = [e["type"] for e in entities if isinstance(e.get("type"), str)]
     if types:
         found["type"] = ",".join(types)
-    ids = [str(e["id"]) for e in entities if "id" in e]
+    ids = [e["id"] for e in entities if "id" in e]
     if ids:
         found["id"] = ",".join(ids)
-    patterns = [str(e["idPattern"]) for e in entities if "idPattern" in e]
+    patterns = [e["idPattern"] for e in entities if "idPattern" in e]
     if patterns:
         found["idPattern"] = patterns[0]
     return found

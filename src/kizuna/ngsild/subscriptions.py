@@ -196,7 +196,7 @@ def _endpoint(value: Any) -> dict[str, Any]:
         raise _bad(f"notification.endpoint.uri {uri!r} must be an absolute http(s) or mqtt(s) URI")
     out: dict[str, Any] = {"uri": uri}
     if "accept" in value:
-        if value["accept"] not in ENDPOINT_ACCEPT:
+        if not isinstance(value["accept"], str) or value["accept"] not in ENDPOINT_ACCEPT:
             raise _bad(f"notification.endpoint.accept must be one of {', '.join(sorted(ENDPOINT_ACCEPT))}")
         out["accept"] = value["accept"]
     for name in ("timeout", "cooldown"):
@@ -224,14 +224,14 @@ def _notification(value: Any, terms: TermMap) -> dict[str, Any]:
     if "pick" in out and "omit" in out and set(out["pick"]) & set(out["omit"]):
         raise _bad("notification.pick and notification.omit name the same member")
     if "format" in value:
-        if value["format"] not in FORMATS:
+        if not isinstance(value["format"], str) or value["format"] not in FORMATS:
             raise _bad(f"notification.format must be one of {', '.join(sorted(FORMATS))}")
         out["format"] = value["format"]
     for name in ("sysAttrs", "showChanges"):
         if name in value:
             out[name] = _boolean(value[name], f"notification.{name}")
     if "join" in value:
-        if value["join"] not in JOINS:
+        if not isinstance(value["join"], str) or value["join"] not in JOINS:
             raise _bad("notification.join must be flat, inline or @none")
         out["join"] = value["join"]
     if "joinLevel" in value:
