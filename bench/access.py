@@ -5,11 +5,14 @@ requests on the same store with ``--auth none``.
 The bench mints its own tokens from a key it generates (``--auth oidc --oidc-jwks FILE``). The
 admin creates 90% of the street lights, the ``reader`` subject (a creator) the other 10%, spread
 evenly, so that the reader may read exactly the ones it owns (the filter runs inside the query).
-Then the node is restarted on the same store with ``--auth none`` and the same requests run
-without credentials. wrk needs to be on PATH (Debian: ``apt-get install wrk``).
+A second node serves the same store with ``--auth none`` beside it, and the same requests run
+without credentials. The runs interleave (none, admin, reader, for each request, ``--rounds``
+times) and each figure is the median of its rounds: on a shared machine throughput drifts by
+tens of percent within minutes, and measuring one configuration after the other would measure
+the drift. wrk needs to be on PATH (Debian: ``apt-get install wrk``).
 
-    .venv/bin/python bench/access.py [--entities 100000] [--seconds 10] [--connections 16] \
-        [--store postgresql]
+    .venv/bin/python bench/access.py [--entities 100000] [--seconds 5] [--rounds 5] \
+        [--connections 16] [--store postgresql]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -123,7 +127,8 @@ def main() -> None:
     parser.add_argument(
         "--entities", type=int, default=100_000, help="street lights to load (default 100000)"
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each run (default 10)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each run (default 5)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved runs of each kind (default 5)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     add_store_option(parser)
     args = parser.parse_args()
@@ -157,21 +162,30 @@ def main() -> None:
             "--oidc-jwks",
             str(jwks),
         ]
-        results: dict[str, tuple[float, float]] = {}
+        runs: dict[str, list[tuple[float, float]]] = {}
         with serve(store, tmp, extra=oidc) as port:
             took = load(port, args.entities, admin, reader)
             store.analyze()
-            for who, bearer in (("admin", admin), ("reader (10%)", reader)):
-                for what, paths in (("retrieve by id", readable), ("type query, first 20", types)):
-                    results[f"{what}, {who}"] = wrk(port, paths, bearer, args.seconds, args.connections, tmp)
-        with serve(store, tmp, extra=["--auth", "none"]) as port:
-            for what, paths in (("retrieve by id", readable), ("type query, first 20", types)):
-                results[f"{what}, --auth none"] = wrk(port, paths, "", args.seconds, args.connections, tmp)
+            with serve(store, tmp, extra=["--auth", "none"]) as open_port:
+                for _ in range(args.rounds):
+                    for what, paths in (("retrieve by id", readable), ("type query, first 20", types)):
+                        for who, at, bearer in (
+                            ("--auth none", open_port, ""),
+                            ("admin", port, admin),
+                            ("reader (10%)", port, reader),
+                        ):
+                            measured = wrk(at, paths, bearer, args.seconds, args.connections, tmp)
+                            runs.setdefault(f"{what}, {who}", []).append(measured)
+        results = {
+            key: (statistics.median(r for r, _ in rs), statistics.median(p for _, p in rs))
+            for key, rs in runs.items()
+        }
         where = machine()
 
     print(
         f"kizuna access bench on {store.description}: {args.entities} street lights loaded in {took:.1f} s; "
-        f"wrk, {args.connections} connections, {args.seconds:g} s per run, 1 server worker, {where}"
+        f"wrk, {args.connections} connections, median of {args.rounds} interleaved {args.seconds:g} s runs,"
+        f" 1 server worker per node, {where}"
     )
     print(ROW.format("requests", "req/s", "p50 ms", "ratio", "p50 ratio"))
     for what in ("retrieve by id", "type query, first 20"):
