@@ -257,7 +257,9 @@ class ContextRegistry:
         self._records[record.url] = record
         self._by_local_id[record.local_id] = record
 
-    async def add_hosted(self, document: Any, local_id: str | None = None) -> ContextRecord:
+    async def add_hosted(
+        self, document: Any, local_id: str | None = None, *, owner: str | None = None
+    ) -> ContextRecord:
         """Host a user's context; its URL is this node's ``/jsonldContexts/{localId}``.
 
         URLs the context names are fetched now, so that a broken context is refused at once
@@ -271,7 +273,7 @@ class ContextRegistry:
         self._compile(context)
         local_id = local_id or uuid.uuid4().hex
         kind = "ImplicitlyCreated" if local_id.startswith(IMPLICIT_PREFIX) else "Hosted"
-        record = ContextRecord(f"urn:kizuna:hosted:{local_id}", document, kind, local_id)
+        record = ContextRecord(f"urn:kizuna:hosted:{local_id}", document, kind, local_id, owner=owner)
         self._remember(record)
         return record
 

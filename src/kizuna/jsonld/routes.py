@@ -44,8 +44,8 @@ class ContextApi:
     async def add(self, request: Request) -> Response:
         subject = edge.subject_of(request)
         ownership.require_creator(subject, edge.tenant_of(request), "@contexts")
-        record = await self.registry.add_hosted(await edge.read_json(request, self.max_body))
-        record.owner = subject.id
+        document = await edge.read_json(request, self.max_body)
+        record = await self.registry.add_hosted(document, owner=subject.id)
         await self.store.save_hosted_context(
             record.local_id, record.document, record.created_at, record.owner
         )
@@ -117,8 +117,8 @@ class ContextApi:
                     self.registry.forget(record)
             elif record is None or record.document != entry[0]:
                 try:
-                    added = await self.registry.add_hosted(entry[0], lid)
-                    added.created_at, added.owner = entry[1], entry[2]
+                    added = await self.registry.add_hosted(entry[0], lid, owner=entry[2])
+                    added.created_at = entry[1]
                 except NgsiLdError as error:  # e.g. a context it names cannot be fetched now
                     log.warning("hosted @context %s cannot be loaded: %s", lid, error)
 
@@ -149,6 +149,5 @@ def _hosted_by(subject: Subject, record: ContextRecord | None) -> bool:
         record is not None
         and record.kind == "Hosted"
         and subject.authenticated
-        and record.owner is not None
         and record.owner == subject.id
     )
