@@ -183,6 +183,7 @@ def secured(request: pytest.FixtureRequest, tmp_path: Path, idp_key: Any) -> Ite
         oidc_issuer=ISS,
         oidc_audience="kizuna",
         oidc_jwks=str(jwks),
+        outbound_allow="127.0.0.1/32",  # the tests' receivers
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client

@@ -77,7 +77,13 @@ def two_nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TwoNod
             realm, idp_key = f"https://sso.{name}.example/realms/{name}", rsa(name)
             jwks = tmp_path / f"{name}-jwks.json"
             jwks.write_text(json.dumps({"keys": [idp_key.as_dict(private=False)]}))
-            auth = {"auth": "oidc", "oidc_issuer": realm, "oidc_audience": "kizuna", "oidc_jwks": str(jwks)}
+            auth = {
+                "auth": "oidc",
+                "oidc_issuer": realm,
+                "oidc_audience": "kizuna",
+                "oidc_jwks": str(jwks),
+                "outbound_allow": "127.0.0.1/32",  # the other node, on this machine
+            }
             minted = token(
                 idp_key, iss=realm, sub=f"steward@{name}", realm_access={"roles": ["kizuna-admin"]}
             )

@@ -438,7 +438,13 @@ def test_mqtt_broker_down_then_up_is_retried(client: TestClient, tmp_path: Path)
 def test_implicit_context_link_uses_the_public_url(tmp_path: Path, receiver: Receiver) -> None:
     """Regression: a node bound to 0.0.0.0 behind --public-url linked the implicit @context of its
     notifications to http://0.0.0.0:port, which subscribers cannot reach."""
-    settings = make_settings(tmp_path, host="0.0.0.0", auth="none", public_url="http://node.example:1026")
+    settings = make_settings(
+        tmp_path,
+        host="0.0.0.0",
+        auth="none",
+        public_url="http://node.example:1026",
+        outbound_allow="127.0.0.1/32",
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as node:
         subscribe(node, receiver.url, **{"@context": [CITY_URL, CORE_CONTEXT_URL]})
         create_light(node, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kizuna import __version__
 from kizuna.access.apikeys import ApiKeys
 from kizuna.access.audit import AuditTrail
-from kizuna.access.authenticator import Authenticator
+from kizuna.access.authenticator import Authenticator, access_mode, is_loopback
 from kizuna.access.grants import Grants
 from kizuna.access.policy import AccessPolicy
 from kizuna.audit_routes import AuditApi
@@ -46,6 +47,7 @@ from kizuna.ngsild.temporal import TemporalService, parse_retention, prune_histo
 from kizuna.ngsild.temporal_routes import TemporalApi
 from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.notify.matching import SubscriptionCache
+from kizuna.outbound import OutboundGate
 from kizuna.problems import EXCEPTION_HANDLERS
 from kizuna.store import open_store
 
@@ -67,6 +69,16 @@ class TrailingSlash:
         await self.app(scope, receive, send)
 
 
+def own_addresses(settings: Settings) -> list[str]:
+    """The ``host:port`` forms a forwarded request would reach this node by (its public URL is
+    the node name, known to the forwarder already)."""
+    port = settings.port
+    hosts = {settings.host, "localhost", "127.0.0.1", "[::1]"}
+    if settings.host in ("0.0.0.0", "::"):
+        hosts.add(socket.gethostname())
+    return [f"{host}:{port}" for host in hosts]
+
+
 def create_app(settings: Settings) -> Starlette:
     store = open_store(settings.store)
     outbound = httpx.AsyncClient(timeout=settings.context_fetch_timeout, follow_redirects=False)
@@ -82,6 +94,10 @@ def create_app(settings: Settings) -> Starlette:
 
     try:
         authenticator = Authenticator.from_settings(settings, fetch_json, ApiKeys(store).find)
+        mode, _ = access_mode(settings)
+        gate = OutboundGate.for_node(
+            settings.outbound_allow, open_loopback_node=mode == "none" and is_loopback(settings.host)
+        )
     except ValueError as error:
         raise SystemExit(f"kizuna: {error}") from None
     context_map = load_context_map(settings.context_map) if settings.context_map else None
@@ -89,10 +105,15 @@ def create_app(settings: Settings) -> Starlette:
         context_map,
         fetch_timeout=settings.context_fetch_timeout,
         max_context_bytes=settings.max_context_bytes,
+        gate=gate,
     )
     subscription_cache = SubscriptionCache(registry)
     dispatcher = Dispatcher(
-        store, registry, base_url=settings.public_base_url, config=DispatcherConfig.from_settings(settings)
+        store,
+        registry,
+        base_url=settings.public_base_url,
+        config=DispatcherConfig.from_settings(settings),
+        outbound=gate,
     )
     policy = AccessPolicy(store)
     audit = AuditTrail(store)
@@ -105,6 +126,8 @@ def create_app(settings: Settings) -> Starlette:
         node=node_name(settings.public_base_url),
         timeout=settings.forward_timeout,
         cache_seconds=settings.registration_cache_seconds,
+        gate=gate,
+        own_addresses=own_addresses(settings),
     )
     ngsild = NgsiLdApi(
         entities,
@@ -121,6 +144,7 @@ def create_app(settings: Settings) -> Starlette:
             implicit_context=contexts.add_implicit,
             on_change=subscription_cache.invalidate,
             settle=dispatcher.settle,
+            gate=gate,
         ),
         registry,
         max_body=settings.max_body_bytes,
@@ -132,17 +156,26 @@ def create_app(settings: Settings) -> Starlette:
         entities,
         registry,
         SubscriptionService(
-            store, registry, implicit_context=contexts.add_implicit, on_change=subscription_cache.invalidate
+            store,
+            registry,
+            implicit_context=contexts.add_implicit,
+            on_change=subscription_cache.invalidate,
+            gate=gate,
         ),
         grants,
+        gate,
     )
     dispatcher.gate = dataspace.dataplane  # push transfers: each notification is a counted access
     csources = CsourceApi(
         RegistrationService(
-            store, registry, notifier=dispatcher.csources, on_change=federation.registrations_changed
+            store,
+            registry,
+            notifier=dispatcher.csources,
+            on_change=federation.registrations_changed,
+            gate=gate,
         ),
         CsourceSubscriptionService(
-            store, registry, implicit_context=contexts.add_implicit, notifier=dispatcher.csources
+            store, registry, implicit_context=contexts.add_implicit, notifier=dispatcher.csources, gate=gate
         ),
         registry,
         max_body=settings.max_body_bytes,

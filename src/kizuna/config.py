@@ -50,6 +50,12 @@ class Settings:
         "longest a process uses the context source registrations it read (changes through other"
         " processes also reach it through the change feed)",
     )
+    outbound_allow: str | None = _setting(
+        None,
+        "`CIDR[,CIDR...]` of non-public addresses the node may connect to on a caller's word"
+        " (notifications, forwarding, `@context` fetches, DSP counterparties); see docs/security.md",
+        shown="loopback with `--auth none` on a loopback `--host`, else none",
+    )
     # Notification delivery tuning (see docs/notifications.md)
     notify_backoff_base: float = _setting(0.5, "seconds before the first notification retry")
     notify_backoff_cap: float = _setting(60.0, "longest wait between notification retries")

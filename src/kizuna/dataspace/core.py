@@ -23,7 +23,8 @@ from kizuna.access.audit import AuditTrail
 from kizuna.dataspace import messages
 from kizuna.dataspace.auth import CLOCK_SKEW, Directory, ParticipantAuth
 from kizuna.dataspace.sealing import Sealer
-from kizuna.errors import Conflict, CounterpartyError
+from kizuna.errors import BadRequestData, Conflict, CounterpartyError
+from kizuna.outbound import OutboundGate, summary
 from kizuna.store import DEFAULT_TENANT, Store
 
 log = logging.getLogger("kizuna.dataspace")
@@ -210,12 +211,21 @@ class Records:
 
 @dataclass(slots=True)
 class Messenger:
-    """Sends DSP messages (validated against the schemas, signed) to counterparties."""
+    """Sends DSP messages (validated against the schemas, signed) to counterparties, through
+    the outbound gate (``client_factory`` replaces the gated client in tests)."""
 
     auth: ParticipantAuth
-    client_factory: Callable[[], httpx.AsyncClient] = field(
-        default=lambda: httpx.AsyncClient(timeout=10.0, follow_redirects=False)
-    )
+    gate: OutboundGate = field(default_factory=OutboundGate)
+    client_factory: Callable[[], httpx.AsyncClient] | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        return self.client_factory() if self.client_factory is not None else self.gate.client(timeout=10.0)
+
+    async def vet(self, address: str, what: str) -> None:
+        """Refuse (400) a counterparty or callback address the node would never send to."""
+        if not address.lower().startswith(("http://", "https://")):
+            raise BadRequestData(f"{what} {address!r} is not an http(s) URL")
+        await self.gate.vet(address, what)
 
     async def post(self, base: str, path: str, body: dict[str, Any]) -> Any:
         messages.check(body, body["@type"])
@@ -229,10 +239,10 @@ class Messenger:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {"Content-Type": "application/json", **self.auth.sign(method, path, payload)}
         try:
-            async with self.client_factory() as client:
+            async with self.client() as client:
                 response = await client.request(method, url, content=payload or None, headers=headers)
         except httpx.HTTPError as error:
-            raise CounterpartyError(f"{method} {url} failed: {type(error).__name__}: {error}") from error
+            raise CounterpartyError(f"{method} {url} failed: {summary(error)}") from error
         body: Any = None
         if response.content:
             try:
@@ -274,7 +284,7 @@ async def pull(
         async with client_factory() as client:
             response = await client.get(url, params=params, headers=headers)
     except httpx.HTTPError as error:
-        raise CounterpartyError(f"GET {url} failed: {type(error).__name__}: {error}") from error
+        raise CounterpartyError(f"GET {url} failed: {summary(error)}") from error
     kept = {k: v for k, v in response.headers.items() if k.lower() in PASSED_ON}
     return Pulled(response.status_code, response.content, kept)
 

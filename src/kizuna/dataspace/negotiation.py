@@ -172,6 +172,7 @@ class NegotiationService:
                 raise NegotiationError(
                     "An initial contract request carries no providerPid", consumer_pid=message["consumerPid"]
                 )
+            await self.node.messenger.vet(message["callbackAddress"], "callbackAddress")
             found = await self.catalog.published_offer(offer)
             if found is None:
                 raise NegotiationError(
@@ -241,6 +242,7 @@ class NegotiationService:
                     "An initial offer carries a callbackAddress and no consumerPid",
                     provider_pid=message["providerPid"],
                 )
+            await self.node.messenger.vet(message["callbackAddress"], "callbackAddress")
             record = new_record(
                 CONSUMER,
                 provider_pid=message["providerPid"],
@@ -280,6 +282,7 @@ class NegotiationService:
         """Consumer: send an initial ContractRequestMessage for an offer seen in the remote catalog."""
         if approval not in ("auto", "manual"):
             raise BadRequestData("approval must be auto or manual")
+        await self.node.messenger.vet(address, "counterPartyAddress")
         record = new_record(
             CONSUMER,
             provider_pid=None,
@@ -533,9 +536,12 @@ def _pids(body: Any) -> dict[str, str | None]:
 
 
 def _unreachable(error: CounterpartyError) -> NgsiLdError:
-    extra = {"counterpartyStatus": error.status} if error.status else {}
-    if error.body is not None:
-        extra["counterpartyBody"] = error.body
+    """The counterparty's failure, summarised: its status and the ``code`` of a DSP error
+    message, never its body (the address may be anything, and so may what it answered)."""
+    extra: dict[str, Any] = {"counterpartyStatus": error.status} if error.status else {}
+    code = error.body.get("code") if isinstance(error.body, dict) else None
+    if isinstance(code, str):
+        extra["counterpartyCode"] = code[:80]
     return CounterpartyFailed(str(error), **extra)
 
 

@@ -45,6 +45,7 @@ from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.selection import MAX_OFFSET
 from kizuna.ngsild.subscriptions import SubscriptionService
 from kizuna.ngsild.temporal import TemporalService
+from kizuna.outbound import OutboundGate
 from kizuna.store import Store
 
 JSON = "application/json"
@@ -262,12 +263,15 @@ class DataspaceApi:
         """Consumer convenience: fetch a counterparty's catalog (the request is signed by us)."""
         body = await _plain_json(request)
         address = _string(body, "counterPartyAddress")
+        await self.node.messenger.vet(address, "counterPartyAddress")
         try:
             remote = await self.node.messenger.post(
                 address, "catalog/request", messages.message("CatalogRequestMessage")
             )
-        except Exception as error:  # CounterpartyError
-            raise _unreachable(error) from None  # type: ignore[arg-type]
+        except CounterpartyError as error:
+            raise _unreachable(error) from None
+        if not isinstance(remote, dict) or remote.get("@type") != "Catalog":
+            raise CounterpartyFailed(f"{address} did not answer a DSP Catalog")
         return _json(remote)
 
     async def m_start_negotiation(self, request: Request) -> Response:
@@ -347,7 +351,7 @@ class DataspaceApi:
         url, token = transfer.pull_address(record, request.path_params["rest"], self.node.sealer)
         try:
             pulled = await pull(
-                self.node.messenger.client_factory,
+                self.node.messenger.client,
                 url,
                 token,
                 list(request.query_params.multi_items()),
@@ -488,7 +492,7 @@ def build(
     contexts: ContextRegistry,
     subscriptions: SubscriptionService | None,
     grants: Grants,
-    messenger_client: Any = None,
+    gate: OutboundGate,
 ) -> DataspaceApi:
     """The dataspace half of a node, from the settings."""
     directory = Directory.load(settings.dsp_trusted_participants)
@@ -496,7 +500,7 @@ def build(
     auth = make_auth(
         settings.dsp_auth, settings.participant_id, settings.dsp_key_file, directory, records.first_use
     )
-    messenger = Messenger(auth) if messenger_client is None else Messenger(auth, messenger_client)
+    messenger = Messenger(auth, gate)
     node = Node(
         participant_id=settings.participant_id,
         public_url=settings.public_base_url,

@@ -213,6 +213,9 @@ class TransferService:
         address = message.get("dataAddress")
         if message["format"] == PUSH and not (address and address.get("endpoint")):
             raise TransferError("A push transfer needs a dataAddress with an endpoint", **pids)
+        await self.node.messenger.vet(message["callbackAddress"], "callbackAddress")
+        if message["format"] == PUSH:
+            await self.node.messenger.vet(address["endpoint"], "dataAddress.endpoint")
         dataset = await self.catalog.find(agreement.get("datasetId") or "")
         record = new_record(
             PROVIDER,
@@ -286,6 +289,7 @@ class TransferService:
             raise Conflict(f"Agreement {agreement_id} is {agreement['state']}, not FINALIZED")
         if fmt == PUSH and not (endpoint and endpoint.lower().startswith(("http://", "https://"))):
             raise BadRequestData("A push transfer needs the http(s) endpoint notifications go to")
+        await self.node.messenger.vet(address, "counterPartyAddress")
         record = new_record(
             CONSUMER,
             provider_pid=None,

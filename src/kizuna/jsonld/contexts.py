@@ -28,6 +28,7 @@ from pyld.context_resolver import ContextResolver
 
 from kizuna.errors import BadRequestData, InvalidRequest, LdContextNotAvailable
 from kizuna.jsonld.terms import TermMap
+from kizuna.outbound import OutboundGate, summary
 from kizuna.times import iso_millis
 
 CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
@@ -41,6 +42,8 @@ CORE_CONTEXT_URLS = frozenset(
 HOSTED_PATH = "/ngsi-ld/v1/jsonldContexts/"
 MAX_COMPILED = 1024
 NEGATIVE_CACHE_SECONDS = 5.0
+# Context URLs are often redirect services (w3id.org, purl.org): a few redirects are followed,
+# each target checked by the outbound gate again, as the first was.
 MAX_REDIRECTS = 3
 IMPLICIT_PREFIX = "implicit-"
 
@@ -85,6 +88,7 @@ class ContextRegistry:
         *,
         fetch_timeout: float = 3.0,
         max_context_bytes: int = 1_000_000,
+        gate: OutboundGate | None = None,
     ) -> None:
         self.core_document = _load_core()
         self._mapped = dict(context_map or {})
@@ -94,6 +98,7 @@ class ContextRegistry:
         self._compiled: OrderedDict[str, TermMap] = OrderedDict()
         self._fetch_timeout = fetch_timeout
         self._max_bytes = max_context_bytes
+        self._gate = gate or OutboundGate()
         self._fetch_locks: dict[str, asyncio.Lock] = {}
         self.core = self._compile(None)
 
@@ -218,7 +223,7 @@ class ContextRegistry:
         headers = {"Accept": "application/ld+json, application/json;q=0.9"}
         target = url
         try:
-            async with httpx.AsyncClient(timeout=self._fetch_timeout, follow_redirects=False) as client:
+            async with self._gate.client(timeout=self._fetch_timeout) as client:
                 for _ in range(MAX_REDIRECTS + 1):
                     async with client.stream("GET", target, headers=headers) as response:
                         if response.is_redirect:
@@ -242,7 +247,7 @@ class ContextRegistry:
                 else:
                     raise LdContextNotAvailable(f"@context {url} redirects too often")
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise LdContextNotAvailable(f"@context {url} could not be retrieved: {exc!r}") from None
+            raise LdContextNotAvailable(f"@context {url} could not be retrieved: {summary(exc)}") from None
         try:
             document = orjson.loads(bytes(body))
         except orjson.JSONDecodeError:

@@ -40,10 +40,13 @@ from kizuna.ngsild.subscriptions import (
     Subscription,
     _check_id,  # TODO(lead): move to a shared module (see report)
     check_whole,
+    key_values,
     needs_implicit_context,
     parse_members,
+    vet_endpoint,
 )
 from kizuna.ngsild.tenants import require_tenant
+from kizuna.outbound import OutboundGate
 from kizuna.store import Store
 from kizuna.times import now_iso, parse_instant
 
@@ -228,19 +231,6 @@ def _interval(value: Any, where: str) -> dict[str, str]:
     return dict(value)
 
 
-def _key_values(value: Any, where: str) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not all(
-        isinstance(item, dict)
-        and set(item) == {"key", "value"}
-        and isinstance(item["key"], str)
-        and item["key"]
-        and isinstance(item["value"], str)
-        for item in value
-    ):
-        raise _bad(f"{where} must be an array of {{'key': string, 'value': string}}")
-    return value
-
-
 def _management(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _bad("management must be an object")
@@ -285,7 +275,7 @@ def _member(name: str, value: Any, terms: TermMap) -> Any:
             raise _bad(error.detail) from None
         return value
     if name == "contextSourceInfo":
-        return _key_values(value, name)
+        return key_values(value, name)
     if name == "scope":
         return parse_scope(value)
     if name == "mode":
@@ -568,7 +558,15 @@ def _time_filter(
 
 
 class _Documents:
-    def __init__(self, store: Store, contexts: ContextRegistry, *, notifier: Any = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        contexts: ContextRegistry,
+        *,
+        notifier: Any = None,
+        gate: OutboundGate | None = None,
+    ) -> None:
+        self.gate = gate or OutboundGate()  # what endpoints may name (kizuna.outbound)
         self.store = store
         self.contexts = contexts
         # kizuna.notify.csource.CsourceNotifier: told of every stored change (clause 5.11.7)
@@ -585,8 +583,9 @@ class RegistrationService(_Documents):
         *,
         notifier: Any = None,
         on_change: Callable[[str], None] | None = None,
+        gate: OutboundGate | None = None,
     ) -> None:
-        super().__init__(store, contexts, notifier=notifier)
+        super().__init__(store, contexts, notifier=notifier, gate=gate)
         # told the tenant after each change, so that forwarding never uses a stale copy here
         self.on_change = on_change
 
@@ -614,6 +613,7 @@ class RegistrationService(_Documents):
         members = {k: v for k, v in parse_registration_members(body, terms).items() if v is not None}
         reg: Registration = {"id": reg_id, "type": REGISTRATION_TYPE, **members}
         check_registration(reg)
+        await self.gate.vet(reg["endpoint"], "endpoint")
         if context is not None:
             reg["@context"] = context
         reg["createdAt"] = reg["modifiedAt"] = now_iso()
@@ -670,6 +670,8 @@ class RegistrationService(_Documents):
             else:
                 reg[name] = value
         check_registration(reg)
+        if "endpoint" in members:
+            await self.gate.vet(reg["endpoint"], "endpoint")
         reg["modifiedAt"] = now_iso()
         if not await self.store.replace_document(REGISTRATION_KIND, tenant, reg):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
@@ -692,8 +694,9 @@ class CsourceSubscriptionService(_Documents):
         *,
         implicit_context: ImplicitContextHook | None = None,
         notifier: Any = None,
+        gate: OutboundGate | None = None,
     ) -> None:
-        super().__init__(store, contexts, notifier=notifier)
+        super().__init__(store, contexts, notifier=notifier, gate=gate)
         self.implicit_context = implicit_context
 
     async def _check_members(self, members: Mapping[str, Any], terms: TermMap) -> None:
@@ -704,6 +707,8 @@ class CsourceSubscriptionService(_Documents):
             )
         if members.get("csf") is not None:
             ql.parse_q(members["csf"]).resolve(terms.expand)  # csf filters registration properties
+        if members.get("notification") is not None:
+            await vet_endpoint(self.gate, members)
         url = members.get("jsonldContext")
         if url is not None:
             await self.contexts.term_map(url)  # 503 LdContextNotAvailable if it cannot be had

@@ -54,6 +54,7 @@ from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import csources, model
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.entities import BatchResult, EntityService, attributes_of
+from kizuna.outbound import DEFAULT_PORTS, PASS_THROUGH, OutboundGate, Refused, allowed_header, summary
 from kizuna.store import Entity, EntityQuery, QueryResult, Store
 from kizuna.times import now_iso, parse_instant
 
@@ -93,6 +94,8 @@ class Origin:
     local: bool = False  # local=true: this node's data only
     body: Any = None  # the body of a POST query, forwarded as is
     content_type: str = "application/json"
+    # The client's headers: only those a registration names as ``urn:ngsi-ld:request`` go on.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -313,6 +316,8 @@ class Federation:
         node: str,
         timeout: float = 3.0,
         cache_seconds: float = 1.0,
+        gate: OutboundGate | None = None,
+        own_addresses: Iterable[str] = (),
     ) -> None:
         self.entities = entities
         self.store = store
@@ -323,6 +328,9 @@ class Federation:
         self.cache_seconds = cache_seconds
         self._registrations: dict[str, tuple[float, list[csources.Registration]]] = {}
         self._client: httpx.AsyncClient | None = None
+        self._gate = gate or OutboundGate()
+        # host:port forms this node answers at: a registration naming one is never forwarded to.
+        self._own = frozenset(a.lower() for a in (node, *own_addresses))
 
     # -- registrations ---------------------------------------------------------------------------
 
@@ -612,6 +620,9 @@ class Federation:
         except (httpx.HTTPError, ValueError, NgsiLdError) as error:
             log.warning("context source %s (%s) failed: %s", reg["id"], url, error)
             return []
+        except Refused as refused:
+            log.warning("context source %s (%s) not asked: %s", reg["id"], url, refused)
+            return []
 
     async def _canonical(self, data: Any, context: ContextValue) -> list[Entity]:
         """A source's answer (an entity or a list) in canonical form; invalid entities are left
@@ -645,9 +656,7 @@ class Federation:
             response = await self._request(reg, method, url, origin, body)
         except httpx.HTTPError as error:
             log.warning("context source %s (%s) failed: %s", reg["id"], url, error)
-            return _Answer(
-                {"status": 504, "title": "The context source did not answer", "detail": str(error)}
-            )
+            return _Answer({"status": 504, "title": f"The context source did not answer: {summary(error)}"})
         if 200 <= response.status_code < 300 and response.status_code != 207:
             return _Answer(None)
         try:
@@ -662,7 +671,14 @@ class Federation:
     async def _request(
         self, reg: csources.Registration, method: str, url: str, origin: Origin, body: Any
     ) -> httpx.Response:
-        """One request to a registration's source, as every forwarded request is made."""
+        """One request to a registration's source, as every forwarded request is made; never
+        to this node itself (a loop the Via header would only catch one hop later)."""
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2].lower()
+        if parts.port is None:
+            netloc = f"{netloc}:{DEFAULT_PORTS.get(parts.scheme, 80)}"
+        if netloc in self._own:
+            raise Refused(f"{parts.netloc} is this node")
         return await self._http().request(
             method,
             url,
@@ -673,14 +689,26 @@ class Federation:
 
     def _headers(self, reg: csources.Registration, origin: Origin, body: Any) -> dict[str, str]:
         """The client's @context, the Via chain with this node, and what the registration asks
-        for: its tenant and its contextSourceInfo key-values (clause 5.2.9) as headers."""
-        headers = {"Accept": "application/json", "Via": self._via(origin)}
+        for: its tenant and its contextSourceInfo key-values (clause 5.2.9) as headers. A value
+        ``urn:ngsi-ld:request`` passes on the client's header of that name (its Authorization,
+        say, for a source that checks who asks); headers that frame the request or name the
+        sender (Host, Via, ...) are the node's, whatever the registration says."""
+        headers = {"Accept": "application/json"}
         if origin.link is not None:
             headers["Link"] = f'<{origin.link}>; {LINK_REL}; type="application/ld+json"'
+        for pair in reg.get("contextSourceInfo", ()):
+            name, value = pair["key"], pair["value"]
+            if not allowed_header(name, value):
+                continue
+            if value == PASS_THROUGH:
+                passed = origin.headers.get(name)
+                if passed is not None:
+                    headers[name] = passed
+            else:
+                headers[name] = value
+        headers["Via"] = self._via(origin)
         if reg.get("tenant"):
             headers["NGSILD-Tenant"] = reg["tenant"]
-        for pair in reg.get("contextSourceInfo", ()):
-            headers[pair["key"]] = pair["value"]
         if body is not None:
             headers["Content-Type"] = origin.content_type
         return headers
@@ -695,7 +723,7 @@ class Federation:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+            self._client = self._gate.client(timeout=self.timeout)
         return self._client
 
 
@@ -742,12 +770,15 @@ def _share(body: Any, members: Mapping[str, str], names: set[str] | frozenset[st
 
 def remote_error(problem: Mapping[str, Any], registration_id: str) -> NgsiLdError:
     """A source's ProblemDetails as the error type of :mod:`kizuna.errors` it names (else
-    InternalError), with the source's status and the registration it was forwarded by."""
+    InternalError), with the source's status and the registration it was forwarded by. Only
+    its short title is told, never its detail, which may carry whatever the
+    source's host holds."""
     type_uri = problem.get("type")
     kind: type[NgsiLdError] = InternalError
     if isinstance(type_uri, str) and type_uri.startswith(ERRORS_BASE):
         kind = _ERROR_TYPES.get(type_uri[len(ERRORS_BASE) :], InternalError)
-    detail = problem.get("detail") or problem.get("title") or "The context source failed"
+    title = problem.get("title")
+    detail = title[:120] if isinstance(title, str) and title else "The context source failed"
     status = problem.get("status")
     return kind(
         str(detail),

@@ -519,6 +519,7 @@ def _origin(request: Request, link: str | None = None, *, body: Any = None) -> O
         local=request.query_params.get("local") == "true",
         body=body,
         content_type=edge.JSON if reading else request.headers.get("content-type", edge.JSON),
+        headers=request.headers,
     )
 
 

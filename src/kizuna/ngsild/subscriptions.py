@@ -14,7 +14,7 @@ Members whose names start with ``_`` are bookkeeping and never leave the node.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import is_datetime, is_uri
 from kizuna.ngsild.tenants import require_tenant
+from kizuna.outbound import OutboundGate, header_names
 from kizuna.store import Store
 from kizuna.times import now_iso, parse_instant
 
@@ -168,18 +169,21 @@ def _entities(value: Any, terms: TermMap) -> list[dict[str, str]]:
     return selectors
 
 
-def _key_values(value: Any, where: str) -> list[dict[str, str]]:
-    if not isinstance(value, list):
-        raise _bad(f"{where} must be an array of key/value objects")
-    for item in value:
-        if (
-            not isinstance(item, dict)
-            or set(item) != {"key", "value"}
-            or not isinstance(item["key"], str)
-            or not item["key"]
-            or not isinstance(item["value"], str)
-        ):
-            raise _bad(f"each item of {where} must be {{'key': string, 'value': string}}")
+def key_values(value: Any, where: str) -> list[dict[str, str]]:
+    """A KeyValuePair array that becomes headers (``receiverInfo``, ``contextSourceInfo``):
+    well-formed, and naming no header the node keeps for itself (:func:`allowed_header`)."""
+    if not isinstance(value, list) or not all(
+        isinstance(item, dict)
+        and set(item) == {"key", "value"}
+        and isinstance(item["key"], str)
+        and item["key"]
+        and isinstance(item["value"], str)
+        for item in value
+    ):
+        raise BadRequestData(f"{where} must be an array of {{'key': string, 'value': string}}")
+    refused = header_names((item["key"], item["value"]) for item in value)
+    if refused:
+        raise BadRequestData(f"{where} may not set the header(s) {', '.join(refused)}")
     return value
 
 
@@ -204,8 +208,14 @@ def _endpoint(value: Any) -> dict[str, Any]:
             out[name] = _positive(value[name], f"notification.endpoint.{name}")
     for name in ("receiverInfo", "notifierInfo"):
         if name in value:
-            out[name] = _key_values(value[name], f"notification.endpoint.{name}")
+            out[name] = key_values(value[name], f"notification.endpoint.{name}")
     return out
+
+
+async def vet_endpoint(gate: OutboundGate, sub: Mapping[str, Any]) -> None:
+    """Refuse at once (400) an endpoint the node would never deliver to: an internal address
+    (see :mod:`kizuna.outbound`), rather than accept it and fail every delivery."""
+    await gate.vet(sub["notification"]["endpoint"]["uri"], "notification.endpoint.uri")
 
 
 def _notification(value: Any, terms: TermMap) -> dict[str, Any]:
@@ -358,9 +368,11 @@ class SubscriptionService:
         implicit_context: ImplicitContextHook | None = None,
         on_change: Callable[[str], None] | None = None,
         settle: Callable[[str, str], Awaitable[None]] | None = None,
+        gate: OutboundGate | None = None,
     ) -> None:
         """``settle(tenant, id)`` returns once the notifications of the subscription being sent
         now have their delivery state recorded (:meth:`kizuna.notify.dispatcher.Dispatcher.settle`)."""
+        self.gate = gate or OutboundGate()
         self.store = store
         self.contexts = contexts
         self.implicit_context = implicit_context
@@ -410,6 +422,7 @@ class SubscriptionService:
         members = {k: v for k, v in parse_members(body, terms).items() if v is not None}
         members.setdefault("notificationTrigger", list(DEFAULT_TRIGGERS))
         check_whole(members)
+        await vet_endpoint(self.gate, members)
         await self._check_jsonld_context(members)
         now = now_iso()
         sub: Subscription = {"id": sub_id, "type": "Subscription", **members}
@@ -502,6 +515,8 @@ class SubscriptionService:
         if "notificationTrigger" in members and members["notificationTrigger"] is None:
             sub["notificationTrigger"] = list(DEFAULT_TRIGGERS)
         check_whole(sub)
+        if "notification" in members:
+            await vet_endpoint(self.gate, sub)
         await self._check_jsonld_context(members)
         if members.get("q") is not None:
             sub["_qContext"] = context
@@ -545,6 +560,17 @@ def _compact_type(text: str, terms: TermMap) -> str:
     return _type_text(ql.parse_type_expr(text).resolve(terms.compact))
 
 
+def without_password(uri: str) -> str:
+    """An endpoint URI as it is shown: a password in it (``mqtt://user:pw@host/t``) is the
+    subscriber's secret, used to deliver and never served back."""
+    scheme, sep, rest = uri.partition("://")
+    authority, slash, path = rest.partition("/")
+    user, at, host = authority.rpartition("@")
+    if not sep or not at or ":" not in user:
+        return uri
+    return f"{scheme}://{user.split(':', 1)[0]}:***@{host}{slash}{path}"
+
+
 def render(
     sub: Subscription, terms: TermMap, *, sys_attrs: bool = False, base_url: str = ""
 ) -> dict[str, Any]:
@@ -564,6 +590,8 @@ def render(
             for member in ("attributes", "pick", "omit"):
                 if member in value:
                     value[member] = _compact_names(value[member], terms)
+            if "endpoint" in value:
+                value["endpoint"] = {**value["endpoint"], "uri": without_password(value["endpoint"]["uri"])}
         out[name] = value
     implicit = sub.get("_implicitContextId")
     if "jsonldContext" not in out and implicit is not None:

@@ -36,6 +36,7 @@ from kizuna.notify.csource import CsourceNotifier
 from kizuna.notify.matching import compile_subscription
 from kizuna.notify.retry import Backoff
 from kizuna.notify.senders import Message, Senders
+from kizuna.outbound import PASS_THROUGH, OutboundGate, allowed_header
 from kizuna.store import DEFAULT_TENANT, EntityQuery, OutboxRow, Store
 from kizuna.times import epoch, iso_millis, now_iso
 
@@ -242,7 +243,10 @@ def build_message(
     if tenant != DEFAULT_TENANT:
         headers["NGSILD-Tenant"] = tenant
     for item in endpoint.get("receiverInfo", ()):
-        headers[item["key"]] = item["value"]
+        # Refused at creation (older subscriptions are filtered here); a notification answers
+        # no request, so there is nothing to pass through.
+        if item["value"] != PASS_THROUGH and allowed_header(item["key"], item["value"]):
+            headers[item["key"]] = item["value"]
     timeout = endpoint["timeout"] / 1000 if "timeout" in endpoint else default_timeout
     notifier = {i["key"]: i["value"] for i in endpoint.get("notifierInfo", ())}
     return Message(endpoint["uri"], body, headers, timeout, notifier)
@@ -297,13 +301,14 @@ class Dispatcher:
         *,
         base_url: str = "http://127.0.0.1:1026",
         config: DispatcherConfig | None = None,
+        outbound: OutboundGate | None = None,
     ) -> None:
         self.store = store
         self.contexts = contexts
         self.base_url = base_url
         self.config = config or DispatcherConfig()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.senders = Senders()
+        self.senders = Senders(outbound or OutboundGate())
         self._wake = asyncio.Event()
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []

@@ -1,7 +1,9 @@
 """Delivery of one notification over HTTP(S) (httpx) or MQTT (aiomqtt, MQTT 3.1.1 and 5).
 
 A sender raises :class:`DeliveryError` for anything that is not a success (a non-2xx status, a
-timeout, a refused or closed connection), so the dispatcher retries it.
+timeout, a refused or closed connection, an address the outbound gate refuses), so the
+dispatcher retries it. Its reason is the gate's summary: a subscriber learns that its endpoint
+could not be reached, not how a port on the node's network answered.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import httpx
 import orjson
 
 from kizuna.errors import DeliveryError
+from kizuna.outbound import OutboundGate, Refused, summary
 
 
 @dataclass(slots=True)
@@ -30,13 +33,9 @@ class Message:
 
 
 class HttpSender:
-    def __init__(self) -> None:
+    def __init__(self, gate: OutboundGate) -> None:
         # One pool for all subscribers; per-request timeouts keep a slow one from holding others.
-        self._client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self._client = gate.client(limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
 
     async def send(self, message: Message) -> int:
         try:
@@ -47,7 +46,7 @@ class HttpSender:
                 timeout=httpx.Timeout(message.timeout),
             )
         except (httpx.HTTPError, OSError) as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+            raise DeliveryError(summary(exc)) from None
         if not 200 <= response.status_code < 300:
             raise DeliveryError(f"HTTP {response.status_code}")
         return response.status_code
@@ -59,7 +58,14 @@ class HttpSender:
 class MqttSender:
     """Publishes ``{"metadata": {...headers}, "body": notification}`` to the topic the URI's path
     names (clause 7.x binding). ``notifierInfo`` ``MQTT-Version`` (``mqtt3.1.1``, the default, or
-    ``mqtt5.0``) and ``MQTT-QoS`` (0, 1, 2) choose the protocol and quality of service."""
+    ``mqtt5.0``) and ``MQTT-QoS`` (0, 1, 2) choose the protocol and quality of service.
+
+    The broker's address goes through the gate; plain MQTT connects to the checked address,
+    MQTTS to the name (its certificate is verified against the name, which a rebinding to an
+    internal host cannot satisfy)."""
+
+    def __init__(self, gate: OutboundGate) -> None:
+        self.gate = gate
 
     async def send(self, message: Message) -> int:
         import aiomqtt
@@ -75,11 +81,13 @@ class MqttSender:
         except ValueError:
             qos = 0
         payload = orjson.dumps({"metadata": message.headers, "body": message.body})
+        port = parts.port or (8883 if secure else 1883)
         try:
             async with asyncio.timeout(message.timeout):
+                address = await self.gate.resolve(parts.hostname, port)
                 async with aiomqtt.Client(
-                    parts.hostname,
-                    parts.port or (8883 if secure else 1883),
+                    parts.hostname if secure else address,
+                    port,
                     username=unquote(parts.username) if parts.username else None,
                     password=unquote(parts.password) if parts.password else None,
                     protocol=aiomqtt.ProtocolVersion.V5
@@ -89,8 +97,8 @@ class MqttSender:
                     timeout=message.timeout,
                 ) as client:
                     await client.publish(topic, payload, qos=min(max(qos, 0), 2))
-        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
-            raise DeliveryError(f"MQTT {type(exc).__name__}: {exc}") from None
+        except (aiomqtt.MqttError, OSError, TimeoutError, Refused) as exc:
+            raise DeliveryError(f"MQTT: {summary(exc)}") from None
         return 0
 
     async def close(self) -> None:
@@ -98,9 +106,9 @@ class MqttSender:
 
 
 class Senders:
-    def __init__(self) -> None:
-        self.http = HttpSender()
-        self.mqtt = MqttSender()
+    def __init__(self, gate: OutboundGate) -> None:
+        self.http = HttpSender(gate)
+        self.mqtt = MqttSender(gate)
 
     async def send(self, message: Message) -> int:
         scheme = message.uri.split(":", 1)[0].lower()
