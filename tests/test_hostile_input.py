@@ -4,6 +4,7 @@ answered 500 or was accepted and then broke later reads."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -143,3 +144,31 @@ def test_transfer_requests_with_ill_typed_members(client: TestClient, extra: dic
     }
     refused(client.post("/management/v1/transfers", json=body))
     assert client.get("/management/v1/transfers").json() == []
+
+
+EVIL = "a*a*a*a*a*a*a*a*a*a*a*a*b"  # exponential for a backtracking engine on "aaa...a"
+
+
+def test_a_pathological_pattern_runs_in_linear_time(client: TestClient) -> None:
+    """With Python's ``re`` each of these ids took seconds and grew exponentially with its
+    length; RE2 answers the whole query at once (the bound is generous, the old cost was not)."""
+    batch = [
+        {"id": f"urn:{'a' * 40}:{n}", "type": "T", "name": {"type": "Property", "value": "a" * 40}}
+        for n in range(200)
+    ]
+    assert client.post(f"{NGSI}/entityOperations/create", json=batch).status_code == 201
+    for params in ({"type": "T", "idPattern": EVIL}, {"type": "T", "q": f"name~={EVIL}"}):
+        started = time.monotonic()
+        answer = client.get(f"{NGSI}/entities", params=params)
+        assert answer.status_code == 200 and answer.json() == []
+        assert time.monotonic() - started < 2.0
+    sub = {
+        "type": "Subscription",
+        "entities": [{"type": "T", "idPattern": EVIL}],
+        "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}},
+    }
+    assert client.post(f"{NGSI}/subscriptions", json=sub).status_code == 201
+    started = time.monotonic()
+    fragment = {"name": {"type": "Property", "value": "b"}}
+    assert client.patch(f"{NGSI}/entities/urn:{'a' * 40}:1/attrs", json=fragment).status_code == 204
+    assert time.monotonic() - started < 2.0

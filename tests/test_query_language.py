@@ -225,10 +225,7 @@ def test_parse_q(text: str, expected: Any) -> None:
         ("a.observedAt[x]", "cannot be followed by a compound value key"),
         ("id.x==1", "'id' has no sub-attributes"),
         ("x~=", "position 3: expected a regular expression"),
-        ("x~=(a+)+", "position 3: invalid regular expression: a repeated group"),
-        ("x~=(a*)*", "catastrophic backtracking"),
-        ("x~=(a|a)*", "catastrophic backtracking"),
-        ("x~=((ab)+c){2,}", "catastrophic backtracking"),
+        ("x~=(?=a)b", "position 3: invalid regular expression: invalid perl operator"),
         ("x~=(", "invalid regular expression"),
         ("x~=" + "a" * 600, "longer than 512 characters"),
         ("a;" * 5000 + "a", "longer than 8192 characters"),
@@ -267,8 +264,10 @@ def test_resolve_expands_attribute_sub_attribute_and_compound_names_only() -> No
 
 def test_check_regex() -> None:
     assert check_regex("^urn:ngsi-ld:Streetlight:.*$") == "^urn:ngsi-ld:Streetlight:.*$"
-    with pytest.raises(BadRequestData, match="Invalid regular expression"):
-        check_regex("(x+)*y")
+    assert check_regex("(x+)*y") == "(x+)*y"  # RE2 runs it in linear time: no need to refuse it
+    for unsupported in (r"(a)\1", "(?=a)b", "x" * 513, "(unclosed"):
+        with pytest.raises(BadRequestData, match="Invalid regular expression"):
+            check_regex(unsupported)
 
 
 # -- q: evaluation -------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ Members whose names start with ``_`` are bookkeeping and never leave the node.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from kizuna.ngsild.subscriptions import (
 )
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.outbound import OutboundGate
+from kizuna.patterns import search
 from kizuna.store import Store
 from kizuna.times import now_iso, parse_instant
 
@@ -348,9 +348,9 @@ class EntitySelector:
             if reg_id is not None:
                 if reg_id not in self.ids:
                     return False
-            elif reg_pattern is None or not any(re.search(reg_pattern, wanted) for wanted in self.ids):
+            elif reg_pattern is None or not any(search(reg_pattern, wanted) for wanted in self.ids):
                 return False
-        return self.id_pattern is None or reg_id is None or re.search(self.id_pattern, reg_id) is not None
+        return self.id_pattern is None or reg_id is None or search(self.id_pattern, reg_id)
 
 
 @dataclass(frozen=True, slots=True)

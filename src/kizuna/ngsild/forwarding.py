@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,6 +54,7 @@ from kizuna.ngsild import csources, model
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.entities import BatchResult, EntityService, attributes_of
 from kizuna.outbound import DEFAULT_PORTS, PASS_THROUGH, OutboundGate, Refused, allowed_header, summary
+from kizuna.patterns import search
 from kizuna.store import Entity, EntityQuery, QueryResult, Store
 from kizuna.times import now_iso, parse_instant
 
@@ -190,9 +190,9 @@ def _covers(
         if ids is not None:
             if reg_id is not None and reg_id not in ids:
                 continue
-            if reg_id is None and reg_pattern is not None and not any(re.search(reg_pattern, i) for i in ids):
+            if reg_id is None and reg_pattern is not None and not any(search(reg_pattern, i) for i in ids):
                 continue
-        if id_pattern is not None and reg_id is not None and not re.search(id_pattern, reg_id):
+        if id_pattern is not None and reg_id is not None and not search(id_pattern, reg_id):
             continue
         covered = True
         if reg_id is not None:

@@ -11,11 +11,9 @@ Evaluation never raises on odd data: a value of the wrong type simply does not m
 
 from __future__ import annotations
 
-import functools
 import math
 import operator
 import re
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -31,10 +29,10 @@ from shapely.geometry.base import BaseGeometry
 
 from kizuna.errors import BadRequestData
 from kizuna.ngsild.model import VALUE_MEMBER
+from kizuna.patterns import compile_pattern
 
 MAX_EXPRESSION_LENGTH = 8 * 1024
 MAX_NESTING = 64
-MAX_PATTERN_LENGTH = 512
 METADATA_NAMES = frozenset({"observedAt", "unitCode", "createdAt", "modifiedAt", "datasetId"})
 EARTH_RADIUS_M = 6_371_008.8
 METRES_PER_DEGREE = EARTH_RADIUS_M * math.pi / 180
@@ -154,58 +152,10 @@ class _LogicParser(Generic[Node]):
 # -- regular expressions -------------------------------------------------------------------------
 
 
-def _has_nested_repetition(pattern: str) -> bool:
-    """A syntactic guard against catastrophic backtracking, e.g. ``(a+)+``, ``(a*)*``, ``(a|a)*``.
-
-    It rejects any group that contains a quantifier or an alternation and is itself followed by
-    ``*``, ``+`` or ``{``. That also refuses some harmless patterns such as ``(ab|cd)+``; clients
-    can rewrite those, while the broker cannot afford one query pinning a worker.
-    """
-    risky: list[bool] = []  # one entry per open group: does its body repeat or alternate?
-    in_class = False
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            risky.append(False)
-            if pattern.startswith("?", i + 1):  # group syntax such as (?i) or (?:, not a quantifier
-                i += 1
-        elif char == ")":
-            inner = risky.pop() if risky else False
-            if inner and pattern[i + 1 : i + 2] in ("*", "+", "{"):
-                return True
-            if inner and risky:
-                risky[-1] = True
-        elif char in "*+?{|" and risky:
-            risky[-1] = True
-        i += 1
-    return False
-
-
-@functools.lru_cache(maxsize=512)
-def _compile_pattern(pattern: str) -> re.Pattern[str]:
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise ValueError(f"longer than {MAX_PATTERN_LENGTH} characters")
-    if _has_nested_repetition(pattern):
-        raise ValueError("a repeated group contains a quantifier or alternation (catastrophic backtracking)")
-    try:
-        with warnings.catch_warnings(action="ignore", category=FutureWarning):
-            return re.compile(pattern)
-    except (re.error, OverflowError, RecursionError) as exc:
-        raise ValueError(str(exc)) from None
-
-
 def check_regex(pattern: str) -> str:
     """Validate a client regular expression (``~=`` operands, ``idPattern``) before it runs on data."""
     try:
-        _compile_pattern(pattern)
+        compile_pattern(pattern)
     except ValueError as exc:
         raise BadRequestData(f"Invalid regular expression {pattern[:80]!r}: {exc}") from None
     return pattern
@@ -405,8 +355,8 @@ class Comparison(QExpr):
 class Pattern(QExpr):
     """``path~=regex`` / ``path!~=regex`` on string values.
 
-    Matching uses ``re.search`` (the pattern may match anywhere; anchor it with ``^...$`` for a
-    whole-value match). ``!~=`` holds for a value whose strings exist and none matches;
+    Matching is RE2's search (:mod:`kizuna.patterns`): the pattern may match anywhere; anchor
+    it with ``^...$`` for a whole-value match. ``!~=`` holds for a value whose strings exist and none matches;
     non-string values satisfy neither operator.
     """
 
@@ -421,7 +371,7 @@ class Pattern(QExpr):
         return replace(self, path=self.path.resolve(expand))
 
     def evaluate(self, entity: dict[str, Any], datasetid_any: bool) -> bool:
-        compiled = _compile_pattern(self.regex)
+        compiled = compile_pattern(self.regex)
         for target in self.path.targets(entity, datasetid_any):
             strings = [leaf for leaf in _leaves([target]) if isinstance(leaf, str)]
             found = any(compiled.search(s) for s in strings)
@@ -695,7 +645,7 @@ def _parse_regex(sc: _Scanner) -> str:
     if not regex:
         raise sc.error("a regular expression", start)
     try:
-        _compile_pattern(regex)
+        compile_pattern(regex)
     except ValueError as exc:
         raise sc.fail(f"invalid regular expression: {exc}", start) from None
     return regex

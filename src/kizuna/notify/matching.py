@@ -24,6 +24,7 @@ from kizuna.access.subject import Subject
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import SYSTEM_MEMBERS
+from kizuna.patterns import compile_pattern
 from kizuna.store import Entity, WriteTransaction
 from kizuna.times import epoch
 
@@ -162,7 +163,7 @@ async def compile_subscription(sub: dict[str, Any], contexts: ContextRegistry) -
         selectors = [
             Selector(
                 s.get("id"),
-                re.compile(s["idPattern"]) if "idPattern" in s else None,
+                compile_pattern(s["idPattern"]) if "idPattern" in s else None,
                 ql.parse_type_expr(s["type"]),
             )
             for s in sub["entities"]

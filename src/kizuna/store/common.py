@@ -231,8 +231,8 @@ class QCompiler:
 
     The two stores compile the same AST with the same coverage and differ only in where the rows
     are (:meth:`select`, ``table``), how a literal is typed (:meth:`column`, :meth:`param`) and
-    whether ``~=`` can run in SQL (``regexp``: SQLite calls Python's ``re``, PostgreSQL's regular
-    expressions are not Python's)."""
+    whether ``~=`` can run in SQL (``regexp``: SQLite calls RE2 through :mod:`kizuna.patterns`,
+    PostgreSQL's regular expressions are another dialect)."""
 
     table = "attr_values"
     regexp = False

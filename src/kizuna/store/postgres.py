@@ -87,6 +87,7 @@ import orjson
 
 from kizuna.errors import AlreadyExists, ServiceUnavailable
 from kizuna.ngsild import query as ql
+from kizuna.patterns import compile_pattern
 from kizuna.store import (
     NO_SCOPE,
     AccessFilter,
@@ -932,7 +933,7 @@ class PostgresStore:
             ),
             *params,
         )
-        matcher = None if id_pattern is None else re.compile(id_pattern)
+        matcher = None if id_pattern is None else compile_pattern(id_pattern)
         return [_temporal_row(row) for row in rows if matcher is None or matcher.search(row[0]) is not None]
 
     @_guarded
@@ -1488,10 +1489,10 @@ def _plan(schema: str, query: EntityQuery) -> tuple[str, list[Any], Callable[[En
     if query.id_pattern is not None:
         prefix = literal_prefix(query.id_pattern)
         if prefix:
-            # An anchored literal start is a range on the id index; Python's re checks the rest.
+            # An anchored literal start is a range on the id index; RE2 checks the rest.
             where.append("e.id >= ? AND e.id < ?")
             params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
-        pattern = re.compile(query.id_pattern)
+        pattern = compile_pattern(query.id_pattern)
         id_check = lambda e: pattern.search(e["id"]) is not None  # noqa: E731
     left_q: ql.QExpr | None = None
     if query.q is not None:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -50,6 +49,7 @@ from typing import Any
 import orjson
 
 from kizuna.ngsild import query as ql
+from kizuna.patterns import search
 from kizuna.store import (
     NO_SCOPE,
     AccessFilter,
@@ -225,7 +225,7 @@ CHANGE_KEEP = 300.0  # seconds a change stays in the feed for processes that pol
 
 
 def _regexp(pattern: str, value: str | None) -> bool:
-    return value is not None and re.search(pattern, value) is not None
+    return value is not None and search(pattern, value)
 
 
 class SqliteStore:
