@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     add_settings_flags(serve)
     keygen = commands.add_parser("keygen", help="create an Ed25519 key file for DSP request signing")
     keygen.add_argument("--key-file", required=True, help="where to write the private key (PEM)")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key file")
     add_apikey_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "apikey":
@@ -29,7 +30,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "keygen":
         from kizuna.dataspace.auth import generate_key_file
 
-        print(generate_key_file(args.key_file))  # the public key, for counterparties' trusted lists
+        try:
+            public = generate_key_file(args.key_file, force=args.force)
+        except FileExistsError:
+            parser.exit(1, f"{args.key_file} exists: it is this node's identity; --force replaces it\n")
+        print(public)  # the public key, for counterparties' trusted lists
         return
     settings = Settings.from_env(**{k: v for k, v in vars(args).items() if k != "command"})
     if args.command == "serve":

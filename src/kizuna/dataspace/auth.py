@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from kizuna.errors import Unauthenticated
+from kizuna.files import write_private
 
 log = logging.getLogger("kizuna.dataspace")
 TOKEN_LIFETIME = 60.0  # seconds
@@ -128,15 +129,15 @@ def load_or_create_key(path: str | None) -> Ed25519PrivateKey:
     return key
 
 
-def generate_key_file(path: str) -> str:
-    """Write a new Ed25519 private key (PEM) to ``path``; return its public key (base64url)."""
+def generate_key_file(path: str, *, force: bool = False) -> str:
+    """Write a new Ed25519 private key (PEM, mode 0600) to ``path``; return its public key
+    (base64url). An existing key is the node's identity to its counterparties: replacing it
+    takes ``force`` (FileExistsError otherwise)."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    target = Path(path)
-    target.write_bytes(pem)
-    target.chmod(0o600)
+    write_private(path, pem, force=force)
     return public_key_text(key)
 
 

@@ -48,6 +48,7 @@ from typing import Any
 
 import orjson
 
+from kizuna.files import create_private
 from kizuna.ngsild import query as ql
 from kizuna.patterns import search
 from kizuna.store import (
@@ -255,6 +256,7 @@ class SqliteStore:
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
