@@ -206,6 +206,45 @@ async def test_the_process_lock_excludes_other_workers_and_survives_a_crashed_ho
             await s.close()
 
 
+TUEBINGEN = "https://tuebingen.example/dsp"
+RIKEN = "https://riken.example/dsp"
+
+
+async def test_a_token_signed_for_one_counterparty_is_refused_by_another(any_store_url: str) -> None:
+    """The token names its audience (the DSP address it was signed for): replayed to another
+    node, which trusts the same sender, it is refused before its id is even spent."""
+    store = open_store(any_store_url)
+    await store.open()
+    try:
+        riken = Ed25519PrivateKey.generate()
+        directory = Directory(
+            {"did:web:riken.example": Participant("did:web:riken.example", public_key=public_key_text(riken))}
+        )
+        sender = SignedTokenAuth("did:web:riken.example", riken, Directory(), Records(store).first_use, RIKEN)
+        body = b"{}"
+        signed = sender.sign("POST", TUEBINGEN, "/dsp/catalog/request", body)
+        headers = {k.lower(): v for k, v in signed.items()}
+        other = SignedTokenAuth(
+            "did:web:other.example",
+            Ed25519PrivateKey.generate(),
+            directory,
+            Records(store).first_use,
+            "https://other.example/dsp",
+        )
+        with pytest.raises(Unauthenticated, match="audience"):
+            await other.identify("POST", "/dsp/catalog/request", headers, body)
+        meant = SignedTokenAuth(
+            "did:web:tuebingen.example",
+            Ed25519PrivateKey.generate(),
+            directory,
+            Records(store).first_use,
+            "HTTPS://Tuebingen.example:443/dsp/",
+        )
+        assert await meant.identify("POST", "/dsp/catalog/request", headers, body) == "did:web:riken.example"
+    finally:
+        await store.close()
+
+
 async def test_a_signed_request_is_accepted_once_whichever_worker_sees_it(any_store_url: str) -> None:
     """A captured request token replayed to another worker (or the same one) is refused; ids of
     tokens long expired are swept from the store."""
@@ -219,13 +258,20 @@ async def test_a_signed_request_is_accepted_once_whichever_worker_sees_it(any_st
         )
         workers = [
             SignedTokenAuth(
-                "did:web:tuebingen.example", Ed25519PrivateKey.generate(), directory, Records(s).first_use
+                "did:web:tuebingen.example",
+                Ed25519PrivateKey.generate(),
+                directory,
+                Records(s).first_use,
+                TUEBINGEN,
             )
             for s in stores
         ]
-        sender = SignedTokenAuth("did:web:riken.example", riken, Directory(), Records(stores[0]).first_use)
+        sender = SignedTokenAuth(
+            "did:web:riken.example", riken, Directory(), Records(stores[0]).first_use, RIKEN
+        )
         body = b'{"@type": "ContractRequestMessage"}'
-        headers = {k.lower(): v for k, v in sender.sign("POST", "/dsp/negotiations/request", body).items()}
+        signed = sender.sign("POST", TUEBINGEN + "/", "/dsp/negotiations/request", body)
+        headers = {k.lower(): v for k, v in signed.items()}
         assert (
             await workers[0].identify("POST", "/dsp/negotiations/request", headers, body)
             == "did:web:riken.example"

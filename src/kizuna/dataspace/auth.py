@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -88,8 +89,9 @@ class Directory:
 class ParticipantAuth(Protocol):
     participant_id: str
 
-    def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
-        """Headers that prove to the counterparty that we send this request."""
+    def sign(self, method: str, audience: str, path: str, body: bytes) -> dict[str, str]:
+        """Headers that prove to the counterparty whose DSP address is ``audience`` that we
+        send this request."""
 
     async def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
         """The participant id that sent a request (None when authentication is off); raise
@@ -103,7 +105,7 @@ class NoAuth:
     def __init__(self, participant_id: str) -> None:
         self.participant_id = participant_id
 
-    def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
+    def sign(self, method: str, audience: str, path: str, body: bytes) -> dict[str, str]:
         return {"Kizuna-Participant": self.participant_id}
 
     async def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
@@ -145,22 +147,46 @@ def public_key_text(key: Ed25519PrivateKey) -> str:
     return _b64(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 
+def audience_of(address: str) -> str:
+    """A DSP address as a token audience: scheme and host in lower case, the default port left
+    out, no trailing slash (``HTTP://Node:80/dsp/`` and ``http://node/dsp`` are one audience)."""
+    parts = urlsplit(address.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != {"http": 80, "https": 443}.get(scheme):
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
 class SignedTokenAuth:
-    """Ed25519 JWS per request: ``{iss, iat, exp, jti, htm, htu, bsh}`` (bsh: SHA-256 of the body)."""
+    """Ed25519 JWS per request: ``{iss, aud, iat, exp, jti, htm, htu, bsh}`` (aud: the
+    counterparty's DSP address, so a token signed for one counterparty is worthless to another;
+    bsh: SHA-256 of the body)."""
 
     def __init__(
-        self, participant_id: str, key: Ed25519PrivateKey, directory: Directory, first_use: FirstUse
+        self,
+        participant_id: str,
+        key: Ed25519PrivateKey,
+        directory: Directory,
+        first_use: FirstUse,
+        audience: str,
     ) -> None:
         self.participant_id = participant_id
         self.key = key
         self.directory = directory
         self.first_use = first_use  # a token is good for one request, whichever worker serves it
+        self.audience = audience_of(audience)  # this node's DSP address, as its tokens must name it
 
-    def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
+    def sign(self, method: str, audience: str, path: str, body: bytes) -> dict[str, str]:
         now = time.time()
         header = {"alg": "EdDSA", "typ": "JWT", "kid": self.participant_id}
         claims = {
             "iss": self.participant_id,
+            "aud": audience_of(audience),
             "iat": int(now),
             "exp": int(now + TOKEN_LIFETIME),
             "jti": str(uuid.uuid4()),
@@ -204,6 +230,9 @@ class SignedTokenAuth:
             raise Unauthenticated("the token's iat and exp must be numbers")
         if not (iat - CLOCK_SKEW <= now <= exp + CLOCK_SKEW):
             raise Unauthenticated("the token has expired")
+        audience = claims.get("aud")
+        if not isinstance(audience, str) or audience_of(audience) != self.audience:
+            raise Unauthenticated(f"the token was issued for another audience than {self.audience}")
         if claims.get("htm") != method.upper() or claims.get("htu") != path:
             raise Unauthenticated("the token was issued for another request")
         if claims.get("bsh") != _b64(hashlib.sha256(body).digest()):
@@ -214,10 +243,15 @@ class SignedTokenAuth:
 
 
 def make_auth(
-    mode: str, participant_id: str, key_file: str | None, directory: Directory, first_use: FirstUse
+    mode: str,
+    participant_id: str,
+    key_file: str | None,
+    directory: Directory,
+    first_use: FirstUse,
+    audience: str,
 ) -> Any:
     if mode == "none":
         return NoAuth(participant_id)
     if mode != "signed":
         raise SystemExit(f"kizuna: --dsp-auth must be 'signed' or 'none', not {mode!r}")
-    return SignedTokenAuth(participant_id, load_or_create_key(key_file), directory, first_use)
+    return SignedTokenAuth(participant_id, load_or_create_key(key_file), directory, first_use, audience)

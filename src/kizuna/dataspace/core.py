@@ -229,15 +229,16 @@ class Messenger:
 
     async def post(self, base: str, path: str, body: dict[str, Any]) -> Any:
         messages.check(body, body["@type"])
-        return await self._call("POST", join(base, path), orjson.dumps(body))
+        return await self._call("POST", base, path, orjson.dumps(body))
 
     async def get(self, base: str, path: str) -> Any:
-        return await self._call("GET", join(base, path), b"")
+        return await self._call("GET", base, path, b"")
 
-    async def _call(self, method: str, url: str, payload: bytes) -> Any:
+    async def _call(self, method: str, base: str, path: str, payload: bytes) -> Any:
+        url = join(base, path)
         parts = urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        headers = {"Content-Type": "application/json", **self.auth.sign(method, path, payload)}
+        signed_path = parts.path + (f"?{parts.query}" if parts.query else "")
+        headers = {"Content-Type": "application/json", **self.auth.sign(method, base, signed_path, payload)}
         try:
             async with self.client() as client:
                 response = await client.request(method, url, content=payload or None, headers=headers)
@@ -289,6 +290,11 @@ async def pull(
     return Pulled(response.status_code, response.content, kept)
 
 
+def dsp_base(public_url: str) -> str:
+    """The node's DSP address: its callbackAddress, and the audience its tokens must name."""
+    return public_url.rstrip("/") + "/dsp"
+
+
 def join(base: str, path: str) -> str:
     """Callback and counterparty addresses with or without a trailing slash alike."""
     return base.rstrip("/") + "/" + path.lstrip("/")
@@ -309,7 +315,7 @@ class Node:
 
     @property
     def dsp_base(self) -> str:
-        return self.public_url.rstrip("/") + "/dsp"
+        return dsp_base(self.public_url)
 
     @property
     def data_endpoint(self) -> str:

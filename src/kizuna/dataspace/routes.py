@@ -21,7 +21,16 @@ from kizuna.dataspace import catalog as catalog_mod
 from kizuna.dataspace import messages, negotiation, odrl, transfer
 from kizuna.dataspace.auth import Directory, ParticipantAuth, make_auth
 from kizuna.dataspace.catalog import CatalogService
-from kizuna.dataspace.core import AGREEMENT, FollowUp, Messenger, Node, Records, pull, run_follow_ups
+from kizuna.dataspace.core import (
+    AGREEMENT,
+    FollowUp,
+    Messenger,
+    Node,
+    Records,
+    dsp_base,
+    pull,
+    run_follow_ups,
+)
 from kizuna.dataspace.dataplane import DataPlane
 from kizuna.dataspace.negotiation import NegotiationService, _unreachable
 from kizuna.dataspace.sealing import Sealer
@@ -498,7 +507,12 @@ def build(
     directory = Directory.load(settings.dsp_trusted_participants)
     records = Records(store)
     auth = make_auth(
-        settings.dsp_auth, settings.participant_id, settings.dsp_key_file, directory, records.first_use
+        settings.dsp_auth,
+        settings.participant_id,
+        settings.dsp_key_file,
+        directory,
+        records.first_use,
+        dsp_base(settings.public_base_url),
     )
     messenger = Messenger(auth, gate)
     node = Node(
