@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from kizuna.app import create_app
 from kizuna.config import Settings
 from kizuna.errors import BadRequestData, DeliveryError
-from kizuna.notify.senders import HttpSender, Message
+from kizuna.notify.senders import HttpSender, Message, MqttSender
 from kizuna.outbound import OutboundGate, Refused, allowed_header
 from notify_helpers import free_port
 from test_forwarding import Source, vehicle
@@ -383,6 +383,64 @@ def test_dsp_callbacks_to_internal_hosts_are_refused(strict: TestClient, target:
     response = strict.post("/dsp/negotiations/request", json=negotiation)
     assert response.status_code == 400 and "callbackAddress" in response.text, response.text
     assert target.connections == 0
+
+
+BROKEN_URLS = [
+    "http://[::1",
+    "http://127.0.0.1:99999/",
+    "http://127.0.0.1:0/",
+    "http://\u0016/",
+    "http:// x/",
+]
+
+
+@pytest.mark.parametrize("url", BROKEN_URLS)
+def test_an_address_no_client_could_use_is_refused_when_given(client: TestClient, url: str) -> None:
+    """Each was accepted (or reached the HTTP client) and answered 500; now 400 where it is given,
+    and nothing is stored."""
+    assert refused(client.post(f"{NGSI}/subscriptions", json=subscription(url)))["type"] == BAD_REQUEST
+    assert client.get(f"{NGSI}/subscriptions").json() == []
+    registration = {
+        "type": "ContextSourceRegistration",
+        "information": [{"entities": [{"type": "Vehicle"}]}],
+        "endpoint": url,
+    }
+    assert refused(client.post(f"{NGSI}/csourceRegistrations", json=registration))["type"] == BAD_REQUEST
+    assert client.get(f"{NGSI}/csourceRegistrations", params={"type": "Vehicle"}).json() == []
+    for path in ("catalog/request", "negotiations", "transfers"):
+        body = {"counterPartyAddress": url, "offerId": "o", "agreementId": "a", "format": "HttpData-PULL"}
+        assert refused(client.post(f"/management/v1/{path}", json=body))["status"] == 400, path
+
+
+@pytest.mark.parametrize("url", BROKEN_URLS[:2])
+def test_a_broken_context_url_is_a_context_not_available(client: TestClient, url: str) -> None:
+    answer = client.get(f"{NGSI}/entities", params={"type": "T"}, headers=context_link(url + "c"))
+    assert answer.status_code in (400, 503), answer.text
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:99999/n", "mqtt://127.0.0.1:99999/t", "http://[::1/n"])
+def test_a_stored_endpoint_no_client_can_use_fails_delivery(uri: str) -> None:
+    """An endpoint stored before it was checked fails its deliveries with a reason."""
+    gate = OutboundGate.for_node(None, open_loopback_node=True)
+    message = Message(uri=uri, body={}, headers={}, timeout=1.0)
+
+    async def send() -> None:
+        sender = MqttSender(gate) if uri.startswith("mqtt") else HttpSender(gate)
+        try:
+            await sender.send(message)
+        finally:
+            await sender.close()
+
+    with pytest.raises(DeliveryError):
+        asyncio.run(send())
+
+
+@pytest.mark.parametrize(
+    "path", ["/ngsi-ld/v1/entities//", "/ngsi-ld/v1/entities%2F", "/dsp/catalog/request/"]
+)
+def test_no_path_is_answered_with_a_redirect(client: TestClient, path: str) -> None:
+    answer = client.get(path, follow_redirects=False)
+    assert not 300 <= answer.status_code < 400, answer.headers.get("location")
 
 
 def test_outbound_settings_are_parsed_when_the_node_starts(tmp_path: Path) -> None:

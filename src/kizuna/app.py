@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kizuna import __version__
@@ -65,8 +65,15 @@ class TrailingSlash:
         if scope["type"] == "http":
             path = scope["path"]
             if len(path) > 1 and path.endswith("/"):
-                scope = {**scope, "path": path[:-1]}
+                scope = {**scope, "path": path.rstrip("/") or "/"}
         await self.app(scope, receive, send)
+
+
+def mount(path: str, routes: Sequence[BaseRoute], middleware: Sequence[Middleware] = ()) -> Mount:
+    """A Mount whose router never redirects: :class:`TrailingSlash` already serves both forms,
+    and a redirect would point a client at a path the node resolved differently (``%2F`` in an
+    id decodes to a slash)."""
+    return Mount(path, app=Router(list(routes), redirect_slashes=False), middleware=middleware)
 
 
 def own_addresses(settings: Settings) -> list[str]:
@@ -237,7 +244,7 @@ def create_app(settings: Settings) -> Starlette:
         *csources.routes(),
         *DiscoveryApi(entities, registry).routes(),
         *contexts.routes(),
-        Mount(
+        mount(
             "/ngsi-ld/v1/auth",
             routes=PermissionApi(grants, registry, max_body=settings.max_body_bytes, limits=limits).routes(),
         ),
@@ -245,8 +252,8 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
         dataspace.version_route(),
-        Mount("/dsp", routes=dataspace.protocol_routes()),
-        Mount(
+        mount("/dsp", dataspace.protocol_routes()),
+        mount(
             "/management/v1",
             routes=[*dataspace.management_routes(), *AuditApi(audit, limits).routes()],
             middleware=[
@@ -256,7 +263,7 @@ def create_app(settings: Settings) -> Starlette:
                 Middleware(AdminsOnly),
             ],
         ),
-        Mount("", routes=ngsi_ld, middleware=[Middleware(Authentication, authenticator=authenticator)]),
+        mount("", ngsi_ld, middleware=[Middleware(Authentication, authenticator=authenticator)]),
     ]
     app = Starlette(
         routes=routes,
@@ -264,6 +271,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[Middleware(TrailingSlash), Middleware(AuditRefusals, trail=audit)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.store = store
     app.state.contexts = registry

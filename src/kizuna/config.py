@@ -103,6 +103,7 @@ class Settings:
     dsp_trusted_participants: str | None = _setting(
         None, "JSON file: participant id -> publicKey, region, memberships"
     )
+    dsp_timeout: float = _setting(10.0, "seconds a DSP counterparty has to answer a message or a data pull")
     dsp_token_lifetime: float = _setting(600.0, "seconds a pull-transfer bearer token is valid")
 
     @property

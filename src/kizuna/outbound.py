@@ -50,6 +50,11 @@ class Refused(httpx.ConnectError):
     unreachable target handles this one too, with the reason as its message."""
 
 
+# What a request to a caller's address may raise when the target fails it: the transport's
+# errors (the gate's refusals among them), a URL the client cannot use, and the socket's own.
+UNREACHABLE: tuple[type[BaseException], ...] = (httpx.HTTPError, httpx.InvalidURL, OSError)
+
+
 def parse_networks(text: str) -> tuple[Network, ...]:
     """``CIDR[,CIDR...]`` (a bare address is its /32 or /128); ValueError on a bad one."""
     try:
@@ -101,6 +106,8 @@ class OutboundGate:
     async def resolve(self, host: str, port: int) -> str:
         """The address to connect to for ``host``: every address the name resolves to must be
         allowed (a name that resolves to one public and one internal address is refused)."""
+        if not 0 < port < 65536:
+            raise Refused(f"{host}:{port} is not a valid port")
         try:
             literal: Address | None = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
@@ -125,16 +132,9 @@ class OutboundGate:
 
     async def vet(self, url: str, what: str) -> None:
         """Refuse, as BadRequestData, an address a caller gives that the node would never
-        connect to. A name that does not resolve now is accepted: it may exist at delivery,
-        where it is checked again."""
-        parts = urlsplit(url)
-        host = parts.hostname
-        if not host:
-            raise BadRequestData(f"{what} {url!r} names no host")
-        try:
-            port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 80)
-        except ValueError:
-            raise BadRequestData(f"{what} {url!r} has an invalid port") from None
+        connect to, or could not parse. A name that does not resolve now is accepted: it may
+        exist at delivery, where it is checked again."""
+        host, port = target(url, what)
         try:
             await self.resolve(host, port)
         except Refused as refused:
@@ -172,6 +172,25 @@ class GatedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def target(url: str, what: str) -> tuple[str, int]:
+    """The host and port a caller's URL names, or BadRequestData: a URL that the HTTP and MQTT
+    clients would fail to parse at delivery is refused when it is given."""
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        raise BadRequestData(f"{what} {url!r} contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        raise BadRequestData(f"{what} {url!r} is not a valid URL") from None
+    if not host:
+        raise BadRequestData(f"{what} {url!r} names no host")
+    port = port if port is not None else DEFAULT_PORTS.get(parts.scheme.lower(), 80)
+    if not 0 < port < 65536:
+        raise BadRequestData(f"{what} {url!r} has an invalid port")
+    return host, port
 
 
 def summary(error: BaseException) -> str:

@@ -24,7 +24,7 @@ from kizuna.dataspace import messages
 from kizuna.dataspace.auth import CLOCK_SKEW, Directory, ParticipantAuth
 from kizuna.dataspace.sealing import Sealer
 from kizuna.errors import BadRequestData, Conflict, CounterpartyError
-from kizuna.outbound import OutboundGate, summary
+from kizuna.outbound import UNREACHABLE, OutboundGate, summary
 from kizuna.store import DEFAULT_TENANT, Store
 
 log = logging.getLogger("kizuna.dataspace")
@@ -217,9 +217,12 @@ class Messenger:
     auth: ParticipantAuth
     gate: OutboundGate = field(default_factory=OutboundGate)
     client_factory: Callable[[], httpx.AsyncClient] | None = None
+    timeout: float = 10.0
 
     def client(self) -> httpx.AsyncClient:
-        return self.client_factory() if self.client_factory is not None else self.gate.client(timeout=10.0)
+        if self.client_factory is not None:
+            return self.client_factory()
+        return self.gate.client(timeout=self.timeout)
 
     async def vet(self, address: str, what: str) -> None:
         """Refuse (400) a counterparty or callback address the node would never send to."""
@@ -242,7 +245,7 @@ class Messenger:
         try:
             async with self.client() as client:
                 response = await client.request(method, url, content=payload or None, headers=headers)
-        except httpx.HTTPError as error:
+        except UNREACHABLE as error:
             raise CounterpartyError(f"{method} {url} failed: {summary(error)}") from error
         body: Any = None
         if response.content:
@@ -284,7 +287,7 @@ async def pull(
     try:
         async with client_factory() as client:
             response = await client.get(url, params=params, headers=headers)
-    except httpx.HTTPError as error:
+    except UNREACHABLE as error:
         raise CounterpartyError(f"GET {url} failed: {summary(error)}") from error
     kept = {k: v for k, v in response.headers.items() if k.lower() in PASSED_ON}
     return Pulled(response.status_code, response.content, kept)

@@ -514,7 +514,7 @@ def build(
         records.first_use,
         dsp_base(settings.public_base_url),
     )
-    messenger = Messenger(auth, gate)
+    messenger = Messenger(auth, gate, timeout=settings.dsp_timeout)
     node = Node(
         participant_id=settings.participant_id,
         public_url=settings.public_base_url,

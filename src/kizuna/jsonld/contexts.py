@@ -21,14 +21,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from pyld import jsonld
 from pyld.context_resolver import ContextResolver
 
 from kizuna.errors import BadRequestData, InvalidRequest, LdContextNotAvailable
 from kizuna.jsonld.terms import TermMap
-from kizuna.outbound import OutboundGate, summary
+from kizuna.outbound import UNREACHABLE, OutboundGate, summary
 from kizuna.times import iso_millis
 
 CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
@@ -246,7 +245,7 @@ class ContextRegistry:
                         break
                 else:
                     raise LdContextNotAvailable(f"@context {url} redirects too often")
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        except UNREACHABLE as exc:
             raise LdContextNotAvailable(f"@context {url} could not be retrieved: {summary(exc)}") from None
         try:
             document = orjson.loads(bytes(body))

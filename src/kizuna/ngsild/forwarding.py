@@ -53,7 +53,15 @@ from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import csources, model
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.entities import BatchResult, EntityService, attributes_of
-from kizuna.outbound import DEFAULT_PORTS, PASS_THROUGH, OutboundGate, Refused, allowed_header, summary
+from kizuna.outbound import (
+    DEFAULT_PORTS,
+    PASS_THROUGH,
+    UNREACHABLE,
+    OutboundGate,
+    Refused,
+    allowed_header,
+    summary,
+)
 from kizuna.patterns import search
 from kizuna.store import Entity, EntityQuery, QueryResult, Store
 from kizuna.times import now_iso, parse_instant
@@ -617,11 +625,11 @@ class Federation:
                 raise ValueError(f"status {response.status_code}")
             data = orjson.loads(response.content)
             return await self._canonical(data, _link_of(response.headers.get("link")) or origin.link)
-        except (httpx.HTTPError, ValueError, NgsiLdError) as error:
-            log.warning("context source %s (%s) failed: %s", reg["id"], url, error)
-            return []
         except Refused as refused:
             log.warning("context source %s (%s) not asked: %s", reg["id"], url, refused)
+            return []
+        except (ValueError, NgsiLdError, *UNREACHABLE) as error:
+            log.warning("context source %s (%s) failed: %s", reg["id"], url, error)
             return []
 
     async def _canonical(self, data: Any, context: ContextValue) -> list[Entity]:
@@ -654,7 +662,7 @@ class Federation:
         url = _url(reg, path, params)
         try:
             response = await self._request(reg, method, url, origin, body)
-        except httpx.HTTPError as error:
+        except UNREACHABLE as error:
             log.warning("context source %s (%s) failed: %s", reg["id"], url, error)
             return _Answer({"status": 504, "title": f"The context source did not answer: {summary(error)}"})
         if 200 <= response.status_code < 300 and response.status_code != 207:

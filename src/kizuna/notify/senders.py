@@ -18,7 +18,7 @@ import httpx
 import orjson
 
 from kizuna.errors import DeliveryError
-from kizuna.outbound import OutboundGate, Refused, summary
+from kizuna.outbound import UNREACHABLE, OutboundGate, summary
 
 
 @dataclass(slots=True)
@@ -45,7 +45,7 @@ class HttpSender:
                 headers=message.headers,
                 timeout=httpx.Timeout(message.timeout),
             )
-        except (httpx.HTTPError, OSError) as exc:
+        except UNREACHABLE as exc:
             raise DeliveryError(summary(exc)) from None
         if not 200 <= response.status_code < 300:
             raise DeliveryError(f"HTTP {response.status_code}")
@@ -70,7 +70,11 @@ class MqttSender:
     async def send(self, message: Message) -> int:
         import aiomqtt
 
-        parts = urlsplit(message.uri)
+        try:
+            parts = urlsplit(message.uri)
+            port = parts.port
+        except ValueError:
+            raise DeliveryError(f"MQTT endpoint {message.uri} is not a valid URL") from None
         topic = unquote(parts.path.lstrip("/"))
         if not topic or parts.hostname is None:
             raise DeliveryError(f"MQTT endpoint {message.uri} names no host or topic")
@@ -81,7 +85,7 @@ class MqttSender:
         except ValueError:
             qos = 0
         payload = orjson.dumps({"metadata": message.headers, "body": message.body})
-        port = parts.port or (8883 if secure else 1883)
+        port = port or (8883 if secure else 1883)
         try:
             async with asyncio.timeout(message.timeout):
                 address = await self.gate.resolve(parts.hostname, port)
@@ -97,7 +101,7 @@ class MqttSender:
                     timeout=message.timeout,
                 ) as client:
                     await client.publish(topic, payload, qos=min(max(qos, 0), 2))
-        except (aiomqtt.MqttError, OSError, TimeoutError, Refused) as exc:
+        except (aiomqtt.MqttError, TimeoutError, ValueError, *UNREACHABLE) as exc:
             raise DeliveryError(f"MQTT: {summary(exc)}") from None
         return 0
 
