@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,13 @@ async def test_the_process_lock_excludes_other_workers_and_survives_a_crashed_ho
             await s.close()
 
 
+def reader(body: bytes) -> Callable[[], Awaitable[bytes]]:
+    async def read() -> bytes:
+        return body
+
+    return read
+
+
 TUEBINGEN = "https://tuebingen.example/dsp"
 RIKEN = "https://riken.example/dsp"
 
@@ -232,7 +240,7 @@ async def test_a_token_signed_for_one_counterparty_is_refused_by_another(any_sto
             "https://other.example/dsp",
         )
         with pytest.raises(Unauthenticated, match="audience"):
-            await other.identify("POST", "/dsp/catalog/request", headers, body)
+            await other.identify("POST", "/dsp/catalog/request", headers, reader(body))
         meant = SignedTokenAuth(
             "did:web:tuebingen.example",
             Ed25519PrivateKey.generate(),
@@ -240,7 +248,10 @@ async def test_a_token_signed_for_one_counterparty_is_refused_by_another(any_sto
             Records(store).first_use,
             "HTTPS://Tuebingen.example:443/dsp/",
         )
-        assert await meant.identify("POST", "/dsp/catalog/request", headers, body) == "did:web:riken.example"
+        assert await meant.identify("POST", "/dsp/catalog/request", headers, reader(body)) == (
+            "did:web:riken.example",
+            body,
+        )
     finally:
         await store.close()
 
@@ -272,13 +283,13 @@ async def test_a_signed_request_is_accepted_once_whichever_worker_sees_it(any_st
         body = b'{"@type": "ContractRequestMessage"}'
         signed = sender.sign("POST", TUEBINGEN + "/", "/dsp/negotiations/request", body)
         headers = {k.lower(): v for k, v in signed.items()}
-        assert (
-            await workers[0].identify("POST", "/dsp/negotiations/request", headers, body)
-            == "did:web:riken.example"
+        assert await workers[0].identify("POST", "/dsp/negotiations/request", headers, reader(body)) == (
+            "did:web:riken.example",
+            body,
         )
         for worker in workers:
             with pytest.raises(Unauthenticated, match="replay"):
-                await worker.identify("POST", "/dsp/negotiations/request", headers, body)
+                await worker.identify("POST", "/dsp/negotiations/request", headers, reader(body))
 
         records = Records(stores[1])
         await records.first_use("urn:old", expires=time.time() - 3600)

@@ -32,6 +32,7 @@ from kizuna.jsonld.routes import ContextApi
 from kizuna.middleware.admins_only import AdminsOnly
 from kizuna.middleware.audit import AuditRefusals
 from kizuna.middleware.authentication import Authentication
+from kizuna.middleware.body_limit import BodyLimit
 from kizuna.middleware.json_bodies import JsonBodiesOnly
 from kizuna.middleware.same_origin import SameOriginOnly
 from kizuna.ngsild.csource_routes import CsourceApi
@@ -140,10 +141,9 @@ def create_app(settings: Settings) -> Starlette:
         entities,
         registry,
         federation=federation,
-        max_body=settings.max_body_bytes,
         limits=(settings.default_limit, settings.max_limit),
     )
-    contexts = ContextApi(registry, store, settings.max_body_bytes)
+    contexts = ContextApi(registry, store)
     subscriptions = SubscriptionApi(
         SubscriptionService(
             store,
@@ -154,7 +154,6 @@ def create_app(settings: Settings) -> Starlette:
             gate=gate,
         ),
         registry,
-        max_body=settings.max_body_bytes,
         limits=(settings.default_limit, settings.max_limit),
     )
     dataspace = build_dataspace(
@@ -185,7 +184,6 @@ def create_app(settings: Settings) -> Starlette:
             store, registry, implicit_context=contexts.add_implicit, notifier=dispatcher.csources, gate=gate
         ),
         registry,
-        max_body=settings.max_body_bytes,
         limits=(settings.default_limit, settings.max_limit),
     )
 
@@ -238,7 +236,6 @@ def create_app(settings: Settings) -> Starlette:
         *TemporalApi(
             TemporalService(store, policy, instance_limit=settings.temporal_instance_limit),
             registry,
-            max_body=settings.max_body_bytes,
             limits=limits,
         ).routes(),
         *csources.routes(),
@@ -246,7 +243,7 @@ def create_app(settings: Settings) -> Starlette:
         *contexts.routes(),
         mount(
             "/ngsi-ld/v1/auth",
-            routes=PermissionApi(grants, registry, max_body=settings.max_body_bytes, limits=limits).routes(),
+            routes=PermissionApi(grants, registry, limits=limits).routes(),
         ),
     ]
     routes = [
@@ -268,7 +265,11 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(TrailingSlash), Middleware(AuditRefusals, trail=audit)],
+        middleware=[
+            Middleware(TrailingSlash),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            Middleware(AuditRefusals, trail=audit),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.router.redirect_slashes = False

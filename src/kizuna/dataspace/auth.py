@@ -42,6 +42,7 @@ CLOCK_SKEW = 30.0
 FirstUse = Callable[[str, float], Awaitable[bool]]
 """``first_use(token_id, expires)``: record a one-time token id; False if it was used before, by
 any worker of the node (so the record must be shared: see :meth:`kizuna.dataspace.core.Records.first_use`)."""
+ReadBody = Callable[[], Awaitable[bytes]]  # reads the request body (once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +94,13 @@ class ParticipantAuth(Protocol):
         """Headers that prove to the counterparty whose DSP address is ``audience`` that we
         send this request."""
 
-    async def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
-        """The participant id that sent a request (None when authentication is off); raise
-        :class:`Unauthenticated` when it cannot be established."""
+    async def identify(
+        self, method: str, path: str, headers: dict[str, str], read_body: ReadBody
+    ) -> tuple[str | None, bytes]:
+        """The participant id that sent a request (None when authentication is off) and the
+        request's body; raise :class:`Unauthenticated` when the sender cannot be established.
+        The body is read only once the token is known good but for the body's hash: an
+        unauthenticated sender never gets the node to read a body."""
 
 
 class NoAuth:
@@ -108,8 +113,10 @@ class NoAuth:
     def sign(self, method: str, audience: str, path: str, body: bytes) -> dict[str, str]:
         return {"Kizuna-Participant": self.participant_id}
 
-    async def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
-        return None
+    async def identify(
+        self, method: str, path: str, headers: dict[str, str], read_body: ReadBody
+    ) -> tuple[str | None, bytes]:
+        return None, await read_body()
 
 
 def _b64(data: bytes) -> str:
@@ -198,7 +205,9 @@ class SignedTokenAuth:
         signature = self.key.sign(signing_input.encode())
         return {"Authorization": f"Bearer {signing_input}.{_b64(signature)}"}
 
-    async def identify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> str | None:
+    async def identify(
+        self, method: str, path: str, headers: dict[str, str], read_body: ReadBody
+    ) -> tuple[str | None, bytes]:
         auth = headers.get("authorization", "")
         if not auth.lower().startswith("bearer "):
             raise Unauthenticated("a DSP request needs an Authorization: Bearer token")
@@ -235,11 +244,12 @@ class SignedTokenAuth:
             raise Unauthenticated(f"the token was issued for another audience than {self.audience}")
         if claims.get("htm") != method.upper() or claims.get("htu") != path:
             raise Unauthenticated("the token was issued for another request")
+        body = await read_body()
         if claims.get("bsh") != _b64(hashlib.sha256(body).digest()):
             raise Unauthenticated("the token was issued for another body")
         if not await self.first_use(str(claims.get("jti")), float(exp)):
             raise Unauthenticated("the token was already used (replay)")
-        return str(issuer)
+        return str(issuer), body
 
 
 def make_auth(

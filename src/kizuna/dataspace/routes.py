@@ -59,7 +59,6 @@ from kizuna.store import Store
 
 JSON = "application/json"
 TEMPORAL_PARAMS = frozenset({"timerel", "timeAt", "endTimeAt", "lastN", "timeproperty"})
-MAX_BODY = 1024 * 1024
 
 
 def _json(
@@ -97,13 +96,10 @@ class DataspaceApi:
 
     async def _incoming(self, request: Request, error: type[DspError]) -> tuple[Any, str | None]:
         """The JSON body (None for GET) and the authenticated sender (None with auth off)."""
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise error("The message is too large", status=413)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            sender = await self.auth.identify(request.method, path, headers, raw)
+            sender, raw = await self.auth.identify(request.method, path, headers, request.body)
         except Unauthenticated as failure:
             raise Unauthorized(str(failure)) from None
         if request.method == "GET":

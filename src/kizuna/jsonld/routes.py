@@ -31,10 +31,9 @@ log = logging.getLogger("kizuna.contexts")
 
 
 class ContextApi:
-    def __init__(self, registry: ContextRegistry, store: Store, max_body: int) -> None:
+    def __init__(self, registry: ContextRegistry, store: Store) -> None:
         self.registry = registry
         self.store = store
-        self.max_body = max_body
         self._syncing: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -44,7 +43,7 @@ class ContextApi:
     async def add(self, request: Request) -> Response:
         subject = edge.subject_of(request)
         ownership.require_creator(subject, edge.tenant_of(request), "@contexts")
-        document = await edge.read_json(request, self.max_body)
+        document = await edge.read_json(request)
         record = await self.registry.add_hosted(document, owner=subject.id)
         await self.store.save_hosted_context(
             record.local_id, record.document, record.created_at, record.owner

@@ -64,13 +64,11 @@ class CsourceApi:
         subscriptions: CsourceSubscriptionService,
         contexts: ContextRegistry,
         *,
-        max_body: int,
         limits: tuple[int, int],
     ) -> None:
         self.registrations = registrations
         self.subscriptions = subscriptions
         self.contexts = contexts
-        self.max_body = max_body
         self.default_limit, self.max_limit = limits
 
     def _list_response(
@@ -92,7 +90,7 @@ class CsourceApi:
 
     async def create_registration(self, request: Request) -> Response:
         edge.check_params(request, P_CREATE)
-        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
+        payload, terms = await edge.read_payload_terms(request, self.contexts)
         reg_id = await self.registrations.create(
             edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
@@ -141,9 +139,7 @@ class CsourceApi:
 
     async def update_registration(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        payload, terms = await edge.read_payload_terms(
-            request, self.contexts, self.max_body, merge_patch=True
-        )
+        payload, terms = await edge.read_payload_terms(request, self.contexts, merge_patch=True)
         await self.registrations.update(
             edge.tenant_of(request),
             edge.subject_of(request),
@@ -164,7 +160,7 @@ class CsourceApi:
 
     async def create_subscription(self, request: Request) -> Response:
         edge.check_params(request, P_CREATE)
-        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
+        payload, terms = await edge.read_payload_terms(request, self.contexts)
         sub_id = await self.subscriptions.create(
             edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
@@ -200,9 +196,7 @@ class CsourceApi:
 
     async def update_subscription(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        payload, terms = await edge.read_payload_terms(
-            request, self.contexts, self.max_body, merge_patch=True
-        )
+        payload, terms = await edge.read_payload_terms(request, self.contexts, merge_patch=True)
         await self.subscriptions.update(
             edge.tenant_of(request),
             edge.subject_of(request),

@@ -20,7 +20,6 @@ from kizuna.errors import (
     InvalidRequest,
     NgsiLdError,
     NotAcceptable,
-    PayloadTooLarge,
     UnsupportedMediaType,
 )
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
@@ -107,26 +106,20 @@ class Payload:
     context: ContextValue
 
 
-async def read_json(request: Request, max_bytes: int, *, merge_patch: bool = False) -> Any:
-    """The JSON body of a request: 415 for other media types, 413 past the limit, 400 if malformed."""
+async def read_json(request: Request, *, merge_patch: bool = False) -> Any:
+    """The JSON body of a request: 415 for other media types, 400 if malformed or too deep (the
+    size was bounded before the route ran: kizuna.middleware.body_limit)."""
     media = _media_type(request.headers.get("content-type"))
     allowed = (JSON, JSON_LD, MERGE_PATCH) if merge_patch else (JSON, JSON_LD)
     if media not in allowed:
         raise UnsupportedMediaType(
             f"Content-Type {media or '(none)'} is not supported; use {' or '.join(allowed)}"
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes")
+    raw = await request.body()
     if not raw:
         raise InvalidRequest("The request has no body")
     try:
-        body = orjson.loads(bytes(raw))
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
     if _deeper_than(body, MAX_JSON_DEPTH):
@@ -152,9 +145,9 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-async def read_payload(request: Request, max_bytes: int, *, merge_patch: bool = False) -> Payload:
+async def read_payload(request: Request, *, merge_patch: bool = False) -> Payload:
     """A JSON or JSON-LD body with its @context, per clause 6.3.5."""
-    body = await read_json(request, max_bytes, merge_patch=merge_patch)
+    body = await read_json(request, merge_patch=merge_patch)
     link = link_context(request)
     if is_json_ld(request):
         if link is not None:
@@ -168,10 +161,10 @@ async def read_payload(request: Request, max_bytes: int, *, merge_patch: bool = 
 
 
 async def read_payload_terms(
-    request: Request, registry: ContextRegistry, max_bytes: int, *, merge_patch: bool = False
+    request: Request, registry: ContextRegistry, *, merge_patch: bool = False
 ) -> tuple[Payload, TermMap]:
     """A body with the compiled term map of its @context: what every write route starts with."""
-    payload = await read_payload(request, max_bytes, merge_patch=merge_patch)
+    payload = await read_payload(request, merge_patch=merge_patch)
     return payload, await registry.term_map(payload.context)
 
 

@@ -28,17 +28,14 @@ P_RETRIEVE = frozenset({"options"})
 
 
 class PermissionApi:
-    def __init__(
-        self, grants: Grants, contexts: ContextRegistry, *, max_body: int, limits: tuple[int, int]
-    ) -> None:
+    def __init__(self, grants: Grants, contexts: ContextRegistry, *, limits: tuple[int, int]) -> None:
         self.grants = grants
         self.contexts = contexts
-        self.max_body = max_body
         self.default_limit, self.max_limit = limits
 
     async def create(self, request: Request) -> Response:
         edge.check_params(request, frozenset())
-        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
+        payload, terms = await edge.read_payload_terms(request, self.contexts)
         pid = await self.grants.create(
             edge.tenant_of(request), edge.subject_of(request), payload.body, terms.expand
         )
@@ -56,7 +53,7 @@ class PermissionApi:
 
     async def update(self, request: Request) -> Response:
         edge.check_params(request, frozenset())
-        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
+        payload, terms = await edge.read_payload_terms(request, self.contexts)
         await self.grants.update(
             edge.tenant_of(request),
             edge.subject_of(request),

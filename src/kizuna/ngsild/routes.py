@@ -92,21 +92,17 @@ class NgsiLdApi:
         contexts: ContextRegistry,
         *,
         federation: Federation,
-        max_body: int,
         limits: tuple[int, int],
     ):
         self.entities = entities
         self.federation = federation
         self.contexts = contexts
-        self.max_body = max_body
         self.default_limit, self.max_limit = limits
 
     async def _payload(
         self, request: Request, *, merge_patch: bool = False
     ) -> tuple[Any, TermMap, edge.Payload]:
-        payload, terms = await edge.read_payload_terms(
-            request, self.contexts, self.max_body, merge_patch=merge_patch
-        )
+        payload, terms = await edge.read_payload_terms(request, self.contexts, merge_patch=merge_patch)
         return payload.body, terms, payload
 
     async def _read_terms(self, request: Request) -> tuple[TermMap, str | None]:
@@ -395,7 +391,7 @@ class NgsiLdApi:
 
     async def _batch_items(self, request: Request) -> list[tuple[Any, TermMap | NgsiLdError]]:
         edge.check_params(request, P_WRITE)
-        payload = await edge.read_payload(request, self.max_body)
+        payload = await edge.read_payload(request)
         return await edge.terms_for_items(self.contexts, payload, edge.is_json_ld(request))
 
     async def batch_create(self, request: Request) -> Response:
@@ -451,7 +447,7 @@ class NgsiLdApi:
 
     async def batch_delete(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        payload = await edge.read_payload(request, self.max_body)
+        payload = await edge.read_payload(request)
         tenant, ids = edge.tenant_of(request), payload.body
         if not isinstance(ids, list) or not ids:
             result = await self.entities.batch_delete(tenant, edge.subject_of(request), ids)  # refuses it

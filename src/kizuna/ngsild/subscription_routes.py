@@ -30,17 +30,15 @@ class SubscriptionApi:
         subscriptions: SubscriptionService,
         contexts: ContextRegistry,
         *,
-        max_body: int,
         limits: tuple[int, int],
     ) -> None:
         self.subscriptions = subscriptions
         self.contexts = contexts
-        self.max_body = max_body
         self.default_limit, self.max_limit = limits
 
     async def create(self, request: Request) -> Response:
         edge.check_params(request, P_CREATE)
-        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
+        payload, terms = await edge.read_payload_terms(request, self.contexts)
         sub_id = await self.subscriptions.create(
             edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
@@ -74,9 +72,7 @@ class SubscriptionApi:
 
     async def update(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        payload, terms = await edge.read_payload_terms(
-            request, self.contexts, self.max_body, merge_patch=True
-        )
+        payload, terms = await edge.read_payload_terms(request, self.contexts, merge_patch=True)
         await self.subscriptions.update(
             edge.tenant_of(request),
             edge.subject_of(request),

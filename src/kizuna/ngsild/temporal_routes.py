@@ -61,15 +61,14 @@ P_NONE = frozenset({"local"})
 
 class TemporalApi:
     def __init__(
-        self, service: TemporalService, contexts: ContextRegistry, *, max_body: int, limits: tuple[int, int]
+        self, service: TemporalService, contexts: ContextRegistry, *, limits: tuple[int, int]
     ) -> None:
         self.service = service
         self.contexts = contexts
-        self.max_body = max_body
         self.default_limit, self.max_limit = limits
 
     async def _payload(self, request: Request) -> tuple[Any, TermMap, Any]:
-        payload, terms = await edge.read_payload_terms(request, self.contexts, self.max_body)
+        payload, terms = await edge.read_payload_terms(request, self.contexts)
         return payload.body, terms, payload.context
 
     async def _read_terms(self, request: Request) -> tuple[TermMap, str | None]:
