@@ -29,11 +29,13 @@ from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.jsonld.routes import ContextApi
+from kizuna.limits import InputLimits
 from kizuna.middleware.admins_only import AdminsOnly
 from kizuna.middleware.audit import AuditRefusals
 from kizuna.middleware.authentication import Authentication
 from kizuna.middleware.body_limit import BodyLimit
 from kizuna.middleware.json_bodies import JsonBodiesOnly
+from kizuna.middleware.new_tenants import NewTenants
 from kizuna.middleware.same_origin import SameOriginOnly
 from kizuna.ngsild.csource_routes import CsourceApi
 from kizuna.ngsild.csources import CsourceSubscriptionService, RegistrationService
@@ -260,7 +262,14 @@ def create_app(settings: Settings) -> Starlette:
                 Middleware(AdminsOnly),
             ],
         ),
-        mount("", ngsi_ld, middleware=[Middleware(Authentication, authenticator=authenticator)]),
+        mount(
+            "",
+            ngsi_ld,
+            middleware=[
+                Middleware(Authentication, authenticator=authenticator),
+                Middleware(NewTenants, store=store, max_tenants=settings.max_tenants),
+            ],
+        ),
     ]
     app = Starlette(
         routes=routes,
@@ -274,6 +283,13 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.router.redirect_slashes = False
     app.state.settings = settings
+    app.state.limits = InputLimits(
+        json_depth=settings.max_json_depth,
+        array_items=settings.max_array_items,
+        object_members=settings.max_attributes,
+        batch_entities=settings.max_batch_entities,
+        geometry_positions=settings.max_geometry_positions,
+    )
     app.state.store = store
     app.state.contexts = registry
     app.state.dispatcher = dispatcher

@@ -35,7 +35,17 @@ class Settings:
     log_level: str = _setting(
         "info", "JSON log lines on stderr at this level", choices=("debug", "info", "warning", "error")
     )
-    max_body_bytes: int = _setting(8 * 1024 * 1024, "larger request bodies get 413")
+    max_body_bytes: int = _setting(8 * 1024 * 1024, "larger request bodies get 413, on every API root")
+    max_json_depth: int = _setting(64, "deepest nesting of arrays and objects in a JSON body (400 beyond)")
+    max_array_items: int = _setting(10_000, "longest array in a JSON body (400 beyond)")
+    max_attributes: int = _setting(
+        1_000, "most members of one JSON object, so most attributes of one entity (400 beyond)"
+    )
+    max_batch_entities: int = _setting(1_000, "most entities in one batch operation (400 beyond)")
+    max_geometry_positions: int = _setting(10_000, "most positions in one GeoJSON geometry (400 beyond)")
+    max_tenants: int = _setting(
+        1_000, "most tenants the node holds; a write naming a new tenant past it is refused (403)"
+    )
     context_fetch_timeout: float = _setting(3.0, "seconds a remote `@context` fetch may take")
     max_context_bytes: int = _setting(1_000_000, "largest remote `@context` document accepted")
     default_limit: int = _setting(20, "entities per page when a query gives no `limit`")

@@ -182,6 +182,14 @@ class AccessDenied(KizunaError):
     status = 403
 
 
+class TooManyTenants(KizunaError):
+    """403: a write would create a tenant past ``--max-tenants``."""
+
+    type_name = "TooManyTenants"
+    title = "The node holds as many tenants as it may"
+    status = 403
+
+
 # -- the dataspace connector ---------------------------------------------------------------------
 
 

@@ -41,8 +41,8 @@ from kizuna.errors import (
     CounterpartyError,
     CounterpartyFailed,
     DspError,
-    InvalidRequest,
     NegotiationError,
+    NgsiLdError,
     ResourceNotFound,
     TransferError,
     Unauthenticated,
@@ -105,9 +105,9 @@ class DataspaceApi:
         if request.method == "GET":
             return None, sender
         try:
-            return orjson.loads(raw), sender
-        except orjson.JSONDecodeError:
-            raise error("The body is not JSON") from None
+            return request.app.state.limits.parse(raw), sender
+        except NgsiLdError as refused:
+            raise error(refused.detail) from None
 
     # -- version & catalog ---------------------------------------------------------------------
 
@@ -471,10 +471,7 @@ async def _plain_json(request: Request, *, optional: bool = False) -> dict[str, 
     raw = await request.body()
     if not raw and optional:
         return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The body is not JSON") from None
+    body = request.app.state.limits.parse(raw)
     if not isinstance(body, dict):
         raise BadRequestData("The body must be a JSON object")
     return body

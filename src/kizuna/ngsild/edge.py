@@ -24,6 +24,7 @@ from kizuna.errors import (
 )
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
+from kizuna.limits import InputLimits
 
 JSON = "application/json"
 JSON_LD = "application/ld+json"
@@ -107,8 +108,8 @@ class Payload:
 
 
 async def read_json(request: Request, *, merge_patch: bool = False) -> Any:
-    """The JSON body of a request: 415 for other media types, 400 if malformed or too deep (the
-    size was bounded before the route ran: kizuna.middleware.body_limit)."""
+    """The JSON body of a request: 415 for other media types, 400 if malformed or past the
+    input limits (its size was bounded before the route ran: kizuna.middleware.body_limit)."""
     media = _media_type(request.headers.get("content-type"))
     allowed = (JSON, JSON_LD, MERGE_PATCH) if merge_patch else (JSON, JSON_LD)
     if media not in allowed:
@@ -118,31 +119,13 @@ async def read_json(request: Request, *, merge_patch: bool = False) -> Any:
     raw = await request.body()
     if not raw:
         raise InvalidRequest("The request has no body")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
-    if _deeper_than(body, MAX_JSON_DEPTH):
-        raise BadRequestData(f"The body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep")
-    return body
+    return input_limits(request).parse(raw)
 
 
-MAX_JSON_DEPTH = 64  # NGSI-LD documents nest a few levels; every layer after parsing may recurse
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests containers more than ``limit`` levels (iteratively: the point is
-    to refuse what would exhaust the stack of the recursive code behind)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth >= limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
+def input_limits(request: Request) -> InputLimits:
+    """The node's input limits (set on the app by :func:`kizuna.app.create_app`)."""
+    limits: InputLimits = request.app.state.limits
+    return limits
 
 
 async def read_payload(request: Request, *, merge_patch: bool = False) -> Payload:

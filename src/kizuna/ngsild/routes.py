@@ -392,6 +392,7 @@ class NgsiLdApi:
     async def _batch_items(self, request: Request) -> list[tuple[Any, TermMap | NgsiLdError]]:
         edge.check_params(request, P_WRITE)
         payload = await edge.read_payload(request)
+        edge.input_limits(request).check_batch(payload.body)
         return await edge.terms_for_items(self.contexts, payload, edge.is_json_ld(request))
 
     async def batch_create(self, request: Request) -> Response:
@@ -448,6 +449,7 @@ class NgsiLdApi:
     async def batch_delete(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
         payload = await edge.read_payload(request)
+        edge.input_limits(request).check_batch(payload.body)
         tenant, ids = edge.tenant_of(request), payload.body
         if not isinstance(ids, list) or not ids:
             result = await self.entities.batch_delete(tenant, edge.subject_of(request), ids)  # refuses it
