@@ -269,6 +269,37 @@ def test_time_interval_sends_the_current_state_periodically(client: TestClient, 
     wait_until(lambda: receiver.bodies[-1]["data"][0]["powerState"]["value"] == "off", 5)
 
 
+def test_a_periodic_subscription_reads_through_the_type_index(client: TestClient, receiver: Receiver) -> None:
+    """Was: every round scanned the whole tenant in Python, for each periodic subscription (six
+    on a type that matched nothing saturated a core over 20,000 entities). Now the store is asked
+    for the subscription's types, and finds nothing for a type nothing has."""
+    for n in range(1, 4):
+        create_light(client, n)
+    store = client.app.state.store
+    asked: list[Any] = []
+    original = store.query_entities
+
+    async def spy(tenant: str, query: Any) -> Any:
+        result = await original(tenant, query)
+        asked.append((query.types, len(result.entities)))
+        return result
+
+    store.query_entities = spy
+    try:
+        body = {
+            "type": "Subscription",
+            "entities": [{"type": "https://example.org/Nothing"}],
+            "timeInterval": 1,
+            "notification": {"endpoint": {"uri": receiver.url}},
+        }
+        assert client.post(SUBS, json=body).status_code == 201
+        wait_until(lambda: asked, 6)
+        assert asked[0] == (["https://example.org/Nothing"], 0)
+        assert receiver.bodies == []
+    finally:
+        store.query_entities = original
+
+
 # -- failures and retries -----------------------------------------------------------------------------
 
 

@@ -88,3 +88,22 @@ def test_notifications_carry_only_what_the_owner_may_read(
     notified = receiver.wait_for_entities(1)
     # The bench came after the lamp: once it is notified, the lamp would have been too.
     assert [e["id"] for e in notified] == ["urn:ngsi-ld:Bench:1"]
+
+
+def test_periodic_notifications_carry_only_what_the_owner_may_read(
+    secured: TestClient, idp_key: Any, receiver: Receiver
+) -> None:
+    """A periodic subscription reads the current state as its owner (it read as the node)."""
+    alice = bearer(idp_key, "kizuna-creator", sub="alice")
+    bob = bearer(idp_key, "kizuna-creator", sub="bob")
+    admin = bearer(idp_key, "kizuna-admin", sub="root")
+    grant = {"type": "Permission", "target": {"types": "Bench"}, "assignee": "bob", "action": "read"}
+    assert secured.post(PERMISSIONS, json=grant, headers=admin).status_code == 201
+    lamp = {"id": "urn:ngsi-ld:Streetlight:1", "type": "Streetlight"}
+    bench = {"id": "urn:ngsi-ld:Bench:1", "type": "Bench"}
+    assert secured.post(ENTITIES, json=lamp, headers=alice | CORE).status_code == 201
+    assert secured.post(ENTITIES, json=bench, headers=alice | CORE).status_code == 201
+    periodic = {**subscription(3, receiver.url), "timeInterval": 1}
+    assert secured.post(SUBSCRIPTIONS, json=periodic, headers=bob | CORE).status_code == 201
+    bodies = receiver.wait_for(2, timeout=8)
+    assert all([e["id"] for e in body["data"]] == ["urn:ngsi-ld:Bench:1"] for body in bodies)

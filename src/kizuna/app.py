@@ -118,14 +118,15 @@ def create_app(settings: Settings) -> Starlette:
         gate=gate,
     )
     subscription_cache = SubscriptionCache(registry)
+    policy = AccessPolicy(store)
     dispatcher = Dispatcher(
         store,
         registry,
         base_url=settings.public_base_url,
         config=DispatcherConfig.from_settings(settings),
         outbound=gate,
+        policy=policy,
     )
-    policy = AccessPolicy(store)
     audit = AuditTrail(store)
     grants = Grants(store, policy, audit)
     entities = EntityService(store, policy, subscription_cache, dispatcher.wake)

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kizuna.access.permissions import Action
+from kizuna.access.policy import AccessPolicy
 from kizuna.config import Settings
 from kizuna.errors import DeliveryError
 from kizuna.jsonld.contexts import CORE_CONTEXT_URL, HOSTED_PATH, ContextRegistry
@@ -302,8 +304,10 @@ class Dispatcher:
         base_url: str = "http://127.0.0.1:1026",
         config: DispatcherConfig | None = None,
         outbound: OutboundGate | None = None,
+        policy: AccessPolicy | None = None,
     ) -> None:
         self.store = store
+        self.policy = policy  # periodic notifications carry only what the owner may read
         self.contexts = contexts
         self.base_url = base_url
         self.config = config or DispatcherConfig()
@@ -472,7 +476,10 @@ class Dispatcher:
             {k: v for k, v in sub.items() if k != "timeInterval"}, self.contexts
         )
         assert compiled is not None
-        result = await self.store.query_entities(tenant, EntityQuery(predicate=compiled.selects))
+        access = None
+        if self.policy is not None:
+            access = (await self.policy.guard(tenant, compiled.owner)).filter(Action.READ)
+        result = await self.store.query_entities(tenant, compiled.store_query(access))
         if not result.entities:
             return
         terms = await self.contexts.term_map(notification_context(sub))

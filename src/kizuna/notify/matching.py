@@ -11,7 +11,6 @@ well, so that the compiled copies of a changed tenant are dropped at once in eve
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import SYSTEM_MEMBERS
 from kizuna.patterns import compile_pattern
-from kizuna.store import Entity, WriteTransaction
+from kizuna.store import AccessFilter, Entity, EntityQuery, WriteTransaction
 from kizuna.times import epoch
 
 log = logging.getLogger("kizuna.notify")
@@ -44,7 +43,7 @@ TRIGGER_ORDER = (
 @dataclass(slots=True)
 class Selector:
     entity_id: str | None
-    pattern: re.Pattern[str] | None
+    pattern: Any  # a compiled RE2 pattern (kizuna.patterns), or None
     types: ql.TypeExpr
 
     def matches(self, entity: Entity) -> bool:
@@ -76,6 +75,17 @@ class Compiled:
 
     def live(self, now: float) -> bool:
         return self.active and (self.expires is None or self.expires > now)
+
+    def store_query(self, access: AccessFilter | None) -> EntityQuery:
+        """The entities this subscription selects, as a store query: its types (and ids, when
+        every EntityInfo names one) narrow through the store's indexes, so a subscription on a
+        type that matches nothing reads nothing; the rest is checked on what they find."""
+        types = ids = None
+        if self.selectors is not None:
+            types = sorted(set().union(*(s.types.names() for s in self.selectors)))
+            if all(s.entity_id is not None for s in self.selectors):
+                ids = sorted({s.entity_id for s in self.selectors if s.entity_id is not None})
+        return EntityQuery(types=types, ids=ids, predicate=self.selects, access=access)
 
     def selects(self, entity: Entity) -> bool:
         if self.selectors is not None and not any(s.matches(entity) for s in self.selectors):
