@@ -177,7 +177,7 @@ async def test_a_hosted_contexts_owner_comes_back_from_the_store(tmp_path) -> No
     try:
         await store.save_hosted_context("c1", {"@context": {"A": "urn:a"}}, 12.5, "alice")
         registry = ContextRegistry()
-        await ContextApi(registry, store, 1 << 20).sync()
+        await ContextApi(registry, store).sync()
         record = registry.record("c1")
         assert record is not None and (record.owner, record.created_at) == ("alice", 12.5)
     finally:
