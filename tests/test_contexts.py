@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -177,7 +178,7 @@ async def test_a_hosted_contexts_owner_comes_back_from_the_store(tmp_path) -> No
     try:
         await store.save_hosted_context("c1", {"@context": {"A": "urn:a"}}, 12.5, "alice")
         registry = ContextRegistry()
-        await ContextApi(registry, store).sync()
+        await ContextApi(registry, store, "http://127.0.0.1:1026").sync()
         record = registry.record("c1")
         assert record is not None and (record.owner, record.created_at) == ("alice", 12.5)
     finally:
@@ -199,6 +200,64 @@ async def test_contexts_hosted_before_owners_were_kept_stay_the_admins(tmp_path)
     store = open_store(f"sqlite:///{path}")
     await store.open()
     try:
-        assert await store.hosted_contexts() == [("old", {"@context": {}}, 1.0, None)]
+        assert await store.hosted_contexts() == [("old", {"@context": {}}, 1.0, None, "")]
     finally:
         await store.close()
+
+
+# -- tenants, Host headers and cached copies ---------------------------------------------------------
+
+PARKING = "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld"
+
+
+def test_a_hosted_context_is_listed_and_deleted_in_its_tenant_only(client: TestClient) -> None:
+    """Was: hosted contexts were shared by all tenants (tenant B deleted tenant A's)."""
+    kanagawa, duisburg = {"NGSILD-Tenant": "kanagawa"}, {"NGSILD-Tenant": "duisburg"}
+    hosted = client.post(
+        "/ngsi-ld/v1/jsonldContexts", json={"@context": {"Tram": "urn:tram"}}, headers=kanagawa
+    )
+    assert hosted.status_code == 201, hosted.text
+    path = hosted.headers["location"]
+    local_id = path.rsplit("/", 1)[1]
+    listed = client.get("/ngsi-ld/v1/jsonldContexts", params={"kind": "Hosted"}, headers=kanagawa).json()
+    assert [url.rsplit("/", 1)[1] for url in listed] == [local_id]
+    assert client.get("/ngsi-ld/v1/jsonldContexts", params={"kind": "Hosted"}, headers=duisburg).json() == []
+    assert client.get("/ngsi-ld/v1/jsonldContexts", params={"kind": "Hosted"}).json() == []
+    assert client.delete(path, headers=duisburg).status_code == 404
+    # served by its URL to anyone: JSON-LD processors dereference it without a tenant
+    assert client.get(path).json() == {"@context": {"Tram": "urn:tram"}}
+    assert client.delete(path, headers=kanagawa).status_code == 204
+    assert client.get(path).status_code == 404
+
+
+def test_listings_name_the_node_by_its_public_url_not_the_host_header(client: TestClient) -> None:
+    """Was: ``Host: evil.example`` came back in every hosted context's URL."""
+    hosted = client.post("/ngsi-ld/v1/jsonldContexts", json={"@context": {"A": "urn:a"}})
+    assert hosted.status_code == 201
+    listed = client.get("/ngsi-ld/v1/jsonldContexts", headers={"Host": "evil.example"}).json()
+    assert listed and all("evil.example" not in url for url in listed)
+    assert "http://127.0.0.1:1026" + hosted.headers["location"] in listed
+
+
+def test_cached_copies_are_listed_and_served_to_node_administrators_only(
+    secured: TestClient, idp_key: Any
+) -> None:
+    from access_helpers import bearer
+
+    admin = bearer(idp_key, "kizuna-admin", sub="root")
+    reader = bearer(idp_key, sub="reader")
+    link = {"Link": f'<{PARKING}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'}
+    assert (
+        secured.get(
+            "/ngsi-ld/v1/entities", params={"type": "OffStreetParking"}, headers=admin | link
+        ).status_code
+        == 200
+    )
+    cached = secured.get(
+        "/ngsi-ld/v1/jsonldContexts", params={"kind": "Cached", "details": "true"}, headers=admin
+    )
+    assert PARKING in [c["URL"] for c in cached.json()]
+    local_id = next(c["localId"] for c in cached.json() if c["URL"] == PARKING)
+    assert secured.get("/ngsi-ld/v1/jsonldContexts", params={"kind": "Cached"}, headers=reader).json() == []
+    assert secured.get(f"/ngsi-ld/v1/jsonldContexts/{local_id}", headers=reader).status_code == 404
+    assert secured.get(f"/ngsi-ld/v1/jsonldContexts/{local_id}", headers=admin).status_code == 200

@@ -123,10 +123,10 @@ async def test_delete_matching_removes_only_what_the_query_selects(store: Store)
 
 async def test_hosted_contexts_persist(store: Store) -> None:
     await store.save_hosted_context("abc", {"@context": {"A": "urn:a"}}, 12.5)
-    await store.save_hosted_context("mine", {"@context": {"B": "urn:b"}}, 13.5, "alice")
+    await store.save_hosted_context("mine", {"@context": {"B": "urn:b"}}, 13.5, "alice", "kanagawa")
     assert await store.hosted_contexts() == [
-        ("abc", {"@context": {"A": "urn:a"}}, 12.5, None),
-        ("mine", {"@context": {"B": "urn:b"}}, 13.5, "alice"),
+        ("abc", {"@context": {"A": "urn:a"}}, 12.5, None, ""),
+        ("mine", {"@context": {"B": "urn:b"}}, 13.5, "alice", "kanagawa"),
     ]
     await store.delete_hosted_context("mine")
     await store.delete_hosted_context("abc")

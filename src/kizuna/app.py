@@ -146,7 +146,7 @@ def create_app(settings: Settings) -> Starlette:
         federation=federation,
         limits=(settings.default_limit, settings.max_limit),
     )
-    contexts = ContextApi(registry, store)
+    contexts = ContextApi(registry, store, settings.public_base_url)
     subscriptions = SubscriptionApi(
         SubscriptionService(
             store,

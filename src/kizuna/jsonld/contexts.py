@@ -65,6 +65,7 @@ class ContextRecord:
     created_at: float = field(default_factory=time.time)
     last_usage: float | None = None
     owner: str | None = None  # the subject that hosted it (None: the node's, or from before owners)
+    tenant: str = ""  # the tenant a hosted context was hosted in (cached ones are the node's)
 
     def describe(self, base_url: str) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -262,7 +263,7 @@ class ContextRegistry:
         self._by_local_id[record.local_id] = record
 
     async def add_hosted(
-        self, document: Any, local_id: str | None = None, *, owner: str | None = None
+        self, document: Any, local_id: str | None = None, *, owner: str | None = None, tenant: str = ""
     ) -> ContextRecord:
         """Host a user's context; its URL is this node's ``/jsonldContexts/{localId}``.
 
@@ -277,7 +278,9 @@ class ContextRegistry:
         self._compile(context)
         local_id = local_id or uuid.uuid4().hex
         kind = "ImplicitlyCreated" if local_id.startswith(IMPLICIT_PREFIX) else "Hosted"
-        record = ContextRecord(f"urn:kizuna:hosted:{local_id}", document, kind, local_id, owner=owner)
+        record = ContextRecord(
+            f"urn:kizuna:hosted:{local_id}", document, kind, local_id, owner=owner, tenant=tenant
+        )
         self._remember(record)
         return record
 

@@ -31,22 +31,25 @@ log = logging.getLogger("kizuna.contexts")
 
 
 class ContextApi:
-    def __init__(self, registry: ContextRegistry, store: Store) -> None:
+    """Hosted contexts belong to the tenant they were hosted in: listed and deleted there only.
+    Each is served to anyone by its URL (JSON-LD processors dereference it with no tenant and
+    no credentials; its local id is a random 128-bit name). Cached copies of remote contexts are
+    the node's: listed and served to node administrators only. Listings name the node by
+    ``--public-url``, never by the request's ``Host``."""
+
+    def __init__(self, registry: ContextRegistry, store: Store, public_url: str) -> None:
         self.registry = registry
         self.store = store
+        self.base = public_url.rstrip("/")
         self._syncing: set[asyncio.Task[None]] = set()
 
-    @staticmethod
-    def _base(request: Request) -> str:
-        return str(request.base_url).rstrip("/")
-
     async def add(self, request: Request) -> Response:
-        subject = edge.subject_of(request)
-        ownership.require_creator(subject, edge.tenant_of(request), "@contexts")
+        subject, tenant = edge.subject_of(request), edge.tenant_of(request)
+        ownership.require_creator(subject, tenant, "@contexts")
         document = await edge.read_json(request)
-        record = await self.registry.add_hosted(document, owner=subject.id)
+        record = await self.registry.add_hosted(document, owner=subject.id, tenant=tenant)
         await self.store.save_hosted_context(
-            record.local_id, record.document, record.created_at, record.owner
+            record.local_id, record.document, record.created_at, record.owner, tenant
         )
         return Response(status_code=201, headers={"Location": HOSTED_PATH + record.local_id})
 
@@ -56,8 +59,10 @@ class ContextApi:
         kind = request.query_params.get("kind")
         if kind is not None and kind not in KINDS:
             raise BadRequestData(f"Unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-        base = self._base(request)
-        described = [r.describe(base) for r in self.registry.records(kind)]
+        subject, tenant = edge.subject_of(request), edge.tenant_of(request)
+        described = [
+            r.describe(self.base) for r in self.registry.records(kind) if _listed_for(subject, tenant, r)
+        ]
         body = described if details else [d["URL"] for d in described]
         return Response(orjson.dumps(body), media_type=edge.JSON)
 
@@ -66,17 +71,19 @@ class ContextApi:
         details = bool_param(request.query_params, "details")
         context_id = request.path_params["context_id"]
         record = self.registry.record(context_id)
-        if record is None:
+        if record is None or (record.kind == "Cached" and not _node_admin(edge.subject_of(request))):
             raise ResourceNotFound(f"No @context {context_id} on this node")
-        body = record.describe(self._base(request)) if details else record.document
+        body = record.describe(self.base) if details else record.document
         return Response(orjson.dumps(body), media_type=edge.JSON)
 
     async def delete(self, request: Request) -> Response:
         edge.check_params(request, {"reload"})
         reload = bool_param(request.query_params, "reload")
         context_id = request.path_params["context_id"]
-        subject = edge.subject_of(request)
+        subject, tenant = edge.subject_of(request), edge.tenant_of(request)
         record = self.registry.record(context_id)
+        if record is not None and record.kind != "Cached" and record.tenant != tenant:
+            record = None  # another tenant's: as if it did not exist
         if reload or not _hosted_by(subject, record):
             # Contexts are node-wide (others' entities are read through them).
             require_node_admin(subject, "Deleting or reloading an @context you did not host")
@@ -106,7 +113,8 @@ class ContextApi:
         """Make the registry hold what the store holds: at start, and when another process hosted
         or deleted a context (``local_id``; None: any may have changed)."""
         stored = {
-            lid: (doc, created, owner) for lid, doc, created, owner in await self.store.hosted_contexts()
+            lid: (doc, created, owner, tenant)
+            for lid, doc, created, owner, tenant in await self.store.hosted_contexts()
         }
         known = {r.local_id: r for r in self.registry.records() if r.kind in STORED_KINDS}
         for lid in [local_id] if local_id is not None else {*stored, *known}:
@@ -116,7 +124,7 @@ class ContextApi:
                     self.registry.forget(record)
             elif record is None or record.document != entry[0]:
                 try:
-                    added = await self.registry.add_hosted(entry[0], lid, owner=entry[2])
+                    added = await self.registry.add_hosted(entry[0], lid, owner=entry[2], tenant=entry[3])
                     added.created_at = entry[1]
                 except NgsiLdError as error:  # e.g. a context it names cannot be fetched now
                     log.warning("hosted @context %s cannot be loaded: %s", lid, error)
@@ -140,6 +148,15 @@ class ContextApi:
             Route(path + "/{context_id:path}", self.serve, methods=["GET"]),
             Route(path + "/{context_id:path}", self.delete, methods=["DELETE"]),
         ]
+
+
+def _node_admin(subject: Subject) -> bool:
+    return subject.authenticated and subject.administers_node
+
+
+def _listed_for(subject: Subject, tenant: str, record: ContextRecord) -> bool:
+    """Hosted contexts in their tenant; cached ones to node administrators."""
+    return _node_admin(subject) if record.kind == "Cached" else record.tenant == tenant
 
 
 def _hosted_by(subject: Subject, record: ContextRecord | None) -> bool:

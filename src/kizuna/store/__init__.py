@@ -349,12 +349,17 @@ class Store(Protocol):
     def iter_entities(self, tenant: str) -> AsyncIterator[Entity]:
         """Every entity of a tenant (for discovery); large tenants stream."""
 
-    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float, str | None]]:
-        """(local id, document, created at, owner) of every hosted @context, oldest first."""
+    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float, str | None, str]]:
+        """(local id, document, created at, owner, tenant) of every hosted @context, oldest first."""
         ...
 
     async def save_hosted_context(
-        self, local_id: str, document: dict[str, Any], created_at: float, owner: str | None = None
+        self,
+        local_id: str,
+        document: dict[str, Any],
+        created_at: float,
+        owner: str | None = None,
+        tenant: str = "",
     ) -> None: ...
 
     async def delete_hosted_context(self, local_id: str) -> None: ...

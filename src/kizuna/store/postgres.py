@@ -187,6 +187,11 @@ GLOBAL_MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (3, "owners of hosted contexts", "ALTER TABLE kizuna.hosted_contexts ADD COLUMN owner text;"),
+    (
+        4,
+        "tenants of hosted contexts",
+        "ALTER TABLE kizuna.hosted_contexts ADD COLUMN tenant text NOT NULL DEFAULT '';",
+    ),
 ]
 
 # Applied to each tenant schema, in order; ``{s}`` is the quoted schema name.
@@ -676,24 +681,32 @@ class PostgresStore:
     # -- hosted @contexts ------------------------------------------------------------------------
 
     @_guarded
-    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float, str | None]]:
+    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float, str | None, str]]:
         rows = await self.pool.fetch(
-            "SELECT local_id, document, created_at, owner FROM kizuna.hosted_contexts ORDER BY created_at"
+            "SELECT local_id, document, created_at, owner, tenant FROM kizuna.hosted_contexts"
+            " ORDER BY created_at"
         )
-        return [(local_id, orjson.loads(doc), created, owner) for local_id, doc, created, owner in rows]
+        return [(lid, orjson.loads(doc), created, owner, tenant) for lid, doc, created, owner, tenant in rows]
 
     async def save_hosted_context(
-        self, local_id: str, document: dict[str, Any], created_at: float, owner: str | None = None
+        self,
+        local_id: str,
+        document: dict[str, Any],
+        created_at: float,
+        owner: str | None = None,
+        tenant: str = "",
     ) -> None:
         async with self._transaction() as (conn, _):
             await conn.execute(
-                "INSERT INTO kizuna.hosted_contexts (local_id, document, created_at, owner)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (local_id) DO UPDATE SET document = excluded.document,"
-                " created_at = excluded.created_at, owner = excluded.owner",
+                "INSERT INTO kizuna.hosted_contexts (local_id, document, created_at, owner, tenant)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (local_id) DO UPDATE SET"
+                " document = excluded.document, created_at = excluded.created_at,"
+                " owner = excluded.owner, tenant = excluded.tenant",
                 local_id,
                 orjson.dumps(document),
                 created_at,
                 owner,
+                tenant,
             )
             await _announce(conn, "contexts", local_id)
 

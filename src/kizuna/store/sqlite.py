@@ -128,7 +128,8 @@ CREATE TABLE IF NOT EXISTS hosted_contexts (
     local_id TEXT PRIMARY KEY,
     document BLOB NOT NULL,
     created_at REAL NOT NULL,
-    owner TEXT
+    owner TEXT,
+    tenant TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS subscriptions (
     tenant TEXT NOT NULL,
@@ -431,20 +432,25 @@ class SqliteStore:
 
     # -- hosted @contexts ------------------------------------------------------------------------
 
-    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float, str | None]]:
+    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float, str | None, str]]:
         rows = self.db.execute(
-            "SELECT local_id, document, created_at, owner FROM hosted_contexts ORDER BY created_at"
+            "SELECT local_id, document, created_at, owner, tenant FROM hosted_contexts ORDER BY created_at"
         )
-        return [(local_id, orjson.loads(doc), created, owner) for local_id, doc, created, owner in rows]
+        return [(lid, orjson.loads(doc), created, owner, tenant) for lid, doc, created, owner, tenant in rows]
 
     async def save_hosted_context(
-        self, local_id: str, document: dict[str, Any], created_at: float, owner: str | None = None
+        self,
+        local_id: str,
+        document: dict[str, Any],
+        created_at: float,
+        owner: str | None = None,
+        tenant: str = "",
     ) -> None:
         async with self._immediate() as db:
             db.execute(
-                "INSERT OR REPLACE INTO hosted_contexts (local_id, document, created_at, owner)"
-                " VALUES (?, ?, ?, ?)",
-                (local_id, orjson.dumps(document), created_at, owner),
+                "INSERT OR REPLACE INTO hosted_contexts (local_id, document, created_at, owner, tenant)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (local_id, orjson.dumps(document), created_at, owner, tenant),
             )
             _announce(db, "contexts", local_id)
 
@@ -1498,8 +1504,11 @@ def _backfill_indexes(db: sqlite3.Connection) -> None:
     try:
         if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entities)")}:
             db.execute("ALTER TABLE entities ADD COLUMN owner TEXT")  # entities before access control
-        if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(hosted_contexts)")}:
+        hosted_columns = {row[1] for row in db.execute("PRAGMA table_info(hosted_contexts)")}
+        if "owner" not in hosted_columns:
             db.execute("ALTER TABLE hosted_contexts ADD COLUMN owner TEXT")  # admins' only, as before
+        if "tenant" not in hosted_columns:  # contexts hosted before tenants held them: the default's
+            db.execute("ALTER TABLE hosted_contexts ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
         if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entity_types)")}:
             db.execute("ALTER TABLE entity_types ADD COLUMN owner TEXT")
             db.execute(
