@@ -68,3 +68,35 @@ def test_only_administrators_create_tenants(secured: TestClient, idp_key: Any) -
     # once it exists, the creator writes to it under the usual rules
     mine = secured.post(f"{NGSI}/entities", json=streetlight(2), headers={**creator, "NGSILD-Tenant": "bobs"})
     assert mine.status_code == 201, mine.text
+
+
+def test_an_unknown_tenant_answers_a_non_administrator_as_an_empty_one(
+    secured: TestClient, idp_key: Any
+) -> None:
+    """Was: 404 NonExistingTenant for an unknown tenant, 200 for an existing one: anyone could
+    enumerate the tenants. Administrators still get the spec's NonExistingTenant."""
+    admin = bearer(idp_key, "kizuna-admin", sub="root")
+    reader = bearer(idp_key, sub="reader")
+    created = secured.post(f"{NGSI}/entities", json=streetlight(), headers={**admin, "NGSILD-Tenant": "real"})
+    assert created.status_code == 201
+    answers = {}
+    for tenant in ("real", "imagined"):
+        headers = {**reader, "NGSILD-Tenant": tenant}
+        query = secured.get(
+            f"{NGSI}/entities", params={"type": "Streetlight", "count": "true"}, headers=headers
+        )
+        one = secured.get(f"{NGSI}/entities/urn:ngsi-ld:Streetlight:1", headers=headers)
+        subscriptions = secured.get(f"{NGSI}/subscriptions", headers=headers)
+        deleted = secured.delete(f"{NGSI}/entities/urn:ngsi-ld:Streetlight:1", headers=headers)
+        answers[tenant] = [
+            (query.status_code, query.json(), query.headers.get("NGSILD-Results-Count")),
+            (one.status_code, one.json()["type"]),
+            (subscriptions.status_code, subscriptions.json()),
+            deleted.status_code,
+        ]
+    assert answers["real"] == answers["imagined"]
+    assert answers["real"][0] == (200, [], "0")
+    unknown = secured.get(
+        f"{NGSI}/entities", params={"type": "Streetlight"}, headers={**admin, "NGSILD-Tenant": "imagined"}
+    )
+    assert unknown.status_code == 404 and unknown.json()["type"].endswith("/NonExistingTenant")

@@ -626,7 +626,7 @@ class RegistrationService(_Documents):
     async def retrieve(self, tenant: str, subject: Subject, reg_id: str) -> Registration:
         """Others' registrations do not exist for a subject (admins see every one)."""
         _check_registration_id(reg_id)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject)
         reg = await self.store.get_document(REGISTRATION_KIND, tenant, reg_id)
         if reg is None:
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
@@ -643,7 +643,7 @@ class RegistrationService(_Documents):
         limit: int | None,
         offset: int,
     ) -> tuple[list[Registration], int]:
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject)
         everything, _ = await self.store.list_documents(REGISTRATION_KIND, tenant)
         matching = [
             reg for reg in everything if ownership.sees(subject, tenant, reg) and selection.matches(reg)
@@ -749,7 +749,7 @@ class CsourceSubscriptionService(_Documents):
 
     async def retrieve(self, tenant: str, subject: Subject, sub_id: str) -> Subscription:
         _check_id(sub_id)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject)
         sub = await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id)
         if sub is None:
             raise ResourceNotFound(f"Subscription {sub_id} not found")
@@ -769,7 +769,7 @@ class CsourceSubscriptionService(_Documents):
     async def query(
         self, tenant: str, subject: Subject, *, limit: int | None, offset: int
     ) -> tuple[list[Subscription], int]:
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject)
         if subject.is_admin(tenant):
             return await self.store.list_documents(SUBSCRIPTION_KIND, tenant, limit, offset)
         every, _ = await self.store.list_documents(SUBSCRIPTION_KIND, tenant)

@@ -49,7 +49,7 @@ class Inventory:
 
 async def take_inventory(entities: EntityService, tenant: str, subject: Subject) -> Inventory:
     """What the entities ``subject`` may read hold: another's types are not discovered."""
-    await require_tenant(entities.store, tenant)
+    await require_tenant(entities.store, tenant, subject)
     inventory = Inventory()
     async for entity in entities.readable(tenant, subject):
         types = entity.get("type", [])

@@ -100,7 +100,7 @@ class EntityService:
         self, tenant: str, subject: Subject, entity_id: str, types: list[str] | None = None
     ) -> Entity:
         model.check_entity_id(entity_id)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject)
         guard = await self.policy.guard(tenant, subject)
         if guard.unrestricted:
             entity = await self.store.get_entity(tenant, entity_id)
@@ -116,7 +116,7 @@ class EntityService:
         return entity
 
     async def query(self, tenant: str, subject: Subject, query: EntityQuery) -> QueryResult:
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject)
         query.access = (await self.policy.guard(tenant, subject)).filter(Action.READ)
         return await self.store.query_entities(tenant, query)
 
@@ -138,7 +138,7 @@ class EntityService:
 
     async def delete(self, tenant: str, subject: Subject, entity_id: str) -> None:
         model.check_entity_id(entity_id)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             if not await tx.delete(entity_id):
                 raise tx.missing(entity_id)
@@ -149,7 +149,7 @@ class EntityService:
         body = _with_id(body, entity_id)
         now = now_iso()
         replacement = model.parse_entity(body, terms, now)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             current = await _existing(tx, entity_id)
             replacement["createdAt"] = current["createdAt"]
@@ -161,7 +161,7 @@ class EntityService:
         body = _with_id(body, entity_id)
         now = now_iso()
         fragment = model.parse_entity(body, terms, now, allow_null=True, require_type=False)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             merge_entity(entity, fragment, now)
@@ -174,7 +174,7 @@ class EntityService:
     ) -> UpdateResult:
         """POST /entities/{id}/attrs (clause 5.6.3)."""
         fragment = self._fragment(entity_id, body, terms)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             result = append_to_entity(entity, fragment, overwrite=overwrite)
@@ -186,7 +186,7 @@ class EntityService:
     ) -> UpdateResult:
         """PATCH /entities/{id}/attrs (clause 5.6.2): only attributes that exist are updated."""
         fragment = self._fragment(entity_id, body, terms, allow_null=True)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             result = update_entity(entity, fragment)
@@ -202,7 +202,7 @@ class EntityService:
         if not isinstance(body, dict):
             raise BadRequestData("The attribute fragment must be a JSON object")
         now = now_iso()
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
@@ -242,7 +242,7 @@ class EntityService:
         iri = terms.expand(model.check_name(name))
         now = now_iso()
         new_instances = model.parse_attribute(iri, body, terms, now)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
@@ -278,7 +278,7 @@ class EntityService:
         iri = terms.expand(model.check_name(name))
         if dataset_id is not None and not model.is_uri(dataset_id):
             raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
@@ -297,7 +297,7 @@ class EntityService:
             await tx.replace(entity)
 
     async def _delete_scope(self, tenant: str, subject: Subject, entity_id: str) -> None:
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             if "scope" not in entity:
@@ -373,7 +373,7 @@ class EntityService:
     ) -> BatchResult:
         result = BatchResult()
         now = now_iso()
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             for _, entity in _parse_each(items, now, result, require_type=False):
                 current = await tx.get(entity["id"])
@@ -400,7 +400,7 @@ class EntityService:
     ) -> BatchResult:
         result = BatchResult()
         now = now_iso()
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             for _, fragment in _parse_each(items, now, result, require_type=False, allow_null=True):
                 current = await tx.get(fragment["id"])
@@ -420,7 +420,7 @@ class EntityService:
         if not isinstance(ids, list) or not ids:
             raise BadRequestData("Batch delete takes a non-empty JSON array of entity ids")
         result = BatchResult()
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             for entity_id in ids:
                 if not model.is_uri(entity_id):
@@ -450,7 +450,7 @@ class EntityService:
     ) -> None:
         """DELETE /entities (clause 5.6.21): delete the selected entities, or with ``keep`` /
         ``drop`` only some of their attributes."""
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             if keep is None and drop is None:
                 await tx.delete_matching(query)

@@ -445,7 +445,7 @@ class SubscriptionService:
     async def retrieve(self, tenant: str, subject: Subject, sub_id: str) -> Subscription:
         """Others' subscriptions do not exist for a subject (admins see every one)."""
         _check_id(sub_id)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject)
         sub = await self.store.get_subscription(tenant, sub_id)
         if sub is None:
             raise ResourceNotFound(f"Subscription {sub_id} not found")
@@ -462,7 +462,7 @@ class SubscriptionService:
     async def query(
         self, tenant: str, subject: Subject, *, limit: int | None, offset: int
     ) -> tuple[list[Subscription], int]:
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject)
         if subject.is_admin(tenant):
             subs, total = await self.store.list_subscriptions(tenant, limit, offset)
         else:  # the subject's own, paged after choosing them (a tenant holds few subscriptions)

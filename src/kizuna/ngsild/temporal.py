@@ -408,7 +408,7 @@ class TemporalService:
         now = now_iso()
         types = model.expand_types(body["type"], terms) if "type" in body else []
         attributes = parse_temporal_attributes(body, terms, now)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self.store.write(tenant) as tx:
             current = await tx.temporal_entity(entity_id)
             if current is None:
@@ -427,7 +427,7 @@ class TemporalService:
         both APIs (the suite's delete_temporal_on_core_delete) leaves nothing behind."""
         await self._require_admin(tenant, subject)
         model.check_entity_id(entity_id)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self.store.write(tenant) as tx:
             if await tx.temporal_entity(entity_id) is None:
                 raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
@@ -451,7 +451,7 @@ class TemporalService:
         iri = terms.expand(model.check_name(name))
         if dataset_id is not None and not model.is_uri(dataset_id):
             raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self.store.write(tenant) as tx:
             if await tx.temporal_entity(entity_id) is None:
                 raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
@@ -479,7 +479,7 @@ class TemporalService:
                 raise BadRequestData(f"The fragment names attribute {key}, not {name}")
             body = inner
         now = now_iso()
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self.store.write(tenant) as tx:
             current = await self._instance(tenant, entity_id, iri, name, instance_id)
             raw = {k: v for k, v in body.items() if k != "instanceId"}
@@ -498,7 +498,7 @@ class TemporalService:
         """DELETE /temporal/entities/{id}/attrs/{attrId}/{instanceId} (clause 5.6.15)."""
         await self._require_admin(tenant, subject)
         iri, _ = self._instance_target(entity_id, name, instance_id, terms)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject, writing=True)
         async with self.store.write(tenant) as tx:
             await self._instance(tenant, entity_id, iri, name, instance_id)
             if not await tx.delete_history_instance(entity_id, iri, instance_id):
@@ -538,7 +538,7 @@ class TemporalService:
     ) -> TemporalEntity:
         """GET /temporal/entities/{id} (clause 5.7.3)."""
         model.check_entity_id(entity_id)
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject)
         core = await self.store.get_temporal_entity(tenant, entity_id)
         guard = await self.policy.guard(tenant, subject)
         if core is None or not await self.policy.readable_ids(guard, [entity_id]):
@@ -563,7 +563,7 @@ class TemporalService:
         count: bool,
     ) -> TemporalPage:
         """GET /temporal/entities and POST /temporal/entityOperations/query (clause 5.7.4)."""
-        await require_tenant(self.store, tenant)
+        await require_tenant(self.store, tenant, subject)
         cores = await self.store.query_temporal_entities(
             tenant, selection.types, selection.ids, selection.id_pattern
         )
