@@ -52,7 +52,7 @@ from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import csources, model
 from kizuna.ngsild import query as ql
-from kizuna.ngsild.entities import BatchResult, EntityService, attributes_of
+from kizuna.ngsild.entities import BatchResult, EntityService, attributes_of, in_chunks
 from kizuna.outbound import (
     DEFAULT_PORTS,
     PASS_THROUGH,
@@ -517,14 +517,15 @@ class Federation:
 
         Each entity of the batch is split as a single write would be (:func:`_plan`); each
         source then gets one batch request with its shares of every entity, and the node runs
-        what is left of the batch in one transaction through ``local``. An item is an entity
-        with its TermMap (or the error its @context gave), or for a batch delete an entity id.
+        what is left of the batch through ``local``, a transaction per chunk (:func:`in_chunks`).
+        An item is an entity with its TermMap (or the error its @context gave), or for a batch
+        delete an entity id.
         The outcome is the node's BatchResult with each source's added: an entity a source
         failed is an error naming the registration."""
         self._check_loop(origin)
         regs = [] if origin.local else await self._regs(tenant)
         if not regs:
-            return await local(list(items))
+            return await in_chunks(list(items), local)
         kept: list[tuple[Any, Any]] = []
         remote: dict[str, tuple[_Target, list[Any], list[str]]] = {}
         for item, terms in items:
@@ -543,7 +544,7 @@ class Federation:
                 group = remote.setdefault(share.target.reg["id"], (share.target, [], []))
                 group[1].append(share.body if expand else item)
                 group[2].append(entity_id)
-        result = await local(kept) if kept else BatchResult()
+        result = await in_chunks(kept, local) if kept else BatchResult()
         groups = list(remote.values())
         params = _write_params(origin)
         answers = await asyncio.gather(

@@ -58,6 +58,7 @@ from kizuna.ngsild.render import View, render_instance
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import AggregateRow, Entity, HistoryQuery, Store
 from kizuna.times import epoch, iso, now_iso
+from kizuna.turns import let_others_run
 
 Instance = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ INSTANCE_PREFIX = "urn:ngsi-ld:attribute:instance:"
 # (020_12_02, 020_15_02, 020_16_02): [{"languageMap": {...}}, time].
 WRAPPED_VALUES = frozenset({"LanguageProperty", "JsonProperty", "VocabProperty"})
 INSTANCE_LIMIT = 10
-READ_CHUNK = 1000  # temporal entities read (aggregated) at once by a query
+READ_CHUNK = 200  # temporal entities read (aggregated) at once by a query
 _RETENTION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _RETENTION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(
@@ -581,6 +582,8 @@ class TemporalService:
             # Read as many as could still be needed, at most a chunk at a time.
             wanted = len(cores) if everything else offset + limit + 1 - len(matched)
             chunk = cores[position : position + min(wanted, READ_CHUNK)]
+            if position:
+                await let_others_run()  # between two chunks of a long read
             position += len(chunk)
             for entity in await self._read_many(tenant, chunk, params, latest=latest):
                 if selection.require_attributes and not (entity.attributes or entity.aggregates):

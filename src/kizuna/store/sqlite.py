@@ -81,6 +81,7 @@ from kizuna.store.common import (
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
 from kizuna.store.common import history_columns as _history_columns
 from kizuna.store.common import literal_prefix as _literal_prefix
+from kizuna.turns import let_others_run
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -234,6 +235,7 @@ class SqliteStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._readers: list[sqlite3.Connection] = []  # idle reader connections (see _read)
         self._write_lock = asyncio.Lock()
         self._listeners: list[ChangeListener] = []
         self._follower: asyncio.Task[None] | None = None
@@ -258,15 +260,10 @@ class SqliteStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             create_private(self.path)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = _connect(self.path)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=10000")
         db.execute("PRAGMA foreign_keys=ON")
-        # Reads through a memory map: a query that visits thousands of rows spends most of its time
-        # in read() calls without it (address space only; pages stay in the OS page cache).
-        db.execute("PRAGMA mmap_size=1073741824")
-        db.create_function("regexp", 2, _regexp, deterministic=True)
         # Every statement of SCHEMA is idempotent: tables added later reach existing files too.
         db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         _backfill_indexes(db)
@@ -309,6 +306,27 @@ class SqliteStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+        while self._readers:
+            self._readers.pop().close()
+
+    async def _read(self, read: Callable[..., Any], *args: Any) -> Any:
+        """``read(connection, *args)`` in a worker thread, on a reader connection of its own.
+
+        SQLite's calls block the thread that makes them, and a query that walks 20,000 rows
+        (a regular expression or a q on each) held the event loop, and every other request,
+        for as long. A reader connection sees every committed write (WAL); a file store opens
+        readers as reads overlap and keeps them for the next. ``:memory:`` has no second
+        connection to the same database, so there the read runs on the loop."""
+        if self.path == ":memory:":
+            return read(self.db, *args)
+        reader = self._readers.pop() if self._readers else _connect(self.path)
+        try:
+            return await asyncio.to_thread(read, reader, *args)
+        finally:
+            if self._db is None:
+                reader.close()
+            else:
+                self._readers.append(reader)
 
     # -- tenants ---------------------------------------------------------------------------------
 
@@ -351,70 +369,7 @@ class SqliteStore:
         return (orjson.loads(row[0]), row[1]) if row else None
 
     async def query_entities(self, tenant: str, query: EntityQuery) -> QueryResult:
-        source, where, params, residual, distinct = _select(tenant, query, geo_apart=True)
-        result = QueryResult()
-        pks = f"SELECT {'DISTINCT ' if distinct else ''}e.pk FROM {source} WHERE {where}"
-        if residual is None and query.geo is None:
-            # Everything is in SQL: the page and the count are two indexed statements, and only
-            # the documents of the page are read.
-            if query.limit != 0:
-                page = [*params, -1 if query.limit is None else query.limit, query.offset]
-                if source == "entities e":
-                    sql = f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.pk LIMIT ? OFFSET ?"
-                else:
-                    sql = (
-                        f"SELECT doc FROM entities WHERE pk IN ({pks} ORDER BY e.pk LIMIT ? OFFSET ?)"
-                        " ORDER BY pk"
-                    )
-                result.entities = [orjson.loads(doc) for (doc,) in self.db.execute(sql, page)]
-            if query.count:
-                counted = "DISTINCT e.pk" if distinct else "*"
-                sql = f"SELECT count({counted}) FROM {source} WHERE {where}"
-                result.total = self.db.execute(sql, params).fetchone()[0]
-            return result
-        if residual is None and source == _GEO_SOURCE:
-            # Only the exact geo check is left: it runs on the shapes kept in the geo index, and
-            # only the documents of the page are read.
-            sql = f"SELECT e.pk, e.shapes FROM {source} WHERE {where} ORDER BY e.pk"
-            rows = self.db.execute(sql, params).fetchall()
-            if all(found is not None for _, found in rows):  # else written by an older version
-                keep = geo_matches_values(query.geo, [orjson.loads(found) for _, found in rows])
-                matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
-                if query.count:
-                    result.total = len(matched)
-                end = None if query.limit is None else query.offset + query.limit
-                page = matched[query.offset : end]
-                if page:
-                    marks = ",".join("?" * len(page))
-                    sql = f"SELECT doc FROM entities WHERE pk IN ({marks}) ORDER BY pk"
-                    result.entities = [orjson.loads(doc) for (doc,) in self.db.execute(sql, page)]
-                return result
-        if source == "entities e":
-            sql = f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.pk"
-        else:
-            sql = f"SELECT doc FROM entities WHERE pk IN ({pks}) ORDER BY pk"
-        # Candidates come in growing batches; the exact geo check runs on a whole batch at once
-        # (vectorised for points), after the rest of the residual.
-        matched, size = 0, 64
-        wanted_end = None if query.limit is None else query.offset + query.limit
-        cursor = self.db.execute(sql, params)
-        while batch := cursor.fetchmany(size):
-            size = min(2 * size, 1024)
-            entities = [orjson.loads(doc) for (doc,) in batch]
-            if residual is not None:
-                entities = [entity for entity in entities if residual(entity)]
-            if query.geo is not None:
-                keep = geo_matches_many(query.geo, query.geoproperty or "location", entities)
-                entities = [entity for entity, ok in zip(entities, keep, strict=True) if ok]
-            for entity in entities:
-                if matched >= query.offset and (wanted_end is None or matched < wanted_end):
-                    result.entities.append(entity)
-                matched += 1
-            if not query.count and wanted_end is not None and matched >= wanted_end:
-                break
-        if query.count:
-            result.total = matched
-        return result
+        return await self._read(_query_entities, tenant, query)
 
     async def iter_entities(self, tenant: str) -> AsyncIterator[Entity]:
         last = 0
@@ -428,7 +383,7 @@ class SqliteStore:
                 yield orjson.loads(doc)
             if len(rows) < _PAGE:
                 return
-            await asyncio.sleep(0)
+            await let_others_run()
 
     # -- hosted @contexts ------------------------------------------------------------------------
 
@@ -634,23 +589,7 @@ class SqliteStore:
         ids: Sequence[str] | None,
         id_pattern: str | None,
     ) -> list[Entity]:
-        where = ["tenant = ?"]
-        params: list[Any] = [tenant]
-        if types is not None:
-            marks = ",".join("?" * len(types))
-            where.append(f"EXISTS (SELECT 1 FROM json_each(types) WHERE value IN ({marks}))")
-            params += list(types)
-        if ids is not None:
-            where.append(f"id IN ({','.join('?' * len(ids))})")
-            params += list(ids)
-        if id_pattern is not None:
-            where.append("regexp(?, id)")
-            params.append(id_pattern)
-        rows = self.db.execute(
-            f"SELECT {_TEMPORAL_COLUMNS} FROM temporal_entities WHERE {' AND '.join(where)} ORDER BY rowid",
-            params,
-        )
-        return [_temporal_row(row) for row in rows]
+        return await self._read(_query_temporal_entities, tenant, types, ids, id_pattern)
 
     async def history_attributes(self, tenant: str, entity_id: str) -> list[str]:
         rows = self.db.execute(
@@ -662,58 +601,12 @@ class SqliteStore:
     async def read_history(
         self, tenant: str, entity_id: str, query: HistoryQuery
     ) -> list[tuple[str, dict[str, Any]]]:
-        limit = query.last_n if query.last_n is not None else query.first_n
-        if limit is not None:
-            return self._history_ends(tenant, entity_id, query, limit)
-        where, params, when = _history_where(tenant, entity_id, query)
-        out: list[tuple[str, dict[str, Any]]] = []
-        for attribute, instance_id, doc in self.db.execute(
-            f"SELECT attribute, instance_id, doc FROM attribute_history WHERE {where}"
-            f" ORDER BY attribute, {when}, pk",
-            params,
-        ):
-            instance = orjson.loads(doc)
-            instance["instanceId"] = instance_id
-            out.append((attribute, instance))
-        return out
+        return _read_history(self.db, tenant, entity_id, query)
 
     async def read_histories(
         self, tenant: str, entity_ids: Sequence[str], query: HistoryQuery
     ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-        # In-process reads cost microseconds: one entity at a time walks the indexes best.
-        out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        for entity_id in entity_ids:
-            if rows := await self.read_history(tenant, entity_id, query):
-                out[entity_id] = rows
-        return out
-
-    def _history_ends(
-        self, tenant: str, entity_id: str, query: HistoryQuery, limit: int
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """lastN (or the first N) instances of each attribute, oldest first: per attribute, a walk
-        of the (entity, attribute, time) index that stops after ``limit`` rows, instead of ranking
-        the whole series (see :func:`_ends_select`)."""
-        newest = query.last_n is not None
-        if query.attributes is not None:
-            attributes = sorted(set(query.attributes))
-        else:
-            attributes = _history_attribute_list(self.db, tenant, entity_id)
-        out: list[tuple[str, dict[str, Any]]] = []
-        for attribute in attributes:
-            where, params, _ = _history_where(tenant, entity_id, query, attribute_sql="?")
-            params.insert(2, attribute)  # after tenant and entity_id: see _history_where
-            bounded = query.start is not None or query.end is not None
-            sql, copies = _ends_select(where, _TIME_COLUMN[query.timeproperty], newest, bounded=bounded)
-            rows = self.db.execute(sql, [*params, limit] * copies).fetchall()
-            if copies > 1:  # two index walks (time column set / null): keep the first ``limit``
-                rows.sort(key=lambda row: (row[3], row[4]), reverse=newest)
-                del rows[limit:]
-            rows.sort(key=lambda row: (row[3], row[4]))
-            for _, instance_id, doc, _, _ in rows:
-                instance = orjson.loads(doc)
-                instance["instanceId"] = instance_id
-                out.append((attribute, instance))
-        return out
+        return await self._read(_read_histories, tenant, entity_ids, query)
 
     async def prune_history(self, before: float) -> int:
         async with self._immediate() as db:
@@ -1495,6 +1388,17 @@ def _unindex_entity(db: sqlite3.Connection, pk: int) -> None:
     db.execute("DELETE FROM geo_entries WHERE pk = ?", (pk,))
 
 
+def _connect(path: str) -> sqlite3.Connection:
+    """A connection with what every statement of this store relies on."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout=10000")
+    # Reads through a memory map: a query that visits thousands of rows spends most of its time
+    # in read() calls without it (address space only; pages stay in the OS page cache).
+    db.execute("PRAGMA mmap_size=1073741824")
+    db.create_function("regexp", 2, _regexp, deterministic=True)
+    return db
+
+
 def _backfill_indexes(db: sqlite3.Connection) -> None:
     """Build the query indexes of entities written before they existed, once per store file.
 
@@ -1635,3 +1539,157 @@ def _selectivity(expr: ql.QExpr) -> int | None:
     if isinstance(expr, ql.Exists):
         return 5
     return None
+
+
+def _query_temporal_entities(
+    db: sqlite3.Connection,
+    tenant: str,
+    types: Sequence[str] | None,
+    ids: Sequence[str] | None,
+    id_pattern: str | None,
+) -> list[Entity]:
+    """:meth:`SqliteStore.query_temporal_entities` on ``db`` (a reader's, in a thread)."""
+    where = ["tenant = ?"]
+    params: list[Any] = [tenant]
+    if types is not None:
+        marks = ",".join("?" * len(types))
+        where.append(f"EXISTS (SELECT 1 FROM json_each(types) WHERE value IN ({marks}))")
+        params += list(types)
+    if ids is not None:
+        where.append(f"id IN ({','.join('?' * len(ids))})")
+        params += list(ids)
+    if id_pattern is not None:
+        where.append("regexp(?, id)")
+        params.append(id_pattern)
+    rows = db.execute(
+        f"SELECT {_TEMPORAL_COLUMNS} FROM temporal_entities WHERE {' AND '.join(where)} ORDER BY rowid",
+        params,
+    )
+    return [_temporal_row(row) for row in rows]
+
+
+def _read_histories(
+    db: sqlite3.Connection, tenant: str, entity_ids: Sequence[str], query: HistoryQuery
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """:meth:`SqliteStore.read_histories` on ``db``. In-process reads cost microseconds: one
+    entity at a time walks the indexes best."""
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for entity_id in entity_ids:
+        if rows := _read_history(db, tenant, entity_id, query):
+            out[entity_id] = rows
+    return out
+
+
+def _read_history(
+    db: sqlite3.Connection, tenant: str, entity_id: str, query: HistoryQuery
+) -> list[tuple[str, dict[str, Any]]]:
+    limit = query.last_n if query.last_n is not None else query.first_n
+    if limit is not None:
+        return _history_ends(db, tenant, entity_id, query, limit)
+    where, params, when = _history_where(tenant, entity_id, query)
+    out: list[tuple[str, dict[str, Any]]] = []
+    for attribute, instance_id, doc in db.execute(
+        f"SELECT attribute, instance_id, doc FROM attribute_history WHERE {where}"
+        f" ORDER BY attribute, {when}, pk",
+        params,
+    ):
+        instance = orjson.loads(doc)
+        instance["instanceId"] = instance_id
+        out.append((attribute, instance))
+    return out
+
+
+def _history_ends(
+    db: sqlite3.Connection, tenant: str, entity_id: str, query: HistoryQuery, limit: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """lastN (or the first N) instances of each attribute, oldest first: per attribute, a walk
+    of the (entity, attribute, time) index that stops after ``limit`` rows, instead of ranking
+    the whole series (see :func:`_ends_select`)."""
+    newest = query.last_n is not None
+    if query.attributes is not None:
+        attributes = sorted(set(query.attributes))
+    else:
+        attributes = _history_attribute_list(db, tenant, entity_id)
+    out: list[tuple[str, dict[str, Any]]] = []
+    for attribute in attributes:
+        where, params, _ = _history_where(tenant, entity_id, query, attribute_sql="?")
+        params.insert(2, attribute)  # after tenant and entity_id: see _history_where
+        bounded = query.start is not None or query.end is not None
+        sql, copies = _ends_select(where, _TIME_COLUMN[query.timeproperty], newest, bounded=bounded)
+        rows = db.execute(sql, [*params, limit] * copies).fetchall()
+        if copies > 1:  # two index walks (time column set / null): keep the first ``limit``
+            rows.sort(key=lambda row: (row[3], row[4]), reverse=newest)
+            del rows[limit:]
+        rows.sort(key=lambda row: (row[3], row[4]))
+        for _, instance_id, doc, _, _ in rows:
+            instance = orjson.loads(doc)
+            instance["instanceId"] = instance_id
+            out.append((attribute, instance))
+    return out
+
+
+def _query_entities(db: sqlite3.Connection, tenant: str, query: EntityQuery) -> QueryResult:
+    """:meth:`SqliteStore.query_entities` on ``db`` (a reader's connection, in a thread)."""
+    source, where, params, residual, distinct = _select(tenant, query, geo_apart=True)
+    result = QueryResult()
+    pks = f"SELECT {'DISTINCT ' if distinct else ''}e.pk FROM {source} WHERE {where}"
+    if residual is None and query.geo is None:
+        # Everything is in SQL: the page and the count are two indexed statements, and only
+        # the documents of the page are read.
+        if query.limit != 0:
+            page = [*params, -1 if query.limit is None else query.limit, query.offset]
+            if source == "entities e":
+                sql = f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.pk LIMIT ? OFFSET ?"
+            else:
+                sql = (
+                    f"SELECT doc FROM entities WHERE pk IN ({pks} ORDER BY e.pk LIMIT ? OFFSET ?) ORDER BY pk"
+                )
+            result.entities = [orjson.loads(doc) for (doc,) in db.execute(sql, page)]
+        if query.count:
+            counted = "DISTINCT e.pk" if distinct else "*"
+            sql = f"SELECT count({counted}) FROM {source} WHERE {where}"
+            result.total = db.execute(sql, params).fetchone()[0]
+        return result
+    if residual is None and source == _GEO_SOURCE:
+        # Only the exact geo check is left: it runs on the shapes kept in the geo index, and
+        # only the documents of the page are read.
+        sql = f"SELECT e.pk, e.shapes FROM {source} WHERE {where} ORDER BY e.pk"
+        rows = db.execute(sql, params).fetchall()
+        if all(found is not None for _, found in rows):  # else written by an older version
+            keep = geo_matches_values(query.geo, [orjson.loads(found) for _, found in rows])
+            matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
+            if query.count:
+                result.total = len(matched)
+            end = None if query.limit is None else query.offset + query.limit
+            page = matched[query.offset : end]
+            if page:
+                marks = ",".join("?" * len(page))
+                sql = f"SELECT doc FROM entities WHERE pk IN ({marks}) ORDER BY pk"
+                result.entities = [orjson.loads(doc) for (doc,) in db.execute(sql, page)]
+            return result
+    if source == "entities e":
+        sql = f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.pk"
+    else:
+        sql = f"SELECT doc FROM entities WHERE pk IN ({pks}) ORDER BY pk"
+    # Candidates come in growing batches; the exact geo check runs on a whole batch at once
+    # (vectorised for points), after the rest of the residual.
+    matched, size = 0, 64
+    wanted_end = None if query.limit is None else query.offset + query.limit
+    cursor = db.execute(sql, params)
+    while batch := cursor.fetchmany(size):
+        size = min(2 * size, 1024)
+        entities = [orjson.loads(doc) for (doc,) in batch]
+        if residual is not None:
+            entities = [entity for entity in entities if residual(entity)]
+        if query.geo is not None:
+            keep = geo_matches_many(query.geo, query.geoproperty or "location", entities)
+            entities = [entity for entity, ok in zip(entities, keep, strict=True) if ok]
+        for entity in entities:
+            if matched >= query.offset and (wanted_end is None or matched < wanted_end):
+                result.entities.append(entity)
+            matched += 1
+        if not query.count and wanted_end is not None and matched >= wanted_end:
+            break
+    if query.count:
+        result.total = matched
+    return result
