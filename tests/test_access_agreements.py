@@ -68,7 +68,7 @@ async def test_a_push_subscription_is_the_nodes_but_notifies_as_the_consumer_und
     from kizuna.access.ownership import owned, owner_of, reader_of
     from kizuna.access.subject import NODE
     from kizuna.jsonld.contexts import ContextRegistry
-    from kizuna.notify.matching import compile_subscription
+    from kizuna.ngsild.matching import compile_subscription
 
     body = {"id": "urn:kizuna:dsp-push:1", "type": "Subscription", "entities": [{"type": COHORT}]}
     push = owned(body, NODE, participant(RIKEN, "urn:agreement:1"))

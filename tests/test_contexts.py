@@ -170,7 +170,7 @@ async def test_a_hosted_contexts_owner_comes_back_from_the_store(tmp_path) -> No
     """What another process (or this one before a restart) hosted keeps its creator, who may
     delete it."""
     from kizuna.jsonld.contexts import ContextRegistry
-    from kizuna.jsonld.routes import ContextApi
+    from kizuna.ngsild.context_routes import ContextApi
     from kizuna.store import open_store
 
     store = open_store(f"sqlite:///{tmp_path}/k.db")

@@ -28,7 +28,6 @@ from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
-from kizuna.jsonld.routes import ContextApi
 from kizuna.limits import InputLimits
 from kizuna.middleware.admins_only import AdminsOnly
 from kizuna.middleware.audit import AuditRefusals
@@ -37,11 +36,13 @@ from kizuna.middleware.body_limit import BodyLimit
 from kizuna.middleware.json_bodies import JsonBodiesOnly
 from kizuna.middleware.new_tenants import NewTenants
 from kizuna.middleware.same_origin import SameOriginOnly
+from kizuna.ngsild.context_routes import ContextApi
 from kizuna.ngsild.csource_routes import CsourceApi
 from kizuna.ngsild.csources import CsourceSubscriptionService, RegistrationService
 from kizuna.ngsild.discovery import DiscoveryApi
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.forwarding import Federation, node_name
+from kizuna.ngsild.matching import SubscriptionCache
 from kizuna.ngsild.permission_routes import PermissionApi
 from kizuna.ngsild.routes import NgsiLdApi
 from kizuna.ngsild.subscription_routes import SubscriptionApi
@@ -49,7 +50,6 @@ from kizuna.ngsild.subscriptions import SubscriptionService
 from kizuna.ngsild.temporal import TemporalService, parse_retention, prune_history_forever
 from kizuna.ngsild.temporal_routes import TemporalApi
 from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
-from kizuna.notify.matching import SubscriptionCache
 from kizuna.outbound import OutboundGate
 from kizuna.problems import EXCEPTION_HANDLERS
 from kizuna.store import open_store

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kizuna.access import ownership
 from kizuna.access.subject import Subject
@@ -557,19 +557,31 @@ def _time_filter(
 # -- the services ----------------------------------------------------------------------------------
 
 
+class CsourceNotifier(Protocol):
+    """Told of every stored change, to notify context source subscriptions (clause 5.11.7).
+
+    :class:`kizuna.notify.csource.CsourceNotifier` is the one the node runs; the notify
+    package sits above this one, so the services know it only by this shape."""
+
+    def registration_changed(
+        self, tenant: str, before: Registration | None, after: Registration | None
+    ) -> None: ...
+
+    def subscription_changed(self, tenant: str, sub: Subscription) -> None: ...
+
+
 class _Documents:
     def __init__(
         self,
         store: Store,
         contexts: ContextRegistry,
         *,
-        notifier: Any = None,
+        notifier: CsourceNotifier | None = None,
         gate: OutboundGate | None = None,
     ) -> None:
         self.gate = gate or OutboundGate()  # what endpoints may name (kizuna.outbound)
         self.store = store
         self.contexts = contexts
-        # kizuna.notify.csource.CsourceNotifier: told of every stored change (clause 5.11.7)
         self.notifier = notifier
 
 
@@ -581,7 +593,7 @@ class RegistrationService(_Documents):
         store: Store,
         contexts: ContextRegistry,
         *,
-        notifier: Any = None,
+        notifier: CsourceNotifier | None = None,
         on_change: Callable[[str], None] | None = None,
         gate: OutboundGate | None = None,
     ) -> None:
@@ -693,7 +705,7 @@ class CsourceSubscriptionService(_Documents):
         contexts: ContextRegistry,
         *,
         implicit_context: ImplicitContextHook | None = None,
-        notifier: Any = None,
+        notifier: CsourceNotifier | None = None,
         gate: OutboundGate | None = None,
     ) -> None:
         super().__init__(store, contexts, notifier=notifier, gate=gate)

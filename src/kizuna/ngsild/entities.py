@@ -28,10 +28,10 @@ from kizuna.errors import (
 )
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
+from kizuna.ngsild.matching import Compiled, SubscriptionCache, outbox_rows
 from kizuna.ngsild.model import SYSTEM_MEMBERS
 from kizuna.ngsild.temporal import record_changes
 from kizuna.ngsild.tenants import require_tenant
-from kizuna.notify.matching import Compiled, SubscriptionCache, outbox_rows
 from kizuna.store import Entity, EntityQuery, QueryResult, Store, WriteTransaction
 from kizuna.times import now_iso
 from kizuna.turns import let_others_run

@@ -1,7 +1,7 @@
 """The dispatcher: delivers the notification outbox, at least once, in order per subscription.
 
 Each write transaction queues its notifications in the store's outbox (see
-:mod:`kizuna.notify.matching`); nothing is sent from the request path. The dispatcher, started
+:mod:`kizuna.ngsild.matching`); nothing is sent from the request path. The dispatcher, started
 with the application, takes a lease on each subscription with pending rows and runs one task per
 subscription: it reads the oldest rows, builds the notification (clause 5.3.1), sends it with a
 timeout, and deletes the rows only once the subscriber took them. A failure is retried after an
@@ -31,11 +31,11 @@ from kizuna.config import Settings
 from kizuna.errors import DeliveryError
 from kizuna.jsonld.contexts import CORE_CONTEXT_URL, HOSTED_PATH, ContextRegistry
 from kizuna.jsonld.terms import TermMap
+from kizuna.ngsild.matching import compile_subscription
 from kizuna.ngsild.model import VALUE_MEMBER
 from kizuna.ngsild.render import View, linked_targets, render_entity, render_instance
 from kizuna.ngsild.subscriptions import CORE_MEMBERS, status_of
 from kizuna.notify.csource import CsourceNotifier
-from kizuna.notify.matching import compile_subscription
 from kizuna.notify.retry import Backoff
 from kizuna.notify.senders import Message, Senders
 from kizuna.outbound import PASS_THROUGH, OutboundGate, allowed_header
