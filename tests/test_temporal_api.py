@@ -298,7 +298,7 @@ def test_errors(client: TestClient) -> None:
 
 
 async def test_record_changes_keeps_deletions(store: Any) -> None:
-    from kizuna.ngsild.temporal import record_changes
+    from kizuna.ngsild.history import record_changes
     from kizuna.store import HistoryQuery
 
     t = "2020-08-01T12:00:00Z"
@@ -397,7 +397,7 @@ def test_a_new_temporal_entity_is_also_the_current_entity(client: TestClient) ->
 
 
 async def test_prune_history_forgets_old_instances(store: Any) -> None:
-    from kizuna.ngsild.temporal import parse_datetime, parse_retention
+    from kizuna.ngsild.temporal_params import parse_datetime, parse_retention
     from kizuna.store import HistoryQuery
 
     def instance(observed: str) -> dict[str, Any]:
@@ -423,7 +423,7 @@ async def test_pruner_prunes_periodically_until_cancelled() -> None:
     import asyncio
     import time
 
-    from kizuna.ngsild.temporal import prune_history_forever
+    from kizuna.ngsild.history import prune_history_forever
 
     cutoffs: list[float] = []
 

@@ -42,12 +42,14 @@ from kizuna.ngsild.csources import CsourceSubscriptionService, RegistrationServi
 from kizuna.ngsild.discovery import DiscoveryApi
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.forwarding import Federation, node_name
+from kizuna.ngsild.history import prune_history_forever
 from kizuna.ngsild.matching import SubscriptionCache
 from kizuna.ngsild.permission_routes import PermissionApi
 from kizuna.ngsild.routes import NgsiLdApi
 from kizuna.ngsild.subscription_routes import SubscriptionApi
 from kizuna.ngsild.subscriptions import SubscriptionService
-from kizuna.ngsild.temporal import TemporalService, parse_retention, prune_history_forever
+from kizuna.ngsild.temporal import TemporalService
+from kizuna.ngsild.temporal_params import parse_retention
 from kizuna.ngsild.temporal_routes import TemporalApi
 from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.outbound import OutboundGate

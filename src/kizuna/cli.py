@@ -58,7 +58,7 @@ def add_apikey_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 async def apikey(args: argparse.Namespace) -> None:
     from kizuna.access.apikeys import ApiKeys
-    from kizuna.ngsild.temporal import parse_retention
+    from kizuna.ngsild.temporal_params import parse_retention
     from kizuna.store import open_store
 
     store = open_store(args.store)

@@ -44,12 +44,9 @@ from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.render import View, render_entity
 from kizuna.ngsild.selection import EntitySelection
 from kizuna.ngsild.subscriptions import SubscriptionService
-from kizuna.ngsild.temporal import (
-    TemporalPage,
-    TemporalService,
-    parse_temporal_params,
-    render_temporal,
-)
+from kizuna.ngsild.temporal import TemporalPage, TemporalService
+from kizuna.ngsild.temporal_params import parse_temporal_params
+from kizuna.ngsild.temporal_render import render_temporal
 from kizuna.times import iso_seconds, parse_instant
 
 log = logging.getLogger("kizuna.dataspace")

@@ -19,7 +19,8 @@ from kizuna.errors import ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
-from kizuna.ngsild.entities import EntityService, attributes_of
+from kizuna.ngsild.entities import EntityService
+from kizuna.ngsild.merging import attributes_of
 from kizuna.ngsild.selection import bool_param
 from kizuna.ngsild.tenants import require_tenant
 

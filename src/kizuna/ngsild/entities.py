@@ -28,9 +28,18 @@ from kizuna.errors import (
 )
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
+from kizuna.ngsild.history import record_changes
 from kizuna.ngsild.matching import Compiled, SubscriptionCache, outbox_rows
-from kizuna.ngsild.model import SYSTEM_MEMBERS
-from kizuna.ngsild.temporal import record_changes
+from kizuna.ngsild.merging import (
+    ENTITY_CORE,
+    UpdateResult,
+    append_to_entity,
+    attributes_of,
+    instance_index,
+    merge_entity,
+    merge_instance,
+    update_entity,
+)
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import Entity, EntityQuery, QueryResult, Store, WriteTransaction
 from kizuna.times import now_iso
@@ -38,15 +47,6 @@ from kizuna.turns import let_others_run
 
 Instance = dict[str, Any]
 _PAGE = 1000  # entities per store query when streaming what a subject may read
-ENTITY_CORE = frozenset({"id", "type", "scope"} | SYSTEM_MEMBERS)
-
-
-@dataclass(slots=True)
-class UpdateResult:
-    """Which attributes an operation changed and which it left, with why (clause 5.2.18)."""
-
-    updated: list[str] = field(default_factory=list)
-    not_updated: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -79,10 +79,6 @@ async def in_chunks(items: list[Any], write: Callable[[list[Any]], Awaitable[Bat
         total.errors += part.errors
         total.created += part.created
     return total
-
-
-def attributes_of(entity: Entity) -> dict[str, list[Instance]]:
-    return {k: v for k, v in entity.items() if k not in ENTITY_CORE}
 
 
 class EntityService:
@@ -252,7 +248,7 @@ class EntityService:
                 if not instances:
                     del entity[iri]
             else:
-                _merge_instance(current, patch, now, keep_value=member not in body)
+                merge_instance(current, patch, now, keep_value=member not in body)
             entity["modifiedAt"] = now
             await tx.replace(entity)
 
@@ -273,7 +269,7 @@ class EntityService:
             if not instances:
                 raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
             for new in new_instances:
-                index = _instance_index(instances, new.get("datasetId"))
+                index = instance_index(instances, new.get("datasetId"))
                 if index is None:
                     raise ResourceNotFound(
                         f"Attribute {name} has no instance with datasetId {new.get('datasetId')}"
@@ -311,7 +307,7 @@ class EntityService:
             if delete_all:
                 del entity[iri]
             else:
-                index = _instance_index(instances, dataset_id)
+                index = instance_index(instances, dataset_id)
                 if index is None:
                     raise ResourceNotFound(f"Attribute {name} has no instance with datasetId {dataset_id}")
                 del instances[index]
@@ -644,132 +640,6 @@ class RecordingTransaction:
 def _snapshot(entity: Entity | None) -> Entity | None:
     """A deep copy (orjson is several times faster than copy.deepcopy for JSON documents)."""
     return None if entity is None else orjson.loads(orjson.dumps(entity))
-
-
-# -- the merge rules, shared by the single and batch operations -----------------------------------
-
-
-def append_to_entity(entity: Entity, fragment: Entity, *, overwrite: bool) -> UpdateResult:
-    """Append (clause 5.6.3): new attributes are added; existing instances are replaced unless
-    noOverwrite, in which case they are reported as not updated. Types add up; the scope is
-    replaced, or with noOverwrite extended."""
-    result = UpdateResult()
-    now = now_iso()
-    _add_types(entity, fragment, now)
-    if "scope" in fragment:
-        current = entity.get("scope", []) if not overwrite else []
-        entity["scope"] = current + [s for s in fragment["scope"] if s not in current]
-        result.updated.append("scope")
-    for iri, new_instances in attributes_of(fragment).items():
-        instances = entity.setdefault(iri, [])
-        changed = False
-        for new in new_instances:
-            index = _instance_index(instances, new.get("datasetId"))
-            if index is None:
-                instances.append(new)
-                changed = True
-            elif overwrite:
-                new["createdAt"] = instances[index]["createdAt"]
-                instances[index] = new
-                changed = True
-        if changed:
-            result.updated.append(iri)
-        else:
-            result.not_updated.append((iri, "The attribute exists and noOverwrite was requested"))
-    entity["modifiedAt"] = now
-    return result
-
-
-def update_entity(entity: Entity, fragment: Entity) -> UpdateResult:
-    """Update attributes (clause 5.6.2): instances are replaced whole and NGSI-LD Null deletes one.
-
-    The ETSI suite (011_01_03) expects attributes the entity does not have yet to be added, as
-    peers do, so they are; a scope can only be updated on an entity that has one."""
-    result = UpdateResult()
-    now = now_iso()
-    _add_types(entity, fragment, now)
-    if "scope" in fragment:
-        if "scope" in entity:
-            entity["scope"] = fragment["scope"]
-            result.updated.append("scope")
-        else:
-            result.not_updated.append(("scope", "The entity has no scope to update"))
-    for iri, new_instances in attributes_of(fragment).items():
-        instances = entity.setdefault(iri, [])
-        for new in new_instances:
-            index = _instance_index(instances, new.get("datasetId"))
-            if new.get("null"):
-                if index is not None:
-                    del instances[index]
-            elif index is None:
-                instances.append(new)
-            else:
-                new["createdAt"] = instances[index]["createdAt"]
-                instances[index] = new
-        if not instances:
-            del entity[iri]
-        result.updated.append(iri)
-    entity["modifiedAt"] = now
-    return result
-
-
-def merge_entity(entity: Entity, fragment: Entity, now: str) -> None:
-    """Merge-patch semantics: attributes and sub-attributes merge, NGSI-LD Null deletes."""
-    _add_types(entity, fragment, now)
-    if "scope" in fragment:
-        entity["scope"] = fragment["scope"]
-    for iri, new_instances in attributes_of(fragment).items():
-        instances = entity.setdefault(iri, [])
-        for new in new_instances:
-            index = _instance_index(instances, new.get("datasetId"))
-            if new.get("null"):
-                if index is not None:
-                    del instances[index]
-            elif index is None:
-                instances.append(_drop_nulls(new))
-            else:
-                _merge_instance(instances[index], new, now)
-        if not instances:
-            del entity[iri]
-    entity["modifiedAt"] = now
-
-
-def _merge_instance(current: Instance, patch: Instance, now: str, *, keep_value: bool = False) -> None:
-    kind = patch["type"]
-    member = model.VALUE_MEMBER[kind]
-    if not keep_value:
-        for old_member in model.KIND_OF_MEMBER:
-            current.pop(old_member, None)
-        current["type"] = kind
-        current[member] = patch[member]
-    for key, item in patch.items():
-        if key in ("type", member, "createdAt", "modifiedAt", "null"):
-            continue
-        if isinstance(item, dict) and item.get("null"):
-            current.pop(key, None)
-        elif key in model.INSTANCE_MEMBERS or not isinstance(item, dict) or key not in current:
-            current[key] = _drop_nulls(item) if isinstance(item, dict) else item
-        else:
-            _merge_instance(current[key], item, now)
-    current["modifiedAt"] = now
-
-
-def _drop_nulls(instance: Instance) -> Instance:
-    return {k: v for k, v in instance.items() if not (isinstance(v, dict) and v.get("null"))}
-
-
-def _add_types(entity: Entity, fragment: Entity, now: str) -> None:
-    for t in fragment.get("type", ()):
-        if t not in entity["type"]:
-            entity["type"].append(t)
-            entity["modifiedAt"] = now
-
-
-def _instance_index(instances: list[Instance], dataset_id: str | None) -> int | None:
-    for index, instance in enumerate(instances):
-        if instance.get("datasetId") == dataset_id:
-            return index
-    return None
 
 
 async def _existing(tx: RecordingTransaction, entity_id: str) -> Entity:

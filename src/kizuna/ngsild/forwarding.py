@@ -52,7 +52,8 @@ from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import csources, model
 from kizuna.ngsild import query as ql
-from kizuna.ngsild.entities import BatchResult, EntityService, attributes_of, in_chunks
+from kizuna.ngsild.entities import BatchResult, EntityService, in_chunks
+from kizuna.ngsild.merging import attributes_of
 from kizuna.outbound import (
     DEFAULT_PORTS,
     PASS_THROUGH,

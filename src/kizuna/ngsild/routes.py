@@ -16,9 +16,10 @@ from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError, ResourceN
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
-from kizuna.ngsild.entities import BatchResult, EntityService, UpdateResult
+from kizuna.ngsild.entities import BatchResult, EntityService
 from kizuna.ngsild.forwarding import Federation, Forwarded, Origin
 from kizuna.ngsild.joins import linked_entities
+from kizuna.ngsild.merging import UpdateResult
 from kizuna.ngsild.paging import read_page
 from kizuna.ngsild.render import render_entity, to_geojson_feature
 from kizuna.ngsild.selection import (

@@ -19,7 +19,7 @@ import orjson
 from kizuna.errors import BadRequestData, InvalidRequest
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import query as ql
-from kizuna.ngsild.entities import ENTITY_CORE
+from kizuna.ngsild.merging import ENTITY_CORE
 from kizuna.ngsild.model import is_uri
 from kizuna.ngsild.render import View
 from kizuna.ngsild.temporal import TemporalFilter

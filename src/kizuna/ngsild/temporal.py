@@ -40,199 +40,29 @@ Choices the standard leaves open, written down:
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kizuna.access.policy import AccessPolicy
 from kizuna.access.subject import Subject
-from kizuna.errors import AccessDenied, BadRequestData, InvalidRequest, NotAuthenticated, ResourceNotFound
+from kizuna.errors import AccessDenied, BadRequestData, NotAuthenticated, ResourceNotFound
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
 from kizuna.ngsild import query as ql
-from kizuna.ngsild.render import View, render_instance
+from kizuna.ngsild.temporal_params import InstanceRange, TemporalParams, parse_datetime, time_of
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import AggregateRow, Entity, HistoryQuery, Store
-from kizuna.times import epoch, iso, now_iso
+from kizuna.times import now_iso
 from kizuna.turns import let_others_run
 
 Instance = dict[str, Any]
-log = logging.getLogger(__name__)
-TIMERELS = ("before", "after", "between")
-TIMEPROPERTIES = ("observedAt", "createdAt", "modifiedAt", "deletedAt")
-AGGREGATION_METHODS = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
-FORMS = ("normalized", "concise", "temporalValues", "aggregatedValues")
-OPTIONS = frozenset({"temporalValues", "aggregatedValues", "sysAttrs", "concise", "normalized"})
-TEMPORAL_VALUES_KEY = {
-    "Property": "values",
-    "GeoProperty": "values",
-    "Relationship": "objects",
-    "LanguageProperty": "languageMaps",
-    "VocabProperty": "vocabs",
-    "JsonProperty": "jsons",
-    "ListProperty": "valueLists",
-    "ListRelationship": "objectLists",
-}
 INSTANCE_PREFIX = "urn:ngsi-ld:attribute:instance:"
-# Kinds whose temporalValues items wrap each value in its member, as the ETSI suite expects
-# (020_12_02, 020_15_02, 020_16_02): [{"languageMap": {...}}, time].
-WRAPPED_VALUES = frozenset({"LanguageProperty", "JsonProperty", "VocabProperty"})
 INSTANCE_LIMIT = 10
 READ_CHUNK = 200  # temporal entities read (aggregated) at once by a query
-_RETENTION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_RETENTION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(
-    r"^P(?!$)(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
-    r"(?:T(?=\d)(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$"
-)
-_DURATION_UNITS = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)
 
 
 # -- parameters ------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class TemporalParams:
-    """What to read of each entity's history and how to represent it."""
-
-    history: HistoryQuery = field(default_factory=HistoryQuery)
-    form: str = "normalized"
-    sys_attrs: bool = False
-    aggr_methods: tuple[str, ...] = ()
-    aggr_period: float | None = None
-    aggr_origin: float | None = None
-    timerel: str | None = None
-    time_at: float | None = None
-    end_time_at: float | None = None
-
-
-@dataclass(slots=True, frozen=True)
-class InstanceRange:
-    """What a partial temporal answer covers (clause 6.3.10): the ``Content-Range`` header."""
-
-    start: float
-    end: float
-    size: int | None  # lastN, None for "*"
-
-    def header(self) -> str:
-        return f"date-time {iso(self.start)}-{iso(self.end)}/{'*' if self.size is None else self.size}"
-
-
-def parse_datetime(text: str, name: str) -> float:
-    if not model.is_datetime(text):
-        raise BadRequestData(f"{name} must be a DateTime such as 2020-08-01T12:00:00Z, not {text!r}")
-    return epoch(text)
-
-
-def parse_duration(text: str, name: str = "aggrPeriodDuration") -> float:
-    """Seconds of an ISO 8601 duration (P1D, PT1H, P1Y2M3DT4H5M6S); PT0 is 0."""
-    found = _DURATION.match(text)
-    if found is None:
-        raise BadRequestData(f"{name} must be an ISO 8601 duration such as PT1H, not {text!r}")
-    return sum(float(part) * unit for part, unit in zip(found.groups(), _DURATION_UNITS, strict=True) if part)
-
-
-def parse_retention(text: str) -> float:
-    """Seconds of a retention such as ``90d``, ``12h``, ``2w`` or an ISO 8601 duration (P90D)."""
-    found = _RETENTION.match(text.strip())
-    if found is not None:
-        return float(found.group(1)) * _RETENTION_UNITS[found.group(2)]
-    seconds = parse_duration(text.strip(), "A history retention (90d, 12h, P1Y, ...)")
-    if seconds <= 0:
-        raise BadRequestData(f"A history retention must be positive, not {text!r}")
-    return seconds
-
-
-def parse_temporal_params(
-    params: dict[str, str],
-    options: set[str],
-    *,
-    attrs: Sequence[str] | None = None,
-    dataset_ids: frozenset[str | None] | None = None,
-) -> TemporalParams:
-    """Validate the temporal query parameters (clause 5.7.3/5.7.4; GS CIM 009 clause 4.11)."""
-    unknown = options - OPTIONS
-    if unknown:
-        raise InvalidRequest(f"Unknown options: {', '.join(sorted(unknown))}")
-    form = params.get("format")
-    if form is not None:
-        if form in ("simplified", "keyValues"):
-            form = "temporalValues"
-        if form not in FORMS:
-            raise InvalidRequest(f"Unknown format {form!r}; use one of {', '.join(FORMS)}")
-    elif "temporalValues" in options:
-        form = "temporalValues"
-    elif "aggregatedValues" in options:
-        form = "aggregatedValues"
-    elif "concise" in options:
-        form = "concise"
-    else:
-        form = "normalized"
-    out = TemporalParams(form=form, sys_attrs="sysAttrs" in options)
-    history = out.history
-    history.attributes = list(attrs) if attrs is not None else None
-    history.dataset_ids = dataset_ids
-
-    timeproperty = params.get("timeproperty") or "observedAt"
-    if timeproperty not in TIMEPROPERTIES:
-        raise BadRequestData(f"timeproperty must be one of {', '.join(TIMEPROPERTIES)}, not {timeproperty!r}")
-    history.timeproperty = timeproperty
-
-    timerel, time_at, end_time_at = params.get("timerel"), params.get("timeAt"), params.get("endTimeAt")
-    if timerel is None:
-        if time_at is not None or end_time_at is not None:
-            raise BadRequestData("timeAt and endTimeAt need a timerel (before, after or between)")
-    else:
-        if timerel not in TIMERELS:
-            raise BadRequestData(f"timerel must be before, after or between, not {timerel!r}")
-        if not time_at:
-            raise BadRequestData(f"timerel={timerel} needs a timeAt")
-        at = out.time_at = parse_datetime(time_at, "timeAt")
-        if timerel == "between":
-            if not end_time_at:
-                raise BadRequestData("timerel=between needs an endTimeAt")
-            end = out.end_time_at = parse_datetime(end_time_at, "endTimeAt")
-            if end <= at:
-                raise BadRequestData("endTimeAt must be later than timeAt")
-            history.start, history.end = at, end
-            out.aggr_origin = at
-        elif end_time_at is not None:
-            raise BadRequestData(f"endTimeAt is only allowed with timerel=between, not {timerel}")
-        elif timerel == "before":
-            history.end = at
-        else:
-            history.start, history.start_exclusive = at, True
-            out.aggr_origin = at
-    out.timerel = timerel
-
-    last_n = params.get("lastN")
-    if last_n is not None:
-        if not last_n.isdigit() or int(last_n) < 1:
-            raise BadRequestData(f"lastN must be a positive integer, not {last_n!r}")
-        history.last_n = int(last_n)
-
-    if form == "aggregatedValues":
-        raw_methods = params.get("aggrMethods")
-        if not raw_methods:
-            raise BadRequestData("The aggregated temporal representation needs aggrMethods")
-        methods = [m.strip() for m in raw_methods.split(",")]
-        bad = [m for m in methods if m not in AGGREGATION_METHODS]
-        if bad:
-            raise BadRequestData(
-                f"Unknown aggrMethods {', '.join(bad)}; use {', '.join(AGGREGATION_METHODS)}"
-            )
-        out.aggr_methods = tuple(dict.fromkeys(methods))
-        duration = params.get("aggrPeriodDuration")
-        if duration is not None:
-            seconds = parse_duration(duration)
-            out.aggr_period = seconds or None
-    elif params.get("aggrPeriodDuration") is not None:
-        parse_duration(params["aggrPeriodDuration"])
-    return out
 
 
 # -- input: the temporal representation ------------------------------------------------------------
@@ -280,26 +110,6 @@ def current_state(
                 latest[key] = instance
         entity[iri] = list(latest.values())
     return entity
-
-
-def deletion_record(instance: Instance, now: str) -> Instance:
-    """The history record of a deleted attribute instance: its kind, NGSI-LD Null, deletedAt.
-
-    This is what the entity API appends when an attribute (instance) is deleted."""
-    kind = instance["type"]
-    member = model.VALUE_MEMBER[kind]
-    value: Any = model.NULL
-    if kind == "LanguageProperty":
-        value = {"@none": model.NULL}
-    elif kind in ("ListProperty", "ListRelationship"):
-        value = [model.NULL]
-    record: Instance = {"type": kind, member: value}
-    if "datasetId" in instance:
-        record["datasetId"] = instance["datasetId"]
-    record["createdAt"] = instance.get("createdAt", now)
-    record["modifiedAt"] = now
-    record["deletedAt"] = now
-    return record
 
 
 # -- the service -----------------------------------------------------------------------------------
@@ -705,163 +515,7 @@ def _fields(history: HistoryQuery) -> dict[str, Any]:
 
 
 def _seconds(instance: Instance, timeproperty: str) -> float:
-    return parse_datetime(_time_of(instance, timeproperty), timeproperty)
+    return parse_datetime(time_of(instance, timeproperty), timeproperty)
 
 
 # -- output ----------------------------------------------------------------------------------------
-
-
-def render_temporal(
-    entity: TemporalEntity,
-    terms: TermMap,
-    params: TemporalParams,
-    *,
-    pick: frozenset[str] | None = None,
-    omit: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
-    """The temporal representation asked for: normalized/concise, temporalValues or aggregated."""
-    core = entity.core
-
-    def keep(member: str) -> bool:
-        return (pick is None or member in pick) and member not in omit
-
-    out: dict[str, Any] = {}
-    if keep("id"):
-        out["id"] = core["id"]
-    if keep("type"):
-        types = [terms.compact(t) for t in core["type"]]
-        out["type"] = types[0] if len(types) == 1 else types
-    if keep("scope") and "scope" in core:
-        out["scope"] = core["scope"][0] if len(core["scope"]) == 1 else core["scope"]
-    if params.sys_attrs:
-        out["createdAt"] = core["createdAt"]
-        out["modifiedAt"] = core["modifiedAt"]
-    if params.form == "aggregatedValues":
-        for iri, rendered in _aggregated(entity, params).items():
-            if keep(iri):
-                out[terms.compact(iri)] = rendered
-        return out
-    for iri, instances in entity.attributes.items():
-        if not keep(iri):
-            continue
-        if params.form == "temporalValues":
-            kind = entity.kinds.get(iri, "Property")
-            out[terms.compact(iri)] = _temporal_values(instances, kind, terms, params.history.timeproperty)
-        else:
-            view = View(form=params.form, sys_attrs=params.sys_attrs)
-            out[terms.compact(iri)] = [_render_one(i, terms, view) for i in instances]
-    return out
-
-
-def _render_one(instance: Instance, terms: TermMap, view: View) -> Any:
-    rendered = render_instance(instance, terms, view)
-    if "deletedAt" in instance and isinstance(rendered, dict):
-        rendered["deletedAt"] = instance["deletedAt"]
-    return rendered
-
-
-def _time_of(instance: Instance, timeproperty: str) -> Any:
-    if "deletedAt" in instance:
-        return instance["deletedAt"]
-    return instance.get(timeproperty) or instance.get("createdAt")
-
-
-def _temporal_values(instances: list[Instance], kind: str, terms: TermMap, timeproperty: str) -> Any:
-    """Clause 4.5.9: per datasetId, {"type", "values": [[value, time], ...]} (objects, ...);
-    an attribute whose instances a truncation removed keeps an empty series of its ``kind``."""
-    groups: dict[str | None, list[Instance]] = {}
-    for instance in instances:
-        groups.setdefault(instance.get("datasetId"), []).append(instance)
-    if not groups:
-        return {"type": kind, TEMPORAL_VALUES_KEY[kind]: []}
-    view = View(form="keyValues")
-    rendered = []
-    for dataset_id, members in groups.items():
-        kind = members[0]["type"]
-        series = [[_value_of(i, terms, view), _time_of(i, timeproperty)] for i in members]
-        item: dict[str, Any] = {"type": kind, TEMPORAL_VALUES_KEY[kind]: series}
-        if dataset_id is not None:
-            item["datasetId"] = dataset_id
-        rendered.append(item)
-    return rendered[0] if len(rendered) == 1 else rendered
-
-
-def _value_of(instance: Instance, terms: TermMap, view: View) -> Any:
-    value = render_instance(instance, terms, view)
-    if instance["type"] in WRAPPED_VALUES:
-        return {model.VALUE_MEMBER[instance["type"]]: value}
-    return value
-
-
-def _aggregated(entity: TemporalEntity, params: TemporalParams) -> dict[str, Any]:
-    """Clause 4.5.19: per attribute (and datasetId), each method's [[value, start, end], ...]."""
-    series: dict[str, dict[str | None, dict[str, Any]]] = {}
-    for row in entity.aggregates:
-        kind = entity.kinds.get(row.attribute, "Property")
-        item = series.setdefault(row.attribute, {}).setdefault(row.dataset_id, {"type": kind})
-        if row.dataset_id is not None:
-            item["datasetId"] = row.dataset_id
-        start = end = None
-        for method in params.aggr_methods:
-            value = row.values.get(method)
-            if value is not None:
-                if start is None:
-                    start, end = iso(row.start), iso(row.end)
-                item.setdefault(method, []).append([value, start, end])
-    out: dict[str, Any] = {}
-    for iri, by_dataset in series.items():
-        items = list(by_dataset.values())
-        for item in items:
-            for method in params.aggr_methods:
-                item.setdefault(method, [])
-        out[iri] = items[0] if len(items) == 1 else items
-    return out
-
-
-async def record_changes(tx: Any, before: Entity | None, after: Entity | None, now: str) -> None:
-    """Append to the history what changed between two versions of an entity, in ``tx``: every
-    new or changed instance as it is now, and a deletion record for every instance gone.
-    ``before`` None is a creation, ``after`` None a deletion. Call it before committing."""
-    core = after if after is not None else before
-    if core is None:
-        return
-    types = core.get("type", [])
-    scope = after.get("scope") if after is not None else None
-    old = _instances_by_key(before)
-    new = _instances_by_key(after)
-    for (iri, _), instance in new.items():
-        if old.get((iri, instance.get("datasetId"))) != instance:
-            await tx.append_history(core["id"], types, iri, instance, scope=scope)
-    for key, instance in old.items():
-        if key not in new:
-            await tx.append_history(core["id"], types, key[0], deletion_record(instance, now), scope=scope)
-    if before is not None and "scope" in before and (after is None or "scope" not in after):
-        # The scope's deletion record (ETSI 020_19): an empty scope, deletedAt.
-        record = {"type": "Property", "value": [], "createdAt": before.get("createdAt", now)}
-        await tx.append_history(core["id"], types, "scope", {**record, "modifiedAt": now, "deletedAt": now})
-
-
-def _instances_by_key(entity: Entity | None) -> dict[tuple[str, str | None], Instance]:
-    if entity is None:
-        return {}
-    return {
-        (iri, instance.get("datasetId")): instance
-        for iri, instances in entity.items()
-        if iri not in ("id", "type", "scope", "@context") and iri not in model.SYSTEM_MEMBERS
-        for instance in instances
-    }
-
-
-async def prune_history_forever(store: Store, retention: float, *, every: float | None = None) -> None:
-    """Delete the history older than ``retention`` seconds, at start and then every ``every``
-    seconds (by default a 24th of the retention, at least a second and at most an hour).
-    Runs until cancelled; a failed round is logged and retried at the next one."""
-    interval = every if every is not None else min(3600.0, max(retention / 24, 1.0))
-    while True:
-        try:
-            pruned = await store.prune_history(time.time() - retention)
-            if pruned:
-                log.info("history retention: deleted %d attribute instances", pruned)
-        except Exception:
-            log.exception("history retention: pruning failed")
-        await asyncio.sleep(interval)

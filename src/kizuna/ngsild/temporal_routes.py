@@ -23,13 +23,9 @@ from kizuna.ngsild.selection import (
     parse_selection,
     query_body_params,
 )
-from kizuna.ngsild.temporal import (
-    TemporalPage,
-    TemporalParams,
-    TemporalService,
-    parse_temporal_params,
-    render_temporal,
-)
+from kizuna.ngsild.temporal import TemporalPage, TemporalService
+from kizuna.ngsild.temporal_params import TemporalParams, parse_temporal_params
+from kizuna.ngsild.temporal_render import render_temporal
 
 BASE = "/ngsi-ld/v1/temporal"
 _TEMPORAL = {

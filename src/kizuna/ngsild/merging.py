@@ -1,0 +1,154 @@
+"""How a fragment changes an entity: the merge rules of append, update and merge-patch.
+
+Pure functions on canonical entities, shared by the single-entity and the batch operations of
+:mod:`kizuna.ngsild.entities` (and by nothing that stores or sends), so each rule of clauses
+5.6.2-5.6.4 and 5.6.17 is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kizuna.ngsild import model
+from kizuna.ngsild.model import SYSTEM_MEMBERS
+from kizuna.store import Entity
+from kizuna.times import now_iso
+
+Instance = dict[str, Any]
+ENTITY_CORE = frozenset({"id", "type", "scope"} | SYSTEM_MEMBERS)
+
+
+@dataclass(slots=True)
+class UpdateResult:
+    """Which attributes an operation changed and which it left, with why (clause 5.2.18)."""
+
+    updated: list[str] = field(default_factory=list)
+    not_updated: list[tuple[str, str]] = field(default_factory=list)
+
+
+def attributes_of(entity: Entity) -> dict[str, list[Instance]]:
+    return {k: v for k, v in entity.items() if k not in ENTITY_CORE}
+
+
+def append_to_entity(entity: Entity, fragment: Entity, *, overwrite: bool) -> UpdateResult:
+    """Append (clause 5.6.3): new attributes are added; existing instances are replaced unless
+    noOverwrite, in which case they are reported as not updated. Types add up; the scope is
+    replaced, or with noOverwrite extended."""
+    result = UpdateResult()
+    now = now_iso()
+    _add_types(entity, fragment, now)
+    if "scope" in fragment:
+        current = entity.get("scope", []) if not overwrite else []
+        entity["scope"] = current + [s for s in fragment["scope"] if s not in current]
+        result.updated.append("scope")
+    for iri, new_instances in attributes_of(fragment).items():
+        instances = entity.setdefault(iri, [])
+        changed = False
+        for new in new_instances:
+            index = instance_index(instances, new.get("datasetId"))
+            if index is None:
+                instances.append(new)
+                changed = True
+            elif overwrite:
+                new["createdAt"] = instances[index]["createdAt"]
+                instances[index] = new
+                changed = True
+        if changed:
+            result.updated.append(iri)
+        else:
+            result.not_updated.append((iri, "The attribute exists and noOverwrite was requested"))
+    entity["modifiedAt"] = now
+    return result
+
+
+def update_entity(entity: Entity, fragment: Entity) -> UpdateResult:
+    """Update attributes (clause 5.6.2): instances are replaced whole and NGSI-LD Null deletes one.
+
+    The ETSI suite (011_01_03) expects attributes the entity does not have yet to be added, as
+    peers do, so they are; a scope can only be updated on an entity that has one."""
+    result = UpdateResult()
+    now = now_iso()
+    _add_types(entity, fragment, now)
+    if "scope" in fragment:
+        if "scope" in entity:
+            entity["scope"] = fragment["scope"]
+            result.updated.append("scope")
+        else:
+            result.not_updated.append(("scope", "The entity has no scope to update"))
+    for iri, new_instances in attributes_of(fragment).items():
+        instances = entity.setdefault(iri, [])
+        for new in new_instances:
+            index = instance_index(instances, new.get("datasetId"))
+            if new.get("null"):
+                if index is not None:
+                    del instances[index]
+            elif index is None:
+                instances.append(new)
+            else:
+                new["createdAt"] = instances[index]["createdAt"]
+                instances[index] = new
+        if not instances:
+            del entity[iri]
+        result.updated.append(iri)
+    entity["modifiedAt"] = now
+    return result
+
+
+def merge_entity(entity: Entity, fragment: Entity, now: str) -> None:
+    """Merge-patch semantics: attributes and sub-attributes merge, NGSI-LD Null deletes."""
+    _add_types(entity, fragment, now)
+    if "scope" in fragment:
+        entity["scope"] = fragment["scope"]
+    for iri, new_instances in attributes_of(fragment).items():
+        instances = entity.setdefault(iri, [])
+        for new in new_instances:
+            index = instance_index(instances, new.get("datasetId"))
+            if new.get("null"):
+                if index is not None:
+                    del instances[index]
+            elif index is None:
+                instances.append(_drop_nulls(new))
+            else:
+                merge_instance(instances[index], new, now)
+        if not instances:
+            del entity[iri]
+    entity["modifiedAt"] = now
+
+
+def merge_instance(current: Instance, patch: Instance, now: str, *, keep_value: bool = False) -> None:
+    kind = patch["type"]
+    member = model.VALUE_MEMBER[kind]
+    if not keep_value:
+        for old_member in model.KIND_OF_MEMBER:
+            current.pop(old_member, None)
+        current["type"] = kind
+        current[member] = patch[member]
+    for key, item in patch.items():
+        if key in ("type", member, "createdAt", "modifiedAt", "null"):
+            continue
+        if isinstance(item, dict) and item.get("null"):
+            current.pop(key, None)
+        elif key in model.INSTANCE_MEMBERS or not isinstance(item, dict) or key not in current:
+            current[key] = _drop_nulls(item) if isinstance(item, dict) else item
+        else:
+            merge_instance(current[key], item, now)
+    current["modifiedAt"] = now
+
+
+def _drop_nulls(instance: Instance) -> Instance:
+    return {k: v for k, v in instance.items() if not (isinstance(v, dict) and v.get("null"))}
+
+
+def _add_types(entity: Entity, fragment: Entity, now: str) -> None:
+    for t in fragment.get("type", ()):
+        if t not in entity["type"]:
+            entity["type"].append(t)
+            entity["modifiedAt"] = now
+
+
+def instance_index(instances: list[Instance], dataset_id: str | None) -> int | None:
+    for index, instance in enumerate(instances):
+        if instance.get("datasetId") == dataset_id:
+            return index
+    return None
