@@ -38,7 +38,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -51,8 +50,8 @@ from kizuna.errors import ERRORS_BASE, InternalError, LoopDetected, NgsiLdError,
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import csources, model
-from kizuna.ngsild import query as ql
 from kizuna.ngsild.entities import BatchResult, EntityService, in_chunks
+from kizuna.ngsild.forwarding_plan import Target, allows, any_of, merge, plan_write, targets_for
 from kizuna.ngsild.merging import attributes_of
 from kizuna.outbound import (
     DEFAULT_PORTS,
@@ -63,25 +62,13 @@ from kizuna.outbound import (
     allowed_header,
     summary,
 )
-from kizuna.patterns import search
 from kizuna.store import Entity, EntityQuery, QueryResult, Store
-from kizuna.times import now_iso, parse_instant
+from kizuna.times import now_iso
 
 log = logging.getLogger("kizuna.forwarding")
 T = TypeVar("T")
 
 API = "/ngsi-ld/v1"
-WRITES, BATCH_WRITES = csources.ENTITY_WRITES, csources.BATCH_WRITES
-# What each operation group of clause 5.5.x stands for (only the operations forwarded here).
-GROUPS: Mapping[str, frozenset[str]] = {
-    "federationOps": frozenset({"retrieveEntity", "queryEntity", "queryBatch"}),
-    "retrieveOps": frozenset({"retrieveEntity", "queryEntity"}),
-    "redirectionOps": WRITES | BATCH_WRITES | {"retrieveEntity", "queryEntity", "queryBatch"},
-    "updateOps": frozenset({"updateEntity", "updateAttrs", "replaceEntity", "replaceAttrs"}),
-}
-# The order answers are merged in: the node's own data first, then the authoritative sources,
-# then the additive ones, the auxiliary ones last (they only fill gaps).
-MODE_RANK = {"exclusive": 0, "redirect": 0, "inclusive": 1, "auxiliary": 2}
 # Parameters that concern this node's answer (paging, representation), not what a source holds.
 NOT_FORWARDED = frozenset({"local", "limit", "offset", "count", "options", "format", "via"})
 # Parameters of a write that only state what the operation does anyway.
@@ -118,37 +105,6 @@ class Forwarded:
 
 
 @dataclass(frozen=True, slots=True)
-class _Target:
-    """One registration that takes part in one request, with what it adds to the request."""
-
-    reg: csources.Registration
-    ids: tuple[str, ...]  # the entity ids the registration names for this request (may be empty)
-    names: frozenset[str]  # registered attribute IRIs (empty: all attributes)
-
-    @property
-    def mode(self) -> str:
-        return csources.mode_of(self.reg)
-
-
-@dataclass(frozen=True, slots=True)
-class _Share:
-    """What one registration's source gets of a write: a body (or ``None``) and the attribute
-    IRIs it covers (empty for a whole-entity operation)."""
-
-    target: _Target
-    body: Any
-    names: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """How one write on one entity divides: ``local`` is the node's share (``None``: none)."""
-
-    local: _Share | None
-    remote: list[_Share]
-
-
-@dataclass(frozen=True, slots=True)
 class _Answer:
     """How a source took a forwarded write: ``problem`` is ``None`` on success; a 207 batch
     answer also keeps its body, to tell which entities failed."""
@@ -166,151 +122,6 @@ class _Answer:
             for e in self.multi_status["errors"]
             if isinstance(e, dict) and isinstance(e.get("entityId"), str)
         }
-
-
-def allows(reg: csources.Registration, operation: str) -> bool:
-    """Do the registration's operations (or operation groups) include ``operation``?"""
-    return any(op == operation or operation in GROUPS.get(op, ()) for op in csources.operations_of(reg))
-
-
-def _expired(reg: csources.Registration, now: datetime) -> bool:
-    expires = reg.get("expiresAt")
-    return isinstance(expires, str) and parse_instant(expires) <= now
-
-
-def _covers(
-    info: Mapping[str, Any],
-    ids: Sequence[str] | None,
-    types: ql.TypeExpr | None,
-    id_pattern: str | None,
-) -> tuple[bool, tuple[str, ...]]:
-    """Does one RegistrationInfo cover a request for ``ids`` / ``types`` / ``id_pattern``, and
-    which entity ids does it name for it? Unlike discovery, a type-only EntityInfo answers a
-    question by id: the source may hold that entity, and only it can say."""
-    entities = info.get("entities")
-    if not entities:
-        return True, ()
-    named: list[str] = []
-    covered = False
-    for entity_info in entities:
-        if types is not None and not types.matches([entity_info["type"]]):
-            continue
-        reg_id, reg_pattern = entity_info.get("id"), entity_info.get("idPattern")
-        if ids is not None:
-            if reg_id is not None and reg_id not in ids:
-                continue
-            if reg_id is None and reg_pattern is not None and not any(search(reg_pattern, i) for i in ids):
-                continue
-        if id_pattern is not None and reg_id is not None and not search(id_pattern, reg_id):
-            continue
-        covered = True
-        if reg_id is not None:
-            named.append(reg_id)
-    return covered, tuple(named)
-
-
-def targets_for(
-    regs: Iterable[csources.Registration],
-    operation: str,
-    *,
-    ids: Sequence[str] | None = None,
-    types: ql.TypeExpr | None = None,
-    id_pattern: str | None = None,
-    attrs: Iterable[str] | None = None,
-) -> list[_Target]:
-    """The registrations a request takes to, best mode first."""
-    wanted = None if attrs is None else frozenset(attrs)
-    now = datetime.now(UTC)
-    found: list[_Target] = []
-    for reg in regs:
-        if not allows(reg, operation) or _expired(reg, now):
-            continue
-        reg_ids: list[str] = []
-        names: set[str] = set()
-        matched = unrestricted = False
-        for info in reg.get("information", ()):
-            covered, named = _covers(info, ids, types, id_pattern)
-            info_names = set(info.get("propertyNames", ())) | set(info.get("relationshipNames", ()))
-            if not covered or (wanted is not None and info_names and not info_names & wanted):
-                continue
-            matched = True
-            reg_ids.extend(named)
-            if info_names:
-                names |= info_names
-            else:
-                unrestricted = True
-        if matched:
-            found.append(
-                _Target(reg, tuple(dict.fromkeys(reg_ids)), frozenset() if unrestricted else frozenset(names))
-            )
-    found.sort(key=lambda t: MODE_RANK.get(t.mode, 1))
-    return found
-
-
-def _plan(
-    regs: Sequence[csources.Registration],
-    operation: str,
-    entity_id: str,
-    body: Any,
-    expand: Callable[[str], str] | None,
-    attrs: Sequence[str] | None,
-    types: Sequence[str] | None,
-) -> _Plan | None:
-    """How a write on ``entity_id`` divides between the node and the sources (``None``: it
-    stays on the node). What an exclusive or redirect registration covers goes to its source
-    only (all of it, when it registers the whole entity); what an inclusive one covers goes to
-    its source and stays here too; auxiliary sources never take writes (clause 4.3.6.3).
-    ``types`` (IRIs) are the entity's, where known."""
-    type_expr = None if not types else _any_of(types)
-    targets = [
-        t for t in targets_for(regs, operation, ids=[entity_id], types=type_expr) if t.mode != "auxiliary"
-    ]
-    if not targets:
-        return None
-    model.check_entity_id(entity_id)
-    members = _attribute_members(body, expand)
-    touched = frozenset(members.values()) if members else frozenset(attrs or ())
-    remote: list[_Share] = []
-    claimed: set[str] = set()
-    whole = False
-    for target in targets:
-        names = touched if not target.names else touched & target.names
-        if target.names and touched and not names:
-            continue  # the source holds other attributes of the entity than those written
-        remote.append(_Share(target, _share(body, members, names if target.names else None), names))
-        if target.mode != "inclusive":
-            whole = whole or not target.names
-            claimed |= names
-    if not remote:
-        return None
-    left = touched - claimed
-    local = None
-    if not whole and (left or not touched):
-        local_body = _share(body, members, left) if claimed else body
-        local = _Share(targets[0], local_body, frozenset(left))
-    return _Plan(local, remote)
-
-
-def merge(into: Entity, incoming: Entity, mode: str) -> None:
-    """Merge a source's canonical entity into ``into`` by the rules of ``mode`` (module doc)."""
-    for entity_type in incoming.get("type", ()):
-        if entity_type not in into.setdefault("type", []):
-            into["type"].append(entity_type)
-    for iri, instances in attributes_of(incoming).items():
-        current = into.get(iri)
-        if not current:
-            into[iri] = instances
-            continue
-        if mode == "auxiliary":
-            continue
-        for instance in instances:
-            index = next(
-                (i for i, c in enumerate(current) if c.get("datasetId") == instance.get("datasetId")), None
-            )
-            if index is None:
-                current.append(instance)
-            elif mode != "inclusive" or instance.get("observedAt", "") > current[index].get("observedAt", ""):
-                current[index] = instance
 
 
 class Federation:
@@ -375,7 +186,7 @@ class Federation:
         if not regs:
             return await self.entities.retrieve(tenant, origin.subject, entity_id, types)
         model.check_entity_id(entity_id)
-        type_expr = None if types is None else _any_of(types)
+        type_expr = None if types is None else any_of(types)
         targets = targets_for(regs, "retrieveEntity", ids=[entity_id], types=type_expr)
         if not targets:
             return await self.entities.retrieve(tenant, origin.subject, entity_id, types)
@@ -402,7 +213,7 @@ class Federation:
         regs = [] if origin.local else await self._regs(tenant)
         if not regs:
             return await self.entities.query(tenant, origin.subject, query)
-        types = None if not query.types else _any_of(query.types)
+        types = None if not query.types else any_of(query.types)
         targets = targets_for(
             regs,
             "queryBatch" if batch else "queryEntity",
@@ -453,7 +264,7 @@ class Federation:
     ) -> tuple[T | None, Forwarded]:
         """One write of clause 5.6 on ``entity_id`` across the node and the sources.
 
-        ``body`` (the client's, compact) is split by attribute (:func:`_plan`); ``attrs`` names
+        ``body`` (the client's, compact) is split by attribute (:func:`plan_write`); ``attrs`` names
         the attribute of a body-less operation, ``expand`` turns the body's names into IRIs. The
         node's share runs first, through ``local`` (given the body left for it); if it fails
         nothing is forwarded. ``local`` is not called when the sources take everything."""
@@ -462,7 +273,7 @@ class Federation:
         plan = None
         if any(allows(reg, operation) for reg in regs):
             types = _types_of(body, expand) or await self._local_types(tenant, entity_id)
-            plan = _plan(regs, operation, entity_id, body, expand, attrs, types)
+            plan = plan_write(regs, operation, entity_id, body, expand, attrs, types)
         if plan is None:
             return await local(body), Forwarded()
         forwarded = Forwarded(local=plan.local is not None)
@@ -487,7 +298,7 @@ class Federation:
         source that fails is logged, as a failing source is left out of a read."""
         self._check_loop(origin)
         regs = [] if origin.local else await self._regs(tenant)
-        types = None if not query.types else _any_of(query.types)
+        types = None if not query.types else any_of(query.types)
         targets = [
             target
             for target in targets_for(
@@ -516,7 +327,7 @@ class Federation:
     ) -> BatchResult:
         """A batch operation (clauses 5.6.7-5.6.10, 5.6.17) across the node and the sources.
 
-        Each entity of the batch is split as a single write would be (:func:`_plan`); each
+        Each entity of the batch is split as a single write would be (:func:`plan_write`); each
         source then gets one batch request with its shares of every entity, and the node runs
         what is left of the batch through ``local``, a transaction per chunk (:func:`in_chunks`).
         An item is an entity with its TermMap (or the error its @context gave), or for a batch
@@ -528,14 +339,14 @@ class Federation:
         if not regs:
             return await in_chunks(list(items), local)
         kept: list[tuple[Any, Any]] = []
-        remote: dict[str, tuple[_Target, list[Any], list[str]]] = {}
+        remote: dict[str, tuple[Target, list[Any], list[str]]] = {}
         for item, terms in items:
             entity_id = item.get("id") if isinstance(item, dict) else item
             expand = terms.expand if isinstance(terms, TermMap) and isinstance(item, dict) else None
             plan = None
             if isinstance(entity_id, str) and model.is_uri(entity_id):
                 body = item if expand else None
-                plan = _plan(regs, operation, entity_id, body, expand, None, _types_of(body, expand))
+                plan = plan_write(regs, operation, entity_id, body, expand, None, _types_of(body, expand))
             if plan is None:
                 kept.append((item, terms))
                 continue
@@ -585,7 +396,7 @@ class Federation:
         except ResourceNotFound:
             return None
 
-    def _merged(self, entity: Entity | None, remote: Entity, target: _Target) -> Entity:
+    def _merged(self, entity: Entity | None, remote: Entity, target: Target) -> Entity:
         """``remote`` merged into ``entity``, keeping only what the registration covers."""
         if target.names:
             remote = {k: v for k, v in remote.items() if k not in attributes_of(remote) or k in target.names}
@@ -594,7 +405,7 @@ class Federation:
         merge(entity, remote, target.mode)
         return entity
 
-    async def _restrictions(self, target: _Target, origin: Origin) -> list[tuple[str, str]]:
+    async def _restrictions(self, target: Target, origin: Origin) -> list[tuple[str, str]]:
         """What a query adds for a source that only holds some entities or attributes: their ids
         and attribute names, in the client's terms (the request goes with the client's @context)."""
         given = {name for name, _ in origin.params}
@@ -608,7 +419,7 @@ class Federation:
 
     async def _fetch(
         self,
-        target: _Target,
+        target: Target,
         method: str,
         path: str,
         params: list[tuple[str, str]],
@@ -652,7 +463,7 @@ class Federation:
 
     async def _send(
         self,
-        target: _Target,
+        target: Target,
         method: str,
         path: str,
         params: list[tuple[str, str]],
@@ -742,11 +553,6 @@ def node_name(public_url: str) -> str:
     return urlsplit(public_url).netloc or public_url
 
 
-def _any_of(types: Sequence[str]) -> ql.TypeExpr:
-    """A type expression that one of ``types`` (IRIs) satisfies."""
-    return ql.TypeOr(tuple(ql.TypeName(t) for t in types))
-
-
 def _url(reg: csources.Registration, path: str, params: Sequence[tuple[str, str]]) -> str:
     url = reg["endpoint"].rstrip("/") + path
     return url + "?" + urlencode(params, safe=":,*|;") if params else url
@@ -761,21 +567,6 @@ def _types_of(body: Any, expand: Callable[[str], str] | None) -> list[str] | Non
     if not names or not all(isinstance(name, str) and name for name in names):
         return None
     return [expand(name) for name in names]
-
-
-def _attribute_members(body: Any, expand: Callable[[str], str] | None) -> dict[str, str]:
-    """The attribute members of an entity or fragment body: name as given -> IRI."""
-    if not isinstance(body, dict) or expand is None:
-        return {}
-    return {name: expand(name) for name in body if name not in model.ENTITY_MEMBERS}
-
-
-def _share(body: Any, members: Mapping[str, str], names: set[str] | frozenset[str] | None) -> Any:
-    """The part of ``body`` with the attributes ``names`` (IRIs; ``None``: all) and every
-    non-attribute member (id, type, @context, ...)."""
-    if names is None or not isinstance(body, dict):
-        return body
-    return {k: v for k, v in body.items() if k not in members or members[k] in names}
 
 
 def remote_error(problem: Mapping[str, Any], registration_id: str) -> NgsiLdError:
