@@ -170,7 +170,7 @@ async def test_a_hosted_contexts_owner_comes_back_from_the_store(tmp_path) -> No
     """What another process (or this one before a restart) hosted keeps its creator, who may
     delete it."""
     from kizuna.jsonld.contexts import ContextRegistry
-    from kizuna.ngsild.context_routes import ContextApi
+    from kizuna.ngsild.hosted_contexts import HostedContexts
     from kizuna.store import open_store
 
     store = open_store(f"sqlite:///{tmp_path}/k.db")
@@ -178,7 +178,7 @@ async def test_a_hosted_contexts_owner_comes_back_from_the_store(tmp_path) -> No
     try:
         await store.save_hosted_context("c1", {"@context": {"A": "urn:a"}}, 12.5, "alice")
         registry = ContextRegistry()
-        await ContextApi(registry, store, "http://127.0.0.1:1026").sync()
+        await HostedContexts(registry, store).sync()
         record = registry.record("c1")
         assert record is not None and (record.owner, record.created_at) == ("alice", 12.5)
     finally:

@@ -43,6 +43,7 @@ from kizuna.ngsild.discovery import DiscoveryApi
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.forwarding import Federation, node_name
 from kizuna.ngsild.history import prune_history_forever
+from kizuna.ngsild.hosted_contexts import HostedContexts
 from kizuna.ngsild.matching import SubscriptionCache
 from kizuna.ngsild.permission_routes import PermissionApi
 from kizuna.ngsild.routes import NgsiLdApi
@@ -148,7 +149,7 @@ def create_app(settings: Settings) -> Starlette:
         federation=federation,
         limits=(settings.default_limit, settings.max_limit),
     )
-    contexts = ContextApi(registry, store, settings.public_base_url)
+    contexts = HostedContexts(registry, store)
     subscriptions = SubscriptionApi(
         SubscriptionService(
             store,
@@ -245,7 +246,7 @@ def create_app(settings: Settings) -> Starlette:
         ).routes(),
         *csources.routes(),
         *DiscoveryApi(entities, registry).routes(),
-        *contexts.routes(),
+        *ContextApi(contexts, settings.public_base_url).routes(),
         mount(
             "/ngsi-ld/v1/auth",
             routes=PermissionApi(grants, registry, limits=limits).routes(),
