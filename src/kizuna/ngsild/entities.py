@@ -27,6 +27,7 @@ from kizuna.errors import (
     ResourceNotFound,
 )
 from kizuna.jsonld.terms import TermMap
+from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild import model
 from kizuna.ngsild.history import record_changes
 from kizuna.ngsild.matching import Compiled, SubscriptionCache, outbox_rows
@@ -235,7 +236,7 @@ class EntityService:
             if not body:
                 raise BadRequestData("The attribute fragment is empty")
             kind = body.get("type", current["type"])
-            member = model.VALUE_MEMBER.get(kind) if isinstance(kind, str) else None
+            member = VALUE_MEMBER.get(kind) if isinstance(kind, str) else None
             given = [m for m in model.KIND_OF_MEMBER if m in body]
             if kind != current["type"] or (given and given != [member]):
                 raise BadRequestData(f"Attribute {name} is a {current['type']}; the fragment does not fit it")

@@ -22,20 +22,11 @@ from typing import Any
 
 from kizuna.errors import BadRequestData
 from kizuna.jsonld.terms import TermMap
+from kizuna.members import VALUE_MEMBER
 from kizuna.times import parse_instant
 
 NULL = "urn:ngsi-ld:null"
 
-VALUE_MEMBER = {
-    "Property": "value",
-    "GeoProperty": "value",
-    "Relationship": "object",
-    "LanguageProperty": "languageMap",
-    "VocabProperty": "vocab",
-    "JsonProperty": "json",
-    "ListProperty": "valueList",
-    "ListRelationship": "objectList",
-}
 KIND_OF_MEMBER = {
     "value": "Property",
     "object": "Relationship",

@@ -28,7 +28,7 @@ from shapely.geometry import shape as geojson_to_shape
 from shapely.geometry.base import BaseGeometry
 
 from kizuna.errors import BadRequestData
-from kizuna.ngsild.model import VALUE_MEMBER
+from kizuna.members import VALUE_MEMBER
 from kizuna.patterns import compile_pattern
 
 MAX_EXPRESSION_LENGTH = 8 * 1024

@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kizuna.jsonld.terms import TermMap
-from kizuna.ngsild.model import INSTANCE_MEMBERS, SYSTEM_MEMBERS, VALUE_MEMBER
+from kizuna.members import VALUE_MEMBER
+from kizuna.ngsild.model import INSTANCE_MEMBERS, SYSTEM_MEMBERS
 from kizuna.ngsild.query import Projection
 
 GEOJSON_CONTENT_PROPERTIES = frozenset({"id", "type", "@context"})

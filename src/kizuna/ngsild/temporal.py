@@ -48,6 +48,7 @@ from kizuna.access.policy import AccessPolicy
 from kizuna.access.subject import Subject
 from kizuna.errors import AccessDenied, BadRequestData, NotAuthenticated, ResourceNotFound
 from kizuna.jsonld.terms import TermMap
+from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild import model
 from kizuna.ngsild import query as ql
 from kizuna.ngsild.temporal_params import InstanceRange, TemporalParams, parse_datetime, time_of
