@@ -12,6 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kizuna import query as ql
 from kizuna.access.permissions import (
     KIND,
     SPECIFIC_ACCESS_POLICY_IRIS,
@@ -23,7 +24,6 @@ from kizuna.access.permissions import (
 )
 from kizuna.access.policy import AccessPolicy
 from kizuna.access.subject import AUTHENTICATED, PUBLIC, Subject
-from kizuna.ngsild import query as ql
 from kizuna.store import EntityQuery, open_store
 
 TYPES = ["urn:t:A", "urn:t:B", "urn:t:C"]

@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from kizuna.errors import BadRequestData
-from kizuna.ngsild.query import parse_order_by, parse_projection
+from kizuna.query import parse_order_by, parse_projection
 
 BASE = "/ngsi-ld/v1"
 ERR = "https://uri.etsi.org/ngsi-ld/errors/"

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from kizuna import query as ql
 from kizuna.app import create_app
 from kizuna.config import Settings
 from kizuna.errors import ServiceUnavailable
-from kizuna.ngsild import query as ql
-from kizuna.ngsild.query import parse_q
+from kizuna.query import parse_q
 from kizuna.store import EntityQuery, open_store
 from kizuna.store.postgres import GLOBAL_MIGRATIONS, TENANT_VERSION, PostgresStore, schema_for
 from test_query_index import compilable_terms, entities, python_only_terms, trees

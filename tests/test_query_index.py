@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from kizuna.ngsild import query as ql
+from kizuna import query as ql
 from kizuna.store import AccessFilter, EntityQuery
 from kizuna.store.sqlite import SqliteStore, _plan
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kizuna.errors import BadRequestData, InvalidRequest
-from kizuna.ngsild.query import (
+from kizuna.query import (
     GEOMETRIES,
     AttrPath,
     Comparison,

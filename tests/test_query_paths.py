@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kizuna.ngsild import query as ql
+from kizuna import query as ql
 from kizuna.store import EntityQuery, geo_matches, geo_matches_values
 from kizuna.store.sqlite import SqliteStore, _select
 from test_query_index import compilable_terms, instances, trees

@@ -6,6 +6,7 @@ import re
 import uuid
 from typing import Any
 
+from kizuna import query as ql
 from kizuna.access.subject import Subject
 from kizuna.dataspace import messages, odrl
 from kizuna.dataspace.core import DATASET, Node
@@ -17,7 +18,6 @@ from kizuna.errors import (
     PolicyError,
     ResourceNotFound,
 )
-from kizuna.ngsild import query as ql
 
 PULL = "HttpData-PULL"
 PUSH = "HttpData-PUSH"

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from kizuna import query as ql
 from kizuna.access.grants import Grants
 from kizuna.access.subject import NODE, Subject, participant
 from kizuna.dataspace import odrl
@@ -39,7 +40,6 @@ from kizuna.errors import (
     UsageDenied,
 )
 from kizuna.jsonld.contexts import ContextRegistry
-from kizuna.ngsild import query as ql
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.render import View, render_entity
 from kizuna.ngsild.selection import EntitySelection

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from kizuna import query as ql
 from kizuna.access import ownership
 from kizuna.access.subject import Subject
 from kizuna.errors import AlreadyExists, BadRequestData, HiddenResource, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
-from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import check_geometry, check_name, is_datetime, is_uri, parse_scope
 from kizuna.ngsild.subscriptions import (
     ImplicitContextHook,

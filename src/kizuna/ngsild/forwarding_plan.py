@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kizuna import query as ql
 from kizuna.ngsild import csources, model
-from kizuna.ngsild import query as ql
 from kizuna.ngsild.merging import attributes_of
 from kizuna.patterns import search
 from kizuna.store import Entity

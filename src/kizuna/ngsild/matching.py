@@ -18,10 +18,10 @@ from urllib.parse import unquote
 
 import orjson
 
+from kizuna import query as ql
 from kizuna.access.ownership import reader_of
 from kizuna.access.subject import Subject
 from kizuna.jsonld.contexts import ContextRegistry
-from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import SYSTEM_MEMBERS
 from kizuna.patterns import compile_pattern
 from kizuna.store import AccessFilter, Entity, EntityQuery, WriteTransaction

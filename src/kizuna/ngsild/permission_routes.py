@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna import query as ql
 from kizuna.access.grants import Grants, PermissionFilter, render
 from kizuna.access.permissions import Action
 from kizuna.errors import BadRequestData
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import edge, selection
-from kizuna.ngsild import query as ql
 
 PATH = "/ngsi-ld/v1/auth/permissions"
 P_QUERY = frozenset(

@@ -12,7 +12,7 @@ from typing import Any
 from kizuna.jsonld.terms import TermMap
 from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild.model import INSTANCE_MEMBERS, SYSTEM_MEMBERS
-from kizuna.ngsild.query import Projection
+from kizuna.query import Projection
 
 GEOJSON_CONTENT_PROPERTIES = frozenset({"id", "type", "@context"})
 Entity = dict[str, Any]

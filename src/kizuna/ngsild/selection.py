@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
+from kizuna import query as ql
 from kizuna.errors import BadRequestData, InvalidRequest
 from kizuna.jsonld.terms import TermMap
-from kizuna.ngsild import query as ql
 from kizuna.ngsild.merging import ENTITY_CORE
 from kizuna.ngsild.model import is_uri
 from kizuna.ngsild.render import View

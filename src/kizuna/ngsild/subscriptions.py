@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from kizuna import query as ql
 from kizuna.access import ownership
 from kizuna.access.subject import Subject
 from kizuna.errors import AlreadyExists, BadRequestData, HiddenResource, ResourceNotFound
 from kizuna.jsonld.contexts import HOSTED_PATH, ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
-from kizuna.ngsild import query as ql
 from kizuna.ngsild.model import is_datetime, is_uri
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.outbound import OutboundGate, header_names

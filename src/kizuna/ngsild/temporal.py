@@ -44,13 +44,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kizuna import query as ql
 from kizuna.access.policy import AccessPolicy
 from kizuna.access.subject import Subject
 from kizuna.errors import AccessDenied, BadRequestData, NotAuthenticated, ResourceNotFound
 from kizuna.jsonld.terms import TermMap
-from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild import model
-from kizuna.ngsild import query as ql
 from kizuna.ngsild.temporal_params import InstanceRange, TemporalParams, parse_datetime, time_of
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import AggregateRow, Entity, HistoryQuery, Store

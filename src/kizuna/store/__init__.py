@@ -15,7 +15,7 @@ from math import isfinite
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from kizuna.ngsild.query import GeoQuery, QExpr, ScopeExpr
+    from kizuna.query import GeoQuery, QExpr, ScopeExpr
 
 Entity = dict[str, Any]
 DEFAULT_TENANT = ""

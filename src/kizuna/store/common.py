@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
+from kizuna import query as ql
 from kizuna import times
-from kizuna.ngsild import query as ql
 from kizuna.store import ChangeListener
 
 log = logging.getLogger("kizuna.store")
@@ -91,8 +91,8 @@ def literal(value: Any) -> tuple[int, Any] | None:
 
 def attribute_rows(entity: dict[str, Any]) -> list[tuple[str, int, Any, int]]:
     """(attribute, kind, value, instance number) of every attr_values row of one entity: the
-    scalar leaves of each instance (:func:`kizuna.ngsild.query.instance_leaves`, so that SQL and
-    :func:`kizuna.ngsild.query.matches` see the same values), a NO_SCALAR marker for an instance
+    scalar leaves of each instance (:func:`kizuna.query.instance_leaves`, so that SQL and
+    :func:`kizuna.query.matches` see the same values), a NO_SCALAR marker for an instance
     without any, a NO_INSTANCE marker for a key without any valued instance."""
     rows: list[tuple[str, int, Any, int]] = []
     for key in entity:

@@ -85,8 +85,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 
+from kizuna import query as ql
 from kizuna.errors import AlreadyExists, ServiceUnavailable
-from kizuna.ngsild import query as ql
 from kizuna.patterns import compile_pattern
 from kizuna.store import (
     NO_SCOPE,

@@ -10,8 +10,8 @@ Queries run in SQL on indexes kept beside the documents, in the transaction of e
 - ``entity_types``: the type index, with each entity's owner, so that a restricted subject's type
   query tests ownership on the index row it walks instead of looking up each candidate entity.
 - ``attr_values``: one row per scalar a q expression compares with (number, string, boolean; the
-  leaves of each attribute instance, found by :func:`kizuna.ngsild.query.instance_leaves`, so that
-  SQL and :func:`kizuna.ngsild.query.matches` see the same values), keyed
+  leaves of each attribute instance, found by :func:`kizuna.query.instance_leaves`, so that
+  SQL and :func:`kizuna.query.matches` see the same values), keyed
   ``(tenant, attribute, kind, val, pk, inst)``. A separate table rather than ``json_extract`` on
   the document: attributes are user-defined, so no expression index could cover them, and a
   range ``speed < 20`` or ``intensity == 800..1200`` on this table is one B-tree range scan over
@@ -48,8 +48,8 @@ from typing import Any
 
 import orjson
 
+from kizuna import query as ql
 from kizuna.files import create_private
-from kizuna.ngsild import query as ql
 from kizuna.patterns import search
 from kizuna.store import (
     NO_SCOPE,
