@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kizuna import query as ql
-from kizuna.store import EntityQuery, geo_matches, geo_matches_values
+from kizuna.store import EntityQuery
 from kizuna.store.sqlite import SqliteStore, _select
 from test_query_index import compilable_terms, instances, trees
 
@@ -137,7 +137,7 @@ def test_geo_queries_from_the_shapes_in_the_index(
         for d in docs
         if (types is None or set(d["type"]) & set(types))
         and (q is None or ql.matches(q, d))
-        and geo_matches(geo, LOC, d)
+        and ql.geo_matches(geo, LOC, d)
     ]
     assert answer(docs, query) == expected(matching, query)
 
@@ -159,7 +159,7 @@ def test_the_vectorised_point_check_decides_as_the_one_by_one_check(
 ) -> None:
     geo = ql.parse_geoq(georel, "Polygon", json.dumps(polygon))
     one_by_one = [any(geo.matches(v) for v in values) for values in candidates]
-    assert geo_matches_values(geo, candidates) == one_by_one
+    assert ql.geo_matches_values(geo, candidates) == one_by_one
 
 
 # -- plans -----------------------------------------------------------------------------------------

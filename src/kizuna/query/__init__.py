@@ -16,7 +16,16 @@ Callers import from the package; the modules import each other.
 
 from __future__ import annotations
 
-from kizuna.query.geo import DEFAULT_GEOPROPERTY, GEOMETRIES, GEORELS, GeoQuery, parse_geoq
+from kizuna.query.geo import (
+    DEFAULT_GEOPROPERTY,
+    GEOMETRIES,
+    GEORELS,
+    GeoQuery,
+    geo_matches,
+    geo_matches_many,
+    geo_matches_values,
+    parse_geoq,
+)
 from kizuna.query.grammar import check_regex
 from kizuna.query.order import OrderBy, OrderKey, parse_order_by
 from kizuna.query.projection import ENTITY_MEMBER_NAMES, Projection, parse_attrs_list, parse_projection
@@ -70,6 +79,9 @@ __all__ = [
     "Uri",
     "ValueList",
     "check_regex",
+    "geo_matches",
+    "geo_matches_many",
+    "geo_matches_values",
     "instance_leaves",
     "matches",
     "parse_attrs_list",

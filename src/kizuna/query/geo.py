@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,9 @@ METRES_PER_DEGREE = EARTH_RADIUS_M * math.pi / 180
 GEORELS = ("near", "within", "contains", "intersects", "disjoint", "equals", "overlaps")
 GEOMETRIES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon")
 DEFAULT_GEOPROPERTY = "location"
+
+
+# -- georels and distances -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,87 @@ def _distance_box(lon: float, lat: float, metres: float) -> tuple[float, float, 
     if lon - dlon < -180 or lon + dlon > 180:
         return (-180.0, minlat, 180.0, maxlat)
     return (lon - dlon, minlat, lon + dlon, maxlat)
+
+
+# -- matching entities ---------------------------------------------------------------------------
+
+
+def geo_matches(geo: GeoQuery, geoproperty: str, entity: dict[str, Any]) -> bool:
+    """Any instance of ``geoproperty`` whose GeoJSON value is in the georel (the exact check)."""
+    return any(
+        geo.matches(i["value"]) for i in entity.get(geoproperty, ()) if isinstance(i.get("value"), dict)
+    )
+
+
+# georel -> the shapely predicate of the query geometry against points given as x, y arrays that
+# decides the georel of each point: a point is within G iff G contains it, intersects G iff G
+# intersects it, is disjoint from G iff G does not intersect it.
+_POINT_GEORELS = frozenset({"within", "intersects", "disjoint"})
+_EXACT_INT = 2**53
+
+
+def _exact_number(c: Any) -> bool:
+    """A coordinate that numpy holds as the same float shapely would make of it."""
+    return (type(c) is float and math.isfinite(c)) or (type(c) is int and -_EXACT_INT < c < _EXACT_INT)
+
+
+def geo_matches_many(geo: GeoQuery, geoproperty: str, entities: Sequence[dict[str, Any]]) -> list[bool]:
+    """:func:`geo_matches` for each of ``entities`` (see :func:`geo_matches_values`)."""
+    return geo_matches_values(
+        geo,
+        [
+            [i["value"] for i in entity.get(geoproperty, ()) if isinstance(i.get("value"), dict)]
+            for entity in entities
+        ],
+    )
+
+
+def geo_matches_values(geo: GeoQuery, candidates: Sequence[Sequence[dict[str, Any]]]) -> list[bool]:
+    """For each candidate (the GeoJSON values of its geoproperty's instances): does any value
+    match? The 2D Points of a within / intersects / disjoint query are checked in one vectorised
+    call on the prepared query geometry (shapely 2 ``contains_xy`` / ``intersects_xy``) instead of
+    one shape each; anything else (other geometries, other georels, an invalid query geometry,
+    which GEOS may only answer once repaired) takes :meth:`GeoQuery.matches` one by one."""
+    if geo.georel not in _POINT_GEORELS or len(candidates) < 2 or not shapely.is_valid(geo.geometry):
+        return [any(geo.matches(value) for value in values) for values in candidates]
+    found = [False] * len(candidates)
+    xs: list[float] = []
+    ys: list[float] = []
+    owners: list[int] = []
+    others: list[tuple[int, dict[str, Any]]] = []
+    for n, values in enumerate(candidates):
+        for value in values:
+            xy = value.get("coordinates")
+            if (
+                value.get("type") == "Point"
+                and type(xy) is list
+                and len(xy) == 2
+                and all(_exact_number(c) for c in xy)
+            ):
+                xs.append(xy[0])
+                ys.append(xy[1])
+                owners.append(n)
+            else:
+                others.append((n, value))
+    if owners:
+        shapely.prepare(geo.geometry)
+        x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        if geo.georel == "within":
+            inside = shapely.contains_xy(geo.geometry, x, y)
+        else:
+            inside = shapely.intersects_xy(geo.geometry, x, y)
+            if geo.georel == "disjoint":
+                inside = ~inside
+        for n, ok in zip(owners, inside.tolist(), strict=True):
+            if ok:
+                found[n] = True
+    for n, value in others:
+        if not found[n] and geo.matches(value):
+            found[n] = True
+    return found
+
+
+# -- validating a geoQuery -----------------------------------------------------------------------
 
 
 def _coordinates_error(where: str, problem: str) -> BadRequestData:

@@ -1,9 +1,10 @@
 """Storage behind one protocol, so that SQLite and PostgreSQL pass the same contract tests.
 
-The store keeps canonical entities (see :mod:`kizuna.ngsild.model`) as documents, with the
-indexes the queries need beside them. Services talk to it in two ways: reads straight on the
-store, and writes inside :meth:`Store.write`, one transaction per request, so that a request
-either commits everything it reports as done or nothing.
+The store keeps entities in canonical form (normalized NGSI-LD with every term expanded to its
+IRI, as the NGSI-LD layer makes them) as documents, with the indexes the queries need beside
+them. Services talk to it in two ways: reads straight on the store, and writes inside
+:meth:`Store.write`, one transaction per request, so that a request either commits everything
+it reports as done or nothing.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from math import isfinite
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from kizuna.query import GeoQuery, QExpr, ScopeExpr
+from kizuna.query import GeoQuery, QExpr, ScopeExpr, geo_matches
 
 Entity = dict[str, Any]
 DEFAULT_TENANT = ""
@@ -97,84 +96,6 @@ class EntityQuery:
         if len(checks) == 1:
             return checks[0]
         return lambda e: all(check(e) for check in checks)
-
-
-def geo_matches(geo: GeoQuery, geoproperty: str, entity: Entity) -> bool:
-    """Any instance of ``geoproperty`` whose GeoJSON value is in the georel (the exact check)."""
-    return any(
-        geo.matches(i["value"]) for i in entity.get(geoproperty, ()) if isinstance(i.get("value"), dict)
-    )
-
-
-# georel -> the shapely predicate of the query geometry against points given as x, y arrays that
-# decides the georel of each point: a point is within G iff G contains it, intersects G iff G
-# intersects it, is disjoint from G iff G does not intersect it.
-_POINT_GEORELS = frozenset({"within", "intersects", "disjoint"})
-_EXACT_INT = 2**53
-
-
-def _exact_number(c: Any) -> bool:
-    """A coordinate that numpy holds as the same float shapely would make of it."""
-    return (type(c) is float and isfinite(c)) or (type(c) is int and -_EXACT_INT < c < _EXACT_INT)
-
-
-def geo_matches_many(geo: GeoQuery, geoproperty: str, entities: Sequence[Entity]) -> list[bool]:
-    """:func:`geo_matches` for each of ``entities`` (see :func:`geo_matches_values`)."""
-    return geo_matches_values(
-        geo,
-        [
-            [i["value"] for i in entity.get(geoproperty, ()) if isinstance(i.get("value"), dict)]
-            for entity in entities
-        ],
-    )
-
-
-def geo_matches_values(geo: GeoQuery, candidates: Sequence[Sequence[dict[str, Any]]]) -> list[bool]:
-    """For each candidate (the GeoJSON values of its geoproperty's instances): does any value
-    match? The 2D Points of a within / intersects / disjoint query are checked in one vectorised
-    call on the prepared query geometry (shapely 2 ``contains_xy`` / ``intersects_xy``) instead of
-    one shape each; anything else (other geometries, other georels, an invalid query geometry,
-    which GEOS may only answer once repaired) takes :meth:`GeoQuery.matches` one by one."""
-    import numpy as np
-    import shapely
-
-    if geo.georel not in _POINT_GEORELS or len(candidates) < 2 or not shapely.is_valid(geo.geometry):
-        return [any(geo.matches(value) for value in values) for values in candidates]
-    found = [False] * len(candidates)
-    xs: list[float] = []
-    ys: list[float] = []
-    owners: list[int] = []
-    others: list[tuple[int, dict[str, Any]]] = []
-    for n, values in enumerate(candidates):
-        for value in values:
-            xy = value.get("coordinates")
-            if (
-                value.get("type") == "Point"
-                and type(xy) is list
-                and len(xy) == 2
-                and all(_exact_number(c) for c in xy)
-            ):
-                xs.append(xy[0])
-                ys.append(xy[1])
-                owners.append(n)
-            else:
-                others.append((n, value))
-    if owners:
-        shapely.prepare(geo.geometry)
-        x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-        if geo.georel == "within":
-            inside = shapely.contains_xy(geo.geometry, x, y)
-        else:
-            inside = shapely.intersects_xy(geo.geometry, x, y)
-            if geo.georel == "disjoint":
-                inside = ~inside
-        for n, ok in zip(owners, inside.tolist(), strict=True):
-            if ok:
-                found[n] = True
-    for n, value in others:
-        if not found[n] and geo.matches(value):
-            found[n] = True
-    return found
 
 
 @dataclass(slots=True)

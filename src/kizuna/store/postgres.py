@@ -99,8 +99,6 @@ from kizuna.store import (
     HistoryQuery,
     OutboxRow,
     QueryResult,
-    geo_matches_many,
-    geo_matches_values,
 )
 from kizuna.store.common import (
     BOOLEAN,
@@ -617,7 +615,7 @@ class PostgresStore:
                 if residual is not None:
                     entities = [entity for entity in entities if residual(entity)]
                 if query.geo is not None:
-                    keep = geo_matches_many(query.geo, query.geoproperty or "location", entities)
+                    keep = ql.geo_matches_many(query.geo, query.geoproperty or "location", entities)
                     entities = [entity for entity, ok in zip(entities, keep, strict=True) if ok]
                 for entity in entities:
                     if matched >= query.offset and (wanted_end is None or matched < wanted_end):
@@ -646,7 +644,7 @@ class PostgresStore:
         )
         if any(found is None for _, found in rows):
             return None
-        keep = geo_matches_values(query.geo, [found for _, found in rows])
+        keep = ql.geo_matches_values(query.geo, [found for _, found in rows])
         matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
         result = QueryResult(total=len(matched) if query.count else None)
         end = None if query.limit is None else query.offset + query.limit

@@ -62,8 +62,6 @@ from kizuna.store import (
     HistoryQuery,
     OutboxRow,
     QueryResult,
-    geo_matches_many,
-    geo_matches_values,
 )
 from kizuna.store.common import (
     CORE,
@@ -1656,7 +1654,7 @@ def _query_entities(db: sqlite3.Connection, tenant: str, query: EntityQuery) -> 
         sql = f"SELECT e.pk, e.shapes FROM {source} WHERE {where} ORDER BY e.pk"
         rows = db.execute(sql, params).fetchall()
         if all(found is not None for _, found in rows):  # else written by an older version
-            keep = geo_matches_values(query.geo, [orjson.loads(found) for _, found in rows])
+            keep = ql.geo_matches_values(query.geo, [orjson.loads(found) for _, found in rows])
             matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
             if query.count:
                 result.total = len(matched)
@@ -1682,7 +1680,7 @@ def _query_entities(db: sqlite3.Connection, tenant: str, query: EntityQuery) -> 
         if residual is not None:
             entities = [entity for entity in entities if residual(entity)]
         if query.geo is not None:
-            keep = geo_matches_many(query.geo, query.geoproperty or "location", entities)
+            keep = ql.geo_matches_many(query.geo, query.geoproperty or "location", entities)
             entities = [entity for entity, ok in zip(entities, keep, strict=True) if ok]
         for entity in entities:
             if matched >= query.offset and (wanted_end is None or matched < wanted_end):
