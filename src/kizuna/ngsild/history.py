@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild import model
 from kizuna.store import Entity, Store
 
@@ -23,7 +24,7 @@ def deletion_record(instance: Instance, now: str) -> Instance:
 
     This is what the entity API appends when an attribute (instance) is deleted."""
     kind = instance["type"]
-    member = model.VALUE_MEMBER[kind]
+    member = VALUE_MEMBER[kind]
     value: Any = model.NULL
     if kind == "LanguageProperty":
         value = {"@none": model.NULL}

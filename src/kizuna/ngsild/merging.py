@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild import model
 from kizuna.ngsild.model import SYSTEM_MEMBERS
 from kizuna.store import Entity
@@ -118,7 +119,7 @@ def merge_entity(entity: Entity, fragment: Entity, now: str) -> None:
 
 def merge_instance(current: Instance, patch: Instance, now: str, *, keep_value: bool = False) -> None:
     kind = patch["type"]
-    member = model.VALUE_MEMBER[kind]
+    member = VALUE_MEMBER[kind]
     if not keep_value:
         for old_member in model.KIND_OF_MEMBER:
             current.pop(old_member, None)

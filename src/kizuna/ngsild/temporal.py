@@ -516,6 +516,3 @@ def _fields(history: HistoryQuery) -> dict[str, Any]:
 
 def _seconds(instance: Instance, timeproperty: str) -> float:
     return parse_datetime(time_of(instance, timeproperty), timeproperty)
-
-
-# -- output ----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from kizuna.jsonld.terms import TermMap
-from kizuna.ngsild import model
+from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild.render import View, render_instance
 from kizuna.ngsild.temporal import TemporalEntity
 from kizuna.ngsild.temporal_params import TemporalParams, time_of
@@ -104,7 +104,7 @@ def _temporal_values(instances: list[Instance], kind: str, terms: TermMap, timep
 def _value_of(instance: Instance, terms: TermMap, view: View) -> Any:
     value = render_instance(instance, terms, view)
     if instance["type"] in WRAPPED_VALUES:
-        return {model.VALUE_MEMBER[instance["type"]]: value}
+        return {VALUE_MEMBER[instance["type"]]: value}
     return value
 
 

@@ -31,8 +31,8 @@ from kizuna.config import Settings
 from kizuna.errors import DeliveryError
 from kizuna.jsonld.contexts import CORE_CONTEXT_URL, HOSTED_PATH, ContextRegistry
 from kizuna.jsonld.terms import TermMap
+from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild.matching import compile_subscription
-from kizuna.ngsild.model import VALUE_MEMBER
 from kizuna.ngsild.render import View, linked_targets, render_entity, render_instance
 from kizuna.ngsild.subscriptions import CORE_MEMBERS, status_of
 from kizuna.notify.csource import CsourceNotifier
