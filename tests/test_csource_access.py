@@ -118,3 +118,32 @@ def test_csource_notifications_tell_only_of_registrations_the_subscriber_may_see
     finally:
         alices.close()
         admins.close()
+
+
+def test_a_subscription_the_node_manages_is_changed_by_nobody_else_of_either_kind(
+    secured: TestClient, idp_key: Any
+) -> None:
+    """A subject who may see a subscription but not change it (here an admin, and one the node's
+    connector owns) gets 403 on PATCH and DELETE, for csource subscriptions as for entity ones."""
+    from kizuna.access.ownership import owned
+    from kizuna.access.subject import NODE
+
+    admin = bearer(idp_key, "kizuna-admin", sub="root")
+    store = secured.app.state.store  # type: ignore[attr-defined]
+    stamp = {"createdAt": "2024-01-01T00:00:00Z", "modifiedAt": "2024-01-01T00:00:00Z"}
+    portal = secured.portal
+    assert portal is not None
+    csource = owned({**CSOURCE_SUBSCRIPTION, **stamp}, NODE)
+    entity = owned({**CSOURCE_SUBSCRIPTION, "id": "urn:ngsi-ld:Subscription:entity-1", **stamp}, NODE)
+    assert portal.call(store.insert_document, "csourceSubscription", "", csource)
+    assert portal.call(store.insert_subscription, "", entity)
+    for path, sub_id in ((CSOURCE_SUBSCRIPTIONS, csource["id"]), ("/ngsi-ld/v1/subscriptions", entity["id"])):
+        one = f"{path}/{sub_id}"
+        assert secured.get(one, headers=admin).status_code == 200, one
+        moved = secured.patch(
+            one, json={"notification": {"endpoint": {"uri": "http://127.0.0.1:9/x"}}}, headers=admin | CORE
+        )
+        assert moved.status_code == 403, one
+        assert "managed by the node's connector" in moved.json()["detail"]
+        assert secured.delete(one, headers=admin).status_code == 403, one
+        assert secured.get(one, headers=admin).status_code == 200, one

@@ -808,6 +808,7 @@ class CsourceSubscriptionService(_Documents):
         if "type" in fragment and fragment["type"] != "Subscription":
             raise BadRequestData("Invalid subscription: type must be Subscription")
         sub = await self.retrieve(tenant, subject, sub_id)
+        ownership.require_change(subject, tenant, sub, f"Subscription {sub_id}")
         if merge_patch and isinstance(fragment.get("notification"), dict):
             current = dict(sub.get("notification", {}))
             for name, value in fragment["notification"].items():
@@ -843,7 +844,8 @@ class CsourceSubscriptionService(_Documents):
             self.notifier.subscription_changed(tenant, sub)
 
     async def delete(self, tenant: str, subject: Subject, sub_id: str) -> None:
-        await self.retrieve(tenant, subject, sub_id)
+        sub = await self.retrieve(tenant, subject, sub_id)
+        ownership.require_change(subject, tenant, sub, f"Subscription {sub_id}")
         if not await self.store.delete_document(SUBSCRIPTION_KIND, tenant, sub_id):
             raise ResourceNotFound(f"Subscription {sub_id} not found")
 
