@@ -543,7 +543,7 @@ def test_csource_subscription_update_query_delete(client: TestClient) -> None:
 
 async def test_filter_from_a_csource_subscription() -> None:
     from kizuna.jsonld.contexts import ContextRegistry
-    from kizuna.ngsild.csources import RegistrationFilter
+    from kizuna.ngsild.csource_matching import RegistrationFilter
 
     terms = await ContextRegistry().term_map(None)
     registration = {

@@ -38,7 +38,7 @@ from kizuna.middleware.new_tenants import NewTenants
 from kizuna.middleware.same_origin import SameOriginOnly
 from kizuna.ngsild.context_routes import ContextApi
 from kizuna.ngsild.csource_routes import CsourceApi
-from kizuna.ngsild.csources import CsourceSubscriptionService, RegistrationService
+from kizuna.ngsild.csources import RegistrationService
 from kizuna.ngsild.discovery import DiscoveryApi
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.forwarding import Federation, node_name
@@ -47,8 +47,8 @@ from kizuna.ngsild.hosted_contexts import HostedContexts
 from kizuna.ngsild.matching import SubscriptionCache
 from kizuna.ngsild.permission_routes import PermissionApi
 from kizuna.ngsild.routes import NgsiLdApi
-from kizuna.ngsild.subscription_routes import SubscriptionApi
-from kizuna.ngsild.subscriptions import SubscriptionService
+from kizuna.ngsild.subscription_routes import CSOURCE_SUBSCRIPTIONS, SUBSCRIPTIONS, SubscriptionApi
+from kizuna.ngsild.subscriptions import CsourceSubscriptions, EntitySubscriptions, SubscriptionService
 from kizuna.ngsild.temporal import TemporalService
 from kizuna.ngsild.temporal_params import parse_retention
 from kizuna.ngsild.temporal_routes import TemporalApi
@@ -150,47 +150,25 @@ def create_app(settings: Settings) -> Starlette:
         limits=(settings.default_limit, settings.max_limit),
     )
     contexts = HostedContexts(registry, store)
-    subscriptions = SubscriptionApi(
-        SubscriptionService(
-            store,
-            registry,
-            implicit_context=contexts.add_implicit,
-            on_change=subscription_cache.invalidate,
-            settle=dispatcher.settle,
-            gate=gate,
-        ),
-        registry,
-        limits=(settings.default_limit, settings.max_limit),
-    )
-    dataspace = build_dataspace(
-        settings,
+    limits = (settings.default_limit, settings.max_limit)
+    entity_subscriptions = SubscriptionService(
         store,
-        entities,
         registry,
-        SubscriptionService(
-            store,
-            registry,
-            implicit_context=contexts.add_implicit,
-            on_change=subscription_cache.invalidate,
-            gate=gate,
-        ),
-        grants,
-        gate,
+        EntitySubscriptions(store, on_change=subscription_cache.invalidate, settle=dispatcher.settle),
+        implicit_context=contexts.add_implicit,
+        gate=gate,
     )
-    dispatcher.gate = dataspace.dataplane  # push transfers: each notification is a counted access
-    csources = CsourceApi(
-        RegistrationService(
-            store,
-            registry,
-            notifier=dispatcher.csources,
-            on_change=federation.registrations_changed,
-            gate=gate,
-        ),
-        CsourceSubscriptionService(
-            store, registry, implicit_context=contexts.add_implicit, notifier=dispatcher.csources, gate=gate
-        ),
+    csource_subscriptions = SubscriptionService(
+        store,
         registry,
-        limits=(settings.default_limit, settings.max_limit),
+        CsourceSubscriptions(store, notifier=dispatcher.csources),
+        implicit_context=contexts.add_implicit,
+        gate=gate,
+    )
+    dataspace = build_dataspace(settings, store, entities, registry, entity_subscriptions, grants, gate)
+    dispatcher.gate = dataspace.dataplane  # push transfers: each notification is a counted access
+    registrations = RegistrationService(
+        store, notifier=dispatcher.csources, on_change=federation.registrations_changed, gate=gate
     )
 
     try:
@@ -234,17 +212,17 @@ def create_app(settings: Settings) -> Starlette:
     async def health(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    limits = (settings.default_limit, settings.max_limit)
     # Every NGSI-LD API acts for the subject the request proves (anonymous without credentials).
     ngsi_ld = [
         *ngsild.routes(),
-        *subscriptions.routes(),
+        *SubscriptionApi(entity_subscriptions, registry, path=SUBSCRIPTIONS, limits=limits).routes(),
         *TemporalApi(
             TemporalService(store, policy, instance_limit=settings.temporal_instance_limit),
             registry,
             limits=limits,
         ).routes(),
-        *csources.routes(),
+        *CsourceApi(registrations, registry, limits=limits).routes(),
+        *SubscriptionApi(csource_subscriptions, registry, path=CSOURCE_SUBSCRIPTIONS, limits=limits).routes(),
         *DiscoveryApi(entities, registry).routes(),
         *ContextApi(contexts, settings.public_base_url).routes(),
         mount(

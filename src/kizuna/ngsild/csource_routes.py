@@ -1,31 +1,24 @@
-"""Routes of clauses 6.8-6.11 for context sources: /csourceRegistrations and /csourceSubscriptions.
-
-HTTP in, service, HTTP out, like :mod:`kizuna.ngsild.subscription_routes`. No forwarding.
+"""Routes of clauses 6.8/6.9 for context source registrations (/csourceRegistrations): HTTP in,
+service, HTTP out. No forwarding. Their subscriptions (/csourceSubscriptions) are served like
+entity subscriptions, by :mod:`kizuna.ngsild.subscription_routes`.
 """
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kizuna.jsonld.contexts import ContextRegistry, ContextValue
+from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import edge
-from kizuna.ngsild.csources import (
-    CsourceSubscriptionService,
-    RegistrationFilter,
-    RegistrationService,
-    render_registration,
-)
-from kizuna.ngsild.selection import Page, names, parse_page
-from kizuna.ngsild.subscriptions import render as render_subscription
+from kizuna.ngsild.csource_matching import RegistrationFilter
+from kizuna.ngsild.csources import RegistrationService, render_registration
+from kizuna.ngsild.selection import names, parse_page
 
 BASE = "/ngsi-ld/v1"
 REGISTRATIONS = f"{BASE}/csourceRegistrations"
-SUBSCRIPTIONS = f"{BASE}/csourceSubscriptions"
 
 P_CREATE = frozenset()
 P_RETRIEVE = frozenset({"options"})
@@ -51,42 +44,19 @@ P_DISCOVER = P_PAGE | frozenset(
 )
 
 
-def _is_merge_patch(request: Request) -> bool:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower() == edge.MERGE_PATCH
-
-
 class CsourceApi:
-    """Holds what the context source routes share; one per application."""
+    """Holds what the registration routes share; one per application."""
 
     def __init__(
         self,
         registrations: RegistrationService,
-        subscriptions: CsourceSubscriptionService,
         contexts: ContextRegistry,
         *,
         limits: tuple[int, int],
     ) -> None:
         self.registrations = registrations
-        self.subscriptions = subscriptions
         self.contexts = contexts
         self.default_limit, self.max_limit = limits
-
-    def _list_response(
-        self,
-        request: Request,
-        path: str,
-        body: list[dict[str, Any]],
-        total: int,
-        page: Page,
-        *,
-        media: str,
-        context: ContextValue,
-    ) -> Response:
-        headers = {"NGSILD-Results-Count": str(total)} if page.count else {}
-        links = edge.page_links(request, path, page.limit, page.offset, total)
-        return edge.respond(body, media=media, context=context, headers=headers, links=links)
-
-    # -- registrations (clauses 5.9, 5.10) -------------------------------------------------------
 
     async def create_registration(self, request: Request) -> Response:
         edge.check_params(request, P_CREATE)
@@ -135,7 +105,9 @@ class CsourceApi:
             edge.tenant_of(request), edge.subject_of(request), selection, limit=page.limit, offset=page.offset
         )
         body = [render_registration(r, terms, sys_attrs="sysAttrs" in options) for r in regs]
-        return self._list_response(request, REGISTRATIONS, body, total, page, media=media, context=context)
+        headers = {"NGSILD-Results-Count": str(total)} if page.count else {}
+        links = edge.page_links(request, REGISTRATIONS, page.limit, page.offset, total)
+        return edge.respond(body, media=media, context=context, headers=headers, links=links)
 
     async def update_registration(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
@@ -156,77 +128,12 @@ class CsourceApi:
         )
         return edge.no_content()
 
-    # -- csource subscriptions (clause 5.11) -----------------------------------------------------
-
-    async def create_subscription(self, request: Request) -> Response:
-        edge.check_params(request, P_CREATE)
-        payload, terms = await edge.read_payload_terms(request, self.contexts)
-        sub_id = await self.subscriptions.create(
-            edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
-        )
-        return Response(status_code=201, headers={"Location": f"{SUBSCRIPTIONS}/{quote(sub_id, safe=':')}"})
-
-    async def retrieve_subscription(self, request: Request) -> Response:
-        edge.check_params(request, P_RETRIEVE)
-        media = edge.accepted_type(request)
-        terms, context = await edge.link_terms(request, self.contexts)
-        options = edge.options_of(request)
-        sub = await self.subscriptions.retrieve_with_status(
-            edge.tenant_of(request), edge.subject_of(request), request.path_params["subscription_id"]
-        )
-        body = render_subscription(
-            sub, terms, sys_attrs="sysAttrs" in options, base_url=str(request.base_url)
-        )
-        return edge.respond(body, media=media, context=context)
-
-    async def query_subscriptions(self, request: Request) -> Response:
-        edge.check_params(request, P_PAGE)
-        media = edge.accepted_type(request)
-        terms, context = await edge.link_terms(request, self.contexts)
-        options = edge.options_of(request)
-        page = parse_page(request.query_params, self.default_limit, self.max_limit)
-        subs, total = await self.subscriptions.query(
-            edge.tenant_of(request), edge.subject_of(request), limit=page.limit, offset=page.offset
-        )
-        base_url = str(request.base_url)
-        body = [
-            render_subscription(s, terms, sys_attrs="sysAttrs" in options, base_url=base_url) for s in subs
-        ]
-        return self._list_response(request, SUBSCRIPTIONS, body, total, page, media=media, context=context)
-
-    async def update_subscription(self, request: Request) -> Response:
-        edge.check_params(request, P_WRITE)
-        payload, terms = await edge.read_payload_terms(request, self.contexts, merge_patch=True)
-        await self.subscriptions.update(
-            edge.tenant_of(request),
-            edge.subject_of(request),
-            request.path_params["subscription_id"],
-            payload.body,
-            terms,
-            payload.context,
-            merge_patch=_is_merge_patch(request),
-        )
-        return edge.no_content()
-
-    async def delete_subscription(self, request: Request) -> Response:
-        edge.check_params(request, P_WRITE)
-        await self.subscriptions.delete(
-            edge.tenant_of(request), edge.subject_of(request), request.path_params["subscription_id"]
-        )
-        return edge.no_content()
-
     def routes(self) -> list[Route]:
         registration = REGISTRATIONS + "/{registration_id}"
-        subscription = SUBSCRIPTIONS + "/{subscription_id}"
         return [
             Route(REGISTRATIONS, self.query_registrations, methods=["GET"]),
             Route(REGISTRATIONS, self.create_registration, methods=["POST"]),
             Route(registration, self.retrieve_registration, methods=["GET"]),
             Route(registration, self.update_registration, methods=["PATCH"]),
             Route(registration, self.delete_registration, methods=["DELETE"]),
-            Route(SUBSCRIPTIONS, self.query_subscriptions, methods=["GET"]),
-            Route(SUBSCRIPTIONS, self.create_subscription, methods=["POST"]),
-            Route(subscription, self.retrieve_subscription, methods=["GET"]),
-            Route(subscription, self.update_subscription, methods=["PATCH"]),
-            Route(subscription, self.delete_subscription, methods=["DELETE"]),
         ]

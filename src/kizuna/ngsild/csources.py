@@ -1,4 +1,4 @@
-"""Context source registrations (clauses 5.9/5.10) and their subscriptions (clause 5.11), no HTTP.
+"""Context source registrations (clauses 5.9/5.10), no HTTP: validation, storage, output.
 
 Registrations are validated against clause 5.2.9/5.2.10 and stored in canonical form: entity
 types, ``propertyNames`` and ``relationshipNames`` expanded to IRIs, and every member the data
@@ -6,15 +6,10 @@ type does not name (a *registration property*, e.g. ``csourceProperty1``) kept a
 expanded name. Defaults (``mode``, ``operations``) are not stored but filled in on output, so that a
 stored registration says exactly what its client said.
 
-Discovery (clause 5.10.2) and, later, notification of csource subscriptions both decide "does this
-registration match?" through one :class:`RegistrationFilter`, built from query parameters
-(:meth:`RegistrationFilter.from_params`) or from a csource subscription (:meth:`from_subscription`).
-
-Csource subscriptions are subscriptions (clause 5.2.12, ``type`` ``Subscription``) whose
-entities/watchedAttributes/q/geoQ/csf select registrations instead of entities. They are
-validated and rendered by :mod:`kizuna.ngsild.subscriptions`; they have no default
-``notificationTrigger`` (the triggers of clause 5.11.7 are fixed). Their notifications are sent
-by :mod:`kizuna.notify.csource`, told of every change through ``notifier``.
+Which registrations a query selects is :mod:`kizuna.ngsild.csource_matching`; subscriptions to
+registrations (clause 5.11) are served by :class:`kizuna.ngsild.subscriptions.SubscriptionService`
+with :class:`kizuna.ngsild.subscriptions.CsourceSubscriptions`. Both kinds of change are told to
+a :class:`CsourceNotifier`, which sends the csource notifications (:mod:`kizuna.notify.csource`).
 
 Members whose names start with ``_`` are bookkeeping and never leave the node.
 """
@@ -23,32 +18,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kizuna import query as ql
 from kizuna.access import ownership
 from kizuna.access.subject import Subject
 from kizuna.errors import AlreadyExists, BadRequestData, HiddenResource, ResourceNotFound
-from kizuna.jsonld.contexts import ContextRegistry, ContextValue
+from kizuna.jsonld.contexts import ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild.model import check_geometry, check_name, is_datetime, is_uri, parse_scope
-from kizuna.ngsild.subscriptions import (
-    ImplicitContextHook,
-    Subscription,
-    _check_id,  # TODO(lead): move to a shared module (see report)
-    check_whole,
-    key_values,
-    needs_implicit_context,
-    parse_members,
-    vet_endpoint,
-)
+from kizuna.ngsild.subscription_members import Subscription, key_values
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.outbound import OutboundGate
-from kizuna.patterns import search
 from kizuna.store import Store
 from kizuna.times import now_iso, parse_instant
+
+if TYPE_CHECKING:  # csource_matching reads this module's members: only the type goes this way
+    from kizuna.ngsild.csource_matching import RegistrationFilter
 
 Registration = dict[str, Any]
 
@@ -110,8 +97,6 @@ OPERATIONS = (
     )
 )
 GEO_MEMBERS = ("location", "observationSpace", "operationSpace")
-# A stored subscription's geoQ names its geoproperty by IRI (see subscriptions.parse_members).
-GEO_MEMBER_OF_IRI = {f"https://uri.etsi.org/ngsi-ld/{name}": name for name in GEO_MEMBERS}
 INTERVAL_MEMBERS = ("observationInterval", "managementInterval")
 MANDATORY = ("information", "endpoint")
 # Members of clause 5.2.9 (stored under these names); anything else is a registration property.
@@ -149,17 +134,7 @@ READ_ONLY = frozenset(
         "lastFailure",
     }
 )
-DELIVERY_MEMBERS = frozenset(
-    {"status", "timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure"}
-)
 MANAGEMENT_MEMBERS = frozenset({"localOnly", "cacheDuration", "timeout", "cooldown"})
-TIMERELS = ("before", "after", "between")
-# timeproperty of a temporal query -> the registration interval it is evaluated on (clause 5.10.2)
-TIME_PROPERTIES = {
-    "observedAt": "observationInterval",
-    "createdAt": "managementInterval",
-    "modifiedAt": "managementInterval",
-}
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -324,236 +299,6 @@ def _check_registration_id(reg_id: str) -> None:
         raise BadRequestData(f"Context source registration id {reg_id!r} is not a URI")
 
 
-# -- matching (discovery and csource subscriptions) ------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EntitySelector:
-    """What a query asks for of an entity: types (an expression of IRIs), ids, an id pattern."""
-
-    types: ql.TypeExpr | None = None
-    ids: frozenset[str] | None = None
-    id_pattern: str | None = None
-
-    def covers(self, info: Mapping[str, str], *, ids_settled: bool = False) -> bool:
-        """Does a registration's EntityInfo fall under this selector?
-
-        A registered ``idPattern`` is taken to cover a wanted id it matches; a type-only EntityInfo
-        does not answer an id question (discovery by id asks for registrations naming that id).
-        """
-        if self.types is not None and not self.types.matches([info["type"]]):
-            return False
-        reg_id, reg_pattern = info.get("id"), info.get("idPattern")
-        if self.ids is not None and not ids_settled:
-            if reg_id is not None:
-                if reg_id not in self.ids:
-                    return False
-            elif reg_pattern is None or not any(search(reg_pattern, wanted) for wanted in self.ids):
-                return False
-        return self.id_pattern is None or reg_id is None or search(self.id_pattern, reg_id)
-
-
-@dataclass(frozen=True, slots=True)
-class TimeFilter:
-    timerel: str
-    time_at: datetime
-    end_time_at: datetime | None = None
-    interval: str = "observationInterval"
-
-    def matches(self, reg: Registration) -> bool:
-        """A registration without the interval is not limited in time and always matches."""
-        interval = reg.get(self.interval)
-        if not isinstance(interval, dict):
-            return True
-        start = parse_instant(interval["startAt"])
-        end = parse_instant(interval["endAt"]) if "endAt" in interval else None
-        if self.timerel == "before":
-            return start < self.time_at
-        if self.timerel == "after":
-            return end is None or end > self.time_at
-        assert self.end_time_at is not None
-        return start < self.end_time_at and (end is None or end > self.time_at)
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrationFilter:
-    """Which registrations a discovery query or a csource subscription selects (clause 5.12).
-
-    A registration matches if one of its RegistrationInfo matches both the entity selectors
-    (when given: an EntityInfo under one of them, or no ``entities`` at all) and the attribute
-    names (when given: a common name, or no names at all), and if q, csf, the geo-query and the
-    temporal query hold. ``registration_ids`` are also accepted as an answer to the ``id``
-    question: the ETSI suite queries registrations by their own ids.
-    """
-
-    selectors: tuple[EntitySelector, ...] = ()
-    attrs: frozenset[str] | None = None
-    q: ql.QExpr | None = None
-    csf: ql.QExpr | None = None
-    geo: ql.GeoQuery | None = None
-    time: TimeFilter | None = None
-    registration_ids: frozenset[str] | None = field(default=None)
-
-    def matches(self, reg: Registration) -> bool:
-        ids_settled = self.registration_ids is not None and reg["id"] in self.registration_ids
-        if not any(self._info_matches(info, ids_settled) for info in reg.get("information", ())):
-            return False
-        if self.q is not None or self.csf is not None:
-            probe = _probe(reg)
-            if self.q is not None and not ql.matches(self.q, probe):
-                return False
-            if self.csf is not None and not ql.matches(self.csf, probe):
-                return False
-        if self.geo is not None:
-            geometry = reg.get(self.geo.geoproperty)
-            if not isinstance(geometry, dict) or not self.geo.matches(geometry):
-                return False
-        return self.time is None or self.time.matches(reg)
-
-    def _info_matches(self, info: Mapping[str, Any], ids_settled: bool) -> bool:
-        if self.selectors:
-            if "entities" not in info:
-                # registered attributes of any entity: no answer to a question by entity id
-                if not ids_settled and any(s.ids is not None for s in self.selectors):
-                    return False
-            elif not any(
-                s.covers(e, ids_settled=ids_settled) for s in self.selectors for e in info["entities"]
-            ):
-                return False
-        if self.attrs is not None:
-            names = set(info.get("propertyNames", ())) | set(info.get("relationshipNames", ()))
-            if names and not names & self.attrs:
-                return False
-        return True
-
-    @classmethod
-    def from_params(
-        cls,
-        terms: TermMap,
-        *,
-        ids: list[str] | None = None,
-        types: str | None = None,
-        id_pattern: str | None = None,
-        attrs: list[str] | None = None,
-        q: str | None = None,
-        csf: str | None = None,
-        georel: str | None = None,
-        geometry: str | None = None,
-        coordinates: str | None = None,
-        geoproperty: str | None = None,
-        timerel: str | None = None,
-        time_at: str | None = None,
-        end_time_at: str | None = None,
-        timeproperty: str | None = None,
-    ) -> RegistrationFilter:
-        """The filter of a discovery query (clause 5.10.2); raises BadRequestData on bad input."""
-        if not any(p is not None for p in (ids, types, id_pattern, attrs, q, csf, georel, timerel)):
-            raise BadRequestData(
-                "Discovering context sources needs at least one of id, type, idPattern, attrs, q, csf, "
-                "a geo-query or a temporal query"
-            )
-        if ids is not None:
-            for entity_id in ids:
-                if not is_uri(entity_id):
-                    raise BadRequestData(f"id {entity_id!r} is not a URI")
-        selector = EntitySelector(
-            types=None if types is None else ql.parse_type_expr(types).resolve(terms.expand),
-            ids=None if ids is None else frozenset(ids),
-            id_pattern=None if id_pattern is None else ql.check_regex(id_pattern),
-        )
-        use_selector = types is not None or ids is not None or id_pattern is not None
-        return cls(
-            selectors=(selector,) if use_selector else (),
-            attrs=None if attrs is None else frozenset(terms.expand(name) for name in attrs),
-            q=None if q is None else ql.parse_q(q).resolve(terms.expand),
-            csf=None if csf is None else ql.parse_q(csf).resolve(terms.expand),
-            geo=_geo_filter(georel, geometry, coordinates, geoproperty),
-            time=_time_filter(timerel, time_at, end_time_at, timeproperty),
-            registration_ids=selector.ids,
-        )
-
-    @classmethod
-    def from_subscription(cls, sub: Subscription, q_terms: TermMap) -> RegistrationFilter:
-        """The registrations a (canonical, stored) csource subscription is about; ``q_terms`` is
-        the term map of the subscription's ``_qContext``, which its q and csf were written in."""
-        q, csf = sub.get("q"), sub.get("csf")
-        selectors = tuple(
-            EntitySelector(
-                types=ql.parse_type_expr(s["type"]),
-                ids=frozenset([s["id"]]) if "id" in s else None,
-                id_pattern=s.get("idPattern"),
-            )
-            for s in sub.get("entities", ())
-        )
-        geo_q = sub.get("geoQ")
-        return cls(
-            selectors=selectors,
-            attrs=frozenset(sub["watchedAttributes"]) if "watchedAttributes" in sub else None,
-            q=None if q is None else ql.parse_q(q).resolve(q_terms.expand),
-            csf=None if csf is None else ql.parse_q(csf).resolve(q_terms.expand),
-            geo=None
-            if geo_q is None
-            else _geo_filter(geo_q["georel"], geo_q["geometry"], geo_q["coordinates"], _geo_member(geo_q)),
-        )
-
-
-def _geo_member(geo_q: Mapping[str, Any]) -> str | None:
-    geoproperty = geo_q.get("geoproperty")
-    return None if geoproperty is None else GEO_MEMBER_OF_IRI.get(geoproperty, geoproperty)
-
-
-def _probe(reg: Registration) -> dict[str, Any]:
-    """The registration as an entity whose attributes are its registration properties, for q/csf."""
-    probe: dict[str, Any] = {"id": reg["id"]}
-    for name, value in reg.items():
-        if name not in MEMBERS and not name.startswith(("_", "@")) and name not in READ_ONLY:
-            probe[name] = {"type": "Property", "value": value}
-    return probe
-
-
-def _geo_filter(
-    georel: str | None, geometry: str | None, coordinates: Any, geoproperty: str | None
-) -> ql.GeoQuery | None:
-    given = [p is not None for p in (georel, geometry, coordinates)]
-    if not any(given):
-        if geoproperty is not None:
-            raise BadRequestData("geoproperty needs georel, geometry and coordinates")
-        return None
-    if not all(given):
-        raise BadRequestData("A geo-query needs georel, geometry and coordinates together")
-    if geoproperty is not None and geoproperty not in GEO_MEMBERS:
-        raise BadRequestData(f"geoproperty of a registration must be one of {', '.join(GEO_MEMBERS)}")
-    assert georel is not None and geometry is not None
-    return ql.parse_geoq(georel, geometry, coordinates, geoproperty)
-
-
-def _time_filter(
-    timerel: str | None, time_at: str | None, end_time_at: str | None, timeproperty: str | None
-) -> TimeFilter | None:
-    if timerel is None:
-        if time_at is not None or end_time_at is not None or timeproperty is not None:
-            raise BadRequestData("timeAt, endTimeAt and timeproperty need timerel")
-        return None
-    if timerel not in TIMERELS:
-        raise BadRequestData(f"timerel must be one of {', '.join(TIMERELS)}")
-    if time_at is None or not is_datetime(time_at):
-        raise BadRequestData("timerel needs timeAt as a DateTime")
-    if timerel == "between":
-        if end_time_at is None or not is_datetime(end_time_at):
-            raise BadRequestData("timerel=between needs endTimeAt as a DateTime")
-    elif end_time_at is not None:
-        raise BadRequestData("endTimeAt is only allowed with timerel=between")
-    interval = TIME_PROPERTIES.get(timeproperty or "observedAt")
-    if interval is None:
-        raise BadRequestData(f"timeproperty must be one of {', '.join(TIME_PROPERTIES)}")
-    return TimeFilter(
-        timerel,
-        parse_instant(time_at),
-        None if end_time_at is None else parse_instant(end_time_at),
-        interval,
-    )
-
-
 # -- the services ----------------------------------------------------------------------------------
 
 
@@ -570,34 +315,20 @@ class CsourceNotifier(Protocol):
     def subscription_changed(self, tenant: str, sub: Subscription) -> None: ...
 
 
-class _Documents:
-    def __init__(
-        self,
-        store: Store,
-        contexts: ContextRegistry,
-        *,
-        notifier: CsourceNotifier | None = None,
-        gate: OutboundGate | None = None,
-    ) -> None:
-        self.gate = gate or OutboundGate()  # what endpoints may name (kizuna.outbound)
-        self.store = store
-        self.contexts = contexts
-        self.notifier = notifier
-
-
-class RegistrationService(_Documents):
+class RegistrationService:
     """Context source registrations per tenant (clause 5.9) and their discovery (clause 5.10)."""
 
     def __init__(
         self,
         store: Store,
-        contexts: ContextRegistry,
         *,
         notifier: CsourceNotifier | None = None,
         on_change: Callable[[str], None] | None = None,
         gate: OutboundGate | None = None,
     ) -> None:
-        super().__init__(store, contexts, notifier=notifier, gate=gate)
+        self.gate = gate or OutboundGate()  # what endpoints may name (kizuna.outbound)
+        self.store = store
+        self.notifier = notifier
         # told the tenant after each change, so that forwarding never uses a stale copy here
         self.on_change = on_change
 
@@ -694,160 +425,6 @@ class RegistrationService(_Documents):
         if not await self.store.delete_document(REGISTRATION_KIND, tenant, reg_id):
             raise ResourceNotFound(f"Context source registration {reg_id} not found")
         await self._changed(tenant, before, None)
-
-
-class CsourceSubscriptionService(_Documents):
-    """Context source registration subscriptions per tenant (clause 5.11)."""
-
-    def __init__(
-        self,
-        store: Store,
-        contexts: ContextRegistry,
-        *,
-        implicit_context: ImplicitContextHook | None = None,
-        notifier: CsourceNotifier | None = None,
-        gate: OutboundGate | None = None,
-    ) -> None:
-        super().__init__(store, contexts, notifier=notifier, gate=gate)
-        self.implicit_context = implicit_context
-
-    async def _check_members(self, members: Mapping[str, Any], terms: TermMap) -> None:
-        geo_q = members.get("geoQ")
-        if geo_q is not None and _geo_member(geo_q) not in (None, *GEO_MEMBERS):
-            raise BadRequestData(
-                f"geoQ.geoproperty of a csource subscription must be one of {', '.join(GEO_MEMBERS)}"
-            )
-        if members.get("csf") is not None:
-            ql.parse_q(members["csf"]).resolve(terms.expand)  # csf filters registration properties
-        if members.get("notification") is not None:
-            await vet_endpoint(self.gate, members)
-        url = members.get("jsonldContext")
-        if url is not None:
-            await self.contexts.term_map(url)  # 503 LdContextNotAvailable if it cannot be had
-
-    async def create(
-        self, tenant: str, subject: Subject, body: Any, terms: TermMap, context: ContextValue
-    ) -> str:
-        ownership.require_creator(subject, tenant, "subscriptions")
-        if not isinstance(body, dict):
-            raise BadRequestData("A subscription must be a JSON object")
-        if body.get("type") != "Subscription":
-            raise BadRequestData("Invalid subscription: type must be Subscription")
-        if "id" in body:
-            sub_id = body["id"]
-            if not is_uri(sub_id):
-                raise BadRequestData(f"Invalid subscription: id {sub_id!r} is not a URI")
-        else:
-            sub_id = f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"
-        members = {k: v for k, v in parse_members(body, terms).items() if v is not None}
-        check_whole(members)
-        await self._check_members(members, terms)
-        sub: Subscription = {"id": sub_id, "type": "Subscription", **members}
-        if context is not None:
-            sub["@context"] = context
-        if "q" in sub or "csf" in sub:
-            sub["_qContext"] = context
-        sub["createdAt"] = sub["modifiedAt"] = now_iso()
-        sub = ownership.owned(sub, subject)
-        if await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id) is not None:
-            raise AlreadyExists(f"Subscription {sub_id} already exists")
-        if self.implicit_context is not None and needs_implicit_context(context):
-            sub["_implicitContextId"] = await self.implicit_context(context)
-        if not await self.store.insert_document(SUBSCRIPTION_KIND, tenant, sub):
-            raise AlreadyExists(f"Subscription {sub_id} already exists")
-        if self.notifier is not None:
-            self.notifier.subscription_changed(tenant, sub)
-        return sub_id
-
-    async def retrieve(self, tenant: str, subject: Subject, sub_id: str) -> Subscription:
-        _check_id(sub_id)
-        await require_tenant(self.store, tenant, subject)
-        sub = await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id)
-        if sub is None:
-            raise ResourceNotFound(f"Subscription {sub_id} not found")
-        if not ownership.sees(subject, tenant, sub):
-            raise HiddenResource(f"Subscription {sub_id} not found")
-        return sub
-
-    async def retrieve_with_status(self, tenant: str, subject: Subject, sub_id: str) -> Subscription:
-        """The subscription with its delivery state (timesSent, status, ...) under notification."""
-        sub = await self.retrieve(tenant, subject, sub_id)
-        status = await self.store.notification_status(tenant, sub_id)
-        if status:
-            shown = {k: v for k, v in status.items() if k in DELIVERY_MEMBERS}
-            sub = {**sub, "notification": {**sub.get("notification", {}), **shown}}
-        return sub
-
-    async def query(
-        self, tenant: str, subject: Subject, *, limit: int | None, offset: int
-    ) -> tuple[list[Subscription], int]:
-        await require_tenant(self.store, tenant, subject)
-        if subject.is_admin(tenant):
-            return await self.store.list_documents(SUBSCRIPTION_KIND, tenant, limit, offset)
-        every, _ = await self.store.list_documents(SUBSCRIPTION_KIND, tenant)
-        mine = [s for s in every if ownership.sees(subject, tenant, s)]
-        return mine[offset : None if limit is None else offset + limit], len(mine)
-
-    async def update(
-        self,
-        tenant: str,
-        subject: Subject,
-        sub_id: str,
-        fragment: Any,
-        terms: TermMap,
-        context: ContextValue,
-        *,
-        merge_patch: bool = False,
-    ) -> None:
-        """Clause 5.11.3, as :meth:`SubscriptionService.update` for entity subscriptions."""
-        _check_id(sub_id)
-        if not isinstance(fragment, dict) or not fragment:
-            raise BadRequestData("A subscription fragment must be a non-empty JSON object")
-        if "id" in fragment and fragment["id"] != sub_id:
-            raise BadRequestData("Invalid subscription: the fragment's id differs from the subscription's")
-        if "type" in fragment and fragment["type"] != "Subscription":
-            raise BadRequestData("Invalid subscription: type must be Subscription")
-        sub = await self.retrieve(tenant, subject, sub_id)
-        ownership.require_change(subject, tenant, sub, f"Subscription {sub_id}")
-        if merge_patch and isinstance(fragment.get("notification"), dict):
-            current = dict(sub.get("notification", {}))
-            for name, value in fragment["notification"].items():
-                if name == "endpoint" and isinstance(value, dict):
-                    value = {
-                        k: v for k, v in {**current.get("endpoint", {}), **value}.items() if v is not None
-                    }
-                if value is None:
-                    current.pop(name, None)
-                else:
-                    current[name] = value
-            fragment = {**fragment, "notification": current}  # stored names are IRIs: expansion is identity
-        members = parse_members(fragment, terms)
-        for name, value in members.items():
-            if value is None:
-                if name == "notification":
-                    raise BadRequestData(
-                        "Invalid subscription: notification is mandatory and cannot be removed"
-                    )
-                sub.pop(name, None)
-            else:
-                sub[name] = value
-        check_whole(sub)
-        await self._check_members(members, terms)
-        if members.get("q") is not None or members.get("csf") is not None:
-            sub["_qContext"] = context
-        elif "q" not in sub and "csf" not in sub:
-            sub.pop("_qContext", None)
-        sub["modifiedAt"] = now_iso()
-        if not await self.store.replace_document(SUBSCRIPTION_KIND, tenant, sub):
-            raise ResourceNotFound(f"Subscription {sub_id} not found")
-        if self.notifier is not None:
-            self.notifier.subscription_changed(tenant, sub)
-
-    async def delete(self, tenant: str, subject: Subject, sub_id: str) -> None:
-        sub = await self.retrieve(tenant, subject, sub_id)
-        ownership.require_change(subject, tenant, sub, f"Subscription {sub_id}")
-        if not await self.store.delete_document(SUBSCRIPTION_KIND, tenant, sub_id):
-            raise ResourceNotFound(f"Subscription {sub_id} not found")
 
 
 # -- output ----------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Subscription routes of clause 6.10/6.11 under /ngsi-ld/v1/subscriptions: HTTP in, service, HTTP out."""
+"""Subscription routes: HTTP in, service, HTTP out. One :class:`SubscriptionApi` per kind, the
+same operations under their own path: entity subscriptions (clauses 6.10/6.11, ``SUBSCRIPTIONS``)
+and context source registration subscriptions (clauses 6.12/6.13, ``CSOURCE_SUBSCRIPTIONS``)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from starlette.routing import Route
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import edge
 from kizuna.ngsild.selection import parse_page
-from kizuna.ngsild.subscriptions import SubscriptionService, render
+from kizuna.ngsild.subscription_members import render
+from kizuna.ngsild.subscriptions import SubscriptionService
 
 BASE = "/ngsi-ld/v1"
-PATH = f"{BASE}/subscriptions"
+SUBSCRIPTIONS = f"{BASE}/subscriptions"
+CSOURCE_SUBSCRIPTIONS = f"{BASE}/csourceSubscriptions"
 
 P_CREATE = frozenset()
 P_RETRIEVE = frozenset({"options"})
@@ -23,15 +27,18 @@ P_WRITE = frozenset()
 
 
 class SubscriptionApi:
-    """Holds what the subscription routes share; one per application."""
+    """Holds what the routes of one kind of subscription share; one per kind and application."""
 
     def __init__(
         self,
         subscriptions: SubscriptionService,
         contexts: ContextRegistry,
         *,
+        path: str,
         limits: tuple[int, int],
     ) -> None:
+        """``path`` is the collection the kind is served under (``SUBSCRIPTIONS``, ...)."""
+        self.path = path
         self.subscriptions = subscriptions
         self.contexts = contexts
         self.default_limit, self.max_limit = limits
@@ -42,7 +49,7 @@ class SubscriptionApi:
         sub_id = await self.subscriptions.create(
             edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
-        return Response(status_code=201, headers={"Location": f"{PATH}/{quote(sub_id, safe=':')}"})
+        return Response(status_code=201, headers={"Location": f"{self.path}/{quote(sub_id, safe=':')}"})
 
     async def retrieve(self, request: Request) -> Response:
         edge.check_params(request, P_RETRIEVE)
@@ -67,7 +74,7 @@ class SubscriptionApi:
         base_url = str(request.base_url)
         body = [render(s, terms, sys_attrs="sysAttrs" in options, base_url=base_url) for s in subs]
         headers = {"NGSILD-Results-Count": str(total)} if page.count else {}
-        links = edge.page_links(request, PATH, page.limit, page.offset, total)
+        links = edge.page_links(request, self.path, page.limit, page.offset, total)
         return edge.respond(body, media=media, context=context, headers=headers, links=links)
 
     async def update(self, request: Request) -> Response:
@@ -93,10 +100,10 @@ class SubscriptionApi:
         return edge.no_content()
 
     def routes(self) -> list[Route]:
-        one = PATH + "/{subscription_id}"
+        one = self.path + "/{subscription_id}"
         return [
-            Route(PATH, self.query, methods=["GET"]),
-            Route(PATH, self.create, methods=["POST"]),
+            Route(self.path, self.query, methods=["GET"]),
+            Route(self.path, self.create, methods=["POST"]),
             Route(one, self.retrieve, methods=["GET"]),
             Route(one, self.update, methods=["PATCH"]),
             Route(one, self.delete, methods=["DELETE"]),

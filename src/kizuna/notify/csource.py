@@ -1,7 +1,7 @@
 """Notifications of context source registration subscriptions (clause 5.11, payload of 5.3.2).
 
 A csource subscription is told about the registrations it selects (entities, watchedAttributes,
-q, csf, geoQ, temporalQ, through :class:`kizuna.ngsild.csources.RegistrationFilter`):
+q, csf, geoQ, temporalQ, through :class:`kizuna.ngsild.csource_matching.RegistrationFilter`):
 
 - on its creation, and on every update of it, with every registration it matches now
   (``newlyMatching``; nothing is sent when none matches);
@@ -28,15 +28,9 @@ from typing import Any
 
 from kizuna.access.ownership import owner_of, sees
 from kizuna.jsonld.contexts import ContextRegistry
-from kizuna.ngsild.csources import (
-    REGISTRATION_KIND,
-    SUBSCRIPTION_KIND,
-    Registration,
-    RegistrationFilter,
-    _time_filter,
-    render_registration,
-)
-from kizuna.ngsild.subscriptions import status_of
+from kizuna.ngsild.csource_matching import RegistrationFilter, time_filter
+from kizuna.ngsild.csources import REGISTRATION_KIND, SUBSCRIPTION_KIND, Registration, render_registration
+from kizuna.ngsild.subscription_members import status_of
 from kizuna.store import DEFAULT_TENANT, Store
 
 log = logging.getLogger("kizuna.notify")
@@ -80,23 +74,23 @@ class CsourceNotifier:
         q_terms = await self.contexts.term_map(sub.get("_qContext"))
         selection = RegistrationFilter.from_subscription(sub, q_terms)
         temporal = sub.get("temporalQ")
-        time_filter = None
+        during = None
         if isinstance(temporal, dict) and "timerel" in temporal:
-            time_filter = _time_filter(
+            during = time_filter(
                 temporal.get("timerel"),
                 temporal.get("timeAt"),
                 temporal.get("endTimeAt"),
                 temporal.get("timeproperty"),
             )
-        return selection, time_filter
+        return selection, during
 
     async def _matches(self, tenant: str, sub: dict[str, Any], reg: Registration | None) -> bool:
         """Whether ``sub`` selects ``reg``, of the registrations its owner may see now (the same
         rule as for reading registrations: their owners' and, for admins, all)."""
         if reg is None or not sees(owner_of(sub), tenant, reg):
             return False
-        selection, time_filter = await self._filter(sub)
-        return selection.matches(reg) and (time_filter is None or time_filter.matches(reg))
+        selection, during = await self._filter(sub)
+        return selection.matches(reg) and (during is None or during.matches(reg))
 
     async def _registration_changed(
         self, tenant: str, before: Registration | None, after: Registration | None

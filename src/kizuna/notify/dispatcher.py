@@ -34,7 +34,7 @@ from kizuna.jsonld.terms import TermMap
 from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild.matching import compile_subscription
 from kizuna.ngsild.render import View, linked_targets, render_entity, render_instance
-from kizuna.ngsild.subscriptions import CORE_MEMBERS, status_of
+from kizuna.ngsild.subscription_members import CORE_MEMBERS, status_of
 from kizuna.notify.csource import CsourceNotifier
 from kizuna.notify.retry import Backoff
 from kizuna.notify.senders import Message, Senders
