@@ -61,7 +61,10 @@ class CsourceNotifier:
         self._spawn(self._registration_changed(tenant, before, after))
 
     def subscription_changed(self, tenant: str, sub: dict[str, Any]) -> None:
-        self._spawn(self._send_matching(tenant, sub, "newlyMatching"))
+        # Only what was registered when the subscription was written: a registration stored
+        # after it, but before this task reads the list, is notified by its own change, and
+        # was notified twice.
+        self._spawn(self._send_matching(tenant, sub, "newlyMatching", until=sub.get("modifiedAt")))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -110,11 +113,17 @@ class CsourceNotifier:
         except Exception:
             log.exception("csource notifications for a registration change failed")
 
-    async def _send_matching(self, tenant: str, sub: dict[str, Any], reason: str) -> None:
+    async def _send_matching(
+        self, tenant: str, sub: dict[str, Any], reason: str, *, until: str | None = None
+    ) -> None:
+        """Notify ``sub`` of the registrations it selects (those last changed at ``until`` or
+        before, if given: ISO instants of one format compare as strings)."""
         try:
             if status_of(sub) != "active":
                 return
             regs, _ = await self.store.list_documents(REGISTRATION_KIND, tenant)
+            if until is not None:
+                regs = [r for r in regs if r.get("modifiedAt", "") <= until]
             matching = [r for r in regs if await self._matches(tenant, sub, r)]
             if matching:
                 await self._deliver(tenant, sub, matching, reason)
