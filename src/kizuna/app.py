@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kizuna import __version__
+from kizuna import __version__, paths
 from kizuna.access.apikeys import ApiKeys
 from kizuna.access.audit import AuditTrail
 from kizuna.access.authenticator import Authenticator, access_mode, is_loopback
@@ -28,7 +28,7 @@ from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
-from kizuna.limits import InputLimits
+from kizuna.limits import InputLimits, PageLimits
 from kizuna.middleware.admins_only import AdminsOnly
 from kizuna.middleware.audit import AuditRefusals
 from kizuna.middleware.authentication import Authentication
@@ -147,10 +147,8 @@ def create_app(settings: Settings) -> Starlette:
         entities,
         registry,
         federation=federation,
-        limits=(settings.default_limit, settings.max_limit),
     )
     contexts = HostedContexts(registry, store)
-    limits = (settings.default_limit, settings.max_limit)
     entity_subscriptions = SubscriptionService(
         store,
         registry,
@@ -215,28 +213,27 @@ def create_app(settings: Settings) -> Starlette:
     # Every NGSI-LD API acts for the subject the request proves (anonymous without credentials).
     ngsi_ld = [
         *ngsild.routes(),
-        *SubscriptionApi(entity_subscriptions, registry, path=SUBSCRIPTIONS, limits=limits).routes(),
+        *SubscriptionApi(entity_subscriptions, registry, path=SUBSCRIPTIONS).routes(),
         *TemporalApi(
             TemporalService(store, policy, instance_limit=settings.temporal_instance_limit),
             registry,
-            limits=limits,
         ).routes(),
-        *CsourceApi(registrations, registry, limits=limits).routes(),
-        *SubscriptionApi(csource_subscriptions, registry, path=CSOURCE_SUBSCRIPTIONS, limits=limits).routes(),
+        *CsourceApi(registrations, registry).routes(),
+        *SubscriptionApi(csource_subscriptions, registry, path=CSOURCE_SUBSCRIPTIONS).routes(),
         *DiscoveryApi(entities, registry).routes(),
         *ContextApi(contexts, settings.public_base_url).routes(),
         mount(
-            "/ngsi-ld/v1/auth",
-            routes=PermissionApi(grants, registry, limits=limits).routes(),
+            "/auth",
+            routes=PermissionApi(grants, registry).routes(),
         ),
     ]
     routes = [
         Route("/health", health, methods=["GET"]),
         dataspace.version_route(),
-        mount("/dsp", dataspace.protocol_routes()),
+        mount(paths.DSP, dataspace.protocol_routes()),
         mount(
-            "/management/v1",
-            routes=[*dataspace.management_routes(), *AuditApi(audit, limits).routes()],
+            paths.MANAGEMENT,
+            routes=[*dataspace.management_routes(), *AuditApi(audit).routes()],
             middleware=[
                 Middleware(SameOriginOnly),
                 Middleware(JsonBodiesOnly),
@@ -245,7 +242,7 @@ def create_app(settings: Settings) -> Starlette:
             ],
         ),
         mount(
-            "",
+            paths.NGSI_LD,
             ngsi_ld,
             middleware=[
                 Middleware(Authentication, authenticator=authenticator),
@@ -265,6 +262,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.router.redirect_slashes = False
     app.state.settings = settings
+    app.state.page_limits = PageLimits(settings.default_limit, settings.max_limit)
     app.state.limits = InputLimits(
         json_depth=settings.max_json_depth,
         array_items=settings.max_array_items,

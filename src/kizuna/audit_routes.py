@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from kizuna.access.audit import AuditTrail
 from kizuna.errors import BadRequestData
-from kizuna.ngsild.selection import parse_page
+from kizuna.ngsild import edge
 from kizuna.store import AuditEvent
 from kizuna.times import epoch, iso_millis
 
@@ -34,13 +34,12 @@ def render(event: AuditEvent) -> dict[str, str]:
 
 
 class AuditApi:
-    def __init__(self, trail: AuditTrail, limits: tuple[int, int]) -> None:
+    def __init__(self, trail: AuditTrail) -> None:
         self.trail = trail
-        self.limits = limits
 
     async def read(self, request: Request) -> Response:
         params = request.query_params
-        page = parse_page(params, *self.limits)
+        page = edge.page_of(request)
         since = params.get("since")
         try:
             after = None if since is None else epoch(since)

@@ -19,6 +19,14 @@ from kizuna.errors import BadRequestData, InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)
+class PageLimits:
+    """How many results one page holds when a query names no ``limit``, and at most."""
+
+    default: int = 20
+    maximum: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class InputLimits:
     json_depth: int = 64
     array_items: int = 10_000

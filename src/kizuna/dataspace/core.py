@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from kizuna import paths
 from kizuna.access.audit import AuditTrail
 from kizuna.dataspace import messages
 from kizuna.dataspace.auth import CLOCK_SKEW, Directory, ParticipantAuth
@@ -295,7 +296,7 @@ async def pull(
 
 def dsp_base(public_url: str) -> str:
     """The node's DSP address: its callbackAddress, and the audience its tokens must name."""
-    return public_url.rstrip("/") + "/dsp"
+    return public_url.rstrip("/") + paths.DSP
 
 
 def join(base: str, path: str) -> str:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from kizuna import paths
 from kizuna.access.grants import Grants
 from kizuna.config import Settings
 from kizuna.dataspace import catalog as catalog_mod
@@ -116,7 +117,7 @@ class DataspaceApi:
             "protocolVersions": [
                 {
                     "version": "2025-1",
-                    "path": "/dsp",
+                    "path": paths.DSP,
                     "binding": "HTTPS",
                     "auth": {
                         "protocol": "kizuna-signed-request" if not _auth_off(self.auth) else "none",

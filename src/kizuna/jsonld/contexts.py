@@ -25,6 +25,7 @@ import orjson
 from pyld import jsonld
 from pyld.context_resolver import ContextResolver
 
+from kizuna import paths
 from kizuna.errors import BadRequestData, InvalidRequest, LdContextNotAvailable
 from kizuna.jsonld.terms import TermMap
 from kizuna.outbound import UNREACHABLE, OutboundGate, summary
@@ -38,7 +39,7 @@ CORE_CONTEXT_URLS = frozenset(
     + [f"http://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v{v}.jsonld" for v in CORE_CONTEXT_VERSIONS]
     + ["http://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"]
 )
-HOSTED_PATH = "/ngsi-ld/v1/jsonldContexts/"
+HOSTED_PATH = paths.NGSI_LD + paths.HOSTED_CONTEXTS + "/"
 MAX_COMPILED = 1024
 NEGATIVE_CACHE_SECONDS = 5.0
 # Context URLs are often redirect services (w3id.org, purl.org): a few redirects are followed,

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna import paths
 from kizuna.jsonld.contexts import HOSTED_PATH
 from kizuna.ngsild import edge
 from kizuna.ngsild.hosted_contexts import HostedContexts
@@ -50,7 +51,7 @@ class ContextApi:
         return edge.no_content()
 
     def routes(self) -> list[Route]:
-        path = "/ngsi-ld/v1/jsonldContexts"
+        path = paths.HOSTED_CONTEXTS
         return [
             Route(path, self.list, methods=["GET"]),
             Route(path, self.add, methods=["POST"]),

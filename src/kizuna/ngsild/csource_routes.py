@@ -11,14 +11,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna import paths
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import edge
 from kizuna.ngsild.csource_matching import RegistrationFilter
 from kizuna.ngsild.csources import RegistrationService, render_registration
-from kizuna.ngsild.selection import names, parse_page
+from kizuna.ngsild.selection import names
 
-BASE = "/ngsi-ld/v1"
-REGISTRATIONS = f"{BASE}/csourceRegistrations"
+REGISTRATIONS = "/csourceRegistrations"
 
 P_CREATE = frozenset()
 P_RETRIEVE = frozenset({"options"})
@@ -51,12 +51,9 @@ class CsourceApi:
         self,
         registrations: RegistrationService,
         contexts: ContextRegistry,
-        *,
-        limits: tuple[int, int],
     ) -> None:
         self.registrations = registrations
         self.contexts = contexts
-        self.default_limit, self.max_limit = limits
 
     async def create_registration(self, request: Request) -> Response:
         edge.check_params(request, P_CREATE)
@@ -64,7 +61,9 @@ class CsourceApi:
         reg_id = await self.registrations.create(
             edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
-        return Response(status_code=201, headers={"Location": f"{REGISTRATIONS}/{quote(reg_id, safe=':')}"})
+        return Response(
+            status_code=201, headers={"Location": f"{paths.NGSI_LD}{REGISTRATIONS}/{quote(reg_id, safe=':')}"}
+        )
 
     async def retrieve_registration(self, request: Request) -> Response:
         edge.check_params(request, P_RETRIEVE)
@@ -82,7 +81,7 @@ class CsourceApi:
         media = edge.accepted_type(request)
         terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
-        page = parse_page(request.query_params, self.default_limit, self.max_limit)
+        page = edge.page_of(request)
         params = request.query_params
         selection = RegistrationFilter.from_params(
             terms,
@@ -106,7 +105,7 @@ class CsourceApi:
         )
         body = [render_registration(r, terms, sys_attrs="sysAttrs" in options) for r in regs]
         headers = {"NGSILD-Results-Count": str(total)} if page.count else {}
-        links = edge.page_links(request, REGISTRATIONS, page.limit, page.offset, total)
+        links = edge.page_links(request, paths.NGSI_LD + REGISTRATIONS, page.limit, page.offset, total)
         return edge.respond(body, media=media, context=context, headers=headers, links=links)
 
     async def update_registration(self, request: Request) -> Response:

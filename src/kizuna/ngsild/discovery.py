@@ -163,10 +163,9 @@ class DiscoveryApi:
         return edge.respond(body, media=media, context=context)
 
     def routes(self) -> list[Route]:
-        base = "/ngsi-ld/v1"
         return [
-            Route(base + "/types", self.types, methods=["GET"]),
-            Route(base + "/types/{type:path}", self.type_info, methods=["GET"]),
-            Route(base + "/attributes", self.attributes, methods=["GET"]),
-            Route(base + "/attributes/{attr:path}", self.attribute_info, methods=["GET"]),
+            Route("/types", self.types, methods=["GET"]),
+            Route("/types/{type:path}", self.type_info, methods=["GET"]),
+            Route("/attributes", self.attributes, methods=["GET"]),
+            Route("/attributes/{attr:path}", self.attribute_info, methods=["GET"]),
         ]

@@ -24,7 +24,8 @@ from kizuna.errors import (
 )
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
-from kizuna.limits import InputLimits
+from kizuna.limits import InputLimits, PageLimits
+from kizuna.ngsild.selection import Page, Params, parse_page
 
 JSON = "application/json"
 JSON_LD = "application/ld+json"
@@ -120,6 +121,13 @@ async def read_json(request: Request, *, merge_patch: bool = False) -> Any:
     if not raw:
         raise InvalidRequest("The request has no body")
     return input_limits(request).parse(raw)
+
+
+def page_of(request: Request, params: Params | None = None) -> Page:
+    """``limit``, ``offset`` and ``count`` of a request (or of ``params``, a batch query's
+    members merged in), within the node's ``--default-limit`` and ``--max-limit``."""
+    limits: PageLimits = request.app.state.page_limits
+    return parse_page(request.query_params if params is None else params, limits.default, limits.maximum)
 
 
 def input_limits(request: Request) -> InputLimits:

@@ -44,7 +44,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import httpx
 import orjson
 
-from kizuna import errors
+from kizuna import errors, paths
 from kizuna.access.subject import ANONYMOUS, Subject
 from kizuna.errors import ERRORS_BASE, InternalError, LoopDetected, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
@@ -68,7 +68,6 @@ from kizuna.times import now_iso
 log = logging.getLogger("kizuna.forwarding")
 T = TypeVar("T")
 
-API = "/ngsi-ld/v1"
 # Parameters that concern this node's answer (paging, representation), not what a source holds.
 NOT_FORWARDED = frozenset({"local", "limit", "offset", "count", "options", "format", "via"})
 # Parameters of a write that only state what the operation does anyway.
@@ -191,7 +190,7 @@ class Federation:
         if not targets:
             return await self.entities.retrieve(tenant, origin.subject, entity_id, types)
         params = _forwarded_params(origin.params)
-        path = f"{API}/entities/{quote(entity_id, safe=':')}"
+        path = f"{paths.NGSI_LD}/entities/{quote(entity_id, safe=':')}"
         answers = await asyncio.gather(
             self._local_entity(tenant, origin.subject, entity_id),
             *(self._fetch(t, "GET", path, params, origin) for t in targets),
@@ -232,11 +231,18 @@ class Federation:
         for target in targets:
             if batch:
                 calls.append(
-                    self._fetch(target, "POST", f"{API}/entityOperations/query", [], origin, body=origin.body)
+                    self._fetch(
+                        target,
+                        "POST",
+                        f"{paths.NGSI_LD}/entityOperations/query",
+                        [],
+                        origin,
+                        body=origin.body,
+                    )
                 )
             else:
                 params = _forwarded_params(origin.params) + await self._restrictions(target, origin)
-                calls.append(self._fetch(target, "GET", f"{API}/entities", params, origin))
+                calls.append(self._fetch(target, "GET", f"{paths.NGSI_LD}/entities", params, origin))
         local, *answers = await asyncio.gather(
             self.entities.query(tenant, origin.subject, local_query), *calls
         )
@@ -309,7 +315,10 @@ class Federation:
         await local()
         params = _forwarded_params(origin.params)
         answers = await asyncio.gather(
-            *(self._send(target, "DELETE", f"{API}/entities", params, origin, None) for target in targets)
+            *(
+                self._send(target, "DELETE", f"{paths.NGSI_LD}/entities", params, origin, None)
+                for target in targets
+            )
         )
         for target, answer in zip(targets, answers, strict=True):
             if answer.problem is not None:

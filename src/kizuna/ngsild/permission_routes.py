@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna import paths
 from kizuna import query as ql
 from kizuna.access.grants import Grants, PermissionFilter, render
 from kizuna.access.permissions import Action
@@ -20,7 +21,7 @@ from kizuna.errors import BadRequestData
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import edge, selection
 
-PATH = "/ngsi-ld/v1/auth/permissions"
+PATH = paths.NGSI_LD + "/auth/permissions"  # for Location and paging links; routes are relative
 P_QUERY = frozenset(
     {"targetId", "targetType", "assignee", "assigner", "action", "options", "count", "limit", "offset"}
 )
@@ -28,10 +29,9 @@ P_RETRIEVE = frozenset({"options"})
 
 
 class PermissionApi:
-    def __init__(self, grants: Grants, contexts: ContextRegistry, *, limits: tuple[int, int]) -> None:
+    def __init__(self, grants: Grants, contexts: ContextRegistry) -> None:
         self.grants = grants
         self.contexts = contexts
-        self.default_limit, self.max_limit = limits
 
     async def create(self, request: Request) -> Response:
         edge.check_params(request, frozenset())
@@ -95,7 +95,7 @@ class PermissionApi:
             assigner=params.get("assigner"),
             action=action,
         )
-        page_of = selection.parse_page(params, self.default_limit, self.max_limit)
+        page_of = edge.page_of(request, params)
         limit, offset = page_of.limit, page_of.offset
         found = await self.grants.query(
             edge.tenant_of(request), edge.subject_of(request), wanted, assigned=assigned

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kizuna import problems
+from kizuna import paths, problems
 from kizuna.access.subject import Subject
 from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
@@ -25,15 +25,12 @@ from kizuna.ngsild.render import render_entity, to_geojson_feature
 from kizuna.ngsild.selection import (
     ENTITY_QUERY_BODY,
     bool_param,
-    parse_page,
     parse_purge,
     parse_selection,
     parse_types,
     parse_view,
     query_body_params,
 )
-
-BASE = "/ngsi-ld/v1"
 
 # Query parameters each operation accepts (clause 6); anything else is an InvalidRequest.
 _VIEW = {
@@ -93,12 +90,10 @@ class NgsiLdApi:
         contexts: ContextRegistry,
         *,
         federation: Federation,
-        limits: tuple[int, int],
     ):
         self.entities = entities
         self.federation = federation
         self.contexts = contexts
-        self.default_limit, self.max_limit = limits
 
     async def _payload(
         self, request: Request, *, merge_patch: bool = False
@@ -126,13 +121,11 @@ class NgsiLdApi:
             _origin(request),
             lambda part: self.entities.create(tenant, edge.subject_of(request), part, terms),
             method="POST",
-            path=f"{BASE}/entities",
+            path=f"{paths.NGSI_LD}/entities",
             body=body,
             expand=terms.expand,
         )
-        created = Response(
-            status_code=201, headers={"Location": f"{BASE}/entities/{quote(entity_id, safe=':')}"}
-        )
+        created = Response(status_code=201, headers={"Location": _entity_path(entity_id)})
         return _entity_response(entity_id, forwarded, created)
 
     async def retrieve_entity(self, request: Request) -> Response:
@@ -191,7 +184,7 @@ class NgsiLdApi:
         tenant = edge.tenant_of(request)
         view = parse_view(params, terms, edge.options_of(request))
         selection = parse_selection(params, terms)
-        page = parse_page(params, self.default_limit, self.max_limit)
+        page = edge.page_of(request, params)
         batch = origin.body is not None
         found = await read_page(
             lambda query: self.federation.query(tenant, query, origin, batch=batch), selection, page
@@ -472,14 +465,14 @@ class NgsiLdApi:
         items: list[tuple[Any, Any]],
         local: Callable[[list[tuple[Any, Any]]], Awaitable[BatchResult]],
     ) -> BatchResult:
-        path = f"{BASE}/entityOperations/{_BATCH_PATHS[operation]}"
+        path = f"{paths.NGSI_LD}/entityOperations/{_BATCH_PATHS[operation]}"
         return await self.federation.batch(
             edge.tenant_of(request), operation, _origin(request), items, local, path=path
         )
 
     def routes(self) -> list[Route]:
-        e = f"{BASE}/entities"
-        ops = f"{BASE}/entityOperations"
+        e = "/entities"
+        ops = "/entityOperations"
         return [
             Route(e, self.query_entities, methods=["GET"]),
             Route(e, self.create_entity, methods=["POST"]),
@@ -523,7 +516,7 @@ def _origin(request: Request, link: str | None = None, *, body: Any = None) -> O
 
 
 def _entity_path(entity_id: str) -> str:
-    return f"{BASE}/entities/{quote(entity_id, safe=':')}"
+    return f"{paths.NGSI_LD}/entities/{quote(entity_id, safe=':')}"
 
 
 def _attribute_path(entity_id: str, attr: str) -> str:

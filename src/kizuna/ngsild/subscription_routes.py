@@ -10,15 +10,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna import paths
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild import edge
-from kizuna.ngsild.selection import parse_page
 from kizuna.ngsild.subscription_members import render
 from kizuna.ngsild.subscriptions import SubscriptionService
 
-BASE = "/ngsi-ld/v1"
-SUBSCRIPTIONS = f"{BASE}/subscriptions"
-CSOURCE_SUBSCRIPTIONS = f"{BASE}/csourceSubscriptions"
+SUBSCRIPTIONS = "/subscriptions"
+CSOURCE_SUBSCRIPTIONS = "/csourceSubscriptions"
 
 P_CREATE = frozenset()
 P_RETRIEVE = frozenset({"options"})
@@ -35,13 +34,11 @@ class SubscriptionApi:
         contexts: ContextRegistry,
         *,
         path: str,
-        limits: tuple[int, int],
     ) -> None:
         """``path`` is the collection the kind is served under (``SUBSCRIPTIONS``, ...)."""
         self.path = path
         self.subscriptions = subscriptions
         self.contexts = contexts
-        self.default_limit, self.max_limit = limits
 
     async def create(self, request: Request) -> Response:
         edge.check_params(request, P_CREATE)
@@ -49,7 +46,9 @@ class SubscriptionApi:
         sub_id = await self.subscriptions.create(
             edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
-        return Response(status_code=201, headers={"Location": f"{self.path}/{quote(sub_id, safe=':')}"})
+        return Response(
+            status_code=201, headers={"Location": f"{paths.NGSI_LD}{self.path}/{quote(sub_id, safe=':')}"}
+        )
 
     async def retrieve(self, request: Request) -> Response:
         edge.check_params(request, P_RETRIEVE)
@@ -67,14 +66,14 @@ class SubscriptionApi:
         media = edge.accepted_type(request)
         terms, context = await edge.link_terms(request, self.contexts)
         options = edge.options_of(request)
-        page = parse_page(request.query_params, self.default_limit, self.max_limit)
+        page = edge.page_of(request)
         subs, total = await self.subscriptions.query(
             edge.tenant_of(request), edge.subject_of(request), limit=page.limit, offset=page.offset
         )
         base_url = str(request.base_url)
         body = [render(s, terms, sys_attrs="sysAttrs" in options, base_url=base_url) for s in subs]
         headers = {"NGSILD-Results-Count": str(total)} if page.count else {}
-        links = edge.page_links(request, self.path, page.limit, page.offset, total)
+        links = edge.page_links(request, paths.NGSI_LD + self.path, page.limit, page.offset, total)
         return edge.respond(body, media=media, context=context, headers=headers, links=links)
 
     async def update(self, request: Request) -> Response:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna import paths
 from kizuna.errors import BadRequestData, InvalidRequest, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
@@ -19,7 +20,6 @@ from kizuna.ngsild.selection import (
     dataset_ids,
     names,
     parse_member_names,
-    parse_page,
     parse_selection,
     query_body_params,
 )
@@ -27,7 +27,6 @@ from kizuna.ngsild.temporal import TemporalPage, TemporalService
 from kizuna.ngsild.temporal_params import TemporalParams, parse_temporal_params
 from kizuna.ngsild.temporal_render import render_temporal
 
-BASE = "/ngsi-ld/v1/temporal"
 _TEMPORAL = {
     "timerel",
     "timeAt",
@@ -56,12 +55,9 @@ P_NONE = frozenset({"local"})
 
 
 class TemporalApi:
-    def __init__(
-        self, service: TemporalService, contexts: ContextRegistry, *, limits: tuple[int, int]
-    ) -> None:
+    def __init__(self, service: TemporalService, contexts: ContextRegistry) -> None:
         self.service = service
         self.contexts = contexts
-        self.default_limit, self.max_limit = limits
 
     async def _payload(self, request: Request) -> tuple[Any, TermMap, Any]:
         payload, terms = await edge.read_payload_terms(request, self.contexts)
@@ -90,7 +86,7 @@ class TemporalApi:
             edge.tenant_of(request), edge.subject_of(request), body, terms
         )
         if created:
-            location = f"{BASE}/entities/{quote(entity_id, safe=':')}"
+            location = f"{paths.NGSI_LD}/temporal/entities/{quote(entity_id, safe=':')}"
             return Response(status_code=201, headers={"Location": location})
         return edge.no_content()
 
@@ -193,7 +189,7 @@ class TemporalApi:
         pick, omit = parse_member_names(request.query_params, terms)
         bool_param(params, "local")  # unlike the entity API, the temporal one checks its value
         selection = parse_selection(params, terms, kind="temporal query")
-        page = parse_page(params, self.default_limit, self.max_limit)
+        page = edge.page_of(request, params)
         found = await self.service.query(
             tenant,
             edge.subject_of(request),
@@ -213,12 +209,12 @@ class TemporalApi:
         return _respond(rendered, found, media=media, context=context, headers=headers, links=links)
 
     def routes(self) -> list[Route]:
-        e = f"{BASE}/entities"
+        e = "/temporal/entities"
         one = e + "/{entity_id}"
         return [
             Route(e, self.query, methods=["GET"]),
             Route(e, self.create, methods=["POST"]),
-            Route(f"{BASE}/entityOperations/query", self.post_query, methods=["POST"]),
+            Route("/temporal/entityOperations/query", self.post_query, methods=["POST"]),
             Route(one, self.retrieve, methods=["GET"]),
             Route(one, self.delete_entity, methods=["DELETE"]),
             Route(one + "/attrs", self.append, methods=["POST"]),

@@ -1,0 +1,11 @@
+"""Where the node's APIs live, each root written once.
+
+Routes are declared relative to their root and mounted under it in :mod:`kizuna.app`; the
+absolute paths here are for what leaves the node: ``Location`` headers, paging links, hosted
+@context URLs and the paths of requests forwarded to context sources (which serve the same API).
+"""
+
+NGSI_LD = "/ngsi-ld/v1"
+MANAGEMENT = "/management/v1"
+DSP = "/dsp"
+HOSTED_CONTEXTS = "/jsonldContexts"  # under NGSI_LD (clause 5.13)
