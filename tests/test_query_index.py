@@ -14,7 +14,8 @@ from starlette.testclient import TestClient
 
 from kizuna import query as ql
 from kizuna.store import AccessFilter, EntityQuery
-from kizuna.store.sqlite import SqliteStore, _plan
+from kizuna.store.sqlite import SqliteStore
+from kizuna.store.sqlite.entities import _plan
 
 ATTRS = ("urn:a", "urn:b", "urn:c")
 T = "urn:T"

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from kizuna import query as ql
 from kizuna.store import EntityQuery
-from kizuna.store.sqlite import SqliteStore, _select
+from kizuna.store.sqlite import SqliteStore
+from kizuna.store.sqlite.entities import _select
 from test_query_index import compilable_terms, instances, trees
 
 T, U = "urn:T", "urn:U"

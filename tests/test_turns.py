@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from kizuna.ngsild.entities import WRITE_CHUNK, BatchResult, in_chunks
-from kizuna.store import EntityQuery, sqlite
-from kizuna.store.sqlite import SqliteStore
+from kizuna.store import EntityQuery
+from kizuna.store.sqlite import SqliteStore, connection
 
 T_LIGHT = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
 
@@ -68,7 +68,7 @@ async def file_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             raise TimeoutError("the regular expression ran on the event loop")
         return value is not None and pattern in value
 
-    monkeypatch.setattr(sqlite, "_regexp", waiting_regexp)
+    monkeypatch.setattr(connection, "_regexp", waiting_regexp)
     store = SqliteStore(str(tmp_path / "turns.db"))
     await store.open()
     async with store.write("") as tx:

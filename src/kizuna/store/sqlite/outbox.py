@@ -1,0 +1,204 @@
+"""Subscriptions and the notification outbox: rows written in the transaction of the change they
+report, delivered under a per-subscription lease so that one process delivers each in order."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from kizuna.store import OutboxRow
+from kizuna.store.sqlite.connection import SqliteBase, SqliteTransaction, _announce
+
+
+class SqliteOutbox(SqliteBase):
+    """Subscriptions, leases, the outbox and delivery state of :class:`~kizuna.store.sqlite.SqliteStore`."""
+
+    async def insert_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+        async with self._immediate(tenant) as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO subscriptions (tenant, id, doc) VALUES (?, ?, ?)",
+                (tenant, sub["id"], orjson.dumps(sub)),
+            )
+            if cursor.rowcount == 1:
+                _bump_subscription_version(db, tenant)
+        return cursor.rowcount == 1
+
+    async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+        async with self._immediate() as db:
+            cursor = db.execute(
+                "UPDATE subscriptions SET doc = ? WHERE tenant = ? AND id = ?",
+                (orjson.dumps(sub), tenant, sub["id"]),
+            )
+            if cursor.rowcount == 1:
+                _bump_subscription_version(db, tenant)
+            return cursor.rowcount == 1
+
+    async def get_subscription(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT doc FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, subscription_id)
+        ).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    async def list_subscriptions(
+        self, tenant: str, limit: int | None, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        total = self.db.execute("SELECT count(*) FROM subscriptions WHERE tenant = ?", (tenant,)).fetchone()[
+            0
+        ]
+        rows = self.db.execute(
+            "SELECT doc FROM subscriptions WHERE tenant = ? ORDER BY rowid LIMIT ? OFFSET ?",
+            (tenant, -1 if limit is None else limit, offset),
+        )
+        return [orjson.loads(doc) for (doc,) in rows], total
+
+    async def delete_subscription(self, tenant: str, subscription_id: str) -> bool:
+        """Delete a subscription with its pending notifications and delivery state."""
+        async with self._immediate() as db:
+            cursor = db.execute(
+                "DELETE FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, subscription_id)
+            )
+            if cursor.rowcount == 1:
+                _bump_subscription_version(db, tenant)
+            _forget_notifications(db, tenant, subscription_id)
+            return cursor.rowcount == 1
+
+    async def subscription_version(self, tenant: str) -> int:
+        return _subscription_version(self.db, tenant)
+
+    async def outbox_subscriptions(self) -> list[tuple[str, str]]:
+        return [
+            (tenant, sub_id)
+            for tenant, sub_id in self.db.execute(
+                "SELECT DISTINCT tenant, subscription_id FROM notification_outbox"
+            )
+        ]
+
+    async def lease_subscriptions(
+        self, owner: str, keys: Sequence[tuple[str, str]], now: float, until: float
+    ) -> list[tuple[str, str]]:
+        if not keys:
+            return []
+        got = []
+        async with self._immediate() as db:
+            for tenant, sub_id in keys:
+                row = db.execute(
+                    "INSERT INTO notification_leases (tenant, subscription_id, owner, until)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (tenant, subscription_id) DO UPDATE"
+                    " SET owner = excluded.owner, until = excluded.until"
+                    " WHERE notification_leases.owner = excluded.owner OR notification_leases.until < ?"
+                    " RETURNING owner",
+                    (tenant, sub_id, owner, until, now),
+                ).fetchone()
+                if row is not None:
+                    got.append((tenant, sub_id))
+        return got
+
+    async def lease_owners(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT DISTINCT owner FROM notification_leases")]
+
+    async def renew_leases(self, owner: str, until: float) -> None:
+        async with self._immediate() as db:
+            db.execute("UPDATE notification_leases SET until = ? WHERE owner = ?", (until, owner))
+
+    async def release_leases(self, owner: str) -> None:
+        async with self._immediate() as db:
+            db.execute("DELETE FROM notification_leases WHERE owner = ?", (owner,))
+
+    async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
+        rows = self.db.execute(
+            "SELECT seq, entity_id, trigger, payload, created_at FROM notification_outbox"
+            " WHERE tenant = ? AND subscription_id = ? ORDER BY seq LIMIT ?",
+            (tenant, subscription_id, limit),
+        )
+        return [
+            OutboxRow(seq, tenant, subscription_id, entity_id, trigger, orjson.loads(payload), created)
+            for seq, entity_id, trigger, payload, created in rows
+        ]
+
+    async def delete_outbox(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        async with self._immediate() as db:
+            db.execute(f"DELETE FROM notification_outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
+
+    async def drop_outbox(self, tenant: str, subscription_id: str) -> None:
+        async with self._immediate() as db:
+            _forget_notifications(db, tenant, subscription_id)
+
+    async def outbox_size(self) -> int:
+        return self.db.execute("SELECT count(*) FROM notification_outbox").fetchone()[0]
+
+    async def notification_status(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT doc FROM notification_status WHERE tenant = ? AND subscription_id = ?",
+            (tenant, subscription_id),
+        ).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    async def save_notification_status(
+        self, tenant: str, subscription_id: str, status: dict[str, Any]
+    ) -> None:
+        async with self._immediate() as db:
+            if db.execute(
+                "SELECT 1 FROM subscriptions WHERE tenant = ? AND id = ?"
+                " UNION ALL SELECT 1 FROM documents"
+                " WHERE kind = 'csourceSubscription' AND tenant = ? AND id = ?",
+                (tenant, subscription_id, tenant, subscription_id),
+            ).fetchone():
+                db.execute(
+                    "INSERT OR REPLACE INTO notification_status (tenant, subscription_id, doc)"
+                    " VALUES (?, ?, ?)",
+                    (tenant, subscription_id, orjson.dumps(status)),
+                )
+
+
+class OutboxWrites(SqliteTransaction):
+    """The notification half of :class:`~kizuna.store.sqlite.SqliteWrite`."""
+
+    __slots__ = ()
+
+    async def subscription_version(self) -> int:
+        return _subscription_version(self.db, self.tenant)
+
+    async def subscriptions(self) -> list[dict[str, Any]]:
+        sql = "SELECT doc FROM subscriptions WHERE tenant = ? ORDER BY rowid"
+        rows = self.db.execute(sql, (self.tenant,))
+        return [orjson.loads(doc) for (doc,) in rows]
+
+    async def add_outbox(self, rows: Sequence[tuple[str, str, str, bytes]]) -> None:
+        """Queue notifications: (subscription id, entity id, trigger, orjson payload) each."""
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO notification_outbox"
+            " (tenant, subscription_id, entity_id, trigger, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (self.tenant, sub_id, entity_id, trigger, payload, now)
+                for sub_id, entity_id, trigger, payload in rows
+            ],
+        )
+
+
+# -- subscription and outbox helpers ---------------------------------------------------------------
+
+
+def _bump_subscription_version(db: sqlite3.Connection, tenant: str) -> None:
+    db.execute(
+        "INSERT INTO subscription_versions (tenant, version) VALUES (?, 1)"
+        " ON CONFLICT (tenant) DO UPDATE SET version = version + 1",
+        (tenant,),
+    )
+    _announce(db, "subscriptions", tenant)
+
+
+def _subscription_version(db: sqlite3.Connection, tenant: str) -> int:
+    row = db.execute("SELECT version FROM subscription_versions WHERE tenant = ?", (tenant,)).fetchone()
+    return row[0] if row else 0
+
+
+def _forget_notifications(db: sqlite3.Connection, tenant: str, subscription_id: str) -> None:
+    for table in ("notification_outbox", "notification_leases", "notification_status"):
+        db.execute(f"DELETE FROM {table} WHERE tenant = ? AND subscription_id = ?", (tenant, subscription_id))

@@ -1,0 +1,118 @@
+"""The embedded store assembled: :class:`SqliteStore` is the connection base with one mixin per
+concern, and :class:`SqliteWrite` the transaction with the write half of each (see the package
+docstring for the design)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from kizuna.files import create_private
+from kizuna.store import ChangeListener
+from kizuna.store.common import tell
+from kizuna.store.sqlite.connection import (
+    CHANGE_POLL,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SqliteBase,
+    _announce,
+    _connect,
+    log,
+)
+from kizuna.store.sqlite.documents import SqliteDocuments
+from kizuna.store.sqlite.entities import EntityWrites, SqliteEntities
+from kizuna.store.sqlite.history import HistoryWrites, SqliteHistory
+from kizuna.store.sqlite.indexes import _backfill_indexes
+from kizuna.store.sqlite.outbox import OutboxWrites, SqliteOutbox
+
+
+class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites):
+    """One write transaction; every call runs inside the BEGIN IMMEDIATE of :meth:`SqliteStore.write`."""
+
+    __slots__ = ()
+
+
+class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, SqliteBase):
+    """One SQLite file in WAL mode; see the package docstring."""
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        # sqlite:///relative.db, sqlite:////absolute.db, sqlite:///:memory:
+        path = url.removeprefix("sqlite:").removeprefix("//")
+        if path.startswith("/") and not path.startswith("//"):
+            path = path[1:] or ":memory:"
+        else:
+            path = path.removeprefix("/")
+        return cls(path)
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
+        db = _connect(self.path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        # Every statement of SCHEMA is idempotent: tables added later reach existing files too.
+        db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        _backfill_indexes(db)
+        self._db = db
+        seen = db.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0
+        self._follower = asyncio.create_task(self._follow(seen), name="kizuna-sqlite-changes")
+
+    def listen(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    async def announce(self, topic: str, key: str) -> None:
+        async with self._immediate() as db:
+            _announce(db, topic, key)
+
+    async def _follow(self, seen: int) -> None:
+        """Poll the ``changes`` table that other processes on this file (``--workers``) append to
+        in their commits. Sequence numbers are gap-free (AUTOINCREMENT, rolled back with their
+        transaction), so a gap means pruned rows were missed: then everything may have changed."""
+        while True:
+            await asyncio.sleep(CHANGE_POLL)
+            try:
+                rows = self.db.execute(
+                    "SELECT seq, topic, key FROM changes WHERE seq > ? ORDER BY seq", (seen,)
+                ).fetchall()
+            except sqlite3.Error:
+                log.exception("cannot read the change feed")
+                continue
+            if rows and rows[0][0] != seen + 1:
+                tell(self._listeners, "*", "")
+            for seq, topic, key in rows:
+                tell(self._listeners, topic, key)
+                seen = seq
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        while self._readers:
+            self._readers.pop().close()
+
+    async def has_tenant(self, tenant: str) -> bool:
+        if tenant == "":
+            return True
+        return self.db.execute("SELECT 1 FROM tenants WHERE name = ?", (tenant,)).fetchone() is not None
+
+    async def tenants(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT name FROM tenants ORDER BY name")]
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def write(self, tenant: str) -> AsyncIterator[SqliteWrite]:
+        async with self._immediate(tenant) as db:
+            yield SqliteWrite(db, tenant)
