@@ -21,7 +21,8 @@ from kizuna.config import Settings
 from kizuna.errors import ServiceUnavailable
 from kizuna.query import parse_q
 from kizuna.store import EntityQuery, open_store
-from kizuna.store.postgres import GLOBAL_MIGRATIONS, TENANT_VERSION, PostgresStore, schema_for
+from kizuna.store.postgres import PostgresStore
+from kizuna.store.postgres.schema import GLOBAL_MIGRATIONS, TENANT_VERSION, schema_for
 from test_query_index import compilable_terms, entities, python_only_terms, trees
 
 STATUS = "https://smartdatamodels.org/dataModel.Streetlighting/status"

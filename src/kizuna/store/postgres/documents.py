@@ -1,0 +1,170 @@
+"""Documents kept whole: hosted @contexts and the audit trail (in ``kizuna``), and each tenant's
+registrations and csource subscriptions, stored as documents of a ``kind``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from kizuna.store import AuditEvent
+from kizuna.store.common import audit_conditions
+from kizuna.store.postgres.connection import PgBase, _announce, _guarded
+
+
+class PgDocuments(PgBase):
+    """Hosted @contexts, the audit trail and documents of :class:`~kizuna.store.postgres.PostgresStore`."""
+
+    # -- hosted @contexts ------------------------------------------------------------------------
+
+    @_guarded
+    async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float, str | None, str]]:
+        rows = await self.pool.fetch(
+            "SELECT local_id, document, created_at, owner, tenant FROM kizuna.hosted_contexts"
+            " ORDER BY created_at"
+        )
+        return [(lid, orjson.loads(doc), created, owner, tenant) for lid, doc, created, owner, tenant in rows]
+
+    async def save_hosted_context(
+        self,
+        local_id: str,
+        document: dict[str, Any],
+        created_at: float,
+        owner: str | None = None,
+        tenant: str = "",
+    ) -> None:
+        async with self._transaction() as (conn, _):
+            await conn.execute(
+                "INSERT INTO kizuna.hosted_contexts (local_id, document, created_at, owner, tenant)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (local_id) DO UPDATE SET"
+                " document = excluded.document, created_at = excluded.created_at,"
+                " owner = excluded.owner, tenant = excluded.tenant",
+                local_id,
+                orjson.dumps(document),
+                created_at,
+                owner,
+                tenant,
+            )
+            await _announce(conn, "contexts", local_id)
+
+    async def delete_hosted_context(self, local_id: str) -> None:
+        async with self._transaction() as (conn, _):
+            await conn.execute("DELETE FROM kizuna.hosted_contexts WHERE local_id = $1", local_id)
+            await _announce(conn, "contexts", local_id)
+
+    # -- audit trail ---------------------------------------------------------------------------
+
+    @_guarded
+    async def append_audit(self, event: AuditEvent) -> None:
+        await self.pool.execute(
+            "INSERT INTO kizuna.audit_trail (at, subject, tenant, operation, target, outcome, detail)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            event.at,
+            event.subject,
+            event.tenant,
+            event.operation,
+            event.target,
+            event.outcome,
+            event.detail,
+        )
+
+    @_guarded
+    async def read_audit(
+        self,
+        *,
+        subject: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[AuditEvent], int]:
+        conditions = audit_conditions(subject, tenant, since)
+        where = " AND ".join(f"{test} ${n}" for n, (test, _) in enumerate(conditions, 1)) or "true"
+        params = [value for _, value in conditions]
+        total = await self.pool.fetchval(f"SELECT count(*) FROM kizuna.audit_trail WHERE {where}", *params)
+        n = len(params)
+        rows = await self.pool.fetch(
+            "SELECT at, subject, tenant, operation, target, outcome, detail FROM kizuna.audit_trail"
+            f" WHERE {where} ORDER BY seq LIMIT ${n + 1} OFFSET ${n + 2}",
+            *params,
+            limit,
+            offset,
+        )
+        return [AuditEvent(*row) for row in rows], total
+
+    # -- documents (registrations, csource subscriptions) -----------------------------------------
+
+    async def insert_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
+        async with self._transaction(tenant) as (conn, schema):
+            done = await conn.fetchval(
+                f"INSERT INTO {schema}.documents (kind, id, doc) VALUES ($1, $2, $3)"
+                " ON CONFLICT (kind, id) DO NOTHING RETURNING true",
+                kind,
+                doc["id"],
+                orjson.dumps(doc),
+            )
+            return bool(done)
+
+    @_guarded
+    async def replace_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
+        schema = await self._schema(tenant)
+        if schema is None:
+            return False
+        status = await self.pool.execute(
+            f"UPDATE {schema}.documents SET doc = $1 WHERE kind = $2 AND id = $3",
+            orjson.dumps(doc),
+            kind,
+            doc["id"],
+        )
+        return status == "UPDATE 1"
+
+    @_guarded
+    async def swap_document(self, kind: str, tenant: str, doc: dict[str, Any], expected: int) -> bool:
+        schema = await self._schema(tenant)
+        if schema is None:
+            return False
+        status = await self.pool.execute(
+            f"UPDATE {schema}.documents SET doc = $1 WHERE kind = $2 AND id = $3"
+            " AND coalesce((convert_from(doc, 'UTF8')::jsonb ->> 'version')::bigint, 0) = $4",
+            orjson.dumps(doc),
+            kind,
+            doc["id"],
+            expected,
+        )
+        return status == "UPDATE 1"
+
+    @_guarded
+    async def get_document(self, kind: str, tenant: str, doc_id: str) -> dict[str, Any] | None:
+        schema = await self._schema(tenant)
+        if schema is None:
+            return None
+        doc = await self.pool.fetchval(
+            f"SELECT doc FROM {schema}.documents WHERE kind = $1 AND id = $2", kind, doc_id
+        )
+        return None if doc is None else orjson.loads(doc)
+
+    @_guarded
+    async def list_documents(
+        self, kind: str, tenant: str, limit: int | None = None, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        schema = await self._schema(tenant)
+        if schema is None:
+            return [], 0
+        total = await self.pool.fetchval(f"SELECT count(*) FROM {schema}.documents WHERE kind = $1", kind)
+        rows = await self.pool.fetch(
+            f"SELECT doc FROM {schema}.documents WHERE kind = $1 ORDER BY seq LIMIT $2 OFFSET $3",
+            kind,
+            limit,
+            offset,
+        )
+        return [orjson.loads(doc) for (doc,) in rows], total
+
+    @_guarded
+    async def delete_document(self, kind: str, tenant: str, doc_id: str) -> bool:
+        schema = await self._schema(tenant)
+        if schema is None:
+            return False
+        status = await self.pool.execute(
+            f"DELETE FROM {schema}.documents WHERE kind = $1 AND id = $2", kind, doc_id
+        )
+        return status == "DELETE 1"

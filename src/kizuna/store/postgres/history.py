@@ -1,0 +1,446 @@
+"""Temporal history: one row per attribute instance in each tenant schema; reads of several
+entities in one statement (lastN as a lateral index walk) and aggregation in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from kizuna.patterns import compile_pattern
+from kizuna.store import AggregateRow, Entity, HistoryQuery
+from kizuna.store.common import (
+    TIME_COLUMN,
+    extended_temporal_entity,
+    history_columns,
+    literal_prefix,
+    new_history_instance,
+)
+from kizuna.store.postgres.connection import (
+    PgBase,
+    PgTransaction,
+    _guarded,
+    _numbered,
+    _pack_bytes,
+    _quote,
+    _unpack,
+)
+
+
+class PgHistory(PgBase):
+    """The temporal reads of :class:`~kizuna.store.postgres.PostgresStore`."""
+
+    # -- temporal history ------------------------------------------------------------------------
+
+    @_guarded
+    async def get_temporal_entity(self, tenant: str, entity_id: str) -> Entity | None:
+        schema = await self._schema(tenant)
+        if schema is None:
+            return None
+        return await _temporal_entity(self.pool, schema, entity_id)
+
+    @_guarded
+    async def query_temporal_entities(
+        self,
+        tenant: str,
+        types: Sequence[str] | None,
+        ids: Sequence[str] | None,
+        id_pattern: str | None,
+    ) -> list[Entity]:
+        schema = await self._schema(tenant)
+        if schema is None:
+            return []
+        where = ["TRUE"]
+        params: list[Any] = []
+        if types is not None:
+            where.append("types && ?::text[]")
+            params.append(list(types))
+        if ids is not None:
+            where.append("id = ANY(?::text[])")
+            params.append(list(ids))
+        prefix = "" if id_pattern is None else literal_prefix(id_pattern)
+        if prefix:
+            where.append("id >= ? AND id < ?")
+            params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+        rows = await self.pool.fetch(
+            _numbered(
+                f"SELECT {_TEMPORAL_COLUMNS} FROM {schema}.temporal_entities"
+                f" WHERE {' AND '.join(where)} ORDER BY seq"
+            ),
+            *params,
+        )
+        matcher = None if id_pattern is None else compile_pattern(id_pattern)
+        return [_temporal_row(row) for row in rows if matcher is None or matcher.search(row[0]) is not None]
+
+    @_guarded
+    async def history_attributes(self, tenant: str, entity_id: str) -> list[str]:
+        schema = await self._schema(tenant)
+        if schema is None:
+            return []
+        rows = await self.pool.fetch(
+            f"SELECT DISTINCT attribute FROM {schema}.attribute_history WHERE entity_id = $1", entity_id
+        )
+        return [attribute for (attribute,) in rows]
+
+    async def read_history(
+        self, tenant: str, entity_id: str, query: HistoryQuery
+    ) -> list[tuple[str, dict[str, Any]]]:
+        return (await self.read_histories(tenant, [entity_id], query)).get(entity_id, [])
+
+    @_guarded
+    async def read_histories(
+        self, tenant: str, entity_ids: Sequence[str], query: HistoryQuery
+    ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        schema = await self._schema(tenant)
+        if schema is None or not entity_ids:
+            return {}
+        limit = query.last_n if query.last_n is not None else query.first_n
+        if limit is None:
+            where, params, when = _history_where(None, query, entity_ids=entity_ids)
+            sql = (
+                f"SELECT entity_id, attribute, instance_id, doc, raw FROM {schema}.attribute_history"
+                f" WHERE {where} ORDER BY entity_id, attribute, {when}, pk"
+            )
+        else:
+            # Per (entity, attribute), the first ``limit`` rows of an index walk
+            # (attribute_history_when), instead of ranking each whole series.
+            where, params, when = _history_where(None, query, entity_sql="p.e", attribute_sql="p.a")
+            direction = "DESC" if query.last_n is not None else "ASC"
+            sql = (
+                "SELECT p.e, p.a, h.instance_id, h.doc, h.raw FROM (SELECT DISTINCT entity_id AS e,"
+                f" attribute AS a FROM {schema}.attribute_history WHERE entity_id = ANY(?::text[])) p"
+                " CROSS JOIN LATERAL (SELECT instance_id, doc, raw, pk, "
+                f"{when} AS t FROM {schema}.attribute_history WHERE {where}"
+                f" ORDER BY {when} {direction}, pk {direction} LIMIT ?) h ORDER BY p.e, p.a, h.t, h.pk"
+            )
+            params = [list(entity_ids), *params, limit]
+        out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for entity_id, attribute, instance_id, doc, raw in await self.pool.fetch(_numbered(sql), *params):
+            instance = _unpack(doc, raw)
+            instance["instanceId"] = instance_id
+            out.setdefault(entity_id, []).append((attribute, instance))
+        return out
+
+    @_guarded
+    async def prune_history(self, before: float) -> int:
+        pruned = 0
+        async with self._transaction() as (conn, _):
+            for (name,) in await conn.fetch("SELECT schema_name FROM kizuna.tenants"):
+                schema = _quote(name)
+                status = await conn.execute(
+                    f"DELETE FROM {schema}.attribute_history WHERE COALESCE(observed_at, created_at) < $1",
+                    before,
+                )
+                pruned += int(status.split()[-1])
+                await conn.execute(
+                    f"DELETE FROM {schema}.temporal_entities t WHERE NOT EXISTS (SELECT 1 FROM"
+                    f" {schema}.attribute_history h WHERE h.entity_id = t.id) AND t.modified_at <"
+                    " to_char(to_timestamp($1) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+                    before,
+                )
+        return pruned
+
+    @_guarded
+    async def aggregate_histories(
+        self,
+        tenant: str,
+        entity_ids: Sequence[str],
+        query: HistoryQuery,
+        methods: Sequence[str],
+        period: float | None,
+        origin: float | None,
+    ) -> list[AggregateRow]:
+        schema = await self._schema(tenant)
+        if schema is None or not entity_ids:
+            return []
+        where, params, when = _history_where(None, query, entity_ids=entity_ids)
+        # One statement over all the entities. Buckets are [origin + k*period, origin + (k+1)*period)
+        # (date_bin on epoch seconds); each series starts at ``origin`` or at its first instance.
+        if origin is not None or period is None:
+            # The origin is known (or a series is one bucket): one pass, no series to join back.
+            head: list[Any] = []
+            start_sql = "?::float8" if origin is not None else f"min({when})"
+            if origin is not None:
+                head.append(origin)
+            bucket = "0"
+            if period is not None:
+                bucket = f"floor(({when} - ?::float8) / ?::float8)::bigint"
+                head += [origin, period]
+            columns = ", ".join(_aggregate_columns(methods, "value_number", "value_key"))
+            since = f" AND {when} >= ?::float8" if origin is not None else ""
+            sql = (
+                f"SELECT entity_id, attribute, dataset_id, {start_sql}, max({when}), {bucket} AS bucket,"
+                f" {columns} FROM {schema}.attribute_history WHERE {where}{since}"
+                " GROUP BY entity_id, attribute, dataset_id, bucket"
+                " ORDER BY entity_id, attribute, dataset_id NULLS FIRST, bucket"
+            )
+            rows = await self.pool.fetch(
+                _numbered(sql), *head, *params, *([origin] if origin is not None else [])
+            )
+        else:
+            rows = await self._aggregate_from_first(schema, where, params, when, methods, period)
+        if not rows:
+            return []
+        kinds = await self._history_kinds(schema, query, {(row[0], row[1]) for row in rows})
+        out: list[AggregateRow] = []
+        for entity_id, attribute, dataset_id, start, last, bucket, *values in rows:
+            if period is None:
+                begin, end = start, query.end if query.end is not None else last
+            else:
+                begin = start + bucket * period
+                end = begin + period
+            row = AggregateRow(attribute, dataset_id, begin, end, dict(zip(methods, values, strict=True)))
+            row.entity_id = entity_id
+            row.kind = kinds.get((entity_id, attribute))
+            out.append(row)
+        return out
+
+    async def _aggregate_from_first(
+        self,
+        schema: str,
+        where: str,
+        params: list[Any],
+        when: str,
+        methods: Sequence[str],
+        period: float,
+    ) -> list[asyncpg.Record]:
+        """Buckets from each series' own first instance: the series must be known first."""
+        columns = ", ".join(_aggregate_columns(methods, "s.v", "s.k"))
+        sql = f"""
+        WITH sel AS (
+            SELECT entity_id AS e, attribute AS a, dataset_id AS d, {when} AS t,
+                   value_number AS v, value_key AS k
+            FROM {schema}.attribute_history WHERE {where}
+        ), series AS (
+            SELECT e, a, d, min(t) AS o FROM sel GROUP BY e, a, d
+        )
+        SELECT s.e, s.a, s.d, r.o, max(s.t), floor((s.t - r.o) / ?::float8)::bigint AS bucket, {columns}
+        FROM sel s JOIN series r ON s.e = r.e AND s.a = r.a AND s.d IS NOT DISTINCT FROM r.d
+        GROUP BY s.e, s.a, s.d, r.o, bucket
+        ORDER BY s.e, s.a, s.d NULLS FIRST, bucket
+        """
+        return await self.pool.fetch(_numbered(sql), *params, period)
+
+    async def _history_kinds(
+        self, schema: str, query: HistoryQuery, pairs: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The kind (type) of the newest instance ``query`` selects of each (entity, attribute):
+        per pair, an index walk that stops at the first row (attribute_history_when)."""
+        where, params, when = _history_where(None, query, entity_sql="p.e", attribute_sql="p.a")
+        ordered = sorted(pairs)
+        sql = (
+            "SELECT p.e, p.a, h.kind, h.raw FROM unnest(?::text[], ?::text[]) AS p(e, a) CROSS JOIN LATERAL"
+            " (SELECT doc ->> 'type' AS kind, CASE WHEN doc IS NULL THEN raw END AS raw"
+            f" FROM {schema}.attribute_history WHERE {where} ORDER BY {when} DESC, pk DESC LIMIT 1) h"
+        )
+        rows = await self.pool.fetch(
+            _numbered(sql), [e for e, _ in ordered], [a for _, a in ordered], *params
+        )
+        return {(e, a): kind if kind is not None else orjson.loads(raw)["type"] for e, a, kind, raw in rows}
+
+
+class HistoryWrites(PgTransaction):
+    """The history half of :class:`~kizuna.store.postgres.PgWrite`."""
+
+    __slots__ = ()
+
+    async def temporal_entity(self, entity_id: str) -> Entity | None:
+        return await _temporal_entity(self.conn, self.schema, entity_id)
+
+    async def touch_temporal_entity(
+        self, entity_id: str, types: list[str], scope: list[str] | None, now: str
+    ) -> bool:
+        row = await self.conn.fetchrow(
+            f"SELECT {_TEMPORAL_COLUMNS} FROM {self.schema}.temporal_entities WHERE id = $1 FOR UPDATE",
+            entity_id,
+        )
+        if row is None:
+            created = await self.conn.fetchval(
+                f"INSERT INTO {self.schema}.temporal_entities (id, types, scope, created_at, modified_at)"
+                " VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id) DO NOTHING RETURNING true",
+                entity_id,
+                list(types),
+                None if scope is None else orjson.dumps(scope).decode(),
+                now,
+            )
+            if created:
+                return True
+            row = await self.conn.fetchrow(
+                f"SELECT {_TEMPORAL_COLUMNS} FROM {self.schema}.temporal_entities WHERE id = $1 FOR UPDATE",
+                entity_id,
+            )
+        extended = extended_temporal_entity(_temporal_row(row), types, scope)
+        if extended is not None:
+            merged, new_scope = extended
+            await self.conn.execute(
+                f"UPDATE {self.schema}.temporal_entities SET types = $1, scope = $2, modified_at = $3"
+                " WHERE id = $4",
+                merged,
+                None if new_scope is None else orjson.dumps(new_scope).decode(),
+                now,
+                entity_id,
+            )
+        return False
+
+    async def append_history(
+        self,
+        entity_id: str,
+        types: list[str],
+        attribute: str,
+        instance: dict[str, Any],
+        *,
+        scope: list[str] | None = None,
+    ) -> str:
+        instance_id, now = new_history_instance(instance)
+        await self.touch_temporal_entity(entity_id, types, scope, now)
+        *columns, doc = history_columns(instance)
+        await self.conn.execute(
+            f"INSERT INTO {self.schema}.attribute_history (entity_id, attribute, instance_id, dataset_id,"
+            " observed_at, created_at, modified_at, deleted_at, value_number, value_key, doc, raw)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, $12)",
+            entity_id,
+            attribute,
+            instance_id,
+            *columns,
+            *_pack_bytes(doc),
+        )
+        return instance_id
+
+    async def delete_history(
+        self,
+        entity_id: str,
+        attribute: str | None = None,
+        dataset_id: str | None = None,
+        *,
+        all_datasets: bool = True,
+    ) -> int:
+        if attribute is None:
+            status = await self.conn.execute(
+                f"DELETE FROM {self.schema}.attribute_history WHERE entity_id = $1", entity_id
+            )
+            await self.conn.execute(f"DELETE FROM {self.schema}.temporal_entities WHERE id = $1", entity_id)
+            return int(status.split()[-1])
+        sql = f"DELETE FROM {self.schema}.attribute_history WHERE entity_id = $1 AND attribute = $2"
+        params: list[Any] = [entity_id, attribute]
+        if not all_datasets:
+            sql += " AND dataset_id IS NOT DISTINCT FROM $3::text"
+            params.append(dataset_id)
+        status = await self.conn.execute(sql, *params)
+        return int(status.split()[-1])
+
+    async def update_history_instance(
+        self, entity_id: str, attribute: str, instance_id: str, instance: dict[str, Any]
+    ) -> bool:
+        *columns, doc = history_columns(instance)
+        status = await self.conn.execute(
+            f"UPDATE {self.schema}.attribute_history SET dataset_id = $1, observed_at = $2, created_at = $3,"
+            " modified_at = $4, deleted_at = $5, value_number = $6, value_key = $7, doc = $8::text::jsonb,"
+            " raw = $9 WHERE entity_id = $10 AND attribute = $11 AND instance_id = $12",
+            *columns,
+            *_pack_bytes(doc),
+            entity_id,
+            attribute,
+            instance_id,
+        )
+        return status == "UPDATE 1"
+
+    async def delete_history_instance(self, entity_id: str, attribute: str, instance_id: str) -> bool:
+        status = await self.conn.execute(
+            f"DELETE FROM {self.schema}.attribute_history WHERE entity_id = $1 AND attribute = $2"
+            " AND instance_id = $3",
+            entity_id,
+            attribute,
+            instance_id,
+        )
+        return status == "DELETE 1"
+
+
+# -- temporal helpers ------------------------------------------------------------------------------
+
+_TEMPORAL_COLUMNS = "id, types, scope, created_at, modified_at"
+
+
+def _temporal_row(row: Sequence[Any]) -> Entity:
+    entity_id, types, scope, created_at, modified_at = row
+    entity: Entity = {"id": entity_id, "type": list(types)}
+    if scope is not None:
+        entity["scope"] = orjson.loads(scope)
+    entity["createdAt"] = created_at
+    entity["modifiedAt"] = modified_at
+    return entity
+
+
+async def _temporal_entity(
+    conn: asyncpg.Connection | asyncpg.Pool, schema: str, entity_id: str
+) -> Entity | None:
+    row = await conn.fetchrow(
+        f"SELECT {_TEMPORAL_COLUMNS} FROM {schema}.temporal_entities WHERE id = $1", entity_id
+    )
+    return _temporal_row(row) if row else None
+
+
+def _history_where(
+    entity_id: str | None,
+    query: HistoryQuery,
+    *,
+    entity_ids: Sequence[str] | None = None,
+    entity_sql: str | None = None,
+    attribute_sql: str | None = None,
+) -> tuple[str, list[Any], str]:
+    """The WHERE clause (``?`` placeholders) of a history read of one entity (or of each of
+    ``entity_ids``, or of the entity and attribute SQL expressions given), its parameters and the
+    time expression it orders by."""
+    column = TIME_COLUMN[query.timeproperty]
+    params: list[Any] = []
+    if entity_sql is not None:
+        where = [f"entity_id = {entity_sql}"]
+    elif entity_ids is not None:
+        where = ["entity_id = ANY(?::text[])"]
+        params.append(list(entity_ids))
+    else:
+        where = ["entity_id = ?"]
+        params.append(entity_id)
+    if attribute_sql is not None:
+        where.append(f"attribute = {attribute_sql}")
+    where.append("deleted_at IS NOT NULL" if query.timeproperty == "deletedAt" else "deleted_at IS NULL")
+    if query.attributes is not None:
+        where.append("attribute = ANY(?::text[])")
+        params.append(list(query.attributes))
+    if query.start is not None:
+        where.append(f"{column} {'>' if query.start_exclusive else '>='} ?::float8")
+        params.append(query.start)
+    if query.end is not None:
+        where.append(f"{column} < ?::float8")
+        params.append(query.end)
+    if query.dataset_ids is not None:
+        named = [d for d in query.dataset_ids if d is not None]
+        alternatives = []
+        if named:
+            alternatives.append("dataset_id = ANY(?::text[])")
+            params.append(named)
+        if None in query.dataset_ids:
+            alternatives.append("dataset_id IS NULL")
+        where.append(f"({' OR '.join(alternatives)})")
+    return " AND ".join(where), params, f"COALESCE({column}, created_at)"
+
+
+def _aggregate_columns(methods: Sequence[str], v: str = "v", k: str = "k") -> list[str]:
+    """SQL of each aggregation method over numeric values ``v`` and value keys ``k`` (as the
+    SQLite store computes them): numeric aggregates skip non-numeric values (NULL ``v``)."""
+    stddev = (
+        f"CASE WHEN count({v}) > 1 THEN sqrt(greatest(0, (sum({v} * {v}) - sum({v}) * sum({v}) / count({v}))"
+        f" / (count({v}) - 1))) WHEN count({v}) = 1 THEN 0.0 END"
+    )
+    sql = {
+        "totalCount": "count(*)",
+        "distinctCount": f"count(DISTINCT {k})",
+        "sum": f"sum({v})",
+        "avg": f"avg({v})",
+        "min": f"min({v})",
+        "max": f"max({v})",
+        "stddev": stddev,
+        "sumsq": f"sum({v} * {v})",
+    }
+    return [sql.get(method, "NULL") for method in methods]

@@ -1,0 +1,230 @@
+"""The database layout and its migrations: the global ``kizuna`` schema, one schema per tenant,
+and how a tenant's name becomes its schema's."""
+
+from __future__ import annotations
+
+import hashlib
+
+import asyncpg
+
+_LOCK_KEY = 0x6B697A756E61  # "kizuna": the advisory lock migrations run under
+
+# -- migrations ------------------------------------------------------------------------------------
+
+GLOBAL_MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "tenants, hosted contexts, notification outbox",
+        """
+        CREATE EXTENSION IF NOT EXISTS postgis;
+        CREATE TABLE kizuna.tenants (
+            name text PRIMARY KEY,
+            schema_name text NOT NULL UNIQUE,
+            version integer NOT NULL
+        );
+        CREATE TABLE kizuna.hosted_contexts (
+            local_id text PRIMARY KEY,
+            document bytea NOT NULL,
+            created_at double precision NOT NULL
+        );
+        CREATE TABLE kizuna.notification_outbox (
+            seq bigserial PRIMARY KEY,
+            tenant text NOT NULL,
+            subscription_id text NOT NULL,
+            entity_id text NOT NULL,
+            trigger text NOT NULL,
+            payload bytea NOT NULL,
+            created_at double precision NOT NULL
+        );
+        CREATE INDEX notification_outbox_by_subscription
+            ON kizuna.notification_outbox (tenant, subscription_id, seq);
+        CREATE TABLE kizuna.notification_leases (
+            tenant text NOT NULL,
+            subscription_id text NOT NULL,
+            owner text NOT NULL,
+            until double precision NOT NULL,
+            PRIMARY KEY (tenant, subscription_id)
+        );
+        CREATE INDEX notification_leases_by_owner ON kizuna.notification_leases (owner);
+        CREATE TABLE kizuna.notification_status (
+            tenant text NOT NULL,
+            subscription_id text NOT NULL,
+            doc bytea NOT NULL,
+            PRIMARY KEY (tenant, subscription_id)
+        );
+        """,
+    ),
+    (
+        2,
+        "audit trail",
+        """
+        CREATE TABLE kizuna.audit_trail (
+            seq bigserial PRIMARY KEY,
+            at double precision NOT NULL,
+            subject text NOT NULL,
+            tenant text NOT NULL,
+            operation text NOT NULL,
+            target text NOT NULL,
+            outcome text NOT NULL,
+            detail text NOT NULL
+        );
+        CREATE INDEX audit_trail_by_subject ON kizuna.audit_trail (subject, at);
+        CREATE INDEX audit_trail_by_time ON kizuna.audit_trail (at);
+        """,
+    ),
+    (3, "owners of hosted contexts", "ALTER TABLE kizuna.hosted_contexts ADD COLUMN owner text;"),
+    (
+        4,
+        "tenants of hosted contexts",
+        "ALTER TABLE kizuna.hosted_contexts ADD COLUMN tenant text NOT NULL DEFAULT '';",
+    ),
+]
+
+# Applied to each tenant schema, in order; ``{s}`` is the quoted schema name.
+TENANT_MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE {s}.entities (
+            pk bigserial PRIMARY KEY,
+            id text COLLATE "C" NOT NULL UNIQUE,
+            doc jsonb,
+            raw bytea
+        );
+        CREATE TABLE {s}.entity_types (
+            type text NOT NULL,
+            pk bigint NOT NULL REFERENCES {s}.entities ON DELETE CASCADE
+        );
+        CREATE INDEX entity_types_by_type ON {s}.entity_types (type, pk);
+        CREATE INDEX entity_types_by_pk ON {s}.entity_types (pk);
+        CREATE TABLE {s}.attr_values (
+            attribute text NOT NULL,
+            kind smallint NOT NULL,
+            num numeric,
+            str bytea,
+            pk bigint NOT NULL REFERENCES {s}.entities ON DELETE CASCADE,
+            inst integer NOT NULL
+        );
+        CREATE INDEX attr_values_num ON {s}.attr_values (attribute, kind, num, pk);
+        CREATE INDEX attr_values_str ON {s}.attr_values (attribute, kind, str, pk);
+        CREATE INDEX attr_values_by_pk ON {s}.attr_values (pk, attribute, inst);
+        CREATE TABLE {s}.geo_index (
+            pk bigint NOT NULL REFERENCES {s}.entities ON DELETE CASCADE,
+            geoproperty text NOT NULL,
+            box geometry NOT NULL
+        );
+        CREATE INDEX geo_index_box ON {s}.geo_index USING gist (box);
+        CREATE INDEX geo_index_by_pk ON {s}.geo_index (pk);
+        CREATE TABLE {s}.subscriptions (
+            seq bigserial,
+            id text PRIMARY KEY,
+            doc bytea NOT NULL
+        );
+        CREATE TABLE {s}.subscription_version (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            version bigint NOT NULL
+        );
+        INSERT INTO {s}.subscription_version (version) VALUES (0);
+        CREATE TABLE {s}.documents (
+            seq bigserial,
+            kind text NOT NULL,
+            id text NOT NULL,
+            doc bytea NOT NULL,
+            PRIMARY KEY (kind, id)
+        );
+        CREATE TABLE {s}.temporal_entities (
+            seq bigserial,
+            id text COLLATE "C" PRIMARY KEY,
+            types text[] NOT NULL,
+            scope text,
+            created_at text NOT NULL,
+            modified_at text NOT NULL
+        );
+        CREATE TABLE {s}.attribute_history (
+            pk bigserial PRIMARY KEY,
+            entity_id text COLLATE "C" NOT NULL,
+            attribute text COLLATE "C" NOT NULL,
+            instance_id text NOT NULL UNIQUE,
+            dataset_id text COLLATE "C",
+            observed_at double precision,
+            created_at double precision NOT NULL,
+            modified_at double precision NOT NULL,
+            deleted_at double precision,
+            value_number double precision,
+            value_key text,
+            doc jsonb,
+            raw bytea
+        );
+        CREATE INDEX attribute_history_observed ON {s}.attribute_history (entity_id, attribute, observed_at);
+        CREATE INDEX attribute_history_created ON {s}.attribute_history (entity_id, attribute, created_at);
+        CREATE INDEX attribute_history_time ON {s}.attribute_history ((COALESCE(observed_at, created_at)));
+        """,
+    ),
+    (
+        2,
+        # lastN walks this index backwards per attribute and stops after N rows (read_history).
+        """
+        CREATE INDEX attribute_history_when ON {s}.attribute_history
+            (entity_id, attribute, (COALESCE(observed_at, created_at)), pk);
+        """,
+    ),
+    (
+        3,
+        # The GeoJSON values of the box's instances: a geoQuery checks these, not the documents.
+        # NULL in rows written before; such a query reads the documents (query_entities).
+        """
+        ALTER TABLE {s}.geo_index ADD COLUMN shapes jsonb;
+        """,
+    ),
+    (
+        4,
+        # Who created the entity (access control); NULL for entities written before.
+        """
+        ALTER TABLE {s}.entities ADD COLUMN owner text;
+        """,
+    ),
+]
+TENANT_VERSION = TENANT_MIGRATIONS[-1][0]
+
+
+def schema_for(tenant: str) -> str:
+    if tenant == "":
+        return "tenant_default"
+    return "tenant_" + hashlib.sha256(tenant.encode()).hexdigest()[:24]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# -- migrations ------------------------------------------------------------------------------------
+
+
+async def _migrate(conn: asyncpg.Connection) -> None:
+    """Apply the global migrations, then bring every tenant schema to TENANT_VERSION (called under
+    the advisory lock, in one transaction)."""
+    await conn.execute(
+        "CREATE SCHEMA IF NOT EXISTS kizuna;"
+        " CREATE TABLE IF NOT EXISTS kizuna.schema_migrations ("
+        " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    done = {row[0] for row in await conn.fetch("SELECT version FROM kizuna.schema_migrations")}
+    for version, name, ddl in GLOBAL_MIGRATIONS:
+        if version not in done:
+            await conn.execute(ddl)
+            await conn.execute(
+                "INSERT INTO kizuna.schema_migrations (version, name) VALUES ($1, $2)", version, name
+            )
+    default = schema_for("")
+    if await conn.fetchval("SELECT 1 FROM kizuna.tenants WHERE name = ''") is None:
+        await conn.execute(f"CREATE SCHEMA {_quote(default)}")
+        await conn.execute(
+            "INSERT INTO kizuna.tenants (name, schema_name, version) VALUES ('', $1, 0)", default
+        )
+    for name, schema, version in await conn.fetch(
+        "SELECT name, schema_name, version FROM kizuna.tenants WHERE version < $1", TENANT_VERSION
+    ):
+        for step, ddl in TENANT_MIGRATIONS:
+            if step > version:
+                await conn.execute(ddl.format(s=_quote(schema)))
+        await conn.execute("UPDATE kizuna.tenants SET version = $1 WHERE name = $2", TENANT_VERSION, name)
