@@ -386,7 +386,7 @@ def test_deleting_a_subscription_drops_what_it_still_owed(client: TestClient) ->
     create_light(client, 1)
     store = client.app.state.store  # type: ignore[attr-defined]
     assert client.delete(f"{SUBS}/{sub_id}").status_code == 204
-    assert client.portal.call(store.outbox_size) == 0  # type: ignore[union-attr]
+    assert client.portal.call(store.outbox_subscriptions) == []  # type: ignore[union-attr]
 
 
 def test_notifications_are_ordered_per_subscription(client: TestClient, receiver: Receiver) -> None:

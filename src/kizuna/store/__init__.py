@@ -331,8 +331,6 @@ class Store(Protocol):
 
     async def drop_outbox(self, tenant: str, subscription_id: str) -> None: ...
 
-    async def outbox_size(self) -> int: ...
-
     async def notification_status(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
         """Delivery state kept apart from the subscription (timesSent, lastSuccess, ...)."""
 

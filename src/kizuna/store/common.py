@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 
 from kizuna import query as ql
 from kizuna import times
-from kizuna.store import ChangeListener
+from kizuna.store import (
+    ChangeListener,
+    Entity,
+    EntityQuery,
+    OutboxRow,
+    QueryResult,
+)
 
 log = logging.getLogger("kizuna.store")
 
@@ -211,16 +217,79 @@ def history_columns(instance: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+# -- what both stores' reads make of their rows ----------------------------------------------------
+
+TEMPORAL_COLUMNS = "id, types, scope, created_at, modified_at"
+
+
+def temporal_row(entity_id: str, types: list[str], scope: str | None, created: str, modified: str) -> Entity:
+    """The core members of a temporal entity from its row (``scope`` as JSON text)."""
+    entity: Entity = {"id": entity_id, "type": types}
+    if scope is not None:
+        entity["scope"] = orjson.loads(scope)
+    entity["createdAt"] = created
+    entity["modifiedAt"] = modified
+    return entity
+
+
+# What a subscription's deletion (or a dispatcher's drop) forgets with it.
+NOTIFICATION_TABLES = ("notification_outbox", "notification_leases", "notification_status")
+
+
+def outbox_rows(tenant: str, subscription_id: str, rows: Iterable[Sequence[Any]]) -> list[OutboxRow]:
+    """OutboxRows from (seq, entity_id, trigger, orjson payload, created_at) rows."""
+    return [
+        OutboxRow(seq, tenant, subscription_id, entity_id, trigger, orjson.loads(payload), created)
+        for seq, entity_id, trigger, payload, created in rows
+    ]
+
+
+class Paging:
+    """The page and count of a query whose candidates SQL cannot decide alone: fed the candidate
+    documents in growing batches (in pk order), it keeps those that pass ``residual`` and then
+    the exact geo check (on a whole batch at once, vectorised for points), and says when the
+    page is full and no count is wanted, so that the caller stops reading."""
+
+    def __init__(self, query: EntityQuery, residual: Callable[[Entity], bool] | None) -> None:
+        self.query = query
+        self.residual = residual
+        self.result = QueryResult()
+        self.matched = 0
+        self.end = None if query.limit is None else query.offset + query.limit
+
+    def add(self, entities: list[Entity]) -> bool:
+        """Take one batch; True when no further batch can change the result."""
+        query = self.query
+        if self.residual is not None:
+            entities = [entity for entity in entities if self.residual(entity)]
+        if query.geo is not None:
+            keep = ql.geo_matches_many(query.geo, query.geoproperty or "location", entities)
+            entities = [entity for entity, ok in zip(entities, keep, strict=True) if ok]
+        for entity in entities:
+            if self.matched >= query.offset and (self.end is None or self.matched < self.end):
+                self.result.entities.append(entity)
+            self.matched += 1
+        return not query.count and self.end is not None and self.matched >= self.end
+
+    def done(self) -> QueryResult:
+        if self.query.count:
+            self.result.total = self.matched
+        return self.result
+
+
+def shapes_page(query: EntityQuery, rows: Sequence[tuple[int, Any]]) -> tuple[list[int], int | None]:
+    """For a query where only the exact geo check is left: the pks of the page among the
+    (pk, GeoJSON shapes) candidates kept in the geo index, and the count (None unless asked)."""
+    assert query.geo is not None
+    keep = ql.geo_matches_values(query.geo, [found for _, found in rows])
+    matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
+    end = None if query.limit is None else query.offset + query.limit
+    return matched[query.offset : end], len(matched) if query.count else None
+
+
 # -- q to SQL ----------------------------------------------------------------------------------------
 
 Sql = tuple[str, list[Any]]
-
-
-def audit_conditions(subject: str | None, tenant: str | None, since: float | None) -> list[tuple[str, Any]]:
-    """What a read of the audit trail asks for, as (``column operator``, value): each store
-    writes them with its own placeholders."""
-    wanted = (("subject =", subject), ("tenant =", tenant), ("at >=", since))
-    return [(test, value) for test, value in wanted if value is not None]
 
 
 SQL_ORDER = {"==": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}

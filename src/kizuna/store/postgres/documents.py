@@ -3,13 +3,14 @@ registrations and csource subscriptions, stored as documents of a ``kind``."""
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from typing import Any
 
 import orjson
 
 from kizuna.store import AuditEvent
-from kizuna.store.common import audit_conditions
-from kizuna.store.postgres.connection import PgBase, _announce, _guarded
+from kizuna.store.dialect import AUDIT_COLUMNS, audit_where
+from kizuna.store.postgres.connection import PgBase, _announce, _guarded, _numbered
 
 
 class PgDocuments(PgBase):
@@ -57,15 +58,8 @@ class PgDocuments(PgBase):
     @_guarded
     async def append_audit(self, event: AuditEvent) -> None:
         await self.pool.execute(
-            "INSERT INTO kizuna.audit_trail (at, subject, tenant, operation, target, outcome, detail)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            event.at,
-            event.subject,
-            event.tenant,
-            event.operation,
-            event.target,
-            event.outcome,
-            event.detail,
+            f"INSERT INTO kizuna.audit_trail ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            *astuple(event),
         )
 
     @_guarded
@@ -78,14 +72,14 @@ class PgDocuments(PgBase):
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[AuditEvent], int]:
-        conditions = audit_conditions(subject, tenant, since)
-        where = " AND ".join(f"{test} ${n}" for n, (test, _) in enumerate(conditions, 1)) or "true"
-        params = [value for _, value in conditions]
-        total = await self.pool.fetchval(f"SELECT count(*) FROM kizuna.audit_trail WHERE {where}", *params)
-        n = len(params)
+        where, params = audit_where(subject, tenant, since)
+        total = await self.pool.fetchval(
+            _numbered(f"SELECT count(*) FROM kizuna.audit_trail WHERE {where}"), *params
+        )
         rows = await self.pool.fetch(
-            "SELECT at, subject, tenant, operation, target, outcome, detail FROM kizuna.audit_trail"
-            f" WHERE {where} ORDER BY seq LIMIT ${n + 1} OFFSET ${n + 2}",
+            _numbered(
+                f"SELECT {AUDIT_COLUMNS} FROM kizuna.audit_trail WHERE {where} ORDER BY seq LIMIT ? OFFSET ?"
+            ),
             *params,
             limit,
             offset,

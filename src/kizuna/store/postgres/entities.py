@@ -24,11 +24,13 @@ from kizuna.store.common import (
     CORE,
     NUMBER,
     STRING,
+    Paging,
     QCompiler,
     Sql,
     attribute_rows,
     geometry_boxes,
     literal_prefix,
+    shapes_page,
 )
 from kizuna.store.postgres.connection import (
     _LOST,
@@ -106,31 +108,16 @@ class PgEntities(PgBase):
             if query.count:
                 result.total = await self.pool.fetchval(count_sql, *params)
             return result
-        matched = 0
-        wanted_end = None if query.limit is None else query.offset + query.limit
+        paging = Paging(query, residual)
         sql = _numbered(f"SELECT e.doc, e.raw FROM {schema}.entities e WHERE {where} ORDER BY e.pk")
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
             cursor = await conn.cursor(sql, *params)
             size = 64
-            while batch := await cursor.fetch(size):
+            while batch := await cursor.fetch(size):  # candidates in growing batches
                 size = min(2 * size, _PAGE)
-                # Candidates in growing batches; the exact geo check runs on a whole batch at once
-                # (vectorised for points), after the rest of the residual.
-                entities = [_unpack(doc, raw) for doc, raw in batch]
-                if residual is not None:
-                    entities = [entity for entity in entities if residual(entity)]
-                if query.geo is not None:
-                    keep = ql.geo_matches_many(query.geo, query.geoproperty or "location", entities)
-                    entities = [entity for entity, ok in zip(entities, keep, strict=True) if ok]
-                for entity in entities:
-                    if matched >= query.offset and (wanted_end is None or matched < wanted_end):
-                        result.entities.append(entity)
-                    matched += 1
-                if not query.count and wanted_end is not None and matched >= wanted_end:
+                if paging.add([_unpack(doc, raw) for doc, raw in batch]):
                     break
-        if query.count:
-            result.total = matched
-        return result
+        return paging.done()
 
     async def _query_by_shapes(
         self, schema: str, query: EntityQuery, where: str, params: list[Any]
@@ -149,11 +136,8 @@ class PgEntities(PgBase):
         )
         if any(found is None for _, found in rows):
             return None
-        keep = ql.geo_matches_values(query.geo, [found for _, found in rows])
-        matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
-        result = QueryResult(total=len(matched) if query.count else None)
-        end = None if query.limit is None else query.offset + query.limit
-        page = matched[query.offset : end]
+        page, total = shapes_page(query, rows)
+        result = QueryResult(total=total)
         if page:
             docs = await self.pool.fetch(
                 f"SELECT doc, raw FROM {schema}.entities WHERE pk = ANY($1::bigint[]) ORDER BY pk", page

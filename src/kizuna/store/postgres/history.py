@@ -12,12 +12,15 @@ import orjson
 from kizuna.patterns import compile_pattern
 from kizuna.store import AggregateRow, Entity, HistoryQuery
 from kizuna.store.common import (
-    TIME_COLUMN,
+    TEMPORAL_COLUMNS,
+    Sql,
     extended_temporal_entity,
     history_columns,
     literal_prefix,
     new_history_instance,
+    temporal_row,
 )
+from kizuna.store.dialect import POSTGRES, aggregate_rows, aggregate_sql, history_where
 from kizuna.store.postgres.connection import (
     PgBase,
     PgTransaction,
@@ -66,7 +69,7 @@ class PgHistory(PgBase):
             params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
         rows = await self.pool.fetch(
             _numbered(
-                f"SELECT {_TEMPORAL_COLUMNS} FROM {schema}.temporal_entities"
+                f"SELECT {TEMPORAL_COLUMNS} FROM {schema}.temporal_entities"
                 f" WHERE {' AND '.join(where)} ORDER BY seq"
             ),
             *params,
@@ -156,72 +159,18 @@ class PgHistory(PgBase):
         if schema is None or not entity_ids:
             return []
         where, params, when = _history_where(None, query, entity_ids=entity_ids)
-        # One statement over all the entities. Buckets are [origin + k*period, origin + (k+1)*period)
-        # (date_bin on epoch seconds); each series starts at ``origin`` or at its first instance.
-        if origin is not None or period is None:
-            # The origin is known (or a series is one bucket): one pass, no series to join back.
-            head: list[Any] = []
-            start_sql = "?::float8" if origin is not None else f"min({when})"
-            if origin is not None:
-                head.append(origin)
-            bucket = "0"
-            if period is not None:
-                bucket = f"floor(({when} - ?::float8) / ?::float8)::bigint"
-                head += [origin, period]
-            columns = ", ".join(_aggregate_columns(methods, "value_number", "value_key"))
-            since = f" AND {when} >= ?::float8" if origin is not None else ""
-            sql = (
-                f"SELECT entity_id, attribute, dataset_id, {start_sql}, max({when}), {bucket} AS bucket,"
-                f" {columns} FROM {schema}.attribute_history WHERE {where}{since}"
-                " GROUP BY entity_id, attribute, dataset_id, bucket"
-                " ORDER BY entity_id, attribute, dataset_id NULLS FIRST, bucket"
-            )
-            rows = await self.pool.fetch(
-                _numbered(sql), *head, *params, *([origin] if origin is not None else [])
-            )
-        else:
-            rows = await self._aggregate_from_first(schema, where, params, when, methods, period)
+        # One statement over all the entities (date_bin on epoch seconds).
+        sql, values = aggregate_sql(
+            POSTGRES, (f"{schema}.attribute_history", []), (where, params), when, methods, period, origin
+        )
+        rows = await self.pool.fetch(_numbered(sql), *values)
         if not rows:
             return []
         kinds = await self._history_kinds(schema, query, {(row[0], row[1]) for row in rows})
-        out: list[AggregateRow] = []
-        for entity_id, attribute, dataset_id, start, last, bucket, *values in rows:
-            if period is None:
-                begin, end = start, query.end if query.end is not None else last
-            else:
-                begin = start + bucket * period
-                end = begin + period
-            row = AggregateRow(attribute, dataset_id, begin, end, dict(zip(methods, values, strict=True)))
-            row.entity_id = entity_id
-            row.kind = kinds.get((entity_id, attribute))
-            out.append(row)
+        out = aggregate_rows(rows, methods, period, query.end)
+        for row in out:
+            row.kind = kinds.get((row.entity_id, row.attribute))
         return out
-
-    async def _aggregate_from_first(
-        self,
-        schema: str,
-        where: str,
-        params: list[Any],
-        when: str,
-        methods: Sequence[str],
-        period: float,
-    ) -> list[asyncpg.Record]:
-        """Buckets from each series' own first instance: the series must be known first."""
-        columns = ", ".join(_aggregate_columns(methods, "s.v", "s.k"))
-        sql = f"""
-        WITH sel AS (
-            SELECT entity_id AS e, attribute AS a, dataset_id AS d, {when} AS t,
-                   value_number AS v, value_key AS k
-            FROM {schema}.attribute_history WHERE {where}
-        ), series AS (
-            SELECT e, a, d, min(t) AS o FROM sel GROUP BY e, a, d
-        )
-        SELECT s.e, s.a, s.d, r.o, max(s.t), floor((s.t - r.o) / ?::float8)::bigint AS bucket, {columns}
-        FROM sel s JOIN series r ON s.e = r.e AND s.a = r.a AND s.d IS NOT DISTINCT FROM r.d
-        GROUP BY s.e, s.a, s.d, r.o, bucket
-        ORDER BY s.e, s.a, s.d NULLS FIRST, bucket
-        """
-        return await self.pool.fetch(_numbered(sql), *params, period)
 
     async def _history_kinds(
         self, schema: str, query: HistoryQuery, pairs: set[tuple[str, str]]
@@ -253,7 +202,7 @@ class HistoryWrites(PgTransaction):
         self, entity_id: str, types: list[str], scope: list[str] | None, now: str
     ) -> bool:
         row = await self.conn.fetchrow(
-            f"SELECT {_TEMPORAL_COLUMNS} FROM {self.schema}.temporal_entities WHERE id = $1 FOR UPDATE",
+            f"SELECT {TEMPORAL_COLUMNS} FROM {self.schema}.temporal_entities WHERE id = $1 FOR UPDATE",
             entity_id,
         )
         if row is None:
@@ -268,7 +217,7 @@ class HistoryWrites(PgTransaction):
             if created:
                 return True
             row = await self.conn.fetchrow(
-                f"SELECT {_TEMPORAL_COLUMNS} FROM {self.schema}.temporal_entities WHERE id = $1 FOR UPDATE",
+                f"SELECT {TEMPORAL_COLUMNS} FROM {self.schema}.temporal_entities WHERE id = $1 FOR UPDATE",
                 entity_id,
             )
         extended = extended_temporal_entity(_temporal_row(row), types, scope)
@@ -359,24 +308,17 @@ class HistoryWrites(PgTransaction):
 
 # -- temporal helpers ------------------------------------------------------------------------------
 
-_TEMPORAL_COLUMNS = "id, types, scope, created_at, modified_at"
-
 
 def _temporal_row(row: Sequence[Any]) -> Entity:
     entity_id, types, scope, created_at, modified_at = row
-    entity: Entity = {"id": entity_id, "type": list(types)}
-    if scope is not None:
-        entity["scope"] = orjson.loads(scope)
-    entity["createdAt"] = created_at
-    entity["modifiedAt"] = modified_at
-    return entity
+    return temporal_row(entity_id, list(types), scope, created_at, modified_at)
 
 
 async def _temporal_entity(
     conn: asyncpg.Connection | asyncpg.Pool, schema: str, entity_id: str
 ) -> Entity | None:
     row = await conn.fetchrow(
-        f"SELECT {_TEMPORAL_COLUMNS} FROM {schema}.temporal_entities WHERE id = $1", entity_id
+        f"SELECT {TEMPORAL_COLUMNS} FROM {schema}.temporal_entities WHERE id = $1", entity_id
     )
     return _temporal_row(row) if row else None
 
@@ -391,56 +333,14 @@ def _history_where(
 ) -> tuple[str, list[Any], str]:
     """The WHERE clause (``?`` placeholders) of a history read of one entity (or of each of
     ``entity_ids``, or of the entity and attribute SQL expressions given), its parameters and the
-    time expression it orders by."""
-    column = TIME_COLUMN[query.timeproperty]
-    params: list[Any] = []
+    time expression it orders by (see :func:`kizuna.store.dialect.history_where`). An attribute
+    expression comes from a lateral join over every attribute: ``query.attributes`` still applies."""
     if entity_sql is not None:
-        where = [f"entity_id = {entity_sql}"]
+        head: Sql = (f"entity_id = {entity_sql}", [])
     elif entity_ids is not None:
-        where = ["entity_id = ANY(?::text[])"]
-        params.append(list(entity_ids))
+        head = ("entity_id = ANY(?::text[])", [list(entity_ids)])
     else:
-        where = ["entity_id = ?"]
-        params.append(entity_id)
+        head = ("entity_id = ?", [entity_id])
     if attribute_sql is not None:
-        where.append(f"attribute = {attribute_sql}")
-    where.append("deleted_at IS NOT NULL" if query.timeproperty == "deletedAt" else "deleted_at IS NULL")
-    if query.attributes is not None:
-        where.append("attribute = ANY(?::text[])")
-        params.append(list(query.attributes))
-    if query.start is not None:
-        where.append(f"{column} {'>' if query.start_exclusive else '>='} ?::float8")
-        params.append(query.start)
-    if query.end is not None:
-        where.append(f"{column} < ?::float8")
-        params.append(query.end)
-    if query.dataset_ids is not None:
-        named = [d for d in query.dataset_ids if d is not None]
-        alternatives = []
-        if named:
-            alternatives.append("dataset_id = ANY(?::text[])")
-            params.append(named)
-        if None in query.dataset_ids:
-            alternatives.append("dataset_id IS NULL")
-        where.append(f"({' OR '.join(alternatives)})")
-    return " AND ".join(where), params, f"COALESCE({column}, created_at)"
-
-
-def _aggregate_columns(methods: Sequence[str], v: str = "v", k: str = "k") -> list[str]:
-    """SQL of each aggregation method over numeric values ``v`` and value keys ``k`` (as the
-    SQLite store computes them): numeric aggregates skip non-numeric values (NULL ``v``)."""
-    stddev = (
-        f"CASE WHEN count({v}) > 1 THEN sqrt(greatest(0, (sum({v} * {v}) - sum({v}) * sum({v}) / count({v}))"
-        f" / (count({v}) - 1))) WHEN count({v}) = 1 THEN 0.0 END"
-    )
-    sql = {
-        "totalCount": "count(*)",
-        "distinctCount": f"count(DISTINCT {k})",
-        "sum": f"sum({v})",
-        "avg": f"avg({v})",
-        "min": f"min({v})",
-        "max": f"max({v})",
-        "stddev": stddev,
-        "sumsq": f"sum({v} * {v})",
-    }
-    return [sql.get(method, "NULL") for method in methods]
+        head = (f"{head[0]} AND attribute = {attribute_sql}", head[1])
+    return history_where(POSTGRES, query, head)

@@ -11,7 +11,9 @@ import asyncpg
 import orjson
 
 from kizuna.store import OutboxRow
-from kizuna.store.postgres.connection import PgBase, PgTransaction, _announce, _guarded
+from kizuna.store.common import NOTIFICATION_TABLES, outbox_rows
+from kizuna.store.dialect import outbox_head_sql
+from kizuna.store.postgres.connection import PgBase, PgTransaction, _announce, _guarded, _numbered
 
 
 class PgOutbox(PgBase):
@@ -156,16 +158,12 @@ class PgOutbox(PgBase):
     @_guarded
     async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
         rows = await self.pool.fetch(
-            "SELECT seq, entity_id, trigger, payload, created_at FROM kizuna.notification_outbox"
-            " WHERE tenant = $1 AND subscription_id = $2 ORDER BY seq LIMIT $3",
+            _numbered(outbox_head_sql("kizuna.notification_outbox")),
             tenant,
             subscription_id,
             limit,
         )
-        return [
-            OutboxRow(seq, tenant, subscription_id, entity_id, trigger, orjson.loads(payload), created)
-            for seq, entity_id, trigger, payload, created in rows
-        ]
+        return outbox_rows(tenant, subscription_id, rows)
 
     @_guarded
     async def delete_outbox(self, seqs: Sequence[int]) -> None:
@@ -178,10 +176,6 @@ class PgOutbox(PgBase):
     async def drop_outbox(self, tenant: str, subscription_id: str) -> None:
         async with self._transaction() as (conn, _):
             await _forget_notifications(conn, tenant, subscription_id)
-
-    @_guarded
-    async def outbox_size(self) -> int:
-        return await self.pool.fetchval("SELECT count(*) FROM kizuna.notification_outbox")
 
     @_guarded
     async def notification_status(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
@@ -249,7 +243,7 @@ async def _bump_subscription_version(conn: asyncpg.Connection, schema: str, tena
 
 
 async def _forget_notifications(conn: asyncpg.Connection, tenant: str, subscription_id: str) -> None:
-    for table in ("notification_outbox", "notification_leases", "notification_status"):
+    for table in NOTIFICATION_TABLES:
         await conn.execute(
             f"DELETE FROM kizuna.{table} WHERE tenant = $1 AND subscription_id = $2", tenant, subscription_id
         )

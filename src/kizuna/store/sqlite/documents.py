@@ -3,12 +3,13 @@ subscriptions stored as documents of a ``kind``."""
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from typing import Any
 
 import orjson
 
 from kizuna.store import AuditEvent
-from kizuna.store.common import audit_conditions
+from kizuna.store.dialect import AUDIT_COLUMNS, audit_where
 from kizuna.store.sqlite.connection import SqliteBase, _announce
 
 
@@ -47,17 +48,7 @@ class SqliteDocuments(SqliteBase):
     async def append_audit(self, event: AuditEvent) -> None:
         async with self._write_lock:
             self.db.execute(
-                "INSERT INTO audit_trail (at, subject, tenant, operation, target, outcome, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.at,
-                    event.subject,
-                    event.tenant,
-                    event.operation,
-                    event.target,
-                    event.outcome,
-                    event.detail,
-                ),
+                f"INSERT INTO audit_trail ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", astuple(event)
             )
 
     async def read_audit(
@@ -69,13 +60,10 @@ class SqliteDocuments(SqliteBase):
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[AuditEvent], int]:
-        conditions = audit_conditions(subject, tenant, since)
-        where = " AND ".join(f"{test} ?" for test, _ in conditions) or "1"
-        params = [value for _, value in conditions]
+        where, params = audit_where(subject, tenant, since)
         total = self.db.execute(f"SELECT count(*) FROM audit_trail WHERE {where}", params).fetchone()[0]
         rows = self.db.execute(
-            "SELECT at, subject, tenant, operation, target, outcome, detail FROM audit_trail"
-            f" WHERE {where} ORDER BY seq LIMIT ? OFFSET ?",
+            f"SELECT {AUDIT_COLUMNS} FROM audit_trail WHERE {where} ORDER BY seq LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
         return [AuditEvent(*row) for row in rows], total

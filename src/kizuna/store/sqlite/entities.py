@@ -18,7 +18,7 @@ from kizuna.store import (
     EntityQuery,
     QueryResult,
 )
-from kizuna.store.common import CORE, STRING, QCompiler, Sql
+from kizuna.store.common import CORE, STRING, Paging, QCompiler, Sql, shapes_page
 from kizuna.store.common import literal_prefix as _literal_prefix
 from kizuna.store.sqlite.connection import _PAGE, SqliteBase, SqliteTransaction
 from kizuna.store.sqlite.indexes import _index_entity, _unindex_entity
@@ -337,12 +337,7 @@ def _query_entities(db: sqlite3.Connection, tenant: str, query: EntityQuery) -> 
         sql = f"SELECT e.pk, e.shapes FROM {source} WHERE {where} ORDER BY e.pk"
         rows = db.execute(sql, params).fetchall()
         if all(found is not None for _, found in rows):  # else written by an older version
-            keep = ql.geo_matches_values(query.geo, [orjson.loads(found) for _, found in rows])
-            matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
-            if query.count:
-                result.total = len(matched)
-            end = None if query.limit is None else query.offset + query.limit
-            page = matched[query.offset : end]
+            page, result.total = shapes_page(query, [(pk, orjson.loads(found)) for pk, found in rows])
             if page:
                 marks = ",".join("?" * len(page))
                 sql = f"SELECT doc FROM entities WHERE pk IN ({marks}) ORDER BY pk"
@@ -352,28 +347,14 @@ def _query_entities(db: sqlite3.Connection, tenant: str, query: EntityQuery) -> 
         sql = f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.pk"
     else:
         sql = f"SELECT doc FROM entities WHERE pk IN ({pks}) ORDER BY pk"
-    # Candidates come in growing batches; the exact geo check runs on a whole batch at once
-    # (vectorised for points), after the rest of the residual.
-    matched, size = 0, 64
-    wanted_end = None if query.limit is None else query.offset + query.limit
+    paging = Paging(query, residual)
     cursor = db.execute(sql, params)
-    while batch := cursor.fetchmany(size):
+    size = 64
+    while batch := cursor.fetchmany(size):  # candidates in growing batches
         size = min(2 * size, 1024)
-        entities = [orjson.loads(doc) for (doc,) in batch]
-        if residual is not None:
-            entities = [entity for entity in entities if residual(entity)]
-        if query.geo is not None:
-            keep = ql.geo_matches_many(query.geo, query.geoproperty or "location", entities)
-            entities = [entity for entity, ok in zip(entities, keep, strict=True) if ok]
-        for entity in entities:
-            if matched >= query.offset and (wanted_end is None or matched < wanted_end):
-                result.entities.append(entity)
-            matched += 1
-        if not query.count and wanted_end is not None and matched >= wanted_end:
+        if paging.add([orjson.loads(doc) for (doc,) in batch]):
             break
-    if query.count:
-        result.total = matched
-    return result
+    return paging.done()
 
 
 # -- q to SQL --------------------------------------------------------------------------------------

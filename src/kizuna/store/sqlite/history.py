@@ -10,9 +10,16 @@ from typing import Any
 import orjson
 
 from kizuna.store import AggregateRow, Entity, HistoryQuery
+from kizuna.store.common import (
+    TEMPORAL_COLUMNS,
+    Sql,
+    extended_temporal_entity,
+    new_history_instance,
+    temporal_row,
+)
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
-from kizuna.store.common import extended_temporal_entity, new_history_instance
 from kizuna.store.common import history_columns as _history_columns
+from kizuna.store.dialect import SQLITE, aggregate_rows, aggregate_sql, history_where
 from kizuna.store.sqlite.connection import SqliteBase, SqliteTransaction
 
 
@@ -74,57 +81,18 @@ class SqliteHistory(SqliteBase):
             return []
         ids = orjson.dumps(list(entity_ids)).decode()
         where, params, when = _history_where(tenant, None, query, entity_sql="ids.value")
-        # Buckets are [origin + k*period, origin + (k+1)*period); everything is computed here, in
-        # one statement over all the entities (the entity list drives the history index: CROSS
-        # JOIN), and only the aggregates asked for.
-        if origin is not None or period is None:
-            # The origin is known (or there is one bucket a series): one pass, no series CTE.
-            head: list[Any] = []
-            if origin is not None:
-                start_sql, tail = "?", [origin]
-                head.append(origin)
-            else:
-                start_sql, tail = f"min({when})", []
-            bucket = "0"
-            if period is not None:
-                bucket = f"CAST(({when} - ?) / ? AS INTEGER)"
-                head += [origin, period]
-            columns = ", ".join(_aggregate_columns(methods, "value_number", "value_key"))
-            sql = f"""
-            SELECT entity_id, attribute, dataset_id, {start_sql}, max({when}), {bucket} AS bucket, {columns}
-            FROM json_each(?) AS ids CROSS JOIN attribute_history
-            WHERE {where}{f" AND {when} >= ?" if tail else ""}
-            GROUP BY entity_id, attribute, dataset_id, bucket
-            ORDER BY entity_id, attribute, dataset_id, bucket
-            """
-            rows = self.db.execute(sql, [*head, ids, *params, *tail])
-        else:
-            # Each series starts at its first instance: that needs the series first.
-            columns = ", ".join(_aggregate_columns(methods, "s.v", "s.k"))
-            sql = f"""
-            WITH sel AS (
-                SELECT entity_id AS e, attribute AS a, dataset_id AS d, {when} AS t,
-                       value_number AS v, value_key AS k
-                FROM json_each(?) AS ids CROSS JOIN attribute_history WHERE {where}
-            ), series AS (
-                SELECT e, a, d, min(t) AS o FROM sel GROUP BY e, a, d
-            )
-            SELECT s.e, s.a, s.d, r.o, max(s.t), CAST((s.t - r.o) / ? AS INTEGER) AS bucket, {columns}
-            FROM sel s JOIN series r ON s.e = r.e AND s.a = r.a AND s.d IS r.d
-            GROUP BY s.e, s.a, s.d, bucket
-            ORDER BY s.e, s.a, s.d, bucket
-            """
-            rows = self.db.execute(sql, [ids, *params, period])
-        out: list[AggregateRow] = []
-        for entity_id, attribute, dataset_id, start, last, bucket, *values in rows:
-            if period is None:
-                begin, end = start, query.end if query.end is not None else last
-            else:
-                begin = start + bucket * period
-                end = begin + period
-            row = AggregateRow(attribute, dataset_id, begin, end, dict(zip(methods, values, strict=True)))
-            row.entity_id = entity_id
-            out.append(row)
+        # One statement over all the entities, only the aggregates asked for; the entity list
+        # drives the history index (CROSS JOIN).
+        sql, values = aggregate_sql(
+            SQLITE,
+            ("json_each(?) AS ids CROSS JOIN attribute_history", [ids]),
+            (where, params),
+            when,
+            methods,
+            period,
+            origin,
+        )
+        out = aggregate_rows(self.db.execute(sql, values).fetchall(), methods, period, query.end)
         if out:
             kinds = self._history_kinds(tenant, query, {(r.entity_id, r.attribute) for r in out})
             for row in out:
@@ -256,22 +224,14 @@ class HistoryWrites(SqliteTransaction):
         return cursor.rowcount == 1
 
 
-_TEMPORAL_COLUMNS = "id, types, scope, created_at, modified_at"
-
-
 def _temporal_row(row: tuple[Any, ...]) -> Entity:
     entity_id, types, scope, created_at, modified_at = row
-    entity: Entity = {"id": entity_id, "type": orjson.loads(types)}
-    if scope is not None:
-        entity["scope"] = orjson.loads(scope)
-    entity["createdAt"] = created_at
-    entity["modifiedAt"] = modified_at
-    return entity
+    return temporal_row(entity_id, orjson.loads(types), scope, created_at, modified_at)
 
 
 def _temporal_entity(db: sqlite3.Connection, tenant: str, entity_id: str) -> Entity | None:
     row = db.execute(
-        f"SELECT {_TEMPORAL_COLUMNS} FROM temporal_entities WHERE tenant = ? AND id = ?", (tenant, entity_id)
+        f"SELECT {TEMPORAL_COLUMNS} FROM temporal_entities WHERE tenant = ? AND id = ?", (tenant, entity_id)
     ).fetchone()
     return _temporal_row(row) if row else None
 
@@ -284,36 +244,17 @@ def _history_where(
     entity_sql: str | None = None,
     attribute_sql: str | None = None,
 ) -> tuple[str, list[Any], str]:
-    """The WHERE clause of a history read, its parameters and the time expression it orders by.
+    """The WHERE clause of a history read, its parameters and the time expression it orders by
+    (see :func:`kizuna.store.dialect.history_where`).
 
     ``entity_sql`` is an SQL expression in place of ``entity_id`` (``entity_id`` then None), e.g.
     the value of a ``json_each`` of several; ``attribute_sql`` one for the attribute, in place of
     ``query.attributes`` (its parameters, if any, are the caller's: they go after the first two)."""
-    column = _TIME_COLUMN[query.timeproperty]
-    where = ["tenant = ?", "entity_id = ?" if entity_sql is None else f"entity_id = {entity_sql}"]
-    params: list[Any] = [tenant] if entity_sql is not None else [tenant, entity_id]
-    if attribute_sql is not None:
-        where.append(f"attribute = {attribute_sql}")
-    elif query.attributes is not None:
-        where.append(f"attribute IN ({','.join('?' * len(query.attributes))})")
-        params += list(query.attributes)
-    where.append("deleted_at IS NOT NULL" if query.timeproperty == "deletedAt" else "deleted_at IS NULL")
-    if query.start is not None:
-        where.append(f"{column} {'>' if query.start_exclusive else '>='} ?")
-        params.append(query.start)
-    if query.end is not None:
-        where.append(f"{column} < ?")
-        params.append(query.end)
-    if query.dataset_ids is not None:
-        named = [d for d in query.dataset_ids if d is not None]
-        alternatives = []
-        if named:
-            alternatives.append(f"dataset_id IN ({','.join('?' * len(named))})")
-            params += named
-        if None in query.dataset_ids:
-            alternatives.append("dataset_id IS NULL")
-        where.append(f"({' OR '.join(alternatives)})")
-    return " AND ".join(where), params, f"COALESCE({column}, created_at)"
+    if entity_sql is None:
+        head: Sql = ("tenant = ? AND entity_id = ?", [tenant, entity_id])
+    else:
+        head = (f"tenant = ? AND entity_id = {entity_sql}", [tenant])
+    return history_where(SQLITE, query, head, attribute_sql=attribute_sql)
 
 
 def _ends_select(where: str, column: str, newest: bool, *, bounded: bool = False) -> tuple[str, int]:
@@ -364,26 +305,6 @@ def _history_attribute_list(db: sqlite3.Connection, tenant: str, entity_id: str)
     return [name for (name,) in rows]
 
 
-def _aggregate_columns(methods: Sequence[str], v: str, k: str) -> list[str]:
-    """SQL of each aggregation method, over numeric values ``v`` and value keys ``k``: numeric
-    aggregates skip non-numeric values (NULL ``v``; a sum of none is NULL)."""
-    stddev = (
-        f"CASE WHEN count({v}) > 1 THEN sqrt(max(0, (sum({v} * {v}) - sum({v}) * sum({v}) / count({v}))"
-        f" / (count({v}) - 1))) WHEN count({v}) = 1 THEN 0.0 END"
-    )
-    sql = {
-        "totalCount": "count(*)",
-        "distinctCount": f"count(DISTINCT {k})",
-        "sum": f"sum({v})",
-        "avg": f"avg({v})",
-        "min": f"min({v})",
-        "max": f"max({v})",
-        "stddev": stddev,
-        "sumsq": f"sum({v} * {v})",
-    }
-    return [sql.get(method, "NULL") for method in methods]
-
-
 def _query_temporal_entities(
     db: sqlite3.Connection,
     tenant: str,
@@ -405,7 +326,7 @@ def _query_temporal_entities(
         where.append("regexp(?, id)")
         params.append(id_pattern)
     rows = db.execute(
-        f"SELECT {_TEMPORAL_COLUMNS} FROM temporal_entities WHERE {' AND '.join(where)} ORDER BY rowid",
+        f"SELECT {TEMPORAL_COLUMNS} FROM temporal_entities WHERE {' AND '.join(where)} ORDER BY rowid",
         params,
     )
     return [_temporal_row(row) for row in rows]

@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 
 from kizuna.store import OutboxRow
+from kizuna.store.common import NOTIFICATION_TABLES, outbox_rows
+from kizuna.store.dialect import outbox_head_sql
 from kizuna.store.sqlite.connection import SqliteBase, SqliteTransaction, _announce
 
 
@@ -109,15 +111,8 @@ class SqliteOutbox(SqliteBase):
             db.execute("DELETE FROM notification_leases WHERE owner = ?", (owner,))
 
     async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
-        rows = self.db.execute(
-            "SELECT seq, entity_id, trigger, payload, created_at FROM notification_outbox"
-            " WHERE tenant = ? AND subscription_id = ? ORDER BY seq LIMIT ?",
-            (tenant, subscription_id, limit),
-        )
-        return [
-            OutboxRow(seq, tenant, subscription_id, entity_id, trigger, orjson.loads(payload), created)
-            for seq, entity_id, trigger, payload, created in rows
-        ]
+        rows = self.db.execute(outbox_head_sql("notification_outbox"), (tenant, subscription_id, limit))
+        return outbox_rows(tenant, subscription_id, rows)
 
     async def delete_outbox(self, seqs: Sequence[int]) -> None:
         if not seqs:
@@ -128,9 +123,6 @@ class SqliteOutbox(SqliteBase):
     async def drop_outbox(self, tenant: str, subscription_id: str) -> None:
         async with self._immediate() as db:
             _forget_notifications(db, tenant, subscription_id)
-
-    async def outbox_size(self) -> int:
-        return self.db.execute("SELECT count(*) FROM notification_outbox").fetchone()[0]
 
     async def notification_status(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -200,5 +192,5 @@ def _subscription_version(db: sqlite3.Connection, tenant: str) -> int:
 
 
 def _forget_notifications(db: sqlite3.Connection, tenant: str, subscription_id: str) -> None:
-    for table in ("notification_outbox", "notification_leases", "notification_status"):
+    for table in NOTIFICATION_TABLES:
         db.execute(f"DELETE FROM {table} WHERE tenant = ? AND subscription_id = ?", (tenant, subscription_id))

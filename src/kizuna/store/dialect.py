@@ -1,0 +1,217 @@
+"""The SQL the two stores share, written once and parametrised by what their dialects spell apart.
+
+Both stores keep the same history, outbox and audit tables; their statements differed only in a
+cast, a function name or how a list is bound, and were kept as near-identical copies. Here each
+statement is written once with ``?`` placeholders (the PostgreSQL store numbers them, see
+:func:`kizuna.store.postgres.connection._numbered`) against a :class:`Dialect`, as
+:class:`kizuna.store.common.QCompiler` does for q. What the stores do differently by design (the
+SQLite index walks, the PostgreSQL lateral joins) stays in each store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kizuna.store import AggregateRow, HistoryQuery
+from kizuna.store.common import TIME_COLUMN, Sql
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one SQL dialect spells what the shared statements need."""
+
+    float_cast: str  # after a float parameter: "" (SQLite's are typed by value) or "::float8"
+    greatest: str  # the two-argument maximum: SQLite's scalar max(), PostgreSQL's greatest()
+    same: str  # null-safe equality
+    nulls_first: str  # ORDER BY suffix that puts NULL first (SQLite's default)
+    text_list: bool  # lists bind as one text[] parameter (= ANY) rather than one ? each (IN)
+    integer_quotient: str  # {offset} divided by the period parameter, rounded down to an integer
+
+    def in_list(self, column: str, values: Collection[str]) -> Sql:
+        """``column`` is one of ``values``."""
+        if self.text_list:
+            return f"{column} = ANY(?::text[])", [list(values)]
+        return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+    def bucket(self, offset: str) -> str:
+        """The period bucket (an integer from 0) of a time ``offset`` from the origin, divided by
+        the period parameter that follows (offsets are never negative: truncation is floor)."""
+        return self.integer_quotient.format(offset=offset)
+
+
+SQLITE = Dialect(
+    float_cast="",
+    greatest="max",
+    same="IS",
+    nulls_first="",
+    text_list=False,
+    integer_quotient="CAST({offset} / ? AS INTEGER)",
+)
+POSTGRES = Dialect(
+    float_cast="::float8",
+    greatest="greatest",
+    same="IS NOT DISTINCT FROM",
+    nulls_first=" NULLS FIRST",
+    text_list=True,
+    integer_quotient="floor({offset} / ?::float8)::bigint",
+)
+
+
+# -- temporal history -------------------------------------------------------------------------------
+
+
+def history_where(
+    d: Dialect, query: HistoryQuery, head: Sql, *, attribute_sql: str | None = None
+) -> tuple[str, list[Any], str]:
+    """The WHERE clause of a history read, its parameters and the time expression it orders by.
+
+    ``head`` holds the store's own conditions on the rows (tenant, entity or entities) with their
+    parameters; ``attribute_sql`` is an SQL expression for the attribute in place of
+    ``query.attributes``, written right after ``head`` (so that its parameters, if any, are the
+    caller's to insert there)."""
+    column = TIME_COLUMN[query.timeproperty]
+    where, params = [head[0]], list(head[1])
+    if attribute_sql is not None:
+        where.append(f"attribute = {attribute_sql}")
+    elif query.attributes is not None:
+        sql, values = d.in_list("attribute", query.attributes)
+        where.append(sql)
+        params += values
+    where.append("deleted_at IS NOT NULL" if query.timeproperty == "deletedAt" else "deleted_at IS NULL")
+    if query.start is not None:
+        where.append(f"{column} {'>' if query.start_exclusive else '>='} ?{d.float_cast}")
+        params.append(query.start)
+    if query.end is not None:
+        where.append(f"{column} < ?{d.float_cast}")
+        params.append(query.end)
+    if query.dataset_ids is not None:
+        named = [i for i in query.dataset_ids if i is not None]
+        alternatives = []
+        if named:
+            sql, values = d.in_list("dataset_id", named)
+            alternatives.append(sql)
+            params += values
+        if None in query.dataset_ids:
+            alternatives.append("dataset_id IS NULL")
+        where.append(f"({' OR '.join(alternatives)})")
+    return " AND ".join(where), params, f"COALESCE({column}, created_at)"
+
+
+def aggregate_columns(d: Dialect, methods: Sequence[str], v: str, k: str) -> list[str]:
+    """SQL of each aggregation method, over numeric values ``v`` and value keys ``k``: numeric
+    aggregates skip non-numeric values (NULL ``v``; a sum of none is NULL)."""
+    stddev = (
+        f"CASE WHEN count({v}) > 1 THEN sqrt({d.greatest}(0, (sum({v} * {v}) - sum({v}) * sum({v})"
+        f" / count({v})) / (count({v}) - 1))) WHEN count({v}) = 1 THEN 0.0 END"
+    )
+    sql = {
+        "totalCount": "count(*)",
+        "distinctCount": f"count(DISTINCT {k})",
+        "sum": f"sum({v})",
+        "avg": f"avg({v})",
+        "min": f"min({v})",
+        "max": f"max({v})",
+        "stddev": stddev,
+        "sumsq": f"sum({v} * {v})",
+    }
+    return [sql.get(method, "NULL") for method in methods]
+
+
+def aggregate_sql(
+    d: Dialect,
+    source: Sql,
+    where: Sql,
+    when: str,
+    methods: Sequence[str],
+    period: float | None,
+    origin: float | None,
+) -> Sql:
+    """One statement that aggregates the history rows of ``source`` (a FROM clause over
+    attribute_history, with its parameters) matching ``where``, per (entity, attribute,
+    datasetId, bucket), ordered so: (entity_id, attribute, dataset_id, start, last time, bucket,
+    *aggregates) each. Buckets are [origin + k*period, origin + (k+1)*period); the origin is
+    ``origin``, else each series' first instance (``period`` None: one bucket a series)."""
+    (from_sql, from_params), (where_sql, where_params) = source, where
+    if origin is not None or period is None:
+        # The origin is known (or a series is one bucket): one pass, no series to join back.
+        head: list[Any] = []
+        tail: list[Any] = []
+        start_sql = f"min({when})"
+        if origin is not None:
+            start_sql = f"?{d.float_cast}"
+            head.append(origin)
+            tail.append(origin)
+        bucket = "0"
+        if period is not None:
+            bucket = d.bucket(f"({when} - ?{d.float_cast})")
+            head += [origin, period]
+        columns = ", ".join(aggregate_columns(d, methods, "value_number", "value_key"))
+        since = f" AND {when} >= ?{d.float_cast}" if tail else ""
+        sql = (
+            f"SELECT entity_id, attribute, dataset_id, {start_sql}, max({when}), {bucket} AS bucket,"
+            f" {columns} FROM {from_sql} WHERE {where_sql}{since}"
+            " GROUP BY entity_id, attribute, dataset_id, bucket"
+            f" ORDER BY entity_id, attribute, dataset_id{d.nulls_first}, bucket"
+        )
+        return sql, [*head, *from_params, *where_params, *tail]
+    # Each series starts at its first instance: that needs the series first.
+    columns = ", ".join(aggregate_columns(d, methods, "s.v", "s.k"))
+    sql = f"""
+    WITH sel AS (
+        SELECT entity_id AS e, attribute AS a, dataset_id AS d, {when} AS t,
+               value_number AS v, value_key AS k
+        FROM {from_sql} WHERE {where_sql}
+    ), series AS (
+        SELECT e, a, d, min(t) AS o FROM sel GROUP BY e, a, d
+    )
+    SELECT s.e, s.a, s.d, r.o, max(s.t), {d.bucket("(s.t - r.o)")} AS bucket, {columns}
+    FROM sel s JOIN series r ON s.e = r.e AND s.a = r.a AND s.d {d.same} r.d
+    GROUP BY s.e, s.a, s.d, r.o, bucket
+    ORDER BY s.e, s.a, s.d{d.nulls_first}, bucket
+    """
+    return sql, [*from_params, *where_params, period]
+
+
+def aggregate_rows(
+    rows: Sequence[Sequence[Any]], methods: Sequence[str], period: float | None, end: float | None
+) -> list[AggregateRow]:
+    """The rows of :func:`aggregate_sql` as AggregateRows (their ``kind`` left for the caller):
+    a bucket spans its period, or with no period from the first instance to ``end`` (the query's
+    end, else the last instance)."""
+    out: list[AggregateRow] = []
+    for entity_id, attribute, dataset_id, start, last, bucket, *values in rows:
+        if period is None:
+            begin, stop = start, end if end is not None else last
+        else:
+            begin = start + bucket * period
+            stop = begin + period
+        row = AggregateRow(attribute, dataset_id, begin, stop, dict(zip(methods, values, strict=True)))
+        row.entity_id = entity_id
+        out.append(row)
+    return out
+
+
+# -- the notification outbox ------------------------------------------------------------------------
+
+
+def outbox_head_sql(table: str) -> str:
+    """The oldest ``LIMIT ?`` pending rows of one (tenant ?, subscription ?) in commit order, as
+    :func:`kizuna.store.common.outbox_rows` reads them."""
+    return (
+        f"SELECT seq, entity_id, trigger, payload, created_at FROM {table}"
+        " WHERE tenant = ? AND subscription_id = ? ORDER BY seq LIMIT ?"
+    )
+
+
+# -- the audit trail --------------------------------------------------------------------------------
+
+AUDIT_COLUMNS = "at, subject, tenant, operation, target, outcome, detail"
+
+
+def audit_where(subject: str | None, tenant: str | None, since: float | None) -> Sql:
+    """The WHERE clause (``?`` placeholders) of a read of the audit trail, and its parameters."""
+    wanted = (("subject = ?", subject), ("tenant = ?", tenant), ("at >= ?", since))
+    tests = [(test, value) for test, value in wanted if value is not None]
+    return " AND ".join(test for test, _ in tests) or "TRUE", [value for _, value in tests]
