@@ -167,7 +167,13 @@ class AuditEvent:
     detail: str = ""
 
 
-class WriteTransaction(Protocol):
+# -- the protocols: one per concern, so that a service can say (and a test double implement) only
+# the part of the store it uses; Store and WriteTransaction are their unions.
+
+
+class EntityTransaction(Protocol):
+    """The entity writes of a transaction: read-modify-write of canonical entities."""
+
     async def get(self, entity_id: str) -> Entity | None: ...
 
     async def owner(self, entity_id: str) -> str | None:
@@ -184,7 +190,9 @@ class WriteTransaction(Protocol):
     async def delete_matching(self, query: EntityQuery) -> list[Entity]:
         """Delete every entity the query selects; return them as they were."""
 
-    # -- notifications: subscriptions as of this transaction, and the outbox ---------------------
+
+class OutboxTransaction(Protocol):
+    """Subscriptions as of this transaction, and the outbox rows committed with the change."""
 
     async def subscription_version(self) -> int:
         """A number that changes whenever a subscription of the tenant is created, changed or
@@ -198,7 +206,9 @@ class WriteTransaction(Protocol):
         """Queue notifications, committed or rolled back with the change: (subscription id,
         entity id, trigger, orjson-encoded payload) each."""
 
-    # -- temporal history (clause 5.6.11-5.6.16): attribute instances, one row each ------------
+
+class HistoryTransaction(Protocol):
+    """Temporal history writes (clause 5.6.11-5.6.16): attribute instances, one row each."""
 
     async def append_history(
         self,
@@ -240,7 +250,13 @@ class WriteTransaction(Protocol):
     async def delete_history_instance(self, entity_id: str, attribute: str, instance_id: str) -> bool: ...
 
 
-class Store(Protocol):
+class WriteTransaction(EntityTransaction, OutboxTransaction, HistoryTransaction, Protocol):
+    """One write transaction of :meth:`Store.write`: everything in it commits or nothing does."""
+
+
+class ChangeFeed(Protocol):
+    """The store's life cycle and the change feed that keeps every process's caches true."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -252,9 +268,17 @@ class Store(Protocol):
         """Put a change on the feed that the store's own writes do not announce (a service's
         documents, such as context source registrations), for every process on the store."""
 
+
+class TenantStore(Protocol):
+    """Tenants: the default one ("") always exists, the others from their first write."""
+
     async def has_tenant(self, tenant: str) -> bool: ...
 
     async def tenants(self) -> list[str]: ...
+
+
+class EntityStore(Protocol):
+    """Canonical entities: reads straight on the store, writes in a transaction."""
 
     def write(self, tenant: str) -> AbstractAsyncContextManager[WriteTransaction]:
         """A write transaction in ``tenant`` (created on first write); commits on clean exit."""
@@ -270,6 +294,11 @@ class Store(Protocol):
     def iter_entities(self, tenant: str) -> AsyncIterator[Entity]:
         """Every entity of a tenant (for discovery); large tenants stream."""
 
+
+class DocumentStore(Protocol):
+    """Documents kept whole: hosted @contexts (node-wide), registrations and csource
+    subscriptions (per tenant and kind)."""
+
     async def hosted_contexts(self) -> list[tuple[str, dict[str, Any], float, str | None, str]]:
         """(local id, document, created at, owner, tenant) of every hosted @context, oldest first."""
         ...
@@ -284,6 +313,34 @@ class Store(Protocol):
     ) -> None: ...
 
     async def delete_hosted_context(self, local_id: str) -> None: ...
+
+    # -- documents: registrations, csource subscriptions (clauses 5.9, 5.11) -----------------------
+    # Canonical JSON documents of one ``kind`` ("csourceRegistration", "csourceSubscription"),
+    # one per (kind, tenant, id), listed in creation order.
+
+    async def insert_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
+        """Store a new document (creating the tenant); False if its id is taken for that kind."""
+
+    async def replace_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
+        """Overwrite an existing document; False if there is none with that id."""
+
+    async def swap_document(self, kind: str, tenant: str, doc: dict[str, Any], expected: int) -> bool:
+        """Compare-and-set: overwrite the document only if the stored one's ``version`` member
+        (0 when absent) equals ``expected``, atomically (also across processes sharing the
+        store); False if it changed meanwhile or does not exist. The caller bumps the version."""
+
+    async def get_document(self, kind: str, tenant: str, doc_id: str) -> dict[str, Any] | None: ...
+
+    async def list_documents(
+        self, kind: str, tenant: str, limit: int | None = None, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of a tenant's documents of one kind (creation order) and their total number."""
+
+    async def delete_document(self, kind: str, tenant: str, doc_id: str) -> bool: ...
+
+
+class OutboxStore(Protocol):
+    """Subscriptions and the notification outbox they are owed (at-least-once delivery)."""
 
     # -- subscriptions (clause 5.8): canonical documents, one per (tenant, id) --------------------
 
@@ -338,7 +395,9 @@ class Store(Protocol):
         self, tenant: str, subscription_id: str, status: dict[str, Any]
     ) -> None: ...
 
-    # -- temporal history reads ----------------------------------------------------------------
+
+class HistoryStore(Protocol):
+    """Temporal history reads, aggregation and pruning (the writes are in the transaction)."""
 
     async def get_temporal_entity(self, tenant: str, entity_id: str) -> Entity | None: ...
 
@@ -385,7 +444,9 @@ class Store(Protocol):
         createdAt) is before ``before`` (POSIX seconds), and the temporal entities left without
         any history; return how many instances went."""
 
-    # -- audit trail: denied decisions and changes of rights, node-wide, never pruned --------------
+
+class AuditStore(Protocol):
+    """The audit trail: denied decisions and changes of rights, node-wide, never pruned."""
 
     async def append_audit(self, event: AuditEvent) -> None:
         """Keep ``event`` for good: :meth:`prune_history` never removes audit events."""
@@ -402,29 +463,11 @@ class Store(Protocol):
         """A page of the events that match (``since``: at or after), oldest first, and how many
         match in all."""
 
-    # -- documents: registrations, csource subscriptions (clauses 5.9, 5.11) -----------------------
-    # Canonical JSON documents of one ``kind`` ("csourceRegistration", "csourceSubscription"),
-    # one per (kind, tenant, id), listed in creation order.
 
-    async def insert_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
-        """Store a new document (creating the tenant); False if its id is taken for that kind."""
-
-    async def replace_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
-        """Overwrite an existing document; False if there is none with that id."""
-
-    async def swap_document(self, kind: str, tenant: str, doc: dict[str, Any], expected: int) -> bool:
-        """Compare-and-set: overwrite the document only if the stored one's ``version`` member
-        (0 when absent) equals ``expected``, atomically (also across processes sharing the
-        store); False if it changed meanwhile or does not exist. The caller bumps the version."""
-
-    async def get_document(self, kind: str, tenant: str, doc_id: str) -> dict[str, Any] | None: ...
-
-    async def list_documents(
-        self, kind: str, tenant: str, limit: int | None = None, offset: int = 0
-    ) -> tuple[list[dict[str, Any]], int]:
-        """A page of a tenant's documents of one kind (creation order) and their total number."""
-
-    async def delete_document(self, kind: str, tenant: str, doc_id: str) -> bool: ...
+class Store(
+    ChangeFeed, TenantStore, EntityStore, OutboxStore, HistoryStore, AuditStore, DocumentStore, Protocol
+):
+    """Everything a store implements (SQLite and PostgreSQL both, proven by the contract tests)."""
 
 
 def open_store(url: str) -> Store:
