@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,14 +115,20 @@ def free_port() -> int:
 
 
 def start_server(
-    port: int, store: str, workers: int, log: Path, extra: Sequence[str] = ()
+    port: int,
+    store: str,
+    workers: int,
+    log: Path,
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     script = Path(sys.executable).with_name("kizuna")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "kizuna"]
     command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--store", store]
     command += ["--workers", str(workers), "--log-level", "warning", *extra]
+    environment = None if env is None else {**os.environ, **env}
     with log.open("ab") as stderr:
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=environment)
 
 
 def wait_healthy(port: int, server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -150,12 +156,18 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serve(store: Store, tmp: Path, workers: int = 1, extra: Sequence[str] = ()) -> Iterator[int]:
-    """A healthy ``kizuna serve --workers N [extra flags]`` on ``store``; its port. Stopped on
-    the way out."""
+def serve(
+    store: Store,
+    tmp: Path,
+    workers: int = 1,
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[int]:
+    """A healthy ``kizuna serve --workers N [extra flags]`` on ``store``, with ``env`` added to
+    its environment; its port. Stopped on the way out."""
     port = free_port()
     log = tmp / "server.log"
-    server = start_server(port, store.url, workers, log, extra)
+    server = start_server(port, store.url, workers, log, extra, env)
     try:
         wait_healthy(port, server)
         yield port

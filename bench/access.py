@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import shutil
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+import _wrk
 from _server import add_store_option, backing_store, machine, scratch, serve
 
 BASE = "/ngsi-ld/v1"
@@ -94,32 +92,7 @@ def wrk(
     port: int, paths: Path, bearer: str, seconds: float, connections: int, tmp: Path
 ) -> tuple[float, float]:
     """(requests/s, p50 ms) of GETs of random ``paths``; every answer must be 200."""
-    script = tmp / "paths.lua"
-    script.write_text(SCRIPT)
-    done = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds:g}s",
-            "--latency",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}",
-        ],
-        capture_output=True,
-        text=True,
-        env={"PATHS": str(paths), "TOKEN": bearer, "PATH": "/usr/bin:/bin"},
-        check=True,
-    )
-    out = done.stdout
-    if "Non-2xx" in out:
-        raise SystemExit(f"bench: wrk saw error answers:\n{out}")
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    assert p50 is not None, out
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
-    return rate, float(p50.group(1)) * scale
+    return _wrk.measure(port, SCRIPT, seconds, connections, tmp, {"PATHS": str(paths), "TOKEN": bearer})
 
 
 def main() -> None:
@@ -132,8 +105,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     add_store_option(parser)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench: wrk is not installed (Debian: apt-get install wrk)")
+    _wrk.require()
     if args.entities < 1000:
         parser.error("--entities must be at least 1000")
 
