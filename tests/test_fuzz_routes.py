@@ -824,7 +824,7 @@ def call(client: TestClient, method: str, url: str, headers: dict[str, str], bod
         request += f"\n  (sent as {sent})"
     event(f"HTTP {response.status_code}")
     assert elapsed < SLOW, f"answered {response.status_code} after {elapsed:.2f} s{request}"
-    # The node serves with and without a trailing slash and never redirects (app.TrailingSlash).
+    # The node serves with and without a trailing slash and never redirects (middleware/trailing_slash.py).
     assert not 300 <= response.status_code < 400, (
         f"HTTP {response.status_code} to {response.headers.get('location')}{request}"
     )

@@ -15,7 +15,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kizuna import __version__, paths
 from kizuna.access.apikeys import ApiKeys
@@ -36,6 +35,7 @@ from kizuna.middleware.body_limit import BodyLimit
 from kizuna.middleware.json_bodies import JsonBodiesOnly
 from kizuna.middleware.new_tenants import NewTenants
 from kizuna.middleware.same_origin import SameOriginOnly
+from kizuna.middleware.trailing_slash import TrailingSlash
 from kizuna.ngsild.context_routes import ContextApi
 from kizuna.ngsild.csource_routes import CsourceApi
 from kizuna.ngsild.csources import RegistrationService
@@ -58,21 +58,6 @@ from kizuna.problems import EXCEPTION_HANDLERS
 from kizuna.store import open_store
 
 log = logging.getLogger("kizuna")
-
-
-class TrailingSlash:
-    """Serve ``/entities/`` and ``/entities`` alike, without redirects (clients and the ETSI suite
-    use both; a 307 would turn a POST into a second round trip or a failure)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            if len(path) > 1 and path.endswith("/"):
-                scope = {**scope, "path": path.rstrip("/") or "/"}
-        await self.app(scope, receive, send)
 
 
 def mount(path: str, routes: Sequence[BaseRoute], middleware: Sequence[Middleware] = ()) -> Mount:
