@@ -3,9 +3,10 @@
 Serves the code of ``--before`` (a git revision, exported to a temp dir) and of the working
 tree side by side, each on a fresh store of its own loaded with the same ``--entities`` street
 lights, both with the project's venv. Then, ``--rounds`` times, each request runs against
-before and after in turn, and each figure is the median of its rounds: on a shared machine
-throughput drifts by tens of percent within minutes, so measuring one version after the other
-would measure the drift. The ratio is after / before: about 1.00 means the change cost nothing.
+before and after in turn (which goes first alternates), and each figure is the median of its
+rounds: on a shared machine throughput drifts by tens of percent within minutes, so measuring
+one version after the other would measure the drift. The ratio is after / before: about 1.00
+means the change cost nothing.
 
 - ``GET /health`` (the HTTP stack alone);
 - ``GET /entities/{id}`` of random lights;
@@ -113,7 +114,9 @@ def main() -> None:
                 store.analyze()
             for round_ in range(args.rounds):
                 for name, script, env in requests:
-                    for version, port in (("before", before), ("after", after)):
+                    # Which goes first alternates: the second of two runs in a row was seen faster.
+                    order = (("before", before), ("after", after))
+                    for version, port in order if round_ % 2 == 0 else order[::-1]:
                         unique = {**env, "PREFIX": f"{version}-{round_}"}  # new ids for POST
                         measured = _wrk.measure(port, script, args.seconds, args.connections, tmp, unique)
                         runs.setdefault((name, version), []).append(measured)
