@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,22 +84,19 @@ class DiscoveryApi:
 
     async def types(self, request: Request) -> Response:
         media, terms, context, details, inventory = await self._start(request)
-        if details:
-            body: Any = [
-                {
-                    "id": iri,
-                    "type": "EntityType",
-                    "typeName": terms.compact(iri),
-                    "attributeNames": [terms.compact(a) for a in summary.attributes],
-                }
-                for iri, summary in inventory.types.items()
-            ]
-        else:
-            body = {
-                "id": f"urn:ngsi-ld:EntityTypeList:{uuid.uuid4()}",
-                "type": "EntityTypeList",
-                "typeList": [terms.compact(iri) for iri in inventory.types],
+        if not details:
+            return edge.respond(
+                _listing("EntityTypeList", inventory.types, terms), media=media, context=context
+            )
+        body = [
+            {
+                "id": iri,
+                "type": "EntityType",
+                "typeName": terms.compact(iri),
+                "attributeNames": [terms.compact(a) for a in summary.attributes],
             }
+            for iri, summary in inventory.types.items()
+        ]
         return edge.respond(body, media=media, context=context)
 
     async def type_info(self, request: Request) -> Response:
@@ -127,22 +125,19 @@ class DiscoveryApi:
 
     async def attributes(self, request: Request) -> Response:
         media, terms, context, details, inventory = await self._start(request)
-        if details:
-            body: Any = [
-                {
-                    "id": iri,
-                    "type": "Attribute",
-                    "attributeName": terms.compact(iri),
-                    "typeNames": [terms.compact(t) for t in sorted(summary.types)],
-                }
-                for iri, summary in inventory.attributes.items()
-            ]
-        else:
-            body = {
-                "id": f"urn:ngsi-ld:AttributeList:{uuid.uuid4()}",
-                "type": "AttributeList",
-                "attributeList": [terms.compact(iri) for iri in inventory.attributes],
+        if not details:
+            return edge.respond(
+                _listing("AttributeList", inventory.attributes, terms), media=media, context=context
+            )
+        body = [
+            {
+                "id": iri,
+                "type": "Attribute",
+                "attributeName": terms.compact(iri),
+                "typeNames": [terms.compact(t) for t in sorted(summary.types)],
             }
+            for iri, summary in inventory.attributes.items()
+        ]
         return edge.respond(body, media=media, context=context)
 
     async def attribute_info(self, request: Request) -> Response:
@@ -169,3 +164,13 @@ class DiscoveryApi:
             Route("/attributes", self.attributes, methods=["GET"]),
             Route("/attributes/{attr:path}", self.attribute_info, methods=["GET"]),
         ]
+
+
+def _listing(kind: str, iris: Iterable[str], terms: TermMap) -> dict[str, Any]:
+    """An EntityTypeList or AttributeList: the compacted names, under a fresh id."""
+    member = {"EntityTypeList": "typeList", "AttributeList": "attributeList"}[kind]
+    return {
+        "id": f"urn:ngsi-ld:{kind}:{uuid.uuid4()}",
+        "type": kind,
+        member: [terms.compact(i) for i in iris],
+    }

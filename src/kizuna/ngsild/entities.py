@@ -347,42 +347,31 @@ class EntityService:
     async def batch_create(
         self, tenant: str, subject: Subject, items: list[tuple[Any, TermMap | NgsiLdError]]
     ) -> BatchResult:
-        result = BatchResult()
-        now = now_iso()
-        async with self._write(tenant, subject) as tx:
-            for _, entity in _parse_each(items, now, result):
-                try:
-                    await _insert_new(tx, entity)
-                except NgsiLdError as error:
-                    result.errors.append((entity["id"], error))
-                    continue
-                result.success.append(entity["id"])
-        return result
+        async def create(tx: RecordingTransaction, entity: Entity, now: str) -> bool:
+            await _insert_new(tx, entity)
+            return True
+
+        return await self._each(tenant, subject, items, create, counts_created=False)
 
     async def batch_upsert(
         self, tenant: str, subject: Subject, items: list[tuple[Any, TermMap | NgsiLdError]], *, replace: bool
     ) -> BatchResult:
         """Create missing entities; for existing ones replace them (default) or update attributes."""
-        result = BatchResult()
-        now = now_iso()
-        async with self._write(tenant, subject) as tx:
-            for _, entity in _parse_each(items, now, result):
-                try:
-                    current = await tx.get(entity["id"])
-                    if current is None:
-                        await tx.insert(entity)
-                        result.created.append(entity["id"])
-                    elif replace:
-                        entity["createdAt"] = current["createdAt"]
-                        await tx.replace(entity)
-                    else:
-                        append_to_entity(current, _fragment_of(entity), overwrite=True)
-                        await tx.replace(current)
-                except NgsiLdError as error:
-                    result.errors.append((entity["id"], error))
-                    continue
-                result.success.append(entity["id"])
-        return result
+
+        async def upsert(tx: RecordingTransaction, entity: Entity, now: str) -> bool:
+            current = await tx.get(entity["id"])
+            if current is None:
+                await tx.insert(entity)
+                return True
+            if replace:
+                entity["createdAt"] = current["createdAt"]
+                await tx.replace(entity)
+            else:
+                append_to_entity(current, _fragment_of(entity), overwrite=True)
+                await tx.replace(current)
+            return False
+
+        return await self._each(tenant, subject, items, upsert)
 
     async def batch_update(
         self,
@@ -392,49 +381,61 @@ class EntityService:
         *,
         overwrite: bool,
     ) -> BatchResult:
-        result = BatchResult()
-        now = now_iso()
-        await require_tenant(self.store, tenant, subject, writing=True)
-        async with self._write(tenant, subject) as tx:
-            for _, entity in _parse_each(items, now, result, require_type=False):
-                current = await tx.get(entity["id"])
-                if current is None:
-                    result.errors.append((entity["id"], tx.missing(entity["id"])))
-                    continue
-                outcome = append_to_entity(current, _fragment_of(entity), overwrite=overwrite)
-                try:
-                    await tx.replace(current)
-                except NgsiLdError as error:
-                    result.errors.append((entity["id"], error))
-                    continue
-                if outcome.not_updated:
-                    names = ", ".join(iri for iri, _ in outcome.not_updated)
-                    result.errors.append(
-                        (entity["id"], BadRequestData(f"Attributes not overwritten: {names}"))
-                    )
-                else:
-                    result.success.append(entity["id"])
-        return result
+        async def update(tx: RecordingTransaction, entity: Entity, now: str) -> bool:
+            current = await _existing(tx, entity["id"])
+            outcome = append_to_entity(current, _fragment_of(entity), overwrite=overwrite)
+            await tx.replace(current)
+            if outcome.not_updated:
+                names = ", ".join(iri for iri, _ in outcome.not_updated)
+                raise BadRequestData(f"Attributes not overwritten: {names}")
+            return False
+
+        return await self._each(tenant, subject, items, update, creates_tenant=False, require_type=False)
 
     async def batch_merge(
         self, tenant: str, subject: Subject, items: list[tuple[Any, TermMap | NgsiLdError]]
     ) -> BatchResult:
+        async def merge(tx: RecordingTransaction, fragment: Entity, now: str) -> bool:
+            current = await _existing(tx, fragment["id"])
+            merge_entity(current, fragment, now)
+            await tx.replace(current)
+            return False
+
+        return await self._each(
+            tenant, subject, items, merge, creates_tenant=False, require_type=False, allow_null=True
+        )
+
+    async def _each(
+        self,
+        tenant: str,
+        subject: Subject,
+        items: list[tuple[Any, TermMap | NgsiLdError]],
+        write: Callable[[RecordingTransaction, Entity, str], Awaitable[bool]],
+        *,
+        counts_created: bool = True,
+        creates_tenant: bool = True,
+        require_type: bool = True,
+        allow_null: bool = False,
+    ) -> BatchResult:
+        """A batch in one transaction, each entity on its own (clause 5.6.7+): ``write`` raises
+        the error its entity gets, or answers whether it created the entity. Updates and merges
+        do not create tenants (``creates_tenant``)."""
         result = BatchResult()
         now = now_iso()
-        await require_tenant(self.store, tenant, subject, writing=True)
+        if not creates_tenant:
+            await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
-            for _, fragment in _parse_each(items, now, result, require_type=False, allow_null=True):
-                current = await tx.get(fragment["id"])
-                if current is None:
-                    result.errors.append((fragment["id"], tx.missing(fragment["id"])))
-                    continue
-                merge_entity(current, fragment, now)
+            for _, entity in _parse_each(
+                items, now, result, require_type=require_type, allow_null=allow_null
+            ):
                 try:
-                    await tx.replace(current)
+                    created = await write(tx, entity, now)
                 except NgsiLdError as error:
-                    result.errors.append((fragment["id"], error))
+                    result.errors.append((entity["id"], error))
                     continue
-                result.success.append(fragment["id"])
+                result.success.append(entity["id"])
+                if created and counts_created:
+                    result.created.append(entity["id"])
         return result
 
     async def batch_delete(self, tenant: str, subject: Subject, ids: Any) -> BatchResult:

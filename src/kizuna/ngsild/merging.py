@@ -7,6 +7,7 @@ Pure functions on canonical entities, shared by the single-entity and the batch 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,21 +78,7 @@ def update_entity(entity: Entity, fragment: Entity) -> UpdateResult:
             result.updated.append("scope")
         else:
             result.not_updated.append(("scope", "The entity has no scope to update"))
-    for iri, new_instances in attributes_of(fragment).items():
-        instances = entity.setdefault(iri, [])
-        for new in new_instances:
-            index = instance_index(instances, new.get("datasetId"))
-            if new.get("null"):
-                if index is not None:
-                    del instances[index]
-            elif index is None:
-                instances.append(new)
-            else:
-                new["createdAt"] = instances[index]["createdAt"]
-                instances[index] = new
-        if not instances:
-            del entity[iri]
-        result.updated.append(iri)
+    result.updated.extend(_apply(entity, fragment, added=lambda new: new, changed=_replaced))
     entity["modifiedAt"] = now
     return result
 
@@ -101,6 +88,27 @@ def merge_entity(entity: Entity, fragment: Entity, now: str) -> None:
     _add_types(entity, fragment, now)
     if "scope" in fragment:
         entity["scope"] = fragment["scope"]
+
+    def merged(current: Instance, patch: Instance) -> Instance:
+        merge_instance(current, patch, now)
+        return current
+
+    _apply(entity, fragment, added=_drop_nulls, changed=merged)
+    entity["modifiedAt"] = now
+
+
+def _apply(
+    entity: Entity,
+    fragment: Entity,
+    *,
+    added: Callable[[Instance], Instance],
+    changed: Callable[[Instance, Instance], Instance],
+) -> list[str]:
+    """Each instance of ``fragment`` into ``entity``, by its datasetId: NGSI-LD Null deletes
+    that instance, a new datasetId is added (as ``added`` makes it), an existing one becomes
+    ``changed(current, new)``; an attribute left without instances goes. Update and merge
+    differ only in ``added`` and ``changed``. Returns the attribute IRIs of the fragment."""
+    names = []
     for iri, new_instances in attributes_of(fragment).items():
         instances = entity.setdefault(iri, [])
         for new in new_instances:
@@ -109,12 +117,19 @@ def merge_entity(entity: Entity, fragment: Entity, now: str) -> None:
                 if index is not None:
                     del instances[index]
             elif index is None:
-                instances.append(_drop_nulls(new))
+                instances.append(added(new))
             else:
-                merge_instance(instances[index], new, now)
+                instances[index] = changed(instances[index], new)
         if not instances:
             del entity[iri]
-    entity["modifiedAt"] = now
+        names.append(iri)
+    return names
+
+
+def _replaced(current: Instance, new: Instance) -> Instance:
+    """``new`` in place of ``current``, which it keeps the creation time of."""
+    new["createdAt"] = current["createdAt"]
+    return new
 
 
 def merge_instance(current: Instance, patch: Instance, now: str, *, keep_value: bool = False) -> None:
