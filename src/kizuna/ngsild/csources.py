@@ -27,6 +27,7 @@ from kizuna.access.subject import Subject
 from kizuna.errors import AlreadyExists, BadRequestData, HiddenResource, ResourceNotFound
 from kizuna.jsonld.contexts import ContextValue
 from kizuna.jsonld.terms import TermMap
+from kizuna.ngsild.checks import Checks
 from kizuna.ngsild.model import check_geometry, check_name, is_datetime, is_uri, parse_scope
 from kizuna.ngsild.subscription_members import Subscription, key_values
 from kizuna.ngsild.tenants import require_tenant
@@ -140,14 +141,8 @@ MANAGEMENT_MEMBERS = frozenset({"localOnly", "cacheDuration", "timeout", "cooldo
 # -- validation ------------------------------------------------------------------------------------
 
 
-def _bad(message: str) -> BadRequestData:
-    return BadRequestData(f"Invalid context source registration: {message}")
-
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise _bad(f"{where} must be a non-empty string")
-    return value
+CHECKS = Checks("Invalid context source registration")
+_bad = CHECKS.bad
 
 
 def _expanded_names(value: Any, where: str, terms: TermMap) -> list[str]:
@@ -157,11 +152,12 @@ def _expanded_names(value: Any, where: str, terms: TermMap) -> list[str]:
 
 
 def _entity_info(value: Any, terms: TermMap) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise _bad("each item of information[].entities must be an object")
-    unknown = set(value) - {"id", "idPattern", "type"}
-    if unknown:
-        raise _bad(f"unknown EntityInfo member(s) {', '.join(sorted(unknown))}")
+    CHECKS.members(
+        value,
+        {"id", "idPattern", "type"},
+        "EntityInfo",
+        not_object="each item of information[].entities must be an object",
+    )
     if "type" not in value:
         raise _bad("each EntityInfo needs a type")
     out: dict[str, str] = {}
@@ -170,17 +166,18 @@ def _entity_info(value: Any, terms: TermMap) -> dict[str, str]:
             raise _bad(f"EntityInfo id {value['id']!r} is not a URI")
         out["id"] = value["id"]
     if "idPattern" in value:
-        out["idPattern"] = ql.check_regex(_string(value["idPattern"], "EntityInfo idPattern"))
+        out["idPattern"] = ql.check_regex(CHECKS.string(value["idPattern"], "EntityInfo idPattern"))
     out["type"] = terms.expand(check_name(value["type"], "EntityInfo type"))
     return out
 
 
 def _registration_info(value: Any, terms: TermMap) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _bad("each item of information must be an object")
-    unknown = set(value) - {"entities", "propertyNames", "relationshipNames"}
-    if unknown:
-        raise _bad(f"unknown RegistrationInfo member(s) {', '.join(sorted(unknown))}")
+    CHECKS.members(
+        value,
+        {"entities", "propertyNames", "relationshipNames"},
+        "RegistrationInfo",
+        not_object="each item of information must be an object",
+    )
     if not value:
         raise _bad("a RegistrationInfo needs entities, propertyNames or relationshipNames")
     out: dict[str, Any] = {}
@@ -207,11 +204,7 @@ def _interval(value: Any, where: str) -> dict[str, str]:
 
 
 def _management(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _bad("management must be an object")
-    unknown = set(value) - MANAGEMENT_MEMBERS
-    if unknown:
-        raise _bad(f"unknown management member(s) {', '.join(sorted(unknown))}")
+    CHECKS.members(value, MANAGEMENT_MEMBERS, "management", not_object="management must be an object")
     if "localOnly" in value and not isinstance(value["localOnly"], bool):
         raise _bad("management.localOnly must be true or false")
     for name in ("cacheDuration", "timeout", "cooldown"):
@@ -230,7 +223,7 @@ def _member(name: str, value: Any, terms: TermMap) -> Any:
             raise _bad("information must be a non-empty array of RegistrationInfo")
         return [_registration_info(item, terms) for item in value]
     if name in ("registrationName", "description", "tenant", "refreshRate"):
-        return _string(value, name)
+        return CHECKS.string(value, name)
     if name == "endpoint":
         if not is_uri(value):
             raise _bad(f"endpoint {value!r} is not a URI")

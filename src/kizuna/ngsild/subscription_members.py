@@ -22,6 +22,7 @@ from kizuna import query as ql
 from kizuna.errors import BadRequestData
 from kizuna.jsonld.contexts import HOSTED_PATH
 from kizuna.jsonld.terms import TermMap
+from kizuna.ngsild.checks import Checks
 from kizuna.ngsild.model import is_datetime, is_uri
 from kizuna.outbound import OutboundGate, header_names
 from kizuna.times import parse_instant
@@ -88,27 +89,8 @@ def _now() -> datetime:
 # -- validation ------------------------------------------------------------------------------------
 
 
-def invalid(message: str) -> BadRequestData:
-    """The 400 of a subscription that breaks clause 5.2.12, in the words the suite expects."""
-    return BadRequestData(f"Invalid subscription: {message}")
-
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise invalid(f"{where} must be a non-empty string")
-    return value
-
-
-def _positive(value: Any, where: str, *, integer: bool = False) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value <= 0:
-        raise invalid(f"{where} must be a positive {'integer' if integer else 'number'}")
-    return value
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise invalid(f"{where} must be true or false")
-    return value
+CHECKS = Checks("Invalid subscription")  # in the words the ETSI suite expects (clause 5.2.12)
+invalid = CHECKS.bad
 
 
 def _names(value: Any, where: str, terms: TermMap, *, core: bool = False) -> list[str]:
@@ -116,7 +98,7 @@ def _names(value: Any, where: str, terms: TermMap, *, core: bool = False) -> lis
         raise invalid(f"{where} must be a non-empty array of names")
     names = []
     for name in value:
-        _string(name, f"each item of {where}")
+        CHECKS.string(name, f"each item of {where}")
         names.append(name if core and name in CORE_MEMBERS else terms.expand(name))
     return names
 
@@ -136,21 +118,22 @@ def _entities(value: Any, terms: TermMap) -> list[dict[str, str]]:
         raise invalid("entities must be a non-empty array of entity selectors")
     selectors = []
     for item in value:
-        if not isinstance(item, dict):
-            raise invalid("each entity selector must be an object")
-        unknown = set(item) - {"id", "idPattern", "type"}
-        if unknown:
-            raise invalid(f"unknown entity selector member(s) {', '.join(sorted(unknown))}")
+        CHECKS.members(
+            item,
+            {"id", "idPattern", "type"},
+            "entity selector",
+            not_object="each entity selector must be an object",
+        )
         if "type" not in item:
             raise invalid("each entity selector needs a type")
-        expr = ql.parse_type_expr(_string(item["type"], "entities[].type")).resolve(terms.expand)
+        expr = ql.parse_type_expr(CHECKS.string(item["type"], "entities[].type")).resolve(terms.expand)
         selector: dict[str, str] = {}
         if "id" in item:
             if not is_uri(item["id"]):
                 raise invalid(f"entities[].id {item['id']!r} is not a URI")
             selector["id"] = item["id"]
         if "idPattern" in item:
-            selector["idPattern"] = ql.check_regex(_string(item["idPattern"], "entities[].idPattern"))
+            selector["idPattern"] = ql.check_regex(CHECKS.string(item["idPattern"], "entities[].idPattern"))
         selector["type"] = _type_text(expr)
         selectors.append(selector)
     return selectors
@@ -175,11 +158,12 @@ def key_values(value: Any, where: str) -> list[dict[str, str]]:
 
 
 def _endpoint(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise invalid("notification.endpoint is mandatory and must be an object")
-    unknown = set(value) - ENDPOINT_MEMBERS
-    if unknown:
-        raise invalid(f"unknown endpoint member(s) {', '.join(sorted(unknown))}")
+    CHECKS.members(
+        value,
+        ENDPOINT_MEMBERS,
+        "endpoint",
+        not_object="notification.endpoint is mandatory and must be an object",
+    )
     if "uri" not in value:
         raise invalid("notification.endpoint.uri is mandatory")
     uri = value["uri"]
@@ -192,7 +176,7 @@ def _endpoint(value: Any) -> dict[str, Any]:
         out["accept"] = value["accept"]
     for name in ("timeout", "cooldown"):
         if name in value:
-            out[name] = _positive(value[name], f"notification.endpoint.{name}")
+            out[name] = CHECKS.positive(value[name], f"notification.endpoint.{name}")
     for name in ("receiverInfo", "notifierInfo"):
         if name in value:
             out[name] = key_values(value[name], f"notification.endpoint.{name}")
@@ -209,9 +193,7 @@ def _notification(value: Any, terms: TermMap) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise invalid("notification is mandatory and must be an object")
     value = {k: v for k, v in value.items() if k not in READ_ONLY_NOTIFICATION}
-    unknown = set(value) - NOTIFICATION_MEMBERS
-    if unknown:
-        raise invalid(f"unknown notification member(s) {', '.join(sorted(unknown))}")
+    CHECKS.members(value, NOTIFICATION_MEMBERS, "notification", not_object="notification must be an object")
     out: dict[str, Any] = {}
     for name in ("attributes", "pick", "omit"):
         if name in value:
@@ -226,34 +208,35 @@ def _notification(value: Any, terms: TermMap) -> dict[str, Any]:
         out["format"] = value["format"]
     for name in ("sysAttrs", "showChanges"):
         if name in value:
-            out[name] = _boolean(value[name], f"notification.{name}")
+            out[name] = CHECKS.boolean(value[name], f"notification.{name}")
     if "join" in value:
         if not isinstance(value["join"], str) or value["join"] not in JOINS:
             raise invalid("notification.join must be flat, inline or @none")
         out["join"] = value["join"]
     if "joinLevel" in value:
-        out["joinLevel"] = _positive(value["joinLevel"], "notification.joinLevel", integer=True)
+        out["joinLevel"] = CHECKS.positive(value["joinLevel"], "notification.joinLevel", integer=True)
     out["endpoint"] = _endpoint(value.get("endpoint"))
     return out
 
 
 def _geoq(value: Any, terms: TermMap) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise invalid("geoQ must be an object")
-    unknown = set(value) - {"geometry", "coordinates", "georel", "geoproperty"}
-    if unknown:
-        raise invalid(f"unknown geoQ member(s) {', '.join(sorted(unknown))}")
+    CHECKS.members(
+        value,
+        {"geometry", "coordinates", "georel", "geoproperty"},
+        "geoQ",
+        not_object="geoQ must be an object",
+    )
     for name in ("geometry", "coordinates", "georel"):
         if name not in value:
             raise invalid(f"geoQ.{name} is mandatory")
-    georel = _string(value["georel"], "geoQ.georel")
-    geometry = _string(value["geometry"], "geoQ.geometry")
+    georel = CHECKS.string(value["georel"], "geoQ.georel")
+    geometry = CHECKS.string(value["geometry"], "geoQ.geometry")
     coordinates = value["coordinates"]
     if not isinstance(coordinates, (str, list)):
         raise invalid("geoQ.coordinates must be an array or a string")
     geoproperty = value.get("geoproperty")
     if geoproperty is not None:
-        _string(geoproperty, "geoQ.geoproperty")
+        CHECKS.string(geoproperty, "geoQ.geoproperty")
     ql.parse_geoq(georel, geometry, coordinates, geoproperty)
     out = {"geometry": geometry, "coordinates": coordinates, "georel": georel}
     if geoproperty is not None:
@@ -285,7 +268,7 @@ def parse_members(body: dict[str, Any], terms: TermMap) -> dict[str, Any]:
             if value != "Subscription":
                 raise invalid("type must be Subscription")
         elif name in ("subscriptionName", "description", "csf", "lang"):
-            out[name] = _string(value, name)
+            out[name] = CHECKS.string(value, name)
         elif name == "entities":
             out[name] = _entities(value, terms)
         elif name == "watchedAttributes":
@@ -297,17 +280,17 @@ def parse_members(body: dict[str, Any], terms: TermMap) -> dict[str, Any]:
                 )
             out[name] = list(dict.fromkeys(value))
         elif name in ("timeInterval", "throttling"):
-            out[name] = _positive(value, name)
+            out[name] = CHECKS.positive(value, name)
         elif name == "q":
-            ql.parse_q(_string(value, "q")).resolve(terms.expand)
+            ql.parse_q(CHECKS.string(value, "q")).resolve(terms.expand)
             out[name] = value
         elif name == "scopeQ":
-            ql.parse_scope_q(_string(value, "scopeQ"))
+            ql.parse_scope_q(CHECKS.string(value, "scopeQ"))
             out[name] = value
         elif name == "geoQ":
             out[name] = _geoq(value, terms)
         elif name in ("isActive", "localOnly"):
-            out[name] = _boolean(value, name)
+            out[name] = CHECKS.boolean(value, name)
         elif name == "expiresAt":
             out[name] = _expires_at(value)
         elif name == "notification":
