@@ -257,3 +257,18 @@ def test_tenants_are_isolated(client: TestClient) -> None:
 
 def test_health(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_an_id_pattern_alone_queries_every_entity_it_matches(client: TestClient) -> None:
+    """FiLiP's clean-up query (``idPattern=.*&count=true``), as Orion-LD answers it; ids alone
+    still make no query (ETSI 019_03_05)."""
+    for n in (1, 2):
+        create(client, {"id": f"urn:ngsi-ld:Streetlight:p{n}", "type": "Streetlight"})
+    create(client, {"id": "urn:ngsi-ld:Bench:p1", "type": "Bench"})
+    answer = client.get(f"{BASE}/entities", params={"idPattern": ".*", "count": "true", "limit": 100})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["NGSILD-Results-Count"] == "3"
+    lights = client.get(f"{BASE}/entities", params={"idPattern": "Streetlight"})
+    assert sorted(e["id"] for e in lights.json()) == [f"urn:ngsi-ld:Streetlight:p{n}" for n in (1, 2)]
+    only_ids = client.get(f"{BASE}/entities", params={"id": "urn:ngsi-ld:Bench:p1"})
+    assert only_ids.status_code == 400

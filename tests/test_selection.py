@@ -91,13 +91,19 @@ def test_page() -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"id": "urn:a"}, {"idPattern": ".*"}, {"type": ""}, {"local": "false"}, {"orderBy": "id"}],
+    [{}, {"id": "urn:a"}, {"idPattern": ""}, {"type": ""}, {"local": "false"}, {"orderBy": "id"}],
 )
 def test_a_query_needs_a_filter(terms: TermMap, params: dict[str, str]) -> None:
     error = refused(BadRequestData, parse_selection, params, terms)
-    assert error.detail.startswith("A query needs at least one of type, attrs, q, scopeQ, geoQ")
+    assert error.detail.startswith("A query needs at least one of type, idPattern, attrs, q, scopeQ, geoQ")
     error = refused(BadRequestData, parse_selection, params, terms, kind="temporal query")
     assert error.detail.startswith("A temporal query needs")
+
+
+def test_an_id_pattern_alone_makes_a_query(terms: TermMap) -> None:
+    """Orion-LD answers it, and FiLiP clears a broker with ``idPattern=.*&count=true``."""
+    assert parse_selection({"idPattern": ".*"}, terms).id_pattern == ".*"
+    assert parse_selection({"idPattern": ".*", "id": "urn:a"}, terms, kind="temporal query").ids == ["urn:a"]
 
 
 @pytest.mark.parametrize(

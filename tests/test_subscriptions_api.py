@@ -378,6 +378,18 @@ def test_list_with_pagination_and_count(client: TestClient) -> None:
 
     only_count = client.get(BASE, params={"limit": 0, "count": "true"})
     assert only_count.json() == [] and only_count.headers["ngsild-results-count"] == "3"
+
+
+def test_options_count_counts_as_count_true(client: TestClient) -> None:
+    """FiLiP lists with ``options=count&count=true``, as Orion-LD accepts; options=count alone
+    counts too."""
+    for n in range(1, 3):
+        create(client, sub(n))
+    for params in ({"options": "count", "limit": 1000, "count": "true"}, {"options": "count"}):
+        answer = client.get(BASE, params=params)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["ngsild-results-count"] == "2"
+    error(client.get(BASE, params={"options": "counting"}), 400, "InvalidRequest")
     error(client.get(BASE, params={"limit": 0}), 400, "BadRequestData")
     error(client.get(BASE, params={"limit": "many"}), 400, "BadRequestData")
     error(client.get(BASE, params={"limit": 1001}), 400, "BadRequestData")

@@ -127,7 +127,10 @@ def page_of(request: Request, params: Params | None = None) -> Page:
     """``limit``, ``offset`` and ``count`` of a request (or of ``params``, a batch query's
     members merged in), within the node's ``--default-limit`` and ``--max-limit``."""
     limits: PageLimits = request.app.state.page_limits
-    return parse_page(request.query_params if params is None else params, limits.default, limits.maximum)
+    given: Params = request.query_params if params is None else params
+    if "count" in option_names(request):
+        given = {**given, "count": "true"}
+    return parse_page(given, limits.default, limits.maximum)
 
 
 def input_limits(request: Request) -> InputLimits:
@@ -279,6 +282,7 @@ def check_params(request: Request, allowed: frozenset[str] | set[str]) -> None:
 
 OPTIONS = frozenset(
     {"sysAttrs", "keyValues", "simplified", "concise", "normalized", "noOverwrite", "replace", "update"}
+    | {"count"}  # count=true as an option, as Orion-LD takes it (FiLiP sends both): see page_of
 )
 
 

@@ -180,8 +180,12 @@ def parse_selection(params: Params, terms: TermMap, *, kind: str | None = "query
         selection.id_pattern = ql.check_regex(params["idPattern"])
     attrs, q_text, scope_text, georel = (params.get(n) for n in ("attrs", "q", "scopeQ", "georel"))
     # Clause 5.7.2.4: ids alone do not make a query (ETSI 019_03_05); local=true does (019_25).
-    if kind is not None and not (selection.local or any((type_text, attrs, q_text, scope_text, georel))):
-        raise BadRequestData(f"A {kind} needs at least one of type, attrs, q, scopeQ, geoQ or local=true")
+    # An idPattern does, as Orion-LD reads it: FiLiP clears a broker with idPattern=.* alone.
+    filters = (type_text, attrs, q_text, scope_text, georel, selection.id_pattern)
+    if kind is not None and not (selection.local or any(filters)):
+        raise BadRequestData(
+            f"A {kind} needs at least one of type, idPattern, attrs, q, scopeQ, geoQ or local=true"
+        )
     if attrs:
         attr_names = names(params, "attrs") or []
         core = [n for n in attr_names if n in ENTITY_CORE]
