@@ -208,32 +208,19 @@ def _select(
         driven = driven or drives
     attrs_in_sql = query.attrs is not None and not any(a in CORE for a in query.attrs)
     if attrs_in_sql and query.attrs is not None:
-        marks = ",".join("?" * len(query.attrs))
-        if driven:
-            where.append(
-                "EXISTS (SELECT 1 FROM attr_values a WHERE a.pk = e.pk AND +a.tenant = ?"
-                f" AND a.attribute IN ({marks}))"
-            )
-        else:
-            where.append(f"e.pk IN (SELECT pk FROM attr_values WHERE tenant = ? AND attribute IN ({marks}))")
+        where.append(
+            _in_index("attr_values a", "attribute", len(query.attrs), driven=driven, tenant_unindexed=True)
+        )
         params += [tenant, *query.attrs]
         driven = True
     distinct = False
     if query.types is not None:
-        marks = ",".join("?" * len(query.types))
         if types_source:
-            where.append(f"e.type IN ({marks})")
+            where.append(f"e.type IN ({','.join('?' * len(query.types))})")
             params += list(query.types)
             distinct = len(query.types) > 1
         else:
-            if driven:
-                # Another index selects the candidates (usually far fewer): the type is checked on them.
-                where.append(
-                    "EXISTS (SELECT 1 FROM entity_types t WHERE t.pk = e.pk AND t.tenant = ?"
-                    f" AND t.type IN ({marks}))"
-                )
-            else:
-                where.append(f"e.pk IN (SELECT pk FROM entity_types WHERE tenant = ? AND type IN ({marks}))")
+            where.append(_in_index("entity_types t", "type", len(query.types), driven=driven))
             params += [tenant, *query.types]
     source = _GEO_SOURCE if geo_source else "entity_types e" if types_source else "entities e"
     if query.access is not None:
@@ -242,6 +229,24 @@ def _select(
         params += clause_params
     residual = query.residual(q=left_q, attrs=not attrs_in_sql, geo=not geo_apart)
     return source, " AND ".join(where), params, residual, distinct
+
+
+def _in_index(table: str, column: str, n: int, *, driven: bool, tenant_unindexed: bool = False) -> str:
+    """The condition that an entity has one of ``n`` values of ``column`` in an index ``table``
+    (named with its alias; parameters: the tenant, then the values). When another index already
+    selects the candidates (``driven``, usually far fewer) it is checked on each of them;
+    otherwise the index gives the candidates. ``tenant_unindexed`` writes the tenant term so that
+    SQLite does not pick the table's (tenant, ...) key for the per-candidate check when a
+    (pk, ...) index exists."""
+    name, alias = table.split()
+    marks = ",".join("?" * n)
+    if driven:
+        tenant = f"{'+' if tenant_unindexed else ''}{alias}.tenant"
+        return (
+            f"EXISTS (SELECT 1 FROM {table} WHERE {alias}.pk = e.pk AND {tenant} = ?"
+            f" AND {alias}.{column} IN ({marks}))"
+        )
+    return f"e.pk IN (SELECT pk FROM {name} WHERE tenant = ? AND {column} IN ({marks}))"
 
 
 def _access_clause(tenant: str, access: AccessFilter, on: str | None) -> tuple[str, list[Any]]:
