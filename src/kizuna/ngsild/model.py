@@ -18,6 +18,7 @@ accepted in normalized and concise form.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from kizuna.errors import BadRequestData
@@ -257,7 +258,7 @@ def _parse_value(iri: str, kind: str, value: Any, terms: TermMap) -> Any:
     if kind == "Property":
         if value is None:
             raise BadRequestData(f"Property {iri} has a null value")
-        return expand_compound(value, terms)
+        return convert_compound(value, terms.expand)
     if kind == "GeoProperty":
         check_geometry(value, iri)
         return value
@@ -288,26 +289,28 @@ def _parse_value(iri: str, kind: str, value: Any, terms: TermMap) -> Any:
     if kind == "ListProperty":
         if not isinstance(value, list):
             raise BadRequestData(f"ListProperty {iri} must have an array as valueList")
-        return [expand_compound(v, terms) for v in value]
+        return [convert_compound(v, terms.expand) for v in value]
     return value  # JsonProperty: any JSON, kept verbatim
 
 
-def expand_compound(value: Any, terms: TermMap) -> Any:
-    """Keys of JSON objects inside a Property value are JSON-LD terms too; keywords stay."""
+def convert_compound(value: Any, convert: Callable[[str], str]) -> Any:
+    """Keys of JSON objects inside a Property value are JSON-LD terms too, expanded on the way
+    in and compacted on the way out by ``convert`` (``terms.expand`` or ``terms.compact``), as
+    is a string ``@type``; other keywords stay, and so does a key that converts to a keyword
+    (an alias such as "type" inside a value stays as written: lossless)."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
             if key == "@type" and isinstance(item, str):
-                out[key] = terms.expand(item)
+                out[key] = convert(item)
             elif key.startswith("@"):
                 out[key] = item
             else:
-                iri = terms.expand(key)
-                # A keyword alias ("type", "id") inside a value stays as written: lossless.
-                out[key if iri.startswith("@") else iri] = expand_compound(item, terms)
+                converted = convert(key)
+                out[key if converted.startswith("@") else converted] = convert_compound(item, convert)
         return out
     if isinstance(value, list):
-        return [expand_compound(v, terms) for v in value]
+        return [convert_compound(v, convert) for v in value]
     return value
 
 

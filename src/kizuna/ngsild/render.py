@@ -11,7 +11,7 @@ from typing import Any
 
 from kizuna.jsonld.terms import TermMap
 from kizuna.members import VALUE_MEMBER
-from kizuna.ngsild.model import INSTANCE_MEMBERS, SYSTEM_MEMBERS
+from kizuna.ngsild.model import INSTANCE_MEMBERS, SYSTEM_MEMBERS, convert_compound
 from kizuna.query import Projection
 
 GEOJSON_CONTENT_PROPERTIES = frozenset({"id", "type", "@context"})
@@ -205,25 +205,9 @@ def _pick_language(language_map: dict[str, Any], wanted: str) -> tuple[str, Any]
 
 def _compact_value(kind: str, value: Any, terms: TermMap) -> Any:
     if kind in ("Property", "ListProperty"):
-        return compact_compound(value, terms)
+        return convert_compound(value, terms.compact)
     if kind == "VocabProperty":
         return [terms.compact(v) for v in value] if isinstance(value, list) else terms.compact(value)
-    return value
-
-
-def compact_compound(value: Any, terms: TermMap) -> Any:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if key == "@type" and isinstance(item, str):
-                out[key] = terms.compact(item)
-            elif key.startswith("@"):
-                out[key] = item
-            else:
-                out[terms.compact(key)] = compact_compound(item, terms)
-        return out
-    if isinstance(value, list):
-        return [compact_compound(v, terms) for v in value]
     return value
 
 
