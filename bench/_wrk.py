@@ -7,14 +7,27 @@ stops with wrk's report.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
+
+
+class Measurement(NamedTuple):
+    rate: float  # requests/s
+    p50: float  # ms
+    p99: float  # ms
 
 
 def require() -> None:
+    """wrk on the PATH; installed from Debian's packages if it is missing and we may."""
+    if shutil.which("wrk") is not None:
+        return
+    if shutil.which("apt-get") is not None and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, capture_output=True)
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (Debian: apt-get install wrk)")
 
@@ -26,8 +39,8 @@ def measure(
     connections: int,
     tmp: Path,
     env: Mapping[str, str] | None = None,
-) -> tuple[float, float]:
-    """(requests/s, p50 ms) of what ``script`` (Lua) asks of the node on ``port``."""
+) -> Measurement:
+    """Requests/s and latency percentiles of what ``script`` (Lua) asks of the node on ``port``."""
     path = tmp / "wrk.lua"
     path.write_text(script)
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(path)]
@@ -42,8 +55,14 @@ def measure(
     if "Non-2xx" in out:
         raise SystemExit(f"bench: wrk saw error answers:\n{out}")
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    if rate is None or p50 is None:
+    if rate is None:
         raise SystemExit(f"bench: cannot read wrk's report:\n{out}")
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
-    return float(rate.group(1)), float(p50.group(1)) * scale
+    return Measurement(float(rate.group(1)), _percentile(out, "50"), _percentile(out, "99"))
+
+
+def _percentile(report: str, which: str) -> float:
+    """A latency percentile of wrk's ``--latency`` report, in ms."""
+    found = re.search(rf"\b{which}%\s+([\d.]+)(us|ms|s)\b", report)
+    if found is None:
+        raise SystemExit(f"bench: cannot read wrk's report:\n{report}")
+    return float(found.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(2)]

@@ -88,10 +88,8 @@ def load(port: int, total: int, admin: str, reader: str) -> float:
     return time.perf_counter() - start
 
 
-def wrk(
-    port: int, paths: Path, bearer: str, seconds: float, connections: int, tmp: Path
-) -> tuple[float, float]:
-    """(requests/s, p50 ms) of GETs of random ``paths``; every answer must be 200."""
+def wrk(port: int, paths: Path, bearer: str, seconds: float, connections: int, tmp: Path) -> _wrk.Measurement:
+    """Requests/s and latencies of GETs of random ``paths``; every answer must be 200."""
     return _wrk.measure(port, SCRIPT, seconds, connections, tmp, {"PATHS": str(paths), "TOKEN": bearer})
 
 
@@ -134,7 +132,7 @@ def main() -> None:
             "--oidc-jwks",
             str(jwks),
         ]
-        runs: dict[str, list[tuple[float, float]]] = {}
+        runs: dict[str, list[_wrk.Measurement]] = {}
         with serve(store, tmp, extra=oidc) as port:
             took = load(port, args.entities, admin, reader)
             store.analyze()
@@ -149,7 +147,7 @@ def main() -> None:
                             measured = wrk(at, paths, bearer, args.seconds, args.connections, tmp)
                             runs.setdefault(f"{what}, {who}", []).append(measured)
         results = {
-            key: (statistics.median(r for r, _ in rs), statistics.median(p for _, p in rs))
+            key: (statistics.median(m.rate for m in rs), statistics.median(m.p50 for m in rs))
             for key, rs in runs.items()
         }
         where = machine()

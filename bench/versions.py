@@ -101,7 +101,7 @@ def main() -> None:
             ),
             ("POST /entities", CREATE, {}),
         ]
-        runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        runs: dict[tuple[str, str], list[_wrk.Measurement]] = {}
         with (
             backing_store(args.store, tmp / "before" / "store") as before_store,
             backing_store(args.store, tmp / "after" / "store") as after_store,
@@ -132,8 +132,8 @@ def main() -> None:
     for name, _, _ in requests:
         (rate_b, p50_b), (rate_a, p50_a) = (
             (
-                statistics.median(r for r, _ in runs[(name, v)]),
-                statistics.median(p for _, p in runs[(name, v)]),
+                statistics.median(m.rate for m in runs[(name, v)]),
+                statistics.median(m.p50 for m in runs[(name, v)]),
             )
             for v in ("before", "after")
         )
