@@ -5,8 +5,6 @@ entity subscriptions, by :mod:`kizuna.ngsild.subscription_routes`.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -61,9 +59,7 @@ class CsourceApi:
         reg_id = await self.registrations.create(
             edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
-        return Response(
-            status_code=201, headers={"Location": f"{paths.NGSI_LD}{REGISTRATIONS}/{quote(reg_id, safe=':')}"}
-        )
+        return edge.created(paths.NGSI_LD + REGISTRATIONS, reg_id)
 
     async def retrieve_registration(self, request: Request) -> Response:
         edge.check_params(request, P_RETRIEVE)
@@ -104,9 +100,9 @@ class CsourceApi:
             edge.tenant_of(request), edge.subject_of(request), selection, limit=page.limit, offset=page.offset
         )
         body = [render_registration(r, terms, sys_attrs="sysAttrs" in options) for r in regs]
-        headers = {"NGSILD-Results-Count": str(total)} if page.count else {}
-        links = edge.page_links(request, paths.NGSI_LD + REGISTRATIONS, page.limit, page.offset, total)
-        return edge.respond(body, media=media, context=context, headers=headers, links=links)
+        return edge.respond_page(
+            request, body, page, total, paths.NGSI_LD + REGISTRATIONS, media=media, context=context
+        )
 
     async def update_registration(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
@@ -128,11 +124,12 @@ class CsourceApi:
         return edge.no_content()
 
     def routes(self) -> list[Route]:
-        registration = REGISTRATIONS + "/{registration_id}"
-        return [
-            Route(REGISTRATIONS, self.query_registrations, methods=["GET"]),
-            Route(REGISTRATIONS, self.create_registration, methods=["POST"]),
-            Route(registration, self.retrieve_registration, methods=["GET"]),
-            Route(registration, self.update_registration, methods=["PATCH"]),
-            Route(registration, self.delete_registration, methods=["DELETE"]),
-        ]
+        return edge.collection_routes(
+            REGISTRATIONS,
+            "registration_id",
+            query=self.query_registrations,
+            create=self.create_registration,
+            retrieve=self.retrieve_registration,
+            update=self.update_registration,
+            delete=self.delete_registration,
+        )

@@ -6,13 +6,15 @@ Routes stay thin: they call these helpers to turn a request into service argumen
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from kizuna.access.subject import Subject
 from kizuna.errors import (
@@ -26,6 +28,8 @@ from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.limits import InputLimits, PageLimits
 from kizuna.ngsild.selection import Page, Params, parse_page
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 JSON = "application/json"
 JSON_LD = "application/ld+json"
@@ -264,6 +268,52 @@ def page_links(request: Request, path: str, limit: int, offset: int, total: int)
 def link_header(context: ContextValue) -> str:
     url = context if isinstance(context, str) else CORE_LINK_URL
     return f'<{url}>; rel="{CONTEXT_REL}"; type="application/ld+json"'
+
+
+def respond_page(
+    request: Request,
+    body: list[Any],
+    page: Page,
+    total: int,
+    path: str,
+    *,
+    media: str = JSON,
+    context: ContextValue = None,
+) -> Response:
+    """One page of a listing whose size is known: ``NGSILD-Results-Count`` when the request
+    counts (clause 6.3.13), and the prev/next links of ``path``."""
+    headers = {"NGSILD-Results-Count": str(total)} if page.count else {}
+    links = page_links(request, path, page.limit, page.offset, total)
+    return respond(body, media=media, context=context, headers=headers, links=links)
+
+
+def collection_routes(
+    path: str,
+    param: str,
+    *,
+    query: Endpoint,
+    create: Endpoint,
+    retrieve: Endpoint,
+    update: Endpoint,
+    delete: Endpoint,
+) -> list[Route]:
+    """The routes of a collection of resources, as NGSI-LD lays each one out (subscriptions,
+    registrations, permissions): GET and POST on ``path``, GET, PATCH and DELETE on one member,
+    named by the path parameter ``param``."""
+    one = f"{path}/{{{param}}}"
+    return [
+        Route(path, query, methods=["GET"]),
+        Route(path, create, methods=["POST"]),
+        Route(one, retrieve, methods=["GET"]),
+        Route(one, update, methods=["PATCH"]),
+        Route(one, delete, methods=["DELETE"]),
+    ]
+
+
+def created(collection: str, resource_id: str) -> Response:
+    """201 with the ``Location`` of a new resource of ``collection`` (its id percent-encoded,
+    ``:`` kept, as every NGSI-LD id is a URI)."""
+    return Response(status_code=201, headers={"Location": f"{collection}/{quote(resource_id, safe=':')}"})
 
 
 def no_content(headers: dict[str, str] | None = None) -> Response:

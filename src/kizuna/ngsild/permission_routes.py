@@ -7,8 +7,6 @@ assignee, action) are Kizuna's own, and entity types in targets are expanded wit
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -39,7 +37,7 @@ class PermissionApi:
         pid = await self.grants.create(
             edge.tenant_of(request), edge.subject_of(request), payload.body, terms.expand
         )
-        return Response(status_code=201, headers={"Location": f"{PATH}/{quote(pid, safe=':')}"})
+        return edge.created(PATH, pid)
 
     async def retrieve(self, request: Request) -> Response:
         edge.check_params(request, P_RETRIEVE)
@@ -96,24 +94,27 @@ class PermissionApi:
             action=action,
         )
         page_of = edge.page_of(request, params)
-        limit, offset = page_of.limit, page_of.offset
         found = await self.grants.query(
             edge.tenant_of(request), edge.subject_of(request), wanted, assigned=assigned
         )
         sys_attrs = "sysAttrs" in edge.options_of(request)
-        page = [render(doc, terms.compact, sys_attrs=sys_attrs) for doc in found[offset : offset + limit]]
+        window = found[page_of.offset : page_of.offset + page_of.limit]
+        body = [render(doc, terms.compact, sys_attrs=sys_attrs) for doc in window]
         path = f"{PATH}/assigned" if assigned else PATH
-        links = edge.page_links(request, path, limit, offset, len(found))
-        headers = {"NGSILD-Results-Count": str(len(found))} if page_of.count else None
-        return edge.respond(page, media=media, context=context, headers=headers, links=links)
+        return edge.respond_page(request, body, page_of, len(found), path, media=media, context=context)
 
     def routes(self) -> list[Route]:
         """Relative to /ngsi-ld/v1/auth."""
+        # /permissions/assigned first: the member route would take "assigned" for an id.
         return [
-            Route("/permissions", self.create, methods=["POST"]),
-            Route("/permissions", self.query, methods=["GET"]),
             Route("/permissions/assigned", self.assigned, methods=["GET"]),
-            Route("/permissions/{pid}", self.retrieve, methods=["GET"]),
-            Route("/permissions/{pid}", self.update, methods=["PATCH"]),
-            Route("/permissions/{pid}", self.delete, methods=["DELETE"]),
+            *edge.collection_routes(
+                "/permissions",
+                "pid",
+                query=self.query,
+                create=self.create,
+                retrieve=self.retrieve,
+                update=self.update,
+                delete=self.delete,
+            ),
         ]

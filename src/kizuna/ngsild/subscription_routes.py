@@ -4,8 +4,6 @@ and context source registration subscriptions (clauses 6.12/6.13, ``CSOURCE_SUBS
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -46,9 +44,7 @@ class SubscriptionApi:
         sub_id = await self.subscriptions.create(
             edge.tenant_of(request), edge.subject_of(request), payload.body, terms, payload.context
         )
-        return Response(
-            status_code=201, headers={"Location": f"{paths.NGSI_LD}{self.path}/{quote(sub_id, safe=':')}"}
-        )
+        return edge.created(paths.NGSI_LD + self.path, sub_id)
 
     async def retrieve(self, request: Request) -> Response:
         edge.check_params(request, P_RETRIEVE)
@@ -72,9 +68,9 @@ class SubscriptionApi:
         )
         base_url = str(request.base_url)
         body = [render(s, terms, sys_attrs="sysAttrs" in options, base_url=base_url) for s in subs]
-        headers = {"NGSILD-Results-Count": str(total)} if page.count else {}
-        links = edge.page_links(request, paths.NGSI_LD + self.path, page.limit, page.offset, total)
-        return edge.respond(body, media=media, context=context, headers=headers, links=links)
+        return edge.respond_page(
+            request, body, page, total, paths.NGSI_LD + self.path, media=media, context=context
+        )
 
     async def update(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
@@ -99,11 +95,12 @@ class SubscriptionApi:
         return edge.no_content()
 
     def routes(self) -> list[Route]:
-        one = self.path + "/{subscription_id}"
-        return [
-            Route(self.path, self.query, methods=["GET"]),
-            Route(self.path, self.create, methods=["POST"]),
-            Route(one, self.retrieve, methods=["GET"]),
-            Route(one, self.update, methods=["PATCH"]),
-            Route(one, self.delete, methods=["DELETE"]),
-        ]
+        return edge.collection_routes(
+            self.path,
+            "subscription_id",
+            query=self.query,
+            create=self.create,
+            retrieve=self.retrieve,
+            update=self.update,
+            delete=self.delete,
+        )
