@@ -225,14 +225,8 @@ class EntityService:
         now = now_iso()
         await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
-            entity = await _existing(tx, entity_id)
-            instances = entity.get(iri)
-            if not instances:
-                raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
-            dataset_id = body.get("datasetId")
-            current = next((i for i in instances if i.get("datasetId") == dataset_id), None)
-            if current is None:
-                raise ResourceNotFound(f"Attribute {name} has no instance with datasetId {dataset_id}")
+            entity, instances = await _attribute(tx, entity_id, iri, name)
+            current = instances[_instance_at(instances, name, body.get("datasetId"))]
             if not body:
                 raise BadRequestData("The attribute fragment is empty")
             kind = body.get("type", current["type"])
@@ -265,16 +259,9 @@ class EntityService:
         new_instances = model.parse_attribute(iri, body, terms, now)
         await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
-            entity = await _existing(tx, entity_id)
-            instances = entity.get(iri)
-            if not instances:
-                raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
+            entity, instances = await _attribute(tx, entity_id, iri, name)
             for new in new_instances:
-                index = instance_index(instances, new.get("datasetId"))
-                if index is None:
-                    raise ResourceNotFound(
-                        f"Attribute {name} has no instance with datasetId {new.get('datasetId')}"
-                    )
+                index = _instance_at(instances, name, new.get("datasetId"))
                 new["createdAt"] = instances[index]["createdAt"]
                 instances[index] = new
             entity["modifiedAt"] = now
@@ -301,17 +288,11 @@ class EntityService:
             raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
         await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
-            entity = await _existing(tx, entity_id)
-            instances = entity.get(iri)
-            if not instances:
-                raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
+            entity, instances = await _attribute(tx, entity_id, iri, name)
             if delete_all:
                 del entity[iri]
             else:
-                index = instance_index(instances, dataset_id)
-                if index is None:
-                    raise ResourceNotFound(f"Attribute {name} has no instance with datasetId {dataset_id}")
-                del instances[index]
+                del instances[_instance_at(instances, name, dataset_id)]
                 if not instances:
                     del entity[iri]
             entity["modifiedAt"] = now_iso()
@@ -649,6 +630,26 @@ async def _existing(tx: RecordingTransaction, entity_id: str) -> Entity:
     if entity is None:
         raise tx.missing(entity_id)
     return entity
+
+
+async def _attribute(
+    tx: RecordingTransaction, entity_id: str, iri: str, name: str
+) -> tuple[Entity, list[Instance]]:
+    """The entity and its instances of ``iri``: an attribute operation on one the entity lacks
+    is 404, named as the client named it."""
+    entity = await _existing(tx, entity_id)
+    instances = entity.get(iri)
+    if not instances:
+        raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
+    return entity, instances
+
+
+def _instance_at(instances: list[Instance], name: str, dataset_id: str | None) -> int:
+    """Where the instance of ``dataset_id`` (None: the default instance) stands; 404 if none."""
+    index = instance_index(instances, dataset_id)
+    if index is None:
+        raise ResourceNotFound(f"Attribute {name} has no instance with datasetId {dataset_id}")
+    return index
 
 
 async def _insert_new(tx: RecordingTransaction, entity: Entity) -> None:
