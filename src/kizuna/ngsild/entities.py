@@ -33,6 +33,7 @@ from kizuna.ngsild.history import record_changes
 from kizuna.ngsild.matching import Compiled, SubscriptionCache, outbox_rows
 from kizuna.ngsild.merging import (
     ENTITY_CORE,
+    InstanceChoice,
     UpdateResult,
     append_to_entity,
     attributes_of,
@@ -223,9 +224,7 @@ class EntityService:
         if not isinstance(body, dict):
             raise BadRequestData("The attribute fragment must be a JSON object")
         now = now_iso()
-        await require_tenant(self.store, tenant, subject, writing=True)
-        async with self._write(tenant, subject) as tx:
-            entity, instances = await _attribute(tx, entity_id, iri, name)
+        async with self._changing(tenant, subject, entity_id, iri, name, now) as (entity, instances):
             current = instances[_instance_at(instances, name, body.get("datasetId"))]
             if not body:
                 raise BadRequestData("The attribute fragment is empty")
@@ -244,8 +243,6 @@ class EntityService:
                     del entity[iri]
             else:
                 merge_instance(current, patch, now, keep_value=member not in body)
-            entity["modifiedAt"] = now
-            await tx.replace(entity)
 
     async def replace_attribute(
         self, tenant: str, subject: Subject, entity_id: str, name: str, body: Any, terms: TermMap
@@ -257,26 +254,14 @@ class EntityService:
         iri = terms.expand(model.check_name(name))
         now = now_iso()
         new_instances = model.parse_attribute(iri, body, terms, now)
-        await require_tenant(self.store, tenant, subject, writing=True)
-        async with self._write(tenant, subject) as tx:
-            entity, instances = await _attribute(tx, entity_id, iri, name)
+        async with self._changing(tenant, subject, entity_id, iri, name, now) as (_, instances):
             for new in new_instances:
                 index = _instance_at(instances, name, new.get("datasetId"))
                 new["createdAt"] = instances[index]["createdAt"]
                 instances[index] = new
-            entity["modifiedAt"] = now
-            await tx.replace(entity)
 
     async def delete_attribute(
-        self,
-        tenant: str,
-        subject: Subject,
-        entity_id: str,
-        name: str,
-        terms: TermMap,
-        *,
-        dataset_id: str | None = None,
-        delete_all: bool = False,
+        self, tenant: str, subject: Subject, entity_id: str, name: str, terms: TermMap, which: InstanceChoice
     ) -> None:
         """DELETE /entities/{id}/attrs/{attrId} (clause 5.6.5)."""
         model.check_entity_id(entity_id)
@@ -284,18 +269,30 @@ class EntityService:
             await self._delete_scope(tenant, subject, entity_id)
             return
         iri = terms.expand(model.check_name(name))
-        if dataset_id is not None and not model.is_uri(dataset_id):
-            raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
-        await require_tenant(self.store, tenant, subject, writing=True)
-        async with self._write(tenant, subject) as tx:
-            entity, instances = await _attribute(tx, entity_id, iri, name)
-            if delete_all:
+        which.check()
+        async with self._changing(tenant, subject, entity_id, iri, name, now_iso()) as (entity, instances):
+            if which.every:
                 del entity[iri]
             else:
-                del instances[_instance_at(instances, name, dataset_id)]
+                del instances[_instance_at(instances, name, which.dataset_id)]
                 if not instances:
                     del entity[iri]
-            entity["modifiedAt"] = now_iso()
+
+    @asynccontextmanager
+    async def _changing(
+        self, tenant: str, subject: Subject, entity_id: str, iri: str, name: str, now: str
+    ) -> AsyncIterator[tuple[Entity, list[Instance]]]:
+        """One attribute operation's transaction: the entity and its instances of ``iri`` (404,
+        named as the client named it, if it has none) to change in place, written back as
+        modified ``now`` unless the change raises."""
+        await require_tenant(self.store, tenant, subject, writing=True)
+        async with self._write(tenant, subject) as tx:
+            entity = await _existing(tx, entity_id)
+            instances = entity.get(iri)
+            if not instances:
+                raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
+            yield entity, instances
+            entity["modifiedAt"] = now
             await tx.replace(entity)
 
     async def _delete_scope(self, tenant: str, subject: Subject, entity_id: str) -> None:
@@ -630,18 +627,6 @@ async def _existing(tx: RecordingTransaction, entity_id: str) -> Entity:
     if entity is None:
         raise tx.missing(entity_id)
     return entity
-
-
-async def _attribute(
-    tx: RecordingTransaction, entity_id: str, iri: str, name: str
-) -> tuple[Entity, list[Instance]]:
-    """The entity and its instances of ``iri``: an attribute operation on one the entity lacks
-    is 404, named as the client named it."""
-    entity = await _existing(tx, entity_id)
-    instances = entity.get(iri)
-    if not instances:
-        raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
-    return entity, instances
 
 
 def _instance_at(instances: list[Instance], name: str, dataset_id: str | None) -> int:
