@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,6 +26,7 @@ from kizuna.ngsild.selection import bool_param
 from kizuna.ngsild.tenants import require_tenant
 
 P_DISCOVERY = frozenset({"details", "local", "type", "attrs"})
+S = TypeVar("S")
 
 
 @dataclass(slots=True)
@@ -83,79 +84,35 @@ class DiscoveryApi:
         return media, terms, context, details, inventory
 
     async def types(self, request: Request) -> Response:
-        media, terms, context, details, inventory = await self._start(request)
-        if not details:
-            return edge.respond(
-                _listing("EntityTypeList", inventory.types, terms), media=media, context=context
-            )
-        body = [
-            {
-                "id": iri,
-                "type": "EntityType",
-                "typeName": terms.compact(iri),
-                "attributeNames": [terms.compact(a) for a in summary.attributes],
-            }
-            for iri, summary in inventory.types.items()
-        ]
-        return edge.respond(body, media=media, context=context)
+        return await self._list(request, _TYPES)
 
     async def type_info(self, request: Request) -> Response:
-        media, terms, context, _, inventory = await self._start(request)
-        name = request.path_params["type"]
-        iri = terms.expand(name)
-        summary = inventory.types.get(iri)
-        if summary is None:
-            raise ResourceNotFound(f"No entity of type {name}")
-        body = {
-            "id": iri,
-            "type": "EntityTypeInfo",
-            "typeName": terms.compact(iri),
-            "entityCount": summary.entity_count,
-            "attributeDetails": [
-                {
-                    "id": attribute,
-                    "type": "Attribute",
-                    "attributeName": terms.compact(attribute),
-                    "attributeTypes": sorted(kinds),
-                }
-                for attribute, kinds in summary.attributes.items()
-            ],
-        }
-        return edge.respond(body, media=media, context=context)
+        return await self._info(request, _TYPES)
 
     async def attributes(self, request: Request) -> Response:
-        media, terms, context, details, inventory = await self._start(request)
-        if not details:
-            return edge.respond(
-                _listing("AttributeList", inventory.attributes, terms), media=media, context=context
-            )
-        body = [
-            {
-                "id": iri,
-                "type": "Attribute",
-                "attributeName": terms.compact(iri),
-                "typeNames": [terms.compact(t) for t in sorted(summary.types)],
-            }
-            for iri, summary in inventory.attributes.items()
-        ]
-        return edge.respond(body, media=media, context=context)
+        return await self._list(request, _ATTRIBUTES)
 
     async def attribute_info(self, request: Request) -> Response:
-        media, terms, context, _, inventory = await self._start(request)
-        name = request.path_params["attr"]
-        iri = terms.expand(name)
-        summary = inventory.attributes.get(iri)
-        if summary is None:
-            raise ResourceNotFound(f"No entity has an attribute {name}")
-        body = {
-            "id": iri,
-            "type": "Attribute",
-            "attributeName": terms.compact(iri),
-            "attributeCount": summary.entity_count,
-            "attributeTypes": sorted(summary.kinds),
-            "typeNames": [terms.compact(t) for t in sorted(summary.types)],
-        }
+        return await self._info(request, _ATTRIBUTES)
+
+    async def _list(self, request: Request, facet: _Facet[S]) -> Response:
+        """The names, or with details=true one record each."""
+        media, terms, context, details, inventory = await self._start(request)
+        summaries = facet.part(inventory)
+        if not details:
+            return edge.respond(_listing(facet.listing, summaries, terms), media=media, context=context)
+        body = [facet.details(iri, summary, terms) for iri, summary in summaries.items()]
         return edge.respond(body, media=media, context=context)
+
+    async def _info(self, request: Request, facet: _Facet[S]) -> Response:
+        """What the tenant holds of one type or attribute; 404 if none of its entities has it."""
+        media, terms, context, _, inventory = await self._start(request)
+        name = request.path_params[facet.param]
+        iri = terms.expand(name)
+        summary = facet.part(inventory).get(iri)
+        if summary is None:
+            raise ResourceNotFound(facet.missing.format(name))
+        return edge.respond(facet.info(iri, summary, terms), media=media, context=context)
 
     def routes(self) -> list[Route]:
         return [
@@ -174,3 +131,62 @@ def _listing(kind: str, iris: Iterable[str], terms: TermMap) -> dict[str, Any]:
         "type": kind,
         member: [terms.compact(i) for i in iris],
     }
+
+
+def _record(kind: str, iri: str, terms: TermMap, **members: Any) -> dict[str, Any]:
+    """A discovery record: every kind (EntityType, EntityTypeInfo, Attribute) starts with its
+    IRI, its kind and its compacted name."""
+    name = "attributeName" if kind == "Attribute" else "typeName"
+    return {"id": iri, "type": kind, name: terms.compact(iri), **members}
+
+
+def _type_details(iri: str, summary: TypeSummary, terms: TermMap) -> dict[str, Any]:
+    return _record("EntityType", iri, terms, attributeNames=[terms.compact(a) for a in summary.attributes])
+
+
+def _type_info(iri: str, summary: TypeSummary, terms: TermMap) -> dict[str, Any]:
+    details = [
+        _record("Attribute", attribute, terms, attributeTypes=sorted(kinds))
+        for attribute, kinds in summary.attributes.items()
+    ]
+    return _record("EntityTypeInfo", iri, terms, entityCount=summary.entity_count, attributeDetails=details)
+
+
+def _attribute_details(iri: str, summary: AttributeSummary, terms: TermMap) -> dict[str, Any]:
+    return _record("Attribute", iri, terms, typeNames=[terms.compact(t) for t in sorted(summary.types)])
+
+
+def _attribute_info(iri: str, summary: AttributeSummary, terms: TermMap) -> dict[str, Any]:
+    return _record(
+        "Attribute",
+        iri,
+        terms,
+        attributeCount=summary.entity_count,
+        attributeTypes=sorted(summary.kinds),
+        typeNames=[terms.compact(t) for t in sorted(summary.types)],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Facet(Generic[S]):
+    """What tells types and attributes apart in discovery; the routes are the same for both."""
+
+    listing: str  # the kind of the name listing
+    param: str  # the path parameter naming one
+    missing: str  # the 404 message, {} the name
+    part: Callable[[Inventory], Mapping[str, S]]
+    details: Callable[[str, S, TermMap], dict[str, Any]]  # a record of GET ...?details=true
+    info: Callable[[str, S, TermMap], dict[str, Any]]  # the answer about one
+
+
+_TYPES = _Facet(
+    "EntityTypeList", "type", "No entity of type {}", lambda i: i.types, _type_details, _type_info
+)
+_ATTRIBUTES = _Facet(
+    "AttributeList",
+    "attr",
+    "No entity has an attribute {}",
+    lambda i: i.attributes,
+    _attribute_details,
+    _attribute_info,
+)

@@ -33,6 +33,7 @@ from kizuna.ngsild.history import record_changes
 from kizuna.ngsild.matching import Compiled, SubscriptionCache, outbox_rows
 from kizuna.ngsild.merging import (
     ENTITY_CORE,
+    InstanceChoice,
     UpdateResult,
     append_to_entity,
     attributes_of,
@@ -223,16 +224,8 @@ class EntityService:
         if not isinstance(body, dict):
             raise BadRequestData("The attribute fragment must be a JSON object")
         now = now_iso()
-        await require_tenant(self.store, tenant, subject, writing=True)
-        async with self._write(tenant, subject) as tx:
-            entity = await _existing(tx, entity_id)
-            instances = entity.get(iri)
-            if not instances:
-                raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
-            dataset_id = body.get("datasetId")
-            current = next((i for i in instances if i.get("datasetId") == dataset_id), None)
-            if current is None:
-                raise ResourceNotFound(f"Attribute {name} has no instance with datasetId {dataset_id}")
+        async with self._changing(tenant, subject, entity_id, iri, name, now) as (entity, instances):
+            current = instances[_instance_at(instances, name, body.get("datasetId"))]
             if not body:
                 raise BadRequestData("The attribute fragment is empty")
             kind = body.get("type", current["type"])
@@ -250,8 +243,6 @@ class EntityService:
                     del entity[iri]
             else:
                 merge_instance(current, patch, now, keep_value=member not in body)
-            entity["modifiedAt"] = now
-            await tx.replace(entity)
 
     async def replace_attribute(
         self, tenant: str, subject: Subject, entity_id: str, name: str, body: Any, terms: TermMap
@@ -263,33 +254,14 @@ class EntityService:
         iri = terms.expand(model.check_name(name))
         now = now_iso()
         new_instances = model.parse_attribute(iri, body, terms, now)
-        await require_tenant(self.store, tenant, subject, writing=True)
-        async with self._write(tenant, subject) as tx:
-            entity = await _existing(tx, entity_id)
-            instances = entity.get(iri)
-            if not instances:
-                raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
+        async with self._changing(tenant, subject, entity_id, iri, name, now) as (_, instances):
             for new in new_instances:
-                index = instance_index(instances, new.get("datasetId"))
-                if index is None:
-                    raise ResourceNotFound(
-                        f"Attribute {name} has no instance with datasetId {new.get('datasetId')}"
-                    )
+                index = _instance_at(instances, name, new.get("datasetId"))
                 new["createdAt"] = instances[index]["createdAt"]
                 instances[index] = new
-            entity["modifiedAt"] = now
-            await tx.replace(entity)
 
     async def delete_attribute(
-        self,
-        tenant: str,
-        subject: Subject,
-        entity_id: str,
-        name: str,
-        terms: TermMap,
-        *,
-        dataset_id: str | None = None,
-        delete_all: bool = False,
+        self, tenant: str, subject: Subject, entity_id: str, name: str, terms: TermMap, which: InstanceChoice
     ) -> None:
         """DELETE /entities/{id}/attrs/{attrId} (clause 5.6.5)."""
         model.check_entity_id(entity_id)
@@ -297,24 +269,30 @@ class EntityService:
             await self._delete_scope(tenant, subject, entity_id)
             return
         iri = terms.expand(model.check_name(name))
-        if dataset_id is not None and not model.is_uri(dataset_id):
-            raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
+        which.check()
+        async with self._changing(tenant, subject, entity_id, iri, name, now_iso()) as (entity, instances):
+            if which.every:
+                del entity[iri]
+            else:
+                del instances[_instance_at(instances, name, which.dataset_id)]
+                if not instances:
+                    del entity[iri]
+
+    @asynccontextmanager
+    async def _changing(
+        self, tenant: str, subject: Subject, entity_id: str, iri: str, name: str, now: str
+    ) -> AsyncIterator[tuple[Entity, list[Instance]]]:
+        """One attribute operation's transaction: the entity and its instances of ``iri`` (404,
+        named as the client named it, if it has none) to change in place, written back as
+        modified ``now`` unless the change raises."""
         await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
             instances = entity.get(iri)
             if not instances:
                 raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
-            if delete_all:
-                del entity[iri]
-            else:
-                index = instance_index(instances, dataset_id)
-                if index is None:
-                    raise ResourceNotFound(f"Attribute {name} has no instance with datasetId {dataset_id}")
-                del instances[index]
-                if not instances:
-                    del entity[iri]
-            entity["modifiedAt"] = now_iso()
+            yield entity, instances
+            entity["modifiedAt"] = now
             await tx.replace(entity)
 
     async def _delete_scope(self, tenant: str, subject: Subject, entity_id: str) -> None:
@@ -649,6 +627,14 @@ async def _existing(tx: RecordingTransaction, entity_id: str) -> Entity:
     if entity is None:
         raise tx.missing(entity_id)
     return entity
+
+
+def _instance_at(instances: list[Instance], name: str, dataset_id: str | None) -> int:
+    """Where the instance of ``dataset_id`` (None: the default instance) stands; 404 if none."""
+    index = instance_index(instances, dataset_id)
+    if index is None:
+        raise ResourceNotFound(f"Attribute {name} has no instance with datasetId {dataset_id}")
+    return index
 
 
 async def _insert_new(tx: RecordingTransaction, entity: Entity) -> None:

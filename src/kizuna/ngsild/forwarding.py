@@ -123,6 +123,24 @@ class _Answer:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One request to one context source: every forwarded read and write is made from one, so
+    its address is built, and its failures logged, alike."""
+
+    target: Target
+    method: str
+    path: str
+    origin: Origin
+    params: Sequence[tuple[str, str]] = ()
+    body: Any = None
+
+    @property
+    def url(self) -> str:
+        url = self.target.reg["endpoint"].rstrip("/") + self.path
+        return url + "?" + urlencode(self.params, safe=":,*|;") if self.params else url
+
+
 class Federation:
     """Entity reads and writes over this node and the context sources registered with it."""
 
@@ -193,7 +211,7 @@ class Federation:
         path = f"{paths.NGSI_LD}/entities/{quote(entity_id, safe=':')}"
         answers = await asyncio.gather(
             self._local_entity(tenant, origin.subject, entity_id),
-            *(self._fetch(t, "GET", path, params, origin) for t in targets),
+            *(self._fetch(_Call(t, "GET", path, origin, params)) for t in targets),
         )
         entity = answers[0]
         for target, answer in zip(targets, answers[1:], strict=True):
@@ -230,19 +248,11 @@ class Federation:
         calls = []
         for target in targets:
             if batch:
-                calls.append(
-                    self._fetch(
-                        target,
-                        "POST",
-                        f"{paths.NGSI_LD}/entityOperations/query",
-                        [],
-                        origin,
-                        body=origin.body,
-                    )
-                )
+                path = f"{paths.NGSI_LD}/entityOperations/query"
+                calls.append(self._fetch(_Call(target, "POST", path, origin, body=origin.body)))
             else:
                 params = _forwarded_params(origin.params) + await self._restrictions(target, origin)
-                calls.append(self._fetch(target, "GET", f"{paths.NGSI_LD}/entities", params, origin))
+                calls.append(self._fetch(_Call(target, "GET", f"{paths.NGSI_LD}/entities", origin, params)))
         local, *answers = await asyncio.gather(
             self.entities.query(tenant, origin.subject, local_query), *calls
         )
@@ -286,7 +296,10 @@ class Federation:
         result = None if plan.local is None else await local(plan.local.body)
         params = _write_params(origin)
         answers = await asyncio.gather(
-            *(self._send(share.target, method, path, params, origin, share.body) for share in plan.remote)
+            *(
+                self._send(_Call(share.target, method, path, origin, params, share.body))
+                for share in plan.remote
+            )
         )
         for share, answer in zip(plan.remote, answers, strict=True):
             reg_id = share.target.reg["id"]
@@ -316,7 +329,7 @@ class Federation:
         params = _forwarded_params(origin.params)
         answers = await asyncio.gather(
             *(
-                self._send(target, "DELETE", f"{paths.NGSI_LD}/entities", params, origin, None)
+                self._send(_Call(target, "DELETE", f"{paths.NGSI_LD}/entities", origin, params))
                 for target in targets
             )
         )
@@ -369,7 +382,7 @@ class Federation:
         groups = list(remote.values())
         params = _write_params(origin)
         answers = await asyncio.gather(
-            *(self._send(target, "POST", path, params, origin, bodies) for target, bodies, _ in groups)
+            *(self._send(_Call(target, "POST", path, origin, params, bodies)) for target, bodies, _ in groups)
         )
         failed_ids = {entity_id for entity_id, _ in result.errors}
         for (target, _, ids), answer in zip(groups, answers, strict=True):
@@ -426,32 +439,21 @@ class Federation:
             extra.append(("attrs", ",".join(sorted(terms.compact(n) for n in target.names))))
         return extra
 
-    async def _fetch(
-        self,
-        target: Target,
-        method: str,
-        path: str,
-        params: list[tuple[str, str]],
-        origin: Origin,
-        *,
-        body: Any = None,
-    ) -> list[Entity]:
+    async def _fetch(self, call: _Call) -> list[Entity]:
         """Ask one source; its entities in canonical form, or none if it fails (logged)."""
-        reg = target.reg
-        url = _url(reg, path, params)
         try:
-            response = await self._request(reg, method, url, origin, body)
+            response = await self._request(call)
             if response.status_code == 404:
                 return []
             if response.status_code != 200:
                 raise ValueError(f"status {response.status_code}")
             data = orjson.loads(response.content)
-            return await self._canonical(data, _link_of(response.headers.get("link")) or origin.link)
+            return await self._canonical(data, _link_of(response.headers.get("link")) or call.origin.link)
         except Refused as refused:
-            log.warning("context source %s (%s) not asked: %s", reg["id"], url, refused)
+            log.warning("context source %s (%s) not asked: %s", call.target.reg["id"], call.url, refused)
             return []
         except (ValueError, NgsiLdError, *UNREACHABLE) as error:
-            log.warning("context source %s (%s) failed: %s", reg["id"], url, error)
+            log.warning("context source %s (%s) failed: %s", call.target.reg["id"], call.url, error)
             return []
 
     async def _canonical(self, data: Any, context: ContextValue) -> list[Entity]:
@@ -470,22 +472,12 @@ class Federation:
                 log.warning("context source answered an invalid entity: %s", error)
         return out
 
-    async def _send(
-        self,
-        target: Target,
-        method: str,
-        path: str,
-        params: list[tuple[str, str]],
-        origin: Origin,
-        body: Any,
-    ) -> _Answer:
+    async def _send(self, call: _Call) -> _Answer:
         """Forward one write and say how the source took it."""
-        reg = target.reg
-        url = _url(reg, path, params)
         try:
-            response = await self._request(reg, method, url, origin, body)
+            response = await self._request(call)
         except UNREACHABLE as error:
-            log.warning("context source %s (%s) failed: %s", reg["id"], url, error)
+            log.warning("context source %s (%s) failed: %s", call.target.reg["id"], call.url, error)
             return _Answer({"status": 504, "title": f"The context source did not answer: {summary(error)}"})
         if 200 <= response.status_code < 300 and response.status_code != 207:
             return _Answer(None)
@@ -498,22 +490,22 @@ class Federation:
             problem.update(content)
         return _Answer(problem, content if response.status_code == 207 else None)
 
-    async def _request(
-        self, reg: csources.Registration, method: str, url: str, origin: Origin, body: Any
-    ) -> httpx.Response:
+    async def _request(self, call: _Call) -> httpx.Response:
         """One request to a registration's source, as every forwarded request is made; never
         to this node itself (a loop the Via header would only catch one hop later)."""
+        url = call.url
         parts = urlsplit(url)
         netloc = parts.netloc.rpartition("@")[2].lower()
         if parts.port is None:
             netloc = f"{netloc}:{DEFAULT_PORTS.get(parts.scheme, 80)}"
         if netloc in self._own:
             raise Refused(f"{parts.netloc} is this node")
+        reg = call.target.reg
         return await self._http().request(
-            method,
+            call.method,
             url,
-            headers=self._headers(reg, origin, body),
-            content=None if body is None else orjson.dumps(body),
+            headers=self._headers(reg, call.origin, call.body),
+            content=None if call.body is None else orjson.dumps(call.body),
             timeout=self._timeout(reg),
         )
 
@@ -560,11 +552,6 @@ class Federation:
 def node_name(public_url: str) -> str:
     """The name this node goes by in Via headers: the host and port clients reach it at."""
     return urlsplit(public_url).netloc or public_url
-
-
-def _url(reg: csources.Registration, path: str, params: Sequence[tuple[str, str]]) -> str:
-    url = reg["endpoint"].rstrip("/") + path
-    return url + "?" + urlencode(params, safe=":,*|;") if params else url
 
 
 def _types_of(body: Any, expand: Callable[[str], str] | None) -> list[str] | None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kizuna.errors import BadRequestData
 from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild import model
 from kizuna.ngsild.model import SYSTEM_MEMBERS
@@ -27,6 +28,21 @@ class UpdateResult:
 
     updated: list[str] = field(default_factory=list)
     not_updated: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceChoice:
+    """Which instances of an attribute a delete takes (clauses 5.6.5, 5.6.13): the one of
+    ``dataset_id`` (None: the default instance), or with ``every`` all of them. Both APIs read
+    it from the same query parameters (datasetId, deleteAll), so they take it as one value."""
+
+    dataset_id: str | None
+    every: bool
+
+    def check(self) -> None:
+        """Checked by the operation, not when made: an error of the entity id or access comes first."""
+        if self.dataset_id is not None and not model.is_uri(self.dataset_id):
+            raise BadRequestData(f"datasetId must be a URI, not {self.dataset_id!r}")
 
 
 def attributes_of(entity: Entity) -> dict[str, list[Instance]]:

@@ -19,7 +19,7 @@ from kizuna.ngsild import edge
 from kizuna.ngsild.entities import BatchResult, EntityService
 from kizuna.ngsild.forwarding import Federation, Forwarded, Origin
 from kizuna.ngsild.joins import linked_entities
-from kizuna.ngsild.merging import UpdateResult
+from kizuna.ngsild.merging import InstanceChoice, UpdateResult
 from kizuna.ngsild.paging import read_page
 from kizuna.ngsild.render import render_entity, to_geojson_feature
 from kizuna.ngsild.selection import (
@@ -359,8 +359,9 @@ class NgsiLdApi:
             request.path_params["entity_id"],
             request.path_params["attr"],
         )
-        dataset_id = request.query_params.get("datasetId")
-        delete_all = bool_param(request.query_params, "deleteAll")
+        which = InstanceChoice(
+            request.query_params.get("datasetId"), bool_param(request.query_params, "deleteAll")
+        )
         _, forwarded = await self.federation.write(
             tenant,
             "deleteAttrs",
@@ -372,8 +373,7 @@ class NgsiLdApi:
                 entity_id,
                 attr,
                 terms,
-                dataset_id=dataset_id,
-                delete_all=delete_all,
+                which,
             ),
             method="DELETE",
             path=_attribute_path(entity_id, attr),

@@ -50,6 +50,7 @@ from kizuna.access.subject import Subject
 from kizuna.errors import AccessDenied, BadRequestData, NotAuthenticated, ResourceNotFound
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import model
+from kizuna.ngsild.merging import InstanceChoice
 from kizuna.ngsild.temporal_params import InstanceRange, TemporalParams, parse_datetime, time_of
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import AggregateRow, Entity, HistoryQuery, Store
@@ -246,27 +247,18 @@ class TemporalService:
             await tx.delete(entity_id)
 
     async def delete_attribute(
-        self,
-        tenant: str,
-        subject: Subject,
-        entity_id: str,
-        name: str,
-        terms: TermMap,
-        *,
-        dataset_id: str | None = None,
-        delete_all: bool = False,
+        self, tenant: str, subject: Subject, entity_id: str, name: str, terms: TermMap, which: InstanceChoice
     ) -> None:
         """DELETE /temporal/entities/{id}/attrs/{attrId} (clause 5.6.13)."""
         await self._require_admin(tenant, subject)
         model.check_entity_id(entity_id)
         iri = terms.expand(model.check_name(name))
-        if dataset_id is not None and not model.is_uri(dataset_id):
-            raise BadRequestData(f"datasetId must be a URI, not {dataset_id!r}")
+        which.check()
         await require_tenant(self.store, tenant, subject, writing=True)
         async with self.store.write(tenant) as tx:
             if await tx.temporal_entity(entity_id) is None:
                 raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
-            if not await tx.delete_history(entity_id, iri, dataset_id, all_datasets=delete_all):
+            if not await tx.delete_history(entity_id, iri, which.dataset_id, all_datasets=which.every):
                 raise ResourceNotFound(f"Temporal entity {entity_id} has no history of attribute {name}")
 
     async def modify_instance(

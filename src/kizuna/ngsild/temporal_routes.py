@@ -14,6 +14,7 @@ from kizuna.errors import BadRequestData, InvalidRequest, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
+from kizuna.ngsild.merging import InstanceChoice
 from kizuna.ngsild.selection import (
     TEMPORAL_QUERY_BODY,
     bool_param,
@@ -114,8 +115,9 @@ class TemporalApi:
             request.path_params["entity_id"],
             request.path_params["attr"],
             terms,
-            dataset_id=request.query_params.get("datasetId"),
-            delete_all=bool_param(request.query_params, "deleteAll"),
+            InstanceChoice(
+                request.query_params.get("datasetId"), bool_param(request.query_params, "deleteAll")
+            ),
         )
         return edge.no_content()
 
