@@ -4,11 +4,13 @@ failure a 400 BadRequestData in the resource's own words ("Invalid subscription:
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from kizuna import query as ql
 from kizuna.errors import BadRequestData
+from kizuna.ngsild.model import is_uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +43,23 @@ class Checks:
         if unknown:
             raise self.bad(f"unknown {what} member(s) {', '.join(sorted(unknown))}")
         return value
+
+    def entity_selector(
+        self, value: Any, what: str, where: str, *, not_object: str, type_of: Callable[[Any], str]
+    ) -> dict[str, str]:
+        """An entity selector (a registration's EntityInfo, a subscription's entities[] item):
+        a ``type`` (made canonical by ``type_of``), and optionally an ``id`` that is a URI and an
+        ``idPattern`` that RE2 accepts; ``where`` prefixes the member names in messages."""
+        self.members(value, {"id", "idPattern", "type"}, what, not_object=not_object)
+        if "type" not in value:
+            raise self.bad(f"each {what} needs a type")
+        type_text = type_of(value["type"])
+        out: dict[str, str] = {}
+        if "id" in value:
+            if not is_uri(value["id"]):
+                raise self.bad(f"{where}id {value['id']!r} is not a URI")
+            out["id"] = value["id"]
+        if "idPattern" in value:
+            out["idPattern"] = ql.check_regex(self.string(value["idPattern"], f"{where}idPattern"))
+        out["type"] = type_text
+        return out

@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kizuna import query as ql
 from kizuna.access import ownership
 from kizuna.access.subject import Subject
 from kizuna.errors import AlreadyExists, BadRequestData, HiddenResource, ResourceNotFound
@@ -152,23 +151,13 @@ def _expanded_names(value: Any, where: str, terms: TermMap) -> list[str]:
 
 
 def _entity_info(value: Any, terms: TermMap) -> dict[str, str]:
-    CHECKS.members(
+    return CHECKS.entity_selector(
         value,
-        {"id", "idPattern", "type"},
         "EntityInfo",
+        "EntityInfo ",
         not_object="each item of information[].entities must be an object",
+        type_of=lambda name: terms.expand(check_name(name, "EntityInfo type")),
     )
-    if "type" not in value:
-        raise _bad("each EntityInfo needs a type")
-    out: dict[str, str] = {}
-    if "id" in value:
-        if not is_uri(value["id"]):
-            raise _bad(f"EntityInfo id {value['id']!r} is not a URI")
-        out["id"] = value["id"]
-    if "idPattern" in value:
-        out["idPattern"] = ql.check_regex(CHECKS.string(value["idPattern"], "EntityInfo idPattern"))
-    out["type"] = terms.expand(check_name(value["type"], "EntityInfo type"))
-    return out
 
 
 def _registration_info(value: Any, terms: TermMap) -> dict[str, Any]:

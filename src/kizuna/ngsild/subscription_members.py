@@ -116,27 +116,20 @@ def _type_text(expr: ql.TypeExpr, nested: bool = False) -> str:
 def _entities(value: Any, terms: TermMap) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise invalid("entities must be a non-empty array of entity selectors")
-    selectors = []
-    for item in value:
-        CHECKS.members(
+
+    def type_of(text: Any) -> str:
+        return _type_text(ql.parse_type_expr(CHECKS.string(text, "entities[].type")).resolve(terms.expand))
+
+    return [
+        CHECKS.entity_selector(
             item,
-            {"id", "idPattern", "type"},
             "entity selector",
+            "entities[].",
             not_object="each entity selector must be an object",
+            type_of=type_of,
         )
-        if "type" not in item:
-            raise invalid("each entity selector needs a type")
-        expr = ql.parse_type_expr(CHECKS.string(item["type"], "entities[].type")).resolve(terms.expand)
-        selector: dict[str, str] = {}
-        if "id" in item:
-            if not is_uri(item["id"]):
-                raise invalid(f"entities[].id {item['id']!r} is not a URI")
-            selector["id"] = item["id"]
-        if "idPattern" in item:
-            selector["idPattern"] = ql.check_regex(CHECKS.string(item["idPattern"], "entities[].idPattern"))
-        selector["type"] = _type_text(expr)
-        selectors.append(selector)
-    return selectors
+        for item in value
+    ]
 
 
 def key_values(value: Any, where: str) -> list[dict[str, str]]:
