@@ -35,6 +35,12 @@ class Checks:
             raise self.bad(f"{where} must be true or false")
         return value
 
+    def choice(self, value: Any, where: str, allowed: Collection[str], message: str | None = None) -> str:
+        """``value`` as one of the words ``allowed``."""
+        if not isinstance(value, str) or value not in allowed:
+            raise self.bad(message or f"{where} must be one of {', '.join(sorted(allowed))}")
+        return value
+
     def members(self, value: Any, allowed: Collection[str], what: str, *, not_object: str) -> dict[str, Any]:
         """``value`` as an object none of whose members is outside ``allowed``."""
         if not isinstance(value, dict):

@@ -164,9 +164,7 @@ def _endpoint(value: Any) -> dict[str, Any]:
         raise invalid(f"notification.endpoint.uri {uri!r} must be an absolute http(s) or mqtt(s) URI")
     out: dict[str, Any] = {"uri": uri}
     if "accept" in value:
-        if not isinstance(value["accept"], str) or value["accept"] not in ENDPOINT_ACCEPT:
-            raise invalid(f"notification.endpoint.accept must be one of {', '.join(sorted(ENDPOINT_ACCEPT))}")
-        out["accept"] = value["accept"]
+        out["accept"] = CHECKS.choice(value["accept"], "notification.endpoint.accept", ENDPOINT_ACCEPT)
     for name in ("timeout", "cooldown"):
         if name in value:
             out[name] = CHECKS.positive(value[name], f"notification.endpoint.{name}")
@@ -196,16 +194,14 @@ def _notification(value: Any, terms: TermMap) -> dict[str, Any]:
     if "pick" in out and "omit" in out and set(out["pick"]) & set(out["omit"]):
         raise invalid("notification.pick and notification.omit name the same member")
     if "format" in value:
-        if not isinstance(value["format"], str) or value["format"] not in FORMATS:
-            raise invalid(f"notification.format must be one of {', '.join(sorted(FORMATS))}")
-        out["format"] = value["format"]
+        out["format"] = CHECKS.choice(value["format"], "notification.format", FORMATS)
     for name in ("sysAttrs", "showChanges"):
         if name in value:
             out[name] = CHECKS.boolean(value[name], f"notification.{name}")
     if "join" in value:
-        if not isinstance(value["join"], str) or value["join"] not in JOINS:
-            raise invalid("notification.join must be flat, inline or @none")
-        out["join"] = value["join"]
+        out["join"] = CHECKS.choice(
+            value["join"], "notification.join", JOINS, "notification.join must be flat, inline or @none"
+        )
     if "joinLevel" in value:
         out["joinLevel"] = CHECKS.positive(value["joinLevel"], "notification.joinLevel", integer=True)
     out["endpoint"] = _endpoint(value.get("endpoint"))
