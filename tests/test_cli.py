@@ -91,3 +91,24 @@ def test_apikey_create_list_revoke(tmp_path: Path) -> None:
         [KIZUNA, "apikey", "revoke", "nope", "--store", store], capture_output=True, text=True
     )
     assert missing.returncode != 0 and "no API key" in missing.stderr
+
+
+def test_serve_under_granian_runs_the_same_app(serve: Callable[..., str], tmp_path: Path) -> None:
+    db = tmp_path / "granian.db"
+    base = serve("--store", f"sqlite:///{db}", "--http-server", "granian", "--max-body-bytes", "1000")
+    entity = {"id": "urn:ngsi-ld:Streetlight:zoo-2", "type": "Streetlight", "status": "ok"}
+    with httpx.Client(base_url=base) as client:
+        assert client.post("/ngsi-ld/v1/entities", json=entity).status_code == 201
+        got = client.get(
+            "/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:zoo-2", params={"options": "keyValues"}
+        )
+        assert got.json() == entity
+        assert got.headers["content-type"] == "application/json"
+        # The body limit holds under this server's ASGI messages too.
+        big = {"id": "urn:x:2", "type": "T", "description": "x" * 2000}
+        too_big = client.post("/ngsi-ld/v1/entities", json=big)
+        assert too_big.status_code == 413
+        assert too_big.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/PayloadTooLarge"
+        missing = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:none")
+        assert missing.status_code == 404
+        assert missing.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/ResourceNotFound"

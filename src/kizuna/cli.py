@@ -100,9 +100,10 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def serve_node(settings: Settings) -> None:
-    import uvicorn
+APP_FACTORY = "kizuna.app:app_from_env"
 
+
+def serve_node(settings: Settings) -> None:
     from kizuna.access.authenticator import access_mode
 
     logging.basicConfig(
@@ -121,8 +122,13 @@ def serve_node(settings: Settings) -> None:
         import os
 
         os.environ[name] = value
+    if settings.http_server == "granian":
+        _serve_granian(settings)
+        return
+    import uvicorn
+
     uvicorn.run(
-        "kizuna.app:app_from_env",
+        APP_FACTORY,
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -132,6 +138,28 @@ def serve_node(settings: Settings) -> None:
         proxy_headers=False,
         server_header=False,
     )
+
+
+def _serve_granian(settings: Settings) -> None:
+    """The same app under granian: its HTTP parsing and socket I/O are Rust, so the event loop
+    spends more of its time in Kizuna (docs/benchmarks.md). One runtime thread per worker,
+    since the app's own work is single-threaded per process."""
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server(
+        APP_FACTORY,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        factory=True,
+        workers=settings.workers,
+        loop=Loops.uvloop,
+        websockets=False,
+        log_level=LogLevels(settings.log_level),
+        log_access=False,
+    ).serve()
 
 
 def _as_env(settings: Settings) -> dict[str, str]:

@@ -32,6 +32,12 @@ class Settings:
         None, "JSON object: remote `@context` URL -> local file; those URLs never touch the network"
     )
     workers: int = _setting(1, "worker processes sharing the port (and the store)")
+    http_server: str = _setting(
+        "uvicorn",
+        "the HTTP server that runs the app: `uvicorn` (httptools, uvloop) or `granian` (Rust;"
+        " see docs/benchmarks.md for what each gives)",
+        choices=("uvicorn", "granian"),
+    )
     log_level: str = _setting(
         "info", "JSON log lines on stderr at this level", choices=("debug", "info", "warning", "error")
     )
