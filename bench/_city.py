@@ -28,6 +28,35 @@ def streetlight(n: int) -> dict[str, Any]:
     }
 
 
+def sdm_streetlight(
+    entity_id: str, n: int, coordinates: tuple[float, float], power_state: str = "on"
+) -> dict[str, Any]:
+    """A Streetlight with 15 attributes, like the Smart Data Models example, at ``coordinates``."""
+
+    def prop(value: Any, **extra: str) -> dict[str, Any]:
+        return {"type": "Property", "value": value, **extra}
+
+    return {
+        "id": entity_id,
+        "type": "Streetlight",
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": list(coordinates)}},
+        "status": prop("ok", observedAt="2026-11-01T20:00:00Z"),
+        "powerState": prop(power_state),
+        "circuit": prop(f"C-{n % 40}"),
+        "lanternHeight": prop(10, unitCode="MTR"),
+        "illuminanceLevel": prop(0.8),
+        "powerConsumption": prop(120.5, unitCode="WTT", observedAt="2026-11-01T20:00:00Z"),
+        "lampTechnology": prop("LED"),
+        "lampBrandName": prop("Philips"),
+        "workingMode": prop("automatic"),
+        "dateLastLampChange": prop("2026-03-01T10:00:00Z"),
+        "areaServed": prop("Duisburg Zoo"),
+        "address": prop({"streetAddress": "Mülheimer Str. 273", "addressLocality": "Duisburg"}),
+        "refStreetlightGroup": {"type": "Relationship", "object": "urn:ngsi-ld:StreetlightGroup:zoo"},
+        "refDevice": {"type": "Relationship", "object": f"urn:ngsi-ld:Device:lamp-{n}"},
+    }
+
+
 def load(client: httpx.Client, count: int) -> None:
     for first in range(0, count, 1000):
         batch = [streetlight(n) for n in range(first, min(first + 1000, count))]

@@ -21,6 +21,7 @@ import argparse
 import random
 from typing import Any
 
+from _city import sdm_streetlight
 from _load import Call, Phase, merge, run_phase, warm_up
 from _server import add_store_option, backing_store, machine, scratch, serve
 
@@ -29,33 +30,7 @@ ROW = "{:<20} {:>9} {:>7} {:>9} {:>8} {:>8} {:>10}"
 
 
 def streetlight(entity_id: str, n: int) -> dict[str, Any]:
-    """A Streetlight with 15 attributes, like the Smart Data Models example."""
-
-    def prop(value: Any, **extra: str) -> dict[str, Any]:
-        return {"type": "Property", "value": value, **extra}
-
-    return {
-        "id": entity_id,
-        "type": "Streetlight",
-        "location": {
-            "type": "GeoProperty",
-            "value": {"type": "Point", "coordinates": [6.76 + n * 1e-6, 51.43]},
-        },
-        "status": prop("ok", observedAt="2026-11-01T20:00:00Z"),
-        "powerState": prop("on"),
-        "circuit": prop(f"C-{n % 40}"),
-        "lanternHeight": prop(10, unitCode="MTR"),
-        "illuminanceLevel": prop(0.8),
-        "powerConsumption": prop(120.5, unitCode="WTT", observedAt="2026-11-01T20:00:00Z"),
-        "lampTechnology": prop("LED"),
-        "lampBrandName": prop("Philips"),
-        "workingMode": prop("automatic"),
-        "dateLastLampChange": prop("2026-03-01T10:00:00Z"),
-        "areaServed": prop("Duisburg Zoo"),
-        "address": prop({"streetAddress": "Mülheimer Str. 273", "addressLocality": "Duisburg"}),
-        "refStreetlightGroup": {"type": "Relationship", "object": "urn:ngsi-ld:StreetlightGroup:zoo"},
-        "refDevice": {"type": "Relationship", "object": f"urn:ngsi-ld:Device:lamp-{n}"},
-    }
+    return sdm_streetlight(entity_id, n, (6.76 + n * 1e-6, 51.43))
 
 
 # -- the requests (module-level: they are sent to the client processes) ----------------------------

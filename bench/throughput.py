@@ -33,7 +33,7 @@ import httpx
 import orjson
 
 import _wrk
-from _city import API, JSON
+from _city import API, JSON, sdm_streetlight
 from _server import backing_store, machine, scratch, serve
 
 ROW = "{:<42} {:>9} {:>8} {:>8} {:>7}"
@@ -66,33 +66,11 @@ end
 
 
 def streetlight(entity_id: str, n: int) -> dict[str, Any]:
-    """A Streetlight with 15 attributes, like the Smart Data Models example, somewhere in Duisburg."""
-
-    def prop(value: Any, **extra: str) -> dict[str, Any]:
-        return {"type": "Property", "value": value, **extra}
-
+    """The Smart Data Models street light, on a grid over Duisburg, every other one on."""
     rows = 150
     lon = WEST + (EAST - WEST) * (n % rows) / rows
     lat = SOUTH + (NORTH - SOUTH) * ((n // rows) % rows) / rows
-    return {
-        "id": entity_id,
-        "type": "Streetlight",
-        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}},
-        "status": prop("ok", observedAt="2026-11-01T20:00:00Z"),
-        "powerState": prop("on" if n % 2 else "off"),
-        "circuit": prop(f"C-{n % 40}"),
-        "lanternHeight": prop(10, unitCode="MTR"),
-        "illuminanceLevel": prop(0.8),
-        "powerConsumption": prop(120.5, unitCode="WTT", observedAt="2026-11-01T20:00:00Z"),
-        "lampTechnology": prop("LED"),
-        "lampBrandName": prop("Philips"),
-        "workingMode": prop("automatic"),
-        "dateLastLampChange": prop("2026-03-01T10:00:00Z"),
-        "areaServed": prop("Duisburg"),
-        "address": prop({"streetAddress": "Mülheimer Str. 273", "addressLocality": "Duisburg"}),
-        "refStreetlightGroup": {"type": "Relationship", "object": "urn:ngsi-ld:StreetlightGroup:zoo"},
-        "refDevice": {"type": "Relationship", "object": f"urn:ngsi-ld:Device:lamp-{n}"},
-    }
+    return sdm_streetlight(entity_id, n, (lon, lat), "on" if n % 2 else "off")
 
 
 def light_id(n: int) -> str:
