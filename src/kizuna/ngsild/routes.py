@@ -391,13 +391,7 @@ class NgsiLdApi:
 
     async def batch_create(self, request: Request) -> Response:
         items = await self._batch_items(request)
-        tenant = edge.tenant_of(request)
-        result = await self._batch(
-            request,
-            "createBatch",
-            items,
-            lambda kept: self.entities.batch_create(tenant, edge.subject_of(request), kept),
-        )
+        result = await self._write_batch(request, "createBatch", items, self.entities.batch_create)
         return _batch_response(request, result, created_status=201)
 
     async def batch_upsert(self, request: Request) -> Response:
@@ -405,12 +399,9 @@ class NgsiLdApi:
         options = edge.options_of(request)
         if "replace" in options and "update" in options:
             raise BadRequestData("options=replace and options=update exclude each other")
-        tenant, replace = edge.tenant_of(request), "update" not in options
-        result = await self._batch(
-            request,
-            "upsertBatch",
-            items,
-            lambda kept: self.entities.batch_upsert(tenant, edge.subject_of(request), kept, replace=replace),
+        replace = "update" not in options
+        result = await self._write_batch(
+            request, "upsertBatch", items, self.entities.batch_upsert, replace=replace
         )
         if not result.errors and result.created:
             return edge.respond(result.created, status=201)
@@ -418,26 +409,15 @@ class NgsiLdApi:
 
     async def batch_update(self, request: Request) -> Response:
         items = await self._batch_items(request)
-        tenant, overwrite = edge.tenant_of(request), "noOverwrite" not in edge.options_of(request)
-        result = await self._batch(
-            request,
-            "updateBatch",
-            items,
-            lambda kept: self.entities.batch_update(
-                tenant, edge.subject_of(request), kept, overwrite=overwrite
-            ),
+        overwrite = "noOverwrite" not in edge.options_of(request)
+        result = await self._write_batch(
+            request, "updateBatch", items, self.entities.batch_update, overwrite=overwrite
         )
         return _batch_response(request, result, created_status=204)
 
     async def batch_merge(self, request: Request) -> Response:
         items = await self._batch_items(request)
-        tenant = edge.tenant_of(request)
-        result = await self._batch(
-            request,
-            "mergeBatch",
-            items,
-            lambda kept: self.entities.batch_merge(tenant, edge.subject_of(request), kept),
-        )
+        result = await self._write_batch(request, "mergeBatch", items, self.entities.batch_merge)
         return _batch_response(request, result, created_status=204)
 
     async def batch_delete(self, request: Request) -> Response:
@@ -457,6 +437,21 @@ class NgsiLdApi:
                 ),
             )
         return _batch_response(request, result, created_status=204)
+
+    async def _write_batch(
+        self,
+        request: Request,
+        operation: str,
+        items: list[tuple[Any, TermMap | NgsiLdError]],
+        write: Callable[..., Awaitable[BatchResult]],
+        **options: bool,
+    ) -> BatchResult:
+        """``write`` is the EntityService batch method: given the caller and the entities this
+        node keeps (the others are forwarded), with the operation's ``options``."""
+        tenant, subject = edge.tenant_of(request), edge.subject_of(request)
+        return await self._batch(
+            request, operation, items, lambda kept: write(tenant, subject, kept, **options)
+        )
 
     async def _batch(
         self,
