@@ -4,6 +4,7 @@ failure a 400 BadRequestData in the resource's own words ("Invalid subscription:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,19 @@ class Checks:
         if unknown:
             raise self.bad(f"unknown {what} member(s) {', '.join(sorted(unknown))}")
         return value
+
+    def new_resource_id(self, body: Any, type_name: str, what: str) -> str:
+        """The id of a new resource (``what``, e.g. "subscription") whose body must be an object
+        of type ``type_name``: its own ``id`` if it gives one (a URI), else a fresh URN."""
+        if not isinstance(body, dict):
+            raise BadRequestData(f"A {what} must be a JSON object")
+        if body.get("type") != type_name:
+            raise self.bad(f"type must be {type_name}")
+        if "id" not in body:
+            return f"urn:ngsi-ld:{type_name}:{uuid.uuid4()}"
+        if not is_uri(body["id"]):
+            raise self.bad(f"id {body['id']!r} is not a URI")
+        return body["id"]
 
     def entity_selector(
         self, value: Any, what: str, where: str, *, not_object: str, type_of: Callable[[Any], str]

@@ -16,7 +16,6 @@ Members whose names start with ``_`` are bookkeeping and never leave the node.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -304,12 +303,12 @@ class RegistrationService:
         self,
         store: Store,
         *,
+        gate: OutboundGate,
         notifier: CsourceNotifier | None = None,
         on_change: Callable[[str], None] | None = None,
-        gate: OutboundGate | None = None,
     ) -> None:
-        self.gate = gate or OutboundGate()  # what endpoints may name (kizuna.outbound)
-        self.store = store
+        """``gate`` is the node's one outbound gate: it judges the endpoints a registration names."""
+        self.store, self.gate = store, gate
         self.notifier = notifier
         # told the tenant after each change, so that forwarding never uses a stale copy here
         self.on_change = on_change
@@ -325,16 +324,7 @@ class RegistrationService:
         self, tenant: str, subject: Subject, body: Any, terms: TermMap, context: ContextValue
     ) -> str:
         ownership.require_creator(subject, tenant, "context source registrations")
-        if not isinstance(body, dict):
-            raise BadRequestData("A context source registration must be a JSON object")
-        if body.get("type") != REGISTRATION_TYPE:
-            raise _bad(f"type must be {REGISTRATION_TYPE}")
-        if "id" in body:
-            reg_id = body["id"]
-            if not is_uri(reg_id):
-                raise _bad(f"id {reg_id!r} is not a URI")
-        else:
-            reg_id = f"urn:ngsi-ld:ContextSourceRegistration:{uuid.uuid4()}"
+        reg_id = CHECKS.new_resource_id(body, REGISTRATION_TYPE, "context source registration")
         members = {k: v for k, v in parse_registration_members(body, terms).items() if v is not None}
         reg: Registration = {"id": reg_id, "type": REGISTRATION_TYPE, **members}
         check_registration(reg)

@@ -10,7 +10,6 @@ they are stored, the rules a kind adds, and who is told of a change. Delivery is
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -22,8 +21,8 @@ from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild.csource_matching import geo_member
 from kizuna.ngsild.csources import GEO_MEMBERS, SUBSCRIPTION_KIND, CsourceNotifier
-from kizuna.ngsild.model import is_uri
 from kizuna.ngsild.subscription_members import (
+    CHECKS,
     DEFAULT_TRIGGERS,
     READ_ONLY_NOTIFICATION,
     Subscription,
@@ -201,12 +200,11 @@ class SubscriptionService:
         contexts: ContextRegistry,
         kind: SubscriptionKind,
         *,
+        gate: OutboundGate,
         implicit_context: ImplicitContextHook | None = None,
-        gate: OutboundGate | None = None,
     ) -> None:
-        self.gate = gate or OutboundGate()  # what endpoints may name (kizuna.outbound)
-        self.store = store
-        self.contexts = contexts
+        """``gate`` is the node's one outbound gate: it judges the endpoints a subscription names."""
+        self.store, self.contexts, self.gate = store, contexts, gate
         self.kind = kind
         self.implicit_context = implicit_context
 
@@ -240,16 +238,7 @@ class SubscriptionService:
         """A new subscription, owned by ``subject``: it notifies what its owner may read (or
         ``reads_as``: see :func:`kizuna.access.ownership.owned`)."""
         ownership.require_creator(subject, tenant, "subscriptions")
-        if not isinstance(body, dict):
-            raise BadRequestData("A subscription must be a JSON object")
-        if body.get("type") != "Subscription":
-            raise invalid("type must be Subscription")
-        if "id" in body:
-            sub_id = body["id"]
-            if not is_uri(sub_id):
-                raise invalid(f"id {sub_id!r} is not a URI")
-        else:
-            sub_id = f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"
+        sub_id = CHECKS.new_resource_id(body, "Subscription", "subscription")
         members = {k: v for k, v in parse_members(body, terms).items() if v is not None}
         if self.kind.default_triggers is not None:
             members.setdefault("notificationTrigger", list(self.kind.default_triggers))
