@@ -17,6 +17,7 @@ from kizuna.ngsild.csources import RegistrationService, render_registration
 from kizuna.ngsild.selection import names
 
 REGISTRATIONS = "/csourceRegistrations"
+ID = "registration_id"  # the path parameter naming one registration
 
 P_CREATE = frozenset()
 P_RETRIEVE = frozenset({"options"})
@@ -62,20 +63,14 @@ class CsourceApi:
         return edge.created(paths.NGSI_LD + REGISTRATIONS, reg_id)
 
     async def retrieve_registration(self, request: Request) -> Response:
-        edge.check_params(request, P_RETRIEVE)
-        media = edge.accepted_type(request)
-        terms, context = await edge.link_terms(request, self.contexts)
+        media, terms, context = await edge.reading(request, self.contexts, P_RETRIEVE)
         options = edge.options_of(request)
-        reg = await self.registrations.retrieve(
-            edge.tenant_of(request), edge.subject_of(request), request.path_params["registration_id"]
-        )
+        reg = await self.registrations.retrieve(*edge.member(request, ID))
         body = render_registration(reg, terms, sys_attrs="sysAttrs" in options)
         return edge.respond(body, media=media, context=context)
 
     async def query_registrations(self, request: Request) -> Response:
-        edge.check_params(request, P_DISCOVER)
-        media = edge.accepted_type(request)
-        terms, context = await edge.link_terms(request, self.contexts)
+        media, terms, context = await edge.reading(request, self.contexts, P_DISCOVER)
         options = edge.options_of(request)
         page = edge.page_of(request)
         params = request.query_params
@@ -107,29 +102,16 @@ class CsourceApi:
     async def update_registration(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
         payload, terms = await edge.read_payload_terms(request, self.contexts, merge_patch=True)
-        await self.registrations.update(
-            edge.tenant_of(request),
-            edge.subject_of(request),
-            request.path_params["registration_id"],
-            payload.body,
-            terms,
-        )
-        return edge.no_content()
-
-    async def delete_registration(self, request: Request) -> Response:
-        edge.check_params(request, P_WRITE)
-        await self.registrations.delete(
-            edge.tenant_of(request), edge.subject_of(request), request.path_params["registration_id"]
-        )
+        await self.registrations.update(*edge.member(request, ID), payload.body, terms)
         return edge.no_content()
 
     def routes(self) -> list[Route]:
         return edge.collection_routes(
             REGISTRATIONS,
-            "registration_id",
+            ID,
             query=self.query_registrations,
             create=self.create_registration,
             retrieve=self.retrieve_registration,
             update=self.update_registration,
-            delete=self.delete_registration,
+            delete=self.registrations.delete,
         )

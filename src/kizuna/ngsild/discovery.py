@@ -76,9 +76,7 @@ class DiscoveryApi:
         self.contexts = contexts
 
     async def _start(self, request: Request) -> tuple[str, TermMap, str | None, bool, Inventory]:
-        edge.check_params(request, P_DISCOVERY)
-        media = edge.accepted_type(request)
-        terms, context = await edge.link_terms(request, self.contexts)
+        media, terms, context = await edge.reading(request, self.contexts, P_DISCOVERY)
         details = bool_param(request.query_params, "details")
         inventory = await take_inventory(self.entities, edge.tenant_of(request), edge.subject_of(request))
         return media, terms, context, details, inventory

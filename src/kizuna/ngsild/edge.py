@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -172,6 +172,24 @@ async def link_terms(request: Request, registry: ContextRegistry) -> tuple[TermM
     return await registry.term_map(context), context
 
 
+class Reading(NamedTuple):
+    """Where a GET of NGSI-LD resources (not entities) starts: the media type the answer takes,
+    the terms of the Link header's @context, and that URL (given back in the answer's Link)."""
+
+    media: str
+    terms: TermMap
+    context: str | None
+
+
+async def reading(request: Request, registry: ContextRegistry, allowed: frozenset[str]) -> Reading:
+    """Checks the query parameters against ``allowed``, then negotiates the media type, then
+    reads the Link header's @context: the order in which their errors are reported."""
+    check_params(request, allowed)
+    media = accepted_type(request)
+    terms, context = await link_terms(request, registry)
+    return Reading(media, terms, context)
+
+
 def _body_context(body: Any, *, required: bool) -> ContextValue:
     if isinstance(body, dict):
         if "@context" not in body:
@@ -287,6 +305,9 @@ def respond_page(
     return respond(body, media=media, context=context, headers=headers, links=links)
 
 
+Remove = Callable[[str, Subject, str], Awaitable[None]]
+
+
 def collection_routes(
     path: str,
     param: str,
@@ -295,19 +316,32 @@ def collection_routes(
     create: Endpoint,
     retrieve: Endpoint,
     update: Endpoint,
-    delete: Endpoint,
+    delete: Remove,
 ) -> list[Route]:
     """The routes of a collection of resources, as NGSI-LD lays each one out (subscriptions,
     registrations, permissions): GET and POST on ``path``, GET, PATCH and DELETE on one member,
-    named by the path parameter ``param``."""
+    named by the path parameter ``param``. ``delete`` is the service call itself: removing a
+    member takes nothing from the request but its name and who asks."""
+
+    async def remove(request: Request) -> Response:
+        check_params(request, frozenset())
+        await delete(*member(request, param))
+        return no_content()
+
     one = f"{path}/{{{param}}}"
     return [
         Route(path, query, methods=["GET"]),
         Route(path, create, methods=["POST"]),
         Route(one, retrieve, methods=["GET"]),
         Route(one, update, methods=["PATCH"]),
-        Route(one, delete, methods=["DELETE"]),
+        Route(one, remove, methods=["DELETE"]),
     ]
+
+
+def member(request: Request, param: str) -> tuple[str, Subject, str]:
+    """Tenant, subject and the member a request on one resource of a collection names, in the
+    order every service method on one member takes them."""
+    return tenant_of(request), subject_of(request), request.path_params[param]
 
 
 def created(collection: str, resource_id: str) -> Response:

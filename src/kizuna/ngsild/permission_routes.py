@@ -24,6 +24,7 @@ P_QUERY = frozenset(
     {"targetId", "targetType", "assignee", "assigner", "action", "options", "count", "limit", "offset"}
 )
 P_RETRIEVE = frozenset({"options"})
+ID = "pid"  # the path parameter naming one permission
 
 
 class PermissionApi:
@@ -40,32 +41,15 @@ class PermissionApi:
         return edge.created(PATH, pid)
 
     async def retrieve(self, request: Request) -> Response:
-        edge.check_params(request, P_RETRIEVE)
-        media = edge.accepted_type(request)
-        terms, context = await edge.link_terms(request, self.contexts)
-        doc = await self.grants.get(
-            edge.tenant_of(request), edge.subject_of(request), request.path_params["pid"]
-        )
+        media, terms, context = await edge.reading(request, self.contexts, P_RETRIEVE)
+        doc = await self.grants.get(*edge.member(request, ID))
         body = render(doc, terms.compact, sys_attrs="sysAttrs" in edge.options_of(request))
         return edge.respond(body, media=media, context=context)
 
     async def update(self, request: Request) -> Response:
         edge.check_params(request, frozenset())
         payload, terms = await edge.read_payload_terms(request, self.contexts)
-        await self.grants.update(
-            edge.tenant_of(request),
-            edge.subject_of(request),
-            request.path_params["pid"],
-            payload.body,
-            terms.expand,
-        )
-        return edge.no_content()
-
-    async def delete(self, request: Request) -> Response:
-        edge.check_params(request, frozenset())
-        await self.grants.delete(
-            edge.tenant_of(request), edge.subject_of(request), request.path_params["pid"]
-        )
+        await self.grants.update(*edge.member(request, ID), payload.body, terms.expand)
         return edge.no_content()
 
     async def query(self, request: Request) -> Response:
@@ -75,9 +59,7 @@ class PermissionApi:
         return await self._query(request, assigned=True)
 
     async def _query(self, request: Request, *, assigned: bool) -> Response:
-        edge.check_params(request, P_QUERY)
-        media = edge.accepted_type(request)
-        terms, context = await edge.link_terms(request, self.contexts)
+        media, terms, context = await edge.reading(request, self.contexts, P_QUERY)
         params = request.query_params
         action = Action.named(params.get("action", "admin"))
         if action is None:
@@ -110,11 +92,11 @@ class PermissionApi:
             Route("/permissions/assigned", self.assigned, methods=["GET"]),
             *edge.collection_routes(
                 "/permissions",
-                "pid",
+                ID,
                 query=self.query,
                 create=self.create,
                 retrieve=self.retrieve,
                 update=self.update,
-                delete=self.delete,
+                delete=self.grants.delete,
             ),
         ]

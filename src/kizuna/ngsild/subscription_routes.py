@@ -16,6 +16,7 @@ from kizuna.ngsild.subscriptions import SubscriptionService
 
 SUBSCRIPTIONS = "/subscriptions"
 CSOURCE_SUBSCRIPTIONS = "/csourceSubscriptions"
+ID = "subscription_id"  # the path parameter naming one subscription
 
 P_CREATE = frozenset()
 P_RETRIEVE = frozenset({"options"})
@@ -47,20 +48,14 @@ class SubscriptionApi:
         return edge.created(paths.NGSI_LD + self.path, sub_id)
 
     async def retrieve(self, request: Request) -> Response:
-        edge.check_params(request, P_RETRIEVE)
-        media = edge.accepted_type(request)
-        terms, context = await edge.link_terms(request, self.contexts)
+        media, terms, context = await edge.reading(request, self.contexts, P_RETRIEVE)
         options = edge.options_of(request)
-        sub = await self.subscriptions.retrieve_with_status(
-            edge.tenant_of(request), edge.subject_of(request), request.path_params["subscription_id"]
-        )
+        sub = await self.subscriptions.retrieve_with_status(*edge.member(request, ID))
         body = render(sub, terms, sys_attrs="sysAttrs" in options, base_url=str(request.base_url))
         return edge.respond(body, media=media, context=context)
 
     async def query(self, request: Request) -> Response:
-        edge.check_params(request, P_QUERY)
-        media = edge.accepted_type(request)
-        terms, context = await edge.link_terms(request, self.contexts)
+        media, terms, context = await edge.reading(request, self.contexts, P_QUERY)
         options = edge.options_of(request)
         page = edge.page_of(request)
         subs, total = await self.subscriptions.query(
@@ -76,9 +71,7 @@ class SubscriptionApi:
         edge.check_params(request, P_WRITE)
         payload, terms = await edge.read_payload_terms(request, self.contexts, merge_patch=True)
         await self.subscriptions.update(
-            edge.tenant_of(request),
-            edge.subject_of(request),
-            request.path_params["subscription_id"],
+            *edge.member(request, ID),
             payload.body,
             terms,
             payload.context,
@@ -87,20 +80,13 @@ class SubscriptionApi:
         )
         return edge.no_content()
 
-    async def delete(self, request: Request) -> Response:
-        edge.check_params(request, P_WRITE)
-        await self.subscriptions.delete(
-            edge.tenant_of(request), edge.subject_of(request), request.path_params["subscription_id"]
-        )
-        return edge.no_content()
-
     def routes(self) -> list[Route]:
         return edge.collection_routes(
             self.path,
-            "subscription_id",
+            ID,
             query=self.query,
             create=self.create,
             retrieve=self.retrieve,
             update=self.update,
-            delete=self.delete,
+            delete=self.subscriptions.delete,
         )
