@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sized
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -162,6 +162,11 @@ log = logging.getLogger("kizuna.store")
 _PAGE = 500
 CHANGE_POLL = 0.5  # seconds between reads of the change feed (see SqliteStore.listen)
 CHANGE_KEEP = 300.0  # seconds a change stays in the feed for processes that poll late
+
+
+def marks(values: Sized | int) -> str:
+    """``?, ?, ...``: one placeholder per value (or ``values`` of them), for ``IN (...)``."""
+    return ",".join("?" * (values if isinstance(values, int) else len(values)))
 
 
 def _regexp(pattern: str, value: str | None) -> bool:

@@ -5,7 +5,7 @@ statement on the indexes of :mod:`.indexes`."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -20,7 +20,7 @@ from kizuna.store import (
 )
 from kizuna.store.common import CORE, STRING, Paging, QCompiler, Sql, shapes_page
 from kizuna.store.common import literal_prefix as _literal_prefix
-from kizuna.store.sqlite.connection import _PAGE, SqliteBase, SqliteTransaction
+from kizuna.store.sqlite.connection import _PAGE, SqliteBase, SqliteTransaction, marks
 from kizuna.store.sqlite.indexes import _index_entity, _unindex_entity
 from kizuna.turns import let_others_run
 
@@ -239,14 +239,14 @@ def _in_index(table: str, column: str, n: int, *, driven: bool, tenant_unindexed
     SQLite does not pick the table's (tenant, ...) key for the per-candidate check when a
     (pk, ...) index exists."""
     name, alias = table.split()
-    marks = ",".join("?" * n)
+    values = marks(n)
     if driven:
         tenant = f"{'+' if tenant_unindexed else ''}{alias}.tenant"
         return (
             f"EXISTS (SELECT 1 FROM {table} WHERE {alias}.pk = e.pk AND {tenant} = ?"
-            f" AND {alias}.{column} IN ({marks}))"
+            f" AND {alias}.{column} IN ({values}))"
         )
-    return f"e.pk IN (SELECT pk FROM {name} WHERE tenant = ? AND {column} IN ({marks}))"
+    return f"e.pk IN (SELECT pk FROM {name} WHERE tenant = ? AND {column} IN ({values}))"
 
 
 def _access_clause(tenant: str, access: AccessFilter, on: str | None) -> tuple[str, list[Any]]:
@@ -255,9 +255,6 @@ def _access_clause(tenant: str, access: AccessFilter, on: str | None) -> tuple[s
     the owner, types and policies are tested on the row at hand (entities and entity_types hold
     the owner) and the candidate's pk; ids and scopes on the entity row, looked up only for the
     candidates the cheaper tests did not let through (unless ``e`` is the entity itself)."""
-
-    def marks(values: Collection[str]) -> str:
-        return ",".join("?" * len(values))
 
     x = "e" if on == "entities e" else "x"  # the entity row: the candidate itself, or looked up
     tests: list[str] = []  # on the candidate's own columns and its pk
@@ -344,8 +341,7 @@ def _query_entities(db: sqlite3.Connection, tenant: str, query: EntityQuery) -> 
         if all(found is not None for _, found in rows):  # else written by an older version
             page, result.total = shapes_page(query, [(pk, orjson.loads(found)) for pk, found in rows])
             if page:
-                marks = ",".join("?" * len(page))
-                sql = f"SELECT doc FROM entities WHERE pk IN ({marks}) ORDER BY pk"
+                sql = f"SELECT doc FROM entities WHERE pk IN ({marks(page)}) ORDER BY pk"
                 result.entities = [orjson.loads(doc) for (doc,) in db.execute(sql, page)]
             return result
     if source == "entities e":

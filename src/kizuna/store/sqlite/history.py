@@ -20,7 +20,7 @@ from kizuna.store.common import (
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
 from kizuna.store.common import history_columns as _history_columns
 from kizuna.store.dialect import SQLITE, aggregate_rows, aggregate_sql, history_where
-from kizuna.store.sqlite.connection import SqliteBase, SqliteTransaction
+from kizuna.store.sqlite.connection import SqliteBase, SqliteTransaction, marks
 
 
 class SqliteHistory(SqliteBase):
@@ -316,8 +316,7 @@ def _query_temporal_entities(
     where = ["tenant = ?"]
     params: list[Any] = [tenant]
     if types is not None:
-        marks = ",".join("?" * len(types))
-        where.append(f"EXISTS (SELECT 1 FROM json_each(types) WHERE value IN ({marks}))")
+        where.append(f"EXISTS (SELECT 1 FROM json_each(types) WHERE value IN ({marks(types)}))")
         params += list(types)
     if ids is not None:
         where.append(f"id IN ({','.join('?' * len(ids))})")
