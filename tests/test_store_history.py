@@ -4,6 +4,9 @@ aggregation in SQL, and pruning."""
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 
 from kizuna.store import HistoryQuery, Store
@@ -166,3 +169,34 @@ async def test_pruning_forgets_old_instances_and_emptied_temporal_entities(store
     assert values(await store.read_history("", V1, HistoryQuery(attributes=[SPEED]))) == [30, 40, 99]
     assert await store.get_temporal_entity("", "urn:ngsi-ld:Vehicle:old") is None
     assert await store.get_temporal_entity("", V1) is not None
+
+
+async def test_instance_ids_sort_in_the_order_they_were_made(store: Store) -> None:
+    """Version 7 UUIDs: the unique index on instance ids grows at its right edge."""
+
+    def made_at(instance_id: str) -> int:  # the milliseconds in the id, and its version
+        found = uuid.UUID(instance_id.rsplit(":", 1)[1])
+        assert found.version == 7
+        return found.int >> 80
+
+    start = time.time_ns() // 1_000_000
+    ids = await record(store)
+    later = await record(store)
+    assert start <= max(map(made_at, ids)) <= min(map(made_at, later)) <= time.time_ns() // 1_000_000
+    by_text = [made_at(i) for i in sorted(ids + later)]
+    assert by_text == sorted(by_text)  # text order is time order
+
+
+async def test_one_write_touches_its_temporal_entity_again_after_deleting_its_history(store: Store) -> None:
+    """The transaction remembers what it touched, and forgets it when the temporal entity may
+    have changed (here: deleted, then recorded again in the same transaction)."""
+    async with store.write("") as tx:
+        await tx.append_history(V1, [T_V], SPEED, instance(1, 0), scope=["/a"])
+        await tx.touch_temporal_entity(V1, [T_V], ["/b"], at(1))
+        await tx.append_history(V1, [T_V], SPEED, instance(2, 2), scope=["/a"])
+        assert (await tx.temporal_entity(V1))["scope"] == ["/a"]
+        await tx.delete_history(V1)
+        await tx.append_history(V1, [T_V], SPEED, instance(3, 3), scope=["/a"])
+    entity = await store.get_temporal_entity("", V1)
+    assert entity is not None and entity["scope"] == ["/a"] and entity["createdAt"] == at(3)
+    assert values(await store.read_history("", V1, HistoryQuery(attributes=[SPEED]))) == [3]

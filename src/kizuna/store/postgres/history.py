@@ -19,6 +19,7 @@ from kizuna.store.common import (
     literal_prefix,
     new_history_instance,
     temporal_row,
+    temporal_touch,
 )
 from kizuna.store.dialect import POSTGRES, aggregate_rows, aggregate_sql, history_where
 from kizuna.store.postgres.connection import (
@@ -201,6 +202,7 @@ class HistoryWrites(PgTransaction):
     async def touch_temporal_entity(
         self, entity_id: str, types: list[str], scope: list[str] | None, now: str
     ) -> bool:
+        self.touched.clear()  # the temporal entity may change: touch it again next time
         row = await self.conn.fetchrow(
             f"SELECT {TEMPORAL_COLUMNS} FROM {self.schema}.temporal_entities WHERE id = $1 FOR UPDATE",
             entity_id,
@@ -243,7 +245,11 @@ class HistoryWrites(PgTransaction):
         scope: list[str] | None = None,
     ) -> str:
         instance_id, now = new_history_instance(instance)
-        await self.touch_temporal_entity(entity_id, types, scope, now)
+        # One write records many instances of one entity: its temporal entity is touched once.
+        touch = temporal_touch(entity_id, types, scope)
+        if touch not in self.touched:
+            await self.touch_temporal_entity(entity_id, types, scope, now)
+            self.touched.add(touch)
         *columns, doc = history_columns(instance)
         await self.conn.execute(
             f"INSERT INTO {self.schema}.attribute_history (entity_id, attribute, instance_id, dataset_id,"
@@ -265,6 +271,7 @@ class HistoryWrites(PgTransaction):
         *,
         all_datasets: bool = True,
     ) -> int:
+        self.touched.clear()
         if attribute is None:
             status = await self.conn.execute(
                 f"DELETE FROM {self.schema}.attribute_history WHERE entity_id = $1", entity_id

@@ -19,6 +19,7 @@ from typing import Any
 
 from kizuna.patterns import search
 from kizuna.store import ChangeListener
+from kizuna.store.common import TemporalTouch
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -233,11 +234,12 @@ class SqliteTransaction:
     """The state of one write transaction (see :meth:`SqliteStore.write`): the connection, inside
     its ``BEGIN IMMEDIATE``, and the tenant written to. The concerns add their methods as mixins."""
 
-    __slots__ = ("db", "tenant")
+    __slots__ = ("db", "tenant", "touched")
 
     def __init__(self, db: sqlite3.Connection, tenant: str) -> None:
         self.db = db
         self.tenant = tenant
+        self.touched: set[TemporalTouch] = set()  # see HistoryWrites.append_history
 
 
 def _connect(path: str) -> sqlite3.Connection:

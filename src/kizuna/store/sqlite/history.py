@@ -16,6 +16,7 @@ from kizuna.store.common import (
     extended_temporal_entity,
     new_history_instance,
     temporal_row,
+    temporal_touch,
 )
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
 from kizuna.store.common import history_columns as _history_columns
@@ -131,6 +132,7 @@ class HistoryWrites(SqliteTransaction):
     async def touch_temporal_entity(
         self, entity_id: str, types: list[str], scope: list[str] | None, now: str
     ) -> bool:
+        self.touched.clear()  # the temporal entity may change: touch it again next time
         current = _temporal_entity(self.db, self.tenant, entity_id)
         if current is None:
             self.db.execute(
@@ -172,7 +174,11 @@ class HistoryWrites(SqliteTransaction):
         scope: list[str] | None = None,
     ) -> str:
         instance_id, now = new_history_instance(instance)
-        await self.touch_temporal_entity(entity_id, types, scope, now)
+        # One write records many instances of one entity: its temporal entity is touched once.
+        touch = temporal_touch(entity_id, types, scope)
+        if touch not in self.touched:
+            await self.touch_temporal_entity(entity_id, types, scope, now)
+            self.touched.add(touch)
         self.db.execute(
             "INSERT INTO attribute_history (tenant, entity_id, attribute, instance_id, dataset_id,"
             " observed_at, created_at, modified_at, deleted_at, value_number, value_key, doc)"
@@ -189,6 +195,7 @@ class HistoryWrites(SqliteTransaction):
         *,
         all_datasets: bool = True,
     ) -> int:
+        self.touched.clear()
         if attribute is None:
             cursor = self.db.execute(
                 "DELETE FROM attribute_history WHERE tenant = ? AND entity_id = ?", (self.tenant, entity_id)
