@@ -162,7 +162,7 @@ class People:
                     ap.id,
                     "AccessPoint",
                     name=prop(ap.id.rsplit(":", 1)[1]),
-                    location=point(ap.at if ap.line is None else self.tram_position(ap, now)),
+                    location=point(ap.at) if ap.line is None else point(self.tram_position(ap, now), now),
                     apState=prop("up", now),
                     clientsConnected=prop(0, now),
                     refPointOfInterest=rel(ap.poi),
