@@ -8,6 +8,7 @@ import getpass
 import logging
 import sys
 from dataclasses import asdict, fields
+from typing import Any
 
 import orjson
 
@@ -23,7 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     keygen.add_argument("--key-file", required=True, help="where to write the private key (PEM)")
     keygen.add_argument("--force", action="store_true", help="replace an existing key file")
     add_apikey_commands(commands)
+    add_simulation_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("simulate", "risk"):
+        run_application(args)
+        return
     if args.command == "apikey":
         asyncio.run(apikey(args))
         return
@@ -78,6 +83,84 @@ async def apikey(args: argparse.Namespace) -> None:
             raise SystemExit(f"kizuna: no API key {args.id}")
     finally:
         await store.close()
+
+
+def add_simulation_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``kizuna simulate duisburg`` and ``kizuna risk`` (docs/simulator.md, docs/risk.md)."""
+    simulate = commands.add_parser("simulate", help="drive a node as a city's IoT platform would")
+    cities = simulate.add_subparsers(dest="city", required=True)
+    duisburg = cities.add_parser("duisburg", help="Duisburg in a box (docs/simulator.md)")
+    duisburg.add_argument("--scale", choices=("small", "city"), default="small", help="small or city")
+    duisburg.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    duisburg.add_argument(
+        "--duration", help="simulated time to run, e.g. 2h, 90m, 1d (default: until stopped)"
+    )
+    duisburg.add_argument("--start", help="simulated start, ISO 8601 (default: now)")
+    duisburg.add_argument("--seed", type=int, default=7, help="the same seed makes the same city")
+    duisburg.add_argument("--interval", type=float, default=1.0, help="real seconds between writes")
+    duisburg.add_argument(
+        "--fault-rate", type=float, default=0.001, help="faults per light per simulated day"
+    )
+    duisburg.add_argument("--repair-hours", type=float, default=48.0, help="mean simulated hours to a repair")
+    duisburg.add_argument("--accidents-per-hour", type=float, help="city-wide (default: the scale's)")
+    risk = commands.add_parser("risk", help="road segment risk from a node's live data (docs/risk.md)")
+    risk.add_argument(
+        "--listen-port", type=int, default=0, help="loopback port for notifications (default: free)"
+    )
+    for command in (duisburg, risk):
+        command.add_argument("--url", default="http://127.0.0.1:1026", help="the node's base URL")
+        command.add_argument("--tenant", help="NGSILD-Tenant to write to (default: the default tenant)")
+        command.add_argument("--api-key", help="an API key (X-API-Key) for a node with --auth oidc")
+        command.add_argument("--token", help="a bearer token for a node with --auth oidc")
+        command.add_argument(
+            "--batch-size", type=int, default=1000, help="entities per batch (<= the node's limit)"
+        )
+
+
+def run_application(args: argparse.Namespace) -> None:
+    from kizuna.sim.driver import SimulationError, Target
+
+    target = Target(args.url.rstrip("/"), args.tenant, args.api_key, args.token, args.batch_size)
+    try:
+        if args.command == "risk":
+            from kizuna.risk.service import RiskService
+
+            asyncio.run(RiskService(target, args.listen_port).run())
+            return
+        progress = asyncio.run(_simulate(args, target))
+    except SimulationError as error:
+        raise SystemExit(f"kizuna {args.command}: {error}") from None
+    except KeyboardInterrupt:
+        return
+    if progress.errors:
+        raise SystemExit(
+            f"kizuna simulate: the node refused {progress.errors} writes: {progress.first_error}"
+        )
+
+
+async def _simulate(args: argparse.Namespace, target: Any) -> Any:
+    from datetime import UTC, datetime
+
+    from kizuna.sim.city import City, Options
+    from kizuna.sim.driver import Driver
+
+    start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC).replace(microsecond=0)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    options = Options(args.scale, args.seed, args.fault_rate, args.repair_hours, args.accidents_per_hour)
+    duration = _duration(args.duration) if args.duration else None
+    return await Driver(City(options, start), target, args.speed, duration, args.interval).run()
+
+
+def _duration(text: str) -> Any:
+    from datetime import timedelta
+
+    from kizuna.ngsild.temporal_params import parse_retention
+
+    try:
+        return timedelta(seconds=parse_retention(text))
+    except Exception:
+        raise SystemExit(f"kizuna simulate: --duration {text!r}: say e.g. 2h, 90m, 1d or PT2H") from None
 
 
 def _operator() -> str:

@@ -1,0 +1,180 @@
+"""The simulator's only contact with the world: it writes the model's changes to a node through
+the public NGSI-LD API, paced by a clock that runs ``speed`` times faster than the wall's.
+
+Creation is a batch upsert; later changes are batch updates of the changed attributes only,
+and entities born during the run (accidents) are upserted. Every ``interval`` real seconds the
+model is advanced to the simulated now and what changed since is written, each entity at most
+once, so a fast clock coalesces updates instead of falling behind. 429 and 503 answers are
+retried with back-off; anything else the node refuses is counted, shown and makes the run fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TextIO
+
+import httpx
+import orjson
+
+from kizuna.sim.city import City
+from kizuna.sim.ngsi import Entity, iso
+
+API = "/ngsi-ld/v1/entityOperations"
+LD = "application/ld+json"
+
+
+class SimulationError(Exception):
+    """The node cannot be reached or refuses the simulator's writes: the run stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    url: str
+    tenant: str | None = None
+    api_key: str | None = None
+    token: str | None = None
+    batch_size: int = 1000  # the node's --max-batch-entities, or less
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": LD}
+        if self.tenant:
+            headers["NGSILD-Tenant"] = self.tenant
+        if self.api_key:
+            headers["X-API-Key"] = self.api_key
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+
+@dataclass(slots=True)
+class Progress:
+    entities: int = 0
+    updates: int = 0
+    errors: int = 0
+    first_error: str = ""
+
+
+class Driver:
+    def __init__(
+        self,
+        city: City,
+        target: Target,
+        speed: float,
+        duration: timedelta | None,
+        interval: float = 1.0,
+        out: TextIO = sys.stderr,
+    ) -> None:
+        self.city = city
+        self.target = target
+        self.speed = speed
+        self.end = None if duration is None else city.now + duration
+        self.interval = interval
+        self.out = out
+        self.progress = Progress()
+        self.known: set[str] = set()
+
+    async def run(self) -> Progress:
+        """Create the city, then keep it up to date until the simulated end (or forever)."""
+        async with httpx.AsyncClient(
+            base_url=self.target.url, headers=self.target.headers(), timeout=60.0
+        ) as client:
+            await self._check(client)
+            initial = self.city.entities()
+            await self._write(client, "upsert", initial)
+            self.known.update(e["id"] for e in initial)
+            self.progress.entities = len(self.known)
+            real_start, sim_start = time.monotonic(), self.city.now
+            shown = time.monotonic()
+            while True:
+                tick = time.monotonic()
+                to = sim_start + timedelta(seconds=(tick - real_start) * self.speed)
+                if self.end is not None:
+                    to = min(to, self.end)
+                changes = self.city.advance(to)
+                fresh = {i for i in changes if i not in self.known}
+                await self._write(client, "upsert?options=update", [changes[i] for i in fresh])
+                await self._write(client, "update", [e for i, e in changes.items() if i not in fresh])
+                self.known |= fresh
+                self.progress.entities = len(self.known)
+                self.progress.updates += len(changes)
+                if time.monotonic() - shown >= 2:
+                    self._show(real_start)
+                    shown = time.monotonic()
+                if self.end is not None and self.city.now + timedelta(minutes=1) > self.end:
+                    break
+                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - tick)))
+            self._show(real_start)
+            self.out.write("\n")
+        return self.progress
+
+    async def _check(self, client: httpx.AsyncClient) -> None:
+        try:
+            answer = await client.get("/health", timeout=10.0)
+        except httpx.HTTPError as error:
+            raise SimulationError(f"cannot reach the node at {self.target.url}: {error}") from None
+        if answer.status_code != 200:
+            raise SimulationError(f"{self.target.url}/health answered {answer.status_code}")
+
+    async def _write(self, client: httpx.AsyncClient, operation: str, entities: list[Entity]) -> None:
+        for chunk in _chunks(entities, self.target.batch_size):
+            answer = await self._post(client, f"{API}/{operation}", orjson.dumps(chunk))
+            if answer.status_code in (200, 201, 204):
+                continue
+            if answer.status_code == 207:
+                errors = answer.json().get("errors", [])
+                self._refused(len(errors), orjson.dumps(errors[:1]).decode())
+                continue
+            if answer.status_code in (401, 403):
+                raise SimulationError(
+                    f"the node refuses the simulator ({answer.status_code}): {answer.text[:300]}"
+                )
+            self._refused(len(chunk), f"{answer.status_code} {answer.text[:300]}")
+
+    async def _post(self, client: httpx.AsyncClient, path: str, body: bytes) -> httpx.Response:
+        """POST, retrying 429/503 and lost connections with back-off (Retry-After if given)."""
+        wait = 0.25
+        for _ in range(10):
+            try:
+                answer = await client.post(path, content=body)
+            except httpx.TransportError as error:
+                failure: str = f"{type(error).__name__}: {error}"
+            else:
+                if answer.status_code not in (429, 503):
+                    return answer
+                failure = f"{answer.status_code}"
+                wait = max(wait, _retry_after(answer.headers.get("retry-after")))
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 10.0)
+        raise SimulationError(f"the node at {self.target.url} keeps failing: {failure}")
+
+    def _refused(self, count: int, detail: str) -> None:
+        self.progress.errors += count
+        if not self.progress.first_error:
+            self.progress.first_error = detail
+            self.out.write(f"\nkizuna simulate: the node refused a write: {detail}\n")
+
+    def _show(self, real_start: float) -> None:
+        elapsed = max(time.monotonic() - real_start, 1e-9)
+        p = self.progress
+        self.out.write(
+            f"\r{iso(self.city.now)}  entities {p.entities}  updates {p.updates}"
+            f" ({p.updates / elapsed:.0f}/s)  errors {p.errors}   "
+        )
+        self.out.flush()
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for first in range(0, len(items), size):
+        yield items[first : first + size]
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return min(float(value), 30.0) if value else 0.0
+    except ValueError:
+        return 0.0
