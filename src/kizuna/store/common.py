@@ -80,10 +80,25 @@ def time_ordered_uuid() -> str:
 TemporalTouch = tuple[str, tuple[str, ...], tuple[str, ...] | None]
 
 
-def temporal_touch(entity_id: str, types: Sequence[str], scope: list[str] | None) -> TemporalTouch:
-    """What a touch of a temporal entity sets; a second identical touch in the same transaction
-    changes nothing (see the stores' ``append_history``)."""
-    return entity_id, tuple(types), None if scope is None else tuple(scope)
+class TouchesOnce:
+    """What both stores' history writes share: one write records many instances of one entity,
+    and its temporal entity needs touching once, not once per instance. A second identical
+    touch in the same transaction changes nothing, unless the temporal entity was changed in
+    between, so the store's ``touch_temporal_entity`` and ``delete_history`` empty ``touched``."""
+
+    __slots__ = ()
+    touched: set[TemporalTouch]
+
+    async def touch_temporal_entity(
+        self, entity_id: str, types: list[str], scope: list[str] | None, now: str
+    ) -> bool:
+        raise NotImplementedError
+
+    async def touch_once(self, entity_id: str, types: list[str], scope: list[str] | None, now: str) -> None:
+        touch = entity_id, tuple(types), None if scope is None else tuple(scope)
+        if touch not in self.touched:
+            await self.touch_temporal_entity(entity_id, types, scope, now)
+            self.touched.add(touch)
 
 
 VALUE_MEMBERS = ("value", "object", "languageMap", "vocab", "json", "valueList", "objectList")

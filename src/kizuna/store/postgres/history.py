@@ -14,12 +14,12 @@ from kizuna.store import AggregateRow, Entity, HistoryQuery
 from kizuna.store.common import (
     TEMPORAL_COLUMNS,
     Sql,
+    TouchesOnce,
     extended_temporal_entity,
     history_columns,
     literal_prefix,
     new_history_instance,
     temporal_row,
-    temporal_touch,
 )
 from kizuna.store.dialect import POSTGRES, aggregate_rows, aggregate_sql, history_where
 from kizuna.store.postgres.connection import (
@@ -191,7 +191,7 @@ class PgHistory(PgBase):
         return {(e, a): kind if kind is not None else orjson.loads(raw)["type"] for e, a, kind, raw in rows}
 
 
-class HistoryWrites(PgTransaction):
+class HistoryWrites(PgTransaction, TouchesOnce):
     """The history half of :class:`~kizuna.store.postgres.PgWrite`."""
 
     __slots__ = ()
@@ -245,11 +245,7 @@ class HistoryWrites(PgTransaction):
         scope: list[str] | None = None,
     ) -> str:
         instance_id, now = new_history_instance(instance)
-        # One write records many instances of one entity: its temporal entity is touched once.
-        touch = temporal_touch(entity_id, types, scope)
-        if touch not in self.touched:
-            await self.touch_temporal_entity(entity_id, types, scope, now)
-            self.touched.add(touch)
+        await self.touch_once(entity_id, types, scope, now)
         *columns, doc = history_columns(instance)
         await self.conn.execute(
             f"INSERT INTO {self.schema}.attribute_history (entity_id, attribute, instance_id, dataset_id,"

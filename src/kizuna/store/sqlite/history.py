@@ -13,10 +13,10 @@ from kizuna.store import AggregateRow, Entity, HistoryQuery
 from kizuna.store.common import (
     TEMPORAL_COLUMNS,
     Sql,
+    TouchesOnce,
     extended_temporal_entity,
     new_history_instance,
     temporal_row,
-    temporal_touch,
 )
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
 from kizuna.store.common import history_columns as _history_columns
@@ -121,7 +121,7 @@ class SqliteHistory(SqliteBase):
         return kinds
 
 
-class HistoryWrites(SqliteTransaction):
+class HistoryWrites(SqliteTransaction, TouchesOnce):
     """The history half of :class:`~kizuna.store.sqlite.SqliteWrite`."""
 
     __slots__ = ()
@@ -174,11 +174,7 @@ class HistoryWrites(SqliteTransaction):
         scope: list[str] | None = None,
     ) -> str:
         instance_id, now = new_history_instance(instance)
-        # One write records many instances of one entity: its temporal entity is touched once.
-        touch = temporal_touch(entity_id, types, scope)
-        if touch not in self.touched:
-            await self.touch_temporal_entity(entity_id, types, scope, now)
-            self.touched.add(touch)
+        await self.touch_once(entity_id, types, scope, now)
         self.db.execute(
             "INSERT INTO attribute_history (tenant, entity_id, attribute, instance_id, dataset_id,"
             " observed_at, created_at, modified_at, deleted_at, value_number, value_key, doc)"
