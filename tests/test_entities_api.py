@@ -235,6 +235,39 @@ def test_batch_operations_report_per_entity(client: TestClient) -> None:
     assert deleted.json()["success"] == ["urn:ngsi-ld:Streetlight:duisburg-1"]
 
 
+def test_batch_update_without_overwrite_lists_a_partly_updated_entity_as_a_success(
+    client: TestClient,
+) -> None:
+    """FiLiP takes a batch with no success as failed, and Orion-LD lists an entity that got its
+    new attributes as a success; ETSI 005_02 still needs the 207 with what was not overwritten."""
+    ops = f"{BASE}/entityOperations"
+    assert client.post(f"{ops}/create", json=[streetlight(1), streetlight(2)]).status_code == 201
+    fragment = {
+        "type": "Streetlight",
+        "status": {"type": "Property", "value": "faulty"},
+        "lampType": {"type": "Property", "value": "LED"},
+    }
+    unchanged = {"type": "Streetlight", "status": {"type": "Property", "value": "faulty"}}
+    updated = client.post(
+        f"{ops}/update",
+        params={"options": "noOverwrite"},
+        json=[
+            {"id": "urn:ngsi-ld:Streetlight:duisburg-1", **fragment},
+            {"id": "urn:ngsi-ld:Streetlight:duisburg-2", **unchanged},
+        ],
+    )
+    assert updated.status_code == 207
+    body = updated.json()
+    assert body["success"] == ["urn:ngsi-ld:Streetlight:duisburg-1"]
+    errors = {e["entityId"]: e["error"] for e in body["errors"]}
+    assert set(errors) == {"urn:ngsi-ld:Streetlight:duisburg-1", "urn:ngsi-ld:Streetlight:duisburg-2"}
+    assert errors["urn:ngsi-ld:Streetlight:duisburg-1"]["type"] == ERR + "BadRequestData"
+    assert "status" in errors["urn:ngsi-ld:Streetlight:duisburg-1"]["detail"]
+    first = client.get(f"{BASE}/entities/urn:ngsi-ld:Streetlight:duisburg-1").json()
+    assert first["status"]["value"] == "ok"
+    assert first["lampType"]["value"] == "LED"
+
+
 def test_purge_by_type(client: TestClient) -> None:
     client.post(
         f"{BASE}/entityOperations/create",
