@@ -142,6 +142,16 @@ def test_attribute_operations(client: TestClient) -> None:
     # Names come back expanded, as the ETSI suite expects of an UpdateResult.
     assert appended.json()["updated"] == [DEFAULT + "lampType"]
     assert appended.json()["notUpdated"][0]["attributeName"] == "https://uri.etsi.org/ngsi-ld/status"
+    # With nothing left to append it is refused, as Orion-LD refuses it (FiLiP expects an error),
+    # and the entity is not written.
+    before = client.get(url, params={"options": "sysAttrs"}).json()
+    refused = client.post(
+        f"{url}/attrs", params={"options": "noOverwrite"}, json={"status": {"type": "Property", "value": "x"}}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["type"] == ERR + "BadRequestData"
+    assert "https://uri.etsi.org/ngsi-ld/status" in refused.json()["detail"]
+    assert client.get(url, params={"options": "sysAttrs"}).json() == before
     # Update touches only existing attributes.
     updated = client.patch(f"{url}/attrs", json={"status": {"type": "Property", "value": "faulty"}})
     assert updated.status_code == 204

@@ -210,8 +210,10 @@ class EntityService:
         await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
+            types = list(entity["type"])
             result = append_to_entity(entity, fragment, overwrite=overwrite)
-            await tx.replace(entity)
+            if result.updated or entity["type"] != types:  # not when noOverwrite left it all
+                await tx.replace(entity)
         return result
 
     async def update_attributes(
