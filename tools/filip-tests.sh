@@ -16,7 +16,8 @@
 #   PYTEST_ARGS     extra pytest arguments (e.g. "-k subscription")
 #
 # Needs: git, python3 (3.9+, with venv), a reachable PyPI; mosquitto for the MQTT cases.
-# Prints pytest's summary; the full output is in $FILIP_WORK/pytest.txt.
+# Prints pytest's summary and exits with pytest's status; the full output is in
+# $FILIP_WORK/pytest.txt, the node's log in $FILIP_WORK/kizuna.log.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,12 +31,11 @@ py=${KIZUNA_PYTHON:-$root/.venv/bin/python}
 [ -x "$py" ] || py=$(command -v python3)
 
 # -- 1. the release and its tests ---------------------------------------------------------------
+pip() { "$venv/bin/pip" "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --upgrade pip >/dev/null 2>&1 || true
-version=${FILIP_VERSION:-$("$venv/bin/pip" index versions filip 2>/dev/null \
-  | sed -n 's/^filip (\(.*\))$/\1/p' | head -1)}
+version=${FILIP_VERSION:-$(pip index versions filip 2>/dev/null | sed -n 's/^filip (\(.*\))$/\1/p' | head -1)}
 [ -n "$version" ] || { echo "could not find filip's latest version on PyPI" >&2; exit 1; }
-"$venv/bin/pip" install --quiet "filip==$version" pytest python-dotenv
+pip install --quiet "filip==$version" pytest python-dotenv
 
 if [ ! -d "$src/.git" ]; then
   git clone --quiet "${FILIP_GIT:-https://github.com/RWTH-EBC/FiLiP.git}" "$src"
@@ -61,6 +61,7 @@ free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 mqtt_port=$(free_port)
 if command -v mosquitto >/dev/null; then
