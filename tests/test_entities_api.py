@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
+
+from kizuna.errors import BadRequestData
+from kizuna.ngsild.merging import NOT_OVERWRITTEN, UpdateResult, check_appended
 
 BASE = "/ngsi-ld/v1"
 LD = {"Content-Type": "application/ld+json"}
@@ -168,6 +172,15 @@ def test_attribute_operations(client: TestClient) -> None:
     missing = client.delete(f"{url}/attrs/lampType")
     assert missing.status_code == 404
     assert missing.json()["type"] == ERR + "ResourceNotFound"
+
+
+def test_an_append_is_refused_only_when_nooverwrite_left_everything() -> None:
+    """A context source's failure, or anything appended, keeps the 207 that says what happened."""
+    with pytest.raises(BadRequestData):
+        check_appended(UpdateResult(not_updated=[("urn:a", NOT_OVERWRITTEN)]))
+    check_appended(UpdateResult(updated=["urn:b"], not_updated=[("urn:a", NOT_OVERWRITTEN)]))
+    check_appended(UpdateResult(not_updated=[("urn:a", NOT_OVERWRITTEN), ("urn:b", "source failed")]))
+    check_appended(UpdateResult(updated=["urn:a"]))
 
 
 def test_dataset_ids_and_delete_all(client: TestClient) -> None:
