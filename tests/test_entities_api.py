@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
+
+from kizuna.errors import BadRequestData
+from kizuna.ngsild.merging import NOT_OVERWRITTEN, UpdateResult, check_appended
 
 BASE = "/ngsi-ld/v1"
 LD = {"Content-Type": "application/ld+json"}
@@ -142,6 +146,16 @@ def test_attribute_operations(client: TestClient) -> None:
     # Names come back expanded, as the ETSI suite expects of an UpdateResult.
     assert appended.json()["updated"] == [DEFAULT + "lampType"]
     assert appended.json()["notUpdated"][0]["attributeName"] == "https://uri.etsi.org/ngsi-ld/status"
+    # With nothing left to append it is refused, as Orion-LD refuses it (FiLiP expects an error),
+    # and the entity is not written.
+    before = client.get(url, params={"options": "sysAttrs"}).json()
+    refused = client.post(
+        f"{url}/attrs", params={"options": "noOverwrite"}, json={"status": {"type": "Property", "value": "x"}}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["type"] == ERR + "BadRequestData"
+    assert "https://uri.etsi.org/ngsi-ld/status" in refused.json()["detail"]
+    assert client.get(url, params={"options": "sysAttrs"}).json() == before
     # Update touches only existing attributes.
     updated = client.patch(f"{url}/attrs", json={"status": {"type": "Property", "value": "faulty"}})
     assert updated.status_code == 204
@@ -158,6 +172,15 @@ def test_attribute_operations(client: TestClient) -> None:
     missing = client.delete(f"{url}/attrs/lampType")
     assert missing.status_code == 404
     assert missing.json()["type"] == ERR + "ResourceNotFound"
+
+
+def test_an_append_is_refused_only_when_nooverwrite_left_everything() -> None:
+    """A context source's failure, or anything appended, keeps the 207 that says what happened."""
+    with pytest.raises(BadRequestData):
+        check_appended(UpdateResult(not_updated=[("urn:a", NOT_OVERWRITTEN)]))
+    check_appended(UpdateResult(updated=["urn:b"], not_updated=[("urn:a", NOT_OVERWRITTEN)]))
+    check_appended(UpdateResult(not_updated=[("urn:a", NOT_OVERWRITTEN), ("urn:b", "source failed")]))
+    check_appended(UpdateResult(updated=["urn:a"]))
 
 
 def test_dataset_ids_and_delete_all(client: TestClient) -> None:
@@ -233,6 +256,39 @@ def test_batch_operations_report_per_entity(client: TestClient) -> None:
     )
     assert deleted.status_code == 207
     assert deleted.json()["success"] == ["urn:ngsi-ld:Streetlight:duisburg-1"]
+
+
+def test_batch_update_without_overwrite_lists_a_partly_updated_entity_as_a_success(
+    client: TestClient,
+) -> None:
+    """FiLiP takes a batch with no success as failed, and Orion-LD lists an entity that got its
+    new attributes as a success; ETSI 005_02 still needs the 207 with what was not overwritten."""
+    ops = f"{BASE}/entityOperations"
+    assert client.post(f"{ops}/create", json=[streetlight(1), streetlight(2)]).status_code == 201
+    fragment = {
+        "type": "Streetlight",
+        "status": {"type": "Property", "value": "faulty"},
+        "lampType": {"type": "Property", "value": "LED"},
+    }
+    unchanged = {"type": "Streetlight", "status": {"type": "Property", "value": "faulty"}}
+    updated = client.post(
+        f"{ops}/update",
+        params={"options": "noOverwrite"},
+        json=[
+            {"id": "urn:ngsi-ld:Streetlight:duisburg-1", **fragment},
+            {"id": "urn:ngsi-ld:Streetlight:duisburg-2", **unchanged},
+        ],
+    )
+    assert updated.status_code == 207
+    body = updated.json()
+    assert body["success"] == ["urn:ngsi-ld:Streetlight:duisburg-1"]
+    errors = {e["entityId"]: e["error"] for e in body["errors"]}
+    assert set(errors) == {"urn:ngsi-ld:Streetlight:duisburg-1", "urn:ngsi-ld:Streetlight:duisburg-2"}
+    assert errors["urn:ngsi-ld:Streetlight:duisburg-1"]["type"] == ERR + "BadRequestData"
+    assert "status" in errors["urn:ngsi-ld:Streetlight:duisburg-1"]["detail"]
+    first = client.get(f"{BASE}/entities/urn:ngsi-ld:Streetlight:duisburg-1").json()
+    assert first["status"]["value"] == "ok"
+    assert first["lampType"]["value"] == "LED"
 
 
 def test_purge_by_type(client: TestClient) -> None:

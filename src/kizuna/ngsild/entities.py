@@ -60,6 +60,17 @@ class BatchResult:
     created: list[str] = field(default_factory=list)
 
 
+class PartlyWritten(Exception):
+    """A batch entity's write that was done in part (a noOverwrite update that appended some
+    attributes and left others): the entity is listed in ``success``, as it was changed, and in
+    ``errors`` with ``error``, which says what was left. Orion-LD lists such an entity as a
+    success, and FiLiP takes a batch without one as failed; ETSI 005_02_03 still gets its 207."""
+
+    def __init__(self, error: NgsiLdError) -> None:
+        super().__init__(error.detail)
+        self.error = error
+
+
 WRITE_CHUNK = 100  # entities of a batch written per transaction
 
 
@@ -199,8 +210,10 @@ class EntityService:
         await require_tenant(self.store, tenant, subject, writing=True)
         async with self._write(tenant, subject) as tx:
             entity = await _existing(tx, entity_id)
+            types = list(entity["type"])
             result = append_to_entity(entity, fragment, overwrite=overwrite)
-            await tx.replace(entity)
+            if result.updated or entity["type"] != types:  # not when noOverwrite left it all
+                await tx.replace(entity)
         return result
 
     async def update_attributes(
@@ -365,7 +378,8 @@ class EntityService:
             await tx.replace(current)
             if outcome.not_updated:
                 names = ", ".join(iri for iri, _ in outcome.not_updated)
-                raise BadRequestData(f"Attributes not overwritten: {names}")
+                error = BadRequestData(f"Attributes not overwritten: {names}")
+                raise PartlyWritten(error) if outcome.updated else error
             return False
 
         return await self._each(tenant, subject, items, update, creates_tenant=False, require_type=False)
@@ -408,6 +422,10 @@ class EntityService:
             ):
                 try:
                     created = await write(tx, entity, now)
+                except PartlyWritten as partly:
+                    result.success.append(entity["id"])
+                    result.errors.append((entity["id"], partly.error))
+                    continue
                 except NgsiLdError as error:
                     result.errors.append((entity["id"], error))
                     continue

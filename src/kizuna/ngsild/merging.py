@@ -49,6 +49,23 @@ def attributes_of(entity: Entity) -> dict[str, list[Instance]]:
     return {k: v for k, v in entity.items() if k not in ENTITY_CORE}
 
 
+NOT_OVERWRITTEN = "The attribute exists and noOverwrite was requested"
+
+
+def check_appended(result: UpdateResult) -> None:
+    """An append with noOverwrite that appended nothing, every attribute existing already, is
+    refused (400), as Orion-LD refuses it and FiLiP expects: clause 6.6.3.1 answers 204 when all
+    were appended and 207 for a partial success, and says nothing of none. ETSI 010_04_01 (one
+    new, one existing: 207) is untouched. Not when a context source failed its share: that
+    stays a 207 that says so."""
+    if result.updated or not result.not_updated:
+        return
+    if any(why != NOT_OVERWRITTEN for _, why in result.not_updated):
+        return
+    names = ", ".join(iri for iri, _ in result.not_updated)
+    raise BadRequestData(f"Nothing was appended: with noOverwrite, {names} exist already")
+
+
 def append_to_entity(entity: Entity, fragment: Entity, *, overwrite: bool) -> UpdateResult:
     """Append (clause 5.6.3): new attributes are added; existing instances are replaced unless
     noOverwrite, in which case they are reported as not updated. Types add up; the scope is
@@ -75,7 +92,7 @@ def append_to_entity(entity: Entity, fragment: Entity, *, overwrite: bool) -> Up
         if changed:
             result.updated.append(iri)
         else:
-            result.not_updated.append((iri, "The attribute exists and noOverwrite was requested"))
+            result.not_updated.append((iri, NOT_OVERWRITTEN))
     entity["modifiedAt"] = now
     return result
 

@@ -19,7 +19,7 @@ from kizuna.ngsild import edge
 from kizuna.ngsild.entities import BatchResult, EntityService
 from kizuna.ngsild.forwarding import Federation, Forwarded, Origin
 from kizuna.ngsild.joins import linked_entities
-from kizuna.ngsild.merging import InstanceChoice, UpdateResult
+from kizuna.ngsild.merging import InstanceChoice, UpdateResult, check_appended
 from kizuna.ngsild.paging import read_page
 from kizuna.ngsild.render import render_entity, to_geojson_feature
 from kizuna.ngsild.selection import (
@@ -307,7 +307,9 @@ class NgsiLdApi:
         _, result, forwarded = await self._entity_write(
             request, "appendAttrs", "POST", append, suffix="/attrs/"
         )
-        return _update_response(_with_forwarded(result, forwarded))
+        combined = _with_forwarded(result, forwarded)
+        check_appended(combined)
+        return _update_response(combined)
 
     async def update_attributes(self, request: Request) -> Response:
         _, result, forwarded = await self._entity_write(
