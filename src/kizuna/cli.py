@@ -25,7 +25,21 @@ def main(argv: list[str] | None = None) -> None:
     keygen.add_argument("--force", action="store_true", help="replace an existing key file")
     add_apikey_commands(commands)
     add_simulation_commands(commands)
+    for name, what in (
+        ("backup", "copy a store, while its node serves, to FILE (docs/operations.md)"),
+        ("restore", "load FILE, made by kizuna backup, into a new, empty store"),
+    ):
+        command = commands.add_parser(name, help=what)
+        command.add_argument("--store", required=True, help="the store URL, as kizuna serve --store")
+        command.add_argument("file", help="the backup file (SQLite: a database; PostgreSQL: pg_dump's)")
     args = parser.parse_args(argv)
+    if args.command in ("backup", "restore"):
+        from pathlib import Path
+
+        from kizuna.store import backup
+
+        (backup.backup if args.command == "backup" else backup.restore)(args.store, Path(args.file))
+        return
     if args.command in ("simulate", "risk"):
         run_application(args)
         return

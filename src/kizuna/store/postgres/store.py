@@ -31,6 +31,15 @@ from kizuna.store.postgres.outbox import OutboxWrites, PgOutbox
 from kizuna.store.postgres.schema import _LOCK_KEY, _migrate
 
 
+def pool_options(url: str) -> tuple[str, dict[str, int]]:
+    """The URL for the driver (and PostgreSQL's own tools), and the pool sizes only Kizuna reads."""
+    parts = urlsplit(url)
+    options = [p.split("=", 1) for p in parts.query.split("&") if "=" in p]
+    sizes = {f"{k[5:]}_size": int(v) for k, v in options if k in ("pool_min", "pool_max")}
+    query = "&".join(f"{k}={v}" for k, v in options if k not in ("pool_min", "pool_max"))
+    return parts._replace(scheme="postgresql", query=query).geturl(), sizes
+
+
 class PgWrite(EntityWrites, HistoryWrites, OutboxWrites):
     """One write transaction on one pooled connection (see :meth:`PostgresStore.write`)."""
 
@@ -44,11 +53,8 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgDocuments, PgBase):
     def from_url(cls, url: str) -> PostgresStore:
         """postgresql://user:password@host:port/db, optionally ?pool_min=N&pool_max=N (the other
         query parameters, sslmode for instance, go to the driver)."""
-        parts = urlsplit(url)
-        options = [p.split("=", 1) for p in parts.query.split("&") if "=" in p]
-        sizes = {f"{k[5:]}_size": int(v) for k, v in options if k in ("pool_min", "pool_max")}
-        query = "&".join(f"{k}={v}" for k, v in options if k not in ("pool_min", "pool_max"))
-        return cls(parts._replace(scheme="postgresql", query=query).geturl(), **sizes)
+        dsn, sizes = pool_options(url)
+        return cls(dsn, **sizes)
 
     async def open(self) -> None:
         try:

@@ -30,6 +30,14 @@ from kizuna.store.sqlite.indexes import _backfill_indexes
 from kizuna.store.sqlite.outbox import OutboxWrites, SqliteOutbox
 
 
+def sqlite_path(url: str) -> str:
+    """The file of sqlite:///relative.db or sqlite:////absolute.db; sqlite:///:memory: is none."""
+    path = url.removeprefix("sqlite:").removeprefix("//")
+    if path.startswith("/") and not path.startswith("//"):
+        return path[1:] or ":memory:"
+    return path.removeprefix("/")
+
+
 class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites):
     """One write transaction; every call runs inside the BEGIN IMMEDIATE of :meth:`SqliteStore.write`."""
 
@@ -41,13 +49,7 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
-        # sqlite:///relative.db, sqlite:////absolute.db, sqlite:///:memory:
-        path = url.removeprefix("sqlite:").removeprefix("//")
-        if path.startswith("/") and not path.startswith("//"):
-            path = path[1:] or ":memory:"
-        else:
-            path = path.removeprefix("/")
-        return cls(path)
+        return cls(sqlite_path(url))
 
     async def open(self) -> None:
         if self.path != ":memory:":
