@@ -313,6 +313,21 @@ def test_tenants_are_isolated(client: TestClient) -> None:
 
 def test_health(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health/live").json() == {"status": "ok"}
+    assert client.get("/health/ready").json() == {"status": "ready"}
+
+
+def test_a_node_whose_store_does_not_answer_is_alive_but_not_ready(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def gone() -> list[str]:
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(client.app.state.store, "tenants", gone)  # type: ignore[attr-defined]
+    assert client.get("/health/live").status_code == 200
+    answer = client.get("/health/ready")
+    assert answer.status_code == 503 and answer.json()["type"] == ERR + "ServiceUnavailable"
+    assert "refused" not in answer.text  # the cause goes to the log, not to whoever probes
 
 
 def test_an_id_pattern_alone_queries_every_entity_it_matches(client: TestClient) -> None:

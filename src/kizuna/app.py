@@ -25,7 +25,7 @@ from kizuna.access.policy import AccessPolicy
 from kizuna.audit_routes import AuditApi
 from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
-from kizuna.errors import NgsiLdError
+from kizuna.errors import NgsiLdError, ServiceUnavailable
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.limits import InputLimits, PageLimits
 from kizuna.middleware.admins_only import AdminsOnly
@@ -193,7 +193,19 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
 
     async def health(request: Request) -> Response:
+        """Liveness: the process answers (also ``/health/live``). It reads nothing, so a load
+        balancer probing it often costs the node nothing."""
         return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def ready(request: Request) -> Response:
+        """Readiness: the store answers a query within 2 s (its migrations ran at start, or the
+        node would not be serving). A node whose database is gone is alive but not ready."""
+        try:
+            await asyncio.wait_for(store.tenants(), 2.0)
+        except Exception as error:
+            log.warning("not ready: the store does not answer: %s", error)
+            raise ServiceUnavailable("The node's store does not answer") from None
+        return Response(b'{"status":"ready"}', media_type="application/json")
 
     # Every NGSI-LD API acts for the subject the request proves (anonymous without credentials).
     ngsi_ld = [
@@ -214,6 +226,8 @@ def create_app(settings: Settings) -> Starlette:
     ]
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/health/live", health, methods=["GET"]),
+        Route("/health/ready", ready, methods=["GET"]),
         dataspace.version_route(),
         mount(paths.DSP, dataspace.protocol_routes()),
         mount(
