@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> None:
         command = commands.add_parser(name, help=what)
         command.add_argument("--store", required=True, help="the store URL, as kizuna serve --store")
         command.add_argument("file", help="the backup file (SQLite: a database; PostgreSQL: pg_dump's)")
+    add_bulk_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("import", "export"):
+        run_bulk(args)
+        return
     if args.command in ("backup", "restore"):
         from pathlib import Path
 
@@ -129,6 +133,43 @@ def add_simulation_commands(commands: argparse._SubParsersAction[argparse.Argume
         command.add_argument(
             "--batch-size", type=int, default=1000, help="entities per batch (<= the node's limit)"
         )
+
+
+def add_bulk_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``kizuna import`` and ``kizuna export`` (docs/operations.md)."""
+    load = commands.add_parser("import", help="batch upsert entities from JSON Lines or a JSON array")
+    load.add_argument("file", help="the file to read, or - for standard input")
+    dump = commands.add_parser("export", help="write entities as JSON Lines to standard output")
+    dump.add_argument("--type", action="append", required=True, help="an entity type (repeatable)")
+    dump.add_argument("--context", help="the @context to compact with (a URL; default: the core context)")
+    for command in (load, dump):
+        command.add_argument("--url", default="http://127.0.0.1:1026", help="the node's base URL")
+        command.add_argument("--tenant", help="NGSILD-Tenant (default: the default tenant)")
+        command.add_argument("--api-key", help="an API key (X-API-Key) for a node with --auth oidc")
+        command.add_argument("--token", help="a bearer token for a node with --auth oidc")
+        command.add_argument("--batch-size", type=int, default=1000, help="entities per request")
+
+
+def run_bulk(args: argparse.Namespace) -> None:
+    from kizuna import bulk
+    from kizuna.client import NodeError, Target
+
+    target = Target(args.url.rstrip("/"), args.tenant, args.api_key, args.token, args.batch_size)
+    try:
+        if args.command == "export":
+            out = sys.stdout.buffer
+            count = asyncio.run(bulk.export_entities(target, args.type, out, context=args.context))
+            print(f"kizuna export: {count} entities", file=sys.stderr)
+            return
+        with sys.stdin.buffer if args.file == "-" else open(args.file, "rb") as stream:
+            report = asyncio.run(bulk.import_entities(target, stream))
+    except (NodeError, ValueError, OSError) as error:
+        raise SystemExit(f"kizuna {args.command}: {error}") from None
+    for line, reason in report.rejected:
+        print(f"kizuna import: line {line}: {reason}", file=sys.stderr)
+    print(f"kizuna import: {report.committed} committed, {len(report.rejected)} rejected", file=sys.stderr)
+    if report.rejected:
+        raise SystemExit(2)
 
 
 def run_application(args: argparse.Namespace) -> None:
