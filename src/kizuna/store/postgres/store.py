@@ -64,11 +64,6 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgDocuments, PgBase):
                 max_size=self.max_size,
                 init=_init_connection,
                 command_timeout=60,
-                # asyncpg prepares every statement; after five runs PostgreSQL may keep a generic
-                # plan, blind to the values, and a q on a value half the entities hold went from
-                # 0.8 ms to 23 ms when it did (a hash of every match, not a merge that stops at
-                # the page). Plans made for the values at hand cost far less than that.
-                server_settings={"plan_cache_mode": "force_custom_plan"},
             )
         except _LOST as exc:
             raise SystemExit(f"kizuna: cannot connect to PostgreSQL at {self.dsn}: {exc}") from exc
