@@ -13,8 +13,11 @@ registration's ``mode``:
 - ``auxiliary``: the source only fills gaps in reads and never takes writes.
 
 Only registrations whose ``operations`` allow the operation take part (``retrieveEntity``,
-``queryEntity`` for ``GET /entities``, ``queryBatch`` for ``POST /entityOperations/query``, the
-clause 5.6 write and batch operations), directly or through an operation group. ``local=true``
+``queryEntity`` for ``GET /entities``, ``queryBatch`` for ``POST /entityOperations/query``,
+``retrieveTemporal`` and ``queryTemporal`` for the temporal reads (GET and POST), the clause 5.6
+write and batch operations), directly or through an operation group. Temporal histories merge
+attribute by attribute, instances in time order (:func:`merge_history`); ``aggregatedValues``
+stays local, since aggregates of several histories cannot be combined. ``local=true``
 never forwards. Every forwarded request carries the client's @context (``Link``) and a ``Via``
 header naming this node (clause 6.3.18); a request that already names it has looped and is
 refused with ``LoopDetected`` (508).
