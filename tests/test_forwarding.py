@@ -507,3 +507,118 @@ def test_a_purge_reaches_the_sources_registered_for_the_type(
     assert client.delete(f"{BASE}/entities", params={"type": "Vehicle", "local": "true"}).status_code == 204
     assert len(exclusive.requests) == asked
     assert client.get(f"{BASE}/entities/urn:v:2", params={"local": "true"}).status_code == 404
+
+
+def history(entity_id: str, name: str, *points: tuple[str, Any]) -> dict[str, Any]:
+    """A temporal entity (normalized): ``name``'s instances at the given observedAt times."""
+    instances = [{"type": "Property", "value": value, "observedAt": at} for at, value in points]
+    return {"id": entity_id, "type": "Vehicle", name: instances}
+
+
+def series(entity: dict[str, Any], name: str) -> list[tuple[str, Any]]:
+    return [(i["observedAt"], i["value"]) for i in entity[name]]
+
+
+def test_temporal_query_merges_local_and_remote_instances_in_time_order(
+    client: TestClient, sources: list[Source]
+) -> None:
+    source = sources[0]
+    local = history("urn:v:1", "speed", ("2026-01-01T10:00:00Z", 10), ("2026-01-01T12:00:00Z", 12))
+    assert client.post(f"{BASE}/temporal/entities", json=local).status_code == 201
+    source.answers["GET", f"{BASE}/temporal/entities?type=Vehicle"] = (
+        200,
+        [
+            # the same observation as the node's (kept once), one between the node's two
+            history("urn:v:1", "speed", ("2026-01-01T12:00:00Z", 12), ("2026-01-01T11:00:00.000Z", 11)),
+            history("urn:v:2", "speed", ("2026-01-01T09:00:00Z", 9)),
+        ],
+    )
+    register(client, source.url)
+
+    response = client.get(f"{BASE}/temporal/entities", params={"type": "Vehicle", "count": "true"})
+    assert response.status_code == 200, response.text
+    assert response.headers["NGSILD-Results-Count"] == "2"
+    by_id = {e["id"]: e for e in response.json()}
+    assert series(by_id["urn:v:1"], "speed") == [
+        ("2026-01-01T10:00:00Z", 10),
+        ("2026-01-01T11:00:00.000Z", 11),
+        ("2026-01-01T12:00:00Z", 12),
+    ]
+    assert series(by_id["urn:v:2"], "speed") == [("2026-01-01T09:00:00Z", 9)]
+    method, path, headers, _ = source.requests[0]
+    assert (method, path, headers["Via"]) == ("GET", f"{BASE}/temporal/entities?type=Vehicle", NODE_VIA)
+
+    # lastN applies to the merged history; local=true asks no source
+    last = client.get(f"{BASE}/temporal/entities", params={"type": "Vehicle", "lastN": "1"})
+    assert series({e["id"]: e for e in last.json()}["urn:v:1"], "speed") == [("2026-01-01T12:00:00Z", 12)]
+    asked = len(source.requests)
+    only_here = client.get(f"{BASE}/temporal/entities", params={"type": "Vehicle", "local": "true"})
+    assert [e["id"] for e in only_here.json()] == ["urn:v:1"]
+    assert len(source.requests) == asked
+
+
+def test_temporal_batch_query_goes_to_the_source_as_posted(client: TestClient, sources: list[Source]) -> None:
+    source = sources[0]
+    source.answers["POST", f"{BASE}/temporal/entityOperations/query"] = (
+        200,
+        [history("urn:v:2", "speed", ("2026-01-01T09:00:00Z", 9))],
+    )
+    register(client, source.url)
+    query = {"type": "Query", "entities": [{"type": "Vehicle"}]}
+    response = client.post(f"{BASE}/temporal/entityOperations/query", json=query)
+    assert response.status_code == 200, response.text
+    assert [(e["id"], series(e, "speed")) for e in response.json()] == [
+        ("urn:v:2", [("2026-01-01T09:00:00Z", 9)])
+    ]
+    assert source.requests[0][0::3] == ("POST", query)
+
+
+def test_temporal_retrieve_comes_from_the_source(client: TestClient, sources: list[Source]) -> None:
+    source = sources[0]
+    remote = history("urn:v:7", "speed", ("2026-01-01T09:00:00Z", 9), ("2026-01-01T10:00:00Z", 10))
+    remote["speed"][0]["instanceId"] = "urn:ngsi-ld:attribute:instance:remote-1"
+    source.answers["GET", f"{BASE}/temporal/entities/urn:v:7"] = (200, remote)
+    register(client, source.url, entity_id="urn:v:7")
+
+    response = client.get(f"{BASE}/temporal/entities/urn:v:7")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert series(body, "speed") == [("2026-01-01T09:00:00Z", 9), ("2026-01-01T10:00:00Z", 10)]
+    assert body["speed"][0]["instanceId"] == "urn:ngsi-ld:attribute:instance:remote-1"
+    values = client.get(f"{BASE}/temporal/entities/urn:v:7", params={"options": "temporalValues"})
+    assert values.json()["speed"]["values"] == [[9, "2026-01-01T09:00:00Z"], [10, "2026-01-01T10:00:00Z"]]
+    assert source.paths() == [f"{BASE}/temporal/entities/urn:v:7"] * 2  # options stay here
+    assert client.get(f"{BASE}/temporal/entities/urn:v:8").status_code == 404  # nobody holds it
+
+
+def test_exclusive_temporal_source_replaces_the_nodes_history(
+    client: TestClient, sources: list[Source]
+) -> None:
+    source = sources[0]
+    local = history("urn:v:1", "speed", ("2026-01-01T10:00:00Z", 10))
+    assert client.post(f"{BASE}/temporal/entities", json=local).status_code == 201
+    remote = history("urn:v:1", "speed", ("2026-01-01T11:00:00Z", 11))
+    source.answers["GET", f"{BASE}/temporal/entities/urn:v:1"] = (200, remote)
+    register(
+        client, source.url, entity_id="urn:v:1", mode="exclusive", information={"propertyNames": ["speed"]}
+    )
+
+    response = client.get(f"{BASE}/temporal/entities/urn:v:1")
+    assert series(response.json(), "speed") == [("2026-01-01T11:00:00Z", 11)]
+
+
+def test_a_failing_source_does_not_fail_the_temporal_query(client: TestClient, sources: list[Source]) -> None:
+    """As for entity queries, a failing source is left out of the answer (logged, named by its
+    registration in the log), never fails it: the client asked the node."""
+    local = history("urn:v:1", "speed", ("2026-01-01T10:00:00Z", 10))
+    assert client.post(f"{BASE}/temporal/entities", json=local).status_code == 201
+    sources[0].answers["GET", f"{BASE}/temporal/entities?type=Vehicle"] = (500, {"title": "broken"})
+    register(client, sources[0].url)
+    register(client, f"http://127.0.0.1:{free_port()}")  # nobody listens there
+
+    response = client.get(f"{BASE}/temporal/entities", params={"type": "Vehicle"})
+    assert response.status_code == 200
+    assert [(e["id"], series(e, "speed")) for e in response.json()] == [
+        ("urn:v:1", [("2026-01-01T10:00:00Z", 10)])
+    ]
+    assert len(sources[0].requests) == 1

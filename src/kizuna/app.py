@@ -118,6 +118,7 @@ def create_app(settings: Settings) -> Starlette:
     audit = AuditTrail(store)
     grants = Grants(store, policy, audit)
     entities = EntityService(store, policy, subscription_cache, dispatcher.wake)
+    temporal = TemporalService(store, policy, instance_limit=settings.temporal_instance_limit)
     federation = Federation(
         entities,
         store,
@@ -127,6 +128,7 @@ def create_app(settings: Settings) -> Starlette:
         cache_seconds=settings.registration_cache_seconds,
         gate=gate,
         own_addresses=own_addresses(settings),
+        temporal=temporal,
     )
     ngsild = NgsiLdApi(
         entities,
@@ -211,10 +213,7 @@ def create_app(settings: Settings) -> Starlette:
     ngsi_ld = [
         *ngsild.routes(),
         *SubscriptionApi(entity_subscriptions, registry, path=SUBSCRIPTIONS).routes(),
-        *TemporalApi(
-            TemporalService(store, policy, instance_limit=settings.temporal_instance_limit),
-            registry,
-        ).routes(),
+        *TemporalApi(temporal, registry, federation).routes(),
         *CsourceApi(registrations, registry).routes(),
         *SubscriptionApi(csource_subscriptions, registry, path=CSOURCE_SUBSCRIPTIONS).routes(),
         *DiscoveryApi(entities, registry).routes(),

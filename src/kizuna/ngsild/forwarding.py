@@ -13,8 +13,11 @@ registration's ``mode``:
 - ``auxiliary``: the source only fills gaps in reads and never takes writes.
 
 Only registrations whose ``operations`` allow the operation take part (``retrieveEntity``,
-``queryEntity`` for ``GET /entities``, ``queryBatch`` for ``POST /entityOperations/query``, the
-clause 5.6 write and batch operations), directly or through an operation group. ``local=true``
+``queryEntity`` for ``GET /entities``, ``queryBatch`` for ``POST /entityOperations/query``,
+``retrieveTemporal`` and ``queryTemporal`` for the temporal reads (GET and POST), the clause 5.6
+write and batch operations), directly or through an operation group. Temporal histories merge
+attribute by attribute, instances in time order (:func:`merge_history`); ``aggregatedValues``
+stays local, since aggregates of several histories cannot be combined. ``local=true``
 never forwards. Every forwarded request carries the client's @context (``Link``) and a ``Via``
 header naming this node (clause 6.3.18); a request that already names it has looped and is
 refused with ``LoopDetected`` (508).
@@ -51,8 +54,24 @@ from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import csources, model
 from kizuna.ngsild.entities import BatchResult, EntityService, in_chunks
-from kizuna.ngsild.forwarding_plan import Target, allows, any_of, merge, plan_write, targets_for
+from kizuna.ngsild.forwarding_plan import (
+    Target,
+    allows,
+    any_of,
+    merge,
+    merge_history,
+    plan_write,
+    targets_for,
+)
 from kizuna.ngsild.merging import attributes_of
+from kizuna.ngsild.temporal import (
+    TemporalEntity,
+    TemporalFilter,
+    TemporalPage,
+    TemporalService,
+    parse_temporal_entity,
+)
+from kizuna.ngsild.temporal_params import TemporalParams
 from kizuna.outbound import (
     DEFAULT_PORTS,
     PASS_THROUGH,
@@ -155,8 +174,10 @@ class Federation:
         cache_seconds: float = 1.0,
         gate: OutboundGate | None = None,
         own_addresses: Iterable[str] = (),
+        temporal: TemporalService | None = None,
     ) -> None:
         self.entities = entities
+        self.temporal = temporal
         self.store = store
         self.contexts = contexts
         self.via = f"1.1 {node}"  # this node in Via headers (clause 6.3.18)
@@ -263,6 +284,93 @@ class Federation:
         everything = list(merged.values())
         end = None if query.limit is None else query.offset + query.limit
         return QueryResult(everything[query.offset : end], len(everything) if query.count else None)
+
+    async def temporal_retrieve(
+        self, tenant: str, entity_id: str, params: TemporalParams, origin: Origin
+    ) -> TemporalPage:
+        """Clause 5.7.3 across the node and the sources registered for the entity (operation
+        ``retrieveTemporal``), merged as :meth:`retrieve` merges, instance by instance
+        (:func:`merge_history`). 404 only when neither the node nor a source has it."""
+        temporal = self._temporal_service()
+        targets = await self._temporal_targets(tenant, params, origin, "retrieveTemporal", ids=[entity_id])
+        if not targets:
+            return await temporal.retrieve(tenant, origin.subject, entity_id, params)
+        model.check_entity_id(entity_id)
+        path = f"{paths.NGSI_LD}/temporal/entities/{quote(entity_id, safe=':')}"
+        params_out = _forwarded_params(origin.params)
+        local, *answers = await asyncio.gather(
+            self._local_history(tenant, origin.subject, entity_id, params),
+            *(self._fetch_temporal(_Call(t, "GET", path, origin, params_out)) for t in targets),
+        )
+        page = local or TemporalPage([])
+        merged = {e.core["id"]: e for e in page.entities}
+        self._merge_histories(merged, targets, answers, params, keep=lambda e: e.core["id"] == entity_id)
+        if entity_id not in merged:
+            raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
+        entities = [merged[entity_id]]
+        return TemporalPage(entities, range=temporal.limited(entities, params) or page.range)
+
+    async def temporal_query(
+        self,
+        tenant: str,
+        selection: TemporalFilter,
+        params: TemporalParams,
+        origin: Origin,
+        *,
+        limit: int,
+        offset: int,
+        count: bool,
+        batch: bool = False,
+    ) -> TemporalPage:
+        """Clause 5.7.4 (``batch``: POST /temporal/entityOperations/query) across the node and
+        the sources (operation ``queryTemporal``), merged entity by entity and instance by
+        instance, then paged over the whole, as :meth:`query` pages."""
+        temporal = self._temporal_service()
+        types = None if not selection.types else any_of(selection.types)
+        targets = await self._temporal_targets(
+            tenant,
+            params,
+            origin,
+            "queryTemporal",
+            ids=selection.ids,
+            types=types,
+            id_pattern=selection.id_pattern,
+            attrs=params.history.attributes,
+        )
+        if not targets:
+            return await temporal.query(
+                tenant, origin.subject, selection, params, limit=limit, offset=offset, count=count
+            )
+        calls = []
+        for target in targets:
+            if batch:
+                path = f"{paths.NGSI_LD}/temporal/entityOperations/query"
+                calls.append(self._fetch_temporal(_Call(target, "POST", path, origin, body=origin.body)))
+            else:
+                query = _forwarded_params(origin.params) + await self._restrictions(target, origin)
+                path = f"{paths.NGSI_LD}/temporal/entities"
+                calls.append(self._fetch_temporal(_Call(target, "GET", path, origin, query)))
+        # Every source answers in its own order: page over the merged whole.
+        local, *answers = await asyncio.gather(
+            temporal.query(
+                tenant, origin.subject, selection, params, limit=offset + limit, offset=0, count=count
+            ),
+            *calls,
+        )
+        merged = {e.core["id"]: e for e in local.entities}
+        known = set(merged)
+        self._merge_histories(merged, targets, answers, params)
+        everything = list(merged.values())
+        total = None
+        if count:  # the node counted its own; the sources add the entities it does not hold
+            total = (local.total or 0) + len(set(merged) - known)
+        page = everything[offset : offset + limit]
+        return TemporalPage(
+            page,
+            total=total,
+            more=local.more or len(everything) > offset + limit,
+            range=temporal.limited(page, params) or local.range,
+        )
 
     async def write(
         self,
@@ -427,6 +535,62 @@ class Federation:
         merge(entity, remote, target.mode)
         return entity
 
+    def _temporal_service(self) -> TemporalService:
+        if self.temporal is None:
+            raise InternalError("This node was built without a temporal service to federate")
+        return self.temporal
+
+    async def _temporal_targets(
+        self,
+        tenant: str,
+        params: TemporalParams,
+        origin: Origin,
+        operation: str,
+        **question: Any,
+    ) -> list[Target]:
+        """The registrations a temporal read goes to. Aggregated values stay local: the
+        periods of several nodes' histories cannot be combined from their aggregates."""
+        self._check_loop(origin)
+        if origin.local or params.form == "aggregatedValues":
+            return []
+        regs = await self._regs(tenant)
+        return targets_for(regs, operation, **question) if regs else []
+
+    async def _local_history(
+        self, tenant: str, subject: Subject, entity_id: str, params: TemporalParams
+    ) -> TemporalPage | None:
+        temporal = self._temporal_service()
+        try:
+            return await temporal.retrieve(tenant, subject, entity_id, params)
+        except ResourceNotFound:
+            return None
+
+    def _merge_histories(
+        self,
+        merged: dict[str, TemporalEntity],
+        targets: Sequence[Target],
+        answers: Sequence[list[TemporalEntity]],
+        params: TemporalParams,
+        keep: Callable[[TemporalEntity], bool] = lambda _: True,
+    ) -> None:
+        """Each source's temporal entities into ``merged`` (by id), best mode first, keeping of
+        each only the attributes its registration covers; lastN applies to the merged history."""
+        timeproperty = params.history.timeproperty
+        for target, answer in zip(targets, answers, strict=True):
+            for remote in answer:
+                if not keep(remote):
+                    continue
+                if target.names:
+                    remote.attributes = {k: v for k, v in remote.attributes.items() if k in target.names}
+                held = merged.get(remote.core["id"])
+                if held is None:
+                    held = merged[remote.core["id"]] = TemporalEntity(dict(remote.core))
+                merge_history(held, remote, target.mode, timeproperty)
+        last_n = params.history.last_n
+        if last_n is not None:
+            for entity in merged.values():
+                entity.attributes = {k: v[-last_n:] for k, v in entity.attributes.items()}
+
     async def _restrictions(self, target: Target, origin: Origin) -> list[tuple[str, str]]:
         """What a query adds for a source that only holds some entities or attributes: their ids
         and attribute names, in the client's terms (the request goes with the client's @context)."""
@@ -441,20 +605,33 @@ class Federation:
 
     async def _fetch(self, call: _Call) -> list[Entity]:
         """Ask one source; its entities in canonical form, or none if it fails (logged)."""
+        answer = await self._get(call)
+        return [] if answer is None else await self._canonical(*answer)
+
+    async def _fetch_temporal(self, call: _Call) -> list[TemporalEntity]:
+        """Ask one source for temporal entities; theirs in canonical form, none if it fails."""
+        answer = await self._get(call)
+        return [] if answer is None else await self._canonical_temporal(*answer)
+
+    async def _get(self, call: _Call) -> tuple[Any, ContextValue] | None:
+        """One read of one source: its answer's JSON and the @context to read it with (the one it
+        names, else the request's); ``[]`` for 404, ``None`` if it fails (logged). 206 is an
+        answer: a temporal one the source's instance limit cut (the merged answer is cut again
+        by this node's limit, :meth:`TemporalService.limited`)."""
         try:
             response = await self._request(call)
             if response.status_code == 404:
-                return []
-            if response.status_code != 200:
+                return [], None
+            if response.status_code not in (200, 206):
                 raise ValueError(f"status {response.status_code}")
             data = orjson.loads(response.content)
-            return await self._canonical(data, _link_of(response.headers.get("link")) or call.origin.link)
+            return data, _link_of(response.headers.get("link")) or call.origin.link
         except Refused as refused:
             log.warning("context source %s (%s) not asked: %s", call.target.reg["id"], call.url, refused)
-            return []
+            return None
         except (ValueError, NgsiLdError, *UNREACHABLE) as error:
             log.warning("context source %s (%s) failed: %s", call.target.reg["id"], call.url, error)
-            return []
+            return None
 
     async def _canonical(self, data: Any, context: ContextValue) -> list[Entity]:
         """A source's answer (an entity or a list) in canonical form; invalid entities are left
@@ -470,6 +647,43 @@ class Federation:
                 out.append(model.parse_entity(item, terms, now))
             except NgsiLdError as error:
                 log.warning("context source answered an invalid entity: %s", error)
+        return out
+
+    async def _canonical_temporal(self, data: Any, context: ContextValue) -> list[TemporalEntity]:
+        """A source's temporal answer (normalized: every form this node renders is made from
+        instances; the client's ``format`` and ``options`` are never forwarded) in canonical
+        form, each instance keeping the source's instanceId and system times; invalid entities
+        are left out (logged)."""
+        items = data if isinstance(data, list) else [data]
+        now = now_iso()
+        out = []
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            terms = await self.contexts.term_map(item.get("@context", context))
+            try:
+                entity_id, types, scope, attributes = parse_temporal_entity(item, terms, now)
+            except NgsiLdError as error:
+                log.warning("context source answered an invalid temporal entity: %s", error)
+                continue
+            core: Entity = {"id": entity_id, "type": types or []}
+            if scope is not None:
+                core["scope"] = scope
+            core["createdAt"] = core["modifiedAt"] = now
+            entity = TemporalEntity(core)
+            for name, raw in item.items():
+                iri = terms.expand(name) if name not in model.ENTITY_MEMBERS else None
+                instances = attributes.get(iri) if iri is not None else None
+                if not instances:
+                    continue
+                raws = raw if isinstance(raw, list) else [raw]
+                for instance, given in zip(instances, raws, strict=False):
+                    for member in ("instanceId", "createdAt", "modifiedAt", "deletedAt"):
+                        if isinstance(given, dict) and isinstance(given.get(member), str):
+                            instance[member] = given[member]
+                entity.attributes[iri] = instances
+                entity.kinds[iri] = instances[0]["type"]
+            out.append(entity)
         return out
 
     async def _send(self, call: _Call) -> _Answer:

@@ -15,17 +15,20 @@ from typing import Any
 from kizuna import query as ql
 from kizuna.ngsild import csources, model
 from kizuna.ngsild.merging import attributes_of
+from kizuna.ngsild.temporal import TemporalEntity
+from kizuna.ngsild.temporal_params import time_of
 from kizuna.patterns import search
 from kizuna.store import Entity
-from kizuna.times import parse_instant
+from kizuna.times import epoch, parse_instant
 
 WRITES, BATCH_WRITES = csources.ENTITY_WRITES, csources.BATCH_WRITES
 
 # What each operation group of clause 5.5.x stands for (only the operations forwarded here).
+READS = frozenset({"retrieveEntity", "queryEntity", "queryBatch", "retrieveTemporal", "queryTemporal"})
 GROUPS: Mapping[str, frozenset[str]] = {
-    "federationOps": frozenset({"retrieveEntity", "queryEntity", "queryBatch"}),
+    "federationOps": READS,
     "retrieveOps": frozenset({"retrieveEntity", "queryEntity"}),
-    "redirectionOps": WRITES | BATCH_WRITES | {"retrieveEntity", "queryEntity", "queryBatch"},
+    "redirectionOps": WRITES | BATCH_WRITES | READS,
     "updateOps": frozenset({"updateEntity", "updateAttrs", "replaceEntity", "replaceAttrs"}),
 }
 
@@ -209,6 +212,38 @@ def merge(into: Entity, incoming: Entity, mode: str) -> None:
                 current.append(instance)
             elif mode != "inclusive" or instance.get("observedAt", "") > current[index].get("observedAt", ""):
                 current[index] = instance
+
+
+def merge_history(into: TemporalEntity, incoming: TemporalEntity, mode: str, timeproperty: str) -> None:
+    """Merge a source's temporal entity into ``into`` by the rules of ``mode``, as :func:`merge`
+    does for entities, attribute by attribute: an exclusive or redirect source's history of an
+    attribute replaces the node's, an auxiliary one's only fills an attribute the node has no
+    history of, an inclusive one's instances join the node's. Either way the instances of an
+    attribute end up ordered by ``timeproperty``, oldest first (as the node reads them), and one
+    instance is kept of those of one datasetId recorded at one time (the same observation,
+    reached twice: the node's copy or the first source's)."""
+    for entity_type in incoming.core.get("type", ()):
+        if entity_type not in into.core.setdefault("type", []):
+            into.core["type"].append(entity_type)
+    for iri, kind in incoming.kinds.items():
+        into.kinds.setdefault(iri, kind)
+    for iri, instances in incoming.attributes.items():
+        current = into.attributes.get(iri)
+        if not current or mode in ("exclusive", "redirect"):
+            into.attributes[iri] = sorted(instances, key=lambda i: _when(i, timeproperty))
+            continue
+        if mode == "auxiliary":
+            continue
+        seen = {(i.get("datasetId"), _when(i, timeproperty)) for i in current}
+        added = [i for i in instances if (i.get("datasetId"), _when(i, timeproperty)) not in seen]
+        into.attributes[iri] = sorted([*current, *added], key=lambda i: _when(i, timeproperty))
+
+
+def _when(instance: dict[str, Any], timeproperty: str) -> float:
+    """When an instance was recorded, as POSIX seconds (0 for one without a valid time), so that
+    instances of sources that write their times differently (fractions, offsets) sort alike."""
+    text = time_of(instance, timeproperty)
+    return epoch(text) if model.is_datetime(text) else 0.0
 
 
 def any_of(types: Sequence[str]) -> ql.TypeExpr:

@@ -118,7 +118,7 @@ class NgsiLdApi:
             tenant,
             "createEntity",
             entity_id,
-            _origin(request),
+            origin_of(request),
             lambda part: self.entities.create(tenant, edge.subject_of(request), part, terms),
             method="POST",
             path=f"{paths.NGSI_LD}/entities",
@@ -137,7 +137,7 @@ class NgsiLdApi:
         types = parse_types(params, terms)
         tenant = edge.tenant_of(request)
         entity_id = request.path_params["entity_id"]
-        entity = await self.federation.retrieve(tenant, entity_id, types, _origin(request, context))
+        entity = await self.federation.retrieve(tenant, entity_id, types, origin_of(request, context))
         if view.attrs is not None and not view.attrs & entity.keys():
             raise ResourceNotFound(f"Entity {entity_id} has none of the attributes asked for")
         if media == edge.GEO_JSON:
@@ -162,14 +162,14 @@ class NgsiLdApi:
         media = edge.accepted_type(request, geo=True)
         terms, context = await self._read_terms(request)
         params = dict(request.query_params)
-        return await self._query(request, params, terms, context, media, _origin(request, context))
+        return await self._query(request, params, terms, context, media, origin_of(request, context))
 
     async def post_query(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
         media = edge.accepted_type(request, geo=True)
         body, terms, payload = await self._payload(request)
         params = query_body_params(body, request.query_params, ENTITY_QUERY_BODY)
-        origin = _origin(request, body=body)
+        origin = origin_of(request, body=body)
         return await self._query(request, params, terms, payload.context, media, origin)
 
     async def _query(
@@ -225,7 +225,7 @@ class NgsiLdApi:
             tenant,
             "deleteEntity",
             entity_id,
-            _origin(request),
+            origin_of(request),
             lambda _: self.entities.delete(tenant, edge.subject_of(request), entity_id),
             method="DELETE",
             path=_entity_path(entity_id),
@@ -263,7 +263,7 @@ class NgsiLdApi:
             tenant,
             operation,
             entity_id,
-            _origin(request),
+            origin_of(request),
             lambda part: apply(tenant, edge.subject_of(request), entity_id, part, terms),
             method=method,
             path=_entity_path(entity_id) + suffix,
@@ -282,7 +282,7 @@ class NgsiLdApi:
         await self.federation.purge(
             tenant,
             query,
-            _origin(request),
+            origin_of(request),
             lambda: self.entities.purge(
                 tenant, edge.subject_of(request), query, keep=purge.keep, drop=purge.drop
             ),
@@ -344,7 +344,7 @@ class NgsiLdApi:
             tenant,
             operation,
             entity_id,
-            _origin(request),
+            origin_of(request),
             lambda part: apply(tenant, edge.subject_of(request), entity_id, attr, part, terms),
             method=method,
             path=_attribute_path(entity_id, attr),
@@ -368,7 +368,7 @@ class NgsiLdApi:
             tenant,
             "deleteAttrs",
             entity_id,
-            _origin(request),
+            origin_of(request),
             lambda _: self.entities.delete_attribute(
                 tenant,
                 edge.subject_of(request),
@@ -464,7 +464,7 @@ class NgsiLdApi:
     ) -> BatchResult:
         path = f"{paths.NGSI_LD}/entityOperations/{_BATCH_PATHS[operation]}"
         return await self.federation.batch(
-            edge.tenant_of(request), operation, _origin(request), items, local, path=path
+            edge.tenant_of(request), operation, origin_of(request), items, local, path=path
         )
 
     def routes(self) -> list[Route]:
@@ -495,7 +495,7 @@ class NgsiLdApi:
         ]
 
 
-def _origin(request: Request, link: str | None = None, *, body: Any = None) -> Origin:
+def origin_of(request: Request, link: str | None = None, *, body: Any = None) -> Origin:
     """What a request forwarded to context sources takes over from this one. Reads pass the
     ``link`` they resolved already (every entity retrieval builds one of these: it stays cheap);
     writes leave it to be read here."""

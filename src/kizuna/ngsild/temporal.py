@@ -459,13 +459,18 @@ class TemporalService:
     ) -> TemporalEntity:
         """An entity from the instances :meth:`_bounded` read, cut to the instance limit."""
         entity = TemporalEntity(core)
-        history = params.history
-        limit = self.instance_limit
-        newest = history.last_n is not None
         for iri, instance in rows:
             entity.attributes.setdefault(iri, []).append(instance)
             entity.kinds.setdefault(iri, instance["type"])
-        timeproperty = history.timeproperty
+        self._limit(entity, params)
+        return entity
+
+    def _limit(self, entity: TemporalEntity, params: TemporalParams) -> None:
+        """Cut each attribute's instances (oldest first) to the instance limit, noting in
+        ``entity.cut`` where the earliest (latest, with lastN) cut fell."""
+        limit = self.instance_limit
+        newest = params.history.last_n is not None
+        timeproperty = params.history.timeproperty
         for iri, instances in entity.attributes.items():
             if len(instances) <= limit:
                 continue
@@ -475,7 +480,14 @@ class TemporalService:
             bound = _seconds(kept[0 if newest else -1], timeproperty)
             if entity.cut is None or (bound > entity.cut if newest else bound < entity.cut):
                 entity.cut = bound
-        return entity
+
+    def limited(self, entities: list[TemporalEntity], params: TemporalParams) -> InstanceRange | None:
+        """The instance limit (clause 6.3.10) on histories merged from several nodes (a
+        federated read): each node cut its own, the merged whole is cut again the same way;
+        the range of the answer, or None if nothing was cut."""
+        for entity in entities:
+            self._limit(entity, params)
+        return self._cut(entities, params)
 
     def _cut(self, entities: list[TemporalEntity], params: TemporalParams) -> InstanceRange | None:
         """Cut every entity's history at the earliest truncation (latest with lastN), so the

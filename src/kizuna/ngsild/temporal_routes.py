@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +15,9 @@ from kizuna.errors import BadRequestData, InvalidRequest, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
+from kizuna.ngsild.forwarding import Federation, Origin
 from kizuna.ngsild.merging import InstanceChoice
+from kizuna.ngsild.routes import origin_of
 from kizuna.ngsild.selection import (
     TEMPORAL_QUERY_BODY,
     bool_param,
@@ -56,9 +59,13 @@ P_NONE = frozenset({"local"})
 
 
 class TemporalApi:
-    def __init__(self, service: TemporalService, contexts: ContextRegistry) -> None:
+    """Writes go to the node's TemporalService; reads through the Federation, which asks the
+    context sources registered for them too (``retrieveTemporal``, ``queryTemporal``)."""
+
+    def __init__(self, service: TemporalService, contexts: ContextRegistry, federation: Federation) -> None:
         self.service = service
         self.contexts = contexts
+        self.federation = federation
 
     async def _payload(self, request: Request) -> tuple[Any, TermMap, Any]:
         payload, terms = await edge.read_payload_terms(request, self.contexts)
@@ -162,8 +169,8 @@ class TemporalApi:
         terms, context = await self._read_terms(request)
         params = self._params(request, dict(request.query_params), terms)
         pick, omit = parse_member_names(request.query_params, terms)
-        page = await self.service.retrieve(
-            edge.tenant_of(request), edge.subject_of(request), request.path_params["entity_id"], params
+        page = await self.federation.temporal_retrieve(
+            edge.tenant_of(request), request.path_params["entity_id"], params, origin_of(request, context)
         )
         rendered = render_temporal(page.entities[0], terms, params, pick=pick, omit=omit)
         if not rendered:
@@ -174,35 +181,45 @@ class TemporalApi:
         edge.check_params(request, P_QUERY)
         media = edge.accepted_type(request)
         terms, context = await self._read_terms(request)
-        return await self._query(request, dict(request.query_params), terms, context, media)
+        origin = origin_of(request, context)
+        return await self._query(request, dict(request.query_params), terms, context, media, origin)
 
     async def post_query(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
         media = edge.accepted_type(request)
         body, terms, context = await self._payload(request)
         params = query_body_params(body, request.query_params, TEMPORAL_QUERY_BODY)
-        return await self._query(request, params, terms, context, media)
+        origin = origin_of(request, body=body)
+        return await self._query(request, params, terms, context, media, origin)
 
     async def _query(
-        self, request: Request, params: dict[str, str], terms: TermMap, context: Any, media: str
+        self,
+        request: Request,
+        params: dict[str, str],
+        terms: TermMap,
+        context: Any,
+        media: str,
+        origin: Origin,
     ) -> Response:
         tenant = edge.tenant_of(request)
         temporal = self._params(request, params, terms)
         pick, omit = parse_member_names(request.query_params, terms)
-        bool_param(params, "local")  # unlike the entity API, the temporal one checks its value
+        if bool_param(params, "local"):  # unlike the entity API, the temporal one checks its value
+            origin = replace(origin, local=True)  # also given in a POST query's body
         selection = parse_selection(params, terms, kind="temporal query")
         page = edge.page_of(request, params)
-        found = await self.service.query(
+        found = await self.federation.temporal_query(
             tenant,
-            edge.subject_of(request),
             # Entities with nothing of the attributes or the time range asked for are left out.
             selection.temporal_filter(
                 require_attributes=selection.attrs is not None or temporal.time_at is not None
             ),
             temporal,
+            origin,
             limit=page.limit,
             offset=page.offset,
             count=page.count,
+            batch=origin.body is not None,
         )
         headers = {"NGSILD-Results-Count": str(found.total)} if found.total is not None else {}
         known = found.total if found.total is not None else page.offset + len(found.entities) + found.more
