@@ -41,7 +41,8 @@ from kizuna.ngsild.csource_routes import CsourceApi
 from kizuna.ngsild.csources import RegistrationService
 from kizuna.ngsild.discovery import DiscoveryApi
 from kizuna.ngsild.entities import EntityService
-from kizuna.ngsild.forwarding import Federation, node_name
+from kizuna.ngsild.forwarding import Federation
+from kizuna.ngsild.forwarding_calls import node_name
 from kizuna.ngsild.history import prune_history_forever
 from kizuna.ngsild.hosted_contexts import HostedContexts
 from kizuna.ngsild.matching import SubscriptionCache

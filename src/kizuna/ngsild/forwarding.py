@@ -39,27 +39,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
 
-from kizuna import errors, paths
-from kizuna.access.subject import ANONYMOUS, Subject
-from kizuna.errors import ERRORS_BASE, InternalError, LoopDetected, NgsiLdError, ResourceNotFound
+from kizuna import paths
+from kizuna.access.subject import Subject
+from kizuna.errors import InternalError, LoopDetected, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import csources, model
 from kizuna.ngsild.entities import BatchResult, EntityService, in_chunks
+from kizuna.ngsild.forwarding_calls import (
+    LINK_REL,
+    Answer,
+    Call,
+    Forwarded,
+    Origin,
+    forwarded_params,
+    link_of,
+    remote_error,
+    types_of,
+    write_params,
+)
 from kizuna.ngsild.forwarding_plan import (
     Target,
     allows,
     any_of,
     merge,
-    merge_history,
+    merge_histories,
     plan_write,
     targets_for,
 )
@@ -86,78 +98,6 @@ from kizuna.times import now_iso
 
 log = logging.getLogger("kizuna.forwarding")
 T = TypeVar("T")
-
-# Parameters that concern this node's answer (paging, representation), not what a source holds.
-NOT_FORWARDED = frozenset({"local", "limit", "offset", "count", "options", "format", "via"})
-# Parameters of a write that only state what the operation does anyway.
-DEFAULTS = frozenset({("options", "replace"), ("deleteAll", "false")})
-LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"'
-
-
-@dataclass(slots=True)
-class Origin:
-    """What a forwarded request carries over from the client's request (no HTTP objects).
-
-    Made for every entity request, so it is a plain slotted record (a frozen dataclass costs
-    a microsecond more to build)."""
-
-    subject: Subject = ANONYMOUS  # who asks: what the node does for it, it does with its rights
-    link: str | None = None  # the client's @context URL, sent on so sources answer in its terms
-    via: str | None = None  # the client's Via header: the nodes the request went through
-    params: tuple[tuple[str, str], ...] = ()  # the client's query parameters, in order
-    local: bool = False  # local=true: this node's data only
-    body: Any = None  # the body of a POST query, forwarded as is
-    content_type: str = "application/json"
-    # The client's headers: only those a registration names as ``urn:ngsi-ld:request`` go on.
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Forwarded:
-    """How the context sources took a forwarded write: which registrations' sources did it
-    (with the attributes they took), and which did not, with the error they answered."""
-
-    done: list[tuple[str, frozenset[str]]] = field(default_factory=list)  # registration, attributes
-    failed: list[tuple[str, frozenset[str], NgsiLdError]] = field(default_factory=list)
-    local: bool = True  # the node did its own share
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """How a source took a forwarded write: ``problem`` is ``None`` on success; a 207 batch
-    answer also keeps its body, to tell which entities failed."""
-
-    problem: dict[str, Any] | None
-    multi_status: Any = None
-
-    def refusals(self) -> dict[str, dict[str, Any]] | None:
-        """Entity id -> ProblemDetails of the errors a 207 batch answer reports (``None``: not
-        such an answer, so ``problem`` applies to every entity sent)."""
-        if not isinstance(self.multi_status, dict) or not isinstance(self.multi_status.get("errors"), list):
-            return None
-        return {
-            e["entityId"]: e["error"] if isinstance(e.get("error"), dict) else {}
-            for e in self.multi_status["errors"]
-            if isinstance(e, dict) and isinstance(e.get("entityId"), str)
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One request to one context source: every forwarded read and write is made from one, so
-    its address is built, and its failures logged, alike."""
-
-    target: Target
-    method: str
-    path: str
-    origin: Origin
-    params: Sequence[tuple[str, str]] = ()
-    body: Any = None
-
-    @property
-    def url(self) -> str:
-        url = self.target.reg["endpoint"].rstrip("/") + self.path
-        return url + "?" + urlencode(self.params, safe=":,*|;") if self.params else url
 
 
 class Federation:
@@ -228,11 +168,11 @@ class Federation:
         targets = targets_for(regs, "retrieveEntity", ids=[entity_id], types=type_expr)
         if not targets:
             return await self.entities.retrieve(tenant, origin.subject, entity_id, types)
-        params = _forwarded_params(origin.params)
+        params = forwarded_params(origin.params)
         path = f"{paths.NGSI_LD}/entities/{quote(entity_id, safe=':')}"
         answers = await asyncio.gather(
             self._local_entity(tenant, origin.subject, entity_id),
-            *(self._fetch(_Call(t, "GET", path, origin, params)) for t in targets),
+            *(self._fetch(Call(t, "GET", path, origin, params)) for t in targets),
         )
         entity = answers[0]
         for target, answer in zip(targets, answers[1:], strict=True):
@@ -270,10 +210,10 @@ class Federation:
         for target in targets:
             if batch:
                 path = f"{paths.NGSI_LD}/entityOperations/query"
-                calls.append(self._fetch(_Call(target, "POST", path, origin, body=origin.body)))
+                calls.append(self._fetch(Call(target, "POST", path, origin, body=origin.body)))
             else:
-                params = _forwarded_params(origin.params) + await self._restrictions(target, origin)
-                calls.append(self._fetch(_Call(target, "GET", f"{paths.NGSI_LD}/entities", origin, params)))
+                params = forwarded_params(origin.params) + await self._restrictions(target, origin)
+                calls.append(self._fetch(Call(target, "GET", f"{paths.NGSI_LD}/entities", origin, params)))
         local, *answers = await asyncio.gather(
             self.entities.query(tenant, origin.subject, local_query), *calls
         )
@@ -297,14 +237,14 @@ class Federation:
             return await temporal.retrieve(tenant, origin.subject, entity_id, params)
         model.check_entity_id(entity_id)
         path = f"{paths.NGSI_LD}/temporal/entities/{quote(entity_id, safe=':')}"
-        params_out = _forwarded_params(origin.params)
+        params_out = forwarded_params(origin.params)
         local, *answers = await asyncio.gather(
             self._local_history(tenant, origin.subject, entity_id, params),
-            *(self._fetch_temporal(_Call(t, "GET", path, origin, params_out)) for t in targets),
+            *(self._fetch_temporal(Call(t, "GET", path, origin, params_out)) for t in targets),
         )
         page = local or TemporalPage([])
         merged = {e.core["id"]: e for e in page.entities}
-        self._merge_histories(merged, targets, answers, params, keep=lambda e: e.core["id"] == entity_id)
+        merge_histories(merged, targets, answers, params, keep=lambda e: e.core["id"] == entity_id)
         if entity_id not in merged:
             raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
         entities = [merged[entity_id]]
@@ -345,11 +285,11 @@ class Federation:
         for target in targets:
             if batch:
                 path = f"{paths.NGSI_LD}/temporal/entityOperations/query"
-                calls.append(self._fetch_temporal(_Call(target, "POST", path, origin, body=origin.body)))
+                calls.append(self._fetch_temporal(Call(target, "POST", path, origin, body=origin.body)))
             else:
-                query = _forwarded_params(origin.params) + await self._restrictions(target, origin)
+                query = forwarded_params(origin.params) + await self._restrictions(target, origin)
                 path = f"{paths.NGSI_LD}/temporal/entities"
-                calls.append(self._fetch_temporal(_Call(target, "GET", path, origin, query)))
+                calls.append(self._fetch_temporal(Call(target, "GET", path, origin, query)))
         # Every source answers in its own order: page over the merged whole.
         local, *answers = await asyncio.gather(
             temporal.query(
@@ -359,7 +299,7 @@ class Federation:
         )
         merged = {e.core["id"]: e for e in local.entities}
         known = set(merged)
-        self._merge_histories(merged, targets, answers, params)
+        merge_histories(merged, targets, answers, params)
         everything = list(merged.values())
         total = None
         if count:  # the node counted its own; the sources add the entities it does not hold
@@ -396,16 +336,16 @@ class Federation:
         regs = [] if origin.local else await self._regs(tenant)
         plan = None
         if any(allows(reg, operation) for reg in regs):
-            types = _types_of(body, expand) or await self._local_types(tenant, entity_id)
+            types = types_of(body, expand) or await self._local_types(tenant, entity_id)
             plan = plan_write(regs, operation, entity_id, body, expand, attrs, types)
         if plan is None:
             return await local(body), Forwarded()
         forwarded = Forwarded(local=plan.local is not None)
         result = None if plan.local is None else await local(plan.local.body)
-        params = _write_params(origin)
+        params = write_params(origin)
         answers = await asyncio.gather(
             *(
-                self._send(_Call(share.target, method, path, origin, params, share.body))
+                self._send(Call(share.target, method, path, origin, params, share.body))
                 for share in plan.remote
             )
         )
@@ -434,10 +374,10 @@ class Federation:
             if target.mode != "auxiliary"
         ]
         await local()
-        params = _forwarded_params(origin.params)
+        params = forwarded_params(origin.params)
         answers = await asyncio.gather(
             *(
-                self._send(_Call(target, "DELETE", f"{paths.NGSI_LD}/entities", origin, params))
+                self._send(Call(target, "DELETE", f"{paths.NGSI_LD}/entities", origin, params))
                 for target in targets
             )
         )
@@ -476,7 +416,7 @@ class Federation:
             plan = None
             if isinstance(entity_id, str) and model.is_uri(entity_id):
                 body = item if expand else None
-                plan = plan_write(regs, operation, entity_id, body, expand, None, _types_of(body, expand))
+                plan = plan_write(regs, operation, entity_id, body, expand, None, types_of(body, expand))
             if plan is None:
                 kept.append((item, terms))
                 continue
@@ -488,9 +428,9 @@ class Federation:
                 group[2].append(entity_id)
         result = await in_chunks(kept, local) if kept else BatchResult()
         groups = list(remote.values())
-        params = _write_params(origin)
+        params = write_params(origin)
         answers = await asyncio.gather(
-            *(self._send(_Call(target, "POST", path, origin, params, bodies)) for target, bodies, _ in groups)
+            *(self._send(Call(target, "POST", path, origin, params, bodies)) for target, bodies, _ in groups)
         )
         failed_ids = {entity_id for entity_id, _ in result.errors}
         for (target, _, ids), answer in zip(groups, answers, strict=True):
@@ -565,32 +505,6 @@ class Federation:
         except ResourceNotFound:
             return None
 
-    def _merge_histories(
-        self,
-        merged: dict[str, TemporalEntity],
-        targets: Sequence[Target],
-        answers: Sequence[list[TemporalEntity]],
-        params: TemporalParams,
-        keep: Callable[[TemporalEntity], bool] = lambda _: True,
-    ) -> None:
-        """Each source's temporal entities into ``merged`` (by id), best mode first, keeping of
-        each only the attributes its registration covers; lastN applies to the merged history."""
-        timeproperty = params.history.timeproperty
-        for target, answer in zip(targets, answers, strict=True):
-            for remote in answer:
-                if not keep(remote):
-                    continue
-                if target.names:
-                    remote.attributes = {k: v for k, v in remote.attributes.items() if k in target.names}
-                held = merged.get(remote.core["id"])
-                if held is None:
-                    held = merged[remote.core["id"]] = TemporalEntity(dict(remote.core))
-                merge_history(held, remote, target.mode, timeproperty)
-        last_n = params.history.last_n
-        if last_n is not None:
-            for entity in merged.values():
-                entity.attributes = {k: v[-last_n:] for k, v in entity.attributes.items()}
-
     async def _restrictions(self, target: Target, origin: Origin) -> list[tuple[str, str]]:
         """What a query adds for a source that only holds some entities or attributes: their ids
         and attribute names, in the client's terms (the request goes with the client's @context)."""
@@ -603,17 +517,19 @@ class Federation:
             extra.append(("attrs", ",".join(sorted(terms.compact(n) for n in target.names))))
         return extra
 
-    async def _fetch(self, call: _Call) -> list[Entity]:
+    async def _fetch(self, call: Call) -> list[Entity]:
         """Ask one source; its entities in canonical form, or none if it fails (logged)."""
         answer = await self._get(call)
-        return [] if answer is None else await self._canonical(*answer)
+        return [] if answer is None else await self._canonical(*answer, model.parse_entity, "entity")
 
-    async def _fetch_temporal(self, call: _Call) -> list[TemporalEntity]:
+    async def _fetch_temporal(self, call: Call) -> list[TemporalEntity]:
         """Ask one source for temporal entities; theirs in canonical form, none if it fails."""
         answer = await self._get(call)
-        return [] if answer is None else await self._canonical_temporal(*answer)
+        return (
+            [] if answer is None else await self._canonical(*answer, _temporal_of_source, "temporal entity")
+        )
 
-    async def _get(self, call: _Call) -> tuple[Any, ContextValue] | None:
+    async def _get(self, call: Call) -> tuple[Any, ContextValue] | None:
         """One read of one source: its answer's JSON and the @context to read it with (the one it
         names, else the request's); ``[]`` for 404, ``None`` if it fails (logged). 206 is an
         answer: a temporal one the source's instance limit cut (the merged answer is cut again
@@ -625,7 +541,7 @@ class Federation:
             if response.status_code not in (200, 206):
                 raise ValueError(f"status {response.status_code}")
             data = orjson.loads(response.content)
-            return data, _link_of(response.headers.get("link")) or call.origin.link
+            return data, link_of(response.headers.get("link")) or call.origin.link
         except Refused as refused:
             log.warning("context source %s (%s) not asked: %s", call.target.reg["id"], call.url, refused)
             return None
@@ -633,9 +549,12 @@ class Federation:
             log.warning("context source %s (%s) failed: %s", call.target.reg["id"], call.url, error)
             return None
 
-    async def _canonical(self, data: Any, context: ContextValue) -> list[Entity]:
-        """A source's answer (an entity or a list) in canonical form; invalid entities are left
-        out (logged): one bad entity of a source does not spoil the rest of the answer."""
+    async def _canonical(
+        self, data: Any, context: ContextValue, parse: Callable[[dict[str, Any], TermMap, str], T], what: str
+    ) -> list[T]:
+        """A source's answer (an entity or a list) in canonical form, each item parsed with the
+        terms of its own @context (else the answer's); invalid items are left out (logged): one
+        bad entity of a source does not spoil the rest of the answer."""
         items = data if isinstance(data, list) else [data]
         now = now_iso()
         out = []
@@ -644,57 +563,20 @@ class Federation:
                 continue
             terms = await self.contexts.term_map(item.get("@context", context))
             try:
-                out.append(model.parse_entity(item, terms, now))
+                out.append(parse(item, terms, now))
             except NgsiLdError as error:
-                log.warning("context source answered an invalid entity: %s", error)
+                log.warning("context source answered an invalid %s: %s", what, error)
         return out
 
-    async def _canonical_temporal(self, data: Any, context: ContextValue) -> list[TemporalEntity]:
-        """A source's temporal answer (normalized: every form this node renders is made from
-        instances; the client's ``format`` and ``options`` are never forwarded) in canonical
-        form, each instance keeping the source's instanceId and system times; invalid entities
-        are left out (logged)."""
-        items = data if isinstance(data, list) else [data]
-        now = now_iso()
-        out = []
-        for item in items:
-            if not isinstance(item, dict):
-                continue
-            terms = await self.contexts.term_map(item.get("@context", context))
-            try:
-                entity_id, types, scope, attributes = parse_temporal_entity(item, terms, now)
-            except NgsiLdError as error:
-                log.warning("context source answered an invalid temporal entity: %s", error)
-                continue
-            core: Entity = {"id": entity_id, "type": types or []}
-            if scope is not None:
-                core["scope"] = scope
-            core["createdAt"] = core["modifiedAt"] = now
-            entity = TemporalEntity(core)
-            for name, raw in item.items():
-                iri = terms.expand(name) if name not in model.ENTITY_MEMBERS else None
-                instances = attributes.get(iri) if iri is not None else None
-                if not instances:
-                    continue
-                raws = raw if isinstance(raw, list) else [raw]
-                for instance, given in zip(instances, raws, strict=False):
-                    for member in ("instanceId", "createdAt", "modifiedAt", "deletedAt"):
-                        if isinstance(given, dict) and isinstance(given.get(member), str):
-                            instance[member] = given[member]
-                entity.attributes[iri] = instances
-                entity.kinds[iri] = instances[0]["type"]
-            out.append(entity)
-        return out
-
-    async def _send(self, call: _Call) -> _Answer:
+    async def _send(self, call: Call) -> Answer:
         """Forward one write and say how the source took it."""
         try:
             response = await self._request(call)
         except UNREACHABLE as error:
             log.warning("context source %s (%s) failed: %s", call.target.reg["id"], call.url, error)
-            return _Answer({"status": 504, "title": f"The context source did not answer: {summary(error)}"})
+            return Answer({"status": 504, "title": f"The context source did not answer: {summary(error)}"})
         if 200 <= response.status_code < 300 and response.status_code != 207:
-            return _Answer(None)
+            return Answer(None)
         try:
             content = orjson.loads(response.content) if response.content else {}
         except orjson.JSONDecodeError:
@@ -702,9 +584,9 @@ class Federation:
         problem = {"status": response.status_code, "title": "The context source refused the operation"}
         if response.status_code != 207 and isinstance(content, dict):
             problem.update(content)
-        return _Answer(problem, content if response.status_code == 207 else None)
+        return Answer(problem, content if response.status_code == 207 else None)
 
-    async def _request(self, call: _Call) -> httpx.Response:
+    async def _request(self, call: Call) -> httpx.Response:
         """One request to a registration's source, as every forwarded request is made; never
         to this node itself (a loop the Via header would only catch one hop later)."""
         url = call.url
@@ -763,68 +645,26 @@ class Federation:
         return self._client
 
 
-def node_name(public_url: str) -> str:
-    """The name this node goes by in Via headers: the host and port clients reach it at."""
-    return urlsplit(public_url).netloc or public_url
-
-
-def _types_of(body: Any, expand: Callable[[str], str] | None) -> list[str] | None:
-    """The entity types a write's body gives, as IRIs (``None``: none, or not valid ones)."""
-    if expand is None or not isinstance(body, dict):
-        return None
-    given = body.get("type")
-    names = given if isinstance(given, list) else [given]
-    if not names or not all(isinstance(name, str) and name for name in names):
-        return None
-    return [expand(name) for name in names]
-
-
-def remote_error(problem: Mapping[str, Any], registration_id: str) -> NgsiLdError:
-    """A source's ProblemDetails as the error type of :mod:`kizuna.errors` it names (else
-    InternalError), with the source's status and the registration it was forwarded by. Only
-    its short title is told, never its detail, which may carry whatever the
-    source's host holds."""
-    type_uri = problem.get("type")
-    kind: type[NgsiLdError] = InternalError
-    if isinstance(type_uri, str) and type_uri.startswith(ERRORS_BASE):
-        kind = _ERROR_TYPES.get(type_uri[len(ERRORS_BASE) :], InternalError)
-    title = problem.get("title")
-    detail = title[:120] if isinstance(title, str) and title else "The context source failed"
-    status = problem.get("status")
-    return kind(
-        str(detail),
-        status=status if isinstance(status, int) else None,
-        registrationId=registration_id,
-    )
-
-
-# The ProblemDetails types of clause 5.5.2, by name: a source's error keeps its type here.
-_ERROR_TYPES: dict[str, type[NgsiLdError]] = {
-    kind.type_name: kind
-    for kind in vars(errors).values()
-    if isinstance(kind, type) and issubclass(kind, NgsiLdError) and kind is not NgsiLdError
-}
-
-
-def _write_params(origin: Origin) -> list[tuple[str, str]]:
-    """A write goes on with the client's parameters that mean something (options=noOverwrite,
-    datasetId, ...); one that only states the default (``options=replace`` of an upsert,
-    ``deleteAll=false``) is left out, as sources (and the ETSI suite's) expect plain requests."""
-    return [
-        (name, value) for name, value in origin.params if name != "local" and (name, value) not in DEFAULTS
-    ]
-
-
-def _forwarded_params(params: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """A read goes on with the client's filters, not with what shapes this node's answer."""
-    return [(name, value) for name, value in params if name not in NOT_FORWARDED]
-
-
-def _link_of(header: str | None) -> str | None:
-    """The @context URL of a source's ``Link`` header, if it sent one."""
-    for part in (header or "").split(","):
-        url, _, params = part.partition(";")
-        url = url.strip()
-        if "json-ld#context" in params and url.startswith("<") and url.endswith(">"):
-            return url[1:-1]
-    return None
+def _temporal_of_source(item: dict[str, Any], terms: TermMap, now: str) -> TemporalEntity:
+    """A source's temporal entity (normalized: every form this node renders is made from
+    instances; the client's ``format`` and ``options`` are never forwarded) in canonical form,
+    each instance keeping the source's instanceId and system times."""
+    entity_id, types, scope, attributes = parse_temporal_entity(item, terms, now)
+    core: Entity = {"id": entity_id, "type": types or []}
+    if scope is not None:
+        core["scope"] = scope
+    core["createdAt"] = core["modifiedAt"] = now
+    entity = TemporalEntity(core)
+    for name, raw in item.items():
+        iri = terms.expand(name) if name not in model.ENTITY_MEMBERS else None
+        instances = attributes.get(iri) if iri is not None else None
+        if not instances:
+            continue
+        raws = raw if isinstance(raw, list) else [raw]
+        for instance, given in zip(instances, raws, strict=False):
+            for member in ("instanceId", "createdAt", "modifiedAt", "deletedAt"):
+                if isinstance(given, dict) and isinstance(given.get(member), str):
+                    instance[member] = given[member]
+        entity.attributes[iri] = instances
+        entity.kinds[iri] = instances[0]["type"]
+    return entity

@@ -16,7 +16,7 @@ from kizuna import query as ql
 from kizuna.ngsild import csources, model
 from kizuna.ngsild.merging import attributes_of
 from kizuna.ngsild.temporal import TemporalEntity
-from kizuna.ngsild.temporal_params import time_of
+from kizuna.ngsild.temporal_params import TemporalParams, time_of
 from kizuna.patterns import search
 from kizuna.store import Entity
 from kizuna.times import epoch, parse_instant
@@ -264,3 +264,29 @@ def _share(body: Any, members: Mapping[str, str], names: set[str] | frozenset[st
     if names is None or not isinstance(body, dict):
         return body
     return {k: v for k, v in body.items() if k not in members or members[k] in names}
+
+
+def merge_histories(
+    merged: dict[str, TemporalEntity],
+    targets: Sequence[Target],
+    answers: Sequence[list[TemporalEntity]],
+    params: TemporalParams,
+    keep: Callable[[TemporalEntity], bool] = lambda _: True,
+) -> None:
+    """Each source's temporal entities into ``merged`` (by id), best mode first, keeping of
+    each only the attributes its registration covers; lastN applies to the merged history."""
+    timeproperty = params.history.timeproperty
+    for target, answer in zip(targets, answers, strict=True):
+        for remote in answer:
+            if not keep(remote):
+                continue
+            if target.names:
+                remote.attributes = {k: v for k, v in remote.attributes.items() if k in target.names}
+            held = merged.get(remote.core["id"])
+            if held is None:
+                held = merged[remote.core["id"]] = TemporalEntity(dict(remote.core))
+            merge_history(held, remote, target.mode, timeproperty)
+    last_n = params.history.last_n
+    if last_n is not None:
+        for entity in merged.values():
+            entity.attributes = {k: v[-last_n:] for k, v in entity.attributes.items()}

@@ -17,7 +17,8 @@ from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
 from kizuna.ngsild.entities import BatchResult, EntityService
-from kizuna.ngsild.forwarding import Federation, Forwarded, Origin
+from kizuna.ngsild.forwarding import Federation
+from kizuna.ngsild.forwarding_calls import Forwarded, Origin
 from kizuna.ngsild.joins import linked_entities
 from kizuna.ngsild.merging import InstanceChoice, UpdateResult, check_appended
 from kizuna.ngsild.paging import read_page

@@ -15,7 +15,8 @@ from kizuna.errors import BadRequestData, InvalidRequest, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
-from kizuna.ngsild.forwarding import Federation, Origin
+from kizuna.ngsild.forwarding import Federation
+from kizuna.ngsild.forwarding_calls import Origin
 from kizuna.ngsild.merging import InstanceChoice
 from kizuna.ngsild.routes import origin_of
 from kizuna.ngsild.selection import (
