@@ -206,14 +206,7 @@ class Federation:
         local_query = replace(query, offset=0, count=False)
         if query.limit is not None:
             local_query.limit = query.offset + query.limit
-        calls = []
-        for target in targets:
-            if batch:
-                path = f"{paths.NGSI_LD}/entityOperations/query"
-                calls.append(self._fetch(Call(target, "POST", path, origin, body=origin.body)))
-            else:
-                params = forwarded_params(origin.params) + await self._restrictions(target, origin)
-                calls.append(self._fetch(Call(target, "GET", f"{paths.NGSI_LD}/entities", origin, params)))
+        calls = await self._query_calls(targets, origin, batch, "", self._fetch)
         local, *answers = await asyncio.gather(
             self.entities.query(tenant, origin.subject, local_query), *calls
         )
@@ -281,15 +274,7 @@ class Federation:
             return await temporal.query(
                 tenant, origin.subject, selection, params, limit=limit, offset=offset, count=count
             )
-        calls = []
-        for target in targets:
-            if batch:
-                path = f"{paths.NGSI_LD}/temporal/entityOperations/query"
-                calls.append(self._fetch_temporal(Call(target, "POST", path, origin, body=origin.body)))
-            else:
-                query = forwarded_params(origin.params) + await self._restrictions(target, origin)
-                path = f"{paths.NGSI_LD}/temporal/entities"
-                calls.append(self._fetch_temporal(Call(target, "GET", path, origin, query)))
+        calls = await self._query_calls(targets, origin, batch, "/temporal", self._fetch_temporal)
         # Every source answers in its own order: page over the merged whole.
         local, *answers = await asyncio.gather(
             temporal.query(
@@ -504,6 +489,28 @@ class Federation:
             return await temporal.retrieve(tenant, subject, entity_id, params)
         except ResourceNotFound:
             return None
+
+    async def _query_calls(
+        self,
+        targets: Sequence[Target],
+        origin: Origin,
+        batch: bool,
+        api: str,
+        fetch: Callable[[Call], Awaitable[T]],
+    ) -> list[Awaitable[T]]:
+        """A query's call to each source, of the entity API (``api`` "") or the temporal one
+        ("/temporal"): a POSTed query goes on as posted, a GET with the client's filters and
+        what the source's registration restricts it to."""
+        calls = []
+        for target in targets:
+            if batch:
+                path = f"{paths.NGSI_LD}{api}/entityOperations/query"
+                call = Call(target, "POST", path, origin, body=origin.body)
+            else:
+                params = forwarded_params(origin.params) + await self._restrictions(target, origin)
+                call = Call(target, "GET", f"{paths.NGSI_LD}{api}/entities", origin, params)
+            calls.append(fetch(call))
+        return calls
 
     async def _restrictions(self, target: Target, origin: Origin) -> list[tuple[str, str]]:
         """What a query adds for a source that only holds some entities or attributes: their ids
