@@ -84,10 +84,16 @@ class Driver:
             base_url=self.target.url, headers=self.target.headers(), timeout=60.0
         ) as client:
             await self._check(client)
+            created = time.monotonic()
             initial = self.city.entities()
             await self._write(client, "upsert", initial)
             self.known.update(e["id"] for e in initial)
             self.progress.entities = len(self.known)
+            # At city scale the first upsert takes a while: say what it cost, once, apart from
+            # the running figures (bench/city.py reads it).
+            self.out.write(
+                f"kizuna simulate: created {len(initial)} entities in {time.monotonic() - created:.1f} s\n"
+            )
             real_start, sim_start = time.monotonic(), self.city.now
             shown = time.monotonic()
             while True:
