@@ -38,3 +38,25 @@ def test_every_setting_is_documented() -> None:
     text = (DOCS / "settings.md").read_text()
     for f in fields(Settings):
         assert f"`{flag_name(f)}`" in text
+
+
+@pytest.mark.parametrize("command", ["duisburg", "risk"])
+def test_every_simulation_option_is_documented(command: str) -> None:
+    """docs/simulator.md is the manual of `kizuna simulate duisburg` and `kizuna risk`."""
+    from kizuna.cli import add_simulation_commands
+
+    root = argparse.ArgumentParser()
+    add_simulation_commands(root.add_subparsers())
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    for action in root._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.update(action.choices)
+    simulate = parsers["simulate"]
+    for action in simulate._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.update(action.choices)
+    options = {o for a in parsers[command]._actions for o in a.option_strings if o.startswith("--")}
+    options.discard("--help")
+    text = (DOCS / "simulator.md").read_text()
+    missing = sorted(o for o in options if f"`{o}`" not in text)
+    assert len(options) > 5 and not missing, f"docs/simulator.md does not document {missing}"

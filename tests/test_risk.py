@@ -16,7 +16,7 @@ import pytest
 from conftest import KIZUNA
 from kizuna.sim.ngsi import CONTEXTS
 from notify_helpers import wait_until
-from sim_helpers import API, node
+from sim_helpers import API, link, node
 
 NIGHT = "2026-01-14T23:00:00Z"
 LINE = [[6.7700, 51.4300], [6.7800, 51.4300]]  # ~700 m east-west in Mitte
@@ -110,3 +110,13 @@ def test_an_accident_at_night_with_lights_out_is_high_risk_until_cleared(risk: s
     assert found[0]["factors"]["value"]["accident"] > 0 and found[0]["factors"]["value"]["lightsOut"] > 0
     assert httpx.delete(f"{risk}{API}/entities/urn:ngsi-ld:RoadAccident:test-1").status_code == 204
     wait_until(lambda: (level(risk) or 1) < 0.7, timeout=5)
+
+
+def test_it_hears_of_street_lights_only_when_they_go_out_or_come_back(risk: str) -> None:
+    """45,000 lights dim in steps at dusk and report power: only status and powerState matter."""
+    wait_until(lambda: level(risk), timeout=20)  # subscribed by then
+    subs = httpx.get(f"{risk}{API}/subscriptions", headers=link("Streetlight")).json()
+    lights = [s for s in subs if s["entities"] == [{"type": "Streetlight"}]]
+    assert len(lights) == 1
+    assert sorted(lights[0]["watchedAttributes"]) == ["powerState", "status"]
+    assert sorted(lights[0]["notification"]["attributes"]) == ["location", "powerState", "status"]

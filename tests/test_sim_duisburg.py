@@ -138,16 +138,39 @@ def test_tram_access_points_move_along_their_lines(city: str) -> None:
         assert max(geography.to_line(p, line) for p in positions) < 5  # metres
 
 
-def test_faults_appear_at_the_configured_rate(city: str) -> None:
+def count(base: str, entity_type: str, q: str) -> int:
     answer = httpx.get(
-        f"{city}{API}/entities",
-        params={"type": "Streetlight", "q": 'status!="ok"', "count": "true", "limit": 1},
-        headers=link("Streetlight"),
+        f"{base}{API}/entities",
+        params={"type": entity_type, "q": q, "count": "true", "limit": 1},
+        headers=link(entity_type),
     )
-    faulty = int(answer.headers["NGSILD-Results-Count"])
+    assert answer.status_code == 200, answer.text
+    return int(answer.headers["NGSILD-Results-Count"])
+
+
+def test_faults_of_every_kind_appear_at_the_configured_rate(city: str) -> None:
+    faulty = count(city, "Streetlight", 'status!="ok"')  # lamp and column faults
     p = 1 - math.exp(-FAULT_RATE * LIGHT_FAULT_SHARE * HOURS / 24)
     expected, sd = 1000 * p, math.sqrt(1000 * p * (1 - p))
     assert abs(faulty - expected) < 4 * sd, f"{faulty} faulty lights, {expected:.0f} expected"
+    # Supply faults: a light drawn at the fault rate takes its whole cabinet's feed down.
+    dead = httpx.get(
+        f"{city}{API}/entities",
+        params={"type": "StreetlightControlCabinet", "q": "voltageR==0", "attrs": "voltageR", "limit": 100},
+        headers=link("StreetlightControlCabinet"),
+    ).json()
+    p = 1 - math.exp(-FAULT_RATE * (1 - LIGHT_FAULT_SHARE) * 30 * HOURS / 24)  # 30 lights a cabinet
+    expected, sd = 34 * p, math.sqrt(34 * p * (1 - p))
+    assert len(dead) >= 1 and abs(len(dead) - expected) < 4 * sd, f"{len(dead)} cabinets without supply"
+    # Their lights say so as Smart Data Models can: status stays "ok" (the lamp is fine), the
+    # voltage is 0 and they are off, at 01:00 when every supplied light burns.
+    unsupplied = count(city, "Streetlight", "voltage==0")
+    fed_by_dead = sum(
+        count(city, "Streetlight", f'refStreetlightControlCabinet=="{cabinet["id"]}"') for cabinet in dead
+    )
+    assert unsupplied == fed_by_dead > 0
+    assert count(city, "Streetlight", 'voltage==0;powerState=="on"') == 0
+    assert count(city, "Streetlight", 'voltage==0|status!="ok"') > faulty  # every kind of fault
 
 
 def documented_counts() -> dict[str, int]:

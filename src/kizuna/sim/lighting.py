@@ -5,6 +5,11 @@ A cabinet's photocell switches its lights when the sun's centre sinks below a th
 -1 degree (each cabinet a little different, as real photocells are); below -6 degrees (civil
 dusk) they burn at full power, in between they are dimmed. Lamp and column faults hit single
 lights, supply faults a whole cabinet; each fault is repaired after an exponential time.
+
+A supply fault is reported as Smart Data Models can: the Streetlight ``status`` enumeration
+(``ok``, ``defectiveLamp``, ``columnIssue``, ``brokenLantern``) has no value for a lost feed and
+the lamp itself is fine, so the cabinet's ``voltageR/S/T`` and each of its lights' ``voltage``
+fall to 0 V (and the lights go ``off``); ``q=voltage==0`` finds them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from kizuna.sim.roads import Segment
 
 FAULT_KINDS = (("lamp", 0.7), ("column", 0.2), ("supply", 0.1))
 STATUS = {"lamp": "defectiveLamp", "column": "columnIssue"}
+MAINS_V = 230.0  # phase voltage of the supply; 0 during a supply fault
+UNITS = {"powerConsumption": "WTT", "voltage": "VLT"}
 
 
 @dataclass(slots=True)
@@ -30,7 +37,7 @@ class Light:
     rated_w: float
     fault: str | None = None
     repair_at: datetime | None = None
-    shown: tuple[str, float, float, str] = ("", -1.0, -1.0, "")  # what the node last heard
+    shown: tuple[str, float, float, str, float] = ("", -1.0, -1.0, "", -1.0)  # what the node last heard
 
 
 @dataclass(slots=True)
@@ -107,6 +114,9 @@ class Lighting:
                     meterReadingPeriod=prop(15),
                     dateMeteringStarted=prop(iso(now)),
                     energyConsumed=prop(round(c.energy_kwh, 3), now, "KWH"),
+                    voltageR=prop(MAINS_V, now, "VLT"),
+                    voltageS=prop(MAINS_V, now, "VLT"),
+                    voltageT=prop(MAINS_V, now, "VLT"),
                     refStreetlightGroup=rel([c.group]),
                 )
             )
@@ -138,9 +148,10 @@ class Lighting:
                     powerState=prop("off", now),
                     illuminanceLevel=prop(0.0, now),
                     powerConsumption=prop(0.0, now, "WTT"),
+                    voltage=prop(MAINS_V, now, "VLT"),
                 )
             )
-            light.shown = ("off", 0.0, 0.0, "ok")
+            light.shown = ("off", 0.0, 0.0, "ok", MAINS_V)
         return out
 
     def step(self, now: datetime, minutes: float, changes: Changes) -> None:
@@ -155,7 +166,8 @@ class Lighting:
                 c.shown, c.dirty = (on, level), False
             c.energy_kwh += c.power_w / 1000 * minutes / 60
             if (now.minute % 15) < minutes or minutes >= 15:
-                amps = round(c.power_w / 3 / 230, 2)
+                amps = round(c.power_w / 3 / MAINS_V, 2)
+                volts = 0.0 if c.supply_fault else MAINS_V
                 emit(
                     changes,
                     c.id,
@@ -164,28 +176,32 @@ class Lighting:
                     intensityR=prop(amps, now, "AMP"),
                     intensityS=prop(amps, now, "AMP"),
                     intensityT=prop(amps, now, "AMP"),
+                    voltageR=prop(volts, now, "VLT"),
+                    voltageS=prop(volts, now, "VLT"),
+                    voltageT=prop(volts, now, "VLT"),
                 )
                 emit(changes, c.group, "StreetlightGroup", powerState=prop("on" if on else "off", now))
 
     def _switch(self, c: Cabinet, on: bool, level: float, now: datetime, changes: Changes) -> float:
         """Set the lights of ``c``; what changed for each light goes into ``changes``. Their power."""
         power = 0.0
+        volts = 0.0 if c.supply_fault else MAINS_V
         for m in c.lights:
             light = self.lights[m]
             lit = level if light.fault is None else 0.0
             watts = round(light.rated_w * lit, 1)
             power += watts
-            shown = ("on" if on else "off", level, watts, STATUS.get(light.fault or "", "ok"))
+            shown = ("on" if on else "off", level, watts, STATUS.get(light.fault or "", "ok"), volts)
             if shown != light.shown:
                 attrs = {}
                 for name, old, new in zip(
-                    ("powerState", "illuminanceLevel", "powerConsumption", "status"),
+                    ("powerState", "illuminanceLevel", "powerConsumption", "status", "voltage"),
                     light.shown,
                     shown,
                     strict=True,
                 ):
                     if old != new:
-                        attrs[name] = prop(new, now, "WTT" if name == "powerConsumption" else None)
+                        attrs[name] = prop(new, now, UNITS.get(name))
                 light.shown = shown
                 emit(changes, light.id, "Streetlight", **attrs)
         return power
@@ -209,7 +225,8 @@ class Lighting:
             if kind == "supply":
                 cabinet = self.cabinets[light.cabinet]
                 if not cabinet.supply_fault:
-                    cabinet.supply_fault, cabinet.repair_at = True, repair
+                    # dirty: by day its lights are off already, yet their voltage must drop
+                    cabinet.supply_fault, cabinet.repair_at, cabinet.dirty = True, repair, True
             elif light.fault is None:
                 light.fault, light.repair_at = kind, repair
                 self.faulty.add(m)
