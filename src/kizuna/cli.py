@@ -173,7 +173,7 @@ def run_bulk(args: argparse.Namespace) -> None:
 
 
 def run_application(args: argparse.Namespace) -> None:
-    from kizuna.sim.driver import SimulationError, Target
+    from kizuna.client import NodeError, Target
 
     target = Target(args.url.rstrip("/"), args.tenant, args.api_key, args.token, args.batch_size)
     try:
@@ -183,7 +183,7 @@ def run_application(args: argparse.Namespace) -> None:
             asyncio.run(RiskService(target, args.listen_port).run())
             return
         progress = asyncio.run(_simulate(args, target))
-    except SimulationError as error:
+    except NodeError as error:
         raise SystemExit(f"kizuna {args.command}: {error}") from None
     except KeyboardInterrupt:
         return

@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kizuna.client import NodeError, Target, check
 from kizuna.risk.model import Accident, RiskModel, Segment, Station
-from kizuna.sim.driver import SimulationError, Target
 from kizuna.sim.ngsi import CONTEXTS, iso
 
 API = "/ngsi-ld/v1"
@@ -93,10 +93,7 @@ class RiskService:
     async def run(self) -> None:
         headers = {k: v for k, v in self.target.headers().items() if k != "Content-Type"}
         async with httpx.AsyncClient(base_url=self.target.url, headers=headers, timeout=30.0) as client:
-            try:
-                await client.get("/health")
-            except httpx.HTTPError as error:
-                raise SimulationError(f"cannot reach the node at {self.target.url}: {error}") from None
+            await check(client, self.target)
             server = uvicorn.Server(
                 uvicorn.Config(
                     self._app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
@@ -161,9 +158,7 @@ class RiskService:
             headers={"Content-Type": "application/ld+json"},
         )
         if answer.status_code != 201:
-            raise SimulationError(
-                f"the node refused a subscription ({answer.status_code}): {answer.text[:300]}"
-            )
+            raise NodeError(f"the node refused a subscription ({answer.status_code}): {answer.text[:300]}")
         self.subscriptions.append(answer.headers["location"].rsplit("/", 1)[1])
 
     async def _all(self, client: httpx.AsyncClient, entity_type: str) -> list[dict[str, Any]]:
@@ -176,9 +171,7 @@ class RiskService:
                 headers={"Link": link},
             )
             if answer.status_code != 200:
-                raise SimulationError(
-                    f"cannot read {entity_type} ({answer.status_code}): {answer.text[:300]}"
-                )
+                raise NodeError(f"cannot read {entity_type} ({answer.status_code}): {answer.text[:300]}")
             page = answer.json()
             out += page
             if len(page) < 1000:

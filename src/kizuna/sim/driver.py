@@ -21,34 +21,11 @@ from typing import Any, TextIO
 import httpx
 import orjson
 
+from kizuna.client import NodeError, Target, check, post
 from kizuna.sim.city import City
 from kizuna.sim.ngsi import Entity, iso
 
 API = "/ngsi-ld/v1/entityOperations"
-LD = "application/ld+json"
-
-
-class SimulationError(Exception):
-    """The node cannot be reached or refuses the simulator's writes: the run stops."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    url: str
-    tenant: str | None = None
-    api_key: str | None = None
-    token: str | None = None
-    batch_size: int = 1000  # the node's --max-batch-entities, or less
-
-    def headers(self) -> dict[str, str]:
-        headers = {"Content-Type": LD}
-        if self.tenant:
-            headers["NGSILD-Tenant"] = self.tenant
-        if self.api_key:
-            headers["X-API-Key"] = self.api_key
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return headers
 
 
 @dataclass(slots=True)
@@ -81,10 +58,8 @@ class Driver:
 
     async def run(self) -> Progress:
         """Create the city, then keep it up to date until the simulated end (or forever)."""
-        async with httpx.AsyncClient(
-            base_url=self.target.url, headers=self.target.headers(), timeout=60.0
-        ) as client:
-            await self._check(client)
+        async with self.target.client() as client:
+            await check(client, self.target)
             created = time.monotonic()
             initial = self.city.entities()
             await self._write(client, "upsert", initial)
@@ -115,17 +90,9 @@ class Driver:
             self.out.write("\n")
         return self.progress
 
-    async def _check(self, client: httpx.AsyncClient) -> None:
-        try:
-            answer = await client.get("/health", timeout=10.0)
-        except httpx.HTTPError as error:
-            raise SimulationError(f"cannot reach the node at {self.target.url}: {error}") from None
-        if answer.status_code != 200:
-            raise SimulationError(f"{self.target.url}/health answered {answer.status_code}")
-
     async def _write(self, client: httpx.AsyncClient, operation: str, entities: list[Entity]) -> None:
         for chunk in _chunks(entities, self.target.batch_size):
-            answer = await self._post(client, f"{API}/{operation}", orjson.dumps(chunk))
+            answer = await post(client, f"{API}/{operation}", orjson.dumps(chunk))
             if operation != "upsert":
                 # Counted and shown per batch, not per tick: at city scale one tick (dusk, 45,000
                 # lights) takes many seconds, and the progress line should not freeze meanwhile.
@@ -140,27 +107,8 @@ class Driver:
                 self._refused(len(errors), orjson.dumps(errors[:1]).decode())
                 continue
             if answer.status_code in (401, 403):
-                raise SimulationError(
-                    f"the node refuses the simulator ({answer.status_code}): {answer.text[:300]}"
-                )
+                raise NodeError(f"the node refuses the simulator ({answer.status_code}): {answer.text[:300]}")
             self._refused(len(chunk), f"{answer.status_code} {answer.text[:300]}")
-
-    async def _post(self, client: httpx.AsyncClient, path: str, body: bytes) -> httpx.Response:
-        """POST, retrying 429/503 and lost connections with back-off (Retry-After if given)."""
-        wait = 0.25
-        for _ in range(10):
-            try:
-                answer = await client.post(path, content=body)
-            except httpx.TransportError as error:
-                failure: str = f"{type(error).__name__}: {error}"
-            else:
-                if answer.status_code not in (429, 503):
-                    return answer
-                failure = f"{answer.status_code}"
-                wait = max(wait, _retry_after(answer.headers.get("retry-after")))
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, 10.0)
-        raise SimulationError(f"the node at {self.target.url} keeps failing: {failure}")
 
     def _refused(self, count: int, detail: str) -> None:
         self.progress.errors += count
@@ -181,10 +129,3 @@ class Driver:
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for first in range(0, len(items), size):
         yield items[first : first + size]
-
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return min(float(value), 30.0) if value else 0.0
-    except ValueError:
-        return 0.0
