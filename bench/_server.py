@@ -72,6 +72,21 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_stores_option(parser: argparse.ArgumentParser) -> None:
+    """``--store``, repeatable, for benches that measure several stores in one run; read the
+    specs with :func:`stores_of`."""
+    parser.add_argument(
+        "--store",
+        action="append",
+        help="sqlite (a fresh temp file), postgresql (a throwaway cluster) or postgresql://...; "
+        "repeat for several (default: sqlite)",
+    )
+
+
+def stores_of(args: argparse.Namespace) -> list[str]:
+    return args.store or ["sqlite"]
+
+
 @contextmanager
 def scratch(prefix: str, keep: bool = False) -> Iterator[Path]:
     """A temp dir for the store and the server log, removed at the end unless ``keep``."""

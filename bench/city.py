@@ -39,7 +39,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import _wrk
-from _server import Store, backing_store, machine, scratch, serve
+from _server import Store, add_stores_option, backing_store, machine, scratch, serve, stores_of
 
 REPO = Path(__file__).resolve().parent.parent
 CONTEXT_MAP = REPO / "tests" / "data" / "smart-data-models" / "context-map.json"
@@ -236,12 +236,7 @@ def measure(store: Store, port: int, sim: Simulator, tmp: Path, args: argparse.N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--store",
-        action="append",
-        help="sqlite (a fresh temp file), postgresql (a throwaway cluster) or postgresql://...; "
-        "repeat for several (default: sqlite)",
-    )
+    add_stores_option(parser)
     parser.add_argument("--scale", choices=("small", "city"), default="city", help="default city")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each wrk run (default 20)")
     parser.add_argument(
@@ -260,7 +255,7 @@ def main() -> None:
         f"kizuna city bench: {args.scale} scale at {args.speed:g}x from {START}; wrk, 1 thread,"
         f" {args.connections} connections, {args.seconds:g} s per query, one run; {machine()}"
     )
-    for spec in args.store or ["sqlite"]:
+    for spec in stores_of(args):
         run(spec, args)
 
 

@@ -34,7 +34,7 @@ import orjson
 
 import _wrk
 from _city import API, JSON, sdm_streetlight
-from _server import backing_store, machine, scratch, serve
+from _server import add_stores_option, backing_store, machine, scratch, serve, stores_of
 
 ROW = "{:<42} {:>9} {:>8} {:>8} {:>7}"
 ON = 'powerState=="on"'
@@ -120,12 +120,7 @@ def requests(tmp: Path, entities: int, seed: int) -> list[tuple[str, str, dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--store",
-        action="append",
-        help="sqlite (a fresh temp file), postgresql (a throwaway cluster) or postgresql://...; "
-        "repeat for several (default: sqlite)",
-    )
+    add_stores_option(parser)
     parser.add_argument("--workers", default="1", help="comma-separated worker counts (default 1)")
     parser.add_argument("--entities", type=int, default=20_000, help="street lights loaded (default 20000)")
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each wrk run (default 8)")
@@ -139,7 +134,7 @@ def main() -> None:
         f"kizuna throughput bench: wrk, 1 thread, {args.connections} connections, {args.seconds:g} s"
         f" per route, one run each; {args.entities} street lights; {machine()}"
     )
-    for spec in args.store or ["sqlite"]:
+    for spec in stores_of(args):
         for count in workers:
             with scratch("kizuna-bench-throughput-") as tmp, backing_store(spec, tmp) as store:
                 routes = requests(tmp, args.entities, args.seed)
