@@ -54,6 +54,11 @@ class Cabinet:
     shown: tuple[bool, float] = (False, 0.0)  # (on, level) its lights were last set to
     dirty: bool = True  # a light of it faulted or was repaired since
 
+    @property
+    def circuit(self) -> str:
+        """The circuit it feeds, named after its number: its group's and its lights' label."""
+        return f"C-{self.id.rsplit('-', 1)[1]}"
+
 
 class Lighting:
     """Every street light of the city and the cabinets that feed them."""
@@ -126,7 +131,7 @@ class Lighting:
                     "StreetlightGroup",
                     location=point(c.at),
                     areaServed=prop(geography.district_of(c.at)),
-                    circuitId=prop(f"C-{c.id.rsplit('-', 1)[1]}"),
+                    circuitId=prop(c.circuit),
                     refStreetlightControlCabinet=prop(c.id),
                     powerState=prop("off", now),
                 )
@@ -138,7 +143,7 @@ class Lighting:
                     "Streetlight",
                     location=point(light.at),
                     areaServed=prop(geography.district_of(light.at)),
-                    circuit=prop(f"C-{self.cabinets[light.cabinet].id.rsplit('-', 1)[1]}"),
+                    circuit=prop(self.cabinets[light.cabinet].circuit),
                     lanternHeight=prop(10 if light.rated_w > 100 else 6, unit="MTR"),
                     powerRating=prop(light.rated_w, unit="WTT"),
                     controllingMethod=prop("group"),
