@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -13,7 +13,7 @@ from starlette.routing import Route
 from kizuna import paths, problems
 from kizuna.access.subject import Subject
 from kizuna.errors import BadRequestData, InvalidRequest, NgsiLdError, ResourceNotFound
-from kizuna.jsonld.contexts import ContextRegistry
+from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
 from kizuna.ngsild.entities import BatchResult, EntityService
@@ -161,27 +161,16 @@ class NgsiLdApi:
     async def query_entities(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
         media = edge.accepted_type(request, geo=True)
-        terms, context = await self._read_terms(request)
-        params = dict(request.query_params)
-        return await self._query(request, params, terms, context, media, origin_of(request, context))
+        return await self._query(request, await read_query(request, self.contexts), media)
 
     async def post_query(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
         media = edge.accepted_type(request, geo=True)
-        body, terms, payload = await self._payload(request)
-        params = query_body_params(body, request.query_params, ENTITY_QUERY_BODY)
-        origin = origin_of(request, body=body)
-        return await self._query(request, params, terms, payload.context, media, origin)
+        query = await read_query(request, self.contexts, ENTITY_QUERY_BODY)
+        return await self._query(request, query, media)
 
-    async def _query(
-        self,
-        request: Request,
-        params: dict[str, str],
-        terms: TermMap,
-        context: Any,
-        media: str,
-        origin: Origin,
-    ) -> Response:
+    async def _query(self, request: Request, query: Query, media: str) -> Response:
+        params, terms, context, origin = query
         tenant = edge.tenant_of(request)
         view = parse_view(params, terms, edge.options_of(request))
         selection = parse_selection(params, terms)
@@ -494,6 +483,29 @@ class NgsiLdApi:
             Route(e + "//attrs", self.missing_entity_id, methods=["POST", "PATCH"]),
             Route(e + "//attrs/{attr}", self.missing_entity_id, methods=["PATCH", "PUT", "DELETE"]),
         ]
+
+
+class Query(NamedTuple):
+    """What a query asks, read alike by the entity and the temporal API: its parameters (a
+    POSTed query's body members among them), their terms, the @context and the origin."""
+
+    params: dict[str, str]
+    terms: TermMap
+    context: ContextValue
+    origin: Origin
+
+
+async def read_query(
+    request: Request, contexts: ContextRegistry, body_members: Collection[str] | None = None
+) -> Query:
+    """A GET query (``body_members`` None: the Link header's @context), or a POSTed one whose
+    body's members ``body_members`` names stand for query parameters."""
+    if body_members is None:
+        terms, context = await edge.link_terms(request, contexts)
+        return Query(dict(request.query_params), terms, context, origin_of(request, context))
+    payload, terms = await edge.read_payload_terms(request, contexts)
+    params = query_body_params(payload.body, request.query_params, body_members)
+    return Query(params, terms, payload.context, origin_of(request, body=payload.body))
 
 
 def origin_of(request: Request, link: str | None = None, *, body: Any = None) -> Origin:

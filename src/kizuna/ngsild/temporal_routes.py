@@ -16,9 +16,8 @@ from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
 from kizuna.ngsild.forwarding import Federation
-from kizuna.ngsild.forwarding_calls import Origin
 from kizuna.ngsild.merging import InstanceChoice
-from kizuna.ngsild.routes import origin_of
+from kizuna.ngsild.routes import Query, origin_of, read_query
 from kizuna.ngsild.selection import (
     TEMPORAL_QUERY_BODY,
     bool_param,
@@ -26,7 +25,6 @@ from kizuna.ngsild.selection import (
     names,
     parse_member_names,
     parse_selection,
-    query_body_params,
 )
 from kizuna.ngsild.temporal import TemporalPage, TemporalService
 from kizuna.ngsild.temporal_params import TemporalParams, parse_temporal_params
@@ -68,9 +66,9 @@ class TemporalApi:
         self.contexts = contexts
         self.federation = federation
 
-    async def _payload(self, request: Request) -> tuple[Any, TermMap, Any]:
+    async def _payload(self, request: Request) -> tuple[Any, TermMap]:
         payload, terms = await edge.read_payload_terms(request, self.contexts)
-        return payload.body, terms, payload.context
+        return payload.body, terms
 
     async def _read_terms(self, request: Request) -> tuple[TermMap, str | None]:
         return await edge.link_terms(request, self.contexts)
@@ -88,7 +86,7 @@ class TemporalApi:
 
     async def create(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        body, terms, _ = await self._payload(request)
+        body, terms = await self._payload(request)
         if not isinstance(body, dict):
             raise InvalidRequest("A temporal entity must be a JSON object")
         entity_id, created = await self.service.create_or_update(
@@ -101,7 +99,7 @@ class TemporalApi:
 
     async def append(self, request: Request) -> Response:
         edge.check_params(request, P_WRITE)
-        body, terms, _ = await self._payload(request)
+        body, terms = await self._payload(request)
         await self.service.append_attributes(
             edge.tenant_of(request), edge.subject_of(request), request.path_params["entity_id"], body, terms
         )
@@ -131,7 +129,7 @@ class TemporalApi:
 
     async def modify_instance(self, request: Request) -> Response:
         edge.check_params(request, P_NONE)
-        body, terms, _ = await self._payload(request)
+        body, terms = await self._payload(request)
         await self.service.modify_instance(
             edge.tenant_of(request),
             edge.subject_of(request),
@@ -181,27 +179,16 @@ class TemporalApi:
     async def query(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
         media = edge.accepted_type(request)
-        terms, context = await self._read_terms(request)
-        origin = origin_of(request, context)
-        return await self._query(request, dict(request.query_params), terms, context, media, origin)
+        return await self._query(request, await read_query(request, self.contexts), media)
 
     async def post_query(self, request: Request) -> Response:
         edge.check_params(request, P_QUERY)
         media = edge.accepted_type(request)
-        body, terms, context = await self._payload(request)
-        params = query_body_params(body, request.query_params, TEMPORAL_QUERY_BODY)
-        origin = origin_of(request, body=body)
-        return await self._query(request, params, terms, context, media, origin)
+        query = await read_query(request, self.contexts, TEMPORAL_QUERY_BODY)
+        return await self._query(request, query, media)
 
-    async def _query(
-        self,
-        request: Request,
-        params: dict[str, str],
-        terms: TermMap,
-        context: Any,
-        media: str,
-        origin: Origin,
-    ) -> Response:
+    async def _query(self, request: Request, query: Query, media: str) -> Response:
+        params, terms, context, origin = query
         tenant = edge.tenant_of(request)
         temporal = self._params(request, params, terms)
         pick, omit = parse_member_names(request.query_params, terms)
