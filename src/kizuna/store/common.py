@@ -4,6 +4,8 @@ the SQL dialect that stores them (see :mod:`kizuna.store.sqlite` and :mod:`kizun
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -45,6 +47,14 @@ def tell(listeners: Sequence[ChangeListener], topic: str, key: str) -> None:
             listener(topic, key)
         except Exception:
             log.exception("a change listener failed on %s %s", topic, key)
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a store's background task (its change-feed follower) and wait until it is over."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def extended_temporal_entity(

@@ -4,7 +4,6 @@ and :class:`PgWrite` the transaction with the write half of each (see the packag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -12,7 +11,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from kizuna.store import ChangeListener
-from kizuna.store.common import tell
+from kizuna.store.common import stop_task, tell
 from kizuna.store.postgres.connection import (
     _LOST,
     CHANNEL,
@@ -119,11 +118,8 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgDocuments, PgBase):
                 conn.terminate()
 
     async def close(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-            self._follower = None
+        await stop_task(self._follower)
+        self._follower = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:

@@ -5,7 +5,6 @@ docstring for the design)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from kizuna.files import create_private
 from kizuna.store import ChangeListener
-from kizuna.store.common import tell
+from kizuna.store.common import stop_task, tell
 from kizuna.store.sqlite.connection import (
     CHANGE_POLL,
     SCHEMA,
@@ -93,11 +92,8 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
                 seen = seq
 
     async def close(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-            self._follower = None
+        await stop_task(self._follower)
+        self._follower = None
         if self._db is not None:
             self._db.close()
             self._db = None
