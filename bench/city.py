@@ -13,8 +13,8 @@ process, as in ``make demo``) creates the city at ``--scale`` (``city``: 45,000 
   of random ``TrafficFlowObserved`` entities, with the Transportation @context.
 
 The write figure is the simulator's own counter: entity updates (one entity's changed
-attributes in a batch update or upsert) per second, from the progress lines it prints, over
-each wrk window. The simulator writes one batch at a time and coalesces what changed while a
+attributes in a batch update or upsert) per second, from the progress lines it prints, between
+the last line before each wrk window and the first after it. The simulator writes one batch at a time and coalesces what changed while a
 batch was in flight, so at a ``--speed`` it cannot keep up with, it writes as fast as the node
 takes its batches: that rate is what the node absorbs from one such client. The simulator, the
 node and wrk share the machine's cores, and the figures are what they give together.
@@ -118,14 +118,25 @@ class Simulator:
             time.sleep(0.2)
         raise SystemExit(f"bench: the simulator wrote fewer than {count} updates in {timeout:.0f} s")
 
-    def window(self, start: float, end: float) -> tuple[float, str, str, int]:
-        """Entity updates/s between the first and last progress lines read in [start, end];
-        the simulated times at both ends; the errors so far."""
-        with self.lock:
-            inside = [s for s in self.samples if start <= s[0] <= end]
-        if len(inside) < 2:
-            raise SystemExit(f"bench: too few progress lines in the window:\n{self.tail()}")
-        (t0, sim0, u0, _), (t1, sim1, u1, errors) = inside[0], inside[-1]
+    def window(self, start: float, end: float, timeout: float = 120.0) -> tuple[float, str, str, int]:
+        """Entity updates/s from the last progress line read at or before ``start`` to the first
+        read at or after ``end``; the simulated times at both ends; the errors so far.
+
+        The simulator prints after a batch is answered, and under a query load one batch can
+        take longer than a window: the lines that bracket the window measure it whatever the
+        batches' timing (a window with no line inside it failed the run before)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                before = [s for s in self.samples if s[0] <= start]
+                after = [s for s in self.samples if s[0] >= end]
+                first = before[-1] if before else next((s for s in self.samples if s[0] > start), None)
+            if after and first is not None and after[0][0] > first[0]:
+                break
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit(f"bench: no progress line after the window:\n{self.tail()}")
+            time.sleep(0.2)
+        (t0, sim0, u0, _), (t1, sim1, u1, errors) = first, after[0]
         return (u1 - u0) / (t1 - t0), sim0, sim1, errors
 
     def tail(self) -> str:

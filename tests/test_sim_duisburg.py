@@ -7,6 +7,8 @@ What the engineer sees is read back from the node: current state, counts, attrib
 
 from __future__ import annotations
 
+import asyncio
+import io
 import math
 import re
 import subprocess
@@ -19,8 +21,10 @@ import httpx
 import pytest
 
 from conftest import KIZUNA
+from kizuna.client import Target
 from kizuna.sim import geography
 from kizuna.sim.city import City, Options
+from kizuna.sim.driver import MAX_TICK_INTERVALS, Driver
 from kizuna.sim.sun import elevation
 from sim_helpers import API, link, node
 
@@ -207,3 +211,44 @@ def test_an_unreachable_node_is_an_error(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode != 0 and "cannot reach the node" in done.stderr
+
+
+class SlowNode(Target):
+    """A node that answers every write at once but one, which takes a second: the dusk at city
+    scale on a slow node, in miniature."""
+
+    def client(self) -> httpx.AsyncClient:
+        writes = 0
+
+        async def answer(request: httpx.Request) -> httpx.Response:
+            nonlocal writes
+            if request.url.path == "/health":
+                return httpx.Response(200, json={"status": "ok"})
+            writes += 1
+            if writes == 3:
+                await asyncio.sleep(1.0)
+            return httpx.Response(204)
+
+        return httpx.AsyncClient(base_url=self.url, transport=httpx.MockTransport(answer))
+
+
+def test_a_slow_write_makes_the_clock_slip_rather_than_the_model_step_through_it() -> None:
+    speed, interval = 600.0, 0.05  # 30 simulated seconds a tick
+    city = City(Options(scale="small"), START)
+    steps: list[timedelta] = []
+    advance = city.advance
+
+    def recorded(to: datetime) -> Any:
+        before = city.now
+        changes = advance(to)
+        steps.append(city.now - before)
+        return changes
+
+    city.advance = recorded  # type: ignore[method-assign]
+    cap = timedelta(seconds=MAX_TICK_INTERVALS * interval * speed)
+    driver = Driver(city, SlowNode("http://node.test"), speed, timedelta(minutes=40), interval, io.StringIO())
+    asyncio.run(driver.run())
+    # The second-long write wanted 10 simulated minutes in one tick; the tick took at most the cap.
+    assert max(steps) == cap
+    assert all(step <= cap for step in steps)
+    assert city.now >= START + timedelta(minutes=39)

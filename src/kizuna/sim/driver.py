@@ -4,7 +4,9 @@ the public NGSI-LD API, paced by a clock that runs ``speed`` times faster than t
 Creation is a batch upsert; later changes are batch updates of the changed attributes only,
 and entities born during the run (accidents) are upserted. Every ``interval`` real seconds the
 model is advanced to the simulated now and what changed since is written, each entity at most
-once, so a fast clock coalesces updates instead of falling behind. 429 and 503 answers are
+once, so a fast clock coalesces updates instead of falling behind. A node slower than the
+clock makes the clock slip: one tick advances the model at most ``MAX_TICK_INTERVALS``
+intervals' worth of simulated time. 429 and 503 answers are
 retried with back-off; anything else the node refuses is counted, shown and makes the run fail.
 """
 
@@ -26,6 +28,11 @@ from kizuna.sim.city import City
 from kizuna.sim.ngsi import Entity, iso
 
 API = "/ngsi-ld/v1/entityOperations"
+MAX_TICK_INTERVALS = 10
+"""At most this many intervals of simulated time per tick. After a write that took minutes (the
+city's dusk, 45,000 lights switched on, on a slow node) the next tick would otherwise step the
+model minute by minute through hours of simulated time, in Python, before writing anything,
+and the node would sit idle while the simulator catches up with a clock it cannot keep."""
 
 
 @dataclass(slots=True)
@@ -75,6 +82,10 @@ class Driver:
             while True:
                 tick = time.monotonic()
                 to = sim_start + timedelta(seconds=(tick - self.real_start) * self.speed)
+                furthest = self.city.now + timedelta(seconds=MAX_TICK_INTERVALS * self.interval * self.speed)
+                if to > furthest:  # the clock slips by what the node could not keep up with
+                    self.real_start += (to - furthest).total_seconds() / self.speed
+                    to = furthest
                 if self.end is not None:
                     to = min(to, self.end)
                 changes = self.city.advance(to)
