@@ -23,6 +23,8 @@ from kizuna.access.authenticator import Authenticator, access_mode, is_loopback
 from kizuna.access.grants import Grants
 from kizuna.access.policy import AccessPolicy
 from kizuna.audit_routes import AuditApi
+from kizuna.catalogs.listing import Publisher, Site
+from kizuna.catalogs.routes import CatalogApi
 from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError, ServiceUnavailable
@@ -224,12 +226,17 @@ def create_app(settings: Settings) -> Starlette:
             routes=PermissionApi(grants, registry).routes(),
         ),
     ]
+    site = Site(
+        settings.public_base_url,
+        Publisher(settings.participant_id, settings.publisher_name or settings.participant_id),
+    )
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         dataspace.version_route(),
         mount(paths.DSP, dataspace.protocol_routes()),
+        *CatalogApi(dataspace.catalog, site).routes(),
         mount(
             paths.MANAGEMENT,
             routes=[*dataspace.management_routes(), *AuditApi(audit).routes()],

@@ -108,6 +108,12 @@ class Settings:
         " implicit `@context` links of notifications)",
         shown="http://host:port",
     )
+    publisher_name: str | None = _setting(
+        None,
+        "the name portals show for this node: its CKAN organization and its DCAT-AP publisher"
+        " (docs/interop-catalogs.md)",
+        shown="the participant id",
+    )
     dsp_auth: str = _setting(
         "signed", "`signed` (Ed25519 request tokens) or `none` (conformance runs)", choices=("signed", "none")
     )
