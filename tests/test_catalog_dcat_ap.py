@@ -127,3 +127,17 @@ def test_any_other_media_type_is_406_problem_details(one_store: TestClient) -> N
     response = one_store.get("/catalog", headers={"Accept": "application/json"})
     assert response.status_code == 406
     assert response.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/NotAcceptable"
+
+
+def test_a_changed_catalog_is_served_changed(catalog: TestClient) -> None:
+    """The serialised catalog is kept between requests, and only while the records hold."""
+
+    def datasets() -> set[str]:
+        graph = Graph().parse(data=catalog.get("/catalog").content, format="turtle")
+        return {str(graph.value(d, DCTERMS.identifier)) for d in graph.subjects(RDF.type, DCAT.Dataset)}
+
+    assert datasets() == {"urn:kizuna:ds:lights", "cabinets"}
+    assert catalog.post("/management/v1/datasets", json={**OPEN, "id": "third"}).status_code == 201
+    assert datasets() == {"urn:kizuna:ds:lights", "cabinets", "third"}
+    assert catalog.delete("/management/v1/datasets/cabinets").status_code == 204
+    assert datasets() == {"urn:kizuna:ds:lights", "third"}

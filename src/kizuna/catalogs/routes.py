@@ -36,6 +36,7 @@ class CatalogApi:
         self.catalog = catalog
         self.site = site
         self.ckan = CkanActions(catalog, site)
+        self.dcat = dcat_ap.CatalogDocuments(site)
 
     async def ckan_action(self, request: Request) -> Response:
         """One action call, answered in CKAN's envelope with CKAN's status for each failure."""
@@ -71,8 +72,7 @@ class CatalogApi:
         media = negotiate(header, list(dcat_ap.SYNTAXES))
         if media is None:
             raise NotAcceptable(f"The catalog is served as {', '.join(dcat_ap.SYNTAXES)}, not {header}")
-        listings = [self.site.describe(d) for d in await self.catalog.list()]
-        body = dcat_ap.serialise(dcat_ap.catalog_graph(self.site, listings), media)
+        body = await self.dcat.document(await self.catalog.list(), media)
         return Response(body, media_type=media, headers={"Vary": "Accept"})
 
     def routes(self) -> list[BaseRoute]:
