@@ -55,6 +55,8 @@ from kizuna.ngsild.subscriptions import CsourceSubscriptions, EntitySubscription
 from kizuna.ngsild.temporal import TemporalService
 from kizuna.ngsild.temporal_params import parse_retention
 from kizuna.ngsild.temporal_routes import TemporalApi
+from kizuna.ngsiv2.reads import V2Reads
+from kizuna.ngsiv2.routes import NgsiV2Api
 from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.outbound import OutboundGate
 from kizuna.problems import EXCEPTION_HANDLERS
@@ -246,6 +248,11 @@ def create_app(settings: Settings) -> Starlette:
                 Middleware(Authentication, authenticator=authenticator),
                 Middleware(AdminsOnly),
             ],
+        ),
+        mount(
+            paths.NGSI_V2,
+            NgsiV2Api(V2Reads(entities), registry).routes(),
+            middleware=[Middleware(Authentication, authenticator=authenticator)],
         ),
         mount(
             paths.NGSI_LD,
