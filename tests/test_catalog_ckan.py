@@ -69,6 +69,7 @@ def test_ckanapi_lists_shows_and_searches_a_live_node(serve: Callable[..., str])
             portal.action.package_search(q="duisburg", rows=1)["results"][0]["name"] == "urn-kizuna-ds-lights"
         )
         assert portal.action.status_show()["site_title"] == "Duisburg Node"
+        assert "rows" in portal.action.help_show(name="package_search")
 
 
 def actions(*datasets: dict[str, Any]) -> CkanActions:
@@ -180,6 +181,9 @@ def test_failures_in_ckans_envelope_and_statuses(client: TestClient) -> None:
     }
     r = client.get("/api/3/action/package_search?sort=popularity desc")
     assert r.status_code == 400 and r.json()["error"]["__type"] == "Search Query Error"
+    r = client.get(body["help"].removeprefix("http://127.0.0.1:1026"))  # where every answer points
+    assert r.status_code == 200 and ":param id:" in r.json()["result"]
+    assert client.get("/api/3/action/help_show?name=package_create").status_code == 404
     r = client.get("/api/3/action/package_create")
     assert (r.status_code, r.json()) == (400, "Bad request - Action name not known: package_create")
     r = client.post("/api/3/action/package_list", content=b"[1]")

@@ -36,6 +36,21 @@ FIELDS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "license_id": lambda p: [p["license_id"]],
     "text": lambda p: [p["title"], p["notes"], *(t["name"] for t in p["tags"])],
 }
+# What help_show answers (every envelope's "help" links to it): the parameters each action takes.
+HELP = {
+    "status_show": "Return the site's version and title. Takes no parameters.",
+    "package_list": "Return the names of the site's datasets. :param limit: :param offset:",
+    "package_show": "Return one dataset. :param id: the id or name of the dataset",
+    "package_search": (
+        "Search the datasets. :param q: terms or field:value, joined by AND, + or - before one"
+        " :param fq: as q :param rows: at most 1000 (10) :param start: :param sort: name,"
+        " title_string, metadata_created or metadata_modified with asc or desc"
+    ),
+    "organization_list": "Return the site's organizations. :param all_fields: dictionaries, not names",
+    "organization_show": "Return one organization. :param id: :param include_datasets:",
+    "tag_list": "Return the tags of the datasets. :param query: a part of the name :param all_fields:",
+    "help_show": "Return the help of an action. :param name: the action's name",
+}
 _NAMESPACE = uuid.UUID("6f1c1b8e-58a4-4e84-9a8e-0b5c2d7f7c1a")  # of the node's CKAN ids
 _TOKEN = re.compile(r'\s*([+-]?)(?:([A-Za-z_]+):)?("(?:[^"\\]|\\.)*"|[^\s"]+)')
 
@@ -73,6 +88,7 @@ class CkanActions:
             "organization_list": self.organization_list,
             "organization_show": self.organization_show,
             "tag_list": self.tag_list,
+            "help_show": self.help_show,
         }
 
     # -- the records ----------------------------------------------------------------------------
@@ -256,6 +272,12 @@ class CkanActions:
         if not _bool(params, "all_fields"):
             return names
         return [{"display_name": n, "id": ckan_id("tag", n), "name": n, "vocabulary_id": None} for n in names]
+
+    async def help_show(self, params: Mapping[str, Any]) -> str:
+        name = _required(params, "name")
+        if name not in HELP:
+            raise ResourceNotFound(f"Action function not found: {name}")
+        return HELP[name]
 
 
 # -- parameters -------------------------------------------------------------------------------------
