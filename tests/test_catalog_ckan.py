@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from kizuna.catalogs.ckan import CkanActions, ckan_time, munge_name
 from kizuna.catalogs.listing import Publisher, Site
 from kizuna.dataspace.catalog import parse_dataset
+from kizuna.errors import CatalogSearchInvalid
 
 USE = {"permission": [{"action": "use"}]}
 IN_EU = {
@@ -129,7 +130,11 @@ async def test_the_resources_carry_the_datasets_query() -> None:
 
 
 async def test_search_terms_fields_negation_paging_and_sort() -> None:
-    site = actions(record(LIGHTS, USE), record(CABINETS, IN_EU), record({**LIGHTS, "id": "zz"}, USE))
+    site = actions(
+        record(LIGHTS, USE, createdAt="2026-11-20T08:00:00Z"),
+        record(CABINETS, IN_EU, createdAt="2026-11-23T08:00:00Z"),
+        record({**LIGHTS, "id": "zz"}, USE, createdAt="2026-11-22T18:00:00Z"),
+    )
 
     async def names(**params: Any) -> list[str]:
         return [p["name"] for p in (await site.package_search(params))["results"]]
@@ -143,6 +148,14 @@ async def test_search_terms_fields_negation_paging_and_sort() -> None:
     ]
     assert await names(fq="res_format:DSP AND name:zz") == ["zz"]
     assert await names(q="*:*", rows="1", start="1", sort="name asc") == ["urn-kizuna-ds-lights"]
+    assert await names(fq="metadata_modified:[2026-11-22T18:00:00Z TO *]", sort="name asc") == [
+        "cabinets",
+        "zz",
+    ]
+    assert await names(fq="-metadata_created:[* TO 2026-11-22T18:00:00.000000]") == ["cabinets"]
+    for refused in ("metadata_modified:[NOW-1DAY TO *]", "tags:[a TO b]", "name:x OR name:y"):
+        with pytest.raises(CatalogSearchInvalid):
+            await site.package_search({"fq": refused})
     result = await site.package_search({"q": "nothing-like-this"})
     assert (result["count"], result["results"], result["sort"]) == (
         0,

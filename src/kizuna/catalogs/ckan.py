@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -34,6 +34,8 @@ FIELDS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "title": lambda p: [p["title"]],
     "res_format": lambda p: [r["format"] for r in p["resources"]],
     "license_id": lambda p: [p["license_id"]],
+    "metadata_modified": lambda p: [p["metadata_modified"]],
+    "metadata_created": lambda p: [p["metadata_created"]],
     "text": lambda p: [p["title"], p["notes"], *(t["name"] for t in p["tags"])],
 }
 # What help_show answers (every envelope's "help" links to it): the parameters each action takes.
@@ -52,7 +54,10 @@ HELP = {
     "help_show": "Return the help of an action. :param name: the action's name",
 }
 _NAMESPACE = uuid.UUID("6f1c1b8e-58a4-4e84-9a8e-0b5c2d7f7c1a")  # of the node's CKAN ids
-_TOKEN = re.compile(r'\s*([+-]?)(?:([A-Za-z_]+):)?("(?:[^"\\]|\\.)*"|[^\s"]+)')
+_TOKEN = re.compile(r'\s*([+-]?)(?:([A-Za-z_]+):)?("(?:[^"\\]|\\.)*"|\[[^\]]*\]|[^\s"]+)')
+_RANGE = re.compile(r"\[\s*(\S+)\s+TO\s+(\S+)\s*\]")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z?")
+TIMES = ("metadata_modified", "metadata_created")
 
 
 def ckan_id(*parts: str) -> str:
@@ -225,7 +230,7 @@ class CkanActions:
         start = _int(params, "start", 0) or 0
         sort = _text(params, "sort") or DEFAULT_SORT
         terms = _terms(_text(params, "q")) + _terms(_text(params, "fq"))
-        found = [p for p in await self.packages() if all(_matches(p, *term) for term in terms)]
+        found = [p for p in await self.packages() if all(_matches(p, term) for term in terms)]
         return {
             "count": len(found),
             "facets": {},
@@ -327,13 +332,24 @@ def _extra(package: dict[str, Any], key: str) -> str | None:
 # -- search -----------------------------------------------------------------------------------------
 
 
-def _terms(query: str | None) -> list[tuple[str, str, bool]]:
-    """``q`` or ``fq`` as (field, value, negated) terms that must all hold: terms joined by
-    spaces or ``AND``, ``+`` (must, as harvesters write it) or ``-`` (must not) before one, a
-    quoted value for spaces; a bare term is ``text``."""
+class Term(NamedTuple):
+    """One term of a search: ``value`` in ``field`` (or, for a range, between ``low`` and
+    ``high``), which must hold, or must not (``negated``)."""
+
+    field: str
+    value: str
+    negated: bool = False
+    low: str | None = None
+    high: str | None = None
+
+
+def _terms(query: str | None) -> list[Term]:
+    """``q`` or ``fq`` as terms that must all hold: terms joined by spaces or ``AND``, ``+``
+    (must, as harvesters write it) or ``-`` (must not) before one, a quoted value for spaces,
+    ``[low TO high]`` (``*`` open) on the two time fields; a bare term is ``text``."""
     if not query or query.strip() in ("*:*", "*"):
         return []
-    terms: list[tuple[str, str, bool]] = []
+    terms: list[Term] = []
     position = 0
     while position < len(query.rstrip()):
         match = _TOKEN.match(query, position)
@@ -341,27 +357,48 @@ def _terms(query: str | None) -> list[tuple[str, str, bool]]:
             raise CatalogSearchInvalid(f"Cannot read the search {query!r}")
         position = match.end()
         sign, field, value = match.group(1), match.group(2) or "text", match.group(3)
-        if value.startswith('"'):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        elif value == "AND" and not sign and match.group(2) is None:
-            continue
-        elif value in ("OR", "NOT") or value.startswith(("(", "[", "{")):
-            raise CatalogSearchInvalid(f"Only terms joined by AND are supported, not {value!r}")
         if field not in FIELDS:
             raise CatalogSearchInvalid(f"Unknown search field {field!r} (known: {', '.join(sorted(FIELDS))})")
-        terms.append((field, value, sign == "-"))
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        elif value.startswith("["):
+            terms.append(_range(field, value, sign == "-"))
+            continue
+        elif value == "AND" and not sign and match.group(2) is None:
+            continue
+        elif value in ("OR", "NOT") or value.startswith(("(", "{")):
+            raise CatalogSearchInvalid(f"Only terms joined by AND are supported, not {value!r}")
+        terms.append(Term(field, value, sign == "-"))
     return terms
 
 
-def _matches(package: dict[str, Any], field: str, value: str, negated: bool) -> bool:
+def _range(field: str, text: str, negated: bool) -> Term:
+    """``[2026-01-01T00:00:00Z TO *]``, what harvesters ask of ``metadata_modified`` to fetch
+    only what changed since their last run; times compare as CKAN writes them."""
+    bounds = _RANGE.fullmatch(text)
+    if (
+        field not in TIMES
+        or bounds is None
+        or not all(b == "*" or _TIME.fullmatch(b) for b in bounds.groups())
+    ):
+        raise CatalogSearchInvalid(f"Ranges are [time TO time] on {' or '.join(TIMES)}, not {field}:{text}")
+    low, high = (None if b == "*" else ckan_time(b) for b in bounds.groups())
+    return Term(field, text, negated, low, high)
+
+
+def _matches(package: dict[str, Any], term: Term) -> bool:
     """A ``text`` term is found inside a value (case-insensitive, as CKAN's stemmed text
-    roughly is); a fielded term equals one (``*`` matches any)."""
-    values = FIELDS[field](package)
-    if field == "text":
-        found = any(value.lower() in v.lower() for v in values)
+    roughly is); a fielded term equals one (``*`` matches any); a range holds its values."""
+    values = FIELDS[term.field](package)
+    if term.field == "text":
+        found = any(term.value.lower() in v.lower() for v in values)
+    elif term.value.startswith("["):
+        found = any(
+            (term.low is None or term.low <= v) and (term.high is None or v <= term.high) for v in values
+        )
     else:
-        found = value == "*" or value in values
-    return found != negated
+        found = term.value == "*" or term.value in values
+    return found != term.negated
 
 
 def _sorted(packages: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
