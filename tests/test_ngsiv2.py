@@ -9,6 +9,7 @@ from typing import Any
 from starlette.testclient import TestClient
 
 from access_helpers import bearer
+from kizuna.access.apikeys import ApiKeys
 from kizuna.ngsiv2.translate import v2_entity
 
 ENTITIES = "/ngsi-ld/v1/entities"
@@ -219,3 +220,21 @@ def test_attributes_of_every_ngsi_ld_kind() -> None:
     assert out["nothing"] == {"type": "None", "value": None, "metadata": {}}
     assert out["dateCreated"] == {"type": "DateTime", "value": "2026-01-01T00:00:00Z", "metadata": {}}
     assert "dateModified" not in out
+
+
+def test_credentials_are_checked_for_the_fiware_service_tenant(secured: TestClient, idp_key: Any) -> None:
+    """A key bound to a tenant proves its subject there, named by Fiware-Service as NGSILD-Tenant
+    names it on NGSI-LD; in any other tenant it proves nothing (401)."""
+    keys = ApiKeys(secured.app.state.store)  # type: ignore[attr-defined]
+    _, key = secured.portal.call(keys.create, "root", "gateway", ("kizuna-creator",), "duisburg", None)  # type: ignore[union-attr]
+    admin = bearer(idp_key, "kizuna-admin", sub="root") | {"NGSILD-Tenant": "duisburg"}
+    bench = {"id": "urn:ngsi-ld:Bench:1", "type": "Bench"}
+    assert secured.post(ENTITIES, json=bench, headers=admin).status_code == 201  # makes the tenant
+    mine = {"X-API-Key": key, "NGSILD-Tenant": "duisburg"}
+    assert secured.post(ENTITIES, json=streetlight(1), headers=mine).status_code == 201
+    found = secured.get(
+        V2, params={"type": "Streetlight"}, headers={"X-API-Key": key, "Fiware-Service": "duisburg"}
+    )
+    assert [e["id"] for e in found.json()] == ["urn:ngsi-ld:Streetlight:1"]
+    for elsewhere in ({"X-API-Key": key}, {"X-API-Key": key, "Fiware-Service": "berlin"}):
+        assert secured.get(V2, headers=elsewhere).status_code == 401

@@ -56,6 +56,7 @@ from kizuna.ngsild.temporal import TemporalService
 from kizuna.ngsild.temporal_params import parse_retention
 from kizuna.ngsild.temporal_routes import TemporalApi
 from kizuna.ngsiv2.reads import V2Reads
+from kizuna.ngsiv2.routes import SERVICE as FIWARE_SERVICE
 from kizuna.ngsiv2.routes import NgsiV2Api
 from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.outbound import OutboundGate
@@ -252,7 +253,9 @@ def create_app(settings: Settings) -> Starlette:
         mount(
             paths.NGSI_V2,
             NgsiV2Api(V2Reads(entities), registry).routes(),
-            middleware=[Middleware(Authentication, authenticator=authenticator)],
+            middleware=[
+                Middleware(Authentication, authenticator=authenticator, tenant_header=FIWARE_SERVICE)
+            ],
         ),
         mount(
             paths.NGSI_LD,

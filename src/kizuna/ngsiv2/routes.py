@@ -22,7 +22,7 @@ from kizuna.ngsild import edge
 from kizuna.ngsiv2.reads import QUERY_PARAMS, RETRIEVE_PARAMS, V2Reads, parse_page
 
 JSON = "application/json"
-SERVICE = "fiware-service"
+SERVICE = "fiware-service"  # the tenant's header (Authentication reads it too)
 SERVICE_PATH = "fiware-servicepath"
 ROOT_PATHS = ("", "/", "/#")  # the root, and "/#" (everything under it, which is the root)
 # Orion's error names by status; any other status keeps the NGSI-LD type's name.
