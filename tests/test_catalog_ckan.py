@@ -127,6 +127,15 @@ async def test_the_resources_carry_the_datasets_query() -> None:
     assert "tenant 'duisburg'" in package["resources"][0]["description"]
     assert {"key": "tenant", "value": "duisburg"} in package["extras"]
     assert "with their temporal history" in package["notes"]
+    near = {"geometry": "Point", "coordinates": "[6.77,51.43]", "georel": "near;maxDistance==500"}
+    package = await actions(record({**LIGHTS, "geoQ": near}, USE)).package_show(
+        {"id": "urn:kizuna:ds:lights"}
+    )
+    assert package["resources"][0]["url"] == (
+        "https://node.example/ngsi-ld/v1/entities?type=Streetlight&geometry=Point"
+        "&coordinates=%5B6.77,51.43%5D&georel=near%3BmaxDistance%3D%3D500"
+    )
+    assert package["notes"].endswith("near;maxDistance==500 a Point, their current state.")
 
 
 async def test_search_terms_fields_negation_paging_and_sort() -> None:

@@ -126,9 +126,7 @@ class Site:
         v2_query = dict(query)
         if dataset.get("q"):
             query["q"] = dataset["q"]
-        geo = dataset.get("geoQ")
-        if geo:
-            query.update({k: v for k, v in geo.items() if k != "geoproperty"} | _geoproperty(geo))
+        query.update(dataset.get("geoQ") or {})  # geoQ's members are NGSI-LD's parameter names
         history = dataset.get("history", False)
         entities = "/temporal/entities" if history else "/entities"
         tenant = dataset.get("tenant", "")
@@ -158,10 +156,6 @@ class Site:
                 f"{dsp.endpoint}/catalog/datasets/{quote(dataset['id'], safe=':')}",
             ),
         ]
-
-
-def _geoproperty(geo: dict[str, Any]) -> dict[str, str]:
-    return {"geoproperty": geo["geoproperty"]} if geo.get("geoproperty") else {}
 
 
 def _description(dataset: dict[str, Any]) -> str:
