@@ -135,7 +135,7 @@ async def test_the_resources_carry_the_datasets_query() -> None:
         "https://node.example/ngsi-ld/v1/entities?type=Streetlight&geometry=Point"
         "&coordinates=%5B6.77,51.43%5D&georel=near%3BmaxDistance%3D%3D500"
     )
-    assert package["notes"].endswith("near;maxDistance==500 a Point, their current state.")
+    assert package["notes"].endswith("(geoQ: near;maxDistance==500 Point [6.77,51.43]), their current state.")
 
 
 async def test_search_terms_fields_negation_paging_and_sort() -> None:

@@ -168,7 +168,8 @@ def _description(dataset: dict[str, Any]) -> str:
         text += f" where {dataset['q']}"
     if dataset.get("geoQ"):
         geo = dataset["geoQ"]
-        text += f", {geo['georel']} a {geo['geometry']}"
+        words = (geo["georel"], geo["geometry"], geo.get("coordinates"))
+        text += f" (geoQ: {' '.join(w for w in words if w)})"
     text += ", with their temporal history." if dataset.get("history") else ", their current state."
     return text
 
