@@ -3,6 +3,9 @@ conforming to the official SHACL shapes (tests/data/dcat-ap/README.md says which
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,8 @@ from rdflib.namespace import DCAT, DCTERMS, ODRL2, SH
 from starlette.testclient import TestClient
 
 from kizuna.app import create_app
+from kizuna.catalogs.dcat_ap import catalog_graph
+from kizuna.catalogs.listing import Publisher, Site
 from kizuna.config import Settings
 from kizuna.dataspace.catalog import parse_dataset
 from kizuna.dataspace.core import DATASET
@@ -141,3 +146,30 @@ def test_a_changed_catalog_is_served_changed(catalog: TestClient) -> None:
     assert datasets() == {"urn:kizuna:ds:lights", "cabinets", "third"}
     assert catalog.delete("/management/v1/datasets/cabinets").status_code == 204
     assert datasets() == {"urn:kizuna:ds:lights", "third"}
+
+
+def test_an_offer_never_makes_the_node_fetch_a_context() -> None:
+    """An @context inside an offer (the management API keeps it) is not resolved: rdflib would
+    fetch it, a request no outbound gate checked."""
+    asked: list[socket.socket] = []
+
+    def watch(listener: socket.socket) -> None:
+        with contextlib.suppress(TimeoutError):
+            connection, _ = listener.accept()
+            asked.append(connection)
+            connection.close()  # a fetch, if one came, fails at once instead of waiting
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.5)
+        watcher = threading.Thread(target=watch, args=(listener,))
+        watcher.start()
+        trap = f"http://127.0.0.1:{listener.getsockname()[1]}/context.jsonld"
+        record = parse_dataset({**OPEN, "policy": {"permission": [{"action": "use", "@context": trap}]}})
+        site = Site(PUBLIC, Publisher("did:web:node.example", "Node"))
+        graph = catalog_graph(site, [site.describe(record)])
+        watcher.join()
+    assert asked == []
+    (offer,) = graph.objects(URIRef("urn:kizuna:ds:lights"), ODRL2.hasPolicy)
+    assert graph.value(graph.value(offer, ODRL2.permission), ODRL2.action) == ODRL2.use

@@ -153,10 +153,21 @@ def _policies(graph: Graph, listings: list[Listing]) -> None:
     one document: rdflib's JSON-LD parser costs milliseconds per call)."""
     offers = [offer for listing in listings for offer in listing.offers]
     if offers:
-        document = {"@context": _ODRL_CONTEXT, "@graph": offers}
+        document = {"@context": _ODRL_CONTEXT, "@graph": [_without_contexts(o) for o in offers]}
         graph.parse(data=orjson.dumps(document).decode(), format="json-ld")
     for offer in offers:
         graph.add((URIRef(str(offer["@id"])), RDF.type, ODRL2.Policy))
+
+
+def _without_contexts(value: Any) -> Any:
+    """An offer without the ``@context`` members it may carry inside (the management API keeps
+    them): rdflib would fetch each named one, a request past the outbound gate. The bundled ODRL
+    context is what an offer means here."""
+    if isinstance(value, dict):
+        return {k: _without_contexts(v) for k, v in value.items() if k != "@context"}
+    if isinstance(value, list):
+        return [_without_contexts(v) for v in value]
+    return value
 
 
 def _distribution(graph: Graph, listing: Listing, access: Access, service: URIRef) -> URIRef:
