@@ -173,3 +173,23 @@ def test_an_offer_never_makes_the_node_fetch_a_context() -> None:
     assert asked == []
     (offer,) = graph.objects(URIRef("urn:kizuna:ds:lights"), ODRL2.hasPolicy)
     assert graph.value(graph.value(offer, ODRL2.permission), ODRL2.action) == ODRL2.use
+
+
+def test_an_offer_rdflib_cannot_read_leaves_the_catalog_whole() -> None:
+    """ODRL-valid is not JSON-LD-valid: an offer with a malformed value object is published as
+    its IRI (an odrl:Offer), the other offers with all their terms."""
+    odd = {
+        "action": "use",
+        "constraint": [
+            {"leftOperand": "spatial", "operator": "eq", "rightOperand": {"@language": 7, "@value": "x"}}
+        ],
+    }
+    bad = parse_dataset({**OPEN, "policy": {"permission": [odd]}})
+    good = parse_dataset(CONSTRAINED)
+    site = Site(PUBLIC, Publisher("did:web:node.example", "Node"))
+    graph = catalog_graph(site, [site.describe(bad), site.describe(good)])
+    (unread,) = graph.objects(URIRef("urn:kizuna:ds:lights"), ODRL2.hasPolicy)
+    assert (unread, RDF.type, ODRL2.Offer) in graph and graph.value(unread, ODRL2.permission) is None
+    (read,) = graph.objects(URIRef(f"{PUBLIC}/dsp/catalog/datasets/cabinets"), ODRL2.hasPolicy)
+    assert graph.value(graph.value(read, ODRL2.permission), ODRL2.action) == ODRL2.use
+    assert conforms(graph)[0]

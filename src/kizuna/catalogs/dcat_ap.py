@@ -11,6 +11,7 @@ the graph, since a harvester validating it sees no other document.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from importlib.resources import files
 from typing import Any
@@ -21,6 +22,8 @@ from rdflib import RDF, XSD, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF, ODRL2
 
 from kizuna.catalogs.listing import Access, Listing, Service, Site
+
+log = logging.getLogger("kizuna.catalogs")
 
 TURTLE = "text/turtle"
 JSON_LD = "application/ld+json"
@@ -150,13 +153,31 @@ def _dataset(graph: Graph, listing: Listing, publisher: URIRef, services: dict[s
 
 def _policies(graph: Graph, listings: list[Listing]) -> None:
     """Every offer as ODRL triples, read from their JSON-LD with the bundled ODRL context (in
-    one document: rdflib's JSON-LD parser costs milliseconds per call)."""
-    offers = [offer for listing in listings for offer in listing.offers]
-    if offers:
-        document = {"@context": _ODRL_CONTEXT, "@graph": [_without_contexts(o) for o in offers]}
-        graph.parse(data=orjson.dumps(document).decode(), format="json-ld")
+    one document: rdflib's JSON-LD parser costs milliseconds per call). The management API
+    checks an offer's ODRL, not all of its JSON-LD: when the whole fails to read, each offer is
+    read alone, and one that cannot be is published as its IRI only (its terms stay in the DSP
+    catalog) rather than failing the catalog."""
+    offers = [_without_contexts(offer) for listing in listings for offer in listing.offers]
+    if offers and not _parsed(graph, offers):
+        for offer in offers:
+            if not _parsed(graph, [offer]):
+                log.warning("offer %s is no JSON-LD rdflib reads; published without its terms", offer["@id"])
     for offer in offers:
         graph.add((URIRef(str(offer["@id"])), RDF.type, ODRL2.Policy))
+        graph.add((URIRef(str(offer["@id"])), RDF.type, ODRL2.Offer))
+
+
+def _parsed(graph: Graph, offers: list[dict[str, Any]]) -> bool:
+    """Whether ``offers`` were read into ``graph`` (all of them, or, failing, none)."""
+    read = Graph()
+    try:
+        read.parse(
+            data=orjson.dumps({"@context": _ODRL_CONTEXT, "@graph": offers}).decode(), format="json-ld"
+        )
+    except Exception:  # rdflib fails on odd JSON-LD with whatever error its code meets
+        return False
+    graph += read
+    return True
 
 
 def _without_contexts(value: Any) -> Any:
