@@ -17,7 +17,7 @@ from rdflib.namespace import DCAT, DCTERMS, ODRL2, SH
 from starlette.testclient import TestClient
 
 from kizuna.app import create_app
-from kizuna.catalogs.dcat_ap import catalog_graph
+from kizuna.catalogs.dcat_ap import catalog_graph, serialise
 from kizuna.catalogs.listing import Publisher, Site
 from kizuna.config import Settings
 from kizuna.dataspace.catalog import parse_dataset
@@ -193,3 +193,16 @@ def test_an_offer_rdflib_cannot_read_leaves_the_catalog_whole() -> None:
     (read,) = graph.objects(URIRef(f"{PUBLIC}/dsp/catalog/datasets/cabinets"), ODRL2.hasPolicy)
     assert graph.value(graph.value(read, ODRL2.permission), ODRL2.action) == ODRL2.use
     assert conforms(graph)[0]
+
+
+@pytest.mark.parametrize("media", list(SYNTAXES))
+def test_an_id_no_iri_can_hold_names_the_dataset_by_its_dsp_address(media: str) -> None:
+    odd = parse_dataset({**OPEN, "id": 'urn:x:<lamp>"{1}"'})
+    site = Site(PUBLIC, Publisher('did:web:"odd"', "Node"))
+    graph = Graph().parse(
+        data=serialise(catalog_graph(site, [site.describe(odd)]), media), format=SYNTAXES[media]
+    )
+    (dataset,) = graph.subjects(RDF.type, DCAT.Dataset)
+    assert str(dataset) == f"{PUBLIC}/dsp/catalog/datasets/urn:x:%3Clamp%3E%22%7B1%7D%22"
+    assert graph.value(dataset, DCTERMS.identifier) == Literal('urn:x:<lamp>"{1}"')
+    assert str(graph.value(dataset, DCTERMS.publisher)) == f"{PUBLIC}#publisher"

@@ -35,6 +35,7 @@ ACCESS_RIGHT = Namespace("http://publications.europa.eu/resource/authority/acces
 IANA = "https://www.iana.org/assignments/media-types/"
 FORMATS = {"application/ld+json": FILE_TYPE.JSON_LD, "application/json": FILE_TYPE.JSON}
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_NOT_IN_IRIS = re.compile(r'[\x00-\x20<>"{}|\\^`]')
 _PREFIXES = {"dcat": DCAT, "dct": DCTERMS, "foaf": FOAF, "odrl": ODRL2, "xsd": XSD}
 # The ODRL terms of the bundled DSP context, with ODRL as the vocabulary of the names an offer
 # uses as values (``use``, ``spatial``, ``eq``): an offer reads as RDF without the network.
@@ -105,12 +106,17 @@ def serialise(graph: Graph, media_type: str) -> bytes:
 
 def dataset_iri(listing: Listing) -> URIRef:
     """The dataset's own id when it is an IRI, else its DSP address (where it can be read)."""
-    return URIRef(listing.id) if _SCHEME.match(listing.id) else URIRef(listing.access("dsp").url)
+    return URIRef(listing.id) if _is_iri(listing.id) else URIRef(listing.access("dsp").url)
+
+
+def _is_iri(text: str) -> bool:
+    """An absolute IRI every RDF syntax can write (ids may hold ``<``, ``"``, ``{``...)."""
+    return bool(_SCHEME.match(text)) and not _NOT_IN_IRIS.search(text)
 
 
 def _publisher(graph: Graph, site: Site) -> URIRef:
     participant = site.publisher.participant_id
-    agent = URIRef(participant if _SCHEME.match(participant) else site.public_url + "#publisher")
+    agent = URIRef(participant if _is_iri(participant) else site.public_url + "#publisher")
     graph.add((agent, RDF.type, FOAF.Agent))
     graph.add((agent, FOAF.name, Literal(site.publisher.name)))
     return agent
