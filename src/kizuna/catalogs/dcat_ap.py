@@ -210,7 +210,7 @@ def _distribution(graph: Graph, listing: Listing, access: Access, service: URIRe
     graph.add((media, RDF.type, DCTERMS.MediaType))
     graph.add((iri, DCTERMS["format"], file_type))
     graph.add((file_type, RDF.type, DCTERMS.MediaTypeOrExtent))
-    if listing.license.url:
+    if listing.license.url and _is_iri(listing.license.url):
         license_iri = URIRef(listing.license.url)
         graph.add((iri, DCTERMS.license, license_iri))
         graph.add((license_iri, RDF.type, DCTERMS.LicenseDocument))
