@@ -4,12 +4,16 @@ permissions as NGSI-LD reads."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from starlette.testclient import TestClient
 
 from access_helpers import bearer
+from conftest import DATA
 from kizuna.access.apikeys import ApiKeys
+from kizuna.app import create_app
+from kizuna.config import Settings
 from kizuna.ngsiv2.translate import v2_entity
 
 ENTITIES = "/ngsi-ld/v1/entities"
@@ -238,3 +242,26 @@ def test_credentials_are_checked_for_the_fiware_service_tenant(secured: TestClie
     assert [e["id"] for e in found.json()] == ["urn:ngsi-ld:Streetlight:1"]
     for elsewhere in ({"X-API-Key": key}, {"X-API-Key": key, "Fiware-Service": "berlin"}):
         assert secured.get(V2, headers=elsewhere).status_code == 401
+
+
+def test_the_node_default_context_names_what_v2_clients_ask_without_a_link(tmp_path: Path) -> None:
+    """``--ngsiv2-context``: v2 clients send no Link header; the node's own vocabulary gives
+    their short names both ways."""
+    settings = Settings(
+        store=f"sqlite:///{tmp_path}/kizuna.db",
+        context_map=str(DATA / "smart-data-models" / "context-map.json"),
+        ngsiv2_context=SDM,
+    )
+    with TestClient(create_app(settings)) as client:
+        body = {
+            "id": "urn:ngsi-ld:Streetlight:sdm",
+            "type": "Streetlight",
+            "powerState": {"type": "Property", "value": "on"},
+        }
+        assert client.post(ENTITIES, json=body, headers={"Link": LINK}).status_code == 201
+        found = client.get(V2, params={"type": "Streetlight", "attrs": "powerState", "options": "keyValues"})
+        assert found.json() == [
+            {"id": "urn:ngsi-ld:Streetlight:sdm", "type": "Streetlight", "powerState": "on"}
+        ]
+        core = '<https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld>; rel="http://www.w3.org/ns/json-ld#context"'
+        assert client.get(V2, params={"type": "Streetlight"}, headers={"Link": core}).json() == []

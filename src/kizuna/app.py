@@ -252,7 +252,7 @@ def create_app(settings: Settings) -> Starlette:
         ),
         mount(
             paths.NGSI_V2,
-            NgsiV2Api(V2Reads(entities), registry).routes(),
+            NgsiV2Api(V2Reads(entities), registry, settings.ngsiv2_context).routes(),
             middleware=[
                 Middleware(Authentication, authenticator=authenticator, tenant_header=FIWARE_SERVICE)
             ],

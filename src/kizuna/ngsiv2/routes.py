@@ -43,9 +43,13 @@ def orion_errors(endpoint: Endpoint) -> Endpoint:
 
 
 class NgsiV2Api:
-    def __init__(self, reads: V2Reads, contexts: ContextRegistry) -> None:
+    """``default_context`` (``--ngsiv2-context``) is the @context of a request without a
+    ``Link`` header: v2 clients send none, and their names are those of the node's data."""
+
+    def __init__(self, reads: V2Reads, contexts: ContextRegistry, default_context: str | None = None) -> None:
         self.reads = reads
         self.contexts = contexts
+        self.default_context = default_context
 
     async def query_entities(self, request: Request) -> Response:
         tenant, terms = await self._start(request, QUERY_PARAMS)
@@ -72,7 +76,7 @@ class NgsiV2Api:
         if request.headers.get(SERVICE_PATH, "").strip() not in ROOT_PATHS:
             raise BadRequestData("Only the root service path (/) is served")
         tenant = edge.tenant_of(request, SERVICE)
-        terms, _ = await edge.link_terms(request, self.contexts)
+        terms = await self.contexts.term_map(edge.link_context(request) or self.default_context)
         return tenant, terms
 
     def routes(self) -> list[BaseRoute]:
