@@ -23,6 +23,8 @@ from kizuna.access.authenticator import Authenticator, access_mode, is_loopback
 from kizuna.access.grants import Grants
 from kizuna.access.policy import AccessPolicy
 from kizuna.audit_routes import AuditApi
+from kizuna.catalogs.listing import Publisher, Site
+from kizuna.catalogs.routes import CatalogApi
 from kizuna.config import Settings
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError, ServiceUnavailable
@@ -53,6 +55,9 @@ from kizuna.ngsild.subscriptions import CsourceSubscriptions, EntitySubscription
 from kizuna.ngsild.temporal import TemporalService
 from kizuna.ngsild.temporal_params import parse_retention
 from kizuna.ngsild.temporal_routes import TemporalApi
+from kizuna.ngsiv2.reads import V2Reads
+from kizuna.ngsiv2.routes import SERVICE as FIWARE_SERVICE
+from kizuna.ngsiv2.routes import NgsiV2Api
 from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.outbound import OutboundGate
 from kizuna.problems import EXCEPTION_HANDLERS
@@ -224,12 +229,17 @@ def create_app(settings: Settings) -> Starlette:
             routes=PermissionApi(grants, registry).routes(),
         ),
     ]
+    site = Site(
+        settings.public_base_url,
+        Publisher(settings.participant_id, settings.publisher_name or settings.participant_id),
+    )
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         dataspace.version_route(),
         mount(paths.DSP, dataspace.protocol_routes()),
+        *CatalogApi(dataspace.catalog, site).routes(),
         mount(
             paths.MANAGEMENT,
             routes=[*dataspace.management_routes(), *AuditApi(audit).routes()],
@@ -238,6 +248,13 @@ def create_app(settings: Settings) -> Starlette:
                 Middleware(JsonBodiesOnly),
                 Middleware(Authentication, authenticator=authenticator),
                 Middleware(AdminsOnly),
+            ],
+        ),
+        mount(
+            paths.NGSI_V2,
+            NgsiV2Api(V2Reads(entities), registry, settings.ngsiv2_context).routes(),
+            middleware=[
+                Middleware(Authentication, authenticator=authenticator, tenant_header=FIWARE_SERVICE)
             ],
         ),
         mount(

@@ -72,6 +72,12 @@ class Settings:
         " (notifications, forwarding, `@context` fetches, DSP counterparties); see docs/security.md",
         shown="loopback with `--auth none` on a loopback `--host`, else none",
     )
+    ngsiv2_context: str | None = _setting(
+        None,
+        "the `@context` URL NGSI v2 requests without a `Link` header name types and attributes in"
+        " (e.g. a Smart Data Models context; docs/interop-catalogs.md)",
+        shown="the NGSI-LD core context",
+    )
     # Notification delivery tuning (see docs/notifications.md)
     notify_backoff_base: float = _setting(0.5, "seconds before the first notification retry")
     notify_backoff_cap: float = _setting(60.0, "longest wait between notification retries")
@@ -107,6 +113,12 @@ class Settings:
         "the address counterparties and subscribers reach this node at (DSP callbacks, node name,"
         " implicit `@context` links of notifications)",
         shown="http://host:port",
+    )
+    publisher_name: str | None = _setting(
+        None,
+        "the name portals show for this node: its CKAN organization and its DCAT-AP publisher"
+        " (docs/interop-catalogs.md)",
+        shown="the participant id",
     )
     dsp_auth: str = _setting(
         "signed", "`signed` (Ed25519 request tokens) or `none` (conformance runs)", choices=("signed", "none")

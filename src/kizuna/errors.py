@@ -190,6 +190,31 @@ class TooManyTenants(KizunaError):
     status = 403
 
 
+# -- the catalog formats (CKAN, DCAT-AP) ---------------------------------------------------------
+
+
+class CatalogSearchInvalid(KizunaError):
+    """400: a catalog search (CKAN's ``q``, ``fq``, ``sort``) outside what the node answers;
+    the CKAN edge reports it as a ``Search Query Error``, as CKAN reports what Solr refuses."""
+
+    type_name = "CatalogSearchInvalid"
+    title = "The catalog search cannot be answered"
+    status = 400
+
+
+class CatalogParameterInvalid(KizunaError):
+    """409: a parameter of a catalog action that does not hold (a missing ``id``, a ``rows``
+    that is no number); the CKAN edge reports it as a ``Validation Error`` on ``member``."""
+
+    type_name = "CatalogParameterInvalid"
+    title = "A parameter of the catalog action is invalid"
+    status = 409
+
+    def __init__(self, member: str, detail: str) -> None:
+        super().__init__(detail, member=member)
+        self.member = member
+
+
 # -- the dataspace connector ---------------------------------------------------------------------
 
 

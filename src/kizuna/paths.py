@@ -9,3 +9,6 @@ NGSI_LD = "/ngsi-ld/v1"
 MANAGEMENT = "/management/v1"
 DSP = "/dsp"
 HOSTED_CONTEXTS = "/jsonldContexts"  # under NGSI_LD (clause 5.13)
+NGSI_V2 = "/v2"  # the read-only NGSI v2 subset (kizuna.ngsiv2)
+CKAN_ACTIONS = "/api/3/action"
+DCAT_CATALOG = "/catalog"

@@ -20,9 +20,16 @@ API_KEY_HEADER = "x-api-key"
 
 
 class Authentication:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+    """``tenant_header`` names the header the API under it reads the tenant from (NGSI v2's is
+    ``Fiware-Service``): credentials are checked for the tenant the request acts in, so a key
+    bound to one tenant, or a token of one tenant's issuer, proves nothing in another."""
+
+    def __init__(
+        self, app: ASGIApp, authenticator: Authenticator, tenant_header: str = TENANT_HEADER
+    ) -> None:
         self.app = app
         self.authenticator = authenticator
+        self.tenant_header = tenant_header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,7 +40,7 @@ class Authentication:
             subject = await self.authenticator.subject(
                 headers.get("authorization"),
                 headers.get(API_KEY_HEADER),
-                headers.get(TENANT_HEADER, DEFAULT_TENANT),
+                headers.get(self.tenant_header, DEFAULT_TENANT),
             )
         except NgsiLdError as error:
             await problem_response(error)(scope, receive, send)

@@ -27,6 +27,7 @@ from kizuna.errors import (
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.limits import InputLimits, PageLimits
+from kizuna.media import negotiate
 from kizuna.ngsild.selection import Page, Params, parse_page
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -44,8 +45,10 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-def tenant_of(request: Request) -> str:
-    tenant = request.headers.get(TENANT_HEADER, "")
+def tenant_of(request: Request, header: str = TENANT_HEADER) -> str:
+    """The tenant a request names in ``header`` (NGSI-LD's, or another API's: NGSI v2's
+    ``Fiware-Service``), checked alike whichever header carries it."""
+    tenant = request.headers.get(header, "")
     if tenant and (len(tenant) > 256 or any(c in tenant for c in "<>\"'=;()\\ ")):
         raise BadRequestData(f"Invalid tenant name {tenant!r}")
     return tenant
@@ -75,33 +78,10 @@ def accepted_type(request: Request, *, geo: bool = False) -> str:
     header = request.headers.get("accept")
     if not header:
         return JSON
-    offers = [JSON, JSON_LD] + ([GEO_JSON] if geo else [])
-    best: tuple[float, int, str] | None = None
-    for position, part in enumerate(header.split(",")):
-        media, _, params = part.partition(";")
-        media = media.strip().lower()
-        weight = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        if weight <= 0:
-            continue
-        if media in ("*/*", "application/*"):
-            candidate = JSON
-        elif media in offers:
-            candidate = media
-        else:
-            continue
-        key = (-weight, position, candidate)
-        if best is None or key < best:
-            best = key
-    if best is None:
+    chosen = negotiate(header, [JSON, JSON_LD, *([GEO_JSON] if geo else [])])
+    if chosen is None:
         raise NotAcceptable(f"Cannot produce any of: {header}")
-    return best[2]
+    return chosen
 
 
 @dataclass(slots=True)
