@@ -14,10 +14,11 @@ process, as in ``make demo``) creates the city at ``--scale`` (``city``: 45,000 
 
 The write figure is the simulator's own counter: entity updates (one entity's changed
 attributes in a batch update or upsert) per second, from the progress lines it prints, between
-the last line before each wrk window and the first after it. The simulator writes one batch at a time and coalesces what changed while a
-batch was in flight, so at a ``--speed`` it cannot keep up with, it writes as fast as the node
-takes its batches: that rate is what the node absorbs from one such client. The simulator, the
-node and wrk share the machine's cores, and the figures are what they give together.
+the last line before each wrk window and the first after it. The simulator writes one batch
+at a time and coalesces what changed while a batch was in flight, so at a ``--speed`` it cannot
+keep up with, it writes as fast as the node takes its batches: that rate is what the node
+absorbs from one such client. The simulator, the node and wrk share the machine's cores, and
+the figures are what they give together.
 
     .venv/bin/python bench/city.py [--store sqlite --store postgresql] [--scale small|city] \\
         [--seconds 20] [--speed 600] [--connections 8] [--workers 1]
