@@ -171,6 +171,28 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
+def serve_process(
+    store: Store,
+    tmp: Path,
+    workers: int = 1,
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """:func:`serve`, with the server's process too (a bench that reads its memory)."""
+    port = free_port()
+    log = tmp / "server.log"
+    server = start_server(port, store.url, workers, log, extra, env)
+    try:
+        wait_healthy(port, server)
+        yield port, server
+    except BaseException:
+        sys.stderr.write("bench: server log:\n" + log.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        stop_server(server)
+
+
+@contextmanager
 def serve(
     store: Store,
     tmp: Path,
@@ -180,17 +202,8 @@ def serve(
 ) -> Iterator[int]:
     """A healthy ``kizuna serve --workers N [extra flags]`` on ``store``, with ``env`` added to
     its environment; its port. Stopped on the way out."""
-    port = free_port()
-    log = tmp / "server.log"
-    server = start_server(port, store.url, workers, log, extra, env)
-    try:
-        wait_healthy(port, server)
+    with serve_process(store, tmp, workers, extra, env) as (port, _):
         yield port
-    except BaseException:
-        sys.stderr.write("bench: server log:\n" + log.read_text(errors="replace")[-3000:])
-        raise
-    finally:
-        stop_server(server)
 
 
 def machine() -> str:

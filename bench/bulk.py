@@ -28,17 +28,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from _server import (
-    add_stores_option,
-    backing_store,
-    free_port,
-    machine,
-    scratch,
-    start_server,
-    stop_server,
-    stores_of,
-    wait_healthy,
-)
+from _server import add_stores_option, backing_store, machine, scratch, serve_process, stores_of
 from throughput import light_id, streetlight
 
 API = "/ngsi-ld/v1"
@@ -88,22 +78,15 @@ def query(port: int, count: int) -> None:
 
 
 def run(spec: str, args: argparse.Namespace, file: Path) -> None:
-    with scratch("kizuna-bench-bulk-") as tmp, backing_store(spec, tmp) as store:
-        port = free_port()
-        server = start_server(port, store.url, 1, tmp / "server.log")
-        try:
-            wait_healthy(port, server)
-            seconds, importer_mb, report = run_import(port, file, args.batch_size)
-            after_import = memory(server.pid)
-            query(port, args.entities)
-            after_queries = memory(server.pid)
-        except BaseException:
-            sys.stderr.write(
-                "bench: server log:\n" + (tmp / "server.log").read_text(errors="replace")[-3000:]
-            )
-            raise
-        finally:
-            stop_server(server)
+    with (
+        scratch("kizuna-bench-bulk-") as tmp,
+        backing_store(spec, tmp) as store,
+        serve_process(store, tmp) as (port, server),
+    ):
+        seconds, importer_mb, report = run_import(port, file, args.batch_size)
+        after_import = memory(server.pid)
+        query(port, args.entities)
+        after_queries = memory(server.pid)
         print(f"\n{store.description}: {report}")
         print(
             f"imported {args.entities} lights in {seconds:.0f} s: {args.entities / seconds:,.0f} entities/s"
