@@ -60,3 +60,14 @@ def test_every_simulation_option_is_documented(command: str) -> None:
     text = (DOCS / "simulator.md").read_text()
     missing = sorted(o for o in options if f"`{o}`" not in text)
     assert len(options) > 5 and not missing, f"docs/simulator.md does not document {missing}"
+
+
+def test_api_md_names_every_api_root_the_document_describes() -> None:
+    """docs/api.md is the guide to /openapi.json: every API root in the description table is in it."""
+    from kizuna.openapi.operations import APIS
+
+    text = (DOCS / "api.md").read_text()
+    roots = {api.prefix for api, _ in APIS if api.prefix}
+    missing = sorted(root for root in roots if f"`{root}`" not in text)
+    assert roots and not missing, f"docs/api.md does not name {missing}"
+    assert "docs/api.md" in (DOCS.parent / "README.md").read_text()
