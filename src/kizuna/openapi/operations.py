@@ -97,7 +97,7 @@ P = permission_routes
 NGSI_LD_OPERATIONS: dict[str, Operation] = {
     "GET /entities": _read("Query entities", ENTITIES, E.P_QUERY, 406),
     "POST /entities": Operation(
-        "Create an entity", {201: None, **NGSI_LD_FAILED_SOURCE}, (409,), E.P_CREATE, ld("Entity")
+        "Create an entity", {201: None, **NGSI_LD_FAILED_SOURCE}, (409,), E.P_CREATE, ld("NewEntity")
     ),
     "DELETE /entities": Operation("Delete the entities a selection names", {204: None}, (), E.P_PURGE),
     "PUT /entities": _refused("entity id"),
@@ -107,7 +107,7 @@ NGSI_LD_OPERATIONS: dict[str, Operation] = {
         "Delete an entity", {204: None, **NGSI_LD_FAILED_SOURCE}, (), E.P_NONE | {"type"}
     ),
     "PUT /entities/{entity_id}": Operation(
-        "Replace an entity", {204: None, **NGSI_LD_FAILED_SOURCE}, (), E.P_WRITE, ld("Entity")
+        "Replace an entity", {204: None, **NGSI_LD_FAILED_SOURCE}, (), E.P_WRITE, ld("NewEntity")
     ),
     "PATCH /entities/{entity_id}": Operation(
         "Merge into an entity", {204: None, **NGSI_LD_FAILED_SOURCE}, (), E.P_WRITE, patch("Entity")
@@ -141,20 +141,24 @@ NGSI_LD_OPERATIONS: dict[str, Operation] = {
         {201: json("EntityIds"), 207: json("BatchOperationResult")},
         (),
         E.P_WRITE,
-        ld("EntityList"),
+        ld("NewEntityList"),
     ),
     "POST /entityOperations/upsert": Operation(
         "Create or update entities",
         {201: json("EntityIds"), 204: None, 207: json("BatchOperationResult")},
         (),
         E.P_WRITE,
-        ld("EntityList"),
+        ld("NewEntityList"),
     ),
     "POST /entityOperations/update": Operation(
-        "Update entities", {204: None, 207: json("BatchOperationResult")}, (), E.P_WRITE, ld("EntityList")
+        "Update entities", {204: None, 207: json("BatchOperationResult")}, (), E.P_WRITE, ld("NewEntityList")
     ),
     "POST /entityOperations/merge": Operation(
-        "Merge into entities", {204: None, 207: json("BatchOperationResult")}, (), E.P_WRITE, ld("EntityList")
+        "Merge into entities",
+        {204: None, 207: json("BatchOperationResult")},
+        (),
+        E.P_WRITE,
+        ld("NewEntityList"),
     ),
     "POST /entityOperations/delete": Operation(
         "Delete entities", {204: None, 207: json("BatchOperationResult")}, (), E.P_NONE, ld("EntityIds")

@@ -136,6 +136,37 @@ def component_schemas() -> dict[str, Schema]:
         "ProblemDetails": problem_details(),
         "Entity": entity,
         "EntityList": _listing("Entity"),
+        "NewEntity": {
+            "description": "An entity to write: an id, a type, and attributes.",
+            "type": "object",
+            "required": ["id", "type"],
+            "properties": {
+                "id": {"type": "string", "pattern": "^urn:ngsi-ld:[A-Za-z]{1,12}:[A-Za-z0-9]{1,12}$"},
+                "type": {"type": "string", "pattern": "^[A-Z][A-Za-z]{0,12}$"},
+            },
+            "propertyNames": {"pattern": "^(id|type|[a-z][A-Za-z]{0,12})$"},
+            "additionalProperties": ref("NewAttribute"),
+        },
+        "NewEntityList": {"type": "array", "minItems": 1, "items": ref("NewEntity")},
+        "NewAttribute": {
+            "description": "One attribute of an entity to write (any NGSI-LD attribute is taken).",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["type", "value"],
+                    "properties": {
+                        "type": {"const": "Property"},
+                        "value": {"type": ["string", "number", "boolean", "object", "array"]},
+                        "observedAt": {"type": "string", "format": "date-time"},
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "object"],
+                    "properties": {"type": {"const": "Relationship"}, "object": {"type": "string"}},
+                },
+            ],
+        },
         "Attribute": _described("An NGSI-LD attribute (or, for several datasetIds, a list).", {}),
         "Attributes": _described("Attribute name -> attribute, as in an entity.", OBJECT),
         "GeoJsonFeature": {
