@@ -20,6 +20,7 @@ import httpx
 import orjson
 import pytest
 from openapi_spec_validator import validate
+from starlette.routing import BaseRoute
 from starlette.testclient import TestClient
 
 from kizuna.app import create_app
@@ -33,23 +34,23 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 
 
 @pytest.fixture(scope="module")
-def routes() -> list:
+def routes() -> list[BaseRoute]:
     """The routes of an app that is never started (its store is never opened)."""
     app = create_app(Settings(store=f"sqlite:///{tempfile.gettempdir()}/kizuna-openapi-routes-unused.db"))
     return app.routes
 
 
-def test_every_route_is_described(routes: list) -> None:
+def test_every_route_is_described(routes: list[BaseRoute]) -> None:
     missing = undescribed(routes)
     assert not missing, f"routes without a description in kizuna/openapi/operations.py: {missing}"
 
 
-def test_every_description_has_a_route(routes: list) -> None:
+def test_every_description_has_a_route(routes: list[BaseRoute]) -> None:
     stale = unrouted(routes)
     assert not stale, f"descriptions in kizuna/openapi/operations.py of no route: {stale}"
 
 
-def test_the_document_is_valid_openapi_3_1(routes: list) -> None:
+def test_the_document_is_valid_openapi_3_1(routes: list[BaseRoute]) -> None:
     document = build(routes)
     validate(document)
     assert document["openapi"] == "3.1.0"
