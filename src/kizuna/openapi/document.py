@@ -44,15 +44,21 @@ SECURITY_SCHEMES = {
 ANYONE_OR_CREDENTIALS = [{}, {"bearer": []}, {"apiKey": []}]  # anonymous sees what the public may
 
 
-def endpoints(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Every (method, path template) of ``routes``, through Mounts at any depth (HEAD, which
-    Starlette adds to every GET, is left implicit)."""
+def walk(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, Route]]:
+    """Every Route of ``routes`` with its full path template, through Mounts at any depth."""
     for route in routes:
         if isinstance(route, Mount):
-            yield from endpoints(route.routes, prefix + route.path)
+            yield from walk(route.routes, prefix + route.path)
         elif isinstance(route, Route):
-            for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
-                yield method, prefix + route.path
+            yield prefix + route.path, route
+
+
+def endpoints(routes: Sequence[BaseRoute]) -> Iterator[tuple[str, str]]:
+    """Every (method, path template) of ``routes`` (HEAD, which Starlette adds to every GET,
+    is left implicit)."""
+    for template, route in walk(routes):
+        for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+            yield method, template
 
 
 def openapi_path(template: str) -> str:
