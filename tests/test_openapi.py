@@ -4,7 +4,8 @@ The description table (kizuna/openapi/operations.py) and the app's routes must m
 the document must be valid OpenAPI 3.1; and Schemathesis, driving a live node from the document
 with a bounded number of examples per operation, must find no 5xx and no answer that the
 document does not describe (status, media type, body schema). ``KIZUNA_OPENAPI_EXAMPLES`` sets
-the examples per operation (default 5, which keeps the run under a minute on two cores).
+the examples per operation (default 5, which keeps the run under a minute on two cores), and
+``KIZUNA_OPENAPI_PHASES=examples,coverage,fuzzing`` adds the coverage phase.
 """
 
 from __future__ import annotations
@@ -30,7 +31,17 @@ from kizuna.openapi.document import build, undescribed, unrouted
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 EXAMPLES = os.environ.get("KIZUNA_OPENAPI_EXAMPLES", "5")
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+# The coverage phase (boundary values, every undocumented method) doubles the run: opt in.
+PHASES = os.environ.get("KIZUNA_OPENAPI_PHASES", "examples,fuzzing")
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "unsupported_method",  # a method the path does not take answers 405 (coverage phase)
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +101,7 @@ def run_schemathesis(schema: str, base: str, cwd: Path, *extra: str) -> subproce
             "--max-examples",
             EXAMPLES,
             "--phases",
-            "examples,fuzzing",
+            PHASES,
             "--generation-database",
             "none",
             "--seed",
