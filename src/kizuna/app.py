@@ -239,7 +239,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health/ready", ready, methods=["GET"]),
         dataspace.version_route(),
         mount(paths.DSP, dataspace.protocol_routes()),
-        *CatalogApi(dataspace.catalog, site).routes(),
+        *CatalogApi(dataspace.catalog, site, dataspace.answers_catalog).routes(),
         mount(
             paths.MANAGEMENT,
             routes=[*dataspace.management_routes(), *AuditApi(audit).routes()],
