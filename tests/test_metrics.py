@@ -11,9 +11,11 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +181,72 @@ def test_a_failed_then_retried_notification_moves_the_notification_families(
     assert moved(before, after, "kizuna_notifications_retried_total", channel="http") == 1
     assert moved(before, after, "kizuna_notifications_sent_total", channel="mqtt") == 0
     assert value(after, "kizuna_notification_outbox_oldest_age_seconds") == 0
+
+
+class EmptySource:
+    """A context source on loopback that holds nothing: every GET answers ``[]``."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"[]")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_forwarded_requests_are_counted_per_source_and_outcome(serve: Callable[..., str]) -> None:
+    base = serve()
+    source = EmptySource()
+    endpoints = {
+        "answers": source.url,
+        "closed": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "itself": base,  # a loop: never sent
+    }
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for name, endpoint in endpoints.items():
+                registration = {
+                    "id": f"urn:ngsi-ld:ContextSourceRegistration:{name}",
+                    "type": "ContextSourceRegistration",
+                    "information": [{"entities": [{"type": "Light"}]}],
+                    "endpoint": endpoint,
+                }
+                created = http.post(f"{API}/csourceRegistrations", json=registration)
+                assert created.status_code == 201, created.text
+            before = scrape(base + "/metrics")
+            assert http.get(f"{API}/entities", params={"type": "Light"}).status_code == 200
+        after = scrape(base + "/metrics")
+    finally:
+        source.close()
+    outcomes = {"answers": "2xx", "closed": "unreachable", "itself": "refused"}
+    for name, outcome in outcomes.items():
+        source_id = f"urn:ngsi-ld:ContextSourceRegistration:{name}"
+        assert moved(before, after, "kizuna_forwarded_requests_total", source=source_id, outcome=outcome) == 1
+    assert sum(v for (n, _), v in after.items() if n == "kizuna_forwarded_requests_total") == 3
+
+
+def test_on_postgresql_the_pool_shows(serve: Callable[..., str], postgres_url: str) -> None:
+    base = serve("--store", postgres_url)
+    before = scrape(base + "/metrics")
+    assert httpx.post(f"{base}{API}/entities", json=light(1)).status_code == 201
+    after = scrape(base + "/metrics")
+    size = value(after, "kizuna_store_pool_size_connections")
+    assert size >= 1 and 0 <= value(after, "kizuna_store_pool_in_use_connections") <= size
+    assert moved(before, after, "kizuna_store_transaction_duration_seconds_count") >= 1
+    assert value(after, "kizuna_notification_outbox_rows") == 0
 
 
 POLICY = {
