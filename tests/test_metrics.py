@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -31,7 +32,7 @@ from kizuna import metrics
 from kizuna.dataspace.auth import generate_key_file
 from kizuna.metrics_routes import DSP_STATES
 from kizuna.store import Vitals
-from notify_helpers import Receiver, free_port, wait_until
+from notify_helpers import Mosquitto, Receiver, free_port, wait_until
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 API = "/ngsi-ld/v1"
@@ -181,6 +182,41 @@ def test_a_failed_then_retried_notification_moves_the_notification_families(
     assert moved(before, after, "kizuna_notifications_retried_total", channel="http") == 1
     assert moved(before, after, "kizuna_notifications_sent_total", channel="mqtt") == 0
     assert value(after, "kizuna_notification_outbox_oldest_age_seconds") == 0
+
+
+def test_mqtt_notifications_are_counted_on_their_own_channel(
+    serve: Callable[..., str], tmp_path: Path
+) -> None:
+    broker = Mosquitto(tmp_path)  # fails, never skips, when mosquitto is missing
+    try:
+        base = serve("--notify-backoff-base", "3")
+        with httpx.Client(base_url=base, timeout=10) as http:
+            subscribe(http, f"mqtt://127.0.0.1:{broker.port}/lights")
+            before = scrape(base + "/metrics")
+            assert http.post(f"{API}/entities", json=light(1)).status_code == 201
+            sent = wait_until(
+                lambda: (
+                    (s := scrape(base + "/metrics"))
+                    and moved(before, s, "kizuna_notifications_sent_total", channel="mqtt") == 1
+                    and s
+                )
+            )
+            assert moved(before, sent, "kizuna_notifications_sent_total", channel="http") == 0
+            broker.close()
+            patch = {"power": {"type": "Property", "value": 2}}
+            assert http.patch(f"{API}/entities/urn:ngsi-ld:Light:1/attrs", json=patch).status_code == 204
+    finally:
+        broker.close()
+    failing = wait_until(
+        lambda: (
+            (s := scrape(base + "/metrics"))
+            and moved(before, s, "kizuna_notifications_retried_total", channel="mqtt") == 1
+            and s
+        )
+    )
+    assert moved(before, failing, "kizuna_notifications_failed_total", channel="mqtt") == 1
+    assert moved(before, failing, "kizuna_notifications_failed_total", channel="http") == 0
+    assert value(failing, "kizuna_notification_outbox_rows") == 1
 
 
 class EmptySource:
@@ -382,6 +418,14 @@ def _requests_of(files: list[str], route: str) -> float:
     )
 
 
+def pids_of(samples: Samples) -> set[str]:
+    return {dict(key[1])["pid"] for key in samples if key[0] == "kizuna_process_start_time_seconds"}
+
+
+def lives(samples: Samples) -> float:
+    return value(samples, "kizuna_http_requests_total", route="/health/live", method="GET", status="200")
+
+
 def test_two_workers_counts_add_up_and_their_directory_goes_with_the_node(tmp_path: Path) -> None:
     temp = tmp_path / "tmp"
     temp.mkdir()
@@ -401,20 +445,7 @@ def test_two_workers_counts_add_up_and_their_directory_goes_with_the_node(tmp_pa
         (directory,) = glob.glob(str(temp / "kizuna-metrics-*"))
         assert os.stat(directory).st_mode & 0o077 == 0  # private
         # Both workers show, each with its pid.
-        pids = wait_until(
-            lambda: (
-                len(
-                    found := {
-                        dict(key[1])["pid"]
-                        for key in scrape(base + "/metrics")
-                        if key[0] == "kizuna_process_start_time_seconds"
-                    }
-                )
-                == 2
-                and found
-            ),
-            timeout=20,
-        )
+        pids = wait_until(lambda: len(found := pids_of(scrape(base + "/metrics"))) == 2 and found, timeout=20)
         sent = 0
 
         def per_worker() -> dict[str, float]:
@@ -429,14 +460,14 @@ def test_two_workers_counts_add_up_and_their_directory_goes_with_the_node(tmp_pa
                 sent += 16
         counts = per_worker()
         assert all(counts.values()) and sum(counts.values()) == sent, counts
-        total = value(
-            scrape(base + "/metrics"),
-            "kizuna_http_requests_total",
-            route="/health/live",
-            method="GET",
-            status="200",
+        assert lives(scrape(base + "/metrics")) == sent
+        # A killed worker leaves the live gauges once it is gone; its counts stay in the sums.
+        killed = sorted(pids)[0]
+        os.kill(int(killed), signal.SIGKILL)
+        later = wait_until(
+            lambda: (s := scrape(base + "/metrics")) and killed not in pids_of(s) and s, timeout=20
         )
-        assert total == sent
+        assert lives(later) == sent
     finally:
         process.terminate()
         process.wait(timeout=20)
