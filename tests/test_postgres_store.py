@@ -45,7 +45,8 @@ async def test_migrations_are_recorded_and_applied_once(postgres_url: str) -> No
         try:
             versions = [r[0] for r in await conn.fetch("SELECT version FROM kizuna.schema_migrations")]
             assert versions == [v for v, _, _ in GLOBAL_MIGRATIONS]
-            assert await conn.fetchval("SELECT version FROM kizuna.tenants WHERE name = ''") == tenant_version()
+            default = await conn.fetchval("SELECT version FROM kizuna.tenants WHERE name = ''")
+            assert default == tenant_version()
         finally:
             await conn.close()
     finally:

@@ -80,6 +80,12 @@ GLOBAL_MIGRATIONS: list[tuple[int, str, str]] = [
         "tenants of hosted contexts",
         "ALTER TABLE kizuna.hosted_contexts ADD COLUMN tenant text NOT NULL DEFAULT '';",
     ),
+    (
+        5,
+        "how far kizuna migrate has copied each table of a source",
+        "CREATE TABLE kizuna.copied_from (source text NOT NULL, step text NOT NULL,"
+        " last bigint NOT NULL, done boolean NOT NULL DEFAULT false, PRIMARY KEY (source, step));",
+    ),
 ]
 
 # Applied to each tenant schema, in order; ``{s}`` is the quoted schema name.
