@@ -16,6 +16,7 @@ TENANTS = ("", "duisburg")
 LIGHTS = 3  # per tenant
 UPDATES = 2  # per light, each a history instance of status
 CONTEXT = {"@context": {"Streetlight": "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"}}
+REGISTRATION = "urn:ngsi-ld:ContextSourceRegistration:fixture"
 AGREEMENT = {"id": "urn:uuid:fixture-agreement", "assigner": "provider", "assignee": "consumer"}
 
 
@@ -66,7 +67,7 @@ def populate(client: TestClient) -> None:
                 url = f"{BASE}/entities/{light_id(tenant, n)}/attrs"
                 _ok(client.patch(url, json=change, headers=headers(tenant)))
     registration = {
-        "id": "urn:ngsi-ld:ContextSourceRegistration:fixture",
+        "id": REGISTRATION,
         "type": "ContextSourceRegistration",
         "information": [{"entities": [{"type": "Bench"}]}],
         "endpoint": "http://127.0.0.1:9",

@@ -20,7 +20,7 @@ from conftest import KIZUNA
 from kizuna.app import create_app
 from kizuna.config import Settings
 from kizuna.store.sqlite import SqliteStore
-from store_fixtures import BASE, LIGHTS, TENANTS, headers, light_id, populate
+from store_fixtures import BASE, LIGHTS, REGISTRATION, TENANTS, headers, light_id, populate
 
 T_LIGHT = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
 STATUS = "https://smartdatamodels.org/dataModel.Streetlighting/status"
@@ -95,8 +95,13 @@ def reads(client: TestClient) -> dict[str, Any]:
         seen[f"{tenant}/subscriptions"] = [
             (sub["id"], sub["entities"], sub["notification"]["endpoint"]) for sub in answer.json()
         ]
-    seen["registrations"] = client.get(f"{BASE}/csourceRegistrations").json()
-    seen["contexts"] = client.get(f"{BASE}/jsonldContexts", params={"details": "true"}).json()
+    for name, answer in (
+        ("registration", client.get(f"{BASE}/csourceRegistrations/{REGISTRATION}")),
+        ("contexts", client.get(f"{BASE}/jsonldContexts", params={"details": "true"})),
+    ):
+        assert answer.status_code == 200, answer.text
+        seen[name] = answer.json()
+    assert len(seen["contexts"]) == 1
     return seen
 
 
