@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import asyncpg
 import orjson
 
+from kizuna.store.backup import HOLDS_DATA
 from kizuna.store.common import geometry_box
 from kizuna.store.postgres.connection import _pack, _pack_bytes
 from kizuna.store.postgres.entities import _sql_value
@@ -340,12 +341,7 @@ class Copy:
             raise SystemExit(
                 f"kizuna migrate: the target is a copy of {', '.join(sorted(sources))}, not of this store"
             )
-        if not sources and await self.conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM kizuna.tenants WHERE name <> '')"
-            " OR EXISTS (SELECT 1 FROM tenant_default.entities)"
-            " OR EXISTS (SELECT 1 FROM tenant_default.documents)"
-            " OR EXISTS (SELECT 1 FROM kizuna.audit_trail)"
-        ):
+        if not sources and await self.conn.fetchval(HOLDS_DATA):
             raise SystemExit("kizuna migrate: the target holds a node's data; copy into an empty database")
         # Claimed before anything is written, so that a run interrupted from here on may go on.
         await self.conn.execute(
