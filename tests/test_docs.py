@@ -76,3 +76,15 @@ def test_every_migrate_option_is_documented() -> None:
     add_migrate_command(root.add_subparsers())
     options, missing = _undocumented(_subcommands(root)["migrate"], (DOCS / "operations.md").read_text())
     assert len(options) == 4 and not missing, f"docs/operations.md does not document {missing}"
+
+
+def test_every_cadde_route_is_documented() -> None:
+    """docs/interop-japan.md is the manual of the CADDE routes, provider and consumer."""
+    from kizuna.cadde.routes import CaddeConsumerApi, CaddeProviderApi
+    from kizuna.paths import MANAGEMENT
+
+    provider = [r.path for r in CaddeProviderApi(None, None).routes()]  # type: ignore[arg-type]
+    consumer = [MANAGEMENT + r.path for r in CaddeConsumerApi(None).routes()]  # type: ignore[arg-type]
+    text = (DOCS / "interop-japan.md").read_text()
+    missing = [path for path in provider + consumer if f" {path}" not in text]
+    assert len(provider + consumer) == 4 and not missing, f"docs/interop-japan.md does not document {missing}"

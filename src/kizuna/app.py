@@ -23,6 +23,9 @@ from kizuna.access.authenticator import Authenticator, access_mode, is_loopback
 from kizuna.access.grants import Grants
 from kizuna.access.policy import AccessPolicy
 from kizuna.audit_routes import AuditApi
+from kizuna.cadde.consumer import CaddeConsumer
+from kizuna.cadde.provider import CaddeProvider
+from kizuna.cadde.routes import CaddeConsumerApi, CaddeProviderApi
 from kizuna.catalogs.listing import Publisher, Site
 from kizuna.catalogs.routes import CatalogApi
 from kizuna.config import Settings
@@ -237,16 +240,28 @@ def create_app(settings: Settings) -> Starlette:
         settings.public_base_url,
         Publisher(settings.participant_id, settings.publisher_name or settings.participant_id),
     )
+    cadde: list[BaseRoute] = []
+    if settings.cadde != "off":
+        provider = CaddeProvider(
+            dataspace.catalog,
+            site,
+            dataspace.dataplane,
+            provider_id=settings.cadde_provider_id or settings.participant_id,
+            contracts=settings.cadde == "all",
+        )
+        cadde = CaddeProviderApi(provider, dataspace.answers_catalog).routes()
+    cadde_consumer = CaddeConsumerApi(CaddeConsumer(dataspace.node, dataspace.transfers))
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         dataspace.version_route(),
         mount(paths.DSP, dataspace.protocol_routes()),
-        *CatalogApi(dataspace.catalog, site).routes(),
+        *CatalogApi(dataspace.catalog, site, dataspace.answers_catalog).routes(),
+        *cadde,
         mount(
             paths.MANAGEMENT,
-            routes=[*dataspace.management_routes(), *AuditApi(audit).routes()],
+            routes=[*dataspace.management_routes(), *cadde_consumer.routes(), *AuditApi(audit).routes()],
             middleware=[
                 Middleware(SameOriginOnly),
                 Middleware(JsonBodiesOnly),

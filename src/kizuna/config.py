@@ -133,6 +133,18 @@ class Settings:
     )
     dsp_timeout: float = _setting(10.0, "seconds a DSP counterparty has to answer a message or a data pull")
     dsp_token_lifetime: float = _setting(600.0, "seconds a pull-transfer bearer token is valid")
+    # CADDE provider connector API (docs/interop-japan.md)
+    cadde: str = _setting(
+        "off",
+        "the CADDE v4 provider connector API under `/cadde/api/v4`: `off` (not served), `open` (open"
+        " datasets only) or `all` (also those read under an agreement, with its transfer token)",
+        choices=("off", "open", "all"),
+    )
+    cadde_provider_id: str | None = _setting(
+        None,
+        "this node's CADDE user id as a provider (`caddec_provider_id` of its catalog)",
+        shown="the participant id",
+    )
 
     @property
     def public_base_url(self) -> str:
