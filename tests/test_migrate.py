@@ -207,6 +207,17 @@ def test_a_target_with_another_nodes_data_is_refused(source: str, postgres_url: 
     assert refused.returncode == 1 and "holds a node's data" in refused.stderr
 
 
+def test_a_target_filled_from_another_store_is_refused(
+    source: str, postgres_url: str, tmp_path: Path
+) -> None:
+    other = f"sqlite:///{tmp_path}/other.db"
+    asyncio.run(bulk(other, 10, 1))
+    stopped = migrate(other, postgres_url, "--stop-after", "1")
+    assert "run it again to go on" in stopped.stderr, stopped.stderr
+    refused = migrate(source, postgres_url)
+    assert refused.returncode == 1 and "not of this store" in refused.stderr, refused.stderr
+
+
 @pytest.fixture
 def hundred_thousand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"sqlite:///{tmp_path_factory.mktemp('big')}/big.db"
