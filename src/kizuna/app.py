@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
-from kizuna import __version__, paths
+from kizuna import __version__, metrics, paths
 from kizuna.access.apikeys import ApiKeys
 from kizuna.access.audit import AuditTrail
 from kizuna.access.authenticator import Authenticator, access_mode, is_loopback
@@ -33,11 +33,13 @@ from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError, ServiceUnavailable
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.limits import InputLimits, PageLimits
+from kizuna.metrics_routes import MetricsApi, MetricsServer
 from kizuna.middleware.admins_only import AdminsOnly
 from kizuna.middleware.audit import AuditRefusals
 from kizuna.middleware.authentication import Authentication
 from kizuna.middleware.body_limit import BodyLimit
 from kizuna.middleware.json_bodies import JsonBodiesOnly
+from kizuna.middleware.metrics import RequestMetrics
 from kizuna.middleware.new_tenants import NewTenants
 from kizuna.middleware.same_origin import SameOriginOnly
 from kizuna.middleware.trailing_slash import TrailingSlash
@@ -185,12 +187,27 @@ def create_app(settings: Settings) -> Starlette:
             federation.registrations_changed(None if everything else key)
 
     store.listen(heard)
+    metrics_api = MetricsApi(store)
+    counting = settings.metrics == "on"
+    metrics_server = None
+    if counting:
+
+        def written(seconds: float) -> None:
+            metrics.STORE_TRANSACTION.observe(seconds)
+            metrics.pool_used(store.pool_usage())
+
+        store.time_writes(written)
+        if settings.metrics_port is not None:
+            metrics_server = MetricsServer(metrics_api, settings.metrics_host, settings.metrics_port)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         await contexts.sync()
         await dispatcher.start()
+        if metrics_server is not None:
+            await metrics_server.start()
+        metrics.started()
         log.info("kizuna %s serving with store %s", __version__, settings.store)
         pruner = None if retention is None else asyncio.create_task(prune_history_forever(store, retention))
         try:
@@ -198,6 +215,9 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             if pruner is not None:
                 pruner.cancel()
+            if metrics_server is not None:
+                await metrics_server.stop()
+            metrics.stopped()
             await dispatcher.stop()
             await federation.close()
             await outbound.aclose()
@@ -236,6 +256,12 @@ def create_app(settings: Settings) -> Starlette:
             routes=PermissionApi(grants, registry).routes(),
         ),
     ]
+    # /metrics on the main port, behind the one admins-only check (everyone's, with --auth none).
+    scraped_here = (
+        [metrics_api.route([Middleware(Authentication, authenticator=authenticator), Middleware(AdminsOnly)])]
+        if counting and metrics_server is None
+        else []
+    )
     site = Site(
         settings.public_base_url,
         Publisher(settings.participant_id, settings.publisher_name or settings.participant_id),
@@ -255,6 +281,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
+        *scraped_here,
         dataspace.version_route(),
         mount(paths.DSP, dataspace.protocol_routes()),
         *CatalogApi(dataspace.catalog, site, dataspace.answers_catalog).routes(),
@@ -290,6 +317,8 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         middleware=[
             Middleware(TrailingSlash),
+            # Inside TrailingSlash, which hands on a copy of the scope: this one sees the route.
+            *([Middleware(RequestMetrics, routes=routes)] if counting else []),
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
             Middleware(AuditRefusals, trail=audit),
         ],

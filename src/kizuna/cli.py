@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -275,9 +277,36 @@ def serve_node(settings: Settings) -> None:
         import os
 
         os.environ[name] = value
-    if settings.http_server == "granian":
-        _serve_granian(settings)
+    with _metrics_dir(settings):
+        if settings.http_server == "granian":
+            _serve_granian(settings)
+        else:
+            _serve_uvicorn(settings)
+
+
+@contextlib.contextmanager
+def _metrics_dir(settings: Settings) -> Iterator[None]:
+    """With several workers, a private directory where each keeps its counts (prometheus_client's
+    multiprocess mode), so that a scrape answered by any of them adds up all; it goes with the
+    node, since the counts of a node that stopped mean nothing to the next."""
+    import os
+    import shutil
+    import tempfile
+
+    if settings.workers <= 1 or settings.metrics != "on":
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process counts in memory
+        yield
         return
+
+    path = tempfile.mkdtemp(prefix="kizuna-metrics-")  # mode 0700
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _serve_uvicorn(settings: Settings) -> None:
     import uvicorn
 
     uvicorn.run(

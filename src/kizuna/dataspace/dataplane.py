@@ -40,6 +40,7 @@ from kizuna.errors import (
     UsageDenied,
 )
 from kizuna.jsonld.contexts import ContextRegistry
+from kizuna.metrics import ACCESS_ALLOWED, ACCESS_DENIED
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.render import View, render_entity
 from kizuna.ngsild.selection import EntitySelection
@@ -138,7 +139,12 @@ class DataPlane:
         try:
             agreement = await self.node.records.update(AGREEMENT, agreement_id, count)
         except KeyError:
+            ACCESS_DENIED.inc()
             raise UsageDenied(f"Agreement {agreement_id} no longer exists") from None
+        except UsageDenied:
+            ACCESS_DENIED.inc()
+            raise
+        ACCESS_ALLOWED.inc()
         return agreement, decisions[0]
 
     # -- hooks of the transfer machine ---------------------------------------------------------

@@ -29,6 +29,7 @@ from kizuna.store.postgres.entities import EntityWrites, PgEntities
 from kizuna.store.postgres.history import HistoryWrites, PgHistory
 from kizuna.store.postgres.outbox import OutboxWrites, PgOutbox
 from kizuna.store.postgres.schema import migrate, mismatch
+from kizuna.store.postgres.vitals import PgVitals
 
 
 def pool_options(url: str) -> tuple[str, dict[str, int]]:
@@ -46,7 +47,7 @@ class PgWrite(EntityWrites, HistoryWrites, OutboxWrites):
     __slots__ = ()
 
 
-class PostgresStore(PgEntities, PgHistory, PgOutbox, PgDocuments, PgBase):
+class PostgresStore(PgEntities, PgHistory, PgOutbox, PgDocuments, PgVitals, PgBase):
     """PostgreSQL with PostGIS through an asyncpg pool; see the package docstring."""
 
     @classmethod
@@ -153,5 +154,5 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgDocuments, PgBase):
 
     @asynccontextmanager
     async def write(self, tenant: str) -> AsyncIterator[PgWrite]:
-        async with self._transaction(tenant) as (conn, schema):
+        async with self._timed(self._transaction(tenant)) as (conn, schema):
             yield PgWrite(conn, schema, tenant)

@@ -25,6 +25,7 @@ from kizuna.store.sqlite.entities import EntityWrites, SqliteEntities
 from kizuna.store.sqlite.history import HistoryWrites, SqliteHistory
 from kizuna.store.sqlite.outbox import OutboxWrites, SqliteOutbox
 from kizuna.store.sqlite.schema import migrate, mismatch
+from kizuna.store.sqlite.vitals import SqliteVitals
 
 
 def sqlite_path(url: str) -> str:
@@ -41,7 +42,7 @@ class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites):
     __slots__ = ()
 
 
-class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, SqliteBase):
+class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, SqliteVitals, SqliteBase):
     """One SQLite file in WAL mode; see the package docstring."""
 
     @classmethod
@@ -115,5 +116,5 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
 
     @asynccontextmanager
     async def write(self, tenant: str) -> AsyncIterator[SqliteWrite]:
-        async with self._immediate(tenant) as db:
+        async with self._timed(self._immediate(tenant)) as db:
             yield SqliteWrite(db, tenant)
