@@ -229,13 +229,17 @@ def create_app(settings: Settings) -> Starlette:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     async def ready(request: Request) -> Response:
-        """Readiness: the store answers a query within 2 s (its migrations ran at start, or the
-        node would not be serving). A node whose database is gone is alive but not ready."""
+        """Readiness: the store answers a query within 2 s, and its schema is the one this code
+        writes. A node whose database is gone is alive but not ready; so is one whose store a
+        newer release migrated after it started (an upgrade under way: it should be replaced)."""
         try:
-            await asyncio.wait_for(store.tenants(), 2.0)
+            mismatch = await asyncio.wait_for(store.schema_mismatch(), 2.0)
         except Exception as error:
             log.warning("not ready: the store does not answer: %s", error)
             raise ServiceUnavailable("The node's store does not answer") from None
+        if mismatch is not None:
+            log.warning("not ready: %s", mismatch)
+            raise ServiceUnavailable(f"The node's store is not at its schema version: {mismatch}")
         return Response(b'{"status":"ready"}', media_type="application/json")
 
     # Every NGSI-LD API acts for the subject the request proves (anonymous without credentials).

@@ -35,7 +35,13 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("--store", required=True, help="the store URL, as kizuna serve --store")
         command.add_argument("file", help="the backup file (SQLite: a database; PostgreSQL: pg_dump's)")
     add_bulk_commands(commands)
+    add_migrate_command(commands)
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        from kizuna.store.migrate import migrate
+
+        migrate(args.source, args.target, args.batch_size, args.stop_after)
+        return
     if args.command in ("import", "export"):
         run_bulk(args)
         return
@@ -150,6 +156,15 @@ def add_bulk_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         command.add_argument("--api-key", help="an API key (X-API-Key) for a node with --auth oidc")
         command.add_argument("--token", help="a bearer token for a node with --auth oidc")
         command.add_argument("--batch-size", type=int, default=1000, help="entities per request")
+
+
+def add_migrate_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``kizuna migrate`` (docs/operations.md, "Moving to PostgreSQL")."""
+    move = commands.add_parser("migrate", help="copy a SQLite store into PostgreSQL, resumably, and check it")
+    move.add_argument("--from", dest="source", required=True, help="the SQLite store (its node stopped)")
+    move.add_argument("--to", dest="target", required=True, help="the PostgreSQL store, empty or this copy's")
+    move.add_argument("--batch-size", type=int, default=5000, help="rows per batch (one commit each)")
+    move.add_argument("--stop-after", type=int, help="stop after N batches; run again to go on")
 
 
 def run_bulk(args: argparse.Namespace) -> None:

@@ -270,10 +270,21 @@ class WriteTransaction(EntityTransaction, OutboxTransaction, HistoryTransaction,
     """One write transaction of :meth:`Store.write`: everything in it commits or nothing does."""
 
 
+class SchemaTooNew(SystemExit):
+    """Raised by :meth:`ChangeFeed.open` on a store that a newer release migrated further than
+    this code knows: writing to it could corrupt what that release keeps."""
+
+
 class ChangeFeed(Protocol):
     """The store's life cycle and the change feed that keeps every process's caches true."""
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Connect, and apply the schema migrations the store lacks (:class:`SchemaTooNew` if
+        it is ahead of this code)."""
+
+    async def schema_mismatch(self) -> str | None:
+        """Why the store's schema is not the one this code writes, None when it is: a process
+        that opened the store before a newer release migrated it is then no longer ready."""
 
     async def close(self) -> None: ...
 

@@ -14,6 +14,7 @@ from kizuna.store import ChangeListener
 from kizuna.store.common import stop_task, tell
 from kizuna.store.postgres.connection import (
     _LOST,
+    ACQUIRE_TIMEOUT,
     CHANNEL,
     RECONNECT_DELAY,
     RECONNECT_DELAY_MAX,
@@ -27,7 +28,7 @@ from kizuna.store.postgres.documents import PgDocuments
 from kizuna.store.postgres.entities import EntityWrites, PgEntities
 from kizuna.store.postgres.history import HistoryWrites, PgHistory
 from kizuna.store.postgres.outbox import OutboxWrites, PgOutbox
-from kizuna.store.postgres.schema import _LOCK_KEY, _migrate
+from kizuna.store.postgres.schema import migrate, mismatch
 from kizuna.store.postgres.vitals import PgVitals
 
 
@@ -67,13 +68,21 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgDocuments, PgVitals, PgBa
             )
         except _LOST as exc:
             raise SystemExit(f"kizuna: cannot connect to PostgreSQL at {self.dsn}: {exc}") from exc
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-            await _migrate(conn)
+        try:
+            async with self.pool.acquire() as conn:
+                await migrate(conn)
+        except BaseException:
+            await self.close()
+            raise
         # Listening before open() returns: nothing committed after the caller's first reads
         # (hosted contexts, subscriptions) can go unheard.
         listening = await self._listening()
         self._follower = asyncio.create_task(self._follow(listening), name="kizuna-pg-changes")
+
+    @_guarded
+    async def schema_mismatch(self) -> str | None:
+        async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+            return await mismatch(conn)
 
     def listen(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -127,8 +136,6 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgDocuments, PgVitals, PgBa
                 await asyncio.wait_for(pool.close(), 10)
             except (TimeoutError, *_LOST):
                 pool.terminate()
-
-    # -- tenants ---------------------------------------------------------------------------------
 
     # -- tenants ---------------------------------------------------------------------------------
 
