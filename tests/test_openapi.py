@@ -46,8 +46,10 @@ CHECKS = ",".join(
 
 @pytest.fixture(scope="module")
 def routes() -> list[BaseRoute]:
-    """The routes of an app that is never started (its store is never opened)."""
-    app = create_app(Settings(store=f"sqlite:///{tempfile.gettempdir()}/kizuna-openapi-routes-unused.db"))
+    """The routes of an app that is never started (its store is never opened), with every
+    optional API on."""
+    unused = f"sqlite:///{tempfile.gettempdir()}/kizuna-openapi-routes-unused.db"
+    app = create_app(Settings(store=unused, cadde="all"))
     return app.routes
 
 
@@ -120,7 +122,7 @@ def run_schemathesis(schema: str, base: str, cwd: Path, *extra: str) -> subproce
 def test_schemathesis_finds_no_failure(serve: Callable[..., str], tmp_path: Path) -> None:
     """``--dsp-auth none`` lets the generated DSP messages past the signature check, into the
     protocol's handlers."""
-    base = serve("--store", "sqlite:///kizuna.db", "--dsp-auth", "none")
+    base = serve("--store", "sqlite:///kizuna.db", "--dsp-auth", "none", "--cadde", "all")
     result = run_schemathesis(base + "/openapi.json", base, tmp_path)
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
 

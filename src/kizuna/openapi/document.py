@@ -36,6 +36,9 @@ HEADERS: dict[str, Schema] = {
     "Fiware-Service": {"description": "The tenant, as NGSI v2 names it."},
     "Fiware-ServicePath": {"description": "Only the root (/) is served."},
     "Kizuna-Purpose": {"description": "The purpose of a pull, if the agreement's policy asks for one."},
+    "x-cadde-resource-url": {"description": "The dataset's resource URL (its CADDE catalog item)."},
+    "x-cadde-resource-api-type": {"description": "api/ngsi: the only one served."},
+    "x-cadde-options": {"description": "CADDE's options, as `name:value` pairs."},
 }
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
@@ -118,7 +121,8 @@ def _parameters(api: Api, operation: Operation, path: str) -> list[dict[str, Any
         {"name": name, "in": "query", "schema": QUERY_SCHEMAS.get(name, {"type": "string"})}
         for name in sorted(operation.query)
     ]
-    parameters += [{"$ref": f"#/components/parameters/{name}"} for name in api.headers]
+    headers = (*api.headers, *operation.headers)
+    parameters += [{"$ref": f"#/components/parameters/{name}"} for name in headers]
     return parameters
 
 

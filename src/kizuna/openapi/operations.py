@@ -56,6 +56,7 @@ class Operation:
     query: Collection[str] = ()
     body: Content | None = None
     body_required: bool = True
+    headers: tuple[str, ...] = ()  # header parameters beyond the API root's
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +358,16 @@ MANAGEMENT_OPERATIONS: dict[str, Operation] = {
         json("ManagedRecord"),
         body_required=False,
     ),
+    "POST /cadde/catalog": Operation(
+        "Search a CADDE provider connector's catalog", {200: json("Json")}, (502,), (), json("ManagedRecord")
+    ),
+    "POST /cadde/fetch": Operation(
+        "Fetch through a CADDE provider connector: its answer, passed on",
+        {200: json("Json")},
+        (404, 502),
+        (),
+        json("ManagedRecord"),
+    ),
     "GET /audit": _read(
         "The audit trail, oldest event first",
         json("AuditEvents"),
@@ -391,6 +402,24 @@ CKAN_OPERATIONS: dict[str, Operation] = {
     for verb in ("GET", "POST")
 }
 
+CADDE_OPERATIONS: dict[str, Operation] = {
+    "GET /catalog": _read(
+        "CADDE's detail search (CKAN's package_search)", json("CkanResponse"), CKAN_ACTION.query, 404, 409
+    ),
+    "GET /file": Operation(
+        "CADDE's data exchange: a dataset's NGSI-LD data",
+        {200: json("EntityList")},
+        (404,),
+        headers=("x-cadde-resource-url", "x-cadde-resource-api-type", "x-cadde-options"),
+    ),
+}
+
+METRICS_OPERATIONS: dict[str, Operation] = {
+    "GET /metrics": Operation(
+        "Prometheus metrics (admins only)", {200: {"text/plain": "MetricsText"}}, (401, 403)
+    ),
+}
+
 V2_OPERATIONS: dict[str, Operation] = {
     "GET /entities": _read("Query entities (NGSI v2)", json("V2EntityList"), V2_QUERY),
     "GET /entities/{entity_id}": _read("Retrieve an entity (NGSI v2)", json("V2Entity"), V2_RETRIEVE),
@@ -411,6 +440,8 @@ V2 = Api(
     frozenset(),
     ("Fiware-Service", "Fiware-ServicePath"),
 )
+CADDE = Api(paths.CADDE, "CADDE", PROBLEM, frozenset({400, 401, 403}), frozenset())
+METRICS = Api("", "Metrics", PROBLEM, frozenset(), frozenset())
 CKAN = Api("", "CKAN", json("CkanError"), frozenset({400}), frozenset({413}), secured=False)
 NODE = Api("", "Node", PROBLEM, frozenset(), frozenset(), secured=False)
 
@@ -421,6 +452,8 @@ APIS: list[tuple[Api, dict[str, Operation]]] = [
     (DATA, DATA_PLANE_OPERATIONS),
     (MANAGEMENT, MANAGEMENT_OPERATIONS),
     (V2, V2_OPERATIONS),
+    (CADDE, CADDE_OPERATIONS),
+    (METRICS, METRICS_OPERATIONS),
     (CKAN, CKAN_OPERATIONS),
     (NODE, NODE_OPERATIONS),
 ]

@@ -289,5 +289,6 @@ def component_schemas() -> dict[str, Schema]:
             "The DCAT-AP 3.0 catalog in the negotiated RDF syntax.", {"type": "string"}
         ),
         "OpenApi": _described("This document.", OBJECT),
+        "MetricsText": _described("Prometheus's text exposition format 0.0.4.", {"type": "string"}),
     }
     return {**schemas, **dsp_schemas()}

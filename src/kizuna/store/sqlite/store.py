@@ -15,8 +15,6 @@ from kizuna.store import ChangeListener
 from kizuna.store.common import stop_task, tell
 from kizuna.store.sqlite.connection import (
     CHANGE_POLL,
-    SCHEMA,
-    SCHEMA_VERSION,
     SqliteBase,
     _announce,
     _connect,
@@ -25,8 +23,9 @@ from kizuna.store.sqlite.connection import (
 from kizuna.store.sqlite.documents import SqliteDocuments
 from kizuna.store.sqlite.entities import EntityWrites, SqliteEntities
 from kizuna.store.sqlite.history import HistoryWrites, SqliteHistory
-from kizuna.store.sqlite.indexes import _backfill_indexes
 from kizuna.store.sqlite.outbox import OutboxWrites, SqliteOutbox
+from kizuna.store.sqlite.schema import migrate, mismatch
+from kizuna.store.sqlite.vitals import SqliteVitals
 
 
 def sqlite_path(url: str) -> str:
@@ -43,7 +42,7 @@ class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites):
     __slots__ = ()
 
 
-class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, SqliteBase):
+class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, SqliteVitals, SqliteBase):
     """One SQLite file in WAL mode; see the package docstring."""
 
     @classmethod
@@ -58,12 +57,17 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
-        # Every statement of SCHEMA is idempotent: tables added later reach existing files too.
-        db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-        _backfill_indexes(db)
+        try:
+            migrate(db, self.path)
+        except BaseException:
+            db.close()
+            raise
         self._db = db
         seen = db.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0
         self._follower = asyncio.create_task(self._follow(seen), name="kizuna-sqlite-changes")
+
+    async def schema_mismatch(self) -> str | None:
+        return mismatch(self.db)
 
     def listen(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -112,5 +116,5 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
 
     @asynccontextmanager
     async def write(self, tenant: str) -> AsyncIterator[SqliteWrite]:
-        async with self._immediate(tenant) as db:
+        async with self._timed(self._immediate(tenant)) as db:
             yield SqliteWrite(db, tenant)
