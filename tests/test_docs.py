@@ -68,6 +68,17 @@ def test_every_simulation_option_is_documented(command: str) -> None:
     assert len(options) > 5 and not missing, f"docs/simulator.md does not document {missing}"
 
 
+def test_api_md_names_every_api_root_the_document_describes() -> None:
+    """docs/api.md is the guide to /openapi.json: every API root in the description table is in it."""
+    from kizuna.openapi.operations import APIS
+
+    text = (DOCS / "api.md").read_text()
+    roots = {api.prefix for api, _ in APIS if api.prefix}
+    missing = sorted(root for root in roots if f"`{root}`" not in text)
+    assert roots and not missing, f"docs/api.md does not name {missing}"
+    assert "docs/api.md" in (DOCS.parent / "README.md").read_text()
+
+
 def test_every_migrate_option_is_documented() -> None:
     """docs/operations.md is the manual of `kizuna migrate`."""
     from kizuna.cli import add_migrate_command

@@ -431,3 +431,25 @@ def test_scenario_count():
             line.split(": ")[0] for line in scenarios.read_text().splitlines() if line and line[0] != "#"
         }
         assert names == covered
+
+
+@pytest.mark.parametrize(
+    ("path", "message_type"),
+    [
+        ("transfers/urn:x/completion", "TransferCompletionMessage"),
+        ("negotiations/urn:x/termination", "ContractNegotiationTerminationMessage"),
+    ],
+)
+def test_an_error_message_keeps_to_its_schema_when_the_refused_message_does_not(
+    tck: Any, path: str, message_type: str
+) -> None:
+    """A pid that is no string is not echoed into the error (Schemathesis found a TransferError
+    whose providerPid was the array the request sent)."""
+    client, _ = tck
+    body = {"@context": CTX, "@type": message_type, "providerPid": [1, {}], "consumerPid": "urn:c"}
+    r = client.post(f"/dsp/{path}", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()
+    error_type = "TransferError" if path.startswith("transfers") else "ContractNegotiationError"
+    assert error["@type"] == error_type and schema_errors(error, error_type) == [], error
+    assert (error["providerPid"], error["consumerPid"]) == ("urn:unknown", "urn:c")

@@ -41,11 +41,12 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from kizuna.app import create_app
 from kizuna.config import Settings
+from kizuna.openapi.document import walk
 
 FUZZ = settings(
     max_examples=int(os.environ.get("KIZUNA_FUZZ_EXAMPLES", "30")),
@@ -69,19 +70,11 @@ ENTITY_ID = "urn:ngsi-ld:X:1"
 # -- the routes, as the app has them ----------------------------------------------------------------
 
 
-def walk(routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str, frozenset[str]]]:
-    """Every (path template, methods) of ``routes``, through Mounts at any depth."""
-    for route in routes:
-        if isinstance(route, Mount):
-            yield from walk(route.routes, prefix + route.path)
-        elif isinstance(route, Route):
-            yield prefix + route.path, frozenset(route.methods or {"GET"})
-
-
 def app_routes() -> list[tuple[str, frozenset[str]]]:
     """Read at collection time from an app that is never started (its store is never opened)."""
     app = create_app(Settings(store=f"sqlite:///{tempfile.gettempdir()}/kizuna-fuzz-routes-unused.db"))
-    return sorted(set(walk(app.routes)), key=lambda r: (r[0], sorted(r[1])))
+    found = {(path, frozenset(route.methods or {"GET"})) for path, route in walk(app.routes)}
+    return sorted(found, key=lambda r: (r[0], sorted(r[1])))
 
 
 ROUTES = app_routes()

@@ -64,6 +64,7 @@ from kizuna.ngsiv2.reads import V2Reads
 from kizuna.ngsiv2.routes import SERVICE as FIWARE_SERVICE
 from kizuna.ngsiv2.routes import NgsiV2Api
 from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
+from kizuna.openapi.document import OpenApiRoute
 from kizuna.outbound import OutboundGate
 from kizuna.problems import EXCEPTION_HANDLERS
 from kizuna.store import open_store
@@ -281,6 +282,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
+        OpenApiRoute(),
         *scraped_here,
         dataspace.version_route(),
         mount(paths.DSP, dataspace.protocol_routes()),

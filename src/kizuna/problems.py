@@ -7,11 +7,14 @@ this one translation, so an error looks the same wherever it is raised.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import Scope
 
 from kizuna.errors import (
     AccessDenied,
@@ -64,10 +67,26 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         error = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}", status=405)
         response = problem_response(error)
-        if exc.headers:
-            response.headers.update(exc.headers)
+        scope = {"type": "http", "path": request.scope["path"], "root_path": "", "method": request.method}
+        response.headers["Allow"] = ", ".join(sorted(allowed_methods(request.app.routes, scope)))
         return response
     return problem_response(InvalidRequest(str(exc.detail), status=exc.status_code))
+
+
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
+    """Every method a route on the request's path takes, through Mounts. Starlette's 405 names
+    the methods of the first route on the path only, and the node declares one route per
+    method: ``Allow`` said ``GET, HEAD`` on ``/entities``, which also takes POST and DELETE."""
+    allowed: set[str] = set()
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        if isinstance(route, Mount):
+            allowed |= allowed_methods(route.routes, {**scope, **child})
+        elif isinstance(route, Route):
+            allowed |= route.methods or set()
+    return allowed
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -92,6 +92,18 @@ def message(message_type: str, **members: Any) -> dict[str, Any]:
     return body
 
 
+def pid_of(body: Any, key: str) -> str | None:
+    """A pid of an incoming message, for its error body: one that is no string is not named,
+    since the error schemas want strings (an error message must be valid even when the
+    message it refuses is not)."""
+    value = body.get(key) if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def pids_of(body: Any) -> dict[str, str | None]:
+    return {"provider_pid": pid_of(body, "providerPid"), "consumer_pid": pid_of(body, "consumerPid")}
+
+
 def require_valid(body: Any, message_type: str, error: type[DspError], **pids: str | None) -> dict[str, Any]:
     """Validate an incoming message; 400 with the protocol's error body when it is not valid."""
     errors = schema_errors(body, message_type)

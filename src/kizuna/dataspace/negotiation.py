@@ -164,7 +164,7 @@ class NegotiationService:
     ) -> tuple[dict[str, Any], list[FollowUp]]:
         """An initial ContractRequestMessage (``pid`` None) or a consumer's counter-offer."""
         message = messages.require_valid(
-            body, REQUEST, NegotiationError, consumer_pid=_pid(body, "consumerPid")
+            body, REQUEST, NegotiationError, consumer_pid=messages.pid_of(body, "consumerPid")
         )
         offer = message["offer"]
         if pid is None:
@@ -200,7 +200,7 @@ class NegotiationService:
 
     async def receive_event(self, pid: str, body: Any, sender: str | None) -> list[FollowUp]:
         message = messages.require_valid(
-            body, "ContractNegotiationEventMessage", NegotiationError, **_pids(body)
+            body, "ContractNegotiationEventMessage", NegotiationError, **messages.pids_of(body)
         )
         kind = f"ContractNegotiationEventMessage:{message['eventType']}"
         async with self.records.lock(pid):
@@ -214,7 +214,7 @@ class NegotiationService:
         return []
 
     async def receive_verification(self, pid: str, body: Any, sender: str | None) -> list[FollowUp]:
-        message = messages.require_valid(body, VERIFY, NegotiationError, **_pids(body))
+        message = messages.require_valid(body, VERIFY, NegotiationError, **messages.pids_of(body))
         async with self.records.lock(pid):
             record = await self._for_message(pid, PROVIDER, message, sender)
             self._transition(record, VERIFY)
@@ -222,7 +222,7 @@ class NegotiationService:
         return self._auto_provider(pid)
 
     async def receive_termination(self, pid: str, body: Any, sender: str | None) -> None:
-        message = messages.require_valid(body, TERMINATE, NegotiationError, **_pids(body))
+        message = messages.require_valid(body, TERMINATE, NegotiationError, **messages.pids_of(body))
         async with self.records.lock(pid):
             record = await self._for_message(pid, None, message, sender)
             self._transition(record, TERMINATE)
@@ -235,7 +235,7 @@ class NegotiationService:
     async def receive_offer(
         self, body: Any, sender: str | None, pid: str | None = None
     ) -> tuple[dict[str, Any], list[FollowUp]]:
-        message = messages.require_valid(body, OFFER, NegotiationError, **_pids(body))
+        message = messages.require_valid(body, OFFER, NegotiationError, **messages.pids_of(body))
         if pid is None:
             if "consumerPid" in message or "callbackAddress" not in message:
                 raise NegotiationError(
@@ -263,7 +263,7 @@ class NegotiationService:
         return ack(record), []  # an offer is never accepted automatically
 
     async def receive_agreement(self, pid: str, body: Any, sender: str | None) -> list[FollowUp]:
-        message = messages.require_valid(body, AGREEMENT_MSG, NegotiationError, **_pids(body))
+        message = messages.require_valid(body, AGREEMENT_MSG, NegotiationError, **messages.pids_of(body))
         agreement = message["agreement"]
         async with self.records.lock(pid):
             record = await self._for_message(pid, CONSUMER, message, sender)
@@ -372,7 +372,7 @@ class NegotiationService:
         comes from our counterparty, and names both pids of this negotiation."""
         record = await self.records.get(NEGOTIATION, pid)
         if record is None or record["state"] is None or (role is not None and record["role"] != role):
-            raise NegotiationNotFound(f"No contract negotiation {pid}", **_pids(message))
+            raise NegotiationNotFound(f"No contract negotiation {pid}", **messages.pids_of(message))
         self._check_sender(record, sender)
         for key in ("providerPid", "consumerPid"):
             if key in message and message[key] != record[key]:
@@ -524,15 +524,6 @@ class NegotiationService:
 
     async def _auto_step(self, pid: str, action: Callable[[str], Any]) -> None:
         await action(pid)
-
-
-def _pid(body: Any, key: str) -> str | None:
-    value = body.get(key) if isinstance(body, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _pids(body: Any) -> dict[str, str | None]:
-    return {"provider_pid": _pid(body, "providerPid"), "consumer_pid": _pid(body, "consumerPid")}
 
 
 def _unreachable(error: CounterpartyError) -> NgsiLdError:

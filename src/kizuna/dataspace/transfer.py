@@ -202,7 +202,7 @@ class TransferService:
     # -- receiving -----------------------------------------------------------------------------
 
     async def receive_request(self, body: Any, sender: str | None) -> tuple[dict[str, Any], list[FollowUp]]:
-        pids = {"consumer_pid": body.get("consumerPid") if isinstance(body, dict) else None}
+        pids = {"consumer_pid": messages.pid_of(body, "consumerPid")}
         message = messages.require_valid(body, REQUEST, TransferError, **pids)
         if "providerPid" in message:
             raise TransferError("A transfer request carries no providerPid", **pids)
@@ -241,10 +241,7 @@ class TransferService:
 
     async def receive(self, pid: str, kind: str, body: Any, sender: str | None) -> None:
         """TransferStart/Suspension/Completion/TerminationMessage for one of our processes."""
-        pids = {
-            "provider_pid": body.get("providerPid") if isinstance(body, dict) else None,
-            "consumer_pid": body.get("consumerPid") if isinstance(body, dict) else None,
-        }
+        pids = messages.pids_of(body)
         message = messages.require_valid(body, kind, TransferError, **pids)
         async with self.records.lock(pid):
             record = await self.get(pid, sender)
