@@ -196,6 +196,7 @@ async def test_indexes_are_built_at_open_for_entities_written_before_them(tmp_pa
     # As a file of the previous version: the entities without any index row.
     for table in ("attr_values", "geo_rtree", "geo_entries", "store_indexes"):
         store.db.execute(f"DELETE FROM {table}")
+    store.db.execute("DROP TABLE schema_migrations")  # it came with numbered migrations
     await store.close()
 
     store = SqliteStore(path)
@@ -227,6 +228,7 @@ async def test_owners_reach_the_type_index_of_files_written_before_it_held_them(
         "CREATE TABLE entity_types (tenant TEXT NOT NULL, type TEXT NOT NULL, pk INTEGER NOT NULL,"
         " PRIMARY KEY (tenant, type, pk)) WITHOUT ROWID;"
         "INSERT INTO entity_types SELECT * FROM old_types; DROP TABLE old_types;"
+        "DROP TABLE schema_migrations;"  # it came with numbered migrations
     )
     await store.close()
 
