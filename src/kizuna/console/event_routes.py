@@ -28,6 +28,7 @@ from kizuna.times import iso_millis
 
 EVENT_STREAM = "text/event-stream"
 PARAMS = frozenset({"type", "tenant", "context"})
+FRAMES_KEPT = 1024  # rendered events the streams share (see Frames)
 SEND_TIMEOUT = 10.0  # seconds one write to a client may take before it is dropped as too slow
 RETRY_MS = 1000  # how soon a browser reconnects after the stream ends
 log = logging.getLogger("kizuna.console")
@@ -41,6 +42,7 @@ class ConsoleEventsApi:
         self.contexts = contexts
         self.lifetime = lifetime
         self.heartbeat = heartbeat
+        self.frames = Frames()
 
     async def events(self, request: Request) -> EventStream:
         check_params(request, PARAMS)
@@ -53,7 +55,7 @@ class ConsoleEventsApi:
         stream = await self.streams.open(
             tenant_of(request, param="tenant"), subject_of(request), types, last_event_id(request)
         )
-        return EventStream(stream, terms, lifetime=self.lifetime, heartbeat=self.heartbeat)
+        return EventStream(stream, terms, self.frames, lifetime=self.lifetime, heartbeat=self.heartbeat)
 
     def routes(self) -> list[Route]:
         return [Route("/events", self.events, methods=["GET"])]
@@ -87,14 +89,38 @@ def frame(event: Event, terms: TermMap) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, name.encode(), orjson.dumps(data))
 
 
+class Frames:
+    """Events as sent, kept a little while: streams with the same @context send the same bytes
+    for a change (what differs between subjects is whether they get it, not what it says), so
+    ten tabs cost one rendering. TermMaps are kept by the registry, so one @context is one key."""
+
+    def __init__(self) -> None:
+        # the TermMap is kept with its bytes: an id is only unique while its object lives
+        self._kept: dict[tuple[str, int, int], tuple[TermMap, bytes]] = {}
+
+    def of(self, tenant: str, event: Event, terms: TermMap) -> bytes:
+        if not isinstance(event, Change):
+            return frame(event, terms)
+        key = (tenant, event.seq, id(terms))
+        found = self._kept.get(key)
+        if found is None or found[0] is not terms:
+            found = self._kept[key] = (terms, frame(event, terms))
+            if len(self._kept) > FRAMES_KEPT:
+                del self._kept[next(iter(self._kept))]
+        return found[1]
+
+
 class EventStream:
     """The response: runs until the client goes, the lifetime ends, or a write to the client
     takes longer than :data:`SEND_TIMEOUT` (a slow client is dropped; it reconnects and resumes
     from the log, nothing is buffered for it)."""
 
-    def __init__(self, stream: ChangeStream, terms: TermMap, *, lifetime: float, heartbeat: float) -> None:
+    def __init__(
+        self, stream: ChangeStream, terms: TermMap, frames: Frames, *, lifetime: float, heartbeat: float
+    ) -> None:
         self.stream = stream
         self.terms = terms
+        self.frames = frames
         self.lifetime = lifetime
         self.heartbeat = heartbeat
 
@@ -129,7 +155,8 @@ class EventStream:
                 if left <= 0:
                     break
                 events = await self.stream.next(min(self.heartbeat, left))
-                chunk = b"".join(frame(event, self.terms) for event in events) or b": heartbeat\n\n"
+                tenant = self.stream.tenant
+                chunk = b"".join(self.frames.of(tenant, e, self.terms) for e in events) or b": heartbeat\n\n"
         except TimeoutError:
             log.warning("dropped a console event stream of tenant %r: too slow a reader", self.stream.tenant)
             return
