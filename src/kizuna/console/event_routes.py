@@ -148,9 +148,8 @@ class EventStream:
         chunk = b"retry: %d\n: stream open\n\n" % RETRY_MS
         try:
             while True:
-                await asyncio.wait_for(
-                    send({"type": "http.response.body", "body": chunk, "more_body": True}), SEND_TIMEOUT
-                )
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 left = deadline - loop.time()
                 if left <= 0:
                     break

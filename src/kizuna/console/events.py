@@ -147,7 +147,8 @@ class ChangeStream:
             if left <= 0:
                 return []
             try:
-                await asyncio.wait_for(signal.wait(), left)
+                async with asyncio.timeout(left):  # no task per wait, unlike wait_for on 3.11
+                    await signal.wait()
             except TimeoutError:
                 return []
 
