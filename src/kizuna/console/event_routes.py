@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kizuna.console.events import Change, ChangeStream, ChangeStreams, Event
-from kizuna.errors import BadRequestData, NotAcceptable
+from kizuna.errors import BadRequestData, NgsiLdError, NotAcceptable
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.media import negotiate
@@ -31,6 +31,11 @@ PARAMS = frozenset({"type", "tenant", "context"})
 FRAMES_KEPT = 1024  # rendered events the streams share (see Frames)
 SEND_TIMEOUT = 10.0  # seconds one write to a client may take before it is dropped as too slow
 RETRY_MS = 1000  # how soon a browser reconnects after the stream ends
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # proxies such as nginx pass each event on at once
+]
 log = logging.getLogger("kizuna.console")
 
 
@@ -125,6 +130,11 @@ class EventStream:
         self.heartbeat = heartbeat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD":  # the headers of the stream, and no stream to hold open
+            self.stream.close()
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         pump = asyncio.create_task(self._pump(send))
         gone = asyncio.create_task(_disconnected(receive))
         try:
@@ -137,12 +147,7 @@ class EventStream:
             self.stream.close()
 
     async def _pump(self, send: Send) -> None:
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),  # proxies such as nginx pass each event on at once
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lifetime
         chunk = b"retry: %d\n: stream open\n\n" % RETRY_MS
@@ -158,6 +163,9 @@ class EventStream:
                 chunk = b"".join(self.frames.of(tenant, e, self.terms) for e in events) or b": heartbeat\n\n"
         except TimeoutError:
             log.warning("dropped a console event stream of tenant %r: too slow a reader", self.stream.tenant)
+            return
+        except NgsiLdError as error:  # the store went away: the client reconnects and resumes
+            log.warning("ended a console event stream of tenant %r: %s", self.stream.tenant, error.detail)
             return
         except Exception:
             log.exception("a console event stream of tenant %r failed", self.stream.tenant)
