@@ -8,7 +8,10 @@ would), ``--rounds`` times, starting and ending without. The figure is the ratio
 req/s with streams to the mean without, in the one run (issue 17's target: at least 0.8;
 alternating runs keeps a machine whose load changes from deciding it), and each stream's
 events per write of its run (against wrk's rate times the duration), which shows that the
-streams kept up (about 1.00: every change reached every stream).
+streams kept up (about 1.00: every change reached every stream). Beside it, the CPU the
+node (and a throwaway PostgreSQL cluster) spent per write in each run, from ``/proc``: on a
+machine shared with other work, req/s follow the neighbours' load, CPU per write much less, so
+the ratio of CPU per write without streams to with them is the figure to compare across days.
 
     .venv/bin/python bench/console_streams.py [--store sqlite --store postgresql] \\
         [--entities 5000] [--seconds 8] [--connections 32] [--streams 10] [--rounds 2]
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import subprocess
 import sys
@@ -27,11 +31,12 @@ import httpx
 
 import _wrk
 from _city import API
-from _server import add_stores_option, backing_store, machine, scratch, serve, stores_of
+from _server import Store, add_stores_option, backing_store, machine, scratch, serve_process, stores_of
 from throughput import PATCH_ONE_OF, light_id, lines, load
 
 MARK = b"\nevent: change\n"
-ROW = "{:<34} {:>9} {:>8} {:>8} {:>16}"
+ROW = "{:<20} {:>7} {:>8} {:>8} {:>13} {:>13}"
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 async def read_streams(port: int, streams: int) -> None:
@@ -87,25 +92,63 @@ def main() -> None:
             pick = random.Random(args.seed)
             ids = [f"{API}/entities/{light_id(n)}" for n in pick.sample(range(args.entities), args.entities)]
             env = lines(tmp, "patch", ids)
-            with serve(store, tmp) as port:
+            with serve_process(store, tmp) as (port, server):
                 load(port, args.entities)
                 store.analyze()
-                runs = []  # (streams open, measurement, events each stream got)
+                runs = []  # (streams open, measurement, events each stream got, node CPU s)
                 for streams in [0, args.streams] * args.rounds + [0]:
-                    runs.append(watched(port, streams, env, args, tmp))
+                    before = cpu_seconds(node_processes(server.pid, store))
+                    run = watched(port, streams, env, args, tmp)
+                    runs.append((*run, cpu_seconds(node_processes(server.pid, store)) - before))
         print(f"\n{store.description}")
-        print(ROW.format("run", "req/s", "p50 ms", "p99 ms", "events/write"))
-        for streams, m, counts in runs:
-            per_write = "-"
-            if counts:
-                written = m.rate * args.seconds  # wrk's rate is of the requests it completed
-                per_write = f"{min(counts) / written:.2f}-{max(counts) / written:.2f}"
+        print(ROW.format("run", "req/s", "p50 ms", "p99 ms", "CPU ms/write", "events/write"))
+        for streams, m, counts, cpu in runs:
+            written = m.rate * args.seconds  # wrk's rate is of the requests it completed
+            per_write = f"{min(counts) / written:.2f}-{max(counts) / written:.2f}" if counts else "-"
             name = f"{streams} streams" if streams else "no stream"
-            print(ROW.format(name, f"{m.rate:.0f}", f"{m.p50:.2f}", f"{m.p99:.2f}", per_write))
-        alone = [m.rate for streams, m, _ in runs if not streams]
-        streaming = [m.rate for streams, m, _ in runs if streams]
+            row = (f"{m.rate:.0f}", f"{m.p50:.2f}", f"{m.p99:.2f}", f"{1000 * cpu / written:.2f}", per_write)
+            print(ROW.format(name, *row))
+        alone = [m.rate for streams, m, _, _ in runs if not streams]
+        streaming = [m.rate for streams, m, _, _ in runs if streams]
         ratio = (sum(streaming) / len(streaming)) / (sum(alone) / len(alone))
         print(f"ratio of the mean req/s with {args.streams} streams to the mean without: {ratio:.2f}")
+        cost = {
+            bool(n): sum(c for s, _, _, c in runs if bool(s) == bool(n))
+            / sum(m.rate * args.seconds for s, m, _, _ in runs if bool(s) == bool(n))
+            for n in (0, 1)
+        }
+        print(
+            f"ratio of the node's CPU per write without streams to with them: {cost[False] / cost[True]:.2f}"
+        )
+
+
+def node_processes(pid: int, store: Store) -> list[int]:
+    """The node's process and, on a throwaway PostgreSQL cluster, the cluster's: the CPU that
+    serves the writes (the readers stand for browsers, elsewhere in a real deployment)."""
+    if store.cluster is None:
+        return [pid]
+    postmaster = int((store.cluster.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return [pid, postmaster, *children]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU of ``pids`` so far, with their children's that ended (the cluster's
+    backends come and go)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / TICKS
 
 
 def watched(

@@ -26,16 +26,20 @@ from kizuna.store.postgres.connection import (
 )
 from kizuna.store.postgres.schema import _quote
 
+# One statement, so that the numbering costs one round trip. Its snapshot is taken before it
+# waits for the counter row (another numbering in flight); rows that one numbered meanwhile fail
+# the recheck of ``seq IS NULL`` and keep their numbers, and the counter, read after the wait,
+# puts every number given here above the other's (those skipped leave gaps, which is allowed).
 _NUMBER = """
 WITH todo AS (
     SELECT pk, row_number() OVER (ORDER BY pk) AS n FROM {s}.entity_changes WHERE seq IS NULL
-), done AS (
-    UPDATE {s}.entity_changes c SET seq = $1 + todo.n FROM todo WHERE c.pk = todo.pk RETURNING c.seq
+), counter AS (
+    UPDATE {s}.entity_change_counter SET last = last + (SELECT count(*) FROM todo)
+    RETURNING last - (SELECT count(*) FROM todo) AS base
 )
-SELECT max(seq) FROM done
+UPDATE {s}.entity_changes c SET seq = counter.base + todo.n
+FROM todo, counter WHERE c.pk = todo.pk AND c.seq IS NULL
 """
-# The entity a change is decided and shown on: a delete's own copy; else the entity now; else,
-# deleted since, its copy at the first delete after the change (numbered or not yet).
 _LOG = """
 WITH logged AS (
     INSERT INTO {s}.entity_changes (entity_id, op, at, types, doc, raw, owner)
@@ -96,13 +100,8 @@ class PgChanges(PgBase):
         async with self._transaction() as (conn, _):
             # Not worth a WAL flush of its own: a crash loses at most the last numbering, which
             # the next reader does again (a stream's client that saw its numbers may then get a
-            # change twice or miss one; docs/console.md).
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            # The lock first: the next statement's snapshot sees all earlier numberings' rows.
-            last = await conn.fetchval(f"SELECT last FROM {schema}.entity_change_counter FOR UPDATE")
-            top = await conn.fetchval(_NUMBER.format(s=schema), last)
-            if top is not None:
-                await conn.execute(f"UPDATE {schema}.entity_change_counter SET last = $1", top)
+            # change twice or miss one; docs/console.md). Both in one round trip.
+            await conn.execute("SET LOCAL synchronous_commit = off; " + _NUMBER.format(s=schema))
 
     @_guarded
     async def entity_changes(self, tenant: str, after: int, limit: int) -> list[EntityChange]:
