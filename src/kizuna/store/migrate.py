@@ -230,8 +230,8 @@ STAYS = {
     "changes": "SQLite's change feed; PostgreSQL's is pg_notify",
     "schema_migrations": "each store's own",
     "sqlite_sequence": "SQLite's AUTOINCREMENT counters; the target's sequences are set after",
-    "entity_changes": "the console's change log: the new node starts its own (a stream resuming"
-    " across the move is told to reload, its id being none of the new log's)",
+    "entity_changes": "the console's change log: the new node starts its own (consoles open"
+    " across the move should reload: an id of the old log means nothing in the new one)",
     "entity_change_horizon": "the change log's (see entity_changes)",
 }
 _SHADOW = r"_(node|rowid|parent)$"
