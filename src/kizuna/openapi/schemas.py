@@ -290,5 +290,8 @@ def component_schemas() -> dict[str, Schema]:
         ),
         "OpenApi": _described("This document.", OBJECT),
         "MetricsText": _described("Prometheus's text exposition format 0.0.4.", {"type": "string"}),
+        "EventStream": _described(
+            "Server-Sent Events: `change` events of JSON data, and heartbeat comments.", {"type": "string"}
+        ),
     }
     return {**schemas, **dsp_schemas()}
