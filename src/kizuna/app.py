@@ -26,6 +26,7 @@ from kizuna.audit_routes import AuditApi
 from kizuna.catalogs.listing import Publisher, Site
 from kizuna.catalogs.routes import CatalogApi
 from kizuna.config import Settings
+from kizuna.console.routes import Console
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError, ServiceUnavailable
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
@@ -233,7 +234,10 @@ def create_app(settings: Settings) -> Starlette:
         settings.public_base_url,
         Publisher(settings.participant_id, settings.publisher_name or settings.participant_id),
     )
-    routes = [
+    # The console's pages come first: a Mount under /console (its event stream) must not catch them.
+    console = Console(settings).routes() if settings.console == "on" else []
+    routes: list[BaseRoute] = [
+        *console,
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),

@@ -12,3 +12,4 @@ HOSTED_CONTEXTS = "/jsonldContexts"  # under NGSI_LD (clause 5.13)
 NGSI_V2 = "/v2"  # the read-only NGSI v2 subset (kizuna.ngsiv2)
 CKAN_ACTIONS = "/api/3/action"
 DCAT_CATALOG = "/catalog"
+CONSOLE = "/console"  # the web console and its event stream (kizuna.console)
