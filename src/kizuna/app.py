@@ -26,6 +26,8 @@ from kizuna.audit_routes import AuditApi
 from kizuna.catalogs.listing import Publisher, Site
 from kizuna.catalogs.routes import CatalogApi
 from kizuna.config import Settings
+from kizuna.console.event_routes import ConsoleEventsApi
+from kizuna.console.events import ChangeStreams
 from kizuna.console.routes import Console
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError, ServiceUnavailable
@@ -62,6 +64,7 @@ from kizuna.ngsiv2.routes import NgsiV2Api
 from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.outbound import OutboundGate
 from kizuna.problems import EXCEPTION_HANDLERS
+from kizuna.retention import prune_forever
 from kizuna.store import open_store
 
 log = logging.getLogger("kizuna")
@@ -167,6 +170,11 @@ def create_app(settings: Settings) -> Starlette:
         retention = None if not settings.history_retention else parse_retention(settings.history_retention)
     except NgsiLdError as error:
         raise SystemExit(f"kizuna: invalid history retention: {error}") from None
+    try:
+        change_retention = parse_retention(settings.change_retention)
+    except NgsiLdError as error:
+        raise SystemExit(f"kizuna: invalid change retention: {error}") from None
+    change_streams = ChangeStreams(store, policy, max_streams=settings.console_max_streams)
 
     def heard(topic: str, key: str) -> None:
         """What another process (or this one) committed: drop or refresh what is kept in memory."""
@@ -181,6 +189,8 @@ def create_app(settings: Settings) -> Starlette:
             policy.changed(None if everything else key)
         if everything or topic == "registrations":
             federation.registrations_changed(None if everything else key)
+        if everything or topic == "entities":
+            change_streams.wake(None if everything else key)
 
     store.listen(heard)
 
@@ -191,9 +201,13 @@ def create_app(settings: Settings) -> Starlette:
         await dispatcher.start()
         log.info("kizuna %s serving with store %s", __version__, settings.store)
         pruner = None if retention is None else asyncio.create_task(prune_history_forever(store, retention))
+        change_pruner = asyncio.create_task(
+            prune_forever(store.prune_changes, change_retention, "entity changes")
+        )
         try:
             yield
         finally:
+            change_pruner.cancel()
             if pruner is not None:
                 pruner.cancel()
             await dispatcher.stop()
@@ -260,6 +274,16 @@ def create_app(settings: Settings) -> Starlette:
             middleware=[
                 Middleware(Authentication, authenticator=authenticator, tenant_header=FIWARE_SERVICE)
             ],
+        ),
+        mount(
+            paths.CONSOLE,
+            ConsoleEventsApi(
+                change_streams,
+                registry,
+                lifetime=settings.console_stream_lifetime,
+                heartbeat=settings.console_heartbeat,
+            ).routes(),
+            middleware=[Middleware(Authentication, authenticator=authenticator, tenant_param="tenant")],
         ),
         mount(
             paths.NGSI_LD,

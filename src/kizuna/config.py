@@ -59,6 +59,22 @@ class Settings:
     history_retention: str | None = _setting(
         None, "delete attribute history older than this (`90d`, `12h`, `P1Y`); unset keeps all"
     )
+    change_retention: str = _setting(
+        "1h",
+        "keep the entity change log (what a console stream resumes from after a disconnect) this"
+        " long (`90m`, `1h`, `2d`, `PT30M`)",
+    )
+    console_max_streams: int = _setting(
+        100, "most console event streams (`/console/events`) a process holds open (503 beyond)"
+    )
+    console_stream_lifetime: float = _setting(
+        600.0,
+        "seconds a console event stream stays open; then the node ends it and the browser"
+        " reconnects with `Last-Event-ID`, missing nothing",
+    )
+    console_heartbeat: float = _setting(
+        15.0, "seconds between the comments that keep a quiet console event stream open through proxies"
+    )
     temporal_instance_limit: int = _setting(10, "instances per attribute in one temporal answer (206 beyond)")
     forward_timeout: float = _setting(3.0, "seconds a context source has to answer a forwarded request")
     registration_cache_seconds: float = _setting(

@@ -22,7 +22,7 @@ import orjson
 
 from kizuna.errors import ServiceUnavailable
 from kizuna.store import ChangeListener
-from kizuna.store.common import TemporalTouch
+from kizuna.store.common import PendingChange, TemporalTouch
 from kizuna.store.postgres.schema import TENANT_MIGRATIONS, TENANT_VERSION, _quote, schema_for
 
 _PAGE = 500
@@ -173,10 +173,11 @@ class PgTransaction:
     """The state of one write transaction on one pooled connection (see
     :meth:`PostgresStore.write`); the concerns add their methods as mixins."""
 
-    __slots__ = ("conn", "schema", "tenant", "touched")
+    __slots__ = ("changes", "conn", "schema", "tenant", "touched")
 
     def __init__(self, conn: asyncpg.Connection, schema: str, tenant: str) -> None:
         self.conn = conn
         self.schema = schema
         self.tenant = tenant
         self.touched: set[TemporalTouch] = set()  # see HistoryWrites.append_history
+        self.changes: list[PendingChange] = []  # see ChangeWrites.log_changes

@@ -19,7 +19,7 @@ from typing import Any
 
 from kizuna.patterns import search
 from kizuna.store import ChangeListener
-from kizuna.store.common import TemporalTouch
+from kizuna.store.common import PendingChange, TemporalTouch
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -159,6 +159,32 @@ CREATE TABLE IF NOT EXISTS notification_status (
     PRIMARY KEY (tenant, subscription_id)
 ) WITHOUT ROWID;
 """
+
+# -- the entity change log (kizuna.store.ChangeLog): every entity write with its commit's sequence.
+# Writers are serialised (BEGIN IMMEDIATE), so AUTOINCREMENT numbers changes in commit order,
+# one sequence over all tenants. ``doc`` and ``owner`` are kept for deletes only (the entity as
+# it was, for the access decision); the horizon is the newest seq pruned per tenant.
+ENTITY_CHANGES = """
+CREATE TABLE IF NOT EXISTS entity_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    op TEXT NOT NULL,
+    at REAL NOT NULL,
+    types BLOB NOT NULL,
+    doc BLOB,
+    owner TEXT
+);
+CREATE INDEX IF NOT EXISTS entity_changes_by_tenant ON entity_changes (tenant, seq);
+CREATE INDEX IF NOT EXISTS entity_changes_by_time ON entity_changes (at);
+CREATE INDEX IF NOT EXISTS entity_changes_deletes
+    ON entity_changes (tenant, entity_id, seq) WHERE op = 'delete';
+CREATE TABLE IF NOT EXISTS entity_change_horizon (
+    tenant TEXT PRIMARY KEY,
+    pruned INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
 log = logging.getLogger("kizuna.store")
 _PAGE = 500
 CHANGE_POLL = 0.5  # seconds between reads of the change feed (see SqliteStore.listen)
@@ -234,12 +260,13 @@ class SqliteTransaction:
     """The state of one write transaction (see :meth:`SqliteStore.write`): the connection, inside
     its ``BEGIN IMMEDIATE``, and the tenant written to. The concerns add their methods as mixins."""
 
-    __slots__ = ("db", "tenant", "touched")
+    __slots__ = ("changes", "db", "tenant", "touched")
 
     def __init__(self, db: sqlite3.Connection, tenant: str) -> None:
         self.db = db
         self.tenant = tenant
         self.touched: set[TemporalTouch] = set()  # see HistoryWrites.append_history
+        self.changes: list[PendingChange] = []  # see ChangeWrites.log_changes
 
 
 def _connect(path: str) -> sqlite3.Connection:

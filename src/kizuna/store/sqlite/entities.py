@@ -82,6 +82,7 @@ class EntityWrites(SqliteTransaction):
         )
         self._index_types(cursor.lastrowid, entity, owner)
         _index_entity(self.db, self.tenant, cursor.lastrowid, entity)
+        self.changes.append((entity["id"], "create", entity.get("type", []), None, None))
 
     async def replace(self, entity: Entity) -> None:
         row = self.db.execute(
@@ -94,15 +95,19 @@ class EntityWrites(SqliteTransaction):
         self._index_types(row[0], entity, row[1])
         _unindex_entity(self.db, row[0])
         _index_entity(self.db, self.tenant, row[0], entity)
+        self.changes.append((entity["id"], "update", entity.get("type", []), None, None))
 
     async def delete(self, entity_id: str) -> bool:
         row = self.db.execute(
-            "DELETE FROM entities WHERE tenant = ? AND id = ? RETURNING pk", (self.tenant, entity_id)
+            "DELETE FROM entities WHERE tenant = ? AND id = ? RETURNING pk, doc, owner",
+            (self.tenant, entity_id),
         ).fetchone()
         if row is None:
             return False
         self.db.execute("DELETE FROM entity_types WHERE pk = ?", (row[0],))
         _unindex_entity(self.db, row[0])
+        gone = orjson.loads(row[1])
+        self.changes.append((entity_id, "delete", gone.get("type", []), gone, row[2]))
         return True
 
     async def delete_matching(self, query: EntityQuery) -> list[Entity]:

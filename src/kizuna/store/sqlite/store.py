@@ -13,8 +13,10 @@ from pathlib import Path
 from kizuna.files import create_private
 from kizuna.store import ChangeListener
 from kizuna.store.common import stop_task, tell
+from kizuna.store.sqlite.changes import ChangeWrites, SqliteChanges
 from kizuna.store.sqlite.connection import (
     CHANGE_POLL,
+    ENTITY_CHANGES,
     SCHEMA,
     SCHEMA_VERSION,
     SqliteBase,
@@ -37,13 +39,13 @@ def sqlite_path(url: str) -> str:
     return path.removeprefix("/")
 
 
-class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites):
+class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites, ChangeWrites):
     """One write transaction; every call runs inside the BEGIN IMMEDIATE of :meth:`SqliteStore.write`."""
 
     __slots__ = ()
 
 
-class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, SqliteBase):
+class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteChanges, SqliteDocuments, SqliteBase):
     """One SQLite file in WAL mode; see the package docstring."""
 
     @classmethod
@@ -59,11 +61,14 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         # Every statement of SCHEMA is idempotent: tables added later reach existing files too.
-        db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        db.executescript(
+            f"BEGIN IMMEDIATE; {SCHEMA} {ENTITY_CHANGES} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+        )
         _backfill_indexes(db)
         self._db = db
         seen = db.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0
-        self._follower = asyncio.create_task(self._follow(seen), name="kizuna-sqlite-changes")
+        logged = db.execute("SELECT max(seq) FROM entity_changes").fetchone()[0] or 0
+        self._follower = asyncio.create_task(self._follow(seen, logged), name="kizuna-sqlite-changes")
 
     def listen(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -72,15 +77,20 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
         async with self._immediate() as db:
             _announce(db, topic, key)
 
-    async def _follow(self, seen: int) -> None:
+    async def _follow(self, seen: int, logged: int) -> None:
         """Poll the ``changes`` table that other processes on this file (``--workers``) append to
         in their commits. Sequence numbers are gap-free (AUTOINCREMENT, rolled back with their
-        transaction), so a gap means pruned rows were missed: then everything may have changed."""
+        transaction), so a gap means pruned rows were missed: then everything may have changed.
+        The entity change log is its own feed: the tenants it grew in are told ``entities``
+        (this process's own writes were told at their commit, and are told again)."""
         while True:
             await asyncio.sleep(CHANGE_POLL)
             try:
                 rows = self.db.execute(
                     "SELECT seq, topic, key FROM changes WHERE seq > ? ORDER BY seq", (seen,)
+                ).fetchall()
+                grown = self.db.execute(
+                    "SELECT tenant, max(seq) FROM entity_changes WHERE seq > ? GROUP BY tenant", (logged,)
                 ).fetchall()
             except sqlite3.Error:
                 log.exception("cannot read the change feed")
@@ -90,6 +100,9 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
             for seq, topic, key in rows:
                 tell(self._listeners, topic, key)
                 seen = seq
+            for tenant, top in grown:
+                tell(self._listeners, "entities", tenant)
+                logged = max(logged, top)
 
     async def close(self) -> None:
         await stop_task(self._follower)
@@ -113,4 +126,8 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
     @asynccontextmanager
     async def write(self, tenant: str) -> AsyncIterator[SqliteWrite]:
         async with self._immediate(tenant) as db:
-            yield SqliteWrite(db, tenant)
+            tx = SqliteWrite(db, tenant)
+            yield tx
+            tx.log_changes()
+        if tx.changes:
+            tell(self._listeners, "entities", tenant)
