@@ -41,6 +41,7 @@ export function render(root, id) {
   async function showRaw() {
     const params = format.value === "normalized" ? {} : { format: format.value };
     raw.textContent = JSON.stringify((await call("GET", path, { params })).data, null, 2);
+    raw.dataset.format = format.value;
   }
 
   async function showChart() {

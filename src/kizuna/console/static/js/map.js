@@ -3,7 +3,7 @@
 // Leaflet layer) each: a point is projected once, and each redraw only scales and shifts it.
 import { all, types } from "./api.js";
 import { t } from "./i18n.js";
-import { onChange } from "./live.js";
+import { onEvent } from "./live.js";
 import { el, local, member, valueOf } from "./names.js";
 import { COLOURS, STATE_ATTRIBUTES, STATES, stateOf } from "./state.js";
 
@@ -129,7 +129,15 @@ class MapView {
       : fetch("/console/districts.json").then((r) => r.json()).then((districts) =>
           L.geoJSON(districts, { style: { color: "#6b7a88", weight: 1, fillColor: "#dfe6ec", fillOpacity: 0.6 },
             onEachFeature: (f, layer) => layer.bindTooltip(f.properties.name) }).addTo(this.map));
-    const located = (await types()).filter((t) => t.attributes.includes("location"));
+    // Changes that arrive while the entities are read are applied after them, in order.
+    this.early = [];
+    let located = [];
+    this.unsubscribe = onEvent((name, data) => {
+      if (name === "reload") this.reload(located);
+      else if (name === "change" && this.loaded) this.changed(data);
+      else if (name === "change") this.early.push(data);
+    });
+    located = (await types()).filter((t) => t.attributes.includes("location"));
     const entities = located.length ? await this.read(located) : [];
     for (const entity of entities) this.put(entity);
     this.layer = new Points(this);
@@ -144,7 +152,8 @@ class MapView {
     // For bench/console_map.py: from this view's start, and from the navigation's.
     this.element.dataset.drawnMs = String(Math.round(performance.now() - started));
     this.element.dataset.sinceNavigationMs = String(Math.round(performance.now()));
-    this.unsubscribe = onChange((change) => this.changed(change));
+    this.loaded = true;
+    for (const change of this.early) this.changed(change);
   }
 
   // Only what the map needs: id, location and the attributes that say the state.
@@ -154,6 +163,14 @@ class MapView {
       for (const attribute of type.attributes) if (STATE_ATTRIBUTES.includes(local(attribute))) names.add(attribute);
     }
     return all({ type: located.map((t) => t.id).join(","), attrs: [...names].join(","), format: "keyValues" });
+  }
+
+  // Changes were lost to a long disconnection: read the map's entities again.
+  async reload(located) {
+    const entities = await this.read(located);
+    this.items.clear();
+    for (const entity of entities) this.put(entity);
+    this.update();
   }
 
   put(entity) {
@@ -191,7 +208,7 @@ class MapView {
     if (change.op === "delete") this.items.delete(change.id);
     else if (change.entity) {
       const old = this.items.get(change.id);
-      const merged = { ...change.entity, id: change.id, type: change.type || change.entity.type };
+      const merged = { ...change.entity, id: change.id, type: change.entity.type || change.type };
       if (!member(merged, "location") && old) {
         this.items.set(change.id, { ...old, state: stateOf(merged) });
       } else this.put(merged);
