@@ -341,21 +341,16 @@ def test_the_services_dashboards(page: Any, city: str) -> None:
     screenshot(page, "services")
 
 
-def test_the_data_space_page_lists_a_negotiation_and_the_terms(page: Any, city: str, provider: str) -> None:
-    dataset = "urn:provider:dataset:lights"
+def start_negotiation(consumer: str, provider: str, dataset: str, approval: str = "auto") -> str:
+    """A dataset published by ``provider`` and the id of a negotiation ``consumer`` starts for it."""
     published = httpx.post(
         f"{provider}/management/v1/datasets",
-        json={"id": dataset, "title": "Lights", "entityTypes": ["Streetlight"], "policy": POLICY},
+        json={"id": dataset, "entityTypes": ["Streetlight"], "policy": POLICY, "approval": approval},
     )
     assert published.status_code == 201, published.text
     offer = {**published.json()["offers"][0], "target": dataset}
-    own = httpx.post(
-        f"{city}/management/v1/datasets",
-        json={"id": "urn:console:dataset:rooms", "title": "Rooms", "entityTypes": ["Room"], "policy": POLICY},
-    )
-    assert own.status_code == 201, own.text
     started = httpx.post(
-        f"{city}/management/v1/negotiations",
+        f"{consumer}/management/v1/negotiations",
         json={
             "counterPartyAddress": f"{provider}/dsp",
             "counterPartyId": "did:web:provider.example",
@@ -363,7 +358,16 @@ def test_the_data_space_page_lists_a_negotiation_and_the_terms(page: Any, city: 
         },
     )
     assert started.status_code == 201, started.text
-    pid = started.json()["id"]
+    return started.json()["id"]
+
+
+def test_the_data_space_page_lists_a_negotiation_and_the_terms(page: Any, city: str, provider: str) -> None:
+    pid = start_negotiation(city, provider, "urn:provider:dataset:lights")
+    own = httpx.post(
+        f"{city}/management/v1/datasets",
+        json={"id": "urn:console:dataset:rooms", "title": "Rooms", "entityTypes": ["Room"], "policy": POLICY},
+    )
+    assert own.status_code == 201, own.text
     wait_for(
         lambda: httpx.get(f"{city}/management/v1/negotiations/{pid}").json()["state"],
         lambda state: state == "FINALIZED",
@@ -372,6 +376,17 @@ def test_the_data_space_page_lists_a_negotiation_and_the_terms(page: Any, city: 
     assert page.locator(f'tr[data-id="{pid}"] [data-state]').text_content() == "FINALIZED"
     terms = page.locator('[data-table="datasets"]').text_content()
     assert "for research only" in terms and "at most 100 accesses" in terms and "Must not distribute" in terms
+    # A negotiation the provider must approve by hand waits; the console ends it.
+    waiting = start_negotiation(city, provider, "urn:provider:dataset:manual", approval="manual")
+    wait_for(
+        lambda: httpx.get(f"{city}/management/v1/negotiations/{waiting}").json()["state"],
+        lambda state: state == "REQUESTED",
+    )
+    page.reload()
+    page.wait_for_selector(f'[data-table="negotiations"] tr[data-id="{waiting}"] button')
+    page.click(f'tr[data-id="{waiting}"] button')
+    page.wait_for_selector(f'tr[data-id="{waiting}"] [data-state="TERMINATED"]')
+    assert httpx.get(f"{city}/management/v1/negotiations/{waiting}").json()["state"] == "TERMINATED"
     page.wait_for_selector('[data-table="agreements"] meter')
     assert page.locator('[data-table="agreements"]').text_content().count("0 / 100") == 1
     screenshot(page, "dataspace")

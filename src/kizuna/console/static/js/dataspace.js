@@ -48,16 +48,31 @@ function table(headings, rows, name) {
 
 function state(value) { return el("span", { "data-state": value, text: value }); }
 
+const FINAL = ["FINALIZED", "TERMINATED", "COMPLETED"];
+
+// A button that ends a negotiation or transfer still under way (administrators only, as the
+// management API decides); the section is read again after.
+function terminate(path, current, reload) {
+  if (FINAL.includes(current)) return "";
+  return el("button", { type: "button", text: t("ds.terminate"), onclick: async (event) => {
+    event.target.disabled = true;
+    await call("POST", path, { body: { reason: "Terminated in the console" } });
+    await reload();
+  } });
+}
+
 const SECTIONS = {
   datasets: async () => table([t("ds.dataset"), t("ds.title"), t("ds.policy")],
     (await get(`${MANAGEMENT}/datasets`)).map((d) => [d.id, d.title || "",
       el("ul", {}, list(d.offers || d.policy).flatMap((p) => policyText(p)).map((line) => el("li", { text: line })))]),
     "datasets"),
-  negotiations: async () => table(["id", t("ds.role"), t("ds.counterparty"), t("ds.state")],
+  negotiations: async (reload) => table(["id", t("ds.role"), t("ds.counterparty"), t("ds.state"), ""],
     (await get(`${MANAGEMENT}/negotiations`)).map((n) => [n.id, n.role, n.counterPartyId || n.counterPartyAddress || "",
-      state(n.state)]), "negotiations"),
-  transfers: async () => table(["id", t("ds.role"), t("ds.format"), t("ds.state")],
-    (await get(`${MANAGEMENT}/transfers`)).map((x) => [x.id, x.role, x.format || "", state(x.state)]), "transfers"),
+      state(n.state), terminate(`${MANAGEMENT}/negotiations/${encodeURIComponent(n.id)}/terminate`, n.state, reload)]),
+    "negotiations"),
+  transfers: async (reload) => table(["id", t("ds.role"), t("ds.format"), t("ds.state"), ""],
+    (await get(`${MANAGEMENT}/transfers`)).map((x) => [x.id, x.role, x.format || "", state(x.state),
+      terminate(`${MANAGEMENT}/transfers/${encodeURIComponent(x.id)}/terminate`, x.state, reload)]), "transfers"),
   agreements: async () => table(["id", t("ds.dataset"), t("ds.assignee"), t("ds.accesses")],
     (await get(`${MANAGEMENT}/agreements`)).map((record) => {
       const agreement = record.agreement || {};
@@ -67,7 +82,10 @@ const SECTIONS = {
         limit === null ? String(used) : el("span", {}, el("meter", { min: 0, max: limit, value: used }), ` ${used} / ${limit}`)];
     }), "agreements"),
   audit: async () => {
-    const answer = await call("GET", `${MANAGEMENT}/audit`, { params: { limit: 50, offset: 0 } });
+    // The trail is oldest first: the latest 50 are the last page.
+    const probe = await call("GET", `${MANAGEMENT}/audit`, { params: { limit: 1 } });
+    const total = Number(probe.headers.get("Kizuna-Results-Count") || 0);
+    const answer = await call("GET", `${MANAGEMENT}/audit`, { params: { limit: 50, offset: Math.max(0, total - 50) } });
     return table([t("ds.at"), t("ds.subject"), t("ds.operation"), t("ds.target"), t("ds.outcome")],
       answer.data.reverse().map((e) => [e.at, e.subject || t("ds.anonymous"), e.operation, e.target, e.outcome]), "audit");
   },
@@ -78,12 +96,14 @@ export function render(root) {
   const fail = (error) => root.dispatchEvent(new CustomEvent("failed", { detail: error }));
   const names = Object.keys(SECTIONS).filter((name) => name !== "audit" || issuer);
   for (const name of names) {
-    const body = el("div", { text: "…" });
+    let body = el("div", { text: "…" });
     root.append(el("section", { class: "card", "data-section": name }, el("h3", { text: t(`ds.${name}`) }), body));
-    SECTIONS[name]().then((made) => body.replaceWith(made)).catch((error) => {
+    const show = (made) => { body.replaceWith(made); body = made; };
+    const load = () => SECTIONS[name](load).then(show).catch((error) => {
       if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
-        body.replaceWith(el("p", { class: "muted", text: t("ds.forbidden") }));
+        show(el("p", { class: "muted", text: t("ds.forbidden") }));
       } else fail(error);
     });
+    load();
   }
 }
