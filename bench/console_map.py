@@ -9,6 +9,7 @@ from the navigation's start to the moment the map has read every located entity 
 The goal is below 2 s.
 
     .venv/bin/python bench/console_map.py [--store sqlite|postgresql] [--runs 5] [--scale city]
+    .venv/bin/python bench/console_map.py --url http://127.0.0.1:1026   # a node already filled
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ def main() -> None:
     add_store_option(parser)
     parser.add_argument("--scale", choices=("small", "city"), default="city", help="default city")
     parser.add_argument("--runs", type=int, default=5, help="page loads to time (default 5)")
+    parser.add_argument("--url", help="time the map of this running node instead (no fill)")
     args = parser.parse_args()
+    if args.url:
+        report(measure(args.url.rstrip("/"), args.runs))
+        return
     with scratch("kizuna-console-map-") as tmp, backing_store(args.store, tmp) as store:
         extra = ["--context-map", str(CONTEXT_MAP)]
         with serve(store, tmp, extra=extra) as port:
@@ -89,6 +94,10 @@ def main() -> None:
             fill(base, args.scale)
             print(f"{machine()}; {store.description}")
             results = measure(base, args.runs)
+    report(results)
+
+
+def report(results: list[tuple[float, int, int]]) -> None:
     for n, (drawn, markers, wall) in enumerate(results, 1):
         print(f"run {n}: navigation to all {markers:,} markers drawn {drawn:.0f} ms (wall clock {wall} ms)")
     median = statistics.median(r[0] for r in results)

@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from access_helpers import rsa, token
+from access_helpers import ISS, bearer, rsa, token
 from conftest import KIZUNA
 from dsp_helpers import free_port, wait_for
 from dsp_helpers import node as dsp_node
@@ -134,6 +134,54 @@ def test_console_off_serves_nothing(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(store=f"sqlite:///{tmp_path}/k.db", console="off"))) as client:
         assert client.get("/console").status_code == 404
         assert client.get("/console/static/js/main.js").status_code == 404
+
+
+def test_the_map_rows_follow_the_read_rights(tmp_path: Path) -> None:
+    """GET /console/map reads as the NGSI-LD API does: an anonymous caller on a node with
+    access control gets what a query would give it, an administrator every located entity."""
+    key = rsa("map-test")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
+    settings = Settings(
+        store=f"sqlite:///{tmp_path}/k.db",
+        auth="oidc",
+        oidc_issuer=ISS,
+        oidc_audience="kizuna",
+        oidc_jwks=str(jwks),
+    )
+    admin = bearer(key, "kizuna-admin")
+    with TestClient(create_app(settings)) as client:
+        for n, (lon, lat) in enumerate([(6.76, 51.43), (6.77, 51.44)]):
+            made = client.post(
+                f"{API}/entities",
+                headers=admin,
+                json={
+                    "id": f"urn:ngsi-ld:Streetlight:{n}",
+                    "type": "Streetlight",
+                    "location": {
+                        "type": "GeoProperty",
+                        "value": {"type": "Point", "coordinates": [lon, lat]},
+                    },
+                    "powerState": {"type": "Property", "value": "on"},
+                },
+            )
+            assert made.status_code == 201, made.text
+        client.post(f"{API}/entities", headers=admin, json={"id": "urn:x:1", "type": "Cabinet"})
+        rows = client.get("/console/map", headers=admin).json()
+        assert rows["types"] == ["Streetlight"]
+        assert sorted(r[0] for r in rows["rows"]) == [
+            "urn:ngsi-ld:Streetlight:0",
+            "urn:ngsi-ld:Streetlight:1",
+        ]
+        power = rows["attributes"].index("powerState")
+        assert [r[3 + power] for r in rows["rows"]] == ["on", "on"]
+        assert rows["rows"][0][2] == {"type": "Point", "coordinates": [6.76, 51.43]}
+        anonymous = client.get(f"{API}/entities", params={"type": "Streetlight"})
+        answer = client.get("/console/map")
+        assert answer.status_code == anonymous.status_code
+        if answer.status_code == 200:
+            assert len(answer.json()["rows"]) == len(anonymous.json())
+        assert client.get("/console/map", params={"limit": 3}).status_code == 400
 
 
 # --- In a browser, against a city ---------------------------------------------------------------

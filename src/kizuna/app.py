@@ -28,6 +28,7 @@ from kizuna.catalogs.routes import CatalogApi
 from kizuna.config import Settings
 from kizuna.console.event_routes import ConsoleEventsApi
 from kizuna.console.events import ChangeStreams
+from kizuna.console.map_routes import ConsoleMapApi
 from kizuna.console.routes import Console
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError, ServiceUnavailable
@@ -282,7 +283,8 @@ def create_app(settings: Settings) -> Starlette:
                 registry,
                 lifetime=settings.console_stream_lifetime,
                 heartbeat=settings.console_heartbeat,
-            ).routes(),
+            ).routes()
+            + ConsoleMapApi(entities, registry).routes(),
             middleware=[Middleware(Authentication, authenticator=authenticator, tenant_param="tenant")],
         ),
         mount(

@@ -1,11 +1,8 @@
-// The state an entity is drawn in, from the few attributes that say it (these alone are read
-// for the map). Names are local names: the simulator writes Smart Data Models terms, the risk
-// service core-context ones.
+// The state an entity is drawn in, from the few attributes that say it (the map reads only
+// these: kizuna/console/map_points.py names them). Names are local names: the simulator writes
+// Smart Data Models terms, the risk service core-context ones.
 import { local, member, valueOf } from "./names.js";
 
-export const STATE_ATTRIBUTES = [
-  "status", "powerState", "illuminanceLevel", "voltage", "congested", "co2", "riskLevel", "apState",
-];
 export const CO2_LIMIT = 1000; // ppm: a classroom above it needs airing
 export const STATES = [
   "on", "dimmed", "off", "faulty", "congested", "flowing", "co2high", "co2ok",
