@@ -122,6 +122,14 @@ class MapView {
     this.element = el("div", { id: "map", "data-markers": "0", "data-ready": "false", tabindex: "0",
       "aria-label": t("map.label") });
     root.append(this.bar, this.element, this.legend);
+    // Changes that arrive while the entities are read are applied after them, in order.
+    this.early = [];
+    this.unsubscribe = onEvent((name, data) => {
+      if (name === "reload") this.reload();
+      else if (name === "change" && this.loaded) this.changed(data);
+      else if (name === "change") this.early.push(data);
+    });
+    const rows = this.read();
     this.map = L.map(this.element, { preferCanvas: true, attributionControl: true, zoomSnap: 0.5 });
     this.map.attributionControl.setPrefix("Leaflet");
     this.map.setView([51.4344, 6.7623], 12);
@@ -130,22 +138,15 @@ class MapView {
       : fetch("/console/districts.json").then((r) => r.json()).then((districts) =>
           L.geoJSON(districts, { style: { color: "#6b7a88", weight: 1, fillColor: "#dfe6ec", fillOpacity: 0.6 },
             onEachFeature: (f, layer) => layer.bindTooltip(f.properties.name) }).addTo(this.map));
-    // Changes that arrive while the entities are read are applied after them, in order.
-    this.early = [];
-    this.unsubscribe = onEvent((name, data) => {
-      if (name === "reload") this.reload();
-      else if (name === "change" && this.loaded) this.changed(data);
-      else if (name === "change") this.early.push(data);
-    });
-    for (const entity of await this.read()) this.put(entity);
+    const layer = await background;
+    for (const entity of await rows) this.put(entity);
+    // Bounds, filters and legend first, the layer last: it draws once, when it is added.
+    this.map.fitBounds(this.bounds() || layer.getBounds(), { animate: false });
+    this.filters(this.types);
+    this.update();
     this.layer = new Points(this);
     this.layer.addTo(this.map);
     this.map.on("click", (event) => this.pick(event.containerPoint));
-    const layer = await background;
-    const bounds = this.bounds();
-    this.map.fitBounds(bounds || layer.getBounds(), { animate: false });
-    this.filters(this.types);
-    this.update();
     this.element.dataset.ready = "true";
     // For bench/console_map.py: from this view's start, and from the navigation's.
     this.element.dataset.drawnMs = String(Math.round(performance.now() - started));
