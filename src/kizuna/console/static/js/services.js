@@ -3,7 +3,7 @@
 // terms, so each question carries its domain's @context; RoadSegmentRisk uses the core one.
 import { all, call, count, NGSI } from "./api.js";
 import { t } from "./i18n.js";
-import { el, formatValue, local, member, valueOf } from "./names.js";
+import { el, formatValue, member, valueOf } from "./names.js";
 import { CO2_LIMIT, lightState } from "./state.js";
 
 const sdm = (domain) => `https://raw.githubusercontent.com/smart-data-models/dataModel.${domain}/master/context.jsonld`;
@@ -29,7 +29,8 @@ function table(headings, rows) {
       el("td", { class: i ? "num" : "" }, c)))))));
 }
 
-const link = (id, text) => el("a", { href: `#/entity/${encodeURIComponent(id)}`, text: text || local(id) });
+// A link to an entity, named by the last part of its id (its title is the whole id).
+const link = (id, text) => el("a", { href: `#/entity/${encodeURIComponent(id)}`, title: id, text: text || id.split(":").pop() });
 
 async function lighting() {
   const lights = await all({ type: "Streetlight", attrs: "status,powerState,illuminanceLevel,voltage", format: "keyValues" },
