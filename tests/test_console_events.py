@@ -232,6 +232,8 @@ async def test_a_quiet_stream_beats_and_ends_after_its_lifetime(
     async with stream(client, base) as events:
         await asyncio.wait_for(events.ended.wait(), 5)
     assert "heartbeat" in events.comments
+    head = await client.head(base + EVENTS)  # answered at once: no stream held open for it
+    assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
 
 
 async def test_a_resume_from_before_the_retention_is_told_to_reload(

@@ -83,3 +83,36 @@ async def test_pruning_forgets_old_changes_and_keeps_a_horizon(store: Store) -> 
     assert kept[0].seq > first[-1].seq
     assert await store.change_bounds("") == (first[-1].seq, kept[0].seq)
     assert await store.prune_changes(time.time() - 3600) == 0
+
+
+async def test_readers_following_concurrent_writers_miss_nothing_and_see_nothing_twice(store: Store) -> None:
+    """Writers commit in another order than they start (PostgreSQL's pool runs them at once);
+    a reader that follows the log from its cursor while they write still gets every change once."""
+    import asyncio
+
+    async def write(first: int) -> None:
+        for n in range(first, first + 20):
+            async with store.write("") as tx:
+                await tx.insert(light(n))
+
+    async def follow(seen: list[str], done: asyncio.Event) -> None:
+        cursor = 0
+        while True:
+            finished = done.is_set()  # read once more after the writers ended
+            batch = await store.entity_changes("", cursor, 7)
+            if batch:
+                cursor = batch[-1].seq
+                seen.extend(c.entity_id for c in batch)
+            elif finished:
+                return
+            await asyncio.sleep(0)
+
+    done = asyncio.Event()
+    readers = [[], []]
+    following = [asyncio.create_task(follow(seen, done)) for seen in readers]
+    await asyncio.gather(*(write(first) for first in range(0, 100, 20)))
+    done.set()
+    await asyncio.gather(*following)
+    expected = sorted(f"urn:ngsi-ld:Streetlight:{n}" for n in range(100))
+    for seen in readers:
+        assert sorted(seen) == expected

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kizuna.console.events import Change, ChangeStream, ChangeStreams, Event
-from kizuna.errors import BadRequestData, NotAcceptable
+from kizuna.errors import BadRequestData, NgsiLdError, NotAcceptable
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.media import negotiate
@@ -28,8 +28,14 @@ from kizuna.times import iso_millis
 
 EVENT_STREAM = "text/event-stream"
 PARAMS = frozenset({"type", "tenant", "context"})
+FRAMES_KEPT = 1024  # rendered events the streams share (see Frames)
 SEND_TIMEOUT = 10.0  # seconds one write to a client may take before it is dropped as too slow
 RETRY_MS = 1000  # how soon a browser reconnects after the stream ends
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # proxies such as nginx pass each event on at once
+]
 log = logging.getLogger("kizuna.console")
 
 
@@ -41,6 +47,7 @@ class ConsoleEventsApi:
         self.contexts = contexts
         self.lifetime = lifetime
         self.heartbeat = heartbeat
+        self.frames = Frames()
 
     async def events(self, request: Request) -> EventStream:
         check_params(request, PARAMS)
@@ -53,7 +60,7 @@ class ConsoleEventsApi:
         stream = await self.streams.open(
             tenant_of(request, param="tenant"), subject_of(request), types, last_event_id(request)
         )
-        return EventStream(stream, terms, lifetime=self.lifetime, heartbeat=self.heartbeat)
+        return EventStream(stream, terms, self.frames, lifetime=self.lifetime, heartbeat=self.heartbeat)
 
     def routes(self) -> list[Route]:
         return [Route("/events", self.events, methods=["GET"])]
@@ -87,18 +94,47 @@ def frame(event: Event, terms: TermMap) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, name.encode(), orjson.dumps(data))
 
 
+class Frames:
+    """Events as sent, kept a little while: streams with the same @context send the same bytes
+    for a change (what differs between subjects is whether they get it, not what it says), so
+    ten tabs cost one rendering. TermMaps are kept by the registry, so one @context is one key."""
+
+    def __init__(self) -> None:
+        # the TermMap is kept with its bytes: an id is only unique while its object lives
+        self._kept: dict[tuple[str, int, int], tuple[TermMap, bytes]] = {}
+
+    def of(self, tenant: str, event: Event, terms: TermMap) -> bytes:
+        if not isinstance(event, Change):
+            return frame(event, terms)
+        key = (tenant, event.seq, id(terms))
+        found = self._kept.get(key)
+        if found is None or found[0] is not terms:
+            found = self._kept[key] = (terms, frame(event, terms))
+            if len(self._kept) > FRAMES_KEPT:
+                del self._kept[next(iter(self._kept))]
+        return found[1]
+
+
 class EventStream:
     """The response: runs until the client goes, the lifetime ends, or a write to the client
     takes longer than :data:`SEND_TIMEOUT` (a slow client is dropped; it reconnects and resumes
     from the log, nothing is buffered for it)."""
 
-    def __init__(self, stream: ChangeStream, terms: TermMap, *, lifetime: float, heartbeat: float) -> None:
+    def __init__(
+        self, stream: ChangeStream, terms: TermMap, frames: Frames, *, lifetime: float, heartbeat: float
+    ) -> None:
         self.stream = stream
         self.terms = terms
+        self.frames = frames
         self.lifetime = lifetime
         self.heartbeat = heartbeat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD":  # the headers of the stream, and no stream to hold open
+            self.stream.close()
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         pump = asyncio.create_task(self._pump(send))
         gone = asyncio.create_task(_disconnected(receive))
         try:
@@ -111,27 +147,25 @@ class EventStream:
             self.stream.close()
 
     async def _pump(self, send: Send) -> None:
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),  # proxies such as nginx pass each event on at once
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lifetime
         chunk = b"retry: %d\n: stream open\n\n" % RETRY_MS
         try:
             while True:
-                await asyncio.wait_for(
-                    send({"type": "http.response.body", "body": chunk, "more_body": True}), SEND_TIMEOUT
-                )
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 left = deadline - loop.time()
                 if left <= 0:
                     break
                 events = await self.stream.next(min(self.heartbeat, left))
-                chunk = b"".join(frame(event, self.terms) for event in events) or b": heartbeat\n\n"
+                tenant = self.stream.tenant
+                chunk = b"".join(self.frames.of(tenant, e, self.terms) for e in events) or b": heartbeat\n\n"
         except TimeoutError:
             log.warning("dropped a console event stream of tenant %r: too slow a reader", self.stream.tenant)
+            return
+        except NgsiLdError as error:  # the store went away: the client reconnects and resumes
+            log.warning("ended a console event stream of tenant %r: %s", self.stream.tenant, error.detail)
             return
         except Exception:
             log.exception("a console event stream of tenant %r failed", self.stream.tenant)

@@ -18,6 +18,7 @@ from kizuna.ngsild.tenants import require_tenant
 from kizuna.store import Entity, EntityChange, Store
 
 PAGE = 200  # changes read from the store per call
+READS_KEPT = 64  # recent reads the streams of a process share (see ChangeStreams.changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class ChangeStreams:
         self.max_streams = max_streams
         self.open_streams = 0
         self._signals: dict[str, asyncio.Event] = {}
+        self._reads: dict[tuple[str, int], asyncio.Future[list[EntityChange]]] = {}
 
     def wake(self, tenant: str | None) -> None:
         """The change log of ``tenant`` (None: of any) grew."""
@@ -71,6 +73,27 @@ class ChangeStreams:
         if signal is None:
             signal = self._signals[tenant] = asyncio.Event()
         return signal
+
+    async def changes(self, tenant: str, after: int) -> list[EntityChange]:
+        """The changes after ``after``, read once for all the streams at that point: ten tabs
+        woken by one write would otherwise read the same rows ten times. A non-empty answer
+        stays true (the numbers below its last are final), so it is kept for the next stream;
+        an empty one is not (changes may come after it)."""
+        key = (tenant, after)
+        read = self._reads.get(key)
+        if read is None:
+            read = self._reads[key] = asyncio.ensure_future(self.store.entity_changes(tenant, after, PAGE))
+            read.add_done_callback(lambda done: self._forget(key, done))
+            while len(self._reads) > READS_KEPT:
+                del self._reads[next(iter(self._reads))]
+        return await asyncio.shield(read)  # one stream going does not cancel the others' read
+
+    def _forget(self, key: tuple[str, int], read: asyncio.Future[list[EntityChange]]) -> None:
+        """Drop a read that failed or found nothing (also when no stream waits for it anymore)."""
+        if (read.cancelled() or read.exception() is not None or not read.result()) and self._reads.get(
+            key
+        ) is read:
+            del self._reads[key]
 
     async def open(
         self, tenant: str, subject: Subject, types: frozenset[str] | None, last_seen: int | None
@@ -112,7 +135,7 @@ class ChangeStream:
         deadline = loop.time() + wait
         while True:
             signal = self.streams.signal(self.tenant)
-            batch = await self.streams.store.entity_changes(self.tenant, self.cursor, PAGE)
+            batch = await self.streams.changes(self.tenant, self.cursor)
             if batch:
                 self.cursor = batch[-1].seq
                 guard = await self.streams.policy.guard(self.tenant, self.subject)
@@ -124,7 +147,8 @@ class ChangeStream:
             if left <= 0:
                 return []
             try:
-                await asyncio.wait_for(signal.wait(), left)
+                async with asyncio.timeout(left):  # no task per wait, unlike wait_for on 3.11
+                    await signal.wait()
             except TimeoutError:
                 return []
 

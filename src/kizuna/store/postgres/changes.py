@@ -16,25 +16,40 @@ import orjson
 
 from kizuna.store import EntityChange
 from kizuna.store.postgres.connection import (
+    CHANNEL,
     PgBase,
     PgTransaction,
-    _announce,
     _guarded,
+    _notice,
     _pack_bytes,
     _unpack,
 )
 from kizuna.store.postgres.schema import _quote
 
+# One statement, so that the numbering costs one round trip. Its snapshot is taken before it
+# waits for the counter row (another numbering in flight); rows that one numbered meanwhile fail
+# the recheck of ``seq IS NULL`` and keep their numbers, and the counter, read after the wait,
+# puts every number given here above the other's (those skipped leave gaps, which is allowed).
 _NUMBER = """
 WITH todo AS (
     SELECT pk, row_number() OVER (ORDER BY pk) AS n FROM {s}.entity_changes WHERE seq IS NULL
-), done AS (
-    UPDATE {s}.entity_changes c SET seq = $1 + todo.n FROM todo WHERE c.pk = todo.pk RETURNING c.seq
+), counter AS (
+    UPDATE {s}.entity_change_counter SET last = last + (SELECT count(*) FROM todo)
+    RETURNING last - (SELECT count(*) FROM todo) AS base
 )
-SELECT max(seq) FROM done
+UPDATE {s}.entity_changes c SET seq = counter.base + todo.n
+FROM todo, counter WHERE c.pk = todo.pk AND c.seq IS NULL
 """
-# The entity a change is decided and shown on: a delete's own copy; else the entity now; else,
-# deleted since, its copy at the first delete after the change (numbered or not yet).
+_LOG = """
+WITH logged AS (
+    INSERT INTO {s}.entity_changes (entity_id, op, at, types, doc, raw, owner)
+    SELECT c.entity_id, c.op, $1, c.types::jsonb, c.doc::jsonb, c.raw, c.owner
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[])
+        WITH ORDINALITY AS c (entity_id, op, types, doc, raw, owner, n)
+    ORDER BY c.n
+)
+SELECT pg_notify($8, $9)
+"""
 _READ = """
 SELECT c.seq, c.entity_id, c.op, c.at, c.types, c.doc, c.raw, c.owner,
     e.pk IS NOT NULL, e.doc, e.raw, e.owner, d.doc, d.raw, d.owner
@@ -56,21 +71,20 @@ class ChangeWrites(PgTransaction):
     __slots__ = ()
 
     async def log_changes(self) -> None:
-        """Write the changes the transaction's entity writes noted, in one round trip, and wake
-        every process's readers once the transaction commits."""
+        """Write the changes the transaction's entity writes noted and wake every process's
+        readers once the transaction commits: one statement, one round trip, however many."""
         if not self.changes:
             return
-        now = time.time()
-        rows = []
+        columns: list[list[object]] = [[], [], [], [], [], []]
         for entity_id, op, types, doc, owner in self.changes:
-            packed = (None, None) if doc is None else _pack_bytes(orjson.dumps(doc))
-            rows.append((entity_id, op, now, orjson.dumps(types).decode(), *packed, owner))
-        await self.conn.executemany(
-            f"INSERT INTO {self.schema}.entity_changes (entity_id, op, at, types, doc, raw, owner)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            rows,
+            doc_text, raw = (None, None) if doc is None else _pack_bytes(orjson.dumps(doc))
+            for column, value in zip(
+                columns, (entity_id, op, orjson.dumps(types).decode(), doc_text, raw, owner), strict=True
+            ):
+                column.append(value)
+        await self.conn.execute(
+            _LOG.format(s=self.schema), time.time(), *columns, CHANNEL, _notice("entities", self.tenant)
         )
-        await _announce(self.conn, "entities", self.tenant)
 
 
 class PgChanges(PgBase):
@@ -84,11 +98,10 @@ class PgChanges(PgBase):
         if not pending:
             return
         async with self._transaction() as (conn, _):
-            # The lock first: the next statement's snapshot sees all earlier numberings' rows.
-            last = await conn.fetchval(f"SELECT last FROM {schema}.entity_change_counter FOR UPDATE")
-            top = await conn.fetchval(_NUMBER.format(s=schema), last)
-            if top is not None:
-                await conn.execute(f"UPDATE {schema}.entity_change_counter SET last = $1", top)
+            # Not worth a WAL flush of its own: a crash loses at most the last numbering, which
+            # the next reader does again (a stream's client that saw its numbers may then get a
+            # change twice or miss one; docs/console.md). Both in one round trip.
+            await conn.execute("SET LOCAL synchronous_commit = off; " + _NUMBER.format(s=schema))
 
     @_guarded
     async def entity_changes(self, tenant: str, after: int, limit: int) -> list[EntityChange]:

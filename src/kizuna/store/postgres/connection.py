@@ -99,9 +99,14 @@ def _pack_bytes(data: bytes) -> tuple[str | None, bytes | None]:
     return data.decode(), None
 
 
+def _notice(topic: str, key: str) -> str:
+    """The payload of a NOTIFY on :data:`CHANNEL`."""
+    return f"{topic}\n{key}"
+
+
 async def _announce(conn: asyncpg.Connection, topic: str, key: str) -> None:
     """Tell every listening process, once the caller's transaction commits (see :data:`CHANNEL`)."""
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{topic}\n{key}")
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, _notice(topic, key))
 
 
 class PgBase:
