@@ -134,6 +134,7 @@ def test_console_off_serves_nothing(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(store=f"sqlite:///{tmp_path}/k.db", console="off"))) as client:
         assert client.get("/console").status_code == 404
         assert client.get("/console/static/js/main.js").status_code == 404
+        assert client.get("/console/map").status_code == 404
 
 
 def test_the_map_rows_follow_the_read_rights(tmp_path: Path) -> None:

@@ -250,7 +250,8 @@ def create_app(settings: Settings) -> Starlette:
         Publisher(settings.participant_id, settings.publisher_name or settings.participant_id),
     )
     # The console's pages come first: a Mount under /console (its event stream) must not catch them.
-    console = Console(settings).routes() if settings.console == "on" else []
+    console_on = settings.console == "on"
+    console = Console(settings).routes() if console_on else []
     routes: list[BaseRoute] = [
         *console,
         Route("/health", health, methods=["GET"]),
@@ -284,7 +285,7 @@ def create_app(settings: Settings) -> Starlette:
                 lifetime=settings.console_stream_lifetime,
                 heartbeat=settings.console_heartbeat,
             ).routes()
-            + ConsoleMapApi(entities, registry).routes(),
+            + (ConsoleMapApi(entities, registry).routes() if console_on else []),
             middleware=[Middleware(Authentication, authenticator=authenticator, tenant_param="tenant")],
         ),
         mount(
