@@ -39,7 +39,9 @@ def create(base: str, dataset: dict[str, Any], policy: dict[str, Any]) -> None:
 
 
 def test_ckanapi_lists_shows_and_searches_a_live_node(serve: Callable[..., str]) -> None:
-    base = serve("--publisher-name", "Duisburg Node")
+    # --dsp-auth none: the DSP catalog answers anyone, so the listings show every dataset to
+    # anyone (tests/test_cadde.py shows the anonymous public the open ones only).
+    base = serve("--publisher-name", "Duisburg Node", "--dsp-auth", "none")
     create(base, LIGHTS, USE)
     create(base, CABINETS, IN_EU)
     with ckanapi.RemoteCKAN(base) as portal:  # POSTs JSON, as harvesters do

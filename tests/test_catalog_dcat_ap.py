@@ -16,12 +16,12 @@ from rdflib import RDF, Graph, Literal, URIRef
 from rdflib.namespace import DCAT, DCTERMS, ODRL2, SH
 from starlette.testclient import TestClient
 
+from conftest import STORE_KINDS, store_url
 from kizuna.app import create_app
 from kizuna.catalogs.dcat_ap import catalog_graph, serialise
 from kizuna.catalogs.listing import Publisher, Site
 from kizuna.config import Settings
 from kizuna.dataspace.catalog import parse_dataset
-from kizuna.dataspace.core import DATASET
 
 SHAPES = Graph().parse(Path(__file__).parent / "data" / "dcat-ap" / "dcat-ap-SHACL.ttl")
 PUBLIC = "http://127.0.0.1:1026"  # the default --public-url: every address in the catalog is the node's own
@@ -62,15 +62,22 @@ def one_store(tmp_path: Path) -> Iterator[TestClient]:
         yield client
 
 
+@pytest.fixture(params=STORE_KINDS)
+def anyone_answered(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    """A node with ``--dsp-auth none``: its DSP catalog answers anyone, so its DCAT-AP catalog
+    lists every dataset to anyone (not only the open ones)."""
+    settings = Settings(store=store_url(request.param, tmp_path, request), dsp_auth="none")
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
 @pytest.fixture
-def catalog(client: TestClient) -> TestClient:
-    """A node with two datasets: one open (the flag set on its record, as the management API's
-    ``open`` member sets it) and one whose offer binds use to the EU."""
-    records = client.app.state.dataspace.catalog.node.records  # type: ignore[attr-defined]
-    client.portal.call(records.insert, DATASET, {**parse_dataset(OPEN), "open": True})  # type: ignore[union-attr]
-    response = client.post("/management/v1/datasets", json=CONSTRAINED)
-    assert response.status_code == 201, response.text
-    return client
+def catalog(anyone_answered: TestClient) -> TestClient:
+    """A node with two datasets: one open and one whose offer binds use to the EU."""
+    for dataset in ({**OPEN, "open": True}, CONSTRAINED):
+        response = anyone_answered.post("/management/v1/datasets", json=dataset)
+        assert response.status_code == 201, response.text
+    return anyone_answered
 
 
 @pytest.mark.parametrize("media", list(SYNTAXES))

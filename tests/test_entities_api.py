@@ -320,10 +320,10 @@ def test_health(client: TestClient) -> None:
 def test_a_node_whose_store_does_not_answer_is_alive_but_not_ready(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def gone() -> list[str]:
+    async def gone() -> str | None:
         raise ConnectionError("connection refused")
 
-    monkeypatch.setattr(client.app.state.store, "tenants", gone)  # type: ignore[attr-defined]
+    monkeypatch.setattr(client.app.state.store, "schema_mismatch", gone)  # type: ignore[attr-defined]
     assert client.get("/health/live").status_code == 200
     answer = client.get("/health/ready")
     assert answer.status_code == 503 and answer.json()["type"] == ERR + "ServiceUnavailable"

@@ -833,7 +833,10 @@ def call(client: TestClient, method: str, url: str, headers: dict[str, str], bod
         if method == "HEAD":  # no body to name the error: ask again with GET
             response, _ = timed(client, "GET", url, content=body, headers=raw)
         try:
-            type_name = str(response.json().get("type", "")).rsplit("/", 1)[-1]
+            error = response.json()
+            # NGSI v2 answers in Orion's shape, {"error": name, "description": ...}.
+            name = error.get("error", "") if url.startswith("/v2/") else error.get("type", "")
+            type_name = str(name).rsplit("/", 1)[-1]
         except (ValueError, AttributeError):
             type_name = "(not a ProblemDetails body)"
         allowed = ALLOWED_5XX.get(response.status_code, set())

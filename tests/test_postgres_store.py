@@ -22,7 +22,7 @@ from kizuna.errors import ServiceUnavailable
 from kizuna.query import parse_q
 from kizuna.store import EntityQuery, open_store
 from kizuna.store.postgres import PostgresStore
-from kizuna.store.postgres.schema import GLOBAL_MIGRATIONS, TENANT_VERSION, schema_for
+from kizuna.store.postgres.schema import GLOBAL_MIGRATIONS, schema_for, tenant_version
 from test_query_index import compilable_terms, entities, python_only_terms, trees
 
 STATUS = "https://smartdatamodels.org/dataModel.Streetlighting/status"
@@ -45,7 +45,8 @@ async def test_migrations_are_recorded_and_applied_once(postgres_url: str) -> No
         try:
             versions = [r[0] for r in await conn.fetch("SELECT version FROM kizuna.schema_migrations")]
             assert versions == [v for v, _, _ in GLOBAL_MIGRATIONS]
-            assert await conn.fetchval("SELECT version FROM kizuna.tenants WHERE name = ''") == TENANT_VERSION
+            default = await conn.fetchval("SELECT version FROM kizuna.tenants WHERE name = ''")
+            assert default == tenant_version()
         finally:
             await conn.close()
     finally:

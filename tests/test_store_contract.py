@@ -176,6 +176,10 @@ async def test_swap_document_is_a_compare_and_set_on_the_version(store: Store) -
     assert not await store.swap_document("k", "", {"id": "d", "n": 2, "version": 1}, 0)
     assert await store.swap_document("k", "", {"id": "d", "n": 2, "version": 2}, 1)
     assert (await store.get_document("k", "", "d"))["n"] == 2
+    # A NUL character (a counterparty's text) is a character like any other.
+    assert await store.swap_document("k", "", {"id": "d", "n": "a\u0000b", "version": 3}, 2)
+    assert await store.swap_document("k", "", {"id": "d", "n": 3, "version": 4}, 3)
+    assert (await store.get_document("k", "", "d"))["n"] == 3
     # Missing documents, other kinds and other tenants are not swapped.
     assert not await store.swap_document("k", "", {"id": "none", "version": 1}, 0)
     assert not await store.swap_document("other", "", {"id": "d", "version": 3}, 2)

@@ -16,13 +16,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
-from kizuna import __version__, paths
+from kizuna import __version__, metrics, paths
 from kizuna.access.apikeys import ApiKeys
 from kizuna.access.audit import AuditTrail
 from kizuna.access.authenticator import Authenticator, access_mode, is_loopback
 from kizuna.access.grants import Grants
 from kizuna.access.policy import AccessPolicy
 from kizuna.audit_routes import AuditApi
+from kizuna.cadde.consumer import CaddeConsumer
+from kizuna.cadde.provider import CaddeProvider
+from kizuna.cadde.routes import CaddeConsumerApi, CaddeProviderApi
 from kizuna.catalogs.listing import Publisher, Site
 from kizuna.catalogs.routes import CatalogApi
 from kizuna.config import Settings
@@ -34,11 +37,13 @@ from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError, ServiceUnavailable
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
 from kizuna.limits import InputLimits, PageLimits
+from kizuna.metrics_routes import MetricsApi, MetricsServer
 from kizuna.middleware.admins_only import AdminsOnly
 from kizuna.middleware.audit import AuditRefusals
 from kizuna.middleware.authentication import Authentication
 from kizuna.middleware.body_limit import BodyLimit
 from kizuna.middleware.json_bodies import JsonBodiesOnly
+from kizuna.middleware.metrics import RequestMetrics
 from kizuna.middleware.new_tenants import NewTenants
 from kizuna.middleware.same_origin import SameOriginOnly
 from kizuna.middleware.trailing_slash import TrailingSlash
@@ -194,12 +199,27 @@ def create_app(settings: Settings) -> Starlette:
             change_streams.wake(None if everything else key)
 
     store.listen(heard)
+    metrics_api = MetricsApi(store)
+    counting = settings.metrics == "on"
+    metrics_server = None
+    if counting:
+
+        def written(seconds: float) -> None:
+            metrics.STORE_TRANSACTION.observe(seconds)
+            metrics.pool_used(store.pool_usage())
+
+        store.time_writes(written)
+        if settings.metrics_port is not None:
+            metrics_server = MetricsServer(metrics_api, settings.metrics_host, settings.metrics_port)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         await contexts.sync()
         await dispatcher.start()
+        if metrics_server is not None:
+            await metrics_server.start()
+        metrics.started()
         log.info("kizuna %s serving with store %s", __version__, settings.store)
         pruner = None if retention is None else asyncio.create_task(prune_history_forever(store, retention))
         change_pruner = asyncio.create_task(
@@ -211,6 +231,9 @@ def create_app(settings: Settings) -> Starlette:
             change_pruner.cancel()
             if pruner is not None:
                 pruner.cancel()
+            if metrics_server is not None:
+                await metrics_server.stop()
+            metrics.stopped()
             await dispatcher.stop()
             await federation.close()
             await outbound.aclose()
@@ -222,13 +245,17 @@ def create_app(settings: Settings) -> Starlette:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     async def ready(request: Request) -> Response:
-        """Readiness: the store answers a query within 2 s (its migrations ran at start, or the
-        node would not be serving). A node whose database is gone is alive but not ready."""
+        """Readiness: the store answers a query within 2 s, and its schema is the one this code
+        writes. A node whose database is gone is alive but not ready; so is one whose store a
+        newer release migrated after it started (an upgrade under way: it should be replaced)."""
         try:
-            await asyncio.wait_for(store.tenants(), 2.0)
+            mismatch = await asyncio.wait_for(store.schema_mismatch(), 2.0)
         except Exception as error:
             log.warning("not ready: the store does not answer: %s", error)
             raise ServiceUnavailable("The node's store does not answer") from None
+        if mismatch is not None:
+            log.warning("not ready: %s", mismatch)
+            raise ServiceUnavailable(f"The node's store is not at its schema version: {mismatch}")
         return Response(b'{"status":"ready"}', media_type="application/json")
 
     # Every NGSI-LD API acts for the subject the request proves (anonymous without credentials).
@@ -245,10 +272,27 @@ def create_app(settings: Settings) -> Starlette:
             routes=PermissionApi(grants, registry).routes(),
         ),
     ]
+    # /metrics on the main port, behind the one admins-only check (everyone's, with --auth none).
+    scraped_here = (
+        [metrics_api.route([Middleware(Authentication, authenticator=authenticator), Middleware(AdminsOnly)])]
+        if counting and metrics_server is None
+        else []
+    )
     site = Site(
         settings.public_base_url,
         Publisher(settings.participant_id, settings.publisher_name or settings.participant_id),
     )
+    cadde: list[BaseRoute] = []
+    if settings.cadde != "off":
+        provider = CaddeProvider(
+            dataspace.catalog,
+            site,
+            dataspace.dataplane,
+            provider_id=settings.cadde_provider_id or settings.participant_id,
+            contracts=settings.cadde == "all",
+        )
+        cadde = CaddeProviderApi(provider, dataspace.answers_catalog).routes()
+    cadde_consumer = CaddeConsumerApi(CaddeConsumer(dataspace.node, dataspace.transfers))
     # The console's pages come first: a Mount under /console (its event stream) must not catch them.
     console_on = settings.console == "on"
     console = Console(settings).routes() if console_on else []
@@ -257,12 +301,14 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
+        *scraped_here,
         dataspace.version_route(),
         mount(paths.DSP, dataspace.protocol_routes()),
-        *CatalogApi(dataspace.catalog, site).routes(),
+        *CatalogApi(dataspace.catalog, site, dataspace.answers_catalog).routes(),
+        *cadde,
         mount(
             paths.MANAGEMENT,
-            routes=[*dataspace.management_routes(), *AuditApi(audit).routes()],
+            routes=[*dataspace.management_routes(), *cadde_consumer.routes(), *AuditApi(audit).routes()],
             middleware=[
                 Middleware(SameOriginOnly),
                 Middleware(JsonBodiesOnly),
@@ -302,6 +348,8 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         middleware=[
             Middleware(TrailingSlash),
+            # Inside TrailingSlash, which hands on a copy of the scope: this one sees the route.
+            *([Middleware(RequestMetrics, routes=routes)] if counting else []),
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
             Middleware(AuditRefusals, trail=audit),
         ],

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -33,7 +35,13 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("--store", required=True, help="the store URL, as kizuna serve --store")
         command.add_argument("file", help="the backup file (SQLite: a database; PostgreSQL: pg_dump's)")
     add_bulk_commands(commands)
+    add_migrate_command(commands)
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        from kizuna.store.migrate import migrate
+
+        migrate(args.source, args.target, args.batch_size, args.stop_after)
+        return
     if args.command in ("import", "export"):
         run_bulk(args)
         return
@@ -150,6 +158,15 @@ def add_bulk_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         command.add_argument("--batch-size", type=int, default=1000, help="entities per request")
 
 
+def add_migrate_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``kizuna migrate`` (docs/operations.md, "Moving to PostgreSQL")."""
+    move = commands.add_parser("migrate", help="copy a SQLite store into PostgreSQL, resumably, and check it")
+    move.add_argument("--from", dest="source", required=True, help="the SQLite store (its node stopped)")
+    move.add_argument("--to", dest="target", required=True, help="the PostgreSQL store, empty or this copy's")
+    move.add_argument("--batch-size", type=int, default=5000, help="rows per batch (one commit each)")
+    move.add_argument("--stop-after", type=int, help="stop after N batches; run again to go on")
+
+
 def run_bulk(args: argparse.Namespace) -> None:
     from kizuna import bulk
     from kizuna.client import NodeError, Target
@@ -260,9 +277,36 @@ def serve_node(settings: Settings) -> None:
         import os
 
         os.environ[name] = value
-    if settings.http_server == "granian":
-        _serve_granian(settings)
+    with _metrics_dir(settings):
+        if settings.http_server == "granian":
+            _serve_granian(settings)
+        else:
+            _serve_uvicorn(settings)
+
+
+@contextlib.contextmanager
+def _metrics_dir(settings: Settings) -> Iterator[None]:
+    """With several workers, a private directory where each keeps its counts (prometheus_client's
+    multiprocess mode), so that a scrape answered by any of them adds up all; it goes with the
+    node, since the counts of a node that stopped mean nothing to the next."""
+    import os
+    import shutil
+    import tempfile
+
+    if settings.workers <= 1 or settings.metrics != "on":
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process counts in memory
+        yield
         return
+
+    path = tempfile.mkdtemp(prefix="kizuna-metrics-")  # mode 0700
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _serve_uvicorn(settings: Settings) -> None:
     import uvicorn
 
     uvicorn.run(

@@ -41,6 +41,20 @@ class Settings:
     log_level: str = _setting(
         "info", "JSON log lines on stderr at this level", choices=("debug", "info", "warning", "error")
     )
+    # Metrics (docs/operations.md, "Metrics")
+    metrics: str = _setting(
+        "on",
+        "`on` serves Prometheus metrics at `GET /metrics` (admins only under `--auth oidc`); `off`"
+        " serves none and counts no requests",
+        choices=("on", "off"),
+    )
+    metrics_port: int | None = _setting(
+        None,
+        "serve `/metrics` on this port of `--metrics-host` instead, with no credentials asked, and"
+        " not on the main port",
+        shown="none: the main port",
+    )
+    metrics_host: str = _setting("127.0.0.1", "the interface `--metrics-port` listens on")
     max_body_bytes: int = _setting(8 * 1024 * 1024, "larger request bodies get 413, on every API root")
     max_json_depth: int = _setting(64, "deepest nesting of arrays and objects in a JSON body (400 beyond)")
     max_array_items: int = _setting(10_000, "longest array in a JSON body (400 beyond)")
@@ -161,6 +175,18 @@ class Settings:
     )
     dsp_timeout: float = _setting(10.0, "seconds a DSP counterparty has to answer a message or a data pull")
     dsp_token_lifetime: float = _setting(600.0, "seconds a pull-transfer bearer token is valid")
+    # CADDE provider connector API (docs/interop-japan.md)
+    cadde: str = _setting(
+        "off",
+        "the CADDE v4 provider connector API under `/cadde/api/v4`: `off` (not served), `open` (open"
+        " datasets only) or `all` (also those read under an agreement, with its transfer token)",
+        choices=("off", "open", "all"),
+    )
+    cadde_provider_id: str | None = _setting(
+        None,
+        "this node's CADDE user id as a provider (`caddec_provider_id` of its catalog)",
+        shown="the participant id",
+    )
 
     @property
     def public_base_url(self) -> str:

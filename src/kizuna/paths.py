@@ -12,4 +12,5 @@ HOSTED_CONTEXTS = "/jsonldContexts"  # under NGSI_LD (clause 5.13)
 NGSI_V2 = "/v2"  # the read-only NGSI v2 subset (kizuna.ngsiv2)
 CKAN_ACTIONS = "/api/3/action"
 DCAT_CATALOG = "/catalog"
+CADDE = "/cadde/api/v4"  # the CADDE v4 provider connector API (kizuna.cadde)
 CONSOLE = "/console"  # the web console and its event stream (kizuna.console)

@@ -132,7 +132,7 @@ def render(doc: dict[str, Any], compact: Callable[[str], str], *, sys_attrs: boo
     if "scopes" in target and len(target["scopes"]) == 1:
         target["scopes"] = target["scopes"][0]
     body: dict[str, Any] = {"id": doc["id"], "type": "Permission", "target": target}
-    shown = ("assignee", "assigner", "action", "agreement")
+    shown = ("assignee", "assigner", "action", "agreement", "dataset")
     body |= {k: doc[k] for k in shown if doc.get(k) is not None}
     if sys_attrs:
         body |= {"createdAt": doc["createdAt"], "modifiedAt": doc["modifiedAt"]}
@@ -140,7 +140,15 @@ def render(doc: dict[str, Any], compact: Callable[[str], str], *, sys_attrs: boo
 
 
 def agreement_permission_id(agreement_id: str) -> str:
-    return f"{ID_PREFIX}agreement:{hashlib.sha256(agreement_id.encode()).hexdigest()[:32]}"
+    return _connector_permission_id("agreement", agreement_id)
+
+
+def dataset_permission_id(dataset_id: str) -> str:
+    return _connector_permission_id("dataset", dataset_id)
+
+
+def _connector_permission_id(kind: str, key: str) -> str:
+    return f"{ID_PREFIX}{kind}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
 def _require_local(p: Permission) -> None:
@@ -148,6 +156,8 @@ def _require_local(p: Permission) -> None:
         raise AccessDenied(
             f"{p.id} is the connector's, for agreement {p.agreement}: it ends when the agreement does"
         )
+    if p.dataset is not None:
+        raise AccessDenied(f"{p.id} is the connector's, for open dataset {p.dataset}: it ends when it does")
 
 
 class Grants:
@@ -199,7 +209,7 @@ class Grants:
             raise AccessDenied("Only an administrator of the target may grant permissions on it")
         for other in map(from_doc, await self.all(tenant)):
             same = (other.assignee, other.target) == (permission.assignee, permission.target)
-            if same and other.agreement is None:
+            if same and other.connector is None:
                 raise AlreadyExists(f"{other.id} already grants {other.assignee} on this target")
         now = now_iso()
         if not await self.store.insert_document(KIND, tenant, to_doc(permission, now, now)):
@@ -250,18 +260,32 @@ class Grants:
         """What a finalized agreement grants its consumer: reading the agreed entity types under
         that agreement only (the data plane narrows to the dataset and applies its policy).
         Idempotent: the permission's id is the agreement's."""
+        target = Target(types=tuple(sorted(set(types))))
         pid = agreement_permission_id(agreement_id)
-        if any(p.id == pid for p in await self.policy.permissions(tenant)):
+        await self._grant(tenant, Permission(pid, target, participant_id, Action.READ, NODE.id, agreement_id))
+
+    async def revoke_agreement(self, tenant: str, agreement_id: str) -> None:
+        await self._revoke(tenant, agreement_permission_id(agreement_id))
+
+    async def grant_open_dataset(self, tenant: str, dataset_id: str, types: Iterable[str]) -> None:
+        """What an open dataset grants: the public's read of its entity types, so that anyone
+        reads it through NGSI-LD under the one policy decision, as every other read."""
+        target = Target(types=tuple(sorted(set(types))))
+        pid = dataset_permission_id(dataset_id)
+        await self._grant(tenant, Permission(pid, target, PUBLIC, Action.READ, NODE.id, dataset=dataset_id))
+
+    async def revoke_open_dataset(self, tenant: str, dataset_id: str) -> None:
+        await self._revoke(tenant, dataset_permission_id(dataset_id))
+
+    async def _grant(self, tenant: str, permission: Permission) -> None:
+        """Idempotent: the permission's id is that of what made it."""
+        if any(p.id == permission.id for p in await self.policy.permissions(tenant)):
             return
-        permission = Permission(
-            pid, Target(types=tuple(sorted(set(types)))), participant_id, Action.READ, NODE.id, agreement_id
-        )
         now = now_iso()
         if await self.store.insert_document(KIND, tenant, to_doc(permission, now, now)):
             await self._changed(tenant, NODE, "permission.create", permission)
 
-    async def revoke_agreement(self, tenant: str, agreement_id: str) -> None:
-        pid = agreement_permission_id(agreement_id)
+    async def _revoke(self, tenant: str, pid: str) -> None:
         doc = await self.store.get_document(KIND, tenant, pid)
         if doc is not None and await self.store.delete_document(KIND, tenant, pid):
             await self._changed(tenant, NODE, "permission.delete", from_doc(doc))

@@ -80,7 +80,8 @@ class Target:
 class Permission:
     """``agreement`` marks a permission the connector made for a data-space agreement: it
     holds only for reads under that agreement (:attr:`Subject.agreement`), which the data plane
-    checks against the agreement's ODRL policy and counts."""
+    checks against the agreement's ODRL policy and counts. ``dataset`` marks the public's read
+    of an open dataset's entity types, the connector's too: it lasts as long as the dataset."""
 
     id: str
     target: Target
@@ -88,6 +89,12 @@ class Permission:
     action: Action
     assigner: str | None = None
     agreement: str | None = None
+    dataset: str | None = None
+
+    @property
+    def connector(self) -> str | None:
+        """What in the connector made this permission (an agreement, a dataset), if it did."""
+        return self.agreement or self.dataset
 
 
 @dataclass(frozen=True)
@@ -157,19 +164,24 @@ def to_doc(p: Permission, created: str, modified: str) -> dict[str, Any]:
         target["types"] = list(p.target.types)
     if p.target.scopes:
         target["scopes"] = list(p.target.scopes)
-    return {
-        "id": p.id,
-        "target": target,
-        "assignee": p.assignee,
-        "assigner": p.assigner,
-        "action": p.action.label,
-        "createdAt": created,
-        "modifiedAt": modified,
-    } | ({"agreement": p.agreement} if p.agreement else {})
+    return (
+        {
+            "id": p.id,
+            "target": target,
+            "assignee": p.assignee,
+            "assigner": p.assigner,
+            "action": p.action.label,
+            "createdAt": created,
+            "modifiedAt": modified,
+        }
+        | ({"agreement": p.agreement} if p.agreement else {})
+        | ({"dataset": p.dataset} if p.dataset else {})
+    )
 
 
 def from_doc(doc: dict[str, Any]) -> Permission:
     t = doc["target"]
     target = Target(id=t.get("id"), types=tuple(t.get("types", ())), scopes=tuple(t.get("scopes", ())))
     action = Action[doc["action"].upper()]
-    return Permission(doc["id"], target, doc["assignee"], action, doc.get("assigner"), doc.get("agreement"))
+    made_by = {"agreement": doc.get("agreement"), "dataset": doc.get("dataset")}
+    return Permission(doc["id"], target, doc["assignee"], action, doc.get("assigner"), **made_by)

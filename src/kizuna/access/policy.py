@@ -110,6 +110,7 @@ class AccessPolicy:
         names = subject.assignees
         # An agreement's permission serves reads under that agreement and nothing else, so that
         # no other credential of the participant bypasses the agreement's policy and counting.
+        # An open dataset's (the public's read of its types) serves every read outside one.
         mine = tuple(
             p
             for p in await self.permissions(tenant)

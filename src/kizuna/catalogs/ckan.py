@@ -1,10 +1,10 @@
 """The node's datasets as a CKAN 2.10 site answers them: packages, one organization (the node),
 tags (the entity types), and the read-only actions portals and harvesters call.
 
-Read-only and computed on each call from the management API's dataset records (through
-:class:`CatalogService`), so nothing is indexed twice. ``q`` and ``fq`` take what harvesters
-send (terms, ``field:value``, quoted values, ``AND``); anything Solr would do beyond that is
-refused as a search error rather than answered wrongly.
+Read-only and computed on each call from the management API's dataset records that the caller
+is shown (:class:`~kizuna.catalogs.listing.Shown`), so nothing is indexed twice. ``q`` and
+``fq`` take what harvesters send (terms, ``field:value``, quoted values, ``AND``); anything Solr
+would do beyond that is refused as a search error rather than answered wrongly.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from kizuna.catalogs.listing import Listing, Site
-from kizuna.dataspace.catalog import CatalogService
+from kizuna.catalogs.listing import Datasets, Listing, Site
 from kizuna.errors import CatalogParameterInvalid, CatalogSearchInvalid, ResourceNotFound
 
 CKAN_VERSION = "2.10.0"
@@ -60,6 +59,11 @@ _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z?")
 TIMES = ("metadata_modified", "metadata_created")
 
 
+# What another site built on these packages adds to each (CADDE's catalog items): the package
+# and the dataset record it was made of, to the package as that site shows it.
+Extend = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
 def ckan_id(*parts: str) -> str:
     """A stable UUID for a record (CKAN ids are UUIDs; harvesters key on them)."""
     return str(uuid.uuid5(_NAMESPACE, "\x00".join(parts)))
@@ -82,9 +86,10 @@ class CkanActions:
     """The CKAN actions over the node's catalog; each takes the action's parameters (a query
     string's or a JSON body's members) and returns its ``result``."""
 
-    def __init__(self, catalog: CatalogService, site: Site) -> None:
+    def __init__(self, catalog: Datasets, site: Site, extend: Extend | None = None) -> None:
         self.catalog = catalog
         self.site = site
+        self.extend = extend
         self.actions: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]] = {
             "status_show": self.status_show,
             "package_list": self.package_list,
@@ -100,7 +105,10 @@ class CkanActions:
 
     async def packages(self) -> list[dict[str, Any]]:
         """Every dataset as a package, by name (CKAN's order of package_list)."""
-        found = [self.package(self.site.describe(d)) for d in await self.catalog.list()]
+        found = []
+        for dataset in await self.catalog.list():
+            package = self.package(self.site.describe(dataset))
+            found.append(self.extend(package, dataset) if self.extend else package)
         return sorted(found, key=lambda p: p["name"])
 
     def organization(self) -> dict[str, Any]:

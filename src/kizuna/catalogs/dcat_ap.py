@@ -21,7 +21,7 @@ import orjson
 from rdflib import RDF, XSD, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF, ODRL2
 
-from kizuna.catalogs.listing import Access, Listing, Service, Site
+from kizuna.catalogs.listing import Access, Listing, Service, Shown, Site
 
 log = logging.getLogger("kizuna.catalogs")
 
@@ -82,15 +82,19 @@ class CatalogDocuments:
 
     def __init__(self, site: Site) -> None:
         self.site = site
-        self._kept: dict[str, tuple[bytes, bytes]] = {}  # media type -> (records, document)
+        # (media type, every dataset or the open ones) -> (records, document)
+        self._kept: dict[tuple[str, bool], tuple[bytes, bytes]] = {}
 
-    async def document(self, datasets: list[dict[str, Any]], media_type: str) -> bytes:
+    async def document(self, shown: Shown, media_type: str) -> bytes:
+        """The catalog of the datasets one caller is shown; the public's and the participants'
+        are kept apart, so that callers of both kinds asking in turn do not remake each other's."""
+        datasets = await shown.list()
         key = orjson.dumps(datasets, option=orjson.OPT_SORT_KEYS)
-        kept = self._kept.get(media_type)
+        kept = self._kept.get((media_type, shown.everything))
         if kept is not None and kept[0] == key:
             return kept[1]
         document = await asyncio.to_thread(self._make, datasets, media_type)
-        self._kept[media_type] = (key, document)
+        self._kept[(media_type, shown.everything)] = (key, document)
         return document
 
     def _make(self, datasets: list[dict[str, Any]], media_type: str) -> bytes:

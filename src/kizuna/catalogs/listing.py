@@ -1,11 +1,12 @@
 """What every catalog format says of one dataset record: its description, keywords, licence
-and the three ways to reach its data (NGSI-LD, NGSI v2, DSP). The CKAN and DCAT-AP mappings
-both start here, so the formats never disagree about a dataset."""
+and the three ways to reach its data (NGSI-LD, NGSI v2, DSP); and which records a caller is
+shown at all (:class:`Shown`). The CKAN, DCAT-AP and CADDE listings all start here, so the
+formats never disagree about a dataset, nor about who sees it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 from kizuna import paths
@@ -15,6 +16,27 @@ CLOSED_LICENSE = ("other-closed", "Other (Not Open)", None)
 NGSI_LD_SPEC = "https://www.etsi.org/deliver/etsi_gs/CIM/001_099/009/01.08.01_60/gs_CIM009v010801p.pdf"
 NGSI_V2_SPEC = "https://fiware.github.io/specifications/ngsiv2/stable/"
 DSP_SPEC = "https://eclipse-dataspace-protocol-base.github.io/DataspaceProtocol/2025-1/"
+
+
+class Datasets(Protocol):
+    """Where the listings read dataset records (the management API's catalog)."""
+
+    async def list(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """The datasets one caller is shown: every one to a caller the DSP catalog would answer (a
+    trusted participant, who may negotiate for any of them), else the open ones only, whose
+    descriptions are for anyone. The one decision of every listing, so that no format shows a
+    caller more than another."""
+
+    datasets: Datasets
+    everything: bool
+
+    async def list(self) -> list[dict[str, Any]]:
+        found = await self.datasets.list()
+        return found if self.everything else [d for d in found if d.get("open")]
 
 
 @dataclass(frozen=True, slots=True)

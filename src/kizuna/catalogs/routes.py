@@ -1,12 +1,15 @@
 """The HTTP edge of the catalog formats: CKAN's Action API under ``/api/3/action`` (and
 ``/api/action``, which CKAN serves alike) and DCAT-AP under ``/catalog``.
 
-Both publish dataset metadata to anyone who asks, as a portal does; the data behind it stays
-behind the NGSI-LD permissions and DSP agreements (docs/interop-catalogs.md).
+Both publish the open datasets' metadata to anyone who asks, as a portal does, and every
+dataset's to a caller the DSP catalog would answer (:class:`~kizuna.catalogs.listing.Shown`); the
+data behind it stays behind the NGSI-LD permissions and DSP agreements
+(docs/interop-catalogs.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -17,8 +20,7 @@ from starlette.routing import BaseRoute, Route
 from kizuna import paths
 from kizuna.catalogs import dcat_ap
 from kizuna.catalogs.ckan import CkanActions
-from kizuna.catalogs.listing import Site
-from kizuna.dataspace.catalog import CatalogService
+from kizuna.catalogs.listing import Datasets, Shown, Site
 from kizuna.errors import (
     CatalogParameterInvalid,
     CatalogSearchInvalid,
@@ -31,17 +33,25 @@ from kizuna.media import negotiate
 CKAN_JSON = "application/json;charset=utf-8"
 
 
+# Whether the DSP catalog would answer a request's sender (DataspaceApi.answers_catalog).
+AnswersCatalog = Callable[[Request], Awaitable[bool]]
+
+
 class CatalogApi:
-    def __init__(self, catalog: CatalogService, site: Site) -> None:
+    def __init__(self, catalog: Datasets, site: Site, answers_catalog: AnswersCatalog) -> None:
         self.catalog = catalog
         self.site = site
-        self.ckan = CkanActions(catalog, site)
+        self.answers_catalog = answers_catalog
         self.dcat = dcat_ap.CatalogDocuments(site)
+
+    async def shown(self, request: Request) -> Shown:
+        """The datasets this request's caller is shown (the one decision of every listing)."""
+        return Shown(self.catalog, everything=await self.answers_catalog(request))
 
     async def ckan_action(self, request: Request) -> Response:
         """One action call, answered in CKAN's envelope with CKAN's status for each failure."""
         name = request.path_params["action"]
-        action = self.ckan.actions.get(name)
+        action = CkanActions(await self.shown(request), self.site).actions.get(name)
         if action is None:
             return _ckan(f"Bad request - Action name not known: {name}", 400)
         envelope: dict[str, Any] = {
@@ -72,7 +82,7 @@ class CatalogApi:
         media = negotiate(header, list(dcat_ap.SYNTAXES))
         if media is None:
             raise NotAcceptable(f"The catalog is served as {', '.join(dcat_ap.SYNTAXES)}, not {header}")
-        body = await self.dcat.document(await self.catalog.list(), media)
+        body = await self.dcat.document(await self.shown(request), media)
         return Response(body, media_type=media, headers={"Vary": "Accept"})
 
     def routes(self) -> list[BaseRoute]:

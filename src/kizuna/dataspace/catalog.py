@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kizuna import query as ql
@@ -23,6 +24,8 @@ PULL = "HttpData-PULL"
 PUSH = "HttpData-PUSH"
 FORMATS = (PULL, PUSH)
 APPROVALS = ("auto", "manual")
+# The policy of an open dataset that gives none: use, with no constraint.
+OPEN_POLICY: dict[str, Any] = {"permission": [{"action": "use"}]}
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$|^[A-Za-z0-9._~-]+$")
 
 
@@ -46,6 +49,8 @@ def parse_dataset(body: Any) -> dict[str, Any]:
         "policy",
         "tenant",
         "context",
+        "open",
+        "license",
     }
     unknown = sorted(set(body) - known)
     if unknown:
@@ -87,7 +92,15 @@ def parse_dataset(body: Any) -> dict[str, Any]:
     context = body.get("context")
     if context is not None and not isinstance(context, str):
         raise _bad("context must be the URL of a JSON-LD @context")
-    policy = body.get("policy")
+    is_open = body.get("open", False)
+    if not isinstance(is_open, bool):
+        raise _bad("open must be true (readable without an agreement) or false")
+    license_ = body.get("license")
+    if license_ is not None and (not isinstance(license_, str) or not license_):
+        raise _bad("license must be the id or URL of a licence")
+    if is_open:
+        _check_open(body)
+    policy = body.get("policy", OPEN_POLICY if is_open else None)
     policies = policy if isinstance(policy, list) else [policy]
     if not policies:
         raise _bad("policy must be an ODRL offer or a non-empty array of them")
@@ -119,17 +132,49 @@ def parse_dataset(body: Any) -> dict[str, Any]:
         "context": context,
         "approval": approval,
         "offers": offers,
+        "open": is_open,
+        "license": license_,
         "createdAt": messages.now_iso(),
     }
+
+
+def _check_open(body: dict[str, Any]) -> None:
+    """An open dataset opens whole entity types to anyone: its reads go through the one policy
+    decision as a permission of the public, and permissions select by type, so a ``q``, a
+    ``geoQ`` or an attribute list (which only agreements' reads narrow to) could not bound
+    them; nor may its offers hold constraints nobody is asked to accept."""
+    narrowing = [k for k in ("q", "geoQ", "attributes") if body.get(k) is not None]
+    if narrowing:
+        raise _bad(f"An open dataset offers whole entity types: it takes no {', '.join(narrowing)}")
+    policy = body.get("policy", OPEN_POLICY)
+    for p in policy if isinstance(policy, list) else [policy]:
+        if not isinstance(p, dict):
+            continue  # refused with the other offers' checks
+        permissions = p.get("permission") if isinstance(p.get("permission"), list) else []
+        if (
+            p.get("prohibition")
+            or p.get("obligation")
+            or any(isinstance(r, dict) and (r.get("constraint") or r.get("duty")) for r in permissions)
+        ):
+            raise _bad("An open dataset's policy has no constraints, duties or prohibitions")
 
 
 def management_view(dataset: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in dataset.items() if v is not None}
 
 
+# Told of each dataset published (True) or withdrawn (False): an open one's permission follows.
+Published = Callable[[dict[str, Any], bool], Awaitable[None]]
+
+
+async def _ignored(dataset: dict[str, Any], published: bool) -> None:
+    return None
+
+
 class CatalogService:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, published: Published = _ignored) -> None:
         self.node = node
+        self.published = published
 
     @property
     def service_id(self) -> str:
@@ -139,6 +184,7 @@ class CatalogService:
         dataset = parse_dataset(body)
         if not await self.node.records.insert(DATASET, dataset):
             raise AlreadyExists(f"Dataset {dataset['id']} already exists")
+        await self.published(dataset, True)
         await self.node.audit.record(subject, "", "dataset.create", dataset["id"])
         return dataset
 
@@ -153,8 +199,10 @@ class CatalogService:
         return dataset
 
     async def delete(self, subject: Subject, dataset_id: str) -> None:
-        if not await self.node.records.delete(DATASET, dataset_id):
+        dataset = await self.find(dataset_id)
+        if dataset is None or not await self.node.records.delete(DATASET, dataset_id):
             raise ResourceNotFound(f"Dataset {dataset_id} does not exist")
+        await self.published(dataset, False)
         await self.node.audit.record(subject, "", "dataset.delete", dataset_id)
 
     async def find(self, dataset_id: str) -> dict[str, Any] | None:

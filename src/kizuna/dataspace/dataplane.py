@@ -25,7 +25,7 @@ from typing import Any
 
 from kizuna import query as ql
 from kizuna.access.grants import Grants
-from kizuna.access.subject import NODE, Subject, participant
+from kizuna.access.subject import ANONYMOUS, NODE, Subject, participant
 from kizuna.dataspace import odrl
 from kizuna.dataspace.catalog import PULL, PUSH
 from kizuna.dataspace.core import AGREEMENT, DATASET, PROVIDER, TOKEN, TRANSFER, Node
@@ -40,6 +40,7 @@ from kizuna.errors import (
     UsageDenied,
 )
 from kizuna.jsonld.contexts import ContextRegistry
+from kizuna.metrics import ACCESS_ALLOWED, ACCESS_DENIED
 from kizuna.ngsild.entities import EntityService
 from kizuna.ngsild.render import View, render_entity
 from kizuna.ngsild.selection import EntitySelection
@@ -138,7 +139,12 @@ class DataPlane:
         try:
             agreement = await self.node.records.update(AGREEMENT, agreement_id, count)
         except KeyError:
+            ACCESS_DENIED.inc()
             raise UsageDenied(f"Agreement {agreement_id} no longer exists") from None
+        except UsageDenied:
+            ACCESS_DENIED.inc()
+            raise
+        ACCESS_ALLOWED.inc()
         return agreement, decisions[0]
 
     # -- hooks of the transfer machine ---------------------------------------------------------
@@ -323,6 +329,17 @@ class DataPlane:
             dataset = agreement.get("dataset") or {}
             await self.grants.revoke_agreement(dataset.get("tenant", ""), agreement_id)
 
+    async def publication_changed(self, dataset: dict[str, Any], published: bool) -> None:
+        """An open dataset was published or withdrawn: the public's permission follows."""
+        if not dataset.get("open"):
+            return
+        if not published:
+            await self.grants.revoke_open_dataset(dataset["tenant"], dataset["id"])
+            return
+        terms = await self.contexts.term_map(dataset.get("context"))
+        types = [terms.expand(t) for t in dataset["entityTypes"]]
+        await self.grants.grant_open_dataset(dataset["tenant"], dataset["id"], types)
+
     async def _reader(self, agreement: dict[str, Any], dataset: dict[str, Any], terms: Any) -> Subject:
         """The consumer as the subject of reads under ``agreement``, holding the permission the
         agreement grants (made here for agreements finalized before permissions existed)."""
@@ -420,24 +437,8 @@ class DataPlane:
         selection = self._selection(dataset, q, terms)  # a bad q is refused before it is counted
         agreement, decision = await self.count_access(agreement["id"], purpose)
         reader = await self._reader(agreement, dataset, terms)
-        attrs = (
-            frozenset(terms.expand(a) for a in dataset["attributes"]) if dataset.get("attributes") else None
-        )
-        if temporal is not None:
-            rendered = await self._pull_history(
-                reader, dataset, terms, selection, attrs, temporal, limit, offset
-            )
-        else:
-            try:
-                # The agreement's policy allowed this access above; its permission bounds the read.
-                result = await self.entities.query(
-                    dataset["tenant"], reader, selection.entity_query(limit=limit, offset=offset)
-                )
-                entities = result.entities
-            except (ResourceNotFound, NonExistingTenant):
-                entities = []  # the tenant has no data yet
-            view = View(form="keyValues" if key_values else "normalized", attrs=attrs)
-            rendered = [render_entity(e, terms, view) for e in entities]
+        # The agreement's policy allowed this access above; its permission bounds the read.
+        rendered = await self._read(reader, dataset, terms, selection, temporal, limit, offset, key_values)
         info = {
             "agreementId": agreement["id"],
             "transferPid": transfer["id"],
@@ -445,6 +446,46 @@ class DataPlane:
             "duties": decision.duties,
         }
         return rendered, info
+
+    async def read_open(
+        self, dataset: dict[str, Any], *, limit: int, offset: int, key_values: bool
+    ) -> list[dict[str, Any]]:
+        """An open dataset's data as anyone reads it: no agreement, nothing counted; the public's
+        permission (:meth:`publication_changed`) is what the one policy decision lets through."""
+        if not dataset.get("open"):
+            raise UsageDenied(f"Dataset {dataset['id']} is read under an agreement: send its transfer token")
+        terms = await self.contexts.term_map(dataset.get("context"))
+        temporal = {} if dataset.get("history") else None
+        selection = self._selection(dataset, None, terms)
+        return await self._read(ANONYMOUS, dataset, terms, selection, temporal, limit, offset, key_values)
+
+    async def _read(
+        self,
+        reader: Subject,
+        dataset: dict[str, Any],
+        terms: Any,
+        selection: EntitySelection,
+        temporal: dict[str, str] | None,
+        limit: int,
+        offset: int,
+        key_values: bool,
+    ) -> list[dict[str, Any]]:
+        """The dataset's entities (current state, or with ``temporal`` their history) as ``reader``
+        may read them, only its attributes."""
+        attrs = (
+            frozenset(terms.expand(a) for a in dataset["attributes"]) if dataset.get("attributes") else None
+        )
+        if temporal is not None:
+            return await self._pull_history(reader, dataset, terms, selection, attrs, temporal, limit, offset)
+        try:
+            result = await self.entities.query(
+                dataset["tenant"], reader, selection.entity_query(limit=limit, offset=offset)
+            )
+            entities = result.entities
+        except (ResourceNotFound, NonExistingTenant):
+            entities = []  # the tenant has no data yet
+        view = View(form="keyValues" if key_values else "normalized", attrs=attrs)
+        return [render_entity(e, terms, view) for e in entities]
 
     async def _pull_history(
         self,

@@ -82,8 +82,8 @@ class DataspaceApi:
     ) -> None:
         self.node = node
         self.auth = auth
-        self.catalog = CatalogService(node)
         self.dataplane = DataPlane(node, entities, contexts, subscriptions, self.facts_for, grants, temporal)
+        self.catalog = CatalogService(node, self.dataplane.publication_changed)
         self.negotiations = NegotiationService(
             node, self.catalog, self.facts_for, self.dataplane.agreement_changed
         )
@@ -109,6 +109,16 @@ class DataspaceApi:
             return request.app.state.limits.parse(raw), sender
         except NgsiLdError as refused:
             raise error(refused.detail) from None
+
+    async def answers_catalog(self, request: Request) -> bool:
+        """Whether the DSP catalog would answer this request's sender (a trusted participant's
+        signed token, or anyone with DSP authentication off): the portals' listings show such a
+        caller every dataset, and others the open ones only (:mod:`kizuna.catalogs.listing`)."""
+        try:
+            await self._incoming(request, CatalogError)
+        except (Unauthorized, CatalogError):
+            return False
+        return True
 
     # -- version & catalog ---------------------------------------------------------------------
 
@@ -252,7 +262,7 @@ class DataspaceApi:
     # -- management -----------------------------------------------------------------------------
 
     async def m_create_dataset(self, request: Request) -> Response:
-        dataset = await self.catalog.create(subject_of(request), await _plain_json(request))
+        dataset = await self.catalog.create(subject_of(request), await plain_json(request))
         return _json(catalog_mod.management_view(dataset), 201)
 
     async def m_list_datasets(self, request: Request) -> Response:
@@ -267,8 +277,8 @@ class DataspaceApi:
 
     async def m_remote_catalog(self, request: Request) -> Response:
         """Consumer convenience: fetch a counterparty's catalog (the request is signed by us)."""
-        body = await _plain_json(request)
-        address = _string(body, "counterPartyAddress")
+        body = await plain_json(request)
+        address = string_member(body, "counterPartyAddress")
         await self.node.messenger.vet(address, "counterPartyAddress")
         try:
             remote = await self.node.messenger.post(
@@ -281,7 +291,7 @@ class DataspaceApi:
         return _json(remote)
 
     async def m_start_negotiation(self, request: Request) -> Response:
-        body = await _plain_json(request)
+        body = await plain_json(request)
         offer = body.get("offer")
         if not isinstance(offer, dict):
             raise BadRequestData("offer must be the offer object as seen in the remote catalog")
@@ -289,7 +299,7 @@ class DataspaceApi:
         if counterparty is not None and not isinstance(counterparty, str):
             raise BadRequestData("counterPartyId must be a string")
         record = await self.negotiations.start(
-            _string(body, "counterPartyAddress"), counterparty, offer, body.get("approval", "auto")
+            string_member(body, "counterPartyAddress"), counterparty, offer, body.get("approval", "auto")
         )
         return _json({"id": record["id"], "state": record["state"]}, 201)
 
@@ -303,7 +313,7 @@ class DataspaceApi:
 
     async def m_negotiation_action(self, request: Request) -> Response:
         pid, action = request.path_params["pid"], request.path_params["action"]
-        body = await _plain_json(request, optional=True)
+        body = await plain_json(request, optional=True)
         service = self.negotiations
         actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
             "offer": lambda: service.offer(pid, body.get("offer")),
@@ -332,15 +342,15 @@ class DataspaceApi:
         return _json(agreement)
 
     async def m_start_transfer(self, request: Request) -> Response:
-        body = await _plain_json(request)
+        body = await plain_json(request)
         record = await _mgmt(
             self.transfers.request(
-                _string(body, "counterPartyAddress"),
-                _string(body, "agreementId"),
-                _string(body, "format"),
-                _optional_string(body, "endpoint"),
-                _optional_string(body, "counterPartyId"),
-                _optional_string(body, "purpose"),
+                string_member(body, "counterPartyAddress"),
+                string_member(body, "agreementId"),
+                string_member(body, "format"),
+                optional_string(body, "endpoint"),
+                optional_string(body, "counterPartyId"),
+                optional_string(body, "purpose"),
             )
         )
         return _json({"id": record["id"], "state": record["state"]}, 201)
@@ -369,7 +379,7 @@ class DataspaceApi:
 
     async def m_transfer_action(self, request: Request) -> Response:
         pid, action = request.path_params["pid"], request.path_params["action"]
-        body = await _plain_json(request, optional=True)
+        body = await plain_json(request, optional=True)
         service = self.transfers
         actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
             "start": lambda: service.start(pid),
@@ -457,18 +467,18 @@ def _int(request: Request, name: str, default: int, error: type[DspError] | None
         raise (error(detail) if error else BadRequestData(detail)) from None
 
 
-def _string(body: dict[str, Any], name: str) -> str:
+def string_member(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value:
         raise BadRequestData(f"{name} must be a non-empty string")
     return value
 
 
-def _optional_string(body: dict[str, Any], name: str) -> str | None:
-    return None if body.get(name) is None else _string(body, name)
+def optional_string(body: dict[str, Any], name: str) -> str | None:
+    return None if body.get(name) is None else string_member(body, name)
 
 
-async def _plain_json(request: Request, *, optional: bool = False) -> dict[str, Any]:
+async def plain_json(request: Request, *, optional: bool = False) -> dict[str, Any]:
     raw = await request.body()
     if not raw and optional:
         return {}

@@ -149,6 +149,16 @@ def _sealed(address: dict[str, Any], sealer: Sealer, transfer_id: str) -> dict[s
 
 def pull_address(record: dict[str, Any], path: str, sealer: Sealer) -> tuple[str, str]:
     """(URL, token) of a read under a started pull transfer's endpoint; ``path`` stays below it."""
+    token = held_token(record, sealer)
+    segments = path.split("/")
+    if not path or any(s in ("", ".", "..") for s in segments) or ":" in segments[0]:
+        raise BadRequestData(f"{path!r} is not a path below the transfer's endpoint")
+    return join(record["dataAddress"]["endpoint"], path), token
+
+
+def held_token(record: dict[str, Any], sealer: Sealer) -> str:
+    """The provider's token of a started pull transfer of this consumer, unsealed to be sent
+    (to its data plane, or to its CADDE file API), never shown."""
     address = record.get("dataAddress") or {}
     sealed = next(
         (p.get("value") for p in address.get("endpointProperties", []) if p.get("name") == "authorization"),
@@ -162,10 +172,7 @@ def pull_address(record: dict[str, Any], path: str, sealer: Sealer) -> tuple[str
             f"Transfer {record['id']}: its token was sealed with another key (a restart without"
             " --dsp-key-file); request a new transfer"
         )
-    segments = path.split("/")
-    if not path or any(s in ("", ".", "..") for s in segments) or ":" in segments[0]:
-        raise BadRequestData(f"{path!r} is not a path below the transfer's endpoint")
-    return join(address["endpoint"], path), token
+    return token
 
 
 class TransferService:

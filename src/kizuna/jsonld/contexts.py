@@ -28,6 +28,7 @@ from pyld.context_resolver import ContextResolver
 from kizuna import paths
 from kizuna.errors import BadRequestData, InvalidRequest, LdContextNotAvailable
 from kizuna.jsonld.terms import TermMap
+from kizuna.metrics import CONTEXT_CACHE_HITS, CONTEXT_CACHE_MISSES, CONTEXT_FETCH_FAILURES
 from kizuna.outbound import UNREACHABLE, OutboundGate, summary
 from kizuna.times import iso_millis
 
@@ -145,10 +146,12 @@ class ContextRegistry:
         )
         compiled = self._compiled.get(key)
         if compiled is not None:
+            CONTEXT_CACHE_HITS.inc()
             self._compiled.move_to_end(key)
             if isinstance(context, str):
                 self._document(context)  # marks the record as used
             return compiled
+        CONTEXT_CACHE_MISSES.inc()
         await self._prefetch(context, depth=0)
         compiled = self._compile(context)
         self._compiled[key] = compiled
@@ -211,6 +214,7 @@ class ContextRegistry:
             try:
                 document = await self._download(url)
             except LdContextNotAvailable:
+                CONTEXT_FETCH_FAILURES.inc()
                 self._failures[url] = time.monotonic()
                 raise
             finally:

@@ -6,7 +6,9 @@ each of them once, without any of those places having to remember. Answers are 4
 and the refusals a status does not show (a resource hidden behind 404, the entities refused in
 a batch's 207), which :func:`kizuna.problems.note_refusals` leaves in the request's state.
 The subject is the one :mod:`~kizuna.middleware.authentication` put into the request's state
-(anonymous when the credentials themselves were refused).
+(anonymous when the credentials themselves were refused). Seeing every decision once, it also
+counts them (``kizuna_auth_decisions_total``): denied as recorded here, allowed when a request
+an authentication layer let in was refused nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kizuna.access.audit import DENIED, AuditTrail
+from kizuna.metrics import AUTH_ALLOWED, AUTH_DENIED
 from kizuna.ngsild.edge import TENANT_HEADER
 from kizuna.problems import REFUSALS_STATE
 from kizuna.store import DEFAULT_TENANT
@@ -51,10 +54,15 @@ class AuditRefusals:
 
         await self.app(scope, receive, watch)
         subject, operation = state.get("subject"), f"{method} {path}"
+        hidden = state.get(REFUSALS_STATE, ())
+        if status in REFUSALS or hidden:
+            AUTH_DENIED.inc()
+        elif subject is not None:  # authenticated (or anonymous) and let through
+            AUTH_ALLOWED.inc()
         if status in REFUSALS:
             target = f"{path}?{query}" if query else path
             await self.trail.record(subject, tenant, operation, target, DENIED, _why(status, body))
-        for target, why in state.get(REFUSALS_STATE, ()):
+        for target, why in hidden:
             await self.trail.record(subject, tenant, operation, target, DENIED, why)
 
 

@@ -52,6 +52,7 @@ from kizuna.access.subject import Subject
 from kizuna.errors import InternalError, LoopDetected, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
+from kizuna.metrics import FORWARDED
 from kizuna.ngsild import csources, model
 from kizuna.ngsild.entities import BatchResult, EntityService, in_chunks
 from kizuna.ngsild.forwarding_calls import (
@@ -601,16 +602,26 @@ class Federation:
         netloc = parts.netloc.rpartition("@")[2].lower()
         if parts.port is None:
             netloc = f"{netloc}:{DEFAULT_PORTS.get(parts.scheme, 80)}"
-        if netloc in self._own:
-            raise Refused(f"{parts.netloc} is this node")
         reg = call.target.reg
-        return await self._http().request(
-            call.method,
-            url,
-            headers=self._headers(reg, call.origin, call.body),
-            content=None if call.body is None else orjson.dumps(call.body),
-            timeout=self._timeout(reg),
-        )
+        if netloc in self._own:
+            FORWARDED.labels(reg["id"], "refused").inc()
+            raise Refused(f"{parts.netloc} is this node")
+        try:
+            response = await self._http().request(
+                call.method,
+                url,
+                headers=self._headers(reg, call.origin, call.body),
+                content=None if call.body is None else orjson.dumps(call.body),
+                timeout=self._timeout(reg),
+            )
+        except Refused:
+            FORWARDED.labels(reg["id"], "refused").inc()
+            raise
+        except UNREACHABLE:
+            FORWARDED.labels(reg["id"], "unreachable").inc()
+            raise
+        FORWARDED.labels(reg["id"], f"{response.status_code // 100}xx").inc()
+        return response
 
     def _headers(self, reg: csources.Registration, origin: Origin, body: Any) -> dict[str, str]:
         """The client's @context, the Via chain with this node, and what the registration asks

@@ -32,13 +32,15 @@ from kizuna.errors import DeliveryError
 from kizuna.jsonld.contexts import CORE_CONTEXT_URL, HOSTED_PATH, ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.members import VALUE_MEMBER
+from kizuna.metrics import NOTIFICATIONS_RETRIED
 from kizuna.ngsild.matching import compile_subscription
 from kizuna.ngsild.render import View, linked_targets, render_entity, render_instance
 from kizuna.ngsild.subscription_members import CORE_MEMBERS, status_of
 from kizuna.notify.csource import CsourceNotifier
 from kizuna.notify.retry import Backoff
-from kizuna.notify.senders import Message, Senders
+from kizuna.notify.senders import Message, Senders, channel_of
 from kizuna.outbound import PASS_THROUGH, OutboundGate, allowed_header
+from kizuna.processes import alive
 from kizuna.store import DEFAULT_TENANT, EntityQuery, OutboxRow, Store
 from kizuna.times import epoch, iso_millis, now_iso
 
@@ -409,7 +411,7 @@ class Dispatcher:
         for owner in owners:
             name, _, rest = owner.partition(":")
             pid = rest.partition(":")[0]
-            if name == host and pid.isdigit() and not _alive(int(pid)):
+            if name == host and pid.isdigit() and not alive(int(pid)):
                 await self.store.release_leases(owner)
 
     async def _scan_loop(self) -> None:
@@ -625,6 +627,7 @@ class _Worker:
                 await self.d.record(self.tenant, self.sub_id, failure is None)
             if failure is not None:
                 failures += 1
+                NOTIFICATIONS_RETRIED[channel_of(message.uri)].inc()
                 cooldown = sub["notification"]["endpoint"].get("cooldown")
                 delay = config.backoff.delay(failures, cooldown / 1000 if cooldown else None)
                 log.warning(
@@ -641,16 +644,6 @@ class _Worker:
             if gate is not None and admitted:
                 admitted = False
                 await gate.delivered(self.tenant, sub)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _epoch(text: str | None) -> float | None:

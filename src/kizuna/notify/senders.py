@@ -18,6 +18,7 @@ import httpx
 import orjson
 
 from kizuna.errors import DeliveryError
+from kizuna.metrics import NOTIFICATIONS_FAILED, NOTIFICATIONS_SENT
 from kizuna.outbound import UNREACHABLE, OutboundGate, summary
 
 
@@ -109,16 +110,27 @@ class MqttSender:
         return None
 
 
+def channel_of(uri: str) -> str:
+    """``mqtt`` or ``http``: the sender, and the ``channel`` label of the notification metrics."""
+    return "mqtt" if uri.split(":", 1)[0].lower() in ("mqtt", "mqtts") else "http"
+
+
 class Senders:
+    """Every notification (outbox, periodic, csource) goes out here, so it is counted here."""
+
     def __init__(self, gate: OutboundGate) -> None:
         self.http = HttpSender(gate)
         self.mqtt = MqttSender(gate)
 
     async def send(self, message: Message) -> int:
-        scheme = message.uri.split(":", 1)[0].lower()
-        if scheme in ("mqtt", "mqtts"):
-            return await self.mqtt.send(message)
-        return await self.http.send(message)
+        channel = channel_of(message.uri)
+        try:
+            status = await (self.mqtt if channel == "mqtt" else self.http).send(message)
+        except DeliveryError:
+            NOTIFICATIONS_FAILED[channel].inc()
+            raise
+        NOTIFICATIONS_SENT[channel].inc()
+        return status
 
     async def close(self) -> None:
         await self.http.close()

@@ -187,6 +187,22 @@ class AuditEvent:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Vitals:
+    """What a scrape of ``/metrics`` reads from the store, so that it holds whichever process
+    answers: the notifications not yet delivered (``oldest_outbox``: when the oldest was
+    committed, POSIX seconds; None when there is none) and how many documents of each asked
+    kind are in each ``state`` (documents without one are not counted)."""
+
+    outbox_rows: int
+    oldest_outbox: float | None
+    states: dict[tuple[str, str], int]  # (kind, state) -> documents
+
+
+WriteObserver = Callable[[float], None]
+"""Told the seconds each write transaction took, from asking for it to its end."""
+
+
 # -- the protocols: one per concern, so that a service can say (and a test double implement) only
 # the part of the store it uses; Store and WriteTransaction are their unions.
 
@@ -276,10 +292,21 @@ class WriteTransaction(EntityTransaction, OutboxTransaction, HistoryTransaction,
     """One write transaction of :meth:`Store.write`: everything in it commits or nothing does."""
 
 
+class SchemaTooNew(SystemExit):
+    """Raised by :meth:`ChangeFeed.open` on a store that a newer release migrated further than
+    this code knows: writing to it could corrupt what that release keeps."""
+
+
 class ChangeFeed(Protocol):
     """The store's life cycle and the change feed that keeps every process's caches true."""
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Connect, and apply the schema migrations the store lacks (:class:`SchemaTooNew` if
+        it is ahead of this code)."""
+
+    async def schema_mismatch(self) -> str | None:
+        """Why the store's schema is not the one this code writes, None when it is: a process
+        that opened the store before a newer release migrated it is then no longer ready."""
 
     async def close(self) -> None: ...
 
@@ -503,6 +530,19 @@ class AuditStore(Protocol):
         match in all."""
 
 
+class VitalsStore(Protocol):
+    """Read-only figures for the metrics; nothing here changes what the store holds."""
+
+    async def vitals(self, tenant: str, kinds: Sequence[str]) -> Vitals:
+        """The outbox (all tenants) and the states of ``tenant``'s documents of ``kinds``."""
+
+    def pool_usage(self) -> tuple[int, int] | None:
+        """(connections held, connections lent out) of this process's pool; None: no pool."""
+
+    def time_writes(self, observer: WriteObserver) -> None:
+        """Tell ``observer`` the duration of every write transaction from now on."""
+
+
 class Store(
     ChangeFeed,
     TenantStore,
@@ -512,6 +552,7 @@ class Store(
     ChangeLog,
     AuditStore,
     DocumentStore,
+    VitalsStore,
     Protocol,
 ):
     """Everything a store implements (SQLite and PostgreSQL both, proven by the contract tests)."""

@@ -9,8 +9,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
 
 import orjson
 
@@ -22,9 +23,11 @@ from kizuna.store import (
     EntityQuery,
     OutboxRow,
     QueryResult,
+    WriteObserver,
 )
 
 log = logging.getLogger("kizuna.store")
+_T = TypeVar("_T")
 
 # Entity members that are not attributes (never q targets; ``attrs`` may not name them).
 CORE = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"})
@@ -59,6 +62,25 @@ async def stop_task(task: asyncio.Task[Any] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class TimedWrites:
+    """Both stores time their write transactions alike (:meth:`kizuna.store.VitalsStore.time_writes`)."""
+
+    _write_observer: WriteObserver | None = None
+
+    def time_writes(self, observer: WriteObserver) -> None:
+        self._write_observer = observer
+
+    @asynccontextmanager
+    async def _timed(self, transaction: AbstractAsyncContextManager[_T]) -> AsyncIterator[_T]:
+        started = time.perf_counter()
+        try:
+            async with transaction as tx:
+                yield tx
+        finally:
+            if self._write_observer is not None:
+                self._write_observer(time.perf_counter() - started)
 
 
 def extended_temporal_entity(

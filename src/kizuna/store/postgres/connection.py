@@ -23,7 +23,7 @@ import orjson
 from kizuna.errors import ServiceUnavailable
 from kizuna.store import ChangeListener
 from kizuna.store.common import PendingChange, TemporalTouch
-from kizuna.store.postgres.schema import TENANT_MIGRATIONS, TENANT_VERSION, _quote, schema_for
+from kizuna.store.postgres.schema import TENANT_MIGRATIONS, _quote, schema_for, tenant_version
 
 _PAGE = 500
 CHANNEL = "kizuna_changes"  # payload: topic "\n" key (see kizuna.store.ChangeListener)
@@ -148,7 +148,7 @@ class PgBase:
             " ON CONFLICT (name) DO NOTHING RETURNING 1",
             tenant,
             name,
-            TENANT_VERSION,
+            tenant_version(),
         )
         if created:
             await conn.execute(f"CREATE SCHEMA {_quote(name)}")

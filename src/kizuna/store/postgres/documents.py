@@ -117,15 +117,21 @@ class PgDocuments(PgBase):
         schema = await self._schema(tenant)
         if schema is None:
             return False
-        status = await self.pool.execute(
-            f"UPDATE {schema}.documents SET doc = $1 WHERE kind = $2 AND id = $3"
-            " AND coalesce((convert_from(doc, 'UTF8')::jsonb ->> 'version')::bigint, 0) = $4",
-            orjson.dumps(doc),
-            kind,
-            doc["id"],
-            expected,
-        )
-        return status == "UPDATE 1"
+        # The version is compared here, not in SQL: a document may hold a NUL character (a
+        # counterparty's text), which PostgreSQL's JSON types refuse to read.
+        async with self._transaction() as (conn, _):
+            current = await conn.fetchval(
+                f"SELECT doc FROM {schema}.documents WHERE kind = $1 AND id = $2 FOR UPDATE", kind, doc["id"]
+            )
+            if current is None or orjson.loads(current).get("version", 0) != expected:
+                return False
+            await conn.execute(
+                f"UPDATE {schema}.documents SET doc = $1 WHERE kind = $2 AND id = $3",
+                orjson.dumps(doc),
+                kind,
+                doc["id"],
+            )
+            return True
 
     @_guarded
     async def get_document(self, kind: str, tenant: str, doc_id: str) -> dict[str, Any] | None:

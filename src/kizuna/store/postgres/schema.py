@@ -7,6 +7,8 @@ import hashlib
 
 import asyncpg
 
+from kizuna.store import SchemaTooNew
+
 _LOCK_KEY = 0x6B697A756E61  # "kizuna": the advisory lock migrations run under
 
 # -- migrations ------------------------------------------------------------------------------------
@@ -77,6 +79,12 @@ GLOBAL_MIGRATIONS: list[tuple[int, str, str]] = [
         4,
         "tenants of hosted contexts",
         "ALTER TABLE kizuna.hosted_contexts ADD COLUMN tenant text NOT NULL DEFAULT '';",
+    ),
+    (
+        5,
+        "how far kizuna migrate has copied each table of a source",
+        "CREATE TABLE kizuna.copied_from (source text NOT NULL, step text NOT NULL,"
+        " last bigint NOT NULL, done boolean NOT NULL DEFAULT false, PRIMARY KEY (source, step));",
     ),
 ]
 
@@ -212,7 +220,14 @@ TENANT_MIGRATIONS: list[tuple[int, str]] = [
     ),
     (5, ENTITY_CHANGES),
 ]
-TENANT_VERSION = TENANT_MIGRATIONS[-1][0]
+
+
+def global_version() -> int:
+    return GLOBAL_MIGRATIONS[-1][0]
+
+
+def tenant_version() -> int:
+    return TENANT_MIGRATIONS[-1][0]
 
 
 def schema_for(tenant: str) -> str:
@@ -225,34 +240,74 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# -- migrations ------------------------------------------------------------------------------------
+# -- applying them ---------------------------------------------------------------------------------
+
+
+async def migrate(conn: asyncpg.Connection) -> None:
+    """Apply the pending migrations, each in a transaction of its own (a global one, then each
+    tenant schema's steps), under a session advisory lock: processes starting together take
+    turns, and the later ones find the work done. Refuses a database migrated further than this
+    code knows."""
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
+        await _migrate(conn)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+
+async def _versions(conn: asyncpg.Connection) -> tuple[int, int, int]:
+    """(global version, lowest and highest tenant schema version; 0s before migration 1)."""
+    version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM kizuna.schema_migrations")
+    if version == 0:
+        return 0, 0, 0
+    low, high = await conn.fetchrow(
+        "SELECT coalesce(min(version), 0), coalesce(max(version), 0) FROM kizuna.tenants"
+    )
+    return version, low, high
+
+
+async def mismatch(conn: asyncpg.Connection) -> str | None:
+    """Why the database's schema is not the one this code writes (None: it is)."""
+    version, low, high = await _versions(conn)
+    if version != global_version():
+        return f"the store's schema is at version {version}, this release's at {global_version()}"
+    if (low, high) != (tenant_version(), tenant_version()):
+        return f"tenant schemas are at versions {low} to {high}, this release's at {tenant_version()}"
+    return None
 
 
 async def _migrate(conn: asyncpg.Connection) -> None:
-    """Apply the global migrations, then bring every tenant schema to TENANT_VERSION (called under
-    the advisory lock, in one transaction)."""
     await conn.execute(
         "CREATE SCHEMA IF NOT EXISTS kizuna;"
         " CREATE TABLE IF NOT EXISTS kizuna.schema_migrations ("
         " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
     )
-    done = {row[0] for row in await conn.fetch("SELECT version FROM kizuna.schema_migrations")}
-    for version, name, ddl in GLOBAL_MIGRATIONS:
-        if version not in done:
-            await conn.execute(ddl)
-            await conn.execute(
-                "INSERT INTO kizuna.schema_migrations (version, name) VALUES ($1, $2)", version, name
-            )
-    default = schema_for("")
-    if await conn.fetchval("SELECT 1 FROM kizuna.tenants WHERE name = ''") is None:
-        await conn.execute(f"CREATE SCHEMA {_quote(default)}")
-        await conn.execute(
-            "INSERT INTO kizuna.tenants (name, schema_name, version) VALUES ('', $1, 0)", default
+    version, _, high = await _versions(conn)
+    if version > global_version() or high > tenant_version():
+        raise SchemaTooNew(
+            f"kizuna: the PostgreSQL store is at schema version {version} (tenants {high}), newer than"
+            f" this release knows ({global_version()}, tenants {tenant_version()}): run the release"
+            " that migrated it, or a newer one"
         )
-    for name, schema, version in await conn.fetch(
-        "SELECT name, schema_name, version FROM kizuna.tenants WHERE version < $1", TENANT_VERSION
+    for step, name, ddl in GLOBAL_MIGRATIONS:
+        if step > version:
+            async with conn.transaction():
+                await conn.execute(ddl)
+                await conn.execute(
+                    "INSERT INTO kizuna.schema_migrations (version, name) VALUES ($1, $2)", step, name
+                )
+    default = schema_for("")
+    async with conn.transaction():
+        if await conn.fetchval("SELECT 1 FROM kizuna.tenants WHERE name = ''") is None:
+            await conn.execute(f"CREATE SCHEMA {_quote(default)}")
+            await conn.execute(
+                "INSERT INTO kizuna.tenants (name, schema_name, version) VALUES ('', $1, 0)", default
+            )
+    for name, schema, current in await conn.fetch(
+        "SELECT name, schema_name, version FROM kizuna.tenants WHERE version < $1", tenant_version()
     ):
         for step, ddl in TENANT_MIGRATIONS:
-            if step > version:
-                await conn.execute(ddl.format(s=_quote(schema)))
-        await conn.execute("UPDATE kizuna.tenants SET version = $1 WHERE name = $2", TENANT_VERSION, name)
+            if step > current:
+                async with conn.transaction():
+                    await conn.execute(ddl.format(s=_quote(schema)))
+                    await conn.execute("UPDATE kizuna.tenants SET version = $1 WHERE name = $2", step, name)

@@ -15,6 +15,7 @@ from kizuna.store.common import stop_task, tell
 from kizuna.store.postgres.changes import ChangeWrites, PgChanges
 from kizuna.store.postgres.connection import (
     _LOST,
+    ACQUIRE_TIMEOUT,
     CHANNEL,
     RECONNECT_DELAY,
     RECONNECT_DELAY_MAX,
@@ -28,7 +29,8 @@ from kizuna.store.postgres.documents import PgDocuments
 from kizuna.store.postgres.entities import EntityWrites, PgEntities
 from kizuna.store.postgres.history import HistoryWrites, PgHistory
 from kizuna.store.postgres.outbox import OutboxWrites, PgOutbox
-from kizuna.store.postgres.schema import _LOCK_KEY, _migrate
+from kizuna.store.postgres.schema import migrate, mismatch
+from kizuna.store.postgres.vitals import PgVitals
 
 
 def pool_options(url: str) -> tuple[str, dict[str, int]]:
@@ -46,7 +48,7 @@ class PgWrite(EntityWrites, HistoryWrites, OutboxWrites, ChangeWrites):
     __slots__ = ()
 
 
-class PostgresStore(PgEntities, PgHistory, PgOutbox, PgChanges, PgDocuments, PgBase):
+class PostgresStore(PgEntities, PgHistory, PgOutbox, PgChanges, PgDocuments, PgVitals, PgBase):
     """PostgreSQL with PostGIS through an asyncpg pool; see the package docstring."""
 
     @classmethod
@@ -67,13 +69,21 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgChanges, PgDocuments, PgB
             )
         except _LOST as exc:
             raise SystemExit(f"kizuna: cannot connect to PostgreSQL at {self.dsn}: {exc}") from exc
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-            await _migrate(conn)
+        try:
+            async with self.pool.acquire() as conn:
+                await migrate(conn)
+        except BaseException:
+            await self.close()
+            raise
         # Listening before open() returns: nothing committed after the caller's first reads
         # (hosted contexts, subscriptions) can go unheard.
         listening = await self._listening()
         self._follower = asyncio.create_task(self._follow(listening), name="kizuna-pg-changes")
+
+    @_guarded
+    async def schema_mismatch(self) -> str | None:
+        async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+            return await mismatch(conn)
 
     def listen(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -130,8 +140,6 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgChanges, PgDocuments, PgB
 
     # -- tenants ---------------------------------------------------------------------------------
 
-    # -- tenants ---------------------------------------------------------------------------------
-
     @_guarded
     async def has_tenant(self, tenant: str) -> bool:
         return await self._schema(tenant) is not None
@@ -147,7 +155,7 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgChanges, PgDocuments, PgB
 
     @asynccontextmanager
     async def write(self, tenant: str) -> AsyncIterator[PgWrite]:
-        async with self._transaction(tenant) as (conn, schema):
+        async with self._timed(self._transaction(tenant)) as (conn, schema):
             tx = PgWrite(conn, schema, tenant)
             yield tx
             await tx.log_changes()

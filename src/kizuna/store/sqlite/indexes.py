@@ -44,55 +44,50 @@ def _backfill_indexes(db: sqlite3.Connection) -> None:
     """Build the query indexes of entities written before they existed, once per store file.
 
     A marker row says it was done: an index table may rightly stay empty while entities exist
-    (no attribute, no geometry), and the entities must not be re-read at every open."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entities)")}:
-            db.execute("ALTER TABLE entities ADD COLUMN owner TEXT")  # entities before access control
-        hosted_columns = {row[1] for row in db.execute("PRAGMA table_info(hosted_contexts)")}
-        if "owner" not in hosted_columns:
-            db.execute("ALTER TABLE hosted_contexts ADD COLUMN owner TEXT")  # admins' only, as before
-        if "tenant" not in hosted_columns:  # contexts hosted before tenants held them: the default's
-            db.execute("ALTER TABLE hosted_contexts ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
-        if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entity_types)")}:
-            db.execute("ALTER TABLE entity_types ADD COLUMN owner TEXT")
-            db.execute(
-                "UPDATE entity_types SET owner = (SELECT owner FROM entities x WHERE x.pk = entity_types.pk)"
-            )
-        if "shapes" not in {row[1] for row in db.execute("PRAGMA table_info(geo_entries)")}:
-            db.execute("ALTER TABLE geo_entries ADD COLUMN shapes BLOB")  # filled below
-        if db.execute("SELECT 1 FROM store_indexes WHERE name = ?", (_INDEX_VERSION,)).fetchone() is None:
-            db.execute("DELETE FROM attr_values")
-            db.execute("DELETE FROM geo_rtree")
-            db.execute("DELETE FROM geo_entries")
-            last = 0
-            while True:
-                rows = db.execute(
-                    "SELECT pk, tenant, doc FROM entities WHERE pk > ? ORDER BY pk LIMIT ?", (last, _PAGE)
-                ).fetchall()
-                for pk, tenant, doc in rows:
-                    _index_entity(db, tenant, pk, orjson.loads(doc))
-                    last = pk
-                if len(rows) < _PAGE:
-                    break
-            db.execute("INSERT INTO store_indexes (name) VALUES (?)", (_INDEX_VERSION,))
-        if db.execute("SELECT 1 FROM store_indexes WHERE name = ?", (_SHAPES_VERSION,)).fetchone() is None:
-            # Only the geo rows, each from its entity's document: far less than a rebuild.
-            last = 0
-            while True:
-                rows = db.execute(
-                    "SELECT g.id, g.geoproperty, e.doc FROM geo_entries g JOIN entities e ON e.pk = g.pk"
-                    " WHERE g.id > ? AND g.shapes IS NULL ORDER BY g.id LIMIT ?",
-                    (last, _PAGE),
-                ).fetchall()
-                for geo_id, key, doc in rows:
-                    found = orjson.dumps(shapes(orjson.loads(doc).get(key)))
-                    db.execute("UPDATE geo_entries SET shapes = ? WHERE id = ?", (found, geo_id))
-                    last = geo_id
-                if len(rows) < _PAGE:
-                    break
-            db.execute("INSERT INTO store_indexes (name) VALUES (?)", (_SHAPES_VERSION,))
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+    (no attribute, no geometry), and the entities must not be re-read at every open. Part of
+    migration 1 (:mod:`.schema`), in its transaction."""
+    if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entities)")}:
+        db.execute("ALTER TABLE entities ADD COLUMN owner TEXT")  # entities before access control
+    hosted_columns = {row[1] for row in db.execute("PRAGMA table_info(hosted_contexts)")}
+    if "owner" not in hosted_columns:
+        db.execute("ALTER TABLE hosted_contexts ADD COLUMN owner TEXT")  # admins' only, as before
+    if "tenant" not in hosted_columns:  # contexts hosted before tenants held them: the default's
+        db.execute("ALTER TABLE hosted_contexts ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
+    if "owner" not in {row[1] for row in db.execute("PRAGMA table_info(entity_types)")}:
+        db.execute("ALTER TABLE entity_types ADD COLUMN owner TEXT")
+        db.execute(
+            "UPDATE entity_types SET owner = (SELECT owner FROM entities x WHERE x.pk = entity_types.pk)"
+        )
+    if "shapes" not in {row[1] for row in db.execute("PRAGMA table_info(geo_entries)")}:
+        db.execute("ALTER TABLE geo_entries ADD COLUMN shapes BLOB")  # filled below
+    if db.execute("SELECT 1 FROM store_indexes WHERE name = ?", (_INDEX_VERSION,)).fetchone() is None:
+        db.execute("DELETE FROM attr_values")
+        db.execute("DELETE FROM geo_rtree")
+        db.execute("DELETE FROM geo_entries")
+        last = 0
+        while True:
+            rows = db.execute(
+                "SELECT pk, tenant, doc FROM entities WHERE pk > ? ORDER BY pk LIMIT ?", (last, _PAGE)
+            ).fetchall()
+            for pk, tenant, doc in rows:
+                _index_entity(db, tenant, pk, orjson.loads(doc))
+                last = pk
+            if len(rows) < _PAGE:
+                break
+        db.execute("INSERT INTO store_indexes (name) VALUES (?)", (_INDEX_VERSION,))
+    if db.execute("SELECT 1 FROM store_indexes WHERE name = ?", (_SHAPES_VERSION,)).fetchone() is None:
+        # Only the geo rows, each from its entity's document: far less than a rebuild.
+        last = 0
+        while True:
+            rows = db.execute(
+                "SELECT g.id, g.geoproperty, e.doc FROM geo_entries g JOIN entities e ON e.pk = g.pk"
+                " WHERE g.id > ? AND g.shapes IS NULL ORDER BY g.id LIMIT ?",
+                (last, _PAGE),
+            ).fetchall()
+            for geo_id, key, doc in rows:
+                found = orjson.dumps(shapes(orjson.loads(doc).get(key)))
+                db.execute("UPDATE geo_entries SET shapes = ? WHERE id = ?", (found, geo_id))
+                last = geo_id
+            if len(rows) < _PAGE:
+                break
+        db.execute("INSERT INTO store_indexes (name) VALUES (?)", (_SHAPES_VERSION,))

@@ -16,9 +16,6 @@ from kizuna.store.common import stop_task, tell
 from kizuna.store.sqlite.changes import ChangeWrites, SqliteChanges
 from kizuna.store.sqlite.connection import (
     CHANGE_POLL,
-    ENTITY_CHANGES,
-    SCHEMA,
-    SCHEMA_VERSION,
     SqliteBase,
     _announce,
     _connect,
@@ -27,8 +24,9 @@ from kizuna.store.sqlite.connection import (
 from kizuna.store.sqlite.documents import SqliteDocuments
 from kizuna.store.sqlite.entities import EntityWrites, SqliteEntities
 from kizuna.store.sqlite.history import HistoryWrites, SqliteHistory
-from kizuna.store.sqlite.indexes import _backfill_indexes
 from kizuna.store.sqlite.outbox import OutboxWrites, SqliteOutbox
+from kizuna.store.sqlite.schema import migrate, mismatch
+from kizuna.store.sqlite.vitals import SqliteVitals
 
 
 def sqlite_path(url: str) -> str:
@@ -45,7 +43,9 @@ class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites, ChangeWrites):
     __slots__ = ()
 
 
-class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteChanges, SqliteDocuments, SqliteBase):
+class SqliteStore(
+    SqliteEntities, SqliteHistory, SqliteOutbox, SqliteChanges, SqliteDocuments, SqliteVitals, SqliteBase
+):
     """One SQLite file in WAL mode; see the package docstring."""
 
     @classmethod
@@ -60,15 +60,18 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteChanges, Sq
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
-        # Every statement of SCHEMA is idempotent: tables added later reach existing files too.
-        db.executescript(
-            f"BEGIN IMMEDIATE; {SCHEMA} {ENTITY_CHANGES} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-        )
-        _backfill_indexes(db)
+        try:
+            migrate(db, self.path)
+        except BaseException:
+            db.close()
+            raise
         self._db = db
         seen = db.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0
         logged = db.execute("SELECT max(seq) FROM entity_changes").fetchone()[0] or 0
         self._follower = asyncio.create_task(self._follow(seen, logged), name="kizuna-sqlite-changes")
+
+    async def schema_mismatch(self) -> str | None:
+        return mismatch(self.db)
 
     def listen(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -125,7 +128,7 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteChanges, Sq
 
     @asynccontextmanager
     async def write(self, tenant: str) -> AsyncIterator[SqliteWrite]:
-        async with self._immediate(tenant) as db:
+        async with self._timed(self._immediate(tenant)) as db:
             tx = SqliteWrite(db, tenant)
             yield tx
             tx.log_changes()
