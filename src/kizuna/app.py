@@ -31,6 +31,8 @@ from kizuna.catalogs.routes import CatalogApi
 from kizuna.config import Settings
 from kizuna.console.event_routes import ConsoleEventsApi
 from kizuna.console.events import ChangeStreams
+from kizuna.console.map_routes import ConsoleMapApi
+from kizuna.console.routes import Console
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError, ServiceUnavailable
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
@@ -292,7 +294,11 @@ def create_app(settings: Settings) -> Starlette:
         )
         cadde = CaddeProviderApi(provider, dataspace.answers_catalog).routes()
     cadde_consumer = CaddeConsumerApi(CaddeConsumer(dataspace.node, dataspace.transfers))
-    routes = [
+    # The console's pages come first: a Mount under /console (its event stream) must not catch them.
+    console_on = settings.console == "on"
+    console = Console(settings).routes() if console_on else []
+    routes: list[BaseRoute] = [
+        *console,
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
@@ -326,7 +332,8 @@ def create_app(settings: Settings) -> Starlette:
                 registry,
                 lifetime=settings.console_stream_lifetime,
                 heartbeat=settings.console_heartbeat,
-            ).routes(),
+            ).routes()
+            + (ConsoleMapApi(entities, registry).routes() if console_on else []),
             middleware=[Middleware(Authentication, authenticator=authenticator, tenant_param="tenant")],
         ),
         mount(

@@ -136,6 +136,18 @@ class Settings:
     auth_config: str | None = _setting(
         None, "JSON file with several issuers (one per tenant); the `--oidc-*` flags are its one-issuer case"
     )
+    # The console: static pages under /console over the node's own APIs (docs/console.md)
+    console: str = _setting(
+        "on", "serve the web console at `/console` (the user's own permissions apply)", choices=("on", "off")
+    )
+    console_tiles: str | None = _setting(
+        None,
+        "tile URL template for the console's map (`https://tiles.example/{z}/{x}/{y}.png`); unset:"
+        " the bundled district outlines of Duisburg, so the console works offline",
+    )
+    console_client_id: str | None = _setting(
+        None, "the OIDC public client id the console signs in with (authorization code + PKCE)"
+    )
     # Dataspace connector (DSP 2025-1)
     participant_id: str = _setting("urn:kizuna:node", "this node's participant id in the data space")
     public_url: str | None = _setting(

@@ -46,8 +46,10 @@ class SqliteEntities(SqliteBase):
     async def iter_entities(self, tenant: str) -> AsyncIterator[Entity]:
         last = 0
         while True:
+            # ``+tenant``: walk the primary key; through the (tenant, id) index SQLite would sort
+            # the tenant's every row for each page (6 s instead of 0.5 over 50,000 entities).
             rows = self.db.execute(
-                "SELECT pk, doc FROM entities WHERE tenant = ? AND pk > ? ORDER BY pk LIMIT ?",
+                "SELECT pk, doc FROM entities WHERE +tenant = ? AND pk > ? ORDER BY pk LIMIT ?",
                 (tenant, last, _PAGE),
             ).fetchall()
             for pk, doc in rows:
