@@ -421,6 +421,16 @@ METRICS_OPERATIONS: dict[str, Operation] = {
 }
 
 CONSOLE_OPERATIONS: dict[str, Operation] = {
+    "GET ": _read("The console's page (docs/console.md)", {"text/html": "Page"}, ()),
+    "GET /districts.json": _read(
+        "Duisburg's district outlines, the map's offline background", {"application/geo+json": "GeoJson"}, ()
+    ),
+    "GET /map": _read(
+        "The map's rows: every located entity the caller may read, compactly",
+        json("MapPoints"),
+        ("tenant",),
+        404,
+    ),
     "GET /events": Operation(
         "The live stream of entity changes (Server-Sent Events; docs/console.md)",
         {200: {"text/event-stream": "EventStream"}},
