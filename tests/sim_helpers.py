@@ -21,7 +21,8 @@ def link(entity_type: str) -> dict[str, str]:
 
 
 @contextmanager
-def node(tmp: Path) -> Iterator[str]:
+def node(tmp: Path, *flags: str) -> Iterator[str]:
+    """The node; ``flags`` are more ``kizuna serve`` flags."""
     port = free_port()
     log = tmp / f"kizuna-{port}.log"
     with log.open("wb") as sink:
@@ -30,6 +31,7 @@ def node(tmp: Path) -> Iterator[str]:
                 *(KIZUNA, "serve", "--port", str(port), "--store", f"sqlite:///{tmp}/kizuna.db"),
                 *("--context-map", str(DATA / "smart-data-models" / "context-map.json")),
                 *("--temporal-instance-limit", "5000", "--log-level", "warning"),
+                *flags,
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,

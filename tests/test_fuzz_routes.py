@@ -676,6 +676,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, blackhole: str) -> Iterator[
                 forward_timeout=0.5,
                 notify_timeout=0.5,
                 max_body_bytes=256 * 1024,
+                console_stream_lifetime=0.5,  # an event stream is an answer that ends late
             )
         )
         # peer.test is answered in-process; any other counterparty address goes to the network.

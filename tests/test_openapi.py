@@ -121,8 +121,17 @@ def run_schemathesis(schema: str, base: str, cwd: Path, *extra: str) -> subproce
 
 def test_schemathesis_finds_no_failure(serve: Callable[..., str], tmp_path: Path) -> None:
     """``--dsp-auth none`` lets the generated DSP messages past the signature check, into the
-    protocol's handlers."""
-    base = serve("--store", "sqlite:///kizuna.db", "--dsp-auth", "none", "--cadde", "all")
+    protocol's handlers; a short stream lifetime ends each read of ``/console/events``."""
+    base = serve(
+        "--store",
+        "sqlite:///kizuna.db",
+        "--dsp-auth",
+        "none",
+        "--cadde",
+        "all",
+        "--console-stream-lifetime",
+        "0.5",
+    )
     result = run_schemathesis(base + "/openapi.json", base, tmp_path)
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
 

@@ -29,6 +29,10 @@ from kizuna.cadde.routes import CaddeConsumerApi, CaddeProviderApi
 from kizuna.catalogs.listing import Publisher, Site
 from kizuna.catalogs.routes import CatalogApi
 from kizuna.config import Settings
+from kizuna.console.event_routes import ConsoleEventsApi
+from kizuna.console.events import ChangeStreams
+from kizuna.console.map_routes import ConsoleMapApi
+from kizuna.console.routes import Console
 from kizuna.dataspace.routes import build as build_dataspace
 from kizuna.errors import NgsiLdError, ServiceUnavailable
 from kizuna.jsonld.contexts import ContextRegistry, load_context_map
@@ -67,6 +71,7 @@ from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.openapi.document import OpenApiRoute
 from kizuna.outbound import OutboundGate
 from kizuna.problems import EXCEPTION_HANDLERS
+from kizuna.retention import prune_forever
 from kizuna.store import open_store
 
 log = logging.getLogger("kizuna")
@@ -172,6 +177,11 @@ def create_app(settings: Settings) -> Starlette:
         retention = None if not settings.history_retention else parse_retention(settings.history_retention)
     except NgsiLdError as error:
         raise SystemExit(f"kizuna: invalid history retention: {error}") from None
+    try:
+        change_retention = parse_retention(settings.change_retention)
+    except NgsiLdError as error:
+        raise SystemExit(f"kizuna: invalid change retention: {error}") from None
+    change_streams = ChangeStreams(store, policy, max_streams=settings.console_max_streams)
 
     def heard(topic: str, key: str) -> None:
         """What another process (or this one) committed: drop or refresh what is kept in memory."""
@@ -186,6 +196,8 @@ def create_app(settings: Settings) -> Starlette:
             policy.changed(None if everything else key)
         if everything or topic == "registrations":
             federation.registrations_changed(None if everything else key)
+        if everything or topic == "entities":
+            change_streams.wake(None if everything else key)
 
     store.listen(heard)
     metrics_api = MetricsApi(store)
@@ -211,9 +223,13 @@ def create_app(settings: Settings) -> Starlette:
         metrics.started()
         log.info("kizuna %s serving with store %s", __version__, settings.store)
         pruner = None if retention is None else asyncio.create_task(prune_history_forever(store, retention))
+        change_pruner = asyncio.create_task(
+            prune_forever(store.prune_changes, change_retention, "entity changes")
+        )
         try:
             yield
         finally:
+            change_pruner.cancel()
             if pruner is not None:
                 pruner.cancel()
             if metrics_server is not None:
@@ -278,7 +294,11 @@ def create_app(settings: Settings) -> Starlette:
         )
         cadde = CaddeProviderApi(provider, dataspace.answers_catalog).routes()
     cadde_consumer = CaddeConsumerApi(CaddeConsumer(dataspace.node, dataspace.transfers))
-    routes = [
+    # The console's pages come first: a Mount under /console (its event stream) must not catch them.
+    console_on = settings.console == "on"
+    console = Console(settings).routes() if console_on else []
+    routes: list[BaseRoute] = [
+        *console,
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
@@ -304,6 +324,17 @@ def create_app(settings: Settings) -> Starlette:
             middleware=[
                 Middleware(Authentication, authenticator=authenticator, tenant_header=FIWARE_SERVICE)
             ],
+        ),
+        mount(
+            paths.CONSOLE,
+            ConsoleEventsApi(
+                change_streams,
+                registry,
+                lifetime=settings.console_stream_lifetime,
+                heartbeat=settings.console_heartbeat,
+            ).routes()
+            + (ConsoleMapApi(entities, registry).routes() if console_on else []),
+            middleware=[Middleware(Authentication, authenticator=authenticator, tenant_param="tenant")],
         ),
         mount(
             paths.NGSI_LD,

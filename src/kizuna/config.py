@@ -73,6 +73,22 @@ class Settings:
     history_retention: str | None = _setting(
         None, "delete attribute history older than this (`90d`, `12h`, `P1Y`); unset keeps all"
     )
+    change_retention: str = _setting(
+        "1h",
+        "keep the entity change log (what a console stream resumes from after a disconnect) this"
+        " long (`90m`, `1h`, `2d`, `PT30M`)",
+    )
+    console_max_streams: int = _setting(
+        100, "most console event streams (`/console/events`) a process holds open (503 beyond)"
+    )
+    console_stream_lifetime: float = _setting(
+        600.0,
+        "seconds a console event stream stays open; then the node ends it and the browser"
+        " reconnects with `Last-Event-ID`, missing nothing",
+    )
+    console_heartbeat: float = _setting(
+        15.0, "seconds between the comments that keep a quiet console event stream open through proxies"
+    )
     temporal_instance_limit: int = _setting(10, "instances per attribute in one temporal answer (206 beyond)")
     forward_timeout: float = _setting(3.0, "seconds a context source has to answer a forwarded request")
     registration_cache_seconds: float = _setting(
@@ -119,6 +135,18 @@ class Settings:
     oidc_groups_claim: str = _setting("groups", "dotted path of the groups in a token")
     auth_config: str | None = _setting(
         None, "JSON file with several issuers (one per tenant); the `--oidc-*` flags are its one-issuer case"
+    )
+    # The console: static pages under /console over the node's own APIs (docs/console.md)
+    console: str = _setting(
+        "on", "serve the web console at `/console` (the user's own permissions apply)", choices=("on", "off")
+    )
+    console_tiles: str | None = _setting(
+        None,
+        "tile URL template for the console's map (`https://tiles.example/{z}/{x}/{y}.png`); unset:"
+        " the bundled district outlines of Duisburg, so the console works offline",
+    )
+    console_client_id: str | None = _setting(
+        None, "the OIDC public client id the console signs in with (authorization code + PKCE)"
     )
     # Dataspace connector (DSP 2025-1)
     participant_id: str = _setting("urn:kizuna:node", "this node's participant id in the data space")

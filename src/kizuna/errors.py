@@ -142,6 +142,15 @@ class ServiceUnavailable(NgsiLdError):
     status = 503
 
 
+class TooManyStreams(ServiceUnavailable):
+    """503 when a process holds as many console event streams as ``--console-max-streams``
+    allows: a stream holds a connection for minutes, so the node refuses more rather than
+    run out of them, and says when to try again."""
+
+    title = "The node holds as many event streams as it allows"
+    headers = {"Retry-After": "10"}
+
+
 class LoopDetected(NgsiLdError):
     """508: a forwarded request came back to a node it already passed (clause 6.3.18, Via)."""
 

@@ -13,3 +13,4 @@ NGSI_V2 = "/v2"  # the read-only NGSI v2 subset (kizuna.ngsiv2)
 CKAN_ACTIONS = "/api/3/action"
 DCAT_CATALOG = "/catalog"
 CADDE = "/cadde/api/v4"  # the CADDE v4 provider connector API (kizuna.cadde)
+CONSOLE = "/console"  # the web console and its event stream (kizuna.console)

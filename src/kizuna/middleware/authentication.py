@@ -7,7 +7,7 @@ themselves with signed DSP tokens, and the data plane's bearer tokens are transf
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kizuna.access.authenticator import Authenticator
@@ -22,25 +22,33 @@ API_KEY_HEADER = "x-api-key"
 class Authentication:
     """``tenant_header`` names the header the API under it reads the tenant from (NGSI v2's is
     ``Fiware-Service``): credentials are checked for the tenant the request acts in, so a key
-    bound to one tenant, or a token of one tenant's issuer, proves nothing in another."""
+    bound to one tenant, or a token of one tenant's issuer, proves nothing in another. Without
+    that header, ``tenant_param`` names the query parameter that may carry it (the console's
+    event stream: a browser's EventSource cannot set headers)."""
 
     def __init__(
-        self, app: ASGIApp, authenticator: Authenticator, tenant_header: str = TENANT_HEADER
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        tenant_header: str = TENANT_HEADER,
+        tenant_param: str | None = None,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.tenant_header = tenant_header
+        self.tenant_param = tenant_param
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        tenant = headers.get(self.tenant_header, DEFAULT_TENANT)
+        if not tenant and self.tenant_param:
+            tenant = QueryParams(scope["query_string"]).get(self.tenant_param, DEFAULT_TENANT)
         try:
             subject = await self.authenticator.subject(
-                headers.get("authorization"),
-                headers.get(API_KEY_HEADER),
-                headers.get(self.tenant_header, DEFAULT_TENANT),
+                headers.get("authorization"), headers.get(API_KEY_HEADER), tenant
             )
         except NgsiLdError as error:
             await problem_response(error)(scope, receive, send)

@@ -45,10 +45,11 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-def tenant_of(request: Request, header: str = TENANT_HEADER) -> str:
+def tenant_of(request: Request, header: str = TENANT_HEADER, param: str | None = None) -> str:
     """The tenant a request names in ``header`` (NGSI-LD's, or another API's: NGSI v2's
-    ``Fiware-Service``), checked alike whichever header carries it."""
-    tenant = request.headers.get(header, "")
+    ``Fiware-Service``), or else in the query parameter ``param`` (for a browser's EventSource,
+    which cannot set headers), checked alike whichever carries it."""
+    tenant = request.headers.get(header, "") or (request.query_params.get(param, "") if param else "")
     if tenant and (len(tenant) > 256 or any(c in tenant for c in "<>\"'=;()\\ ")):
         raise BadRequestData(f"Invalid tenant name {tenant!r}")
     return tenant

@@ -6,17 +6,14 @@ so the history holds each committed version and nothing a rolled-back write made
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from typing import Any
 
 from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild import model
+from kizuna.retention import prune_forever
 from kizuna.store import Entity, Store
 
 Instance = dict[str, Any]
-log = logging.getLogger(__name__)
 
 
 def deletion_record(instance: Instance, now: str) -> Instance:
@@ -74,15 +71,6 @@ def _instances_by_key(entity: Entity | None) -> dict[tuple[str, str | None], Ins
 
 
 async def prune_history_forever(store: Store, retention: float, *, every: float | None = None) -> None:
-    """Delete the history older than ``retention`` seconds, at start and then every ``every``
-    seconds (by default a 24th of the retention, at least a second and at most an hour).
-    Runs until cancelled; a failed round is logged and retried at the next one."""
-    interval = every if every is not None else min(3600.0, max(retention / 24, 1.0))
-    while True:
-        try:
-            pruned = await store.prune_history(time.time() - retention)
-            if pruned:
-                log.info("history retention: deleted %d attribute instances", pruned)
-        except Exception:
-            log.exception("history retention: pruning failed")
-        await asyncio.sleep(interval)
+    """Delete the history older than ``retention`` seconds, until cancelled (see
+    :func:`kizuna.retention.prune_forever`)."""
+    await prune_forever(store.prune_history, retention, "attribute instances", every=every)

@@ -39,6 +39,7 @@ HEADERS: dict[str, Schema] = {
     "x-cadde-resource-url": {"description": "The dataset's resource URL (its CADDE catalog item)."},
     "x-cadde-resource-api-type": {"description": "api/ngsi: the only one served."},
     "x-cadde-options": {"description": "CADDE's options, as `name:value` pairs."},
+    "Last-Event-ID": {"description": "The id of the last change a reconnecting stream saw."},
 }
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},

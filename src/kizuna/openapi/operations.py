@@ -420,6 +420,26 @@ METRICS_OPERATIONS: dict[str, Operation] = {
     ),
 }
 
+CONSOLE_OPERATIONS: dict[str, Operation] = {
+    "GET ": _read("The console's page (docs/console.md)", {"text/html": "Page"}, ()),
+    "GET /districts.json": _read(
+        "Duisburg's district outlines, the map's offline background", {"application/geo+json": "GeoJson"}, ()
+    ),
+    "GET /map": _read(
+        "The map's rows: every located entity the caller may read, compactly",
+        json("MapPoints"),
+        ("tenant",),
+        404,
+    ),
+    "GET /events": Operation(
+        "The live stream of entity changes (Server-Sent Events; docs/console.md)",
+        {200: {"text/event-stream": "EventStream"}},
+        (404, 503),
+        ("type", "tenant", "context"),
+        headers=("Last-Event-ID",),
+    ),
+}
+
 V2_OPERATIONS: dict[str, Operation] = {
     "GET /entities": _read("Query entities (NGSI v2)", json("V2EntityList"), V2_QUERY),
     "GET /entities/{entity_id}": _read("Retrieve an entity (NGSI v2)", json("V2Entity"), V2_RETRIEVE),
@@ -441,6 +461,7 @@ V2 = Api(
     ("Fiware-Service", "Fiware-ServicePath"),
 )
 CADDE = Api(paths.CADDE, "CADDE", PROBLEM, frozenset({400, 401, 403}), frozenset())
+CONSOLE = Api(paths.CONSOLE, "Console", PROBLEM, frozenset({400, 401, 403}), frozenset())
 METRICS = Api("", "Metrics", PROBLEM, frozenset(), frozenset())
 CKAN = Api("", "CKAN", json("CkanError"), frozenset({400}), frozenset({413}), secured=False)
 NODE = Api("", "Node", PROBLEM, frozenset(), frozenset(), secured=False)
@@ -453,6 +474,7 @@ APIS: list[tuple[Api, dict[str, Operation]]] = [
     (MANAGEMENT, MANAGEMENT_OPERATIONS),
     (V2, V2_OPERATIONS),
     (CADDE, CADDE_OPERATIONS),
+    (CONSOLE, CONSOLE_OPERATIONS),
     (METRICS, METRICS_OPERATIONS),
     (CKAN, CKAN_OPERATIONS),
     (NODE, NODE_OPERATIONS),

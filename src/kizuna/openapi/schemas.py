@@ -290,5 +290,13 @@ def component_schemas() -> dict[str, Schema]:
         ),
         "OpenApi": _described("This document.", OBJECT),
         "MetricsText": _described("Prometheus's text exposition format 0.0.4.", {"type": "string"}),
+        "Page": _described(
+            "An HTML page; its scripts and styles come from /console/static.", {"type": "string"}
+        ),
+        "GeoJson": _described("A GeoJSON FeatureCollection.", OBJECT),
+        "MapPoints": _described("The map's rows, as docs/console.md describes them.", OBJECT),
+        "EventStream": _described(
+            "Server-Sent Events: `change` events of JSON data, and heartbeat comments.", {"type": "string"}
+        ),
     }
     return {**schemas, **dsp_schemas()}

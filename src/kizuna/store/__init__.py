@@ -23,7 +23,8 @@ NO_SCOPE = "@none"  # in a scope list of a target: entities without any scope
 ChangeListener = Callable[[str, str], None]
 """Told ``(topic, key)`` after a commit, by any process on the same store, that changes what
 processes keep in memory: ``subscriptions`` (key: the tenant), ``contexts`` (key: a hosted
-@context's local id), ``outbox`` (notifications were queued; key empty), and what services
+@context's local id), ``outbox`` (notifications were queued; key empty), ``entities`` (the
+tenant's change log grew: :meth:`ChangeLog.entity_changes`), and what services
 :meth:`Store.announce` (``registrations``, key: the tenant). The topic ``*`` follows
 a gap in the feed (a reconnect): anything may have changed. Listeners must be cheap and may be
 told twice; they start any slow work as a task."""
@@ -153,6 +154,25 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class EntityChange:
+    """One committed entity write of a tenant's change log (:class:`ChangeLog`).
+
+    ``seq`` grows in commit order within the tenant (not by one: a cursor, not a count), so
+    that a reader that has seen ``seq`` has seen every change committed before it. ``types``
+    are the entity's as the change left them (as it was, for a delete). ``entity`` and
+    ``owner`` are what an access decision needs: for a create or update the entity as it is
+    now (if it was deleted since, as it was then), for a delete as it was."""
+
+    seq: int
+    entity_id: str
+    op: str  # "create" | "update" | "delete"
+    at: float  # POSIX seconds of the write
+    types: list[str]
+    entity: Entity | None
+    owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One line of the audit trail: who (``subject``, "" when anonymous) did or was refused
     (``outcome``: "denied" or "done") what (``operation``) on what (``target``), in which tenant,
@@ -188,7 +208,9 @@ WriteObserver = Callable[[float], None]
 
 
 class EntityTransaction(Protocol):
-    """The entity writes of a transaction: read-modify-write of canonical entities."""
+    """The entity writes of a transaction: read-modify-write of canonical entities. Each insert,
+    replace and delete also goes into the tenant's change log (:class:`ChangeLog`), committed
+    or rolled back with it."""
 
     async def get(self, entity_id: str) -> Entity | None: ...
 
@@ -472,6 +494,23 @@ class HistoryStore(Protocol):
         any history; return how many instances went."""
 
 
+class ChangeLog(Protocol):
+    """Every entity write, in the write's own transaction, kept for ``--change-retention``: what
+    a live view of the entities follows, and resumes from after a disconnect without a gap."""
+
+    async def entity_changes(self, tenant: str, after: int, limit: int) -> list[EntityChange]:
+        """The tenant's changes committed with a ``seq`` above ``after``, oldest first, at most
+        ``limit``. A change committed later never gets a ``seq`` at or below one returned."""
+
+    async def change_bounds(self, tenant: str) -> tuple[int, int]:
+        """(pruned, last): changes up to ``pruned`` were forgotten, ``last`` is the newest
+        ``seq`` given (both 0 for a tenant without changes)."""
+
+    async def prune_changes(self, before: float) -> int:
+        """Forget, in every tenant, the changes written before ``before`` (POSIX seconds);
+        return how many went."""
+
+
 class AuditStore(Protocol):
     """The audit trail: denied decisions and changes of rights, node-wide, never pruned."""
 
@@ -510,6 +549,7 @@ class Store(
     EntityStore,
     OutboxStore,
     HistoryStore,
+    ChangeLog,
     AuditStore,
     DocumentStore,
     VitalsStore,

@@ -35,6 +35,10 @@ CORE = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"}
 NUMBER, STRING, BOOLEAN, NO_SCALAR, NO_INSTANCE = 0, 1, 2, 3, 4
 INT64 = (-(2**63), 2**63 - 1)
 
+# One entity write of a transaction for the change log, written when the transaction ends:
+# (entity id, op, types, the entity as it was for a delete, and its owner then).
+PendingChange = tuple[str, str, list[str], Entity | None, str | None]
+
 TIME_COLUMN = {
     "observedAt": "observed_at",
     "createdAt": "created_at",

@@ -230,6 +230,9 @@ STAYS = {
     "changes": "SQLite's change feed; PostgreSQL's is pg_notify",
     "schema_migrations": "each store's own",
     "sqlite_sequence": "SQLite's AUTOINCREMENT counters; the target's sequences are set after",
+    "entity_changes": "the console's change log: the new node starts its own (consoles open"
+    " across the move should reload: an id of the old log means nothing in the new one)",
+    "entity_change_horizon": "the change log's (see entity_changes)",
 }
 _SHADOW = r"_(node|rowid|parent)$"
 # PostgreSQL tables no move writes to, and why.
@@ -238,6 +241,8 @@ PG_ONLY = {
     "tenants": "written by the target as each tenant schema is made",
     "notification_leases": "the new node's dispatchers'",
     "copied_from": "this copy's watermarks",
+    "entity_changes": "the new node's own change log (see STAYS)",
+    "entity_change_counter": "the new node's own change log (see STAYS)",
 }
 
 

@@ -22,7 +22,7 @@ import orjson
 
 from kizuna.errors import ServiceUnavailable
 from kizuna.store import ChangeListener
-from kizuna.store.common import TemporalTouch
+from kizuna.store.common import PendingChange, TemporalTouch
 from kizuna.store.postgres.schema import TENANT_MIGRATIONS, _quote, schema_for, tenant_version
 
 _PAGE = 500
@@ -99,9 +99,14 @@ def _pack_bytes(data: bytes) -> tuple[str | None, bytes | None]:
     return data.decode(), None
 
 
+def _notice(topic: str, key: str) -> str:
+    """The payload of a NOTIFY on :data:`CHANNEL`."""
+    return f"{topic}\n{key}"
+
+
 async def _announce(conn: asyncpg.Connection, topic: str, key: str) -> None:
     """Tell every listening process, once the caller's transaction commits (see :data:`CHANNEL`)."""
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{topic}\n{key}")
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, _notice(topic, key))
 
 
 class PgBase:
@@ -173,10 +178,11 @@ class PgTransaction:
     """The state of one write transaction on one pooled connection (see
     :meth:`PostgresStore.write`); the concerns add their methods as mixins."""
 
-    __slots__ = ("conn", "schema", "tenant", "touched")
+    __slots__ = ("changes", "conn", "schema", "tenant", "touched")
 
     def __init__(self, conn: asyncpg.Connection, schema: str, tenant: str) -> None:
         self.conn = conn
         self.schema = schema
         self.tenant = tenant
         self.touched: set[TemporalTouch] = set()  # see HistoryWrites.append_history
+        self.changes: list[PendingChange] = []  # see ChangeWrites.log_changes

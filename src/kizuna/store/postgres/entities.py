@@ -204,6 +204,7 @@ class EntityWrites(PgTransaction):
             )
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyExists(f"{entity['id']} exists already (created concurrently)") from exc
+        self.changes.append((entity["id"], "create", entity.get("type", []), None, None))
 
     async def replace(self, entity: Entity) -> None:
         pk = await self.conn.fetchval(
@@ -211,13 +212,18 @@ class EntityWrites(PgTransaction):
         )
         if pk is None:
             raise KeyError(entity["id"])
+        self.changes.append((entity["id"], "update", entity.get("type", []), None, None))
 
     async def delete(self, entity_id: str) -> bool:
         # The index rows go with it (ON DELETE CASCADE).
-        pk = await self.conn.fetchval(
-            f"DELETE FROM {self.schema}.entities WHERE id = $1 RETURNING pk", entity_id
+        row = await self.conn.fetchrow(
+            f"DELETE FROM {self.schema}.entities WHERE id = $1 RETURNING doc, raw, owner", entity_id
         )
-        return pk is not None
+        if row is None:
+            return False
+        gone = _unpack(row[0], row[1])
+        self.changes.append((entity_id, "delete", gone.get("type", []), gone, row[2]))
+        return True
 
     async def delete_matching(self, query: EntityQuery) -> list[Entity]:
         where, params, residual = _plan(self.schema, query)
@@ -229,8 +235,13 @@ class EntityWrites(PgTransaction):
         )
         doomed = [e for e in (_unpack(doc, raw) for doc, raw in rows) if residual is None or residual(e)]
         if doomed:
-            await self.conn.execute(
-                f"DELETE FROM {self.schema}.entities WHERE id = ANY($1::text[])", [e["id"] for e in doomed]
+            owners = await self.conn.fetch(
+                f"DELETE FROM {self.schema}.entities WHERE id = ANY($1::text[]) RETURNING id, owner",
+                [e["id"] for e in doomed],
+            )
+            owner_of = dict(owners)
+            self.changes.extend(
+                (e["id"], "delete", e.get("type", []), e, owner_of.get(e["id"])) for e in doomed
             )
         return doomed
 

@@ -88,6 +88,33 @@ GLOBAL_MIGRATIONS: list[tuple[int, str, str]] = [
     ),
 ]
 
+# -- the entity change log (kizuna.store.ChangeLog) of a tenant: rows are written by the entity
+# writes without ``seq``, and numbered in commit order by the first reader after the commit
+# (store/postgres/changes.py), under the counter row's lock. ``doc``/``raw``/``owner``: for
+# deletes only, the entity as it was. ``pruned``: the newest seq forgotten.
+ENTITY_CHANGES = """
+CREATE TABLE {s}.entity_changes (
+    pk bigserial PRIMARY KEY,
+    seq bigint UNIQUE,
+    entity_id text NOT NULL,
+    op text NOT NULL,
+    at double precision NOT NULL,
+    types jsonb NOT NULL,
+    doc jsonb,
+    raw bytea,
+    owner text
+);
+CREATE INDEX entity_changes_unnumbered ON {s}.entity_changes (pk) WHERE seq IS NULL;
+CREATE INDEX entity_changes_by_time ON {s}.entity_changes (at);
+CREATE INDEX entity_changes_deletes ON {s}.entity_changes (entity_id, seq) WHERE op = 'delete';
+CREATE TABLE {s}.entity_change_counter (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    last bigint NOT NULL,
+    pruned bigint NOT NULL
+);
+INSERT INTO {s}.entity_change_counter (last, pruned) VALUES (0, 0);
+"""
+
 # Applied to each tenant schema, in order; ``{s}`` is the quoted schema name.
 TENANT_MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -191,6 +218,7 @@ TENANT_MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE {s}.entities ADD COLUMN owner text;
         """,
     ),
+    (5, ENTITY_CHANGES),
 ]
 
 

@@ -12,6 +12,7 @@ import asyncpg
 
 from kizuna.store import ChangeListener
 from kizuna.store.common import stop_task, tell
+from kizuna.store.postgres.changes import ChangeWrites, PgChanges
 from kizuna.store.postgres.connection import (
     _LOST,
     ACQUIRE_TIMEOUT,
@@ -41,13 +42,13 @@ def pool_options(url: str) -> tuple[str, dict[str, int]]:
     return parts._replace(scheme="postgresql", query=query).geturl(), sizes
 
 
-class PgWrite(EntityWrites, HistoryWrites, OutboxWrites):
+class PgWrite(EntityWrites, HistoryWrites, OutboxWrites, ChangeWrites):
     """One write transaction on one pooled connection (see :meth:`PostgresStore.write`)."""
 
     __slots__ = ()
 
 
-class PostgresStore(PgEntities, PgHistory, PgOutbox, PgDocuments, PgVitals, PgBase):
+class PostgresStore(PgEntities, PgHistory, PgOutbox, PgChanges, PgDocuments, PgVitals, PgBase):
     """PostgreSQL with PostGIS through an asyncpg pool; see the package docstring."""
 
     @classmethod
@@ -155,4 +156,6 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgDocuments, PgVitals, PgBa
     @asynccontextmanager
     async def write(self, tenant: str) -> AsyncIterator[PgWrite]:
         async with self._timed(self._transaction(tenant)) as (conn, schema):
-            yield PgWrite(conn, schema, tenant)
+            tx = PgWrite(conn, schema, tenant)
+            yield tx
+            await tx.log_changes()

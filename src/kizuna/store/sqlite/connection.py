@@ -19,7 +19,7 @@ from typing import Any
 
 from kizuna.patterns import search
 from kizuna.store import ChangeListener
-from kizuna.store.common import TemporalTouch
+from kizuna.store.common import PendingChange, TemporalTouch
 
 log = logging.getLogger("kizuna.store")
 _PAGE = 500
@@ -96,12 +96,13 @@ class SqliteTransaction:
     """The state of one write transaction (see :meth:`SqliteStore.write`): the connection, inside
     its ``BEGIN IMMEDIATE``, and the tenant written to. The concerns add their methods as mixins."""
 
-    __slots__ = ("db", "tenant", "touched")
+    __slots__ = ("changes", "db", "tenant", "touched")
 
     def __init__(self, db: sqlite3.Connection, tenant: str) -> None:
         self.db = db
         self.tenant = tenant
         self.touched: set[TemporalTouch] = set()  # see HistoryWrites.append_history
+        self.changes: list[PendingChange] = []  # see ChangeWrites.log_changes
 
 
 def _connect(path: str) -> sqlite3.Connection:

@@ -46,8 +46,10 @@ class SqliteEntities(SqliteBase):
     async def iter_entities(self, tenant: str) -> AsyncIterator[Entity]:
         last = 0
         while True:
+            # ``+tenant``: walk the primary key; through the (tenant, id) index SQLite would sort
+            # the tenant's every row for each page (6 s instead of 0.5 over 50,000 entities).
             rows = self.db.execute(
-                "SELECT pk, doc FROM entities WHERE tenant = ? AND pk > ? ORDER BY pk LIMIT ?",
+                "SELECT pk, doc FROM entities WHERE +tenant = ? AND pk > ? ORDER BY pk LIMIT ?",
                 (tenant, last, _PAGE),
             ).fetchall()
             for pk, doc in rows:
@@ -82,6 +84,7 @@ class EntityWrites(SqliteTransaction):
         )
         self._index_types(cursor.lastrowid, entity, owner)
         _index_entity(self.db, self.tenant, cursor.lastrowid, entity)
+        self.changes.append((entity["id"], "create", entity.get("type", []), None, None))
 
     async def replace(self, entity: Entity) -> None:
         row = self.db.execute(
@@ -94,15 +97,19 @@ class EntityWrites(SqliteTransaction):
         self._index_types(row[0], entity, row[1])
         _unindex_entity(self.db, row[0])
         _index_entity(self.db, self.tenant, row[0], entity)
+        self.changes.append((entity["id"], "update", entity.get("type", []), None, None))
 
     async def delete(self, entity_id: str) -> bool:
         row = self.db.execute(
-            "DELETE FROM entities WHERE tenant = ? AND id = ? RETURNING pk", (self.tenant, entity_id)
+            "DELETE FROM entities WHERE tenant = ? AND id = ? RETURNING pk, doc, owner",
+            (self.tenant, entity_id),
         ).fetchone()
         if row is None:
             return False
         self.db.execute("DELETE FROM entity_types WHERE pk = ?", (row[0],))
         _unindex_entity(self.db, row[0])
+        gone = orjson.loads(row[1])
+        self.changes.append((entity_id, "delete", gone.get("type", []), gone, row[2]))
         return True
 
     async def delete_matching(self, query: EntityQuery) -> list[Entity]:

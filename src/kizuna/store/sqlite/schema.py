@@ -158,6 +158,32 @@ CREATE TABLE IF NOT EXISTS notification_status (
 """
 
 
+# -- the entity change log (kizuna.store.ChangeLog): every entity write with its commit's sequence.
+# Writers are serialised (BEGIN IMMEDIATE), so AUTOINCREMENT numbers changes in commit order,
+# one sequence over all tenants. ``doc`` and ``owner`` are kept for deletes only (the entity as
+# it was, for the access decision); the horizon is the newest seq pruned per tenant.
+ENTITY_CHANGES = """
+CREATE TABLE IF NOT EXISTS entity_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    op TEXT NOT NULL,
+    at REAL NOT NULL,
+    types BLOB NOT NULL,
+    doc BLOB,
+    owner TEXT
+);
+CREATE INDEX IF NOT EXISTS entity_changes_by_tenant ON entity_changes (tenant, seq);
+CREATE INDEX IF NOT EXISTS entity_changes_by_time ON entity_changes (at);
+CREATE INDEX IF NOT EXISTS entity_changes_deletes
+    ON entity_changes (tenant, entity_id, seq) WHERE op = 'delete';
+CREATE TABLE IF NOT EXISTS entity_change_horizon (
+    tenant TEXT PRIMARY KEY,
+    pruned INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
 def _release_1(db: sqlite3.Connection) -> None:
     """The schema of every release before numbered migrations: idempotent, like it was."""
     for statement in RELEASE_1.split(";"):
@@ -171,6 +197,7 @@ Migration = tuple[int, str, str | Callable[[sqlite3.Connection], None]]
 # (version, what it adds, SQL or a function of the connection), in order.
 MIGRATIONS: list[Migration] = [
     (1, "the schema of the releases before numbered migrations", _release_1),
+    (2, "the entity change log the console's event streams follow", ENTITY_CHANGES),
 ]
 
 

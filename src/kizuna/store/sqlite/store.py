@@ -13,6 +13,7 @@ from pathlib import Path
 from kizuna.files import create_private
 from kizuna.store import ChangeListener
 from kizuna.store.common import stop_task, tell
+from kizuna.store.sqlite.changes import ChangeWrites, SqliteChanges
 from kizuna.store.sqlite.connection import (
     CHANGE_POLL,
     SqliteBase,
@@ -36,13 +37,15 @@ def sqlite_path(url: str) -> str:
     return path.removeprefix("/")
 
 
-class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites):
+class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites, ChangeWrites):
     """One write transaction; every call runs inside the BEGIN IMMEDIATE of :meth:`SqliteStore.write`."""
 
     __slots__ = ()
 
 
-class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, SqliteVitals, SqliteBase):
+class SqliteStore(
+    SqliteEntities, SqliteHistory, SqliteOutbox, SqliteChanges, SqliteDocuments, SqliteVitals, SqliteBase
+):
     """One SQLite file in WAL mode; see the package docstring."""
 
     @classmethod
@@ -64,7 +67,8 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
             raise
         self._db = db
         seen = db.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0
-        self._follower = asyncio.create_task(self._follow(seen), name="kizuna-sqlite-changes")
+        logged = db.execute("SELECT max(seq) FROM entity_changes").fetchone()[0] or 0
+        self._follower = asyncio.create_task(self._follow(seen, logged), name="kizuna-sqlite-changes")
 
     async def schema_mismatch(self) -> str | None:
         return mismatch(self.db)
@@ -76,15 +80,20 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
         async with self._immediate() as db:
             _announce(db, topic, key)
 
-    async def _follow(self, seen: int) -> None:
+    async def _follow(self, seen: int, logged: int) -> None:
         """Poll the ``changes`` table that other processes on this file (``--workers``) append to
         in their commits. Sequence numbers are gap-free (AUTOINCREMENT, rolled back with their
-        transaction), so a gap means pruned rows were missed: then everything may have changed."""
+        transaction), so a gap means pruned rows were missed: then everything may have changed.
+        The entity change log is its own feed: the tenants it grew in are told ``entities``
+        (this process's own writes were told at their commit, and are told again)."""
         while True:
             await asyncio.sleep(CHANGE_POLL)
             try:
                 rows = self.db.execute(
                     "SELECT seq, topic, key FROM changes WHERE seq > ? ORDER BY seq", (seen,)
+                ).fetchall()
+                grown = self.db.execute(
+                    "SELECT tenant, max(seq) FROM entity_changes WHERE seq > ? GROUP BY tenant", (logged,)
                 ).fetchall()
             except sqlite3.Error:
                 log.exception("cannot read the change feed")
@@ -94,6 +103,9 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
             for seq, topic, key in rows:
                 tell(self._listeners, topic, key)
                 seen = seq
+            for tenant, top in grown:
+                tell(self._listeners, "entities", tenant)
+                logged = max(logged, top)
 
     async def close(self) -> None:
         await stop_task(self._follower)
@@ -117,4 +129,8 @@ class SqliteStore(SqliteEntities, SqliteHistory, SqliteOutbox, SqliteDocuments, 
     @asynccontextmanager
     async def write(self, tenant: str) -> AsyncIterator[SqliteWrite]:
         async with self._timed(self._immediate(tenant)) as db:
-            yield SqliteWrite(db, tenant)
+            tx = SqliteWrite(db, tenant)
+            yield tx
+            tx.log_changes()
+        if tx.changes:
+            tell(self._listeners, "entities", tenant)
