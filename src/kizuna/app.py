@@ -157,7 +157,7 @@ def create_app(settings: Settings) -> Starlette:
     csource_subscriptions = SubscriptionService(
         store,
         registry,
-        CsourceSubscriptions(store, notifier=dispatcher.csources),
+        CsourceSubscriptions(store, notifier=dispatcher.csources, settle=dispatcher.settle),
         implicit_context=contexts.add_implicit,
         gate=gate,
     )
