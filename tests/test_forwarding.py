@@ -21,6 +21,7 @@ from notify_helpers import free_port
 BASE = "/ngsi-ld/v1"
 NODE_VIA = "1.1 127.0.0.1:1026"  # the test app's Settings: host 127.0.0.1, port 1026
 DEFAULT = "https://uri.etsi.org/ngsi-ld/default-context/"
+REG = "urn:ngsi-ld:ContextSourceRegistration:"
 
 
 class Source:
@@ -28,6 +29,7 @@ class Source:
 
     def __init__(self) -> None:
         self.answers: dict[tuple[str, str], tuple[int, Any]] = {}
+        self.raw: dict[tuple[str, str], bytes] = {}  # a body to answer as is, instead of JSON
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         source = self
 
@@ -41,6 +43,7 @@ class Source:
                 source.requests.append((self.command, self.path, dict(self.headers), body))
                 status, payload = source.answers.get((self.command, self.path), (404, None))
                 raw = b"" if payload is None else json.dumps(payload).encode()
+                raw = source.raw.get((self.command, self.path), raw)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
@@ -72,6 +75,17 @@ def sources() -> Iterator[list[Source]]:
 def vehicle(entity_id: str, **attrs: Any) -> dict[str, Any]:
     properties = {name: {"type": "Property", "value": value} for name, value in attrs.items()}
     return {"id": entity_id, "type": "Vehicle", **properties}
+
+
+def warnings(response: Any) -> set[tuple[str, ...]]:
+    """NGSILD-Warning's warning-values as (code, registration[, text]); the text of an
+    unreachable source names the library's error, so only its code and agent are compared."""
+    found: set[tuple[str, ...]] = set()
+    for value in response.headers.get("NGSILD-Warning", "").split(", "):
+        if value:
+            code, agent, text = value.split(" ", 2)
+            found.add((code, agent) if code == "111" else (code, agent, text))
+    return found
 
 
 def register(client: TestClient, endpoint: str, *, entity_id: str | None = None, **extra: Any) -> None:
@@ -204,13 +218,64 @@ def test_operations_decide_what_is_forwarded(client: TestClient, sources: list[S
 def test_a_failing_source_does_not_fail_the_query(client: TestClient, sources: list[Source]) -> None:
     assert client.post(f"{BASE}/entities", json=vehicle("urn:v:1", speed=3)).status_code == 201
     sources[0].answers["GET", f"{BASE}/entities?type=Vehicle"] = (500, {"title": "broken"})
-    register(client, sources[0].url)
-    register(client, f"http://127.0.0.1:{free_port()}")  # nobody listens there
+    register(client, sources[0].url, id=f"{REG}broken")
+    register(client, f"http://127.0.0.1:{free_port()}", id=f"{REG}gone")  # nobody listens there
 
     response = client.get(f"{BASE}/entities", params={"type": "Vehicle", "options": "keyValues"})
     assert response.status_code == 200
     assert response.json() == [{"id": "urn:v:1", "type": "Vehicle", "speed": 3}]
     assert len(sources[0].requests) == 1
+    assert warnings(response) == {
+        ("199", f"{REG}broken", '"The context source answered 500"'),
+        ("111", f"{REG}gone"),
+    }
+
+
+def test_a_source_that_answers_no_json_is_a_persistent_warning(
+    client: TestClient, sources: list[Source]
+) -> None:
+    sources[0].answers["GET", f"{BASE}/entities/urn:v:1"] = (200, "not an entity")
+    sources[0].raw["GET", f"{BASE}/entities/urn:v:1"] = b"<html>"
+    register(client, sources[0].url, id=f"{REG}html")
+    response = client.get(f"{BASE}/entities/urn:v:1")
+    assert response.status_code == 404
+    assert warnings(response) == {("299", f"{REG}html", '"The context source answered no JSON"')}
+
+    # a source that answers well: no warning
+    sources[0].raw.clear()
+    sources[0].answers["GET", f"{BASE}/entities/urn:v:1"] = (200, vehicle("urn:v:1", speed=1))
+    answered = client.get(f"{BASE}/entities/urn:v:1")
+    assert answered.status_code == 200
+    assert "NGSILD-Warning" not in answered.headers
+
+
+def test_context_source_info_passes_the_callers_authorization_on(
+    client: TestClient, sources: list[Source]
+) -> None:
+    """``urn:ngsi-ld:request`` carries the caller's own header to the source (its identity, for
+    a source that checks who asks); a fixed value goes as registered; nothing is invented for
+    a caller who sent none."""
+    source = sources[0]
+    source.answers["GET", f"{BASE}/entities?type=Vehicle"] = (200, [vehicle("urn:v:2", speed=30)])
+    register(
+        client,
+        source.url,
+        contextSourceInfo=[
+            {"key": "Authorization", "value": "urn:ngsi-ld:request"},
+            {"key": "X-Fleet", "value": "north"},
+        ],
+    )
+    caller = {"Authorization": "Bearer caller-token"}
+    response = client.get(f"{BASE}/entities", params={"type": "Vehicle"}, headers=caller)
+    assert response.status_code == 200, response.text
+    assert [e["id"] for e in response.json()] == ["urn:v:2"]
+    headers = source.requests[-1][2]
+    assert (headers["Authorization"], headers["X-Fleet"]) == ("Bearer caller-token", "north")
+
+    assert client.get(f"{BASE}/entities", params={"type": "Vehicle"}).status_code == 200
+    headers = source.requests[-1][2]
+    assert "Authorization" not in headers
+    assert headers["X-Fleet"] == "north"
 
 
 def test_a_request_that_went_through_this_node_is_a_loop(client: TestClient, sources: list[Source]) -> None:
@@ -613,8 +678,8 @@ def test_a_failing_source_does_not_fail_the_temporal_query(client: TestClient, s
     local = history("urn:v:1", "speed", ("2026-01-01T10:00:00Z", 10))
     assert client.post(f"{BASE}/temporal/entities", json=local).status_code == 201
     sources[0].answers["GET", f"{BASE}/temporal/entities?type=Vehicle"] = (500, {"title": "broken"})
-    register(client, sources[0].url)
-    register(client, f"http://127.0.0.1:{free_port()}")  # nobody listens there
+    register(client, sources[0].url, id=f"{REG}broken")
+    register(client, f"http://127.0.0.1:{free_port()}", id=f"{REG}gone")  # nobody listens there
 
     response = client.get(f"{BASE}/temporal/entities", params={"type": "Vehicle"})
     assert response.status_code == 200
@@ -622,3 +687,7 @@ def test_a_failing_source_does_not_fail_the_temporal_query(client: TestClient, s
         ("urn:v:1", [("2026-01-01T10:00:00Z", 10)])
     ]
     assert len(sources[0].requests) == 1
+    assert warnings(response) == {
+        ("199", f"{REG}broken", '"The context source answered 500"'),
+        ("111", f"{REG}gone"),
+    }

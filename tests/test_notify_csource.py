@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
 
 from kizuna.access.ownership import owned
 from kizuna.access.subject import NODE
+from kizuna.app import create_app
+from kizuna.config import Settings
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild.csources import REGISTRATION_KIND
 from kizuna.notify.csource import CsourceNotifier
+from notify_helpers import Receiver, wait_until
 
 VEHICLE = "https://uri.etsi.org/ngsi-ld/default-context/Vehicle"
 
@@ -46,9 +54,8 @@ async def test_a_new_subscription_is_told_of_the_registrations_stored_before_it_
     later = registration("later", "2026-12-07T10:00:02.000Z")
     sent: list[list[str]] = []
 
-    async def send(tenant: str, sub: dict[str, Any], data: list[dict[str, Any]], _: dict[str, Any]) -> bool:
+    async def send(tenant: str, sub: dict[str, Any], data: list[dict[str, Any]], _: dict[str, Any]) -> None:
         sent.append([item["id"] for item in data])
-        return True
 
     notifier = CsourceNotifier(Registrations([earlier, later]), ContextRegistry(), send)  # type: ignore[arg-type]
     subscription = owned(
@@ -65,3 +72,72 @@ async def test_a_new_subscription_is_told_of_the_registrations_stored_before_it_
     notifier.subscription_changed("", subscription)
     await asyncio.wait_for(asyncio.gather(*notifier._tasks), 5)
     assert sent == [[earlier["id"]]]
+
+
+@pytest.fixture
+def client(tmp_path: Path, any_store_url: str) -> Iterator[TestClient]:
+    settings = Settings(
+        store=any_store_url, notify_backoff_base=0.05, notify_backoff_cap=0.2, notify_poll=0.2
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_a_failing_receiver_gets_every_csource_notification_in_order(client: TestClient) -> None:
+    """A receiver down for a while is retried through the outbox: no notification is lost,
+    they arrive in the order of the changes, and each attempt counts in timesSent."""
+    receiver = Receiver()
+    try:
+        receiver.script = ["500", "close", "500"]
+        sub_id = "urn:ngsi-ld:Subscription:vehicle-sources"
+        created = client.post(
+            "/ngsi-ld/v1/csourceSubscriptions",
+            json={
+                "id": sub_id,
+                "type": "Subscription",
+                "entities": [{"type": "Vehicle"}],
+                "notification": {"endpoint": {"uri": receiver.url}},
+            },
+        )
+        assert created.status_code == 201, created.text
+        first, second = (f"urn:ngsi-ld:ContextSourceRegistration:fleet-{n}" for n in (1, 2))
+        for reg_id in (first, second):
+            answer = client.post(
+                "/ngsi-ld/v1/csourceRegistrations",
+                json={
+                    "id": reg_id,
+                    "type": "ContextSourceRegistration",
+                    "information": [{"entities": [{"type": "Vehicle"}]}],
+                    "endpoint": "http://127.0.0.1:9/fleet",
+                },
+            )
+            assert answer.status_code == 201, answer.text
+        assert (
+            client.patch(
+                f"/ngsi-ld/v1/csourceRegistrations/{first}",
+                json={"information": [{"entities": [{"type": "Bus"}]}]},
+            ).status_code
+            == 204
+        )
+        bodies = receiver.wait_for(3, timeout=15)
+        assert [(b["triggerReason"], [r["id"] for r in b["data"]]) for b in bodies] == [
+            ("newlyMatching", [first]),
+            ("newlyMatching", [second]),
+            ("noLongerMatching", [first]),
+        ]
+        assert all(b["type"] == "ContextSourceNotification" and b["subscriptionId"] == sub_id for b in bodies)
+        assert receiver.attempts == 6
+        notification = wait_until(
+            lambda: (
+                (n := client.get(f"/ngsi-ld/v1/csourceSubscriptions/{sub_id}").json()["notification"]).get(
+                    "timesSent"
+                )
+                == 6
+                and n
+            ),
+            5,
+        )
+        assert notification["timesFailed"] == 3
+        assert notification["status"] == "ok"
+    finally:
+        receiver.close()

@@ -46,6 +46,7 @@ from kizuna.middleware.json_bodies import JsonBodiesOnly
 from kizuna.middleware.metrics import RequestMetrics
 from kizuna.middleware.new_tenants import NewTenants
 from kizuna.middleware.same_origin import SameOriginOnly
+from kizuna.middleware.source_warnings import SourceWarnings
 from kizuna.middleware.trailing_slash import TrailingSlash
 from kizuna.ngsild.context_routes import ContextApi
 from kizuna.ngsild.csource_routes import CsourceApi
@@ -163,7 +164,7 @@ def create_app(settings: Settings) -> Starlette:
     csource_subscriptions = SubscriptionService(
         store,
         registry,
-        CsourceSubscriptions(store, notifier=dispatcher.csources),
+        CsourceSubscriptions(store, notifier=dispatcher.csources, settle=dispatcher.settle),
         implicit_context=contexts.add_implicit,
         gate=gate,
     )
@@ -342,6 +343,7 @@ def create_app(settings: Settings) -> Starlette:
             middleware=[
                 Middleware(Authentication, authenticator=authenticator),
                 Middleware(NewTenants, store=store, max_tenants=settings.max_tenants),
+                Middleware(SourceWarnings),
             ],
         ),
     ]

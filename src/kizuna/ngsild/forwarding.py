@@ -57,10 +57,14 @@ from kizuna.ngsild import csources, model
 from kizuna.ngsild.entities import BatchResult, EntityService, in_chunks
 from kizuna.ngsild.forwarding_calls import (
     LINK_REL,
+    NOT_USABLE,
+    SOURCE_ERROR,
+    UNREACHED,
     Answer,
     Call,
     Forwarded,
     Origin,
+    SourceWarning,
     forwarded_params,
     link_of,
     remote_error,
@@ -539,23 +543,31 @@ class Federation:
 
     async def _get(self, call: Call) -> tuple[Any, ContextValue] | None:
         """One read of one source: its answer's JSON and the @context to read it with (the one it
-        names, else the request's); ``[]`` for 404, ``None`` if it fails (logged). 206 is an
-        answer: a temporal one the source's instance limit cut (the merged answer is cut again
-        by this node's limit, :meth:`TemporalService.limited`)."""
+        names, else the request's); ``[]`` for 404, ``None`` if it fails (logged, and told to
+        the client as a :class:`SourceWarning`). 206 is an answer: a temporal one the source's
+        instance limit cut (the merged answer is cut again by this node's limit,
+        :meth:`TemporalService.limited`)."""
         try:
             response = await self._request(call)
             if response.status_code == 404:
                 return [], None
             if response.status_code not in (200, 206):
-                raise ValueError(f"status {response.status_code}")
+                return self._failed(call, SOURCE_ERROR, f"answered {response.status_code}")
             data = orjson.loads(response.content)
             return data, link_of(response.headers.get("link")) or call.origin.link
         except Refused as refused:
-            log.warning("context source %s (%s) not asked: %s", call.target.reg["id"], call.url, refused)
-            return None
-        except (ValueError, NgsiLdError, *UNREACHABLE) as error:
-            log.warning("context source %s (%s) failed: %s", call.target.reg["id"], call.url, error)
-            return None
+            return self._failed(call, NOT_USABLE, f"not asked: {refused}")
+        except orjson.JSONDecodeError:
+            return self._failed(call, NOT_USABLE, "answered no JSON")
+        except NgsiLdError as error:
+            return self._failed(call, SOURCE_ERROR, str(error))
+        except UNREACHABLE as error:
+            return self._failed(call, UNREACHED, f"did not answer: {summary(error)}")
+
+    def _failed(self, call: Call, code: int, why: str) -> None:
+        reg_id = call.target.reg["id"]
+        log.warning("context source %s (%s) failed: %s", reg_id, call.url, why)
+        call.origin.warnings.append(SourceWarning(code, reg_id, f"The context source {why}"))
 
     async def _canonical(
         self, data: Any, context: ContextValue, parse: Callable[[dict[str, Any], TermMap, str], T], what: str

@@ -20,6 +20,28 @@ NOT_FORWARDED = frozenset({"local", "limit", "offset", "count", "options", "form
 # Parameters of a write that only state what the operation does anyway.
 DEFAULTS = frozenset({("options", "replace"), ("deleteAll", "false")})
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"'
+# RFC 7234 warn-codes of NGSILD-Warning (clause 6.3.17), by why a source's share is missing.
+UNREACHED = 111  # Revalidation Failed: the source did not answer, the rest is what could be had
+SOURCE_ERROR = 199  # Miscellaneous Warning: the source answered an error this time
+NOT_USABLE = 299  # Miscellaneous Persistent Warning: not asked, or its answer is not NGSI-LD
+WARNINGS_STATE = "source_warnings"  # request.state member: the list an Origin's warnings go to
+
+
+@dataclass(frozen=True, slots=True)
+class SourceWarning:
+    """A context source whose share of a read is missing from the answer: the client asked
+    this node, so the read still succeeds, and is told which registration failed and why."""
+
+    code: int
+    registration_id: str
+    text: str
+
+    def header(self) -> str:
+        """As RFC 7234's warning-value: the registration is the warn-agent, the text a quoted
+        string (latin-1 only, as header values are)."""
+        text = self.text.replace("\\", "\\\\").replace('"', '\\"')
+        text = text.encode("latin-1", "replace").decode("latin-1")
+        return f'{self.code} {self.registration_id} "{" ".join(text.split())}"'
 
 
 @dataclass(slots=True)
@@ -38,6 +60,8 @@ class Origin:
     content_type: str = "application/json"
     # The client's headers: only those a registration names as ``urn:ngsi-ld:request`` go on.
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Filled by the forwarding of a read, turned into NGSILD-Warning by the edge of the API.
+    warnings: list[SourceWarning] = field(default_factory=list)
 
 
 @dataclass(slots=True)

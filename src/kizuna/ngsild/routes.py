@@ -18,7 +18,7 @@ from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
 from kizuna.ngsild.entities import BatchResult, EntityService
 from kizuna.ngsild.forwarding import Federation
-from kizuna.ngsild.forwarding_calls import Forwarded, Origin
+from kizuna.ngsild.forwarding_calls import WARNINGS_STATE, Forwarded, Origin
 from kizuna.ngsild.joins import linked_entities
 from kizuna.ngsild.merging import InstanceChoice, UpdateResult, check_appended
 from kizuna.ngsild.paging import read_page
@@ -522,6 +522,8 @@ def origin_of(request: Request, link: str | None = None, *, body: Any = None) ->
         body=body,
         content_type=edge.JSON if reading else request.headers.get("content-type", edge.JSON),
         headers=request.headers,
+        # The middleware's list, so that what forwarding adds reaches the answer's headers.
+        warnings=getattr(request.state, WARNINGS_STATE, []),
     )
 
 

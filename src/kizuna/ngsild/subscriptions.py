@@ -148,10 +148,18 @@ class CsourceSubscriptions:
     checks_fragment_type = True
     lists_delivery = False
 
-    def __init__(self, store: Store, *, notifier: CsourceNotifier | None = None) -> None:
-        """``notifier`` sends what a subscription matches when it is created or updated."""
+    def __init__(
+        self,
+        store: Store,
+        *,
+        notifier: CsourceNotifier | None = None,
+        settle: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
+        """``notifier`` queues what a subscription matches when it is created or updated;
+        ``settle`` is :meth:`kizuna.notify.dispatcher.Dispatcher.settle`, which delivers them."""
         self.store = store
         self.notifier = notifier
+        self._settle = settle
 
     async def get(self, tenant: str, sub_id: str) -> Subscription | None:
         return await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id)
@@ -180,7 +188,8 @@ class CsourceSubscriptions:
             ql.parse_q(members["csf"]).resolve(terms.expand)
 
     async def settle(self, tenant: str, sub_id: str) -> None:
-        """Csource notifications are one attempt each, recorded as they are sent: nothing to wait for."""
+        if self._settle is not None:
+            await self._settle(tenant, sub_id)
 
     def changed(self, tenant: str, sub: Subscription | None) -> None:
         """A deleted subscription is not told: the notifier reads the subscriptions as it goes."""

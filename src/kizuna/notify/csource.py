@@ -10,10 +10,11 @@ q, csf, geoQ, temporalQ, through :class:`kizuna.ngsild.csource_matching.Registra
   matched before and no longer does (a deleted registration no longer matches);
 - with ``timeInterval``, every interval with every registration it matches (periodic).
 
-Delivery is best effort, one attempt per notification, with the subscription's delivery state
-(``timesSent``, ``status``, ``lastSuccess`` ...) recorded as for entity subscriptions. Unlike
-entity notifications these do not go through the outbox: registrations change rarely and a peer
-that missed one learns the current state from the next notification or by querying.
+Each notification is rendered here and queued in the notification outbox; the dispatcher
+delivers it like an entity notification (in order per subscription, retried with backoff,
+throttled, ``timesSent`` and the rest of the delivery state recorded), so a receiver that is down
+gets it once it is back. The changes are matched one at a time, in the order they were told, so
+the outbox holds the notifications of one subscription in the order of the changes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from kizuna.access.ownership import owner_of, sees
@@ -42,14 +43,16 @@ class CsourceNotifier:
         self,
         store: Store,
         contexts: ContextRegistry,
-        send: Callable[[str, dict[str, Any], list[dict[str, Any]], dict[str, Any]], Awaitable[bool]],
+        queue: Callable[[str, dict[str, Any], list[dict[str, Any]], dict[str, Any]], Awaitable[None]],
     ) -> None:
-        """``send(tenant, sub, data, extra_body_members)`` delivers one notification and records
-        the delivery state; it answers whether the subscriber took it."""
+        """``queue(tenant, sub, data, extra_body_members)`` stores one notification for delivery."""
         self.store = store
         self.contexts = contexts
-        self.send = send
+        self.queue = queue
         self._tasks: set[asyncio.Task[None]] = set()
+        # Tasks take it in creation order (asyncio.Lock wakes its waiters first come, first
+        # served), so notifications are queued in the order of the changes told.
+        self._order = asyncio.Lock()
         self._periodic_last: dict[tuple[str, str], float] = {}
         self._loop: asyncio.Task[None] | None = None
 
@@ -66,10 +69,17 @@ class CsourceNotifier:
         # was notified twice.
         self._spawn(self._send_matching(tenant, sub, "newlyMatching", until=sub.get("modifiedAt")))
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(self._in_order(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _in_order(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            async with self._order:
+                await work
+        finally:
+            work.close()  # a no-op once it ran; cancelled while waiting its turn, it never started
 
     # -- matching -------------------------------------------------------------------------------------
 
@@ -135,7 +145,7 @@ class CsourceNotifier:
         terms = await self.contexts.term_map(context)
         sys_attrs = bool(sub.get("notification", {}).get("sysAttrs"))
         data = [_as_notified(render_registration(r, terms, sys_attrs=sys_attrs)) for r in regs]
-        await self.send(
+        await self.queue(
             tenant,
             sub,
             data,

@@ -8,6 +8,9 @@ timeout, and deletes the rows only once the subscriber took them. A failure is r
 exponential backoff with a cap; rows stay in the store meanwhile, so a restart (even ``kill -9``)
 resumes where delivery stopped. A slow or dead subscriber holds only its own task.
 
+Context source notifications (:mod:`kizuna.notify.csource`) share the outbox: a row holds one
+such notification, rendered when it was queued, and the same worker delivers it.
+
 Periodic subscriptions (``timeInterval``) are not change-driven: a separate loop sends them the
 current state of the matching entities every interval.
 """
@@ -25,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from kizuna.access.permissions import Action
 from kizuna.access.policy import AccessPolicy
 from kizuna.config import Settings
@@ -33,6 +38,7 @@ from kizuna.jsonld.contexts import CORE_CONTEXT_URL, HOSTED_PATH, ContextRegistr
 from kizuna.jsonld.terms import TermMap
 from kizuna.members import VALUE_MEMBER
 from kizuna.metrics import NOTIFICATIONS_RETRIED
+from kizuna.ngsild.csources import SUBSCRIPTION_KIND
 from kizuna.ngsild.matching import compile_subscription
 from kizuna.ngsild.render import View, linked_targets, render_entity, render_instance
 from kizuna.ngsild.subscription_members import CORE_MEMBERS, status_of
@@ -45,6 +51,7 @@ from kizuna.store import DEFAULT_TENANT, EntityQuery, OutboxRow, Store
 from kizuna.times import epoch, iso_millis, now_iso
 
 log = logging.getLogger("kizuna.notify")
+CSOURCE = "csource"  # the payload member of an outbox row that holds a csource notification
 SETTLE_TIMEOUT = 1.0  # seconds a subscription read waits for a delivery under way (Dispatcher.settle)
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 NULL = "urn:ngsi-ld:null"
@@ -323,29 +330,35 @@ class Dispatcher:
         self._stopping = False
         # Notifications being sent now, per subscription, until their delivery state is recorded.
         self._in_flight: dict[tuple[str, str], set[asyncio.Event]] = {}
-        self.csources = CsourceNotifier(store, contexts, self._send_csource)
+        self.csources = CsourceNotifier(store, contexts, self._queue_csource)
         self.gate: DeliveryGate | None = None  # set by the dataspace connector
 
-    async def _send_csource(
+    async def _queue_csource(
         self, tenant: str, sub: dict[str, Any], data: list[dict[str, Any]], members: dict[str, Any]
-    ) -> bool:
-        """One csource notification (clause 5.3.2): one attempt, its delivery state recorded."""
-        message = build_message(tenant, sub, data, self.base_url, self.config.timeout)
-        message.body.update(members)
-        return await self._send_once(tenant, sub, message, "csource")
+    ) -> None:
+        """One csource notification (clause 5.3.2), rendered now, queued for the workers."""
+        payload = orjson.dumps({CSOURCE: {"data": data, "members": members}})
+        async with self.store.write(tenant) as tx:
+            await tx.add_outbox([(sub["id"], members["id"], members["triggerReason"], payload)])
+        self.wake()
 
-    async def _send_once(self, tenant: str, sub: dict[str, Any], message: Message, kind: str) -> bool:
-        """A notification sent outside the outbox (periodic, csource): one attempt, a failure
-        logged, the delivery state recorded (and waited for by :meth:`settle`)."""
+    async def subscription(self, tenant: str, sub_id: str) -> dict[str, Any] | None:
+        """The subscription an outbox belongs to: an entity subscription in the store's
+        subscription tables, or a csource subscription among its documents."""
+        sub = await self.store.get_subscription(tenant, sub_id)
+        return sub if sub is not None else await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id)
+
+    async def _send_once(self, tenant: str, sub: dict[str, Any], message: Message) -> None:
+        """A periodic notification, sent outside the outbox: one attempt, a failure logged, the
+        delivery state recorded (and waited for by :meth:`settle`)."""
         ok = True
         with self._delivering(tenant, sub["id"]):
             try:
                 await self.senders.send(message)
             except DeliveryError as exc:
                 ok = False
-                log.warning("%s notification of %s failed: %s", kind, sub["id"], exc)
+                log.warning("periodic notification of %s failed: %s", sub["id"], exc)
             await self.record(tenant, sub["id"], ok)
-        return ok
 
     def wake(self) -> None:
         """Called after a commit that queued notifications; cheap and safe from any coroutine."""
@@ -488,7 +501,7 @@ class Dispatcher:
         view = view_of(sub)
         data = [render_entity(e, terms, view) for e in result.entities]
         message = build_message(tenant, sub, data, self.base_url, self.config.timeout)
-        await self._send_once(tenant, sub, message, "periodic")
+        await self._send_once(tenant, sub, message)
 
     # -- status -------------------------------------------------------------------------------------
 
@@ -591,7 +604,7 @@ class _Worker:
                         await self.wake.wait()
                 continue
             idle_since = time.monotonic()
-            sub = await store.get_subscription(self.tenant, self.sub_id)
+            sub = await self.d.subscription(self.tenant, self.sub_id)
             if sub is None:
                 await store.drop_outbox(self.tenant, self.sub_id)
                 return
@@ -611,10 +624,16 @@ class _Worker:
                     self.wake.clear()
                     continue
                 admitted = True  # retries of this notification are not admitted (counted) again
-            batch = _batch(rows, config.batch)
-            terms, view = await self._prepare(sub)
-            data = await self._render(batch, sub, terms, view)
-            message = build_message(self.tenant, sub, data, self.d.base_url, config.timeout)
+            csource = rows[0].payload.get(CSOURCE)
+            if csource is not None:  # rendered when queued, one notification per row
+                batch = rows[:1]
+                message = build_message(self.tenant, sub, csource["data"], self.d.base_url, config.timeout)
+                message.body.update(csource["members"])
+            else:
+                batch = _batch(rows, config.batch)
+                terms, view = await self._prepare(sub)
+                data = await self._render(batch, sub, terms, view)
+                message = build_message(self.tenant, sub, data, self.d.base_url, config.timeout)
             self._last_sent = time.time()
             with self.d._delivering(self.tenant, self.sub_id):
                 failure: DeliveryError | None = None
