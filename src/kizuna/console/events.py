@@ -19,6 +19,7 @@ from kizuna.store import Entity, EntityChange, Store
 
 PAGE = 200  # changes read from the store per call
 READS_KEPT = 64  # recent reads the streams of a process share (see ChangeStreams.changes)
+COALESCE = 0.05  # seconds between a commit and the wake-up of its streams (see ChangeStreams.wake)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +55,25 @@ class ChangeStreams:
         self.max_streams = max_streams
         self.open_streams = 0
         self._signals: dict[str, asyncio.Event] = {}
+        self._due: set[str] = set()  # tenants whose streams are to be woken
         self._reads: dict[tuple[str, int], asyncio.Future[list[EntityChange]]] = {}
 
     def wake(self, tenant: str | None) -> None:
-        """The change log of ``tenant`` (None: of any) grew."""
+        """The change log of ``tenant`` (None: of any) grew. The streams are woken a moment
+        later, once for all the commits of that moment: woken per commit, a node taking 500
+        writes a second would read (and on PostgreSQL number) its log 500 times a second."""
+        if tenant is None:
+            self._release(None)
+        elif tenant not in self._due:
+            self._due.add(tenant)
+            asyncio.get_running_loop().call_later(COALESCE, self._release, tenant)
+
+    def _release(self, tenant: str | None) -> None:
         if tenant is None:
             signals, self._signals = list(self._signals.values()), {}
+            self._due.clear()
         else:
+            self._due.discard(tenant)
             signal = self._signals.pop(tenant, None)
             signals = [] if signal is None else [signal]
         for signal in signals:
