@@ -125,6 +125,11 @@ def add_simulation_commands(commands: argparse._SubParsersAction[argparse.Argume
     duisburg.add_argument("--seed", type=int, default=7, help="the same seed makes the same city")
     duisburg.add_argument("--interval", type=float, default=1.0, help="real seconds between writes")
     duisburg.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="advance --interval x --speed simulated seconds per write, as fast as the node takes them",
+    )
+    duisburg.add_argument(
         "--fault-rate", type=float, default=0.001, help="faults per light per simulated day"
     )
     duisburg.add_argument("--repair-hours", type=float, default=48.0, help="mean simulated hours to a repair")
@@ -221,7 +226,9 @@ async def _simulate(args: argparse.Namespace, target: Any) -> Any:
         start = start.replace(tzinfo=UTC)
     options = Options(args.scale, args.seed, args.fault_rate, args.repair_hours, args.accidents_per_hour)
     duration = _duration(args.duration) if args.duration else None
-    return await Driver(City(options, start), target, args.speed, duration, args.interval).run()
+    return await Driver(
+        City(options, start), target, args.speed, duration, args.interval, lockstep=args.lockstep
+    ).run()
 
 
 def _duration(text: str) -> Any:

@@ -6,7 +6,9 @@ and entities born during the run (accidents) are upserted. Every ``interval`` re
 model is advanced to the simulated now and what changed since is written, each entity at most
 once, so a fast clock coalesces updates instead of falling behind. A node slower than the
 clock makes the clock slip: one tick advances the model at most ``MAX_TICK_INTERVALS``
-intervals' worth of simulated time. 429 and 503 answers are
+intervals' worth of simulated time. With ``lockstep`` the clock follows the writes instead: each
+tick advances one interval of simulated time and the next begins when its writes are done, so
+the history a run leaves depends on the seed alone, not on the machine. 429 and 503 answers are
 retried with back-off; anything else the node refuses is counted, shown and makes the run fail.
 """
 
@@ -24,7 +26,7 @@ import httpx
 import orjson
 
 from kizuna.client import NodeError, Target, check, post
-from kizuna.sim.city import City
+from kizuna.sim.city import STEP, City
 from kizuna.sim.ngsi import Entity, iso
 
 API = "/ngsi-ld/v1/entityOperations"
@@ -52,12 +54,14 @@ class Driver:
         duration: timedelta | None,
         interval: float = 1.0,
         out: TextIO = sys.stderr,
+        lockstep: bool = False,
     ) -> None:
         self.city = city
         self.target = target
         self.speed = speed
         self.end = None if duration is None else city.now + duration
         self.interval = interval
+        self.lockstep = lockstep
         self.out = out
         self.progress = Progress()
         self.known: set[str] = set()
@@ -81,11 +85,16 @@ class Driver:
             self.shown = time.monotonic()
             while True:
                 tick = time.monotonic()
-                to = sim_start + timedelta(seconds=(tick - self.real_start) * self.speed)
-                furthest = self.city.now + timedelta(seconds=MAX_TICK_INTERVALS * self.interval * self.speed)
-                if to > furthest:  # the clock slips by what the node could not keep up with
-                    self.real_start += (to - furthest).total_seconds() / self.speed
-                    to = furthest
+                if self.lockstep:  # one interval of simulated time per tick (a model step at least)
+                    to = self.city.now + max(timedelta(seconds=self.interval * self.speed), STEP)
+                else:
+                    to = sim_start + timedelta(seconds=(tick - self.real_start) * self.speed)
+                    furthest = self.city.now + timedelta(
+                        seconds=MAX_TICK_INTERVALS * self.interval * self.speed
+                    )
+                    if to > furthest:  # the clock slips by what the node could not keep up with
+                        self.real_start += (to - furthest).total_seconds() / self.speed
+                        to = furthest
                 if self.end is not None:
                     to = min(to, self.end)
                 changes = self.city.advance(to)
@@ -96,7 +105,8 @@ class Driver:
                 self.progress.entities = len(self.known)
                 if self.end is not None and self.city.now + timedelta(minutes=1) > self.end:
                     break
-                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - tick)))
+                if not self.lockstep:
+                    await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - tick)))
             self._show()
             self.out.write("\n")
         return self.progress
