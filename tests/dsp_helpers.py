@@ -53,6 +53,22 @@ def node(settings: Settings) -> Iterator[str]:
         yield url
 
 
+def start_negotiation(
+    http: Any, consumer: str, provider: str, offer: dict[str, Any], counter_party: str | None = None
+) -> str:
+    """The id of the negotiation ``consumer`` starts for ``offer`` at ``provider``'s DSP endpoint.
+
+    ``http`` is whatever client the test holds (the ``httpx`` module, or a client carrying an
+    admin's credentials); the 201 is checked here so that a refused start fails where it happens.
+    """
+    body: dict[str, Any] = {"counterPartyAddress": f"{provider}/dsp", "offer": offer}
+    if counter_party is not None:
+        body["counterPartyId"] = counter_party
+    started = http.post(f"{consumer}/management/v1/negotiations", json=body)
+    assert started.status_code == 201, started.text
+    return started.json()["id"]
+
+
 def wait_for(fetch: Any, predicate: Any, timeout: float = 10.0) -> Any:
     deadline = time.time() + timeout
     while True:

@@ -20,7 +20,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from access_helpers import rsa, token
-from dsp_helpers import free_port, node, wait_for
+from dsp_helpers import free_port, node, start_negotiation, wait_for
 from kizuna.app import create_app
 from kizuna.config import Settings
 from kizuna.dataspace.auth import generate_key_file
@@ -201,12 +201,7 @@ def test_a_consumer_node_fetches_through_cadde_under_a_contract(nodes: Nodes) ->
     ).json()
     (dataset,) = [d for d in catalog["dataset"] if d["@id"] == SHELTERS["id"]]
     offer = {**dataset["hasPolicy"][0], "target": dataset["@id"]}
-    started = admin.post(
-        f"{consumer}/management/v1/negotiations",
-        json={"counterPartyAddress": f"{nodes.provider}/dsp", "counterPartyId": KANAGAWA, "offer": offer},
-    )
-    assert started.status_code == 201, started.text
-    pid = started.json()["id"]
+    pid = start_negotiation(admin, consumer, nodes.provider, offer, KANAGAWA)
     negotiation = wait_for(
         lambda: admin.get(f"{consumer}/management/v1/negotiations/{pid}").json(),
         lambda n: n["state"] in ("FINALIZED", "TERMINATED"),

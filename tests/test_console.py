@@ -37,6 +37,7 @@ from conftest import KIZUNA
 from dsp_helpers import free_port, wait_for
 from dsp_helpers import node as dsp_node
 from dsp_helpers import serve as serve_app
+from dsp_helpers import start_negotiation as dsp_start_negotiation
 from kizuna.app import create_app
 from kizuna.config import Settings
 from kizuna.console.routes import STATIC
@@ -400,16 +401,7 @@ def start_negotiation(consumer: str, provider: str, dataset: str, approval: str 
     )
     assert published.status_code == 201, published.text
     offer = {**published.json()["offers"][0], "target": dataset}
-    started = httpx.post(
-        f"{consumer}/management/v1/negotiations",
-        json={
-            "counterPartyAddress": f"{provider}/dsp",
-            "counterPartyId": "did:web:provider.example",
-            "offer": offer,
-        },
-    )
-    assert started.status_code == 201, started.text
-    return started.json()["id"]
+    return dsp_start_negotiation(httpx, consumer, provider, offer, "did:web:provider.example")
 
 
 def test_the_data_space_page_lists_a_negotiation_and_the_terms(page: Any, city: str, provider: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dsp_helpers import consumer_token, free_port, get_json, node, wait_for
+from dsp_helpers import consumer_token, free_port, get_json, node, start_negotiation, wait_for
 from kizuna.config import Settings
 from kizuna.dataspace.auth import generate_key_file
 
@@ -51,11 +51,7 @@ def pull_access(provider: str, consumer: str, dataset: dict[str, Any], tmp_path:
     r = httpx.post(f"{provider}/management/v1/datasets", json={**dataset, "policy": POLICY})
     assert r.status_code == 201, r.text
     offer = {**r.json()["offers"][0], "target": dataset["id"]}
-    r = httpx.post(
-        f"{consumer}/management/v1/negotiations",
-        json={"counterPartyAddress": f"{provider}/dsp", "offer": offer},
-    )
-    pid = r.json()["id"]
+    pid = start_negotiation(httpx, consumer, provider, offer)
     agreed = wait_for(
         lambda: get_json(f"{consumer}/management/v1/negotiations/{pid}"), lambda n: n["state"] == "FINALIZED"
     )

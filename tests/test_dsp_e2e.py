@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from access_helpers import rsa, token
-from dsp_helpers import free_port, node, wait_for
+from dsp_helpers import free_port, node, start_negotiation, wait_for
 from kizuna.config import Settings
 from kizuna.dataspace.auth import generate_key_file
 
@@ -168,16 +168,7 @@ def test_research_data_exchange(two_nodes: TwoNodes) -> None:
     assert offer["@id"] == published["@id"]
 
     # Negotiation: auto-agreed by Tübingen, auto-verified by RIKEN, finalized.
-    r = http.post(
-        f"{consumer}/management/v1/negotiations",
-        json={
-            "counterPartyAddress": f"{provider}/dsp",
-            "counterPartyId": "did:web:tuebingen.example",
-            "offer": offer,
-        },
-    )
-    assert r.status_code == 201, r.text
-    pid = r.json()["id"]
+    pid = start_negotiation(http, consumer, provider, offer, "did:web:tuebingen.example")
     state = wait_for(
         lambda: get_json(f"{consumer}/management/v1/negotiations/{pid}"),
         lambda n: n["state"] in ("FINALIZED", "TERMINATED"),
@@ -286,16 +277,7 @@ def test_changed_offer_is_terminated(two_nodes: TwoNodes) -> None:
     )
     offer = {**r.json()["offers"][0], "target": "urn:ds:x"}
     offer["permission"] = [{"action": "use"}]  # drops every constraint
-    r = http.post(
-        f"{consumer}/management/v1/negotiations",
-        json={
-            "counterPartyAddress": f"{provider}/dsp",
-            "counterPartyId": "did:web:tuebingen.example",
-            "offer": offer,
-        },
-    )
-    assert r.status_code == 201
-    pid = r.json()["id"]
+    pid = start_negotiation(http, consumer, provider, offer, "did:web:tuebingen.example")
     state = wait_for(
         lambda: get_json(f"{consumer}/management/v1/negotiations/{pid}"), lambda n: n["state"] == "TERMINATED"
     )

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dsp_helpers import free_port, serve, wait_for
+from dsp_helpers import free_port, serve, start_negotiation, wait_for
 from test_dsp_e2e import TwoNodes, two_nodes  # noqa: F401  (the fixture)
 
 PUSH_PREFIX = "urn:kizuna:dsp-push:"
@@ -92,16 +92,7 @@ def agreement_for(nodes: TwoNodes, dataset: dict[str, Any]) -> str:
     r = http.post(f"{provider}/management/v1/datasets", json=dataset)
     assert r.status_code == 201, r.text
     offer = {**r.json()["offers"][0], "target": dataset["id"]}
-    r = http.post(
-        f"{consumer}/management/v1/negotiations",
-        json={
-            "counterPartyAddress": f"{provider}/dsp",
-            "counterPartyId": "did:web:tuebingen.example",
-            "offer": offer,
-        },
-    )
-    assert r.status_code == 201, r.text
-    pid = r.json()["id"]
+    pid = start_negotiation(http, consumer, provider, offer, "did:web:tuebingen.example")
     state = wait_for(
         lambda: get_json(f"{consumer}/management/v1/negotiations/{pid}"),
         lambda n: n["state"] in ("FINALIZED", "TERMINATED"),

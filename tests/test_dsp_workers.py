@@ -16,7 +16,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dsp_helpers import DSPACE, consumer_token, free_port, get_json, node, wait_for
+from dsp_helpers import DSPACE, consumer_token, free_port, get_json, node, start_negotiation, wait_for
 from kizuna.config import Settings
 from kizuna.dataspace.auth import (
     Directory,
@@ -87,11 +87,7 @@ def started_pull(provider: str, consumer: str) -> tuple[str, dict[str, Any]]:
     )
     assert r.status_code == 201, r.text
     offer = {**r.json()["offers"][0], "target": "urn:ds:cohort"}
-    r = httpx.post(
-        f"{consumer}/management/v1/negotiations",
-        json={"counterPartyAddress": f"{provider}/dsp", "offer": offer},
-    )
-    pid = r.json()["id"]
+    pid = start_negotiation(httpx, consumer, provider, offer)
     negotiation = wait_for(
         lambda: get_json(f"{consumer}/management/v1/negotiations/{pid}"), lambda n: n["state"] == "FINALIZED"
     )

@@ -28,6 +28,7 @@ from starlette.testclient import TestClient
 
 from access_helpers import bearer
 from conftest import KIZUNA, wait_healthy
+from dsp_helpers import start_negotiation
 from kizuna import metrics
 from kizuna.dataspace.auth import generate_key_file
 from kizuna.metrics_routes import DSP_STATES
@@ -330,16 +331,7 @@ def test_dsp_states_come_from_the_store_and_accesses_are_counted(
         ).json()
         offered = catalog["dataset"][0]
         offer = {**offered["hasPolicy"][0], "target": offered["@id"]}
-        started = http.post(
-            f"{consumer}/management/v1/negotiations",
-            json={
-                "counterPartyAddress": f"{provider}/dsp",
-                "counterPartyId": "did:web:provider.example",
-                "offer": offer,
-            },
-        )
-        assert started.status_code == 201, started.text
-        pid = started.json()["id"]
+        pid = start_negotiation(http, consumer, provider, offer, "did:web:provider.example")
         negotiation = wait_until(
             lambda: (n := get(f"{consumer}/management/v1/negotiations/{pid}"))["state"] == "FINALIZED" and n
         )
