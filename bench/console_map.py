@@ -21,20 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from _browser import CHROMIUM, CHROMIUM_ARGS
 from _server import add_store_option, backing_store, machine, scratch, serve
 
 REPO = Path(__file__).resolve().parent.parent
 CONTEXT_MAP = REPO / "tests" / "data" / "smart-data-models" / "context-map.json"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 GOAL_MS = 2000
 
 

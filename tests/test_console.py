@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from _browser import CHROMIUM, CHROMIUM_ARGS
 from access_helpers import ISS, bearer, rsa, token
 from conftest import KIZUNA
 from dsp_helpers import free_port, wait_for
@@ -46,16 +47,6 @@ from sim_helpers import API, link, node
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "docs" / "console"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 START = datetime(2026, 1, 14, 15, 0, tzinfo=UTC)  # 16:00 in Duisburg: the lights go on at dusk
 POLICY = {
     "permission": [
