@@ -7,6 +7,7 @@ stops with wrk's report.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -20,6 +21,16 @@ class Measurement(NamedTuple):
     rate: float  # requests/s
     p50: float  # ms
     p99: float  # ms
+
+
+def add_options(parser: argparse.ArgumentParser, seconds: float, connections: int) -> None:
+    """``--seconds`` and ``--connections`` of every wrk bench, each bench with its own defaults."""
+    parser.add_argument(
+        "--seconds", type=float, default=seconds, help=f"duration of each wrk run (default {seconds:g})"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=connections, help=f"wrk connections (default {connections})"
+    )
 
 
 def require() -> None:

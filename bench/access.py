@@ -98,9 +98,8 @@ def main() -> None:
     parser.add_argument(
         "--entities", type=int, default=100_000, help="street lights to load (default 100000)"
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each run (default 5)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved runs of each kind (default 5)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    _wrk.add_options(parser, seconds=5.0, connections=16)
     add_store_option(parser)
     args = parser.parse_args()
     _wrk.require()

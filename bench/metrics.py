@@ -72,8 +72,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--rounds", type=int, default=5, help="off/on pairs measured (default 5)")
     parser.add_argument("--entities", type=int, default=5000, help="street lights loaded (default 5000)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each wrk run (default 5)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    _wrk.add_options(parser, seconds=5.0, connections=32)
     args = parser.parse_args()
     _wrk.require()
     print(
