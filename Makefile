@@ -29,7 +29,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench
 
 bench: $(STAMP)
-	$(BIN)/python bench/entities.py
+	$(BIN)/python bench/throughput.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
