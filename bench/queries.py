@@ -1,13 +1,15 @@
 """Query latency of a real Kizuna node holding 100,000 entities over a Duisburg-sized box.
 
-Starts ``kizuna serve`` (as ``bench/entities.py`` does) with a fresh store (``--store``: SQLite
+Starts ``kizuna serve`` (as ``bench/throughput.py`` does) with a fresh store (``--store``: SQLite
 by default, or PostgreSQL), loads street lights and traffic flow observations spread over
 6.68-6.83 E, 51.33-51.53 N through ``POST /entityOperations/create`` in chunks of 1,000, then runs
-each query for a fixed time with concurrent keep-alive clients (in this process) and prints
-p50/p95 latency, queries/s and the ratio of each query's p50 and queries/s to retrieve-by-id in
-the same run.
+wrk (native, one thread, keep-alive connections; ``bench/_wrk.py``) on each query in turn, each
+request one of 1,000 random variants, and prints req/s, p50/p99 latency and the ratio of each
+query's req/s and p50 to retrieve-by-id in the same run. ``--store`` may be given more than once
+(``--store sqlite --store postgresql``): each store gets its own fresh node and its own ratios.
 
-    .venv/bin/python bench/queries.py --entities 100000 --seconds 5 --concurrency 8 [--store postgresql]
+    .venv/bin/python bench/queries.py --entities 100000 --seconds 5 --connections 8 \\
+        [--store sqlite --store postgresql]
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import json
 import random
 import time
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 
-from _load import Call, Maker, run_phase
-from _server import add_store_option, backing_store, machine, scratch, serve
+import _wrk
+from _server import add_stores_option, backing_store, machine, scratch, serve, stores_of
+from throughput import GET_ONE_OF, lines
 
 BASE = "/ngsi-ld/v1"
 WEST, EAST, SOUTH, NORTH = 6.68, 6.83, 51.33, 51.53
@@ -29,7 +33,8 @@ WEST, EAST, SOUTH, NORTH = 6.68, 6.83, 51.33, 51.53
 DISTRICT = [
     [[6.750, 51.420], [6.785, 51.420], [6.790, 51.435], [6.770, 51.440], [6.750, 51.438], [6.750, 51.420]]
 ]
-ROW = "{:<32} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>10} {:>10}"
+ROW = "{:<32} {:>14} {:>8} {:>8} {:>8} {:>11} {:>10}"
+PATHS = 1000  # random variants of each query, wrk picks one per request
 
 
 def prop(value: Any, **extra: Any) -> dict[str, Any]:
@@ -84,98 +89,108 @@ def load(port: int, total: int) -> float:
     return time.perf_counter() - start
 
 
-# -- the queries (module-level ``Maker``s; ``total`` is the number of entities loaded) -------------
+# -- the queries: each a list of request paths that wrk picks from at random -----------------------
 
 
-def by_id(rng: random.Random, serial: str, total: int) -> Call:
-    return Call("GET", f"{BASE}/entities/urn:ngsi-ld:Streetlight:dui-{rng.randrange(total // 2):06d}")
+def entities_path(params: dict[str, str]) -> str:
+    return f"{BASE}/entities?{urlencode(params, quote_via=quote)}"
 
 
-def q_range(rng: random.Random, serial: str, total: int) -> Call:
-    low = rng.randrange(0, 1800)
-    q = f"intensity=={low}..{low + 200};averageVehicleSpeed<20"
-    return Call("GET", f"{BASE}/entities", params={"type": "TrafficFlowObserved", "q": q})
+def queries(rng: random.Random, total: int) -> dict[str, list[str]]:
+    """The paths of each query, retrieve-by-id (the yardstick of the run) first; ``total`` is
+    the number of entities loaded (half of them street lights)."""
+    lights = total // 2
+    by_id = [f"{BASE}/entities/urn:ngsi-ld:Streetlight:dui-{rng.randrange(lights):06d}" for _ in range(PATHS)]
+    q_range = []
+    near = []
+    id_pattern = []
+    listing = []
+    for _ in range(PATHS):
+        low = rng.randrange(0, 1800)
+        q = f"intensity=={low}..{low + 200};averageVehicleSpeed<20"
+        q_range.append(entities_path({"type": "TrafficFlowObserved", "q": q}))
+        lon, lat = rng.uniform(WEST, EAST), rng.uniform(SOUTH, NORTH)
+        geo = {"georel": "near;maxDistance==300", "geometry": "Point", "coordinates": json.dumps([lon, lat])}
+        near.append(entities_path({"type": "Streetlight", **geo}))
+        pattern = f"^urn:ngsi-ld:Streetlight:dui-{rng.randrange(max(1, lights // 100)):04d}[0-4]"
+        id_pattern.append(entities_path({"type": "Streetlight", "idPattern": pattern}))
+        offset = str(rng.randrange(0, max(1, lights - 100), 100))
+        listing.append(
+            entities_path({"type": "Streetlight", "limit": "100", "offset": offset, "count": "true"})
+        )
+    within = {"georel": "within", "geometry": "Polygon", "coordinates": json.dumps(DISTRICT), "count": "true"}
+    return {
+        "retrieve by id": by_id,
+        "type + q range": q_range,
+        "geoQ near 300 m": near,
+        "geoQ within district (count)": [entities_path({"type": "Streetlight", **within})],
+        "idPattern (prefix)": id_pattern,
+        "type listing, limit 100 (count)": listing,
+    }
 
 
-def near(rng: random.Random, serial: str, total: int) -> Call:
-    lon, lat = rng.uniform(WEST, EAST), rng.uniform(SOUTH, NORTH)
-    params = {"type": "Streetlight", "georel": "near;maxDistance==300", "geometry": "Point"}
-    return Call("GET", f"{BASE}/entities", params={**params, "coordinates": json.dumps([lon, lat])})
+def sample(port: int, path: str) -> str:
+    """What one request of a query answers (entities, and the count if asked): a check that the
+    query is the one meant, not part of the measurement."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120.0) as client:
+        answer = client.get(path)
+    if answer.status_code != 200:
+        raise SystemExit(f"bench: {path}: {answer.status_code} {answer.text[:200]}")
+    body = answer.json()
+    found = str(len(body)) if isinstance(body, list) else "1"
+    count = answer.headers.get("NGSILD-Results-Count")
+    return found if count is None else f"{found} of {count}"
 
 
-def within(rng: random.Random, serial: str, total: int) -> Call:
-    params = {"type": "Streetlight", "georel": "within", "geometry": "Polygon", "count": "true"}
-    return Call("GET", f"{BASE}/entities", params={**params, "coordinates": json.dumps(DISTRICT)})
-
-
-def id_pattern(rng: random.Random, serial: str, total: int) -> Call:
-    pattern = f"^urn:ngsi-ld:Streetlight:dui-{rng.randrange(total // 200):04d}[0-4]"
-    return Call("GET", f"{BASE}/entities", params={"type": "Streetlight", "idPattern": pattern})
-
-
-def listing(rng: random.Random, serial: str, total: int) -> Call:
-    offset = str(rng.randrange(0, max(1, total // 2 - 100), 100))
-    params = {"type": "Streetlight", "limit": "100", "offset": offset, "count": "true"}
-    return Call("GET", f"{BASE}/entities", params=params)
-
-
-QUERIES: dict[str, Maker] = {
-    "retrieve by id": by_id,
-    "type + q range": q_range,
-    "geoQ near 300 m": near,
-    "geoQ within district (count)": within,
-    "idPattern (prefix)": id_pattern,
-    "type listing, limit 100 (count)": listing,
-}
+def measure(
+    spec: str, entities: int, seconds: float, connections: int, seed: int
+) -> tuple[str, float, list[tuple[str, str, _wrk.Measurement]]]:
+    """Load a fresh node on ``spec`` and run wrk on each query: (store, load seconds, results)."""
+    with scratch("kizuna-bench-q-") as tmp, backing_store(spec, tmp) as store, serve(store, tmp) as port:
+        took = load(port, entities)
+        store.analyze()
+        results = []
+        for name, paths in queries(random.Random(seed), entities).items():
+            found = sample(port, paths[0])
+            env = lines(tmp, f"q{len(results)}", paths)
+            results.append((name, found, _wrk.measure(port, GET_ONE_OF, seconds, connections, tmp, env)))
+        return store.description, took, results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entities", type=int, default=100_000, help="entities to load (default 100000)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each query (default 5)")
-    parser.add_argument("--concurrency", type=int, default=8, help="concurrent requests (default 8)")
-    add_store_option(parser)
+    _wrk.add_options(parser, seconds=5.0, connections=8)
+    parser.add_argument("--seed", type=int, default=20261207, help="seed of the random query values")
+    add_stores_option(parser)
     args = parser.parse_args()
-    if args.entities < 200 or args.seconds <= 0 or args.concurrency < 1:
-        parser.error("--entities must be at least 200, --seconds and --concurrency positive")
-
-    with (
-        scratch("kizuna-bench-q-") as tmp,
-        backing_store(args.store, tmp) as store,
-        serve(store, tmp) as port,
-    ):
-        took = load(port, args.entities)
-        store.analyze()
-        results = {
-            name: run_phase(make, args.entities, port, args.seconds, args.concurrency)
-            for name, make in QUERIES.items()
-        }
-        where = machine()
-
+    if args.entities < 200 or args.seconds <= 0 or args.connections < 1:
+        parser.error("--entities must be at least 200, --seconds and --connections positive")
+    _wrk.require()
     print(
-        f"kizuna query bench on {store.description}: {args.entities} entities loaded in {took:.1f} s "
-        f"({args.entities / took:.0f}/s, batches of 1,000); {args.seconds:g} s per query, "
-        f"{args.concurrency} concurrent requests, 1 server worker, {where}"
+        f"kizuna query bench: wrk, 1 thread, {args.connections} connections, {args.seconds:g} s per query,"
+        f" one run each, 1 server worker; {args.entities} entities; {machine()}"
     )
-    base = results["retrieve by id"]
-    head = ("query", "requests", "errors", "q/s", "p50 ms", "p95 ms", "results", "q/s ratio", "p50 ratio")
-    print(ROW.format(*head))
-    for name, r in results.items():
+    for spec in stores_of(args):
+        description, took, results = measure(spec, args.entities, args.seconds, args.connections, args.seed)
         print(
-            ROW.format(
-                name,
-                r.requests,
-                r.errors,
-                f"{r.rate:.0f}",
-                f"{r.p50:.2f}",
-                f"{r.p95:.2f}",
-                f"{r.results:.1f}",
-                f"{r.rate / base.rate:.2f}",
-                f"{r.p50 / base.p50:.2f}",
-            )
+            f"\n{description}: loaded in {took:.1f} s ({args.entities / took:.0f}/s, batches of 1,000"
+            " from a Python client: a load time, not a throughput figure)"
         )
-        if r.errors:
-            print(f"  first error: {r.first_error}")
+        print(ROW.format("query", "answer", "req/s", "p50 ms", "p99 ms", "req/s ratio", "p50 ratio"))
+        base = results[0][2]
+        for name, found, m in results:
+            print(
+                ROW.format(
+                    name,
+                    found,
+                    f"{m.rate:.0f}",
+                    f"{m.p50:.2f}",
+                    f"{m.p99:.2f}",
+                    f"{m.rate / base.rate:.2f}",
+                    f"{m.p50 / base.p50:.2f}",
+                )
+            )
 
 
 if __name__ == "__main__":
