@@ -92,6 +92,42 @@ async def test_queries_select_by_type_id_pattern_and_predicate_in_insertion_orde
     assert faulty.total == 2
 
 
+async def test_a_type_count_follows_creates_type_changes_deletes_rollbacks_and_tenants(store: Store) -> None:
+    async def counts(tenant: str) -> tuple[int | None, int | None]:
+        found = [
+            (await store.query_entities(tenant, EntityQuery(types=[t], count=True, limit=0))).total
+            for t in (T_LIGHT, T_GROUP)
+        ]
+        return found[0], found[1]
+
+    assert await counts("") == (0, 0)
+    async with store.write("") as tx:
+        for n in range(1, 6):
+            await tx.insert(light(n))
+        await tx.insert(light(6, T_LIGHT, T_GROUP))
+    async with store.write("other") as tx:
+        await tx.insert(light(1))
+    assert await counts("") == (6, 1)
+    assert await counts("other") == (1, 0)
+    async with store.write("") as tx:
+        await tx.replace(light(1, T_GROUP))  # a type change
+        await tx.replace(light(2))  # no change
+        assert await tx.delete("urn:ngsi-ld:Streetlight:3")
+    assert await counts("") == (4, 2)
+    with pytest.raises(RuntimeError):
+        async with store.write("") as tx:
+            await tx.insert(light(7))
+            assert await tx.delete("urn:ngsi-ld:Streetlight:4")
+            raise RuntimeError("rolled back")
+    assert await counts("") == (4, 2)
+    async with store.write("") as tx:
+        await tx.delete_matching(EntityQuery(types=[T_GROUP]))
+    assert await counts("") == (3, 0)
+    assert await counts("other") == (1, 0)
+    listed = await store.query_entities("", EntityQuery(types=[T_LIGHT], count=True))
+    assert listed.total == len(listed.entities) == 3
+
+
 async def test_paging_is_stable(store: Store) -> None:
     async with store.write("") as tx:
         for n in range(10):

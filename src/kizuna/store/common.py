@@ -238,6 +238,17 @@ def shapes(instances: Any) -> list[dict[str, Any]]:
 _REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()")
 
 
+def by_types_only(query: EntityQuery) -> bool:
+    """Whether ``query`` selects by type and nothing else: the type index alone answers its
+    pages, and a per-type count kept on write its count."""
+    return (
+        query.types is not None
+        and query.predicate is None
+        and query.access is None
+        and not any((query.ids, query.id_pattern, query.q, query.geo, query.scope, query.attrs))
+    )
+
+
 def literal_prefix(pattern: str) -> str:
     """The literal text every match of ``pattern`` starts with when it is anchored by ``^`` (and
     has no top-level alternation or inline flags), else ''."""

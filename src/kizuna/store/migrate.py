@@ -233,6 +233,7 @@ STAYS = {
     "entity_changes": "the console's change log: the new node starts its own (consoles open"
     " across the move should reload: an id of the old log means nothing in the new one)",
     "entity_change_horizon": "the change log's (see entity_changes)",
+    "entity_type_counts": "derived from entity_types by triggers; PostgreSQL counts its type index",
 }
 _SHADOW = r"_(node|rowid|parent)$"
 # PostgreSQL tables no move writes to, and why.

@@ -29,6 +29,7 @@ from kizuna.store.common import (
     QCompiler,
     Sql,
     attribute_rows,
+    by_types_only,
     geometry_boxes,
     literal_prefix,
     shapes_page,
@@ -82,7 +83,7 @@ class PgEntities(PgBase):
                 if shaped is not None:
                     return shaped
             if residual is None and query.geo is None:
-                if _by_types_only(query):
+                if by_types_only(query):
                     # A type listing pages and counts on the type index alone; only the documents
                     # of the page are read.
                     assert query.types is not None
@@ -349,15 +350,6 @@ def _compile_q_partially(schema: str, q: ql.QExpr) -> tuple[Sql | None, ql.QExpr
     if not compiled:
         return None, rest
     return (" AND ".join(sql for sql, _ in compiled), [p for _, params in compiled for p in params]), rest
-
-
-def _by_types_only(query: EntityQuery) -> bool:
-    return (
-        query.types is not None
-        and query.predicate is None
-        and query.access is None
-        and not any((query.ids, query.id_pattern, query.q, query.geo, query.scope, query.attrs))
-    )
 
 
 def _plan(schema: str, query: EntityQuery) -> tuple[str, list[Any], Callable[[Entity], bool] | None]:

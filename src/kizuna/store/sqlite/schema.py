@@ -184,6 +184,38 @@ CREATE TABLE IF NOT EXISTS entity_change_horizon (
 """
 
 
+# -- how many entities of each (tenant, type): count=true of a type listing reads one row instead
+# of walking the type's entity_types keys (50,000 of them: ~2 ms). Triggers on entity_types keep
+# it, in the writing transaction, on every path that writes the type index (create, replace with
+# a type change, delete, batch operations); writers are serialised, so the row is never contended.
+# ``INSERT OR IGNORE`` of a row already there fires no trigger, so an entity is counted once.
+# Idempotent, as migration 1 is: a file that lost its schema_migrations is counted afresh.
+ENTITY_TYPE_COUNTS = [
+    """CREATE TABLE IF NOT EXISTS entity_type_counts (
+        tenant TEXT NOT NULL,
+        type TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (tenant, type)
+    ) WITHOUT ROWID""",
+    """CREATE TRIGGER IF NOT EXISTS entity_type_counted AFTER INSERT ON entity_types BEGIN
+        INSERT INTO entity_type_counts (tenant, type, n) VALUES (new.tenant, new.type, 1)
+            ON CONFLICT (tenant, type) DO UPDATE SET n = n + 1;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS entity_type_uncounted AFTER DELETE ON entity_types BEGIN
+        UPDATE entity_type_counts SET n = n - 1 WHERE tenant = old.tenant AND type = old.type;
+    END""",
+    "DELETE FROM entity_type_counts",
+    """INSERT INTO entity_type_counts (tenant, type, n)
+        SELECT tenant, type, count(*) FROM entity_types GROUP BY tenant, type""",
+]
+
+
+def _entity_type_counts(db: sqlite3.Connection) -> None:
+    """:data:`ENTITY_TYPE_COUNTS`, statement by statement (its triggers hold semicolons)."""
+    for statement in ENTITY_TYPE_COUNTS:
+        db.execute(statement)
+
+
 def _release_1(db: sqlite3.Connection) -> None:
     """The schema of every release before numbered migrations: idempotent, like it was."""
     for statement in RELEASE_1.split(";"):
@@ -198,6 +230,7 @@ Migration = tuple[int, str, str | Callable[[sqlite3.Connection], None]]
 MIGRATIONS: list[Migration] = [
     (1, "the schema of the releases before numbered migrations", _release_1),
     (2, "the entity change log the console's event streams follow", ENTITY_CHANGES),
+    (3, "per-(tenant, type) entity counts kept by triggers on entity_types", _entity_type_counts),
 ]
 
 
