@@ -9,6 +9,8 @@ Queries run in SQL on indexes kept beside the documents, in the transaction of e
 
 - ``entity_types``: the type index, with each entity's owner, so that a restricted subject's type
   query tests ownership on the index row it walks instead of looking up each candidate entity.
+  ``entity_type_counts`` holds how many entities each (tenant, type) has, kept by triggers on
+  ``entity_types``, so that ``count=true`` of a bare type listing reads one row.
 - ``attr_values``: one row per scalar a q expression compares with (number, string, boolean; the
   leaves of each attribute instance, found by :func:`kizuna.query.instance_leaves`, so that
   SQL and :func:`kizuna.query.matches` see the same values), keyed
