@@ -40,12 +40,15 @@ def write_lights(path: Path, count: int) -> None:
             out.write(orjson.dumps(streetlight(light_id(n), n)) + b"\n")
 
 
-def memory(pid: int) -> tuple[int, int]:
-    """(resident, peak resident) in MB of a running process, from ``/proc``."""
+def memory(pid: int) -> tuple[int, int, int, int]:
+    """(resident, peak resident, anonymous, file-backed) in MB of a running process, from
+    ``/proc``: the file-backed part is the store file's pages mapped by SQLite's ``mmap_size``,
+    which the kernel shares with its page cache and may drop; the anonymous part is the
+    process's own (Python's heap, SQLite's page caches)."""
     fields = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
     )
-    return int(fields["VmRSS"].split()[0]) // 1024, int(fields["VmHWM"].split()[0]) // 1024
+    return tuple(int(fields[name].split()[0]) // 1024 for name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"))  # type: ignore[return-value]
 
 
 def run_import(port: int, file: Path, batch_size: int) -> tuple[float, int, str]:
@@ -92,8 +95,11 @@ def run(spec: str, args: argparse.Namespace, file: Path) -> None:
             f"imported {args.entities} lights in {seconds:.0f} s: {args.entities / seconds:,.0f} entities/s"
         )
         print(f"kizuna import peak RSS {importer_mb} MB")
-        print(f"node RSS after the import {after_import[0]} MB (peak {after_import[1]} MB)")
-        print(f"node RSS after count + near {after_queries[0]} MB (peak {after_queries[1]} MB)")
+        for when, (rss, peak, anon, mapped) in (
+            ("the import", after_import),
+            ("count + near", after_queries),
+        ):
+            print(f"node RSS after {when} {rss} MB (peak {peak} MB; {anon} MB anonymous, {mapped} MB file)")
 
 
 def main() -> None:

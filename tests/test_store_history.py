@@ -37,9 +37,10 @@ def instance(value: object, minute: int, **members: object) -> dict:
 
 async def record(store: Store) -> list[str]:
     """V1: speed 10, 20, 30, 40 at minutes 0-3 and 99 (datasetId urn:d:1) at 5, a name;
-    V2: speed 5 at minute 1. Returns the instanceIds of V1's default speeds."""
+    V2: speed 5 at minute 1. Returns the instanceIds of V1's default speeds, appended in one call."""
     async with store.write("") as tx:
-        ids = [await tx.append_history(V1, [T_V], SPEED, instance(10 * (m + 1), m)) for m in range(4)]
+        ids = await tx.append_histories(V1, [T_V], [(SPEED, instance(10 * (m + 1), m)) for m in range(4)])
+        assert await tx.append_histories(V1, [T_V], []) == []
         await tx.append_history(V1, [T_V], SPEED, instance(99, 5, datasetId="urn:d:1"))
         await tx.append_history(V1, [T_CAR], NAME, instance("a", 6), scope=["/duisburg"])
         await tx.append_history(V2, [T_V], SPEED, instance(5, 1))

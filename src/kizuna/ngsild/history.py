@@ -47,12 +47,13 @@ async def record_changes(tx: Any, before: Entity | None, after: Entity | None, n
     scope = after.get("scope") if after is not None else None
     old = _instances_by_key(before)
     new = _instances_by_key(after)
-    for (iri, _), instance in new.items():
-        if old.get((iri, instance.get("datasetId"))) != instance:
-            await tx.append_history(core["id"], types, iri, instance, scope=scope)
-    for key, instance in old.items():
-        if key not in new:
-            await tx.append_history(core["id"], types, key[0], deletion_record(instance, now), scope=scope)
+    changed = [
+        (iri, instance)
+        for (iri, _), instance in new.items()
+        if old.get((iri, instance.get("datasetId"))) != instance
+    ]
+    changed += [(key[0], deletion_record(instance, now)) for key, instance in old.items() if key not in new]
+    await tx.append_histories(core["id"], types, changed, scope=scope)
     if before is not None and "scope" in before and (after is None or "scope" not in after):
         # The scope's deletion record (ETSI 020_19): an empty scope, deletedAt.
         record = {"type": "Property", "value": [], "createdAt": before.get("createdAt", now)}

@@ -261,6 +261,18 @@ class HistoryTransaction(Protocol):
         temporal entity with ``types``/``scope``); return the instanceId assigned
         (``urn:ngsi-ld:attribute:instance:<uuid>``)."""
 
+    async def append_histories(
+        self,
+        entity_id: str,
+        types: list[str],
+        instances: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        scope: list[str] | None = None,
+    ) -> list[str]:
+        """:meth:`append_history` for several (attribute, instance) pairs of one entity, in one
+        statement: an entity write records every instance it changed, and one round trip for
+        all of them is what lets a batch of a thousand entities load at speed."""
+
     async def delete_history(
         self,
         entity_id: str,

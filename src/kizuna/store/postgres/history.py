@@ -244,20 +244,31 @@ class HistoryWrites(PgTransaction, TouchesOnce):
         *,
         scope: list[str] | None = None,
     ) -> str:
-        instance_id, now = new_history_instance(instance)
-        await self.touch_once(entity_id, types, scope, now)
-        *columns, doc = history_columns(instance)
-        await self.conn.execute(
+        return (await self.append_histories(entity_id, types, [(attribute, instance)], scope=scope))[0]
+
+    async def append_histories(
+        self,
+        entity_id: str,
+        types: list[str],
+        instances: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        scope: list[str] | None = None,
+    ) -> list[str]:
+        if not instances:
+            return []
+        made = [new_history_instance(instance) for _, instance in instances]
+        await self.touch_once(entity_id, types, scope, made[0][1])
+        rows = []
+        for (attribute, instance), (instance_id, _) in zip(instances, made, strict=True):
+            *columns, doc = history_columns(instance)
+            rows.append((entity_id, attribute, instance_id, *columns, *_pack_bytes(doc)))
+        await self.conn.executemany(
             f"INSERT INTO {self.schema}.attribute_history (entity_id, attribute, instance_id, dataset_id,"
             " observed_at, created_at, modified_at, deleted_at, value_number, value_key, doc, raw)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, $12)",
-            entity_id,
-            attribute,
-            instance_id,
-            *columns,
-            *_pack_bytes(doc),
+            rows,
         )
-        return instance_id
+        return [instance_id for instance_id, _ in made]
 
     async def delete_history(
         self,

@@ -173,15 +173,30 @@ class HistoryWrites(SqliteTransaction, TouchesOnce):
         *,
         scope: list[str] | None = None,
     ) -> str:
-        instance_id, now = new_history_instance(instance)
-        await self.touch_once(entity_id, types, scope, now)
-        self.db.execute(
+        return (await self.append_histories(entity_id, types, [(attribute, instance)], scope=scope))[0]
+
+    async def append_histories(
+        self,
+        entity_id: str,
+        types: list[str],
+        instances: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        scope: list[str] | None = None,
+    ) -> list[str]:
+        if not instances:
+            return []
+        made = [new_history_instance(instance) for _, instance in instances]
+        await self.touch_once(entity_id, types, scope, made[0][1])
+        self.db.executemany(
             "INSERT INTO attribute_history (tenant, entity_id, attribute, instance_id, dataset_id,"
             " observed_at, created_at, modified_at, deleted_at, value_number, value_key, doc)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.tenant, entity_id, attribute, instance_id, *_history_columns(instance)),
+            [
+                (self.tenant, entity_id, attribute, instance_id, *_history_columns(instance))
+                for (attribute, instance), (instance_id, _) in zip(instances, made, strict=True)
+            ],
         )
-        return instance_id
+        return [instance_id for instance_id, _ in made]
 
     async def delete_history(
         self,

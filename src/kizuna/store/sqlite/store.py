@@ -56,7 +56,7 @@ class SqliteStore(
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             create_private(self.path)
-        db = _connect(self.path)
+        db = _connect(self.path, writer=True)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
