@@ -65,7 +65,8 @@ POSTGRES = Dialect(
 def history_where(
     d: Dialect, query: HistoryQuery, head: Sql, *, attribute_sql: str | None = None
 ) -> tuple[str, list[Any], str]:
-    """The WHERE clause of a history read, its parameters and the time expression it orders by.
+    """The WHERE clause of a history read, its parameters and the time expression it orders by
+    (and aggregates on).
 
     ``head`` holds the store's own conditions on the rows (tenant, entity or entities) with their
     parameters; ``attribute_sql`` is an SQL expression for the attribute in place of
@@ -96,7 +97,12 @@ def history_where(
         if None in query.dataset_ids:
             alternatives.append("dataset_id IS NULL")
         where.append(f"({' OR '.join(alternatives)})")
-    return " AND ".join(where), params, f"COALESCE({column}, created_at)"
+    # An instance without the time property is timed by its creation; but only observed_at may
+    # be null, and a bound on it already leaves out the rows without it: then the time is the
+    # column itself, which an index serves and an aggregate need not evaluate per row.
+    bounded = query.start is not None or query.end is not None
+    when = column if column != "observed_at" or bounded else f"COALESCE({column}, created_at)"
+    return " AND ".join(where), params, when
 
 
 def aggregate_columns(d: Dialect, methods: Sequence[str], v: str, k: str) -> list[str]:
