@@ -137,8 +137,10 @@ def aggregate_sql(
     """One statement that aggregates the history rows of ``source`` (a FROM clause over
     attribute_history, with its parameters) matching ``where``, per (entity, attribute,
     datasetId, bucket), ordered so: (entity_id, attribute, dataset_id, start, last time, bucket,
-    *aggregates) each. Buckets are [origin + k*period, origin + (k+1)*period); the origin is
-    ``origin``, else each series' first instance (``period`` None: one bucket a series)."""
+    *aggregates) each, the last time only without a period (NULL with one: a bucket ends where
+    its period does, and a max per row costs as much as an aggregate asked for). Buckets are
+    [origin + k*period, origin + (k+1)*period); the origin is ``origin``, else each series'
+    first instance (``period`` None: one bucket a series)."""
     (from_sql, from_params), (where_sql, where_params) = source, where
     if origin is not None or period is None:
         # The origin is known (or a series is one bucket): one pass, no series to join back.
@@ -149,14 +151,14 @@ def aggregate_sql(
             start_sql = f"?{d.float_cast}"
             head.append(origin)
             tail.append(origin)
-        bucket = "0"
+        bucket, last_sql = "0", f"max({when})"
         if period is not None:
-            bucket = d.bucket(f"({when} - ?{d.float_cast})")
+            bucket, last_sql = d.bucket(f"({when} - ?{d.float_cast})"), "NULL"
             head += [origin, period]
         columns = ", ".join(aggregate_columns(d, methods, "value_number", "value_key"))
         since = f" AND {when} >= ?{d.float_cast}" if tail else ""
         sql = (
-            f"SELECT entity_id, attribute, dataset_id, {start_sql}, max({when}), {bucket} AS bucket,"
+            f"SELECT entity_id, attribute, dataset_id, {start_sql}, {last_sql}, {bucket} AS bucket,"
             f" {columns} FROM {from_sql} WHERE {where_sql}{since}"
             " GROUP BY entity_id, attribute, dataset_id, bucket"
             f" ORDER BY entity_id, attribute, dataset_id{d.nulls_first}, bucket"
@@ -172,7 +174,7 @@ def aggregate_sql(
     ), series AS (
         SELECT e, a, d, min(t) AS o FROM sel GROUP BY e, a, d
     )
-    SELECT s.e, s.a, s.d, r.o, max(s.t), {d.bucket("(s.t - r.o)")} AS bucket, {columns}
+    SELECT s.e, s.a, s.d, r.o, NULL, {d.bucket("(s.t - r.o)")} AS bucket, {columns}
     FROM sel s JOIN series r ON s.e = r.e AND s.a = r.a AND s.d {d.same} r.d
     GROUP BY s.e, s.a, s.d, r.o, bucket
     ORDER BY s.e, s.a, s.d{d.nulls_first}, bucket
