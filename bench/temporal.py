@@ -29,9 +29,11 @@ import argparse
 import asyncio
 import random
 import sqlite3
+import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -44,14 +46,14 @@ import httpx
 import orjson
 
 import _wrk
-from _server import Store, add_stores_option, backing_store, machine, scratch, serve, stores_of
+from _server import Store, add_stores_option, backing_store, export, machine, scratch, serve, stores_of
 
 BASE = "/ngsi-ld/v1/temporal"
 DEFAULT = "https://uri.etsi.org/ngsi-ld/default-context/"
 TYPE = "TrafficFlowObserved"
 T0 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 JSON = {"Content-Type": "application/json"}
-ROW = "{:<34} {:>8} {:>9} {:>9} {:>6} {:>9} {:>9} {:>8}"
+ROW = "{:<34} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}"
 DRAWS = 50  # random draws per query: wrk picks among their paths, the SQL takes them in turn
 GET_ONE_OF = """
 local paths = {}
@@ -297,17 +299,34 @@ def sql_p50(calls: list[Callable[[], Any]], seconds: float) -> tuple[int, float,
     return len(ordered), 1000 * ordered[len(ordered) // 2], 1000 * ordered[int(len(ordered) * 0.95)]
 
 
-def measure(port: int, query: Query, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Check the first draw, then wrk on the API (one connection) and the SQL for as long."""
-    answer = httpx.get(f"http://127.0.0.1:{port}{query.paths[0]}", timeout=300.0)
-    if answer.status_code != 200:
-        raise SystemExit(f"bench: GET {query.paths[0][:200]}: {answer.status_code} {answer.text[:300]}")
-    check = query.check(answer.json(), query.sql[0]())
+def measure(ports: dict[str, int], query: Query, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Check the first draw on each node, then ``--rounds`` times wrk on each node's API (one
+    connection; which goes first alternates) and the SQL for as long; the median of the rounds."""
+    for port in ports.values():
+        answer = httpx.get(f"http://127.0.0.1:{port}{query.paths[0]}", timeout=300.0)
+        if answer.status_code != 200:
+            raise SystemExit(f"bench: GET {query.paths[0][:200]}: {answer.status_code} {answer.text[:300]}")
+        check = query.check(answer.json(), query.sql[0]())
+        if "MISMATCH" in check:
+            break
     paths = tmp / "paths.txt"
     paths.write_text("".join(f"{p}\n" for p in query.paths))
-    api = _wrk.measure(port, GET_ONE_OF, args.seconds, 1, tmp, {"PATHS": str(paths)})
-    runs, p50, p95 = sql_p50(query.sql, args.seconds)
-    return {"check": check, "api": api, "sql_runs": runs, "sql_p50": p50, "sql_p95": p95}
+    api: dict[str, list[_wrk.Measurement]] = {version: [] for version in ports}
+    sql: list[tuple[int, float, float]] = []
+    for round_ in range(args.rounds):
+        order = list(ports.items())
+        for version, port in order if round_ % 2 == 0 else order[::-1]:
+            api[version].append(_wrk.measure(port, GET_ONE_OF, args.seconds, 1, tmp, {"PATHS": str(paths)}))
+        sql.append(sql_p50(query.sql, args.seconds))
+    return {
+        "check": check,
+        "api": {
+            v: _wrk.Measurement(*(statistics.median(m[i] for m in ms) for i in range(3)))
+            for v, ms in api.items()
+        },
+        "sql_p50": statistics.median(p50 for _, p50, _ in sql),
+        "sql_p95": statistics.median(p95 for _, _, p95 in sql),
+    }
 
 
 def main() -> None:
@@ -319,6 +338,8 @@ def main() -> None:
     add("--batch", type=int, default=1000, help="instances per POST (default 1000)")
     add("--last-n-sensors", type=int, default=100, help="sensors of the lastN query (default 100)")
     add("--seconds", type=float, default=10.0, help="time per query and side (default 10)")
+    add("--rounds", type=int, default=1, help="interleaved runs of each query and side (default 1)")
+    add("--before", help="git revision served too, on the same store, for an after/before ratio")
     add("--keep", action="store_true", help="keep the SQLite file (its path is printed)")
     add_stores_option(parser)
     args = parser.parse_args()
@@ -326,8 +347,8 @@ def main() -> None:
         parser.error("sizes must be positive")
     if args.sensors > 1000:
         parser.error("--sensors: at most 1000 (the daily query is measured as one page)")
-    if args.seconds <= 0:
-        parser.error("--seconds must be positive")
+    if args.seconds <= 0 or args.rounds < 1:
+        parser.error("--seconds and --rounds must be positive")
     _wrk.require()
     for spec in stores_of(args):
         run(spec, args)
@@ -340,12 +361,19 @@ def run(spec: str, args: argparse.Namespace) -> None:
         scratch("kizuna-bench-t-", keep) as tmp,
         backing_store(spec, tmp) as store,
         serve(store, tmp) as port,
+        ExitStack() as nodes,
     ):
         took = load(port, args)
         store.analyze()
+        ports = {"after": port}
+        if args.before is not None:
+            # The code of --before on the same loaded store: its figures come from the same rounds.
+            source = export(args.before, tmp / "before")
+            env = {"PYTHONPATH": str(source)}
+            ports["before"] = nodes.enter_context(serve(store, tmp / "before", env=env))
         db = RawSql(store)
         try:
-            results = {q.name: measure(port, q, args, tmp) for q in queries(db, args)}
+            results = {q.name: measure(ports, q, args, tmp) for q in queries(db, args)}
             instances, size = db.instances_and_size()
         finally:
             db.close()
@@ -357,24 +385,29 @@ def run(spec: str, args: argparse.Namespace) -> None:
         f"instances = {instances} stored, one every {args.interval} s from {iso(T0)}; loaded over HTTP "
         f"(POST /temporal/entities, {args.batch} instances a request) in {took:.1f} s "
         f"({total / took:,.0f} instances/s); API: wrk, 1 thread, 1 connection, {args.seconds:g} s a "
-        f"query; SQL: as long, one call at a time; 1 server worker, {where}; store size {size:.0f} MiB"
+        f"query, median of {args.rounds} interleaved round(s)"
+        + (f", after = working tree, before = {args.before}" if args.before else "")
+        + "; SQL: as long, one call at a time;"
+        f" 1 server worker, {where}; store size {size:.0f} MiB"
         + (f", kept {store.sqlite_path}" if keep else "")
     )
-    print(ROW.format("query", "API q/s", "API p50", "API p99", "SQL n", "SQL p50", "SQL p95", "API/SQL"))
+    versions = list(next(iter(results.values()))["api"])
+    print(ROW.format("query", "version", "API q/s", "API p50", "API p99", "SQL p50", "SQL p95", "API/SQL"))
     for name, r in results.items():
-        api = r["api"]
-        print(
-            ROW.format(
-                name,
-                f"{api.rate:.1f}",
-                f"{api.p50:.2f}",
-                f"{api.p99:.2f}",
-                r["sql_runs"],
-                f"{r['sql_p50']:.2f}",
-                f"{r['sql_p95']:.2f}",
-                f"{api.p50 / r['sql_p50']:.1f}",
+        for version in versions:
+            api = r["api"][version]
+            print(
+                ROW.format(
+                    name,
+                    version,
+                    f"{api.rate:.1f}",
+                    f"{api.p50:.2f}",
+                    f"{api.p99:.2f}",
+                    f"{r['sql_p50']:.2f}",
+                    f"{r['sql_p95']:.2f}",
+                    f"{api.p50 / r['sql_p50']:.1f}",
+                )
             )
-        )
     print("times in ms; API/SQL is the ratio of the p50s; first draw checked against SQL:")
     for name, r in results.items():
         print(f"  {name}: {r['check']}")
