@@ -206,6 +206,19 @@ def serve(
         yield port
 
 
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def export(revision: str, into: Path) -> Path:
+    """The source tree of ``revision``, for ``PYTHONPATH``."""
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "archive", revision, "src"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
+
+
 def machine() -> str:
     """The part of every report that says what the figures were measured on."""
     cpu = platform.processor() or platform.machine()

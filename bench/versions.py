@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 from pathlib import Path
 
 import httpx
 
 import _wrk
 from _city import API, load
-from _server import add_store_option, backing_store, machine, scratch, serve
+from _server import REPOSITORY, add_store_option, backing_store, export, machine, scratch, serve
 
 ROW = "{:<36} {:>10} {:>10} {:>7} {:>10} {:>10}"
 GET_ONE_OF = """
@@ -47,19 +46,6 @@ request = function()
   return wrk.format("POST", "/ngsi-ld/v1/entities", {["Content-Type"] = "application/json"}, body)
 end
 """
-
-
-REPOSITORY = Path(__file__).resolve().parent.parent
-
-
-def export(revision: str, into: Path) -> Path:
-    """The source tree of ``revision``, for ``PYTHONPATH``."""
-    into.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "archive", revision, "src"], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into / "src"
 
 
 def paths_file(tmp: Path, name: str, paths: list[str]) -> dict[str, str]:

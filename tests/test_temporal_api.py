@@ -439,3 +439,17 @@ async def test_pruner_prunes_periodically_until_cancelled() -> None:
     task.cancel()
     assert len(cutoffs) >= 2
     assert abs(cutoffs[-1] - (time.time() - 3600)) < 5
+
+
+def test_retrieve_of_attributes_it_never_had_is_not_found(client: TestClient) -> None:
+    """attrs naming none of the entity's attributes is 404, however the history is read; an
+    attribute it has, with no instance in the time range, is an empty answer."""
+    create(client)
+    for params in ({}, {"options": "aggregatedValues", "aggrMethods": "max", "aggrPeriodDuration": "PT1H"}):
+        missing = get(client, attrs="colour", **params)
+        assert missing.status_code == 404
+        assert error_type(missing) == "ResourceNotFound"
+        empty = get(client, attrs="speed", timerel="before", timeAt="2019-01-01T00:00:00Z", **params)
+        assert empty.status_code == 200
+        assert empty.json()["id"] == V1
+        assert get(client, attrs="speed", **params).json()["speed"]

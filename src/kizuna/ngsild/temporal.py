@@ -346,12 +346,13 @@ class TemporalService:
         guard = await self.policy.guard(tenant, subject)
         if core is None or not await self.policy.readable_ids(guard, [entity_id]):
             raise ResourceNotFound(f"Temporal entity {entity_id} does not exist")
+        entity = await self._read(tenant, core, params)
         wanted = params.history.attributes
-        if wanted is not None:
+        # Only an empty read asks whether the entity has any of the attributes at all.
+        if wanted is not None and not (entity.attributes or entity.aggregates):
             known = set(await self.store.history_attributes(tenant, entity_id))
             if not known & set(wanted):
                 raise ResourceNotFound(f"Temporal entity {entity_id} has none of the attributes asked for")
-        entity = await self._read(tenant, core, params)
         return TemporalPage([entity], range=self._cut([entity], params))
 
     async def query(

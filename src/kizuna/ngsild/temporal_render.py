@@ -109,25 +109,35 @@ def _value_of(instance: Instance, terms: TermMap, view: View) -> Any:
 
 
 def _aggregated(entity: TemporalEntity, params: TemporalParams) -> dict[str, Any]:
-    """Clause 4.5.19: per attribute (and datasetId), each method's [[value, start, end], ...]."""
+    """Clause 4.5.19: per attribute (and datasetId), each method's [[value, start, end], ...].
+    The rows come series by series: each series' item and method lists are found once, not
+    once a row, and a bucket's times are formatted once for all its methods."""
+    methods = params.aggr_methods
     series: dict[str, dict[str | None, dict[str, Any]]] = {}
+    current: tuple[str, str | None] | None = None
+    lists: list[list[list[Any]]] = []
     for row in entity.aggregates:
-        kind = entity.kinds.get(row.attribute, "Property")
-        item = series.setdefault(row.attribute, {}).setdefault(row.dataset_id, {"type": kind})
-        if row.dataset_id is not None:
-            item["datasetId"] = row.dataset_id
+        if (row.attribute, row.dataset_id) != current:
+            current = (row.attribute, row.dataset_id)
+            by_dataset = series.setdefault(row.attribute, {})
+            item = by_dataset.get(row.dataset_id)
+            if item is None:
+                item = by_dataset[row.dataset_id] = {"type": entity.kinds.get(row.attribute, "Property")}
+                if row.dataset_id is not None:
+                    item["datasetId"] = row.dataset_id
+                for method in methods:
+                    item[method] = []
+            lists = [item[method] for method in methods]
+        values = row.values
         start = end = None
-        for method in params.aggr_methods:
-            value = row.values.get(method)
+        for method, target in zip(methods, lists, strict=True):
+            value = values.get(method)
             if value is not None:
                 if start is None:
                     start, end = iso(row.start), iso(row.end)
-                item.setdefault(method, []).append([value, start, end])
+                target.append([value, start, end])
     out: dict[str, Any] = {}
     for iri, by_dataset in series.items():
         items = list(by_dataset.values())
-        for item in items:
-            for method in params.aggr_methods:
-                item.setdefault(method, [])
         out[iri] = items[0] if len(items) == 1 else items
     return out

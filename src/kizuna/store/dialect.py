@@ -65,7 +65,8 @@ POSTGRES = Dialect(
 def history_where(
     d: Dialect, query: HistoryQuery, head: Sql, *, attribute_sql: str | None = None
 ) -> tuple[str, list[Any], str]:
-    """The WHERE clause of a history read, its parameters and the time expression it orders by.
+    """The WHERE clause of a history read, its parameters and the time expression it orders by
+    (and aggregates on).
 
     ``head`` holds the store's own conditions on the rows (tenant, entity or entities) with their
     parameters; ``attribute_sql`` is an SQL expression for the attribute in place of
@@ -96,7 +97,12 @@ def history_where(
         if None in query.dataset_ids:
             alternatives.append("dataset_id IS NULL")
         where.append(f"({' OR '.join(alternatives)})")
-    return " AND ".join(where), params, f"COALESCE({column}, created_at)"
+    # An instance without the time property is timed by its creation; but only observed_at may
+    # be null, and a bound on it already leaves out the rows without it: then the time is the
+    # column itself, which an index serves and an aggregate need not evaluate per row.
+    bounded = query.start is not None or query.end is not None
+    when = column if column != "observed_at" or bounded else f"COALESCE({column}, created_at)"
+    return " AND ".join(where), params, when
 
 
 def aggregate_columns(d: Dialect, methods: Sequence[str], v: str, k: str) -> list[str]:
@@ -131,8 +137,10 @@ def aggregate_sql(
     """One statement that aggregates the history rows of ``source`` (a FROM clause over
     attribute_history, with its parameters) matching ``where``, per (entity, attribute,
     datasetId, bucket), ordered so: (entity_id, attribute, dataset_id, start, last time, bucket,
-    *aggregates) each. Buckets are [origin + k*period, origin + (k+1)*period); the origin is
-    ``origin``, else each series' first instance (``period`` None: one bucket a series)."""
+    *aggregates) each, the last time only without a period (NULL with one: a bucket ends where
+    its period does, and a max per row costs as much as an aggregate asked for). Buckets are
+    [origin + k*period, origin + (k+1)*period); the origin is ``origin``, else each series'
+    first instance (``period`` None: one bucket a series)."""
     (from_sql, from_params), (where_sql, where_params) = source, where
     if origin is not None or period is None:
         # The origin is known (or a series is one bucket): one pass, no series to join back.
@@ -143,14 +151,14 @@ def aggregate_sql(
             start_sql = f"?{d.float_cast}"
             head.append(origin)
             tail.append(origin)
-        bucket = "0"
+        bucket, last_sql = "0", f"max({when})"
         if period is not None:
-            bucket = d.bucket(f"({when} - ?{d.float_cast})")
+            bucket, last_sql = d.bucket(f"({when} - ?{d.float_cast})"), "NULL"
             head += [origin, period]
         columns = ", ".join(aggregate_columns(d, methods, "value_number", "value_key"))
         since = f" AND {when} >= ?{d.float_cast}" if tail else ""
         sql = (
-            f"SELECT entity_id, attribute, dataset_id, {start_sql}, max({when}), {bucket} AS bucket,"
+            f"SELECT entity_id, attribute, dataset_id, {start_sql}, {last_sql}, {bucket} AS bucket,"
             f" {columns} FROM {from_sql} WHERE {where_sql}{since}"
             " GROUP BY entity_id, attribute, dataset_id, bucket"
             f" ORDER BY entity_id, attribute, dataset_id{d.nulls_first}, bucket"
@@ -166,7 +174,7 @@ def aggregate_sql(
     ), series AS (
         SELECT e, a, d, min(t) AS o FROM sel GROUP BY e, a, d
     )
-    SELECT s.e, s.a, s.d, r.o, max(s.t), {d.bucket("(s.t - r.o)")} AS bucket, {columns}
+    SELECT s.e, s.a, s.d, r.o, NULL, {d.bucket("(s.t - r.o)")} AS bucket, {columns}
     FROM sel s JOIN series r ON s.e = r.e AND s.a = r.a AND s.d {d.same} r.d
     GROUP BY s.e, s.a, s.d, r.o, bucket
     ORDER BY s.e, s.a, s.d{d.nulls_first}, bucket

@@ -40,11 +40,7 @@ class SqliteHistory(SqliteBase):
         return await self._read(_query_temporal_entities, tenant, types, ids, id_pattern)
 
     async def history_attributes(self, tenant: str, entity_id: str) -> list[str]:
-        rows = self.db.execute(
-            "SELECT DISTINCT attribute FROM attribute_history WHERE tenant = ? AND entity_id = ?",
-            (tenant, entity_id),
-        )
-        return [attribute for (attribute,) in rows]
+        return _history_attribute_list(self.db, tenant, entity_id)
 
     async def read_history(
         self, tenant: str, entity_id: str, query: HistoryQuery
