@@ -299,6 +299,17 @@ def create_app(settings: Settings) -> Starlette:
     console_on = settings.console == "on"
     console = Console(settings).routes() if console_on else []
     routes: list[BaseRoute] = [
+        # First: a router tries its routes in order and NGSI-LD requests are nearly all the traffic;
+        # last, each of them matched the templates of all the others (16 by default) before its own.
+        mount(
+            paths.NGSI_LD,
+            ngsi_ld,
+            middleware=[
+                Middleware(Authentication, authenticator=authenticator),
+                Middleware(NewTenants, store=store, max_tenants=settings.max_tenants),
+                Middleware(SourceWarnings),
+            ],
+        ),
         *console,
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
@@ -336,15 +347,6 @@ def create_app(settings: Settings) -> Starlette:
             ).routes()
             + (ConsoleMapApi(entities, registry).routes() if console_on else []),
             middleware=[Middleware(Authentication, authenticator=authenticator, tenant_param="tenant")],
-        ),
-        mount(
-            paths.NGSI_LD,
-            ngsi_ld,
-            middleware=[
-                Middleware(Authentication, authenticator=authenticator),
-                Middleware(NewTenants, store=store, max_tenants=settings.max_tenants),
-                Middleware(SourceWarnings),
-            ],
         ),
     ]
     app = Starlette(
