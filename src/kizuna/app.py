@@ -72,6 +72,7 @@ from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.openapi.document import OpenApiRoute
 from kizuna.outbound import OutboundGate
 from kizuna.problems import EXCEPTION_HANDLERS
+from kizuna.processes import die_with_supervisor
 from kizuna.retention import prune_forever
 from kizuna.store import open_store
 
@@ -379,5 +380,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def app_from_env() -> Starlette:
-    """Factory for uvicorn workers: each process reads its Settings from KIZUNA_* variables."""
+    """Factory for the HTTP server's workers: each process reads its Settings from KIZUNA_*
+    variables, and a worker process ends with the node that spawned it."""
+    die_with_supervisor()
     return create_app(Settings.from_env())
