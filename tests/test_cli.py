@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
-from conftest import KIZUNA
+from conftest import KIZUNA, wait_healthy
+from notify_helpers import free_port, wait_until
 
 
 def test_serve_creates_and_reads_entities_on_a_sqlite_file(serve: Callable[..., str], tmp_path: Path) -> None:
@@ -112,3 +115,32 @@ def test_serve_under_granian_runs_the_same_app(serve: Callable[..., str], tmp_pa
         missing = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:none")
         assert missing.status_code == 404
         assert missing.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/ResourceNotFound"
+
+
+@pytest.mark.parametrize("flags", [("--http-server", "granian"), ("--workers", "2")])
+def test_no_worker_outlives_a_killed_node(flags: tuple[str, ...], tmp_path: Path) -> None:
+    """Granian serves even one worker from a child process, uvicorn several: after a kill -9 of
+    `kizuna serve` an orphaned worker went on answering on the port and writing to the store."""
+    port = free_port()
+    base, log = f"http://127.0.0.1:{port}", tmp_path / "kizuna.log"
+    with log.open("wb") as sink:
+        node = subprocess.Popen(
+            [KIZUNA, "serve", "--port", str(port), "--store", f"sqlite:///{tmp_path}/k.db", *flags],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_healthy(base, node, log)
+        node.send_signal(signal.SIGKILL)
+        node.wait(10)
+
+        def refused() -> bool:
+            try:
+                httpx.get(base + "/health", timeout=1)
+            except httpx.TransportError:
+                return True
+            return False
+
+        wait_until(refused, 10, 0.05)
+    finally:
+        node.kill()

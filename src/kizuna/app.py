@@ -72,6 +72,7 @@ from kizuna.notify.dispatcher import Dispatcher, DispatcherConfig
 from kizuna.openapi.document import OpenApiRoute
 from kizuna.outbound import OutboundGate
 from kizuna.problems import EXCEPTION_HANDLERS
+from kizuna.processes import die_with_supervisor
 from kizuna.retention import prune_forever
 from kizuna.store import open_store
 
@@ -299,6 +300,17 @@ def create_app(settings: Settings) -> Starlette:
     console_on = settings.console == "on"
     console = Console(settings).routes() if console_on else []
     routes: list[BaseRoute] = [
+        # First: a router tries its routes in order and NGSI-LD requests are nearly all the traffic;
+        # last, each of them matched the templates of all the others (16 by default) before its own.
+        mount(
+            paths.NGSI_LD,
+            ngsi_ld,
+            middleware=[
+                Middleware(Authentication, authenticator=authenticator),
+                Middleware(NewTenants, store=store, max_tenants=settings.max_tenants),
+                Middleware(SourceWarnings),
+            ],
+        ),
         *console,
         Route("/health", health, methods=["GET"]),
         Route("/health/live", health, methods=["GET"]),
@@ -337,15 +349,6 @@ def create_app(settings: Settings) -> Starlette:
             + (ConsoleMapApi(entities, registry).routes() if console_on else []),
             middleware=[Middleware(Authentication, authenticator=authenticator, tenant_param="tenant")],
         ),
-        mount(
-            paths.NGSI_LD,
-            ngsi_ld,
-            middleware=[
-                Middleware(Authentication, authenticator=authenticator),
-                Middleware(NewTenants, store=store, max_tenants=settings.max_tenants),
-                Middleware(SourceWarnings),
-            ],
-        ),
     ]
     app = Starlette(
         routes=routes,
@@ -377,5 +380,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def app_from_env() -> Starlette:
-    """Factory for uvicorn workers: each process reads its Settings from KIZUNA_* variables."""
+    """Factory for the HTTP server's workers: each process reads its Settings from KIZUNA_*
+    variables, and a worker process ends with the node that spawned it."""
+    die_with_supervisor()
     return create_app(Settings.from_env())

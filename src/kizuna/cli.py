@@ -279,11 +279,14 @@ def serve_node(settings: Settings) -> None:
         raise SystemExit(f"kizuna: {error}") from None
     if warning:
         logging.getLogger("kizuna").warning(warning)
+    import os
+
+    from kizuna.processes import SUPERVISOR_ENV
+
     # The factory re-reads the settings from the environment in each worker process.
     for name, value in _as_env(settings).items():
-        import os
-
         os.environ[name] = value
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())  # see kizuna.processes.die_with_supervisor
     with _metrics_dir(settings):
         if settings.http_server == "granian":
             _serve_granian(settings)
