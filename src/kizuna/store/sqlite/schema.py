@@ -184,6 +184,34 @@ CREATE TABLE IF NOT EXISTS entity_change_horizon (
 """
 
 
+# -- the notification outbox as one row per change (kizuna.store.common.change_rows) and a cursor
+# per subscription (the newest change delivered to it), instead of one row per notification:
+# rows queued by an older release are carried over, each as a change naming its one subscription
+# (same seq, so the order holds), and are delivered after the upgrade.
+NOTIFICATION_CHANGES = """
+CREATE TABLE notification_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    targets BLOB NOT NULL,
+    payloads BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX notification_changes_by_tenant ON notification_changes (tenant, seq);
+CREATE TABLE notification_cursors (
+    tenant TEXT NOT NULL,
+    subscription_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant, subscription_id)
+) WITHOUT ROWID;
+INSERT INTO notification_changes (seq, tenant, entity_id, targets, payloads, created_at)
+    SELECT seq, tenant, entity_id, json_object(subscription_id, json_array(trigger, 0)),
+        '[' || CAST(payload AS TEXT) || ']', created_at
+    FROM notification_outbox ORDER BY seq;
+DROP TABLE notification_outbox;
+"""
+
+
 def _release_1(db: sqlite3.Connection) -> None:
     """The schema of every release before numbered migrations: idempotent, like it was."""
     for statement in RELEASE_1.split(";"):
@@ -198,6 +226,7 @@ Migration = tuple[int, str, str | Callable[[sqlite3.Connection], None]]
 MIGRATIONS: list[Migration] = [
     (1, "the schema of the releases before numbered migrations", _release_1),
     (2, "the entity change log the console's event streams follow", ENTITY_CHANGES),
+    (3, "the notification outbox as one row per change and a cursor per subscription", NOTIFICATION_CHANGES),
 ]
 
 
