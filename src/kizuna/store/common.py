@@ -338,11 +338,11 @@ def change_rows(rows: Sequence[tuple[str, str, str, bytes]]) -> list[tuple[str, 
 
 
 def outbox_rows(tenant: str, subscription_id: str, rows: Iterable[Sequence[Any]]) -> list[OutboxRow]:
-    """One subscription's OutboxRows from (seq, entity_id, targets, payloads, created_at) change
-    rows (see :func:`change_rows`) that name it."""
+    """One subscription's OutboxRows from (seq, entity_id, target, payloads, created_at) change
+    rows (see :func:`change_rows`) that name it; ``target`` is its [trigger, index] of them."""
     out = []
-    for seq, entity_id, targets, payloads, created in rows:
-        trigger, index = orjson.loads(targets)[subscription_id]
+    for seq, entity_id, target, payloads, created in rows:
+        trigger, index = orjson.loads(target)
         payload = orjson.loads(payloads)[index]
         out.append(OutboxRow(seq, tenant, subscription_id, entity_id, trigger, payload, created))
     return out

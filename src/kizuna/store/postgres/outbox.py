@@ -97,11 +97,15 @@ class PgOutbox(PgBase):
 
     @_guarded
     async def outbox_subscriptions(self) -> list[tuple[str, str]]:
+        """Changes naming the same subscriptions share their targets: each distinct targets is
+        read once, with its newest change (a subscription is owed something if its cursor is
+        behind that), not every change's."""
         rows = await self.pool.fetch(
-            "SELECT DISTINCT c.tenant, t.key FROM kizuna.notification_changes c"
+            "SELECT DISTINCT c.tenant, t.key FROM (SELECT tenant, targets, max(seq) AS last"
+            " FROM kizuna.notification_changes GROUP BY tenant, targets) c"
             " CROSS JOIN LATERAL jsonb_object_keys(c.targets) AS t(key)"
             " LEFT JOIN kizuna.notification_cursors k ON k.tenant = c.tenant AND k.subscription_id = t.key"
-            " WHERE c.seq > coalesce(k.seq, 0)"
+            " WHERE c.last > coalesce(k.seq, 0)"
         )
         return [(tenant, sub_id) for tenant, sub_id in rows]
 
@@ -162,8 +166,9 @@ class PgOutbox(PgBase):
     @_guarded
     async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
         rows = await self.pool.fetch(
-            "SELECT seq, entity_id, targets::text, payloads, created_at FROM kizuna.notification_changes"
-            " WHERE tenant = $1 AND seq > coalesce((SELECT seq FROM kizuna.notification_cursors"
+            "SELECT seq, entity_id, (targets -> $2)::text, payloads, created_at"
+            " FROM kizuna.notification_changes WHERE tenant = $1"
+            " AND seq > coalesce((SELECT seq FROM kizuna.notification_cursors"
             " WHERE tenant = $1 AND subscription_id = $2), 0) AND jsonb_exists(targets, $2)"
             " ORDER BY seq LIMIT $3",
             tenant,
@@ -285,13 +290,20 @@ async def _advance(conn: asyncpg.Connection, tenant: str, subscription_id: str, 
         seq,
         subscription_id,
     )
-    await conn.execute(
-        "DELETE FROM kizuna.notification_changes c WHERE tenant = $1 AND seq > $2 AND seq <= $3"
-        " AND jsonb_exists(targets, $4) AND NOT EXISTS (SELECT 1 FROM jsonb_object_keys(c.targets) AS t(key)"
-        " LEFT JOIN kizuna.notification_cursors k ON k.tenant = c.tenant AND k.subscription_id = t.key"
-        " WHERE coalesce(k.seq, 0) < c.seq)",
+    passed = await conn.fetch(  # a statement of its own: its snapshot is taken after the locks
+        "SELECT g.targets::text, min(coalesce(k.seq, 0)) FROM (SELECT DISTINCT targets"
+        " FROM kizuna.notification_changes WHERE tenant = $1 AND seq > $2 AND seq <= $3"
+        " AND jsonb_exists(targets, $4)) g"
+        " CROSS JOIN LATERAL jsonb_object_keys(g.targets) AS t(key)"
+        " LEFT JOIN kizuna.notification_cursors k ON k.tenant = $1 AND k.subscription_id = t.key"
+        " GROUP BY g.targets",
         tenant,
         before,
         seq,
         subscription_id,
+    )
+    await conn.executemany(
+        "DELETE FROM kizuna.notification_changes WHERE tenant = $1 AND seq > $2 AND seq <= $3"
+        " AND targets = $4::jsonb",
+        [(tenant, before, min(seq, upto), targets) for targets, upto in passed if upto > before],
     )

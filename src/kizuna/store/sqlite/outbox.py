@@ -73,12 +73,16 @@ class SqliteOutbox(SqliteBase):
         return _subscription_version(self.db, tenant)
 
     async def outbox_subscriptions(self) -> list[tuple[str, str]]:
+        """Changes naming the same subscriptions share their targets: each distinct targets is
+        read once, with its newest change (a subscription is owed something if its cursor is
+        behind that), not every change's."""
         return [
             (tenant, sub_id)
             for tenant, sub_id in self.db.execute(
-                "SELECT DISTINCT c.tenant, t.key FROM notification_changes c, json_each(c.targets) t"
+                "SELECT DISTINCT c.tenant, t.key FROM (SELECT tenant, targets, max(seq) AS last"
+                " FROM notification_changes GROUP BY tenant, targets) c, json_each(c.targets) t"
                 " LEFT JOIN notification_cursors k ON k.tenant = c.tenant AND k.subscription_id = t.key"
-                " WHERE c.seq > coalesce(k.seq, 0)"
+                " WHERE c.last > coalesce(k.seq, 0)"
             )
         ]
 
@@ -115,11 +119,12 @@ class SqliteOutbox(SqliteBase):
 
     async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
         rows = self.db.execute(
-            "SELECT seq, entity_id, targets, payloads, created_at FROM notification_changes c"
+            "SELECT seq, entity_id, target, payloads, created_at FROM (SELECT seq, entity_id,"
+            " json_extract(targets, ?) AS target, payloads, created_at FROM notification_changes c"
             " WHERE tenant = ? AND seq > coalesce((SELECT seq FROM notification_cursors"
-            " WHERE tenant = c.tenant AND subscription_id = ?), 0)"
-            " AND EXISTS (SELECT 1 FROM json_each(c.targets) WHERE key = ?) ORDER BY seq LIMIT ?",
-            (tenant, subscription_id, subscription_id, limit),
+            " WHERE tenant = c.tenant AND subscription_id = ?), 0)) WHERE target IS NOT NULL"
+            " ORDER BY seq LIMIT ?",
+            (_json_key(subscription_id), tenant, subscription_id, limit),
         )
         return outbox_rows(tenant, subscription_id, rows)
 
@@ -210,7 +215,8 @@ def _forget_notifications(db: sqlite3.Connection, tenant: str, subscription_id: 
 
 def _advance(db: sqlite3.Connection, tenant: str, subscription_id: str, seq: int) -> None:
     """Move a subscription's cursor to ``seq`` (never back), and delete the changes it passed
-    that every subscription they name has passed too (writers are serialised: no race)."""
+    that every subscription they name has passed too (writers are serialised: no race). The
+    changes passed mostly share one targets: the cursors are compared once per distinct one."""
     row = db.execute(
         "SELECT seq FROM notification_cursors WHERE tenant = ? AND subscription_id = ?",
         (tenant, subscription_id),
@@ -222,11 +228,18 @@ def _advance(db: sqlite3.Connection, tenant: str, subscription_id: str, seq: int
         "INSERT OR REPLACE INTO notification_cursors (tenant, subscription_id, seq) VALUES (?, ?, ?)",
         (tenant, subscription_id, seq),
     )
-    db.execute(
-        "DELETE FROM notification_changes WHERE tenant = ? AND seq > ? AND seq <= ?"
-        " AND NOT EXISTS (SELECT 1 FROM json_each(notification_changes.targets) t"
-        " LEFT JOIN notification_cursors k"
-        " ON k.tenant = notification_changes.tenant AND k.subscription_id = t.key"
-        " WHERE coalesce(k.seq, 0) < notification_changes.seq)",
-        (tenant, before, seq),
+    passed = db.execute(
+        "SELECT g.targets, min(coalesce(k.seq, 0)) FROM (SELECT DISTINCT targets FROM notification_changes"
+        " WHERE tenant = ? AND seq > ? AND seq <= ?) g, json_each(g.targets) t"
+        " LEFT JOIN notification_cursors k ON k.tenant = ? AND k.subscription_id = t.key GROUP BY g.targets",
+        (tenant, before, seq, tenant),
+    ).fetchall()
+    db.executemany(
+        "DELETE FROM notification_changes WHERE tenant = ? AND seq > ? AND seq <= ? AND targets = ?",
+        [(tenant, before, min(seq, upto), targets) for targets, upto in passed if upto > before],
     )
+
+
+def _json_key(key: str) -> str:
+    """The JSON path of an object member (subscription ids are URIs: no quote in them)."""
+    return f'$."{key}"'
