@@ -191,7 +191,7 @@ class AuditEvent:
 @dataclass(frozen=True, slots=True)
 class Vitals:
     """What a scrape of ``/metrics`` reads from the store, so that it holds whichever process
-    answers: the notifications not yet delivered (``oldest_outbox``: when the oldest was
+    answers: the outbox rows (changes) not yet delivered to all (``oldest_outbox``: when the oldest was
     committed, POSIX seconds; None when there is none) and how many documents of each asked
     kind are in each ``state`` (documents without one are not counted)."""
 
