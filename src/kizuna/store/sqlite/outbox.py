@@ -180,7 +180,8 @@ class OutboxWrites(SqliteTransaction):
             "INSERT INTO notification_changes (tenant, entity_id, targets, payloads, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
             [
-                (self.tenant, entity_id, targets, payloads, now)
+                # text, not a blob: SQLite 3.45+ reads a blob given to json_each as JSONB
+                (self.tenant, entity_id, targets.decode(), payloads, now)
                 for entity_id, targets, payloads in change_rows(rows)
             ],
         )

@@ -193,7 +193,7 @@ CREATE TABLE notification_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL,
     entity_id TEXT NOT NULL,
-    targets BLOB NOT NULL,
+    targets TEXT NOT NULL,
     payloads BLOB NOT NULL,
     created_at REAL NOT NULL
 );
