@@ -264,9 +264,11 @@ async def _forget_notifications(conn: asyncpg.Connection, tenant: str, subscript
 
 async def _advance(conn: asyncpg.Connection, tenant: str, subscription_id: str, seq: int) -> None:
     """Move a subscription's cursor to ``seq`` (never back), and delete the changes it passed
-    that every subscription they name has passed too. The passed changes are locked first, so
-    that of two processes moving the cursors of one change's subscriptions at once, the second
-    waits for the first and then sees its cursor (READ COMMITTED: a new snapshot per statement)."""
+    that every subscription they name has passed too. The tenant's outbox collection is
+    serialised by a transaction's advisory lock (row locks would write every passed row once per
+    subscription), so that of two processes moving the cursors of one change's subscriptions at
+    once, the second waits for the first and then sees its cursor (READ COMMITTED: a new snapshot
+    per statement)."""
     before = await conn.fetchval(
         "SELECT seq FROM kizuna.notification_cursors WHERE tenant = $1 AND subscription_id = $2 FOR UPDATE",
         tenant,
@@ -282,15 +284,8 @@ async def _advance(conn: asyncpg.Connection, tenant: str, subscription_id: str, 
         subscription_id,
         seq,
     )
-    await conn.execute(
-        "SELECT 1 FROM kizuna.notification_changes WHERE tenant = $1 AND seq > $2 AND seq <= $3"
-        " AND jsonb_exists(targets, $4) ORDER BY seq FOR UPDATE",
-        tenant,
-        before,
-        seq,
-        subscription_id,
-    )
-    passed = await conn.fetch(  # a statement of its own: its snapshot is taken after the locks
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('kizuna.notification_changes:' || $1))", tenant)
+    passed = await conn.fetch(  # a statement of its own: its snapshot is taken after the lock
         "SELECT g.targets::text, min(coalesce(k.seq, 0)) FROM (SELECT DISTINCT targets"
         " FROM kizuna.notification_changes WHERE tenant = $1 AND seq > $2 AND seq <= $3"
         " AND jsonb_exists(targets, $4)) g"
