@@ -1,19 +1,24 @@
-"""Notification benchmark: in one run, against a real ``kizuna serve`` on a fresh store,
+"""What matching subscriptions cost a write: wrk against ``kizuna serve``, in one run per store.
 
-1. write throughput (PATCH /entities/{id}/attrs) with no subscription,
-2. write throughput with 100 matching subscriptions (every write queues 100 notifications in its
-   transaction) and its ratio to (1),
-3. notifications delivered per second to a local receiver while (2) runs and until the outbox
-   is drained (HTTP requests, and entity changes they carried).
+For each store (``--store``, several allowed) a fresh node on a fresh store gets ``ENTITIES``
+street lights; then wrk (one thread, ``--connections``, ``--seconds`` each) PATCHes one
+attribute of random lights, a new value each request:
 
-    .venv/bin/python bench/notifications.py [--writes 2000] [--subscriptions 100] [--clients 8] \
-        [--store sqlite|postgresql|postgresql://user@host:port/db]
+1. with no subscription;
+2. with ``--subscriptions`` subscriptions that every write matches, each notifying a local
+   receiver (a thread of this process that answers 204 and counts), while the node delivers.
+
+It prints both writes/s, their ratio (the figure to compare across runs and machines: both
+measured in the same run) and, once the outbox is empty (read from the node's ``/metrics``),
+the notifications and entity changes delivered per second from the start of (2).
+
+    .venv/bin/python bench/notifications.py [--store sqlite --store postgresql] \\
+        [--subscriptions 100] [--seconds 8] [--connections 8]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,13 +26,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import orjson
 
-from _server import add_store_option, backing_store, machine, scratch, serve
+import _wrk
+from _city import API
+from _server import add_stores_option, backing_store, machine, scratch, serve, stores_of
 
 CITY = "https://example.org/city#"
 ENTITIES = 50
+ROW = "{:<28} {:>9} {:>8} {:>8} {:>7}"
+PATCH_COUNTER = f"""
+local n = 0
+local headers = {{["Content-Type"] = "application/json"}}
+request = function()
+  n = n + 1
+  local path = "{API}/entities/urn:ngsi-ld:Streetlight:" .. (n % {ENTITIES}) .. "/attrs"
+  return wrk.format("PATCH", path, headers, '{{"{CITY}counter":{{"type":"Property","value":' .. n .. '}}}}')
+end
+"""
 
 
 class Counter:
+    """What the receiver was sent: notifications, the entity changes in them, when the last came."""
+
     def __init__(self) -> None:
         self.requests = 0
         self.entities = 0
@@ -59,48 +78,43 @@ def receiver(counter: Counter) -> ThreadingHTTPServer:
     return server
 
 
-async def writes(base: str, count: int, clients: int, offset: int) -> float:
-    """Writes per second: ``count`` PATCHes over ``clients`` keep-alive connections."""
-
-    async def client_task(values: range) -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            for value in values:
-                entity = f"urn:ngsi-ld:Streetlight:{value % ENTITIES}"
-                response = await client.patch(
-                    f"/ngsi-ld/v1/entities/{entity}/attrs",
-                    json={f"{CITY}counter": {"type": "Property", "value": value}},
-                )
-                assert response.status_code == 204, response.text
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client_task(range(offset + i, offset + count, clients)) for i in range(clients)))
-    return count / (time.perf_counter() - started)
+def pending(client: httpx.Client) -> float:
+    """The node's undelivered outbox rows, as its /metrics says."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("kizuna_notification_outbox_rows "):
+            return float(line.split()[1])
+    raise SystemExit("bench: /metrics has no kizuna_notification_outbox_rows")
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--writes", type=int, default=2000)
-    parser.add_argument("--subscriptions", type=int, default=100)
-    parser.add_argument("--clients", type=int, default=8)
-    add_store_option(parser)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_stores_option(parser)
+    parser.add_argument("--subscriptions", type=int, default=100, help="matching subscriptions (default 100)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each wrk run (default 8)")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     args = parser.parse_args()
-
+    _wrk.require()
+    print(
+        f"kizuna notification bench: wrk, 1 thread, {args.connections} connections, {args.seconds:g} s"
+        f" per run, one run each; {ENTITIES} street lights, {args.subscriptions} matching"
+        f" subscriptions; 1 server worker; {machine()}"
+    )
     counter = Counter()
     server = receiver(counter)
     target = f"http://127.0.0.1:{server.server_address[1]}/notify"
     try:
-        with (
-            scratch("kizuna-bench-n-") as tmp,
-            backing_store(args.store, tmp) as store,
-            serve(store, tmp) as port,
-        ):
-            base = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=base) as client:
+        for spec in stores_of(args):
+            counter.requests = counter.entities = 0
+            with (
+                scratch("kizuna-bench-n-") as tmp,
+                backing_store(spec, tmp) as store,
+                serve(store, tmp) as port,
+                httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+            ):
                 for n in range(ENTITIES):
                     entity = {"id": f"urn:ngsi-ld:Streetlight:{n}", "type": f"{CITY}Streetlight"}
-                    assert (await client.post("/ngsi-ld/v1/entities", json=entity)).status_code == 201
-                await writes(base, 200, args.clients, 0)  # warm-up
-                plain = await writes(base, args.writes, args.clients, 0)
+                    assert client.post(f"{API}/entities", json=entity).status_code == 201
+                plain = _wrk.measure(port, PATCH_COUNTER, args.seconds, args.connections, tmp)
                 for n in range(args.subscriptions):
                     sub = {
                         "id": f"urn:ngsi-ld:Subscription:bench-{n}",
@@ -109,27 +123,30 @@ async def main() -> None:
                         "watchedAttributes": [f"{CITY}counter"],
                         "notification": {"format": "keyValues", "endpoint": {"uri": target}},
                     }
-                    assert (await client.post("/ngsi-ld/v1/subscriptions", json=sub)).status_code == 201
+                    assert client.post(f"{API}/subscriptions", json=sub).status_code == 201
                 started = time.perf_counter()
-                subscribed = await writes(base, args.writes, args.clients, args.writes)
-                expected = args.writes * args.subscriptions
-                deadline = time.perf_counter() + 600
-                while counter.entities < expected and time.perf_counter() < deadline:
-                    await asyncio.sleep(0.05)
-                elapsed = counter.last - started
-            where = machine()
+                subscribed = _wrk.measure(port, PATCH_COUNTER, args.seconds, args.connections, tmp)
+                deadline = time.monotonic() + 600
+                while (left := pending(client)) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            elapsed = counter.last - started
+            print(f"\n{store.description}")
+            print(ROW.format("PATCH /entities/{id}/attrs", "writes/s", "p50 ms", "p99 ms", "ratio"))
+            for name, m in (("no subscription", plain), (f"{args.subscriptions} matching", subscribed)):
+                print(
+                    ROW.format(
+                        name, f"{m.rate:.0f}", f"{m.p50:.2f}", f"{m.p99:.2f}", f"{m.rate / plain.rate:.2f}"
+                    )
+                )
+            print(
+                f"delivered: {counter.requests} notifications ({counter.requests / elapsed:.0f}/s),"
+                f" {counter.entities} entity changes ({counter.entities / elapsed:.0f}/s)"
+            )
+            if left:
+                print(f"INCOMPLETE: {left:.0f} outbox rows not delivered after 600 s")
     finally:
         server.shutdown()
-    print(f"kizuna notification bench on {store.description}: 1 server worker, {where}")
-    print(f"writes/s, no subscription:         {plain:8.0f}")
-    print(f"writes/s, {args.subscriptions} matching subscriptions: {subscribed:8.0f}")
-    print(f"ratio (with / without):            {subscribed / plain:8.2f}")
-    print(f"notifications delivered:           {counter.requests:8d} requests, {counter.entities} changes")
-    print(f"notifications/s to the receiver:   {counter.requests / elapsed:8.0f} requests/s")
-    print(f"entity changes notified/s:         {counter.entities / elapsed:8.0f} /s")
-    if counter.entities < expected:
-        print(f"INCOMPLETE: {counter.entities} of {expected} delivered")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

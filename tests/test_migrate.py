@@ -108,7 +108,7 @@ def reads(client: TestClient) -> dict[str, Any]:
 def test_a_store_is_copied_and_reads_the_same_on_both_nodes(source: str, postgres_url: str) -> None:
     done = migrate(source, postgres_url)
     assert done.returncode == 0, done.stderr
-    for table in ("entities", "attr_values", "attribute_history", "subscriptions", "notification_outbox"):
+    for table in ("entities", "attr_values", "attribute_history", "subscriptions", "notification_changes"):
         assert f"{table} " in done.stderr and "same" in done.stderr
     with node(source) as old:
         before = reads(old)

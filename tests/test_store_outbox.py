@@ -68,8 +68,8 @@ async def test_the_outbox_hands_out_rows_in_commit_order_until_delivered(store: 
     ]
     assert head[0].seq < head[1].seq
     assert all(before - 1 <= r.created_at <= time.time() + 1 for r in head)
-    await store.delete_outbox([head[0].seq])  # delivered
-    await store.delete_outbox([])  # nothing to do
+    await store.ack_outbox("t", S1, head[0].seq)  # delivered
+    await store.ack_outbox("t", S1, head[0].seq - 1)  # a cursor never moves back
     assert [r.entity_id for r in await store.outbox_head("t", S1, 10)] == [
         "urn:ngsi-ld:E:1",
         "urn:ngsi-ld:E:2",
@@ -85,6 +85,41 @@ async def test_the_outbox_hands_out_rows_in_commit_order_until_delivered(store: 
     except RuntimeError:
         pass
     assert await store.outbox_head("t", S1, 10) == []
+
+
+async def test_one_row_per_change_serves_every_subscription_and_goes_once_all_have_passed(
+    store: Store,
+) -> None:
+    for sub_id in (S1, S2, S3):
+        assert await store.insert_subscription("t", subscription(sub_id))
+    shared, own = orjson.dumps({"shared": True}), orjson.dumps({"own": True})
+    for n in range(3):  # each change notifies all three, S3 with a payload of its own
+        async with store.write("t") as tx:
+            e = f"urn:ngsi-ld:E:{n}"
+            await tx.add_outbox(
+                [(S1, e, "update", shared), (S2, e, "update", shared), (S3, e, "create", own)]
+            )
+    assert (await store.vitals("t", [])).outbox_rows == 3  # one row per change, not per subscription
+    assert sorted(await store.outbox_subscriptions()) == [("t", S1), ("t", S2), ("t", S3)]
+    heads = {sub_id: await store.outbox_head("t", sub_id, 10) for sub_id in (S1, S2, S3)}
+    assert [r.seq for r in heads[S1]] == [r.seq for r in heads[S2]] == [r.seq for r in heads[S3]]
+    assert [(r.trigger, r.payload) for r in heads[S3]] == [("create", {"own": True})] * 3
+    assert [(r.subscription_id, r.payload) for r in heads[S2]] == [(S2, {"shared": True})] * 3
+    await store.ack_outbox("t", S1, heads[S1][-1].seq)  # S1 is done: the rows stay for the others
+    assert await store.outbox_head("t", S1, 10) == []
+    assert (await store.vitals("t", [])).outbox_rows == 3
+    await store.ack_outbox("t", S2, heads[S2][0].seq)
+    assert (await store.vitals("t", [])).outbox_rows == 3  # S3 has not passed the first yet
+    await store.ack_outbox("t", S3, heads[S3][1].seq)
+    assert (await store.vitals("t", [])).outbox_rows == 2  # every subscription passed the first
+    assert await store.delete_subscription("t", S2)  # a deleted subscription holds nothing back
+    assert (await store.vitals("t", [])).outbox_rows == 1
+    assert sorted(await store.outbox_subscriptions()) == [("t", S3)]
+    assert await store.insert_subscription("t", subscription(S2))  # the id again: owed only new changes
+    assert await store.outbox_head("t", S2, 10) == []
+    async with store.write("t") as tx:
+        await tx.add_outbox([(S2, "urn:ngsi-ld:E:9", "create", own)])
+    assert [r.entity_id for r in await store.outbox_head("t", S2, 10)] == ["urn:ngsi-ld:E:9"]
 
 
 async def test_leases_are_claimed_once_renewed_released_and_taken_over_when_expired(store: Store) -> None:

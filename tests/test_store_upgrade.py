@@ -102,9 +102,26 @@ def test_a_store_of_the_release_before_opens_upgraded_with_its_data(old_store: s
             agreement = await Records(store).get(AGREEMENTS, AGREEMENT["id"])
             contexts = [doc for _, doc, *_ in await store.hosted_contexts()]
             audit, _ = await store.read_audit()
-            return keys, agreement, contexts, [e.operation for e in audit], await store.schema_mismatch()
+            queued = [
+                [
+                    (r.entity_id, r.trigger)
+                    for r in await store.outbox_head(t, f"urn:ngsi-ld:Subscription:{t or 'default'}", 100)
+                ]
+                for t in TENANTS
+            ]
+            mismatch = await store.schema_mismatch()
+            return keys, agreement, contexts, [e.operation for e in audit], queued, mismatch
 
-        keys, agreement, contexts, audit, mismatch = client.portal.call(stored)  # type: ignore[union-attr]
+        keys, agreement, contexts, audit, queued, mismatch = client.portal.call(stored)  # type: ignore[union-attr]
+        # The notifications queued by the old release (to a closed port) are still owed, in order.
+        assert queued == [
+            [
+                (light_id(tenant, n), trigger)
+                for n in range(1, LIGHTS + 1)
+                for trigger in ("attributeCreated", *["attributeUpdated"] * UPDATES)
+            ]
+            for tenant in TENANTS
+        ]
         assert keys == ["alice"] and audit
         assert {k: agreement[k] for k in AGREEMENT} == AGREEMENT  # type: ignore[index]
         assert CONTEXT in contexts

@@ -199,7 +199,7 @@ class _Scrape(Collector):
             yield from multiprocess.MultiProcessCollector(None, MULTIPROCESS_DIR).collect()
         vitals = self.vitals
         yield GaugeMetricFamily(
-            OUTBOX_ROWS, "Notifications committed and not yet delivered", vitals.outbox_rows
+            OUTBOX_ROWS, "Changes committed and not yet notified to every subscription", vitals.outbox_rows
         )
         oldest = 0.0 if vitals.oldest_outbox is None else max(0.0, self.now - vitals.oldest_outbox)
         yield GaugeMetricFamily(OUTBOX_AGE, "Age of the oldest undelivered notification (0: none)", oldest)

@@ -642,7 +642,7 @@ class _Worker:
                 except DeliveryError as exc:
                     failure = exc
                 if failure is None:
-                    await store.delete_outbox([row.seq for row in batch])
+                    await store.ack_outbox(self.tenant, self.sub_id, batch[-1].seq)
                 await self.d.record(self.tenant, self.sub_id, failure is None)
             if failure is not None:
                 failures += 1

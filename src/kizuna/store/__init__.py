@@ -140,7 +140,8 @@ class AggregateRow:
 class OutboxRow:
     """One notification owed to a subscriber, written in the transaction of the change it reports.
 
-    ``payload`` holds what the notification needs, in canonical form: ``entity`` (as it is after
+    ``seq`` is the change's, shared by every subscription the change notifies. ``payload`` holds
+    what the notification needs, in canonical form: ``entity`` (as it is after
     the change, or as it was before for a deletion), and for showChanges ``previous`` (attribute
     IRI -> the instances it had before)."""
 
@@ -190,7 +191,7 @@ class AuditEvent:
 @dataclass(frozen=True, slots=True)
 class Vitals:
     """What a scrape of ``/metrics`` reads from the store, so that it holds whichever process
-    answers: the notifications not yet delivered (``oldest_outbox``: when the oldest was
+    answers: the outbox rows (changes) not yet delivered to all (``oldest_outbox``: when the oldest was
     committed, POSIX seconds; None when there is none) and how many documents of each asked
     kind are in each ``state`` (documents without one are not counted)."""
 
@@ -424,9 +425,11 @@ class OutboxStore(Protocol):
     async def subscription_version(self, tenant: str) -> int: ...
 
     # -- the notification outbox (at-least-once delivery) -----------------------------------------
-    # Rows are deleted only once delivered, or with their subscription. A dispatcher takes a
-    # per-subscription lease before reading a subscription's rows, so that with several processes
-    # on one store exactly one delivers each subscription, in order.
+    # One row per change names the subscriptions it notifies; each subscription has a cursor, the
+    # newest change delivered to it, moved only once delivered (or past everything, with the
+    # subscription). A row goes once every subscription it names has passed it. A dispatcher
+    # takes a per-subscription lease before reading a subscription's rows, so that with several
+    # processes on one store exactly one delivers each subscription, in order.
 
     async def outbox_subscriptions(self) -> list[tuple[str, str]]:
         """(tenant, subscription id) of every subscription with notifications pending."""
@@ -445,9 +448,11 @@ class OutboxStore(Protocol):
     async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
         """The oldest pending rows of one subscription, in commit order."""
 
-    async def delete_outbox(self, seqs: Sequence[int]) -> None: ...
+    async def ack_outbox(self, tenant: str, subscription_id: str, seq: int) -> None:
+        """The subscription's rows up to ``seq`` are delivered: move its cursor there (never back)."""
 
-    async def drop_outbox(self, tenant: str, subscription_id: str) -> None: ...
+    async def drop_outbox(self, tenant: str, subscription_id: str) -> None:
+        """Give up a subscription's pending rows, lease and delivery state."""
 
     async def notification_status(self, tenant: str, subscription_id: str) -> dict[str, Any] | None:
         """Delivery state kept apart from the subscription (timesSent, lastSuccess, ...)."""

@@ -316,16 +316,47 @@ def temporal_row(entity_id: str, types: list[str], scope: str | None, created: s
     return entity
 
 
-# What a subscription's deletion (or a dispatcher's drop) forgets with it.
-NOTIFICATION_TABLES = ("notification_outbox", "notification_leases", "notification_status")
+# What a subscription's deletion (or a dispatcher's drop) forgets with it; its cursor is moved
+# past every queued change instead (see :func:`change_rows`).
+NOTIFICATION_TABLES = ("notification_leases", "notification_status")
+
+
+def change_rows(rows: Sequence[tuple[str, str, str, bytes]]) -> list[tuple[str, bytes, bytes]]:
+    """The outbox rows of queued notifications: one per entity change, not one per subscription,
+    so that a write costs the same whatever the number of subscriptions it matches.
+
+    Each (entity id, targets, payloads) row holds ``targets`` (orjson: subscription id ->
+    [trigger, index into payloads]) and ``payloads`` (an orjson array of the distinct payloads,
+    joined as bytes: matching shares one payload among the subscriptions with the same trigger).
+    Consecutive notifications of one entity share a row; a subscription notified twice of it
+    starts a new row, so that each row holds at most one notification per subscription."""
+    out: list[tuple[str, bytes, bytes]] = []
+    entity_id = ""
+    targets: dict[str, tuple[str, int]] = {}
+    payloads: dict[bytes, int] = {}
+
+    def flush() -> None:
+        if targets:
+            out.append((entity_id, orjson.dumps(targets), b"[" + b",".join(payloads) + b"]"))
+
+    for sub_id, entity, trigger, payload in rows:
+        if entity != entity_id or sub_id in targets:
+            flush()
+            entity_id, targets, payloads = entity, {}, {}
+        targets[sub_id] = (trigger, payloads.setdefault(payload, len(payloads)))
+    flush()
+    return out
 
 
 def outbox_rows(tenant: str, subscription_id: str, rows: Iterable[Sequence[Any]]) -> list[OutboxRow]:
-    """OutboxRows from (seq, entity_id, trigger, orjson payload, created_at) rows."""
-    return [
-        OutboxRow(seq, tenant, subscription_id, entity_id, trigger, orjson.loads(payload), created)
-        for seq, entity_id, trigger, payload, created in rows
-    ]
+    """One subscription's OutboxRows from (seq, entity_id, target, payloads, created_at) change
+    rows (see :func:`change_rows`) that name it; ``target`` is its [trigger, index] of them."""
+    out = []
+    for seq, entity_id, target, payloads, created in rows:
+        trigger, index = orjson.loads(target)
+        payload = orjson.loads(payloads)[index]
+        out.append(OutboxRow(seq, tenant, subscription_id, entity_id, trigger, payload, created))
+    return out
 
 
 class Paging:

@@ -201,18 +201,6 @@ def aggregate_rows(
     return out
 
 
-# -- the notification outbox ------------------------------------------------------------------------
-
-
-def outbox_head_sql(table: str) -> str:
-    """The oldest ``LIMIT ?`` pending rows of one (tenant ?, subscription ?) in commit order, as
-    :func:`kizuna.store.common.outbox_rows` reads them."""
-    return (
-        f"SELECT seq, entity_id, trigger, payload, created_at FROM {table}"
-        " WHERE tenant = ? AND subscription_id = ? ORDER BY seq LIMIT ?"
-    )
-
-
 # -- the audit trail --------------------------------------------------------------------------------
 
 AUDIT_COLUMNS = "at, subject, tenant, operation, target, outcome, detail"

@@ -71,6 +71,20 @@ def _history(pk: int, *columns: Any) -> Row:
     return (pk, *rest, *_pack_bytes(doc))
 
 
+def _notification_change(
+    seq: int, tenant: str, entity_id: str, targets: str | bytes, payloads: str | bytes, created: float
+) -> Row:
+    """jsonb text for the targets, bytea for the payloads (SQLite holds either as text or blob)."""
+    return (
+        seq,
+        tenant,
+        entity_id,
+        targets.decode() if isinstance(targets, bytes) else targets,
+        payloads.encode() if isinstance(payloads, str) else payloads,
+        created,
+    )
+
+
 def _same(*columns: Any) -> Row:
     return columns
 
@@ -197,12 +211,21 @@ MOVES: tuple[Move, ...] = (
         ("local_id", "document", "created_at", "owner", "tenant"),
     ),
     Move(
-        "notification_outbox",
+        "notification_changes",
         "seq",
-        "seq, tenant, subscription_id, entity_id, trigger, payload, created_at",
-        "kizuna.notification_outbox",
-        ("seq", "tenant", "subscription_id", "entity_id", "trigger", "payload", "created_at"),
+        "seq, tenant, entity_id, targets, payloads, created_at",
+        "kizuna.notification_changes",
+        ("seq", "tenant", "entity_id", "targets", "payloads", "created_at"),
+        _notification_change,
+        json=(3,),
         serial="seq",
+    ),
+    Move(
+        "notification_cursors",
+        "",
+        "tenant, subscription_id, seq",
+        "kizuna.notification_cursors",
+        ("tenant", "subscription_id", "seq"),
     ),
     Move(
         "notification_status",

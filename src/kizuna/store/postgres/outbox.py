@@ -1,5 +1,7 @@
-"""Subscriptions and the notification outbox (in ``kizuna``, with a tenant column): rows written in
-the transaction of the change they report, claimed per subscription by a lease."""
+"""Subscriptions and the notification outbox (in ``kizuna``, with a tenant column): one row per
+change (whatever the number of subscriptions it notifies), written in the transaction of the
+change, and one cursor per subscription (the last change delivered), moved by the process that
+holds the subscription's lease."""
 
 from __future__ import annotations
 
@@ -11,9 +13,8 @@ import asyncpg
 import orjson
 
 from kizuna.store import OutboxRow
-from kizuna.store.common import NOTIFICATION_TABLES, outbox_rows
-from kizuna.store.dialect import outbox_head_sql
-from kizuna.store.postgres.connection import PgBase, PgTransaction, _announce, _guarded, _numbered
+from kizuna.store.common import NOTIFICATION_TABLES, change_rows, outbox_rows
+from kizuna.store.postgres.connection import PgBase, PgTransaction, _announce, _guarded
 
 
 class PgOutbox(PgBase):
@@ -96,8 +97,15 @@ class PgOutbox(PgBase):
 
     @_guarded
     async def outbox_subscriptions(self) -> list[tuple[str, str]]:
+        """Changes naming the same subscriptions share their targets: each distinct targets is
+        read once, with its newest change (a subscription is owed something if its cursor is
+        behind that), not every change's."""
         rows = await self.pool.fetch(
-            "SELECT DISTINCT tenant, subscription_id FROM kizuna.notification_outbox"
+            "SELECT DISTINCT c.tenant, t.key FROM (SELECT tenant, targets, max(seq) AS last"
+            " FROM kizuna.notification_changes GROUP BY tenant, targets) c"
+            " CROSS JOIN LATERAL jsonb_object_keys(c.targets) AS t(key)"
+            " LEFT JOIN kizuna.notification_cursors k ON k.tenant = c.tenant AND k.subscription_id = t.key"
+            " WHERE c.last > coalesce(k.seq, 0)"
         )
         return [(tenant, sub_id) for tenant, sub_id in rows]
 
@@ -158,7 +166,11 @@ class PgOutbox(PgBase):
     @_guarded
     async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
         rows = await self.pool.fetch(
-            _numbered(outbox_head_sql("kizuna.notification_outbox")),
+            "SELECT seq, entity_id, (targets -> $2)::text, payloads, created_at"
+            " FROM kizuna.notification_changes WHERE tenant = $1"
+            " AND seq > coalesce((SELECT seq FROM kizuna.notification_cursors"
+            " WHERE tenant = $1 AND subscription_id = $2), 0) AND jsonb_exists(targets, $2)"
+            " ORDER BY seq LIMIT $3",
             tenant,
             subscription_id,
             limit,
@@ -166,11 +178,9 @@ class PgOutbox(PgBase):
         return outbox_rows(tenant, subscription_id, rows)
 
     @_guarded
-    async def delete_outbox(self, seqs: Sequence[int]) -> None:
-        if seqs:
-            await self.pool.execute(
-                "DELETE FROM kizuna.notification_outbox WHERE seq = ANY($1::bigint[])", list(seqs)
-            )
+    async def ack_outbox(self, tenant: str, subscription_id: str, seq: int) -> None:
+        async with self._transaction() as (conn, _):
+            await _advance(conn, tenant, subscription_id, seq)
 
     @_guarded
     async def drop_outbox(self, tenant: str, subscription_id: str) -> None:
@@ -219,19 +229,17 @@ class OutboxWrites(PgTransaction):
 
     async def add_outbox(self, rows: Sequence[tuple[str, str, str, bytes]]) -> None:
         """Queue notifications: (subscription id, entity id, trigger, orjson payload) each."""
-        if not rows:
+        changes = change_rows(rows)
+        if not changes:
             return
         await self.conn.execute(
-            "INSERT INTO kizuna.notification_outbox"
-            " (tenant, subscription_id, entity_id, trigger, payload, created_at)"
-            " SELECT $1::text, s, e, t, p, $6::float8"
-            " FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[])"
-            " AS r(s, e, t, p)",
+            "INSERT INTO kizuna.notification_changes (tenant, entity_id, targets, payloads, created_at)"
+            " SELECT $1::text, e, t::jsonb, p, $5::float8"
+            " FROM unnest($2::text[], $3::text[], $4::bytea[]) AS r(e, t, p)",
             self.tenant,
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-            [r[3] for r in rows],
+            [c[0] for c in changes],
+            [c[1].decode() for c in changes],
+            [c[2] for c in changes],
             time.time(),
         )
         await _announce(self.conn, "outbox", "")
@@ -243,7 +251,54 @@ async def _bump_subscription_version(conn: asyncpg.Connection, schema: str, tena
 
 
 async def _forget_notifications(conn: asyncpg.Connection, tenant: str, subscription_id: str) -> None:
+    """Lease and delivery state go; the cursor passes every change queued so far (a subscription
+    created again with the id is owed only what comes after)."""
     for table in NOTIFICATION_TABLES:
         await conn.execute(
             f"DELETE FROM kizuna.{table} WHERE tenant = $1 AND subscription_id = $2", tenant, subscription_id
         )
+    last = await conn.fetchval("SELECT max(seq) FROM kizuna.notification_changes")
+    if last is not None:
+        await _advance(conn, tenant, subscription_id, last)
+
+
+async def _advance(conn: asyncpg.Connection, tenant: str, subscription_id: str, seq: int) -> None:
+    """Move a subscription's cursor to ``seq`` (never back), and delete the changes it passed
+    that every subscription they name has passed too. The tenant's outbox collection is
+    serialised by a transaction's advisory lock (row locks would write every passed row once per
+    subscription), so that of two processes moving the cursors of one change's subscriptions at
+    once, the second waits for the first and then sees its cursor (READ COMMITTED: a new snapshot
+    per statement)."""
+    before = await conn.fetchval(
+        "SELECT seq FROM kizuna.notification_cursors WHERE tenant = $1 AND subscription_id = $2 FOR UPDATE",
+        tenant,
+        subscription_id,
+    )
+    before = before or 0
+    if seq <= before:
+        return
+    await conn.execute(
+        "INSERT INTO kizuna.notification_cursors (tenant, subscription_id, seq) VALUES ($1, $2, $3)"
+        " ON CONFLICT (tenant, subscription_id) DO UPDATE SET seq = excluded.seq",
+        tenant,
+        subscription_id,
+        seq,
+    )
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('kizuna.notification_changes:' || $1))", tenant)
+    passed = await conn.fetch(  # a statement of its own: its snapshot is taken after the lock
+        "SELECT g.targets::text, min(coalesce(k.seq, 0)) FROM (SELECT DISTINCT targets"
+        " FROM kizuna.notification_changes WHERE tenant = $1 AND seq > $2 AND seq <= $3"
+        " AND jsonb_exists(targets, $4)) g"
+        " CROSS JOIN LATERAL jsonb_object_keys(g.targets) AS t(key)"
+        " LEFT JOIN kizuna.notification_cursors k ON k.tenant = $1 AND k.subscription_id = t.key"
+        " GROUP BY g.targets",
+        tenant,
+        before,
+        seq,
+        subscription_id,
+    )
+    await conn.executemany(
+        "DELETE FROM kizuna.notification_changes WHERE tenant = $1 AND seq > $2 AND seq <= $3"
+        " AND targets = $4::jsonb",
+        [(tenant, before, min(seq, upto), targets) for targets, upto in passed if upto > before],
+    )

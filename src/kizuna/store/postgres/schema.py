@@ -86,6 +86,36 @@ GLOBAL_MIGRATIONS: list[tuple[int, str, str]] = [
         "CREATE TABLE kizuna.copied_from (source text NOT NULL, step text NOT NULL,"
         " last bigint NOT NULL, done boolean NOT NULL DEFAULT false, PRIMARY KEY (source, step));",
     ),
+    (
+        6,
+        "the notification outbox as one row per change and a cursor per subscription",
+        # Rows queued by an older release are carried over, each as a change naming its one
+        # subscription (same seq, so the order holds), and are delivered after the upgrade.
+        """
+        CREATE TABLE kizuna.notification_changes (
+            seq bigserial PRIMARY KEY,
+            tenant text NOT NULL,
+            entity_id text NOT NULL,
+            targets jsonb NOT NULL,
+            payloads bytea NOT NULL,
+            created_at double precision NOT NULL
+        );
+        CREATE INDEX notification_changes_by_tenant ON kizuna.notification_changes (tenant, seq);
+        CREATE TABLE kizuna.notification_cursors (
+            tenant text NOT NULL,
+            subscription_id text NOT NULL,
+            seq bigint NOT NULL,
+            PRIMARY KEY (tenant, subscription_id)
+        );
+        INSERT INTO kizuna.notification_changes (seq, tenant, entity_id, targets, payloads, created_at)
+            SELECT seq, tenant, entity_id, jsonb_build_object(subscription_id, jsonb_build_array(trigger, 0)),
+                '['::bytea || payload || ']'::bytea, created_at
+            FROM kizuna.notification_outbox ORDER BY seq;
+        SELECT setval(pg_get_serial_sequence('kizuna.notification_changes', 'seq'),
+            (SELECT last_value FROM kizuna.notification_outbox_seq_seq));
+        DROP TABLE kizuna.notification_outbox;
+        """,
+    ),
 ]
 
 # -- the entity change log (kizuna.store.ChangeLog) of a tenant: rows are written by the entity

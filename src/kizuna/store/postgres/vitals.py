@@ -20,7 +20,7 @@ class PgVitals(TimedWrites, PgBase):
     @_guarded
     async def vitals(self, tenant: str, kinds: Sequence[str]) -> Vitals:
         rows, oldest = await self.pool.fetchrow(
-            "SELECT count(*), min(created_at) FROM kizuna.notification_outbox"
+            "SELECT count(*), min(created_at) FROM kizuna.notification_changes"
         )
         schema = await self._schema(tenant) if kinds else None
         states = (

@@ -1,5 +1,7 @@
-"""Subscriptions and the notification outbox: rows written in the transaction of the change they
-report, delivered under a per-subscription lease so that one process delivers each in order."""
+"""Subscriptions and the notification outbox: one row per change (whatever the number of
+subscriptions it notifies), written in the transaction of the change, and one cursor per
+subscription (the last change delivered), moved under a per-subscription lease so that one
+process delivers each subscription, in order."""
 
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ from typing import Any
 import orjson
 
 from kizuna.store import OutboxRow
-from kizuna.store.common import NOTIFICATION_TABLES, outbox_rows
-from kizuna.store.dialect import outbox_head_sql
+from kizuna.store.common import NOTIFICATION_TABLES, change_rows, outbox_rows
 from kizuna.store.sqlite.connection import SqliteBase, SqliteTransaction, _announce
 
 
@@ -72,10 +73,16 @@ class SqliteOutbox(SqliteBase):
         return _subscription_version(self.db, tenant)
 
     async def outbox_subscriptions(self) -> list[tuple[str, str]]:
+        """Changes naming the same subscriptions share their targets: each distinct targets is
+        read once, with its newest change (a subscription is owed something if its cursor is
+        behind that), not every change's."""
         return [
             (tenant, sub_id)
             for tenant, sub_id in self.db.execute(
-                "SELECT DISTINCT tenant, subscription_id FROM notification_outbox"
+                "SELECT DISTINCT c.tenant, t.key FROM (SELECT tenant, targets, max(seq) AS last"
+                " FROM notification_changes GROUP BY tenant, targets) c, json_each(c.targets) t"
+                " LEFT JOIN notification_cursors k ON k.tenant = c.tenant AND k.subscription_id = t.key"
+                " WHERE c.last > coalesce(k.seq, 0)"
             )
         ]
 
@@ -111,14 +118,19 @@ class SqliteOutbox(SqliteBase):
             db.execute("DELETE FROM notification_leases WHERE owner = ?", (owner,))
 
     async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
-        rows = self.db.execute(outbox_head_sql("notification_outbox"), (tenant, subscription_id, limit))
+        rows = self.db.execute(
+            "SELECT seq, entity_id, target, payloads, created_at FROM (SELECT seq, entity_id,"
+            " json_extract(targets, ?) AS target, payloads, created_at FROM notification_changes c"
+            " WHERE tenant = ? AND seq > coalesce((SELECT seq FROM notification_cursors"
+            " WHERE tenant = c.tenant AND subscription_id = ?), 0)) WHERE target IS NOT NULL"
+            " ORDER BY seq LIMIT ?",
+            (_json_key(subscription_id), tenant, subscription_id, limit),
+        )
         return outbox_rows(tenant, subscription_id, rows)
 
-    async def delete_outbox(self, seqs: Sequence[int]) -> None:
-        if not seqs:
-            return
+    async def ack_outbox(self, tenant: str, subscription_id: str, seq: int) -> None:
         async with self._immediate() as db:
-            db.execute(f"DELETE FROM notification_outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
+            _advance(db, tenant, subscription_id, seq)
 
     async def drop_outbox(self, tenant: str, subscription_id: str) -> None:
         async with self._immediate() as db:
@@ -165,11 +177,12 @@ class OutboxWrites(SqliteTransaction):
         """Queue notifications: (subscription id, entity id, trigger, orjson payload) each."""
         now = time.time()
         self.db.executemany(
-            "INSERT INTO notification_outbox"
-            " (tenant, subscription_id, entity_id, trigger, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO notification_changes (tenant, entity_id, targets, payloads, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
             [
-                (self.tenant, sub_id, entity_id, trigger, payload, now)
-                for sub_id, entity_id, trigger, payload in rows
+                # text, not a blob: SQLite 3.45+ reads a blob given to json_each as JSONB
+                (self.tenant, entity_id, targets.decode(), payloads, now)
+                for entity_id, targets, payloads in change_rows(rows)
             ],
         )
 
@@ -192,5 +205,42 @@ def _subscription_version(db: sqlite3.Connection, tenant: str) -> int:
 
 
 def _forget_notifications(db: sqlite3.Connection, tenant: str, subscription_id: str) -> None:
+    """Lease and delivery state go; the cursor passes every change queued so far (a subscription
+    created again with the id is owed only what comes after)."""
     for table in NOTIFICATION_TABLES:
         db.execute(f"DELETE FROM {table} WHERE tenant = ? AND subscription_id = ?", (tenant, subscription_id))
+    last = db.execute("SELECT max(seq) FROM notification_changes").fetchone()[0]
+    if last is not None:
+        _advance(db, tenant, subscription_id, last)
+
+
+def _advance(db: sqlite3.Connection, tenant: str, subscription_id: str, seq: int) -> None:
+    """Move a subscription's cursor to ``seq`` (never back), and delete the changes it passed
+    that every subscription they name has passed too (writers are serialised: no race). The
+    changes passed mostly share one targets: the cursors are compared once per distinct one."""
+    row = db.execute(
+        "SELECT seq FROM notification_cursors WHERE tenant = ? AND subscription_id = ?",
+        (tenant, subscription_id),
+    ).fetchone()
+    before = row[0] if row else 0
+    if seq <= before:
+        return
+    db.execute(
+        "INSERT OR REPLACE INTO notification_cursors (tenant, subscription_id, seq) VALUES (?, ?, ?)",
+        (tenant, subscription_id, seq),
+    )
+    passed = db.execute(
+        "SELECT g.targets, min(coalesce(k.seq, 0)) FROM (SELECT DISTINCT targets FROM notification_changes"
+        " WHERE tenant = ? AND seq > ? AND seq <= ?) g, json_each(g.targets) t"
+        " LEFT JOIN notification_cursors k ON k.tenant = ? AND k.subscription_id = t.key GROUP BY g.targets",
+        (tenant, before, seq, tenant),
+    ).fetchall()
+    db.executemany(
+        "DELETE FROM notification_changes WHERE tenant = ? AND seq > ? AND seq <= ? AND targets = ?",
+        [(tenant, before, min(seq, upto), targets) for targets, upto in passed if upto > before],
+    )
+
+
+def _json_key(key: str) -> str:
+    """The JSON path of an object member (subscription ids are URIs: no quote in them)."""
+    return f'$."{key}"'

@@ -214,6 +214,32 @@ def _entity_type_counts(db: sqlite3.Connection) -> None:
     """:data:`ENTITY_TYPE_COUNTS`, statement by statement (its triggers hold semicolons)."""
     for statement in ENTITY_TYPE_COUNTS:
         db.execute(statement)
+# -- the notification outbox as one row per change (kizuna.store.common.change_rows) and a cursor
+# per subscription (the newest change delivered to it), instead of one row per notification:
+# rows queued by an older release are carried over, each as a change naming its one subscription
+# (same seq, so the order holds), and are delivered after the upgrade.
+NOTIFICATION_CHANGES = """
+CREATE TABLE notification_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    payloads BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX notification_changes_by_tenant ON notification_changes (tenant, seq);
+CREATE TABLE notification_cursors (
+    tenant TEXT NOT NULL,
+    subscription_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (tenant, subscription_id)
+) WITHOUT ROWID;
+INSERT INTO notification_changes (seq, tenant, entity_id, targets, payloads, created_at)
+    SELECT seq, tenant, entity_id, json_object(subscription_id, json_array(trigger, 0)),
+        '[' || CAST(payload AS TEXT) || ']', created_at
+    FROM notification_outbox ORDER BY seq;
+DROP TABLE notification_outbox;
+"""
 
 
 def _release_1(db: sqlite3.Connection) -> None:
@@ -231,6 +257,7 @@ MIGRATIONS: list[Migration] = [
     (1, "the schema of the releases before numbered migrations", _release_1),
     (2, "the entity change log the console's event streams follow", ENTITY_CHANGES),
     (3, "per-(tenant, type) entity counts kept by triggers on entity_types", _entity_type_counts),
+    (4, "the notification outbox as one row per change and a cursor per subscription", NOTIFICATION_CHANGES),
 ]
 
 

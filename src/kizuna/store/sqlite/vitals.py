@@ -14,7 +14,9 @@ class SqliteVitals(TimedWrites, SqliteBase):
     """Read-only, on the writer connection: two aggregate statements, no document decoded in Python."""
 
     async def vitals(self, tenant: str, kinds: Sequence[str]) -> Vitals:
-        rows, oldest = self.db.execute("SELECT count(*), min(created_at) FROM notification_outbox").fetchone()
+        rows, oldest = self.db.execute(
+            "SELECT count(*), min(created_at) FROM notification_changes"
+        ).fetchone()
         marks = ", ".join("?" * len(kinds))
         states = (
             self.db.execute(
