@@ -209,3 +209,26 @@ def test_a_registration_and_its_csource_notifications_commit_together(
         ]
     finally:
         receiver.close()
+
+
+async def test_a_notified_registration_carries_only_the_information_the_subscription_selects() -> None:
+    """Clause 5.11.7 (ETSI 047_03): the RegistrationInfo elements about other entity types are
+    left out of the notified registration; the stored registration keeps them."""
+    fleet = registration("fleet", "2026-12-07T10:00:00.000Z")
+    bus = "https://uri.etsi.org/ngsi-ld/default-context/Bus"
+    fleet["information"] = [{"entities": [{"type": bus}]}, *fleet["information"]]
+    store = Registrations([fleet])
+    notifier = CsourceNotifier(store, ContextRegistry(), lambda: None)  # type: ignore[arg-type]
+    subscription = owned(
+        {
+            "id": "urn:ngsi-ld:Subscription:vehicles",
+            "type": "Subscription",
+            "entities": [{"type": VEHICLE}],
+            "notification": {"endpoint": {"uri": "http://receiver.example"}},
+        },
+        NODE,
+    )
+    _, _, _, payload = await notifier._notification(subscription, [fleet], "newlyMatching")
+    [notified] = orjson.loads(payload)[CSOURCE]["data"]
+    assert notified["information"] == [{"entities": [{"type": ["Vehicle"]}]}]
+    assert len(fleet["information"]) == 2

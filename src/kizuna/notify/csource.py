@@ -150,11 +150,15 @@ class CsourceNotifier:
         self, sub: dict[str, Any], regs: list[Registration], reason: str
     ) -> tuple[str, str, str, bytes]:
         """The outbox row of one notification (clause 5.3.2), rendered now: the dispatcher sends
-        its ``data`` and ``members`` as they are (see :data:`CSOURCE`)."""
+        its ``data`` and ``members`` as they are (see :data:`CSOURCE`). Each registration
+        carries only its RegistrationInfo elements that the subscription selects."""
         context = sub.get("jsonldContext", sub.get("@context"))
         terms = await self.contexts.term_map(context)
+        selection, _ = await self._filter(sub)
         sys_attrs = bool(sub.get("notification", {}).get("sysAttrs"))
-        data = [_as_notified(render_registration(r, terms, sys_attrs=sys_attrs)) for r in regs]
+        data = [
+            _as_notified(render_registration(selection.relevant(r), terms, sys_attrs=sys_attrs)) for r in regs
+        ]
         members = {
             "type": NOTIFICATION_TYPE,
             "triggerReason": reason,
