@@ -783,3 +783,24 @@ def test_attribute_discovery_adds_what_the_sources_hold(client: TestClient, sour
         {"id": f"{DEFAULT}fuel", "type": "Attribute", "attributeName": "fuel", "attributeCount": 1},
     )
     assert client.get(f"{BASE}/attributes/fuel").json()["attributeCount"] == 1
+
+
+def test_a_type_iri_is_forwarded_percent_encoded(client: TestClient, sources: list[Source]) -> None:
+    source = sources[0]
+    truck = "https://fleet.example/vocab#Truck"
+    path = f"{BASE}/types/https://fleet.example/vocab%23Truck"
+    source.answers["GET", path] = (
+        200,
+        {"id": truck, "type": "EntityTypeInfo", "typeName": truck, "entityCount": 1},
+    )
+    body = {
+        "type": "ContextSourceRegistration",
+        "information": [{"entities": [{"type": truck}]}],
+        "endpoint": source.url,
+    }
+    assert client.post(f"{BASE}/csourceRegistrations", json=body).status_code == 201
+
+    response = client.get(f"{BASE}/types/https%3A%2F%2Ffleet.example%2Fvocab%23Truck")
+    assert response.status_code == 200, (response.text, source.paths())
+    assert response.json()["entityCount"] == 1
+    assert source.paths() == [path]

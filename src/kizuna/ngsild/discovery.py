@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -97,7 +98,7 @@ class DiscoveryApi:
         answers = await self.federation.discover(
             tenant,
             operation,
-            request.url.path,
+            quote(request.url.path, safe="/:%"),  # a "#" of a type IRI, if it came decoded
             origin_of(request, context),
             types=[one] if one is not None and facet is _TYPES else None,
             attrs=[one] if one is not None and facet is _ATTRIBUTES else None,
