@@ -691,3 +691,116 @@ def test_a_failing_source_does_not_fail_the_temporal_query(client: TestClient, s
         ("199", f"{REG}broken", '"The context source answered 500"'),
         ("111", f"{REG}gone"),
     }
+
+
+def test_type_discovery_adds_what_the_sources_hold(client: TestClient, sources: list[Source]) -> None:
+    """Clause 5.7.5-5.7.7 with a registered source (4.3.6): names joined, counts summed; a
+    source not registered for the type is not asked about it, and local=true asks none."""
+    fleet, other = sources
+    assert client.post(f"{BASE}/entities", json=vehicle("urn:v:1", speed=5)).status_code == 201
+    fleet.answers["GET", f"{BASE}/types"] = (
+        200,
+        {"id": "urn:ngsi-ld:EntityTypeList:x", "type": "EntityTypeList", "typeList": ["Vehicle", "Bus"]},
+    )
+    fleet.answers["GET", f"{BASE}/types?details=true"] = (
+        200,
+        [{"id": f"{DEFAULT}Bus", "type": "EntityType", "typeName": "Bus", "attributeNames": ["seats"]}],
+    )
+    fleet.answers["GET", f"{BASE}/types/Vehicle"] = (
+        200,
+        {
+            "id": f"{DEFAULT}Vehicle",
+            "type": "EntityTypeInfo",
+            "typeName": "Vehicle",
+            "entityCount": 2,
+            "attributeDetails": [
+                {
+                    "id": f"{DEFAULT}fuel",
+                    "type": "Attribute",
+                    "attributeName": "fuel",
+                    "attributeTypes": ["Property"],
+                }
+            ],
+        },
+    )
+    register(client, fleet.url)
+    other_body = {
+        "type": "ContextSourceRegistration",
+        "information": [{"entities": [{"type": "Bus"}]}],
+        "endpoint": other.url,
+        "operations": ["retrieveEntityTypeInfo"],
+    }
+    assert client.post(f"{BASE}/csourceRegistrations", json=other_body).status_code == 201
+
+    assert client.get(f"{BASE}/types").json()["typeList"] == ["Vehicle", "Bus"]
+    details = {t["typeName"]: t["attributeNames"] for t in client.get(f"{BASE}/types?details=true").json()}
+    assert details == {"Vehicle": ["speed"], "Bus": ["seats"]}
+    info = client.get(f"{BASE}/types/Vehicle").json()
+    assert info["entityCount"] == 3
+    assert {d["attributeName"]: d["attributeTypes"] for d in info["attributeDetails"]} == {
+        "speed": ["Property"],
+        "fuel": ["Property"],
+    }
+    # Only a registration for Bus that allows it would be asked about Bus; the fleet's answers 404.
+    assert client.get(f"{BASE}/types/Bus").status_code == 404
+    assert other.paths() == [f"{BASE}/types/Bus"]
+    assert fleet.paths() == [f"{BASE}/types", f"{BASE}/types?details=true", f"{BASE}/types/Vehicle"]
+    assert client.get(f"{BASE}/types", params={"local": "true"}).json()["typeList"] == ["Vehicle"]
+    assert len(fleet.requests) == 3
+
+
+def test_attribute_discovery_adds_what_the_sources_hold(client: TestClient, sources: list[Source]) -> None:
+    """Clause 5.7.8-5.7.10 with a registered source; a failing one is left out with a warning."""
+    fleet, broken = sources
+    assert client.post(f"{BASE}/entities", json=vehicle("urn:v:1", speed=5)).status_code == 201
+    fleet.answers["GET", f"{BASE}/attributes"] = (
+        200,
+        {"id": "urn:ngsi-ld:AttributeList:x", "type": "AttributeList", "attributeList": ["speed", "fuel"]},
+    )
+    fleet.answers["GET", f"{BASE}/attributes/speed"] = (
+        200,
+        {
+            "id": f"{DEFAULT}speed",
+            "type": "Attribute",
+            "attributeName": "speed",
+            "attributeCount": 4,
+            "attributeTypes": ["Property"],
+            "typeNames": ["Bus"],
+        },
+    )
+    broken.answers["GET", f"{BASE}/attributes"] = (500, {"title": "down"})
+    register(client, fleet.url)
+    register(client, broken.url)
+
+    listing = client.get(f"{BASE}/attributes")
+    assert listing.json()["attributeList"] == ["speed", "fuel"]
+    assert {code for code, *_ in warnings(listing)} == {"199"}
+    info = client.get(f"{BASE}/attributes/speed").json()
+    assert (info["attributeCount"], sorted(info["typeNames"])) == (5, ["Bus", "Vehicle"])
+    # An attribute only a source holds is found there.
+    fleet.answers["GET", f"{BASE}/attributes/fuel"] = (
+        200,
+        {"id": f"{DEFAULT}fuel", "type": "Attribute", "attributeName": "fuel", "attributeCount": 1},
+    )
+    assert client.get(f"{BASE}/attributes/fuel").json()["attributeCount"] == 1
+
+
+def test_a_type_iri_is_forwarded_percent_encoded(client: TestClient, sources: list[Source]) -> None:
+    source = sources[0]
+    truck = "https://fleet.example/vocab#Truck"
+    path = f"{BASE}/types/https://fleet.example/vocab%23Truck"
+    source.answers["GET", path] = (
+        200,
+        {"id": truck, "type": "EntityTypeInfo", "typeName": truck, "entityCount": 1},
+    )
+    body = {
+        "type": "ContextSourceRegistration",
+        "information": [{"entities": [{"type": truck}]}],
+        "endpoint": source.url,
+    }
+    assert client.post(f"{BASE}/csourceRegistrations", json=body).status_code == 201
+
+    response = client.get(f"{BASE}/types/https%3A%2F%2Ffleet.example%2Fvocab%23Truck")
+    assert response.status_code == 200, (response.text, source.paths())
+    assert response.json()["entityCount"] == 1
+    assert source.paths() == [path]

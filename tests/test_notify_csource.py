@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
@@ -16,7 +18,7 @@ from kizuna.app import create_app
 from kizuna.config import Settings
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild.csources import REGISTRATION_KIND
-from kizuna.notify.csource import CsourceNotifier
+from kizuna.notify.csource import CSOURCE, CsourceNotifier
 from notify_helpers import Receiver, wait_until
 
 VEHICLE = "https://uri.etsi.org/ngsi-ld/default-context/Vehicle"
@@ -37,14 +39,23 @@ def registration(name: str, modified_at: str) -> dict[str, Any]:
 
 
 class Registrations:
-    """The one store call the notifier makes for a new subscription: the tenant's registrations."""
+    """The store calls the notifier makes for a new subscription: the tenant's registrations,
+    and the write (itself its transaction) that queues the notification."""
 
     def __init__(self, regs: list[dict[str, Any]]) -> None:
         self.regs = regs
+        self.sent: list[list[str]] = []  # the registration ids of each queued notification
 
     async def list_documents(self, kind: str, tenant: str) -> tuple[list[dict[str, Any]], int]:
         assert kind == REGISTRATION_KIND
         return self.regs, len(self.regs)
+
+    @asynccontextmanager
+    async def write(self, tenant: str) -> AsyncIterator[Registrations]:
+        yield self
+
+    async def add_outbox(self, rows: list[tuple[str, str, str, bytes]]) -> None:
+        self.sent += [[reg["id"] for reg in orjson.loads(payload)[CSOURCE]["data"]] for *_, payload in rows]
 
 
 async def test_a_new_subscription_is_told_of_the_registrations_stored_before_it_only() -> None:
@@ -52,12 +63,8 @@ async def test_a_new_subscription_is_told_of_the_registrations_stored_before_it_
     told by its own change; listing it here too notified it twice."""
     earlier = registration("earlier", "2026-12-07T10:00:00.000Z")
     later = registration("later", "2026-12-07T10:00:02.000Z")
-    sent: list[list[str]] = []
-
-    async def send(tenant: str, sub: dict[str, Any], data: list[dict[str, Any]], _: dict[str, Any]) -> None:
-        sent.append([item["id"] for item in data])
-
-    notifier = CsourceNotifier(Registrations([earlier, later]), ContextRegistry(), send)  # type: ignore[arg-type]
+    store = Registrations([earlier, later])
+    notifier = CsourceNotifier(store, ContextRegistry(), lambda: None)  # type: ignore[arg-type]
     subscription = owned(
         {
             "id": "urn:ngsi-ld:Subscription:vehicles",
@@ -71,7 +78,7 @@ async def test_a_new_subscription_is_told_of_the_registrations_stored_before_it_
     )
     notifier.subscription_changed("", subscription)
     await asyncio.wait_for(asyncio.gather(*notifier._tasks), 5)
-    assert sent == [[earlier["id"]]]
+    assert store.sent == [[earlier["id"]]]
 
 
 @pytest.fixture
@@ -141,3 +148,87 @@ def test_a_failing_receiver_gets_every_csource_notification_in_order(client: Tes
         assert notification["status"] == "ok"
     finally:
         receiver.close()
+
+
+def test_a_registration_and_its_csource_notifications_commit_together(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure after the registration is written but before its notification is queued
+    leaves neither: the write answers 500 and the subscription is never told of it (so a
+    subscriber can trust that every registration it was not told of does not exist)."""
+    receiver = Receiver()
+    try:
+        sub_id = "urn:ngsi-ld:Subscription:atomic-sources"
+        created = client.post(
+            "/ngsi-ld/v1/csourceSubscriptions",
+            json={
+                "id": sub_id,
+                "type": "Subscription",
+                "entities": [{"type": "Vehicle"}],
+                "notification": {"endpoint": {"uri": receiver.url}},
+            },
+        )
+        assert created.status_code == 201, created.text
+
+        def register(name: str, vehicle_type: str = "Vehicle") -> int:
+            return client.post(
+                "/ngsi-ld/v1/csourceRegistrations",
+                json={
+                    "id": f"urn:ngsi-ld:ContextSourceRegistration:{name}",
+                    "type": "ContextSourceRegistration",
+                    "information": [{"entities": [{"type": vehicle_type}]}],
+                    "endpoint": "http://127.0.0.1:9/fleet",
+                },
+            ).status_code
+
+        async def broken(*_: Any) -> tuple[str, str, str, bytes]:
+            raise RuntimeError("injected: the notification could not be queued")
+
+        assert register("kept") == 201
+        with monkeypatch.context() as patched:
+            patched.setattr(CsourceNotifier, "_notification", broken)
+            assert register("lost") == 500
+            kept = "/ngsi-ld/v1/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:kept"
+            assert (
+                client.patch(kept, json={"information": [{"entities": [{"type": "Bus"}]}]}).status_code == 500
+            )
+            assert client.delete(kept).status_code == 500
+        assert (
+            client.get(
+                "/ngsi-ld/v1/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:lost"
+            ).status_code
+            == 404
+        )
+        assert client.get(kept).json()["information"] == [{"entities": [{"type": "Vehicle"}]}]
+        assert register("after") == 201
+        # In order per subscription: had anything of the failed writes been queued, it came first.
+        bodies = receiver.wait_for(2, timeout=15)
+        assert [(b["triggerReason"], [r["id"].rsplit(":", 1)[1] for r in b["data"]]) for b in bodies] == [
+            ("newlyMatching", ["kept"]),
+            ("newlyMatching", ["after"]),
+        ]
+    finally:
+        receiver.close()
+
+
+async def test_a_notified_registration_carries_only_the_information_the_subscription_selects() -> None:
+    """Clause 5.11.7 (ETSI 047_03): the RegistrationInfo elements about other entity types are
+    left out of the notified registration; the stored registration keeps them."""
+    fleet = registration("fleet", "2026-12-07T10:00:00.000Z")
+    bus = "https://uri.etsi.org/ngsi-ld/default-context/Bus"
+    fleet["information"] = [{"entities": [{"type": bus}]}, *fleet["information"]]
+    store = Registrations([fleet])
+    notifier = CsourceNotifier(store, ContextRegistry(), lambda: None)  # type: ignore[arg-type]
+    subscription = owned(
+        {
+            "id": "urn:ngsi-ld:Subscription:vehicles",
+            "type": "Subscription",
+            "entities": [{"type": VEHICLE}],
+            "notification": {"endpoint": {"uri": "http://receiver.example"}},
+        },
+        NODE,
+    )
+    _, _, _, payload = await notifier._notification(subscription, [fleet], "newlyMatching")
+    [notified] = orjson.loads(payload)[CSOURCE]["data"]
+    assert notified["information"] == [{"entities": [{"type": ["Vehicle"]}]}]
+    assert len(fleet["information"]) == 2

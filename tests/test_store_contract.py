@@ -222,6 +222,32 @@ async def test_swap_document_is_a_compare_and_set_on_the_version(store: Store) -
     assert not await store.swap_document("k", "t", {"id": "d", "version": 3}, 2)
 
 
+async def test_documents_written_in_a_transaction_commit_or_roll_back_with_its_outbox(store: Store) -> None:
+    """Registrations are written in the transaction that queues their csource notifications."""
+    async with store.write("t") as tx:
+        assert await tx.insert_document("k", {"id": "a", "n": 1})
+        assert not await tx.insert_document("k", {"id": "a", "n": 9})
+        assert await tx.insert_document("k", {"id": "b"})
+        assert await tx.replace_document("k", {"id": "a", "n": 2})
+        assert not await tx.replace_document("k", {"id": "none"})
+        assert await tx.delete_document("k", "b")
+        assert not await tx.delete_document("k", "b")
+        assert await tx.documents("k") == [{"id": "a", "n": 2}]
+        await tx.add_outbox([("sub", "a", "newlyMatching", b"{}")])
+    assert await store.get_document("k", "t", "a") == {"id": "a", "n": 2}
+    with pytest.raises(RuntimeError):
+        async with store.write("t") as tx:
+            assert await tx.insert_document("k", {"id": "c"})
+            assert await tx.delete_document("k", "a")
+            await tx.add_outbox([("sub", "c", "newlyMatching", b"{}")])
+            raise RuntimeError("rolled back")
+    assert await store.list_documents("k", "t") == ([{"id": "a", "n": 2}], 1)
+    assert [row.entity_id for row in await store.outbox_head("t", "sub", 10)] == ["a"]
+    # Another tenant's documents are not this transaction's.
+    async with store.write("u") as tx:
+        assert await tx.documents("k") == []
+
+
 async def test_concurrent_swaps_count_every_increment_once(store: Store) -> None:
     import asyncio
 

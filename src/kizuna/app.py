@@ -268,7 +268,7 @@ def create_app(settings: Settings) -> Starlette:
         *TemporalApi(temporal, registry, federation).routes(),
         *CsourceApi(registrations, registry).routes(),
         *SubscriptionApi(csource_subscriptions, registry, path=CSOURCE_SUBSCRIPTIONS).routes(),
-        *DiscoveryApi(entities, registry).routes(),
+        *DiscoveryApi(entities, registry, federation).routes(),
         *ContextApi(contexts, settings.public_base_url).routes(),
         mount(
             "/auth",

@@ -117,6 +117,13 @@ class RegistrationFilter:
                 return False
         return self.time is None or self.time.matches(reg)
 
+    def relevant(self, reg: Registration) -> Registration:
+        """The registration with only its RegistrationInfo elements that match (all of them if
+        none does): what a csource notification carries, as clause 5.11.7 advises (ETSI 047_03)."""
+        ids_settled = self.registration_ids is not None and reg["id"] in self.registration_ids
+        info = [item for item in reg.get("information", ()) if self._info_matches(item, ids_settled)]
+        return {**reg, "information": info} if info else reg
+
     def _info_matches(self, info: Mapping[str, Any], ids_settled: bool) -> bool:
         if self.selectors:
             if "entities" not in info:

@@ -16,7 +16,8 @@ Members whose names start with ``_`` are bookkeeping and never leave the node.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,7 +31,7 @@ from kizuna.ngsild.model import check_geometry, check_name, is_datetime, is_uri,
 from kizuna.ngsild.subscription_members import Subscription, key_values
 from kizuna.ngsild.tenants import require_tenant
 from kizuna.outbound import OutboundGate
-from kizuna.store import Store
+from kizuna.store import Store, WriteTransaction
 from kizuna.times import now_iso, parse_instant
 
 if TYPE_CHECKING:  # csource_matching reads this module's members: only the type goes this way
@@ -284,14 +285,19 @@ def _check_registration_id(reg_id: str) -> None:
 
 
 class CsourceNotifier(Protocol):
-    """Told of every stored change, to notify context source subscriptions (clause 5.11.7).
+    """Told of every change, to notify context source subscriptions (clause 5.11.7).
 
     :class:`kizuna.notify.csource.CsourceNotifier` is the one the node runs; the notify
     package sits above this one, so the services know it only by this shape."""
 
-    def registration_changed(
-        self, tenant: str, before: Registration | None, after: Registration | None
-    ) -> None: ...
+    async def registration_changed(
+        self, tx: WriteTransaction, tenant: str, before: Registration | None, after: Registration | None
+    ) -> None:
+        """Queue the notifications of a registration change in the transaction that writes it,
+        so that the registration and its notifications commit together or not at all."""
+
+    def queued(self) -> None:
+        """After that transaction committed: the notifications may go."""
 
     def subscription_changed(self, tenant: str, sub: Subscription) -> None: ...
 
@@ -313,9 +319,18 @@ class RegistrationService:
         # told the tenant after each change, so that forwarding never uses a stale copy here
         self.on_change = on_change
 
-    async def _changed(self, tenant: str, before: Registration | None, after: Registration | None) -> None:
+    @asynccontextmanager
+    async def _writing(
+        self, tenant: str, before: Registration | None, after: Registration | None
+    ) -> AsyncIterator[WriteTransaction]:
+        """One transaction for the change the caller writes in it and the csource notifications
+        of that change; then the caches and the other processes are told."""
+        async with self.store.write(tenant) as tx:
+            yield tx
+            if self.notifier is not None:
+                await self.notifier.registration_changed(tx, tenant, before, after)
         if self.notifier is not None:
-            self.notifier.registration_changed(tenant, before, after)
+            self.notifier.queued()
         if self.on_change is not None:
             self.on_change(tenant)
         await self.store.announce("registrations", tenant)  # to the other processes
@@ -333,9 +348,9 @@ class RegistrationService:
             reg["@context"] = context
         reg["createdAt"] = reg["modifiedAt"] = now_iso()
         reg = ownership.owned(reg, subject)
-        if not await self.store.insert_document(REGISTRATION_KIND, tenant, reg):
-            raise AlreadyExists(f"Context source registration {reg_id} already exists")
-        await self._changed(tenant, None, reg)
+        async with self._writing(tenant, None, reg) as tx:
+            if not await tx.insert_document(REGISTRATION_KIND, reg):
+                raise AlreadyExists(f"Context source registration {reg_id} already exists")
         return reg_id
 
     async def retrieve(self, tenant: str, subject: Subject, reg_id: str) -> Registration:
@@ -388,15 +403,15 @@ class RegistrationService:
         if "endpoint" in members:
             await self.gate.vet(reg["endpoint"], "endpoint")
         reg["modifiedAt"] = now_iso()
-        if not await self.store.replace_document(REGISTRATION_KIND, tenant, reg):
-            raise ResourceNotFound(f"Context source registration {reg_id} not found")
-        await self._changed(tenant, before, reg)
+        async with self._writing(tenant, before, reg) as tx:
+            if not await tx.replace_document(REGISTRATION_KIND, reg):
+                raise ResourceNotFound(f"Context source registration {reg_id} not found")
 
     async def delete(self, tenant: str, subject: Subject, reg_id: str) -> None:
         before = await self.retrieve(tenant, subject, reg_id)
-        if not await self.store.delete_document(REGISTRATION_KIND, tenant, reg_id):
-            raise ResourceNotFound(f"Context source registration {reg_id} not found")
-        await self._changed(tenant, before, None)
+        async with self._writing(tenant, before, None) as tx:
+            if not await tx.delete_document(REGISTRATION_KIND, reg_id):
+                raise ResourceNotFound(f"Context source registration {reg_id} not found")
 
 
 # -- output ----------------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """Discovery of what a tenant holds (clause 5.7.5-5.7.10): entity types and attributes.
 
 The summary is one pass over the tenant's entities; the routes compact its IRIs for the client.
+Without ``local=true``, the context sources registered for the discovery operation are asked the
+same question (clause 4.3.6, :meth:`kizuna.ngsild.forwarding.Federation.discover`) and what they
+answer is added to the summary: names and attribute types joined, entity and attribute counts
+summed (a source's entities are its own, so they are not counted twice).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,7 +26,9 @@ from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.jsonld.terms import TermMap
 from kizuna.ngsild import edge
 from kizuna.ngsild.entities import EntityService
+from kizuna.ngsild.forwarding import Federation
 from kizuna.ngsild.merging import attributes_of
+from kizuna.ngsild.routes import origin_of
 from kizuna.ngsild.selection import bool_param
 from kizuna.ngsild.tenants import require_tenant
 
@@ -71,14 +78,35 @@ async def take_inventory(entities: EntityService, tenant: str, subject: Subject)
 
 
 class DiscoveryApi:
-    def __init__(self, entities: EntityService, contexts: ContextRegistry) -> None:
+    def __init__(self, entities: EntityService, contexts: ContextRegistry, federation: Federation) -> None:
         self.entities = entities
         self.contexts = contexts
+        self.federation = federation
 
-    async def _start(self, request: Request) -> tuple[str, TermMap, str | None, bool, Inventory]:
+    async def _start(
+        self, request: Request, facet: _Facet[Any], one: str | None = None
+    ) -> tuple[str, TermMap, str | None, bool, Inventory]:
+        """The inventory of this node and, added to it, of the sources (``one``: the IRI of
+        the type or attribute asked about)."""
         media, terms, context = await edge.reading(request, self.contexts, P_DISCOVERY)
         details = bool_param(request.query_params, "details")
-        inventory = await take_inventory(self.entities, edge.tenant_of(request), edge.subject_of(request))
+        tenant = edge.tenant_of(request)
+        inventory = await take_inventory(self.entities, tenant, edge.subject_of(request))
+        operation, shape = (
+            facet.info_op if one is not None else facet.details_op if details else facet.list_op
+        )
+        answers = await self.federation.discover(
+            tenant,
+            operation,
+            quote(request.url.path, safe="/:%"),  # a "#" of a type IRI, if it came decoded
+            origin_of(request, context),
+            types=[one] if one is not None and facet is _TYPES else None,
+            attrs=[one] if one is not None and facet is _ATTRIBUTES else None,
+        )
+        for data, source_terms in answers:
+            for item in data if isinstance(data, list) else [data]:
+                if isinstance(item, dict):
+                    shape(inventory, item, source_terms, one)
         return media, terms, context, details, inventory
 
     async def types(self, request: Request) -> Response:
@@ -95,7 +123,7 @@ class DiscoveryApi:
 
     async def _list(self, request: Request, facet: _Facet[S]) -> Response:
         """The names, or with details=true one record each."""
-        media, terms, context, details, inventory = await self._start(request)
+        media, terms, context, details, inventory = await self._start(request, facet)
         summaries = facet.part(inventory)
         if not details:
             return edge.respond(_listing(facet.listing, summaries, terms), media=media, context=context)
@@ -104,9 +132,10 @@ class DiscoveryApi:
 
     async def _info(self, request: Request, facet: _Facet[S]) -> Response:
         """What the tenant holds of one type or attribute; 404 if none of its entities has it."""
-        media, terms, context, _, inventory = await self._start(request)
         name = request.path_params[facet.param]
+        _, terms, _ = await edge.reading(request, self.contexts, P_DISCOVERY)
         iri = terms.expand(name)
+        media, terms, context, _, inventory = await self._start(request, facet, iri)
         summary = facet.part(inventory).get(iri)
         if summary is None:
             raise ResourceNotFound(facet.missing.format(name))
@@ -165,6 +194,73 @@ def _attribute_info(iri: str, summary: AttributeSummary, terms: TermMap) -> dict
     )
 
 
+# -- what the sources answer, added to the inventory ---------------------------------------------
+# Each takes one item of a source's answer, read with the terms of its @context (and the IRI of
+# the type or attribute asked about, for the answers about one).
+
+Shape = Callable[[Inventory, Mapping[str, Any], TermMap, str | None], None]
+
+
+def _names(item: Mapping[str, Any], member: str, terms: TermMap) -> list[str]:
+    value = item.get(member, [])
+    return [
+        terms.expand(name)
+        for name in (value if isinstance(value, list) else [value])
+        if isinstance(name, str)
+    ]
+
+
+def _kinds(item: Mapping[str, Any]) -> set[str]:
+    value = item.get("attributeTypes", [])
+    return {kind for kind in (value if isinstance(value, list) else [value]) if isinstance(kind, str)}
+
+
+def _count(item: Mapping[str, Any], member: str) -> int:
+    value = item.get(member)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _type_list(inventory: Inventory, item: Mapping[str, Any], terms: TermMap, _: str | None) -> None:
+    """An EntityTypeList (clause 5.2.24)."""
+    for iri in _names(item, "typeList", terms):
+        inventory.types.setdefault(iri, TypeSummary())
+
+
+def _type_record(inventory: Inventory, item: Mapping[str, Any], terms: TermMap, _: str | None) -> None:
+    """An EntityType (clause 5.2.25): a type and its attribute names."""
+    for iri in _names(item, "typeName", terms):
+        summary = inventory.types.setdefault(iri, TypeSummary())
+        for attribute in _names(item, "attributeNames", terms):
+            summary.attributes.setdefault(attribute, set())
+
+
+def _type_info_of(inventory: Inventory, item: Mapping[str, Any], terms: TermMap, one: str | None) -> None:
+    """An EntityTypeInfo (clause 5.2.26) about the type asked for."""
+    assert one is not None
+    summary = inventory.types.setdefault(one, TypeSummary())
+    summary.entity_count += _count(item, "entityCount")
+    for detail in item.get("attributeDetails", ()):
+        if isinstance(detail, dict):
+            for attribute in _names(detail, "attributeName", terms):
+                summary.attributes.setdefault(attribute, set()).update(_kinds(detail))
+
+
+def _attribute_list(inventory: Inventory, item: Mapping[str, Any], terms: TermMap, _: str | None) -> None:
+    """An AttributeList (clause 5.2.27)."""
+    for iri in _names(item, "attributeList", terms):
+        inventory.attributes.setdefault(iri, AttributeSummary())
+
+
+def _attribute_record(inventory: Inventory, item: Mapping[str, Any], terms: TermMap, one: str | None) -> None:
+    """An Attribute (clause 5.2.28), also the answer about one attribute (with its count)."""
+    for iri in [one] if one is not None else _names(item, "attributeName", terms):
+        attribute = inventory.attributes[iri]
+        attribute.kinds |= _kinds(item)
+        attribute.types.update(_names(item, "typeNames", terms))
+        if one is not None:
+            attribute.entity_count += _count(item, "attributeCount")
+
+
 @dataclass(frozen=True, slots=True)
 class _Facet(Generic[S]):
     """What tells types and attributes apart in discovery; the routes are the same for both."""
@@ -175,10 +271,23 @@ class _Facet(Generic[S]):
     part: Callable[[Inventory], Mapping[str, S]]
     details: Callable[[str, S, TermMap], dict[str, Any]]  # a record of GET ...?details=true
     info: Callable[[str, S, TermMap], dict[str, Any]]  # the answer about one
+    # The operation a registration allows for each request (clause 4.3.6), and how its answer
+    # is added to the inventory: the names, the details, the answer about one.
+    list_op: tuple[str, Shape]
+    details_op: tuple[str, Shape]
+    info_op: tuple[str, Shape]
 
 
 _TYPES = _Facet(
-    "EntityTypeList", "type", "No entity of type {}", lambda i: i.types, _type_details, _type_info
+    "EntityTypeList",
+    "type",
+    "No entity of type {}",
+    lambda i: i.types,
+    _type_details,
+    _type_info,
+    ("retrieveEntityTypes", _type_list),
+    ("retrieveEntityTypeDetails", _type_record),
+    ("retrieveEntityTypeInfo", _type_info_of),
 )
 _ATTRIBUTES = _Facet(
     "AttributeList",
@@ -187,4 +296,7 @@ _ATTRIBUTES = _Facet(
     lambda i: i.attributes,
     _attribute_details,
     _attribute_info,
+    ("retrieveAttrTypes", _attribute_list),
+    ("retrieveAttrTypeDetails", _attribute_record),
+    ("retrieveAttrTypeInfo", _attribute_record),
 )

@@ -14,8 +14,10 @@ registration's ``mode``:
 
 Only registrations whose ``operations`` allow the operation take part (``retrieveEntity``,
 ``queryEntity`` for ``GET /entities``, ``queryBatch`` for ``POST /entityOperations/query``,
-``retrieveTemporal`` and ``queryTemporal`` for the temporal reads (GET and POST), the clause 5.6
-write and batch operations), directly or through an operation group. Temporal histories merge
+``retrieveTemporal`` and ``queryTemporal`` for the temporal reads (GET and POST), the six
+type and attribute discovery operations (``retrieveEntityTypes`` ... ``retrieveAttrTypeInfo``,
+merged by :mod:`kizuna.ngsild.discovery`), the clause 5.6 write and batch operations),
+directly or through an operation group. Temporal histories merge
 attribute by attribute, instances in time order (:func:`merge_history`); ``aggregatedValues``
 stays local, since aggregates of several histories cannot be combined. ``local=true``
 never forwards. Every forwarded request carries the client's @context (``Link``) and a ``Via``
@@ -222,6 +224,32 @@ class Federation:
         everything = list(merged.values())
         end = None if query.limit is None else query.offset + query.limit
         return QueryResult(everything[query.offset : end], len(everything) if query.count else None)
+
+    async def discover(
+        self,
+        tenant: str,
+        operation: str,
+        path: str,
+        origin: Origin,
+        *,
+        types: Sequence[str] | None = None,
+        attrs: Sequence[str] | None = None,
+    ) -> list[tuple[Any, TermMap]]:
+        """Clause 5.7.5-5.7.10 across the sources: the same discovery request (``path``, the
+        client's parameters) to every source registered for ``operation`` (and, for one type or
+        attribute, registered for it), each answer with the terms of its @context. A source that
+        fails is left out and warned about, as for an entity read; the caller merges."""
+        self._check_loop(origin)
+        regs = [] if origin.local else await self._regs(tenant)
+        type_expr = None if types is None else any_of(types)
+        targets = targets_for(regs, operation, types=type_expr, attrs=attrs)
+        params = forwarded_params(origin.params)
+        answers = await asyncio.gather(*(self._get(Call(t, "GET", path, origin, params)) for t in targets))
+        return [
+            (data, await self.contexts.term_map(context))
+            for data, context in (answer for answer in answers if answer is not None)
+            if data != []
+        ]
 
     async def temporal_retrieve(
         self, tenant: str, entity_id: str, params: TemporalParams, origin: Origin

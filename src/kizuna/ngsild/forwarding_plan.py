@@ -25,8 +25,19 @@ WRITES, BATCH_WRITES = csources.ENTITY_WRITES, csources.BATCH_WRITES
 
 # What each operation group of clause 5.5.x stands for (only the operations forwarded here).
 READS = frozenset({"retrieveEntity", "queryEntity", "queryBatch", "retrieveTemporal", "queryTemporal"})
+# Type and attribute discovery (clause 5.7.5-5.7.10), forwarded as in clause 4.3.6.
+DISCOVERY = frozenset(
+    {
+        "retrieveEntityTypes",
+        "retrieveEntityTypeDetails",
+        "retrieveEntityTypeInfo",
+        "retrieveAttrTypes",
+        "retrieveAttrTypeDetails",
+        "retrieveAttrTypeInfo",
+    }
+)
 GROUPS: Mapping[str, frozenset[str]] = {
-    "federationOps": READS,
+    "federationOps": READS | DISCOVERY,
     "retrieveOps": frozenset({"retrieveEntity", "queryEntity"}),
     "redirectionOps": WRITES | BATCH_WRITES | READS,
     "updateOps": frozenset({"updateEntity", "updateAttrs", "replaceEntity", "replaceAttrs"}),

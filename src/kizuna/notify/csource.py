@@ -13,8 +13,11 @@ q, csf, geoQ, temporalQ, through :class:`kizuna.ngsild.csource_matching.Registra
 Each notification is rendered here and queued in the notification outbox; the dispatcher
 delivers it like an entity notification (in order per subscription, retried with backoff,
 throttled, ``timesSent`` and the rest of the delivery state recorded), so a receiver that is down
-gets it once it is back. The changes are matched one at a time, in the order they were told, so
-the outbox holds the notifications of one subscription in the order of the changes.
+gets it once it is back. A registration change is matched inside the transaction that writes
+it, and its notifications are committed with it: the store never holds a registration whose
+notifications were lost, nor notifications of a change that was rolled back. Those transactions
+queue in commit order; the notifications of subscription changes and periodic ones are matched
+one at a time, in the order they were told.
 """
 
 from __future__ import annotations
@@ -24,31 +27,29 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
+
+import orjson
 
 from kizuna.access.ownership import owner_of, sees
 from kizuna.jsonld.contexts import ContextRegistry
 from kizuna.ngsild.csource_matching import RegistrationFilter, time_filter
 from kizuna.ngsild.csources import REGISTRATION_KIND, SUBSCRIPTION_KIND, Registration, render_registration
 from kizuna.ngsild.subscription_members import status_of
-from kizuna.store import DEFAULT_TENANT, Store
+from kizuna.store import DEFAULT_TENANT, Store, WriteTransaction
 
 log = logging.getLogger("kizuna.notify")
 NOTIFICATION_TYPE = "ContextSourceNotification"
+CSOURCE = "csource"  # the payload member of an outbox row that holds a csource notification
 
 
 class CsourceNotifier:
-    def __init__(
-        self,
-        store: Store,
-        contexts: ContextRegistry,
-        queue: Callable[[str, dict[str, Any], list[dict[str, Any]], dict[str, Any]], Awaitable[None]],
-    ) -> None:
-        """``queue(tenant, sub, data, extra_body_members)`` stores one notification for delivery."""
+    def __init__(self, store: Store, contexts: ContextRegistry, wake: Callable[[], None]) -> None:
+        """``wake`` is called after notifications were committed to the outbox (the dispatcher's)."""
         self.store = store
         self.contexts = contexts
-        self.queue = queue
+        self.wake = wake
         self._tasks: set[asyncio.Task[None]] = set()
         # Tasks take it in creation order (asyncio.Lock wakes its waiters first come, first
         # served), so notifications are queued in the order of the changes told.
@@ -56,12 +57,29 @@ class CsourceNotifier:
         self._periodic_last: dict[tuple[str, str], float] = {}
         self._loop: asyncio.Task[None] | None = None
 
-    # -- hooks of the services (called after the change is stored) --------------------------------
+    # -- hooks of the services ----------------------------------------------------------------------
 
-    def registration_changed(
-        self, tenant: str, before: Registration | None, after: Registration | None
+    async def registration_changed(
+        self, tx: WriteTransaction, tenant: str, before: Registration | None, after: Registration | None
     ) -> None:
-        self._spawn(self._registration_changed(tenant, before, after))
+        """Queued in the transaction that writes the change (see
+        :meth:`kizuna.ngsild.csources.RegistrationService._writing`), with the subscriptions as
+        that transaction sees them: a failure here rolls the registration back too."""
+        rows = []
+        for sub in await tx.documents(SUBSCRIPTION_KIND):
+            if status_of(sub) != "active" or "timeInterval" in sub:
+                continue
+            was, now = await self._matches(tenant, sub, before), await self._matches(tenant, sub, after)
+            if not was and not now:
+                continue
+            reason = "updated" if was and now else "newlyMatching" if now else "noLongerMatching"
+            reg = after if now else before
+            assert reg is not None
+            rows.append(await self._notification(sub, [reg], reason))
+        await tx.add_outbox(rows)
+
+    def queued(self) -> None:
+        self.wake()
 
     def subscription_changed(self, tenant: str, sub: dict[str, Any]) -> None:
         # Only what was registered when the subscription was written: a registration stored
@@ -105,24 +123,6 @@ class CsourceNotifier:
         selection, during = await self._filter(sub)
         return selection.matches(reg) and (during is None or during.matches(reg))
 
-    async def _registration_changed(
-        self, tenant: str, before: Registration | None, after: Registration | None
-    ) -> None:
-        try:
-            subs, _ = await self.store.list_documents(SUBSCRIPTION_KIND, tenant)
-            for sub in subs:
-                if status_of(sub) != "active" or "timeInterval" in sub:
-                    continue
-                was, now = await self._matches(tenant, sub, before), await self._matches(tenant, sub, after)
-                if not was and not now:
-                    continue
-                reason = "updated" if was and now else "newlyMatching" if now else "noLongerMatching"
-                reg = after if now else before
-                assert reg is not None
-                await self._deliver(tenant, sub, [reg], reason)
-        except Exception:
-            log.exception("csource notifications for a registration change failed")
-
     async def _send_matching(
         self, tenant: str, sub: dict[str, Any], reason: str, *, until: str | None = None
     ) -> None:
@@ -141,20 +141,31 @@ class CsourceNotifier:
             log.exception("csource notification of %s failed", sub.get("id"))
 
     async def _deliver(self, tenant: str, sub: dict[str, Any], regs: list[Registration], reason: str) -> None:
+        row = await self._notification(sub, regs, reason)
+        async with self.store.write(tenant) as tx:
+            await tx.add_outbox([row])
+        self.wake()
+
+    async def _notification(
+        self, sub: dict[str, Any], regs: list[Registration], reason: str
+    ) -> tuple[str, str, str, bytes]:
+        """The outbox row of one notification (clause 5.3.2), rendered now: the dispatcher sends
+        its ``data`` and ``members`` as they are (see :data:`CSOURCE`). Each registration
+        carries only its RegistrationInfo elements that the subscription selects."""
         context = sub.get("jsonldContext", sub.get("@context"))
         terms = await self.contexts.term_map(context)
+        selection, _ = await self._filter(sub)
         sys_attrs = bool(sub.get("notification", {}).get("sysAttrs"))
-        data = [_as_notified(render_registration(r, terms, sys_attrs=sys_attrs)) for r in regs]
-        await self.queue(
-            tenant,
-            sub,
-            data,
-            {
-                "type": NOTIFICATION_TYPE,
-                "triggerReason": reason,
-                "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
-            },
-        )
+        data = [
+            _as_notified(render_registration(selection.relevant(r), terms, sys_attrs=sys_attrs)) for r in regs
+        ]
+        members = {
+            "type": NOTIFICATION_TYPE,
+            "triggerReason": reason,
+            "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
+        }
+        payload = orjson.dumps({CSOURCE: {"data": data, "members": members}})
+        return sub["id"], members["id"], reason, payload
 
     # -- periodic -------------------------------------------------------------------------------------
 

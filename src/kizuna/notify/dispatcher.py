@@ -28,8 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
-
 from kizuna.access.permissions import Action
 from kizuna.access.policy import AccessPolicy
 from kizuna.config import Settings
@@ -42,7 +40,7 @@ from kizuna.ngsild.csources import SUBSCRIPTION_KIND
 from kizuna.ngsild.matching import compile_subscription
 from kizuna.ngsild.render import View, linked_targets, render_entity, render_instance
 from kizuna.ngsild.subscription_members import CORE_MEMBERS, status_of
-from kizuna.notify.csource import CsourceNotifier
+from kizuna.notify.csource import CSOURCE, CsourceNotifier
 from kizuna.notify.retry import Backoff
 from kizuna.notify.senders import Message, Senders, channel_of
 from kizuna.outbound import PASS_THROUGH, OutboundGate, allowed_header
@@ -51,7 +49,6 @@ from kizuna.store import DEFAULT_TENANT, EntityQuery, OutboxRow, Store
 from kizuna.times import epoch, iso_millis, now_iso
 
 log = logging.getLogger("kizuna.notify")
-CSOURCE = "csource"  # the payload member of an outbox row that holds a csource notification
 SETTLE_TIMEOUT = 1.0  # seconds a subscription read waits for a delivery under way (Dispatcher.settle)
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 NULL = "urn:ngsi-ld:null"
@@ -330,17 +327,8 @@ class Dispatcher:
         self._stopping = False
         # Notifications being sent now, per subscription, until their delivery state is recorded.
         self._in_flight: dict[tuple[str, str], set[asyncio.Event]] = {}
-        self.csources = CsourceNotifier(store, contexts, self._queue_csource)
+        self.csources = CsourceNotifier(store, contexts, self.wake)
         self.gate: DeliveryGate | None = None  # set by the dataspace connector
-
-    async def _queue_csource(
-        self, tenant: str, sub: dict[str, Any], data: list[dict[str, Any]], members: dict[str, Any]
-    ) -> None:
-        """One csource notification (clause 5.3.2), rendered now, queued for the workers."""
-        payload = orjson.dumps({CSOURCE: {"data": data, "members": members}})
-        async with self.store.write(tenant) as tx:
-            await tx.add_outbox([(sub["id"], members["id"], members["triggerReason"], payload)])
-        self.wake()
 
     async def subscription(self, tenant: str, sub_id: str) -> dict[str, Any] | None:
         """The subscription an outbox belongs to: an entity subscription in the store's

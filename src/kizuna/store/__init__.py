@@ -301,7 +301,26 @@ class HistoryTransaction(Protocol):
     async def delete_history_instance(self, entity_id: str, attribute: str, instance_id: str) -> bool: ...
 
 
-class WriteTransaction(EntityTransaction, OutboxTransaction, HistoryTransaction, Protocol):
+class DocumentTransaction(Protocol):
+    """Registrations and csource subscriptions written in the transaction that queues the
+    csource notifications of the change (clause 5.11.7), so that neither is stored without the
+    other. The same documents as :class:`DocumentStore`'s, of this transaction's tenant."""
+
+    async def insert_document(self, kind: str, doc: dict[str, Any]) -> bool:
+        """Store a new document; False if its id is taken for that kind."""
+
+    async def replace_document(self, kind: str, doc: dict[str, Any]) -> bool:
+        """Overwrite an existing document; False if there is none with that id."""
+
+    async def delete_document(self, kind: str, doc_id: str) -> bool: ...
+
+    async def documents(self, kind: str) -> list[dict[str, Any]]:
+        """Every document of the kind (creation order), read on this transaction's connection."""
+
+
+class WriteTransaction(
+    EntityTransaction, OutboxTransaction, HistoryTransaction, DocumentTransaction, Protocol
+):
     """One write transaction of :meth:`Store.write`: everything in it commits or nothing does."""
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import astuple
 from typing import Any
 
+import asyncpg
 import orjson
 
 from kizuna.store import AuditEvent
 from kizuna.store.dialect import AUDIT_COLUMNS, audit_where
-from kizuna.store.postgres.connection import PgBase, _announce, _guarded, _numbered
+from kizuna.store.postgres.connection import PgBase, PgTransaction, _announce, _guarded, _numbered
 
 
 class PgDocuments(PgBase):
@@ -90,27 +91,14 @@ class PgDocuments(PgBase):
 
     async def insert_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
         async with self._transaction(tenant) as (conn, schema):
-            done = await conn.fetchval(
-                f"INSERT INTO {schema}.documents (kind, id, doc) VALUES ($1, $2, $3)"
-                " ON CONFLICT (kind, id) DO NOTHING RETURNING true",
-                kind,
-                doc["id"],
-                orjson.dumps(doc),
-            )
-            return bool(done)
+            return await _insert_document(conn, schema, kind, doc)
 
     @_guarded
     async def replace_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
         schema = await self._schema(tenant)
         if schema is None:
             return False
-        status = await self.pool.execute(
-            f"UPDATE {schema}.documents SET doc = $1 WHERE kind = $2 AND id = $3",
-            orjson.dumps(doc),
-            kind,
-            doc["id"],
-        )
-        return status == "UPDATE 1"
+        return await _replace_document(self.pool, schema, kind, doc)
 
     @_guarded
     async def swap_document(self, kind: str, tenant: str, doc: dict[str, Any], expected: int) -> bool:
@@ -125,13 +113,7 @@ class PgDocuments(PgBase):
             )
             if current is None or orjson.loads(current).get("version", 0) != expected:
                 return False
-            await conn.execute(
-                f"UPDATE {schema}.documents SET doc = $1 WHERE kind = $2 AND id = $3",
-                orjson.dumps(doc),
-                kind,
-                doc["id"],
-            )
-            return True
+            return await _replace_document(conn, schema, kind, doc)
 
     @_guarded
     async def get_document(self, kind: str, tenant: str, doc_id: str) -> dict[str, Any] | None:
@@ -151,20 +133,72 @@ class PgDocuments(PgBase):
         if schema is None:
             return [], 0
         total = await self.pool.fetchval(f"SELECT count(*) FROM {schema}.documents WHERE kind = $1", kind)
-        rows = await self.pool.fetch(
-            f"SELECT doc FROM {schema}.documents WHERE kind = $1 ORDER BY seq LIMIT $2 OFFSET $3",
-            kind,
-            limit,
-            offset,
-        )
-        return [orjson.loads(doc) for (doc,) in rows], total
+        return await _documents(self.pool, schema, kind, limit, offset), total
 
     @_guarded
     async def delete_document(self, kind: str, tenant: str, doc_id: str) -> bool:
         schema = await self._schema(tenant)
         if schema is None:
             return False
-        status = await self.pool.execute(
-            f"DELETE FROM {schema}.documents WHERE kind = $1 AND id = $2", kind, doc_id
-        )
-        return status == "DELETE 1"
+        return await _delete_document(self.pool, schema, kind, doc_id)
+
+
+class DocumentWrites(PgTransaction):
+    """The document half of :class:`~kizuna.store.postgres.PgWrite`."""
+
+    __slots__ = ()
+
+    async def insert_document(self, kind: str, doc: dict[str, Any]) -> bool:
+        return await _insert_document(self.conn, self.schema, kind, doc)
+
+    async def replace_document(self, kind: str, doc: dict[str, Any]) -> bool:
+        return await _replace_document(self.conn, self.schema, kind, doc)
+
+    async def delete_document(self, kind: str, doc_id: str) -> bool:
+        return await _delete_document(self.conn, self.schema, kind, doc_id)
+
+    async def documents(self, kind: str) -> list[dict[str, Any]]:
+        return await _documents(self.conn, self.schema, kind)
+
+
+# -- the statements, on the pool or on a write transaction's connection ------------------------------
+
+_Executor = asyncpg.Connection | asyncpg.Pool
+
+
+async def _insert_document(db: _Executor, schema: str, kind: str, doc: dict[str, Any]) -> bool:
+    done = await db.fetchval(
+        f"INSERT INTO {schema}.documents (kind, id, doc) VALUES ($1, $2, $3)"
+        " ON CONFLICT (kind, id) DO NOTHING RETURNING true",
+        kind,
+        doc["id"],
+        orjson.dumps(doc),
+    )
+    return bool(done)
+
+
+async def _replace_document(db: _Executor, schema: str, kind: str, doc: dict[str, Any]) -> bool:
+    status = await db.execute(
+        f"UPDATE {schema}.documents SET doc = $1 WHERE kind = $2 AND id = $3",
+        orjson.dumps(doc),
+        kind,
+        doc["id"],
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def _delete_document(db: _Executor, schema: str, kind: str, doc_id: str) -> bool:
+    status = await db.execute(f"DELETE FROM {schema}.documents WHERE kind = $1 AND id = $2", kind, doc_id)
+    return bool(status == "DELETE 1")
+
+
+async def _documents(
+    db: _Executor, schema: str, kind: str, limit: int | None = None, offset: int = 0
+) -> list[dict[str, Any]]:
+    rows = await db.fetch(
+        f"SELECT doc FROM {schema}.documents WHERE kind = $1 ORDER BY seq LIMIT $2 OFFSET $3",
+        kind,
+        limit,
+        offset,
+    )
+    return [orjson.loads(doc) for (doc,) in rows]

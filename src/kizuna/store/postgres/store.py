@@ -25,7 +25,7 @@ from kizuna.store.postgres.connection import (
     _init_connection,
     log,
 )
-from kizuna.store.postgres.documents import PgDocuments
+from kizuna.store.postgres.documents import DocumentWrites, PgDocuments
 from kizuna.store.postgres.entities import EntityWrites, PgEntities
 from kizuna.store.postgres.history import HistoryWrites, PgHistory
 from kizuna.store.postgres.outbox import OutboxWrites, PgOutbox
@@ -42,7 +42,7 @@ def pool_options(url: str) -> tuple[str, dict[str, int]]:
     return parts._replace(scheme="postgresql", query=query).geturl(), sizes
 
 
-class PgWrite(EntityWrites, HistoryWrites, OutboxWrites, ChangeWrites):
+class PgWrite(EntityWrites, HistoryWrites, OutboxWrites, ChangeWrites, DocumentWrites):
     """One write transaction on one pooled connection (see :meth:`PostgresStore.write`)."""
 
     __slots__ = ()

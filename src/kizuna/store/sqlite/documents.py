@@ -3,6 +3,7 @@ subscriptions stored as documents of a ``kind``."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import astuple
 from typing import Any
 
@@ -10,7 +11,7 @@ import orjson
 
 from kizuna.store import AuditEvent
 from kizuna.store.dialect import AUDIT_COLUMNS, audit_where
-from kizuna.store.sqlite.connection import SqliteBase, _announce
+from kizuna.store.sqlite.connection import SqliteBase, SqliteTransaction, _announce
 
 
 class SqliteDocuments(SqliteBase):
@@ -72,19 +73,11 @@ class SqliteDocuments(SqliteBase):
 
     async def insert_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
         async with self._immediate(tenant) as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO documents (kind, tenant, id, doc) VALUES (?, ?, ?, ?)",
-                (kind, tenant, doc["id"], orjson.dumps(doc)),
-            )
-        return cursor.rowcount == 1
+            return _insert_document(db, kind, tenant, doc)
 
     async def replace_document(self, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
         async with self._write_lock:
-            cursor = self.db.execute(
-                "UPDATE documents SET doc = ? WHERE kind = ? AND tenant = ? AND id = ?",
-                (orjson.dumps(doc), kind, tenant, doc["id"]),
-            )
-            return cursor.rowcount == 1
+            return _replace_document(self.db, kind, tenant, doc)
 
     async def swap_document(self, kind: str, tenant: str, doc: dict[str, Any], expected: int) -> bool:
         async with self._immediate() as db:  # the file's write lock: atomic across processes too
@@ -94,10 +87,7 @@ class SqliteDocuments(SqliteBase):
             ).fetchone()
             swapped = row is not None and orjson.loads(row[0]).get("version", 0) == expected
             if swapped:
-                db.execute(
-                    "UPDATE documents SET doc = ? WHERE kind = ? AND tenant = ? AND id = ?",
-                    (orjson.dumps(doc), kind, tenant, doc["id"]),
-                )
+                _replace_document(db, kind, tenant, doc)
         return swapped
 
     async def get_document(self, kind: str, tenant: str, doc_id: str) -> dict[str, Any] | None:
@@ -112,15 +102,62 @@ class SqliteDocuments(SqliteBase):
         total = self.db.execute(
             "SELECT count(*) FROM documents WHERE kind = ? AND tenant = ?", (kind, tenant)
         ).fetchone()[0]
-        rows = self.db.execute(
-            "SELECT doc FROM documents WHERE kind = ? AND tenant = ? ORDER BY rowid LIMIT ? OFFSET ?",
-            (kind, tenant, -1 if limit is None else limit, offset),
-        )
-        return [orjson.loads(doc) for (doc,) in rows], total
+        return _documents(self.db, kind, tenant, limit, offset), total
 
     async def delete_document(self, kind: str, tenant: str, doc_id: str) -> bool:
         async with self._write_lock:
-            cursor = self.db.execute(
-                "DELETE FROM documents WHERE kind = ? AND tenant = ? AND id = ?", (kind, tenant, doc_id)
-            )
-            return cursor.rowcount == 1
+            return _delete_document(self.db, kind, tenant, doc_id)
+
+
+class DocumentWrites(SqliteTransaction):
+    """The document half of :class:`~kizuna.store.sqlite.SqliteWrite`."""
+
+    __slots__ = ()
+
+    async def insert_document(self, kind: str, doc: dict[str, Any]) -> bool:
+        return _insert_document(self.db, kind, self.tenant, doc)
+
+    async def replace_document(self, kind: str, doc: dict[str, Any]) -> bool:
+        return _replace_document(self.db, kind, self.tenant, doc)
+
+    async def delete_document(self, kind: str, doc_id: str) -> bool:
+        return _delete_document(self.db, kind, self.tenant, doc_id)
+
+    async def documents(self, kind: str) -> list[dict[str, Any]]:
+        return _documents(self.db, kind, self.tenant)
+
+
+# -- the statements, on the store's writer connection or inside a write transaction ------------------
+
+
+def _insert_document(db: sqlite3.Connection, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO documents (kind, tenant, id, doc) VALUES (?, ?, ?, ?)",
+        (kind, tenant, doc["id"], orjson.dumps(doc)),
+    )
+    return cursor.rowcount == 1
+
+
+def _replace_document(db: sqlite3.Connection, kind: str, tenant: str, doc: dict[str, Any]) -> bool:
+    cursor = db.execute(
+        "UPDATE documents SET doc = ? WHERE kind = ? AND tenant = ? AND id = ?",
+        (orjson.dumps(doc), kind, tenant, doc["id"]),
+    )
+    return cursor.rowcount == 1
+
+
+def _delete_document(db: sqlite3.Connection, kind: str, tenant: str, doc_id: str) -> bool:
+    cursor = db.execute(
+        "DELETE FROM documents WHERE kind = ? AND tenant = ? AND id = ?", (kind, tenant, doc_id)
+    )
+    return cursor.rowcount == 1
+
+
+def _documents(
+    db: sqlite3.Connection, kind: str, tenant: str, limit: int | None = None, offset: int = 0
+) -> list[dict[str, Any]]:
+    rows = db.execute(
+        "SELECT doc FROM documents WHERE kind = ? AND tenant = ? ORDER BY rowid LIMIT ? OFFSET ?",
+        (kind, tenant, -1 if limit is None else limit, offset),
+    )
+    return [orjson.loads(doc) for (doc,) in rows]

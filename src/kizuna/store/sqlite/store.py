@@ -21,7 +21,7 @@ from kizuna.store.sqlite.connection import (
     _connect,
     log,
 )
-from kizuna.store.sqlite.documents import SqliteDocuments
+from kizuna.store.sqlite.documents import DocumentWrites, SqliteDocuments
 from kizuna.store.sqlite.entities import EntityWrites, SqliteEntities
 from kizuna.store.sqlite.history import HistoryWrites, SqliteHistory
 from kizuna.store.sqlite.outbox import OutboxWrites, SqliteOutbox
@@ -37,7 +37,7 @@ def sqlite_path(url: str) -> str:
     return path.removeprefix("/")
 
 
-class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites, ChangeWrites):
+class SqliteWrite(EntityWrites, HistoryWrites, OutboxWrites, ChangeWrites, DocumentWrites):
     """One write transaction; every call runs inside the BEGIN IMMEDIATE of :meth:`SqliteStore.write`."""
 
     __slots__ = ()
