@@ -389,15 +389,40 @@ def test_inclusive_writes_happen_here_and_there(client: TestClient, sources: lis
     assert local_view(client, "urn:v:1") == 404
 
 
-def test_local_failure_is_not_forwarded_and_auxiliary_takes_no_writes(
+def test_a_local_failure_still_goes_to_inclusive_sources_and_auxiliary_takes_no_writes(
     client: TestClient, sources: list[Source]
 ) -> None:
     register(client, sources[0].url, operations=["redirectionOps"])
     register(client, sources[1].url, mode="auxiliary", operations=["redirectionOps"])
     sources[0].answers["POST", f"{BASE}/entities"] = (201, None)
+    sources[0].answers["DELETE", f"{BASE}/entities/urn:v:2"] = (204, None)
+    sources[0].answers["PATCH", f"{BASE}/entities/urn:v:1/attrs/rpm"] = (204, None)
     assert client.post(f"{BASE}/entities", json=vehicle("urn:v:1", speed=1)).status_code == 201
-    assert client.post(f"{BASE}/entities", json=vehicle("urn:v:1", speed=1)).status_code == 409
-    assert len(sources[0].requests) == 1
+
+    # the entity exists here already: the source still holds its own copy and gets the create
+    again = client.post(f"{BASE}/entities", json=vehicle("urn:v:1", speed=1))
+    assert again.status_code == 207, again.text
+    assert again.json()["success"] == ["urn:v:1"]
+    [error] = again.json()["errors"]
+    assert error["error"]["status"] == 409
+    assert "registrationId" not in error["error"]  # the node's own share failed
+    # not held here: deleted at the source, the node's 404 listed
+    deleted = client.delete(f"{BASE}/entities/urn:v:2")
+    assert deleted.status_code == 207, deleted.text
+    assert [e["error"]["status"] for e in deleted.json()["errors"]] == [404]
+    # an attribute the node does not have: updated at the source, not here
+    patched = client.patch(f"{BASE}/entities/urn:v:1/attrs/rpm", json={"value": 2})
+    assert patched.status_code == 207, patched.text
+    assert patched.json()["updated"] == [f"{DEFAULT}rpm"]
+    assert [n["attributeName"] for n in patched.json()["notUpdated"]] == [f"{DEFAULT}rpm"]
+    # a request that is wrong everywhere goes nowhere
+    assert client.post(f"{BASE}/entities", json=vehicle("not a uri")).status_code == 400
+    assert sources[0].paths() == [
+        f"{BASE}/entities",
+        f"{BASE}/entities",
+        f"{BASE}/entities/urn:v:2",
+        f"{BASE}/entities/urn:v:1/attrs/rpm",
+    ]
     assert sources[1].requests == []
 
 

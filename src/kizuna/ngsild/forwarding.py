@@ -51,7 +51,7 @@ import orjson
 
 from kizuna import paths
 from kizuna.access.subject import Subject
-from kizuna.errors import InternalError, LoopDetected, NgsiLdError, ResourceNotFound
+from kizuna.errors import AlreadyExists, InternalError, LoopDetected, NgsiLdError, ResourceNotFound
 from kizuna.jsonld.contexts import ContextRegistry, ContextValue
 from kizuna.jsonld.terms import TermMap
 from kizuna.metrics import FORWARDED
@@ -348,8 +348,11 @@ class Federation:
 
         ``body`` (the client's, compact) is split by attribute (:func:`plan_write`); ``attrs`` names
         the attribute of a body-less operation, ``expand`` turns the body's names into IRIs. The
-        node's share runs first, through ``local`` (given the body left for it); if it fails
-        nothing is forwarded. ``local`` is not called when the sources take everything."""
+        node's share runs first, through ``local`` (given the body left for it). If it fails for
+        the node's own state (the entity or attribute exists already, or not at all), the sources
+        still get theirs: each holds its own copy (clause 4.3.6.2), and the answer lists every
+        failure. A request that is wrong everywhere (a 400) is forwarded nowhere. ``local`` is
+        not called when the sources take everything."""
         self._check_loop(origin)
         regs = [] if origin.local else await self._regs(tenant)
         plan = None
@@ -359,7 +362,15 @@ class Federation:
         if plan is None:
             return await local(body), Forwarded()
         forwarded = Forwarded(local=plan.local is not None)
-        result = None if plan.local is None else await local(plan.local.body)
+        result = None
+        if plan.local is not None:
+            try:
+                result = await local(plan.local.body)
+            except (AlreadyExists, ResourceNotFound) as error:
+                if not plan.remote:
+                    raise
+                forwarded.local = False
+                forwarded.local_error = (plan.local.names, error)
         params = write_params(origin)
         answers = await asyncio.gather(
             *(

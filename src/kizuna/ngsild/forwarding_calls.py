@@ -72,6 +72,8 @@ class Forwarded:
     done: list[tuple[str, frozenset[str]]] = field(default_factory=list)  # registration, attributes
     failed: list[tuple[str, frozenset[str], NgsiLdError]] = field(default_factory=list)
     local: bool = True  # the node did its own share
+    # The node's share failed for its own state (attributes, error); the sources still did theirs.
+    local_error: tuple[frozenset[str], NgsiLdError] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -536,12 +536,16 @@ def _attribute_path(entity_id: str, attr: str) -> str:
 
 
 def _entity_response(entity_id: str, forwarded: Forwarded, success: Response) -> Response:
-    """An entity operation's answer: ``success`` unless a context source failed its share, then
-    207 with what succeeded and each source's error (clause 4.3.6, distributed operations)."""
-    if not forwarded.failed:
+    """An entity operation's answer: ``success`` unless a share failed (a source's, or the
+    node's while a source did its own), then 207 with what succeeded and each error (clause
+    4.3.6, distributed operations)."""
+    failures = [error for _, _, error in forwarded.failed]
+    if forwarded.local_error is not None:
+        failures.insert(0, forwarded.local_error[1])
+    if not failures:
         return success
     done = forwarded.local or bool(forwarded.done)
-    errors = [{"entityId": entity_id, "error": error.to_problem()} for _, _, error in forwarded.failed]
+    errors = [{"entityId": entity_id, "error": error.to_problem()} for error in failures]
     body = {"success": [entity_id] if done else [], "errors": errors}
     return edge.respond(body, status=207)
 
@@ -549,6 +553,9 @@ def _entity_response(entity_id: str, forwarded: Forwarded, success: Response) ->
 def _with_forwarded(result: UpdateResult | None, forwarded: Forwarded) -> UpdateResult:
     """The node's UpdateResult with what the context sources did of the rest added."""
     combined = result or UpdateResult()
+    if forwarded.local_error is not None:
+        names, error = forwarded.local_error
+        combined.not_updated.extend((n, f"{error.detail} ({error.status})") for n in sorted(names))
     for _, names in forwarded.done:
         combined.updated.extend(n for n in sorted(names) if n not in combined.updated)
     for reg_id, names, error in forwarded.failed:
