@@ -214,6 +214,8 @@ def _entity_type_counts(db: sqlite3.Connection) -> None:
     """:data:`ENTITY_TYPE_COUNTS`, statement by statement (its triggers hold semicolons)."""
     for statement in ENTITY_TYPE_COUNTS:
         db.execute(statement)
+
+
 # -- the notification outbox as one row per change (kizuna.store.common.change_rows) and a cursor
 # per subscription (the newest change delivered to it), instead of one row per notification:
 # rows queued by an older release are carried over, each as a change naming its one subscription
