@@ -221,7 +221,7 @@ def _entity_type_counts(db: sqlite3.Connection) -> None:
 # rows queued by an older release are carried over, each as a change naming its one subscription
 # (same seq, so the order holds), and are delivered after the upgrade.
 NOTIFICATION_CHANGES = """
-CREATE TABLE notification_changes (
+CREATE TABLE IF NOT EXISTS notification_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL,
     entity_id TEXT NOT NULL,
@@ -229,19 +229,33 @@ CREATE TABLE notification_changes (
     payloads BLOB NOT NULL,
     created_at REAL NOT NULL
 );
-CREATE INDEX notification_changes_by_tenant ON notification_changes (tenant, seq);
-CREATE TABLE notification_cursors (
+CREATE INDEX IF NOT EXISTS notification_changes_by_tenant ON notification_changes (tenant, seq);
+CREATE TABLE IF NOT EXISTS notification_cursors (
     tenant TEXT NOT NULL,
     subscription_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     PRIMARY KEY (tenant, subscription_id)
-) WITHOUT ROWID;
+) WITHOUT ROWID
+"""
+CARRY_OUTBOX = """
 INSERT INTO notification_changes (seq, tenant, entity_id, targets, payloads, created_at)
     SELECT seq, tenant, entity_id, json_object(subscription_id, json_array(trigger, 0)),
         '[' || CAST(payload AS TEXT) || ']', created_at
     FROM notification_outbox ORDER BY seq;
-DROP TABLE notification_outbox;
+DROP TABLE notification_outbox
 """
+
+
+def _notification_changes(db: sqlite3.Connection) -> None:
+    """:data:`NOTIFICATION_CHANGES`, then the old outbox's rows carried over if it is still there.
+
+    Idempotent, as migrations 1 and 3 are: a file that lost its schema_migrations runs every
+    migration again, and migration 1 then brings back an empty ``notification_outbox``."""
+    for statement in NOTIFICATION_CHANGES.split(";"):
+        db.execute(statement)
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'notification_outbox'").fetchone():
+        for statement in CARRY_OUTBOX.split(";"):
+            db.execute(statement)
 
 
 def _release_1(db: sqlite3.Connection) -> None:
@@ -259,7 +273,7 @@ MIGRATIONS: list[Migration] = [
     (1, "the schema of the releases before numbered migrations", _release_1),
     (2, "the entity change log the console's event streams follow", ENTITY_CHANGES),
     (3, "per-(tenant, type) entity counts kept by triggers on entity_types", _entity_type_counts),
-    (4, "the notification outbox as one row per change and a cursor per subscription", NOTIFICATION_CHANGES),
+    (4, "the notification outbox as one row per change and a cursor per subscription", _notification_changes),
 ]
 
 
