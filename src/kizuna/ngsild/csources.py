@@ -62,10 +62,22 @@ ENTITY_WRITES = frozenset(
     }
 )
 BATCH_WRITES = frozenset({"createBatch", "upsertBatch", "updateBatch", "deleteBatch", "mergeBatch"})
+# Type and attribute discovery (clause 5.7.5-5.7.10), forwarded as in clause 4.3.6.
+DISCOVERY = frozenset(
+    {
+        "retrieveEntityTypes",
+        "retrieveEntityTypeDetails",
+        "retrieveEntityTypeInfo",
+        "retrieveAttrTypes",
+        "retrieveAttrTypeDetails",
+        "retrieveAttrTypeInfo",
+    }
+)
 OPERATIONS = (
     OPERATION_GROUPS
     | ENTITY_WRITES
     | BATCH_WRITES
+    | DISCOVERY
     | frozenset(
         {
             "upsertTemporal",
@@ -79,12 +91,6 @@ OPERATIONS = (
             "queryBatch",
             "retrieveTemporal",
             "queryTemporal",
-            "retrieveEntityTypes",
-            "retrieveEntityTypeDetails",
-            "retrieveEntityTypeInfo",
-            "retrieveAttrTypes",
-            "retrieveAttrTypeDetails",
-            "retrieveAttrTypeInfo",
             "createSubscription",
             "updateSubscription",
             "retrieveSubscription",

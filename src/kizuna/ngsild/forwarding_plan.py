@@ -21,21 +21,10 @@ from kizuna.patterns import search
 from kizuna.store import Entity
 from kizuna.times import epoch, parse_instant
 
-WRITES, BATCH_WRITES = csources.ENTITY_WRITES, csources.BATCH_WRITES
+WRITES, BATCH_WRITES, DISCOVERY = csources.ENTITY_WRITES, csources.BATCH_WRITES, csources.DISCOVERY
 
 # What each operation group of clause 5.5.x stands for (only the operations forwarded here).
 READS = frozenset({"retrieveEntity", "queryEntity", "queryBatch", "retrieveTemporal", "queryTemporal"})
-# Type and attribute discovery (clause 5.7.5-5.7.10), forwarded as in clause 4.3.6.
-DISCOVERY = frozenset(
-    {
-        "retrieveEntityTypes",
-        "retrieveEntityTypeDetails",
-        "retrieveEntityTypeInfo",
-        "retrieveAttrTypes",
-        "retrieveAttrTypeDetails",
-        "retrieveAttrTypeInfo",
-    }
-)
 GROUPS: Mapping[str, frozenset[str]] = {
     "federationOps": READS | DISCOVERY,
     "retrieveOps": frozenset({"retrieveEntity", "queryEntity"}),
