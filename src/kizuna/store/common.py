@@ -120,7 +120,8 @@ class TouchesOnce:
     """What both stores' history writes share: one write records many instances of one entity,
     and its temporal entity needs touching once, not once per instance. A second identical
     touch in the same transaction changes nothing, unless the temporal entity was changed in
-    between, so the store's ``touch_temporal_entity`` and ``delete_history`` empty ``touched``."""
+    between, so the store's ``touch_temporal_entity`` and ``delete_history`` empty ``touched``.
+    ``append_history`` is ``append_histories`` of one instance, on both stores."""
 
     __slots__ = ()
     touched: set[TemporalTouch]
@@ -135,6 +136,27 @@ class TouchesOnce:
         if touch not in self.touched:
             await self.touch_temporal_entity(entity_id, types, scope, now)
             self.touched.add(touch)
+
+    async def append_histories(
+        self,
+        entity_id: str,
+        types: list[str],
+        instances: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        scope: list[str] | None = None,
+    ) -> list[str]:
+        raise NotImplementedError
+
+    async def append_history(
+        self,
+        entity_id: str,
+        types: list[str],
+        attribute: str,
+        instance: dict[str, Any],
+        *,
+        scope: list[str] | None = None,
+    ) -> str:
+        return (await self.append_histories(entity_id, types, [(attribute, instance)], scope=scope))[0]
 
 
 VALUE_MEMBERS = ("value", "object", "languageMap", "vocab", "json", "valueList", "objectList")

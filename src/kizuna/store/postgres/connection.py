@@ -184,5 +184,5 @@ class PgTransaction:
         self.conn = conn
         self.schema = schema
         self.tenant = tenant
-        self.touched: set[TemporalTouch] = set()  # see HistoryWrites.append_history
+        self.touched: set[TemporalTouch] = set()  # see common.TouchesOnce
         self.changes: list[PendingChange] = []  # see ChangeWrites.log_changes

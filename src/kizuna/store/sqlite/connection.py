@@ -101,7 +101,7 @@ class SqliteTransaction:
     def __init__(self, db: sqlite3.Connection, tenant: str) -> None:
         self.db = db
         self.tenant = tenant
-        self.touched: set[TemporalTouch] = set()  # see HistoryWrites.append_history
+        self.touched: set[TemporalTouch] = set()  # see common.TouchesOnce
         self.changes: list[PendingChange] = []  # see ChangeWrites.log_changes
 
 

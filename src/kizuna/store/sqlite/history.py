@@ -160,17 +160,6 @@ class HistoryWrites(SqliteTransaction, TouchesOnce):
             )
         return False
 
-    async def append_history(
-        self,
-        entity_id: str,
-        types: list[str],
-        attribute: str,
-        instance: dict[str, Any],
-        *,
-        scope: list[str] | None = None,
-    ) -> str:
-        return (await self.append_histories(entity_id, types, [(attribute, instance)], scope=scope))[0]
-
     async def append_histories(
         self,
         entity_id: str,
