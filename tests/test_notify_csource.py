@@ -81,6 +81,21 @@ async def test_a_new_subscription_is_told_of_the_registrations_stored_before_it_
     assert store.sent == [[earlier["id"]]]
 
 
+def subscribe_to_vehicle_sources(client: TestClient, sub_id: str, endpoint: str) -> str:
+    """A csource subscription to registrations of Vehicles, notifying ``endpoint``; its id."""
+    created = client.post(
+        "/ngsi-ld/v1/csourceSubscriptions",
+        json={
+            "id": sub_id,
+            "type": "Subscription",
+            "entities": [{"type": "Vehicle"}],
+            "notification": {"endpoint": {"uri": endpoint}},
+        },
+    )
+    assert created.status_code == 201, created.text
+    return sub_id
+
+
 @pytest.fixture
 def client(tmp_path: Path, any_store_url: str) -> Iterator[TestClient]:
     settings = Settings(
@@ -96,17 +111,9 @@ def test_a_failing_receiver_gets_every_csource_notification_in_order(client: Tes
     receiver = Receiver()
     try:
         receiver.script = ["500", "close", "500"]
-        sub_id = "urn:ngsi-ld:Subscription:vehicle-sources"
-        created = client.post(
-            "/ngsi-ld/v1/csourceSubscriptions",
-            json={
-                "id": sub_id,
-                "type": "Subscription",
-                "entities": [{"type": "Vehicle"}],
-                "notification": {"endpoint": {"uri": receiver.url}},
-            },
+        sub_id = subscribe_to_vehicle_sources(
+            client, "urn:ngsi-ld:Subscription:vehicle-sources", receiver.url
         )
-        assert created.status_code == 201, created.text
         first, second = (f"urn:ngsi-ld:ContextSourceRegistration:fleet-{n}" for n in (1, 2))
         for reg_id in (first, second):
             answer = client.post(
@@ -158,17 +165,7 @@ def test_a_registration_and_its_csource_notifications_commit_together(
     subscriber can trust that every registration it was not told of does not exist)."""
     receiver = Receiver()
     try:
-        sub_id = "urn:ngsi-ld:Subscription:atomic-sources"
-        created = client.post(
-            "/ngsi-ld/v1/csourceSubscriptions",
-            json={
-                "id": sub_id,
-                "type": "Subscription",
-                "entities": [{"type": "Vehicle"}],
-                "notification": {"endpoint": {"uri": receiver.url}},
-            },
-        )
-        assert created.status_code == 201, created.text
+        subscribe_to_vehicle_sources(client, "urn:ngsi-ld:Subscription:atomic-sources", receiver.url)
 
         def register(name: str, vehicle_type: str = "Vehicle") -> int:
             return client.post(
