@@ -84,11 +84,12 @@ class DiscoveryApi:
         self.federation = federation
 
     async def _start(
-        self, request: Request, facet: _Facet[Any], one: str | None = None
-    ) -> tuple[str, TermMap, str | None, bool, Inventory]:
-        """The inventory of this node and, added to it, of the sources (``one``: the IRI of
-        the type or attribute asked about)."""
+        self, request: Request, facet: _Facet[Any], name: str | None = None
+    ) -> tuple[str, TermMap, str | None, bool, Inventory, str | None]:
+        """The inventory of this node and, added to it, of the sources, and the IRI of ``name``
+        (the type or attribute asked about, if one is)."""
         media, terms, context = await edge.reading(request, self.contexts, P_DISCOVERY)
+        one = None if name is None else terms.expand(name)
         details = bool_param(request.query_params, "details")
         tenant = edge.tenant_of(request)
         inventory = await take_inventory(self.entities, tenant, edge.subject_of(request))
@@ -107,7 +108,7 @@ class DiscoveryApi:
             for item in data if isinstance(data, list) else [data]:
                 if isinstance(item, dict):
                     shape(inventory, item, source_terms, one)
-        return media, terms, context, details, inventory
+        return media, terms, context, details, inventory, one
 
     async def types(self, request: Request) -> Response:
         return await self._list(request, _TYPES)
@@ -123,7 +124,7 @@ class DiscoveryApi:
 
     async def _list(self, request: Request, facet: _Facet[S]) -> Response:
         """The names, or with details=true one record each."""
-        media, terms, context, details, inventory = await self._start(request, facet)
+        media, terms, context, details, inventory, _ = await self._start(request, facet)
         summaries = facet.part(inventory)
         if not details:
             return edge.respond(_listing(facet.listing, summaries, terms), media=media, context=context)
@@ -133,9 +134,8 @@ class DiscoveryApi:
     async def _info(self, request: Request, facet: _Facet[S]) -> Response:
         """What the tenant holds of one type or attribute; 404 if none of its entities has it."""
         name = request.path_params[facet.param]
-        _, terms, _ = await edge.reading(request, self.contexts, P_DISCOVERY)
-        iri = terms.expand(name)
-        media, terms, context, _, inventory = await self._start(request, facet, iri)
+        media, terms, context, _, inventory, iri = await self._start(request, facet, name)
+        assert iri is not None
         summary = facet.part(inventory).get(iri)
         if summary is None:
             raise ResourceNotFound(facet.missing.format(name))
