@@ -14,13 +14,13 @@ an authentication layer let in was refused nothing.
 from __future__ import annotations
 
 import orjson
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kizuna.access.audit import DENIED, AuditTrail
 from kizuna.metrics import AUTH_ALLOWED, AUTH_DENIED
 from kizuna.ngsild.edge import TENANT_HEADER
 from kizuna.problems import REFUSALS_STATE
+from kizuna.request_headers import header
 from kizuna.store import DEFAULT_TENANT
 
 REFUSALS = frozenset({401, 403})
@@ -40,7 +40,7 @@ class AuditRefusals:
         # Read before the routers inside rewrite root_path in this same scope.
         path, method = scope["path"], scope["method"]
         query = scope.get("query_string", b"").decode("latin-1")
-        tenant = Headers(scope=scope).get(TENANT_HEADER, DEFAULT_TENANT)
+        tenant = header(scope, TENANT_HEADER, DEFAULT_TENANT)
         status = 0
         body = b""
 

@@ -7,13 +7,14 @@ themselves with signed DSP tokens, and the data plane's bearer tokens are transf
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kizuna.access.authenticator import Authenticator
 from kizuna.errors import NgsiLdError
 from kizuna.ngsild.edge import TENANT_HEADER
 from kizuna.problems import problem_response
+from kizuna.request_headers import header
 from kizuna.store import DEFAULT_TENANT
 
 API_KEY_HEADER = "x-api-key"
@@ -42,13 +43,12 @@ class Authentication:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        tenant = headers.get(self.tenant_header, DEFAULT_TENANT)
+        tenant = header(scope, self.tenant_header, DEFAULT_TENANT)
         if not tenant and self.tenant_param:
             tenant = QueryParams(scope["query_string"]).get(self.tenant_param, DEFAULT_TENANT)
         try:
             subject = await self.authenticator.subject(
-                headers.get("authorization"), headers.get(API_KEY_HEADER), tenant
+                header(scope, "authorization"), header(scope, API_KEY_HEADER), tenant
             )
         except NgsiLdError as error:
             await problem_response(error)(scope, receive, send)

@@ -9,11 +9,11 @@ passes the limit: no route ever sees more than the limit.
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kizuna.errors import PayloadTooLarge
 from kizuna.problems import problem_response
+from kizuna.request_headers import header
 
 
 class BodyLimit:
@@ -25,7 +25,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
+        declared = header(scope, "content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await problem_response(self._too_large())(scope, receive, send)
             return

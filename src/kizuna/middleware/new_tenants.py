@@ -11,12 +11,12 @@ racing to create the last tenants allowed may pass the limit by as many as race.
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kizuna.access.subject import Subject
 from kizuna.errors import AccessDenied, TooManyTenants
 from kizuna.problems import problem_response
+from kizuna.request_headers import header
 from kizuna.store import Store
 
 WRITES = frozenset({"POST", "PUT", "PATCH"})
@@ -30,7 +30,7 @@ class NewTenants:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in WRITES:
-            tenant = Headers(scope=scope).get("ngsild-tenant", "")
+            tenant = header(scope, "ngsild-tenant", "")
             if tenant and not await self.store.has_tenant(tenant):
                 subject: Subject = scope["state"]["subject"]
                 refusal: AccessDenied | TooManyTenants | None = None

@@ -29,6 +29,7 @@ from kizuna.jsonld.terms import TermMap
 from kizuna.limits import InputLimits, PageLimits
 from kizuna.media import negotiate
 from kizuna.ngsild.selection import Page, Params, parse_page
+from kizuna.request_headers import header as request_header
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -49,7 +50,9 @@ def tenant_of(request: Request, header: str = TENANT_HEADER, param: str | None =
     """The tenant a request names in ``header`` (NGSI-LD's, or another API's: NGSI v2's
     ``Fiware-Service``), or else in the query parameter ``param`` (for a browser's EventSource,
     which cannot set headers), checked alike whichever carries it."""
-    tenant = request.headers.get(header, "") or (request.query_params.get(param, "") if param else "")
+    tenant = request_header(request.scope, header, "") or (
+        request.query_params.get(param, "") if param else ""
+    )
     if tenant and (len(tenant) > 256 or any(c in tenant for c in "<>\"'=;()\\ ")):
         raise BadRequestData(f"Invalid tenant name {tenant!r}")
     return tenant
@@ -63,7 +66,7 @@ def subject_of(request: Request) -> Subject:
 
 def link_context(request: Request) -> str | None:
     """The @context URL of a ``Link`` header with the JSON-LD context relation, if any."""
-    header = request.headers.get("link")
+    header = request_header(request.scope, "link")
     if not header:
         return None
     for part in header.split(","):
@@ -76,7 +79,7 @@ def link_context(request: Request) -> str | None:
 
 def accepted_type(request: Request, *, geo: bool = False) -> str:
     """Content negotiation of clause 6.3.4: JSON, JSON-LD and (for entities) GeoJSON."""
-    header = request.headers.get("accept")
+    header = request_header(request.scope, "accept")
     if not header:
         return JSON
     chosen = negotiate(header, [JSON, JSON_LD, *([GEO_JSON] if geo else [])])
@@ -96,7 +99,7 @@ class Payload:
 async def read_json(request: Request, *, merge_patch: bool = False) -> Any:
     """The JSON body of a request: 415 for other media types, 400 if malformed or past the
     input limits (its size was bounded before the route ran: kizuna.middleware.body_limit)."""
-    media = _media_type(request.headers.get("content-type"))
+    media = _media_type(request_header(request.scope, "content-type"))
     allowed = (JSON, JSON_LD, MERGE_PATCH) if merge_patch else (JSON, JSON_LD)
     if media not in allowed:
         raise UnsupportedMediaType(
@@ -210,7 +213,7 @@ async def terms_for_items(
 
 
 def is_json_ld(request: Request) -> bool:
-    return _media_type(request.headers.get("content-type")) == JSON_LD
+    return _media_type(request_header(request.scope, "content-type")) == JSON_LD
 
 
 def respond(

@@ -32,6 +32,7 @@ from kizuna.ngsild.selection import (
     parse_view,
     query_body_params,
 )
+from kizuna.request_headers import header
 
 # Query parameters each operation accepts (clause 6); anything else is an InvalidRequest.
 _VIEW = {
@@ -516,11 +517,11 @@ def origin_of(request: Request, link: str | None = None, *, body: Any = None) ->
     return Origin(
         subject=edge.subject_of(request),
         link=link if reading else edge.link_context(request),
-        via=request.headers.get("via"),
+        via=header(request.scope, "via"),
         params=tuple(request.query_params.multi_items()),
         local=request.query_params.get("local") == "true",
         body=body,
-        content_type=edge.JSON if reading else request.headers.get("content-type", edge.JSON),
+        content_type=edge.JSON if reading else header(request.scope, "content-type", edge.JSON),
         headers=request.headers,
         # The middleware's list, so that what forwarding adds reaches the answer's headers.
         warnings=getattr(request.state, WARNINGS_STATE, []),
