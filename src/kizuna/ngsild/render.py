@@ -85,6 +85,9 @@ def render_entity(
             instances = [i for i in instances if i.get("datasetId") in view.dataset_ids]
             if not instances:
                 continue
+        if len(instances) == 1 and not inline:
+            out[terms.compact(iri)] = render_instance(instances[0], terms, view)
+            continue
         rendered = [render_instance(i, terms, view) for i in instances]
         if inline and linked is not None:
             target_view = view.linked(iri)
@@ -137,6 +140,7 @@ def linked_targets(entity: Entity, view: View) -> list[tuple[str, View]]:
 
 
 _ENTITY_CORE = frozenset({"id", "type", "scope"} | SYSTEM_MEMBERS)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _keeper(view: View):
@@ -150,19 +154,21 @@ def render_instance(instance: dict[str, Any], terms: TermMap, view: View) -> Any
     kind = instance["type"]
     member = VALUE_MEMBER[kind]
     value = _compact_value(kind, instance[member], terms)
+    form = view.form
     if kind == "LanguageProperty" and view.lang is not None:
         # lang=xx: a LanguageProperty becomes a Property holding the best-matching string.
         chosen, value = _pick_language(value, view.lang)
-        if view.form == "keyValues":
+        if form == "keyValues":
             return value
-        kind, member, value = "Property", "value", value
-        out: dict[str, Any] = {"value": value, "lang": chosen}
-    elif view.form == "keyValues":
+        kind, member = "Property", "value"
+        out: dict[str, Any] = {"type": kind, "value": value} if form == "normalized" else {"value": value}
+        out["lang"] = chosen
+    elif form == "keyValues":
         return value
+    elif form == "normalized":
+        out = {"type": kind, member: value}
     else:
         out = {member: value}
-    if view.form == "normalized":
-        out = {"type": kind, **out}
     for key, item in instance.items():
         if key not in INSTANCE_MEMBERS:
             out[terms.compact(key)] = render_instance(item, terms, view)
@@ -171,7 +177,7 @@ def render_instance(instance: dict[str, Any], terms: TermMap, view: View) -> Any
                 out[key] = item
         elif key not in ("type", member, "languageMap"):
             out[key] = terms.compact(item) if key == "objectType" and isinstance(item, str) else item
-    bare = view.form == "concise" and len(out) == 1 and kind in ("Property", "GeoProperty")
+    bare = form == "concise" and len(out) == 1 and kind in ("Property", "GeoProperty")
     if bare and (kind == "GeoProperty" or not isinstance(value, dict)):
         return value
     return out
@@ -205,7 +211,8 @@ def _pick_language(language_map: dict[str, Any], wanted: str) -> tuple[str, Any]
 
 def _compact_value(kind: str, value: Any, terms: TermMap) -> Any:
     if kind in ("Property", "ListProperty"):
-        return convert_compound(value, terms.compact)
+        # Most values are scalars, which have no terms to compact.
+        return value if type(value) in _SCALARS else convert_compound(value, terms.compact)
     if kind == "VocabProperty":
         return [terms.compact(v) for v in value] if isinstance(value, list) else terms.compact(value)
     return value
