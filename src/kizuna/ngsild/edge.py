@@ -60,8 +60,9 @@ def tenant_of(request: Request, header: str = TENANT_HEADER, param: str | None =
 
 def subject_of(request: Request) -> Subject:
     """Who asks: set by the authentication middleware in front of every API (a request that
-    did not pass it has no subject, and fails rather than act for nobody in particular)."""
-    return request.state.subject
+    did not pass it has no subject, and fails rather than act for nobody in particular). Read
+    off the scope's state: ``request.state`` wraps it in a new object on each request."""
+    return request.scope["state"]["subject"]
 
 
 def link_context(request: Request) -> str | None:

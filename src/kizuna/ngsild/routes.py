@@ -524,7 +524,7 @@ def origin_of(request: Request, link: str | None = None, *, body: Any = None) ->
         content_type=edge.JSON if reading else header(request.scope, "content-type", edge.JSON),
         headers=request.headers,
         # The middleware's list, so that what forwarding adds reaches the answer's headers.
-        warnings=getattr(request.state, WARNINGS_STATE, []),
+        warnings=request.scope.get("state", {}).get(WARNINGS_STATE, []),
     )
 
 
