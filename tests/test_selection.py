@@ -335,3 +335,9 @@ def test_member_names_of_a_temporal_read(terms: TermMap) -> None:
     assert parse_member_names({"pick": "id,name", "omit": "size"}, terms) == ({"id", NAME}, {SIZE})
     refused(BadRequestData, parse_member_names, {"pick": "name", "attrs": "name"}, terms)
     refused(BadRequestData, parse_member_names, {"pick": "name", "omit": "name"}, terms)
+
+
+def test_a_read_that_asks_for_nothing_gets_the_view_every_parameter_defaults_to(terms: TermMap) -> None:
+    spelled_out = parse_view({"format": "normalized", "joinLevel": "1"}, terms, set())
+    assert parse_view({}, terms, set()) == spelled_out
+    assert parse_view({}, terms, {"sysAttrs"}).sys_attrs

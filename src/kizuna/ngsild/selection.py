@@ -311,6 +311,8 @@ def _selectors(entities: Any) -> dict[str, str]:
 def parse_view(params: Params, terms: TermMap, options: Collection[str]) -> View:
     """The rendering of the selected entities a read asks for (format, attrs, pick/omit, lang,
     datasetId, join)."""
+    if not params and not options:
+        return _WHOLE  # most reads ask for nothing but the entity
     form = params.get("format")
     if form is not None and form not in FORMATS:
         raise InvalidRequest(f"Unknown format {form!r}; expected one of {', '.join(FORMATS)}")
@@ -348,6 +350,9 @@ def parse_view(params: Params, terms: TermMap, options: Collection[str]) -> View
         join=None if join == "@none" else join,
         join_level=join_level,
     )
+
+
+_WHOLE = View()
 
 
 def parse_member_names(params: Params, terms: TermMap) -> tuple[frozenset[str] | None, frozenset[str]]:
