@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,6 @@ from kizuna.access.subject import NODE
 from kizuna.app import create_app
 from kizuna.config import Settings
 from kizuna.jsonld.contexts import ContextRegistry
-from kizuna.ngsild.csources import REGISTRATION_KIND
 from kizuna.notify.csource import CSOURCE, CsourceNotifier
 from notify_helpers import Receiver, wait_until
 
@@ -36,49 +33,6 @@ def registration(name: str, modified_at: str) -> dict[str, Any]:
         },
         NODE,
     )
-
-
-class Registrations:
-    """The store calls the notifier makes for a new subscription: the tenant's registrations,
-    and the write (itself its transaction) that queues the notification."""
-
-    def __init__(self, regs: list[dict[str, Any]]) -> None:
-        self.regs = regs
-        self.sent: list[list[str]] = []  # the registration ids of each queued notification
-
-    async def list_documents(self, kind: str, tenant: str) -> tuple[list[dict[str, Any]], int]:
-        assert kind == REGISTRATION_KIND
-        return self.regs, len(self.regs)
-
-    @asynccontextmanager
-    async def write(self, tenant: str) -> AsyncIterator[Registrations]:
-        yield self
-
-    async def add_outbox(self, rows: list[tuple[str, str, str, bytes]]) -> None:
-        self.sent += [[reg["id"] for reg in orjson.loads(payload)[CSOURCE]["data"]] for *_, payload in rows]
-
-
-async def test_a_new_subscription_is_told_of_the_registrations_stored_before_it_only() -> None:
-    """A registration stored after the subscription (before the notifier read the list) is
-    told by its own change; listing it here too notified it twice."""
-    earlier = registration("earlier", "2026-12-07T10:00:00.000Z")
-    later = registration("later", "2026-12-07T10:00:02.000Z")
-    store = Registrations([earlier, later])
-    notifier = CsourceNotifier(store, ContextRegistry(), lambda: None)  # type: ignore[arg-type]
-    subscription = owned(
-        {
-            "id": "urn:ngsi-ld:Subscription:vehicles",
-            "type": "Subscription",
-            "entities": [{"type": VEHICLE}],
-            "notification": {"endpoint": {"uri": "http://receiver.example"}},
-            "createdAt": "2026-12-07T10:00:01.000Z",
-            "modifiedAt": "2026-12-07T10:00:01.000Z",
-        },
-        NODE,
-    )
-    notifier.subscription_changed("", subscription)
-    await asyncio.wait_for(asyncio.gather(*notifier._tasks), 5)
-    assert store.sent == [[earlier["id"]]]
 
 
 def subscribe_to_vehicle_sources(client: TestClient, sub_id: str, endpoint: str) -> str:
@@ -208,14 +162,64 @@ def test_a_registration_and_its_csource_notifications_commit_together(
         receiver.close()
 
 
+async def test_a_csource_subscription_and_its_initial_notification_commit_together(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure after a new or updated subscription is written but before its initial
+    notification (every registration it matches, clause 5.11.7) is queued leaves neither: the
+    request answers 500, and a subscription the node keeps was told of what it matched."""
+    receiver = Receiver()
+    try:
+        kept = {
+            "id": "urn:ngsi-ld:ContextSourceRegistration:kept",
+            "type": "ContextSourceRegistration",
+            "information": [{"entities": [{"type": "Vehicle"}]}],
+            "endpoint": "http://127.0.0.1:9/fleet",
+        }
+        assert client.post("/ngsi-ld/v1/csourceRegistrations", json=kept).status_code == 201
+        sub_id = "urn:ngsi-ld:Subscription:atomic-initial"
+        path = f"/ngsi-ld/v1/csourceSubscriptions/{sub_id}"
+
+        async def broken(*_: Any) -> tuple[str, str, str, bytes]:
+            raise RuntimeError("injected: the initial notification could not be queued")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(CsourceNotifier, "_notification", broken)
+            created = client.post(
+                "/ngsi-ld/v1/csourceSubscriptions",
+                json={
+                    "id": sub_id,
+                    "type": "Subscription",
+                    "entities": [{"type": "Vehicle"}],
+                    "notification": {"endpoint": {"uri": receiver.url}},
+                },
+            )
+            assert created.status_code == 500
+            assert client.get(path).status_code == 404
+        subscribe_to_vehicle_sources(client, sub_id, receiver.url)
+        with monkeypatch.context() as patched:
+            patched.setattr(CsourceNotifier, "_notification", broken)
+            assert client.patch(path, json={"description": "renamed"}).status_code == 500
+        assert "description" not in client.get(path).json()
+        later = {**kept, "id": "urn:ngsi-ld:ContextSourceRegistration:later"}
+        assert client.post("/ngsi-ld/v1/csourceRegistrations", json=later).status_code == 201
+        # In order per subscription: had the failed update queued anything, it came second.
+        bodies = receiver.wait_for(2, timeout=15)
+        assert [(b["triggerReason"], [r["id"].rsplit(":", 1)[1] for r in b["data"]]) for b in bodies] == [
+            ("newlyMatching", ["kept"]),
+            ("newlyMatching", ["later"]),
+        ]
+    finally:
+        receiver.close()
+
+
 async def test_a_notified_registration_carries_only_the_information_the_subscription_selects() -> None:
     """Clause 5.11.7 (ETSI 047_03): the RegistrationInfo elements about other entity types are
     left out of the notified registration; the stored registration keeps them."""
     fleet = registration("fleet", "2026-12-07T10:00:00.000Z")
     bus = "https://uri.etsi.org/ngsi-ld/default-context/Bus"
     fleet["information"] = [{"entities": [{"type": bus}]}, *fleet["information"]]
-    store = Registrations([fleet])
-    notifier = CsourceNotifier(store, ContextRegistry(), lambda: None)  # type: ignore[arg-type]
+    notifier = CsourceNotifier(None, ContextRegistry(), lambda: None)  # type: ignore[arg-type]
     subscription = owned(
         {
             "id": "urn:ngsi-ld:Subscription:vehicles",

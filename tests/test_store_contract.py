@@ -7,6 +7,7 @@ Parametrised over every store kind in ``conftest.STORE_KINDS``, so a new impleme
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -246,6 +247,37 @@ async def test_documents_written_in_a_transaction_commit_or_roll_back_with_its_o
     # Another tenant's documents are not this transaction's.
     async with store.write("u") as tx:
         assert await tx.documents("k") == []
+
+
+async def test_of_two_writes_storing_a_document_and_reading_the_other_kind_one_sees_the_other(
+    store: Store,
+) -> None:
+    """A registration and a csource subscription written at once (each stores its document,
+    then reads the other kind to notify): without this, neither saw the other on PostgreSQL and
+    the registration was notified to that subscription by neither."""
+    first_read, second_read = asyncio.Event(), asyncio.Event()
+    seen: dict[str, list[str]] = {}
+
+    async def first() -> None:
+        async with store.write("t") as tx:
+            assert await tx.insert_document("subscription", {"id": "s"})
+            seen["first"] = [d["id"] for d in await tx.documents("registration")]
+            first_read.set()
+            # Commit once the second has read, or after a while if it cannot before this commits.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(second_read.wait(), 2)
+
+    async def second() -> None:
+        await first_read.wait()
+        async with store.write("t") as tx:
+            assert await tx.insert_document("registration", {"id": "r"})
+            seen["second"] = [d["id"] for d in await tx.documents("subscription")]
+            second_read.set()
+
+    async with store.write("t") as tx:  # the tenant exists: creating it is no lock of its own
+        assert await tx.insert_document("other", {"id": "o"})
+    await asyncio.wait_for(asyncio.gather(first(), second()), 30)
+    assert seen == {"first": [], "second": ["s"]}
 
 
 async def test_concurrent_swaps_count_every_increment_once(store: Store) -> None:

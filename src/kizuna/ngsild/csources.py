@@ -305,7 +305,9 @@ class CsourceNotifier(Protocol):
     def queued(self) -> None:
         """After that transaction committed: the notifications may go."""
 
-    def subscription_changed(self, tenant: str, sub: Subscription) -> None: ...
+    async def subscription_written(self, tx: WriteTransaction, tenant: str, sub: Subscription) -> None:
+        """Queue the initial notification of a new or updated subscription in the transaction
+        that writes it, so that the subscription and that notification commit together."""
 
 
 class RegistrationService:

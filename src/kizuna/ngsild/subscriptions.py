@@ -155,8 +155,9 @@ class CsourceSubscriptions:
         notifier: CsourceNotifier | None = None,
         settle: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
-        """``notifier`` queues what a subscription matches when it is created or updated;
-        ``settle`` is :meth:`kizuna.notify.dispatcher.Dispatcher.settle`, which delivers them."""
+        """``notifier`` queues what a subscription matches when it is created or updated, in the
+        transaction that writes it; ``settle`` is :meth:`kizuna.notify.dispatcher.Dispatcher.settle`,
+        which delivers them."""
         self.store = store
         self.notifier = notifier
         self._settle = settle
@@ -165,10 +166,23 @@ class CsourceSubscriptions:
         return await self.store.get_document(SUBSCRIPTION_KIND, tenant, sub_id)
 
     async def insert(self, tenant: str, sub: Subscription) -> bool:
-        return await self.store.insert_document(SUBSCRIPTION_KIND, tenant, sub)
+        return await self._write(tenant, sub, new=True)
 
     async def replace(self, tenant: str, sub: Subscription) -> bool:
-        return await self.store.replace_document(SUBSCRIPTION_KIND, tenant, sub)
+        return await self._write(tenant, sub, new=False)
+
+    async def _write(self, tenant: str, sub: Subscription, *, new: bool) -> bool:
+        """The subscription and its initial notification in one transaction: a failure between
+        the two leaves neither, so a subscription the node answered 201 or 204 for has been told
+        of every registration it matched then."""
+        async with self.store.write(tenant) as tx:
+            store = tx.insert_document if new else tx.replace_document
+            written = await store(SUBSCRIPTION_KIND, sub)
+            if written and self.notifier is not None:
+                await self.notifier.subscription_written(tx, tenant, sub)
+        if written and self.notifier is not None:
+            self.notifier.queued()
+        return written
 
     async def delete(self, tenant: str, sub_id: str) -> bool:
         return await self.store.delete_document(SUBSCRIPTION_KIND, tenant, sub_id)
@@ -192,9 +206,8 @@ class CsourceSubscriptions:
             await self._settle(tenant, sub_id)
 
     def changed(self, tenant: str, sub: Subscription | None) -> None:
-        """A deleted subscription is not told: the notifier reads the subscriptions as it goes."""
-        if sub is not None and self.notifier is not None:
-            self.notifier.subscription_changed(tenant, sub)
+        """Nothing to tell: the notifier had a written subscription in its transaction
+        (:meth:`_write`), and reads the subscriptions as it goes, so a deleted one is gone."""
 
 
 # -- the service -----------------------------------------------------------------------------------

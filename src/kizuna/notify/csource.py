@@ -15,9 +15,10 @@ delivers it like an entity notification (in order per subscription, retried with
 throttled, ``timesSent`` and the rest of the delivery state recorded), so a receiver that is down
 gets it once it is back. A registration change is matched inside the transaction that writes
 it, and its notifications are committed with it: the store never holds a registration whose
-notifications were lost, nor notifications of a change that was rolled back. Those transactions
-queue in commit order; the notifications of subscription changes and periodic ones are matched
-one at a time, in the order they were told.
+notifications were lost, nor notifications of a change that was rolled back. A new or updated
+subscription's initial notification is queued in the transaction that writes the subscription,
+likewise. Those transactions queue in commit order; periodic notifications are matched one at a
+time, in the order of their rounds.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class CsourceNotifier:
         self.wake = wake
         self._tasks: set[asyncio.Task[None]] = set()
         # Tasks take it in creation order (asyncio.Lock wakes its waiters first come, first
-        # served), so notifications are queued in the order of the changes told.
+        # served), so periodic notifications are queued in the order of their rounds.
         self._order = asyncio.Lock()
         self._periodic_last: dict[tuple[str, str], float] = {}
         self._loop: asyncio.Task[None] | None = None
@@ -81,11 +82,15 @@ class CsourceNotifier:
     def queued(self) -> None:
         self.wake()
 
-    def subscription_changed(self, tenant: str, sub: dict[str, Any]) -> None:
-        # Only what was registered when the subscription was written: a registration stored
-        # after it, but before this task reads the list, is notified by its own change, and
-        # was notified twice.
-        self._spawn(self._send_matching(tenant, sub, "newlyMatching", until=sub.get("modifiedAt")))
+    async def subscription_written(self, tx: WriteTransaction, tenant: str, sub: dict[str, Any]) -> None:
+        """Every registration ``sub`` selects, as the transaction that writes it reads them, queued
+        in that transaction (see :meth:`kizuna.ngsild.subscriptions.CsourceSubscriptions._write`):
+        a failure here leaves the subscription unwritten too."""
+        if status_of(sub) != "active":
+            return
+        matching = [r for r in await tx.documents(REGISTRATION_KIND) if await self._matches(tenant, sub, r)]
+        if matching:
+            await tx.add_outbox([await self._notification(sub, matching, "newlyMatching")])
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(self._in_order(work))
@@ -123,17 +128,12 @@ class CsourceNotifier:
         selection, during = await self._filter(sub)
         return selection.matches(reg) and (during is None or during.matches(reg))
 
-    async def _send_matching(
-        self, tenant: str, sub: dict[str, Any], reason: str, *, until: str | None = None
-    ) -> None:
-        """Notify ``sub`` of the registrations it selects (those last changed at ``until`` or
-        before, if given: ISO instants of one format compare as strings)."""
+    async def _send_matching(self, tenant: str, sub: dict[str, Any], reason: str) -> None:
+        """Notify ``sub`` of the registrations it selects (a periodic round)."""
         try:
             if status_of(sub) != "active":
                 return
             regs, _ = await self.store.list_documents(REGISTRATION_KIND, tenant)
-            if until is not None:
-                regs = [r for r in regs if r.get("modifiedAt", "") <= until]
             matching = [r for r in regs if await self._matches(tenant, sub, r)]
             if matching:
                 await self._deliver(tenant, sub, matching, reason)

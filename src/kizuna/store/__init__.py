@@ -315,7 +315,9 @@ class DocumentTransaction(Protocol):
     async def delete_document(self, kind: str, doc_id: str) -> bool: ...
 
     async def documents(self, kind: str) -> list[dict[str, Any]]:
-        """Every document of the kind (creation order), read on this transaction's connection."""
+        """Every document of the kind (creation order), read on this transaction's connection,
+        after every other write transaction of the tenant that read documents has committed:
+        of two that each store a document and then read the other's kind, one sees the other's."""
 
 
 class WriteTransaction(

@@ -158,7 +158,13 @@ class DocumentWrites(PgTransaction):
         return await _delete_document(self.conn, self.schema, kind, doc_id)
 
     async def documents(self, kind: str) -> list[dict[str, Any]]:
-        return await _documents(self.conn, self.schema, kind)
+        # Read committed lets two transactions that each stored a document (a registration, a
+        # csource subscription) read before either commits and miss each other; under this lock
+        # the second reads after the first committed.
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('kizuna.documents:' || $1))", self.schema
+        )
+        return await _documents(self.conn, self.schema, kind)  # its snapshot is taken after the lock
 
 
 # -- the statements, on the pool or on a write transaction's connection ------------------------------
