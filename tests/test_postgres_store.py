@@ -5,6 +5,7 @@ node reconnecting by itself. The rest is the shared contract and API tests, run 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from kizuna.errors import ServiceUnavailable
 from kizuna.query import parse_q
 from kizuna.store import EntityQuery, open_store
 from kizuna.store.postgres import PostgresStore
+from kizuna.store.postgres.connection import _numbered
+from kizuna.store.postgres.entities import _plan
 from kizuna.store.postgres.schema import GLOBAL_MIGRATIONS, schema_for, tenant_version
 from test_query_index import compilable_terms, entities, python_only_terms, trees
 
@@ -65,6 +68,55 @@ async def test_a_query_is_planned_for_its_values_every_time(postgres_url: str) -
             assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
         # Retrieves by id and writes, one plan fitting all their values, are not re-planned.
         assert await store.pool.fetchval("SHOW plan_cache_mode") == "auto"
+    finally:
+        await store.close()
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """A node of EXPLAIN (FORMAT JSON) and every node under it."""
+    return [node] + [n for child in node.get("Plans", ()) for n in _plan_nodes(child)]
+
+
+async def test_a_q_range_page_checks_candidates_in_pk_order_until_it_is_full(postgres_url: str) -> None:
+    """The q range of issue 15 ran at 64x retrieve-by-id on PostgreSQL: it hashed the range's
+    ~1,500 entities, checked every one and only then sorted and cut the page (25 ms). The range
+    now drives as an array walked in pk order, and the page stops after a few candidates."""
+    speed, flow = "urn:speed", "urn:Flow"
+    docs = [
+        {
+            "id": f"urn:ngsi-ld:Flow:{n:05d}",
+            "type": [flow],
+            "urn:intensity": [{"type": "Property", "value": n % 1000}],
+            speed: [{"type": "Property", "value": n % 7}],
+        }
+        for n in range(3000)
+    ]
+    store = PostgresStore.from_url(postgres_url)
+    await store.open()
+    try:
+        async with store.write("") as tx:
+            for doc in docs:
+                await tx.insert(doc)
+        await store.pool.execute("ANALYZE")
+        query = EntityQuery(types=[flow], q=parse_q(f"urn:intensity==100..400;{speed}<3"), limit=5)
+        found = await store.query_entities("", query)
+        expected = [
+            d["id"] for d in docs if 100 <= d["urn:intensity"][0]["value"] <= 400 and d[speed][0]["value"] < 3
+        ]
+        assert [e["id"] for e in found.entities] == expected[:5]
+        schema = await store._schema("")
+        assert schema is not None
+        where, params, _ = _plan(schema, query)
+        sql = _numbered(f"SELECT e.pk FROM {schema}.entities e WHERE {where} ORDER BY e.pk LIMIT 5")
+        async with store._planned() as conn:
+            plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *params)
+        nodes = _plan_nodes(json.loads(plan)[0]["Plan"])
+        walks = [
+            n for n in nodes if n.get("Index Name") == "entities_pkey" and "ANY" in n.get("Index Cond", "")
+        ]
+        assert walks, nodes
+        checked = walks[0]["Actual Rows"] + walks[0].get("Rows Removed by Filter", 0)
+        assert checked <= 50, f"{checked} of the range's 903 candidates checked for a page of 5"
     finally:
         await store.close()
 

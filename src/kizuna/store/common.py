@@ -447,6 +447,14 @@ class QCompiler:
         """The opening of a test on the rows of ``attribute``, up to ``AND`` before the value test."""
         raise NotImplementedError
 
+    def closing(self, probe: bool) -> str:
+        """What ends a test that :meth:`select` opened."""
+        return ")"
+
+    def may_drive(self, expr: ql.QExpr) -> bool:
+        """Whether a compiled q test may drive a query (see :func:`compile_q`)."""
+        return True
+
     def column(self, kind: int, alias: str) -> str:
         raise NotImplementedError
 
@@ -471,13 +479,14 @@ class QCompiler:
         ):
             return None
         select, scope = self.select(path.attribute, probe)
+        end = self.closing(probe)
         if isinstance(expr, ql.Exists | ql.NotExists):
-            sql = select + f"v.kind < {NO_INSTANCE})"
+            sql = select + f"v.kind < {NO_INSTANCE}" + end
             return ("NOT " + sql if isinstance(expr, ql.NotExists) else sql, scope)
         if isinstance(expr, ql.Pattern):
             if expr.negated or not self.regexp:
                 return None
-            return (select + f"v.kind = {STRING} AND regexp(?, v.val))", [*scope, expr.regex])
+            return (select + f"v.kind = {STRING} AND regexp(?, v.val)" + end, [*scope, expr.regex])
         if not isinstance(expr, ql.Comparison):
             return None
         if expr.op in ("==", "!="):
@@ -486,20 +495,21 @@ class QCompiler:
             if condition is None:
                 return None
             if expr.op == "==":
-                return (select + condition[0] + ")", [*scope, *condition[1]])
+                return (select + condition[0] + end, [*scope, *condition[1]])
             # Per instance: some instance of the attribute has no value equal to the operand.
             return (
                 select + f"v.kind < {NO_INSTANCE} AND NOT EXISTS (SELECT 1 FROM {self.table} b"
                 " WHERE b.pk = v.pk AND b.attribute = v.attribute AND b.inst = v.inst AND "
                 + condition[0]
-                + "))",
+                + ")"
+                + end,
                 [*scope, *condition[1]],
             )
         lit = literal(expr.value)
         if lit is None or isinstance(expr.value, ql.Uri):
             return None
         return (
-            select + f"v.kind = ? AND {self.column(lit[0], 'v')} {SQL_ORDER[expr.op]} ?)",
+            select + f"v.kind = ? AND {self.column(lit[0], 'v')} {SQL_ORDER[expr.op]} ?" + end,
             [*scope, lit[0], self.param(lit)],
         )
 
@@ -529,3 +539,55 @@ class QCompiler:
 
 def _joined(joiner: str, parts: Sequence[Sql]) -> Sql:
     return "(" + joiner.join(sql for sql, _ in parts) + ")", [p for _, params in parts for p in params]
+
+
+def compile_q(compiler: QCompiler, q: ql.QExpr, *, drive: bool) -> tuple[Sql | None, ql.QExpr | None, bool]:
+    """SQL for as much of ``q`` as compiles, the q left for Python (None: nothing left), and
+    whether the SQL has a test that drives the query.
+
+    With ``drive``, the conjunct most likely to select few entities (by its operator, see
+    :func:`selectivity`, among those the compiler lets drive) is the pk list to start from;
+    every other conjunct is compiled as a probe of the candidates it gives (on SQLite one index
+    lookup each, instead of reading every entity it holds for). Without, every test probes.
+    Both stores choose alike, each compiler saying which tests its database drives well."""
+    terms = q.terms if isinstance(q, ql.QAnd) else (q,)
+    compiled: list[ql.QExpr] = []
+    left: list[ql.QExpr] = []
+    for term in terms:
+        (left if compiler.term(term, probe=True) is None else compiled).append(term)
+    rest = None if not left else left[0] if len(left) == 1 else ql.QAnd(tuple(left))
+    if not compiled:
+        return None, rest, False
+    driver = None
+    if drive:
+        ranked = [
+            (rank, n)
+            for n, term in enumerate(compiled)
+            if (rank := selectivity(term)) is not None and compiler.may_drive(term)
+        ]
+        driver = min(ranked)[1] if ranked else None
+    parts = [compiler.term(term, probe=n != driver) for n, term in enumerate(compiled)]
+    sql = " AND ".join(part[0] for part in parts if part is not None)
+    return (sql, [p for part in parts if part is not None for p in part[1]]), rest, driver is not None
+
+
+def selectivity(expr: ql.QExpr) -> int | None:
+    """How few entities a compiled q test is likely to select (lower: fewer), from its operator
+    alone; None when it cannot drive a query (a negation selects from outside any index range)."""
+    if isinstance(expr, ql.QAnd):
+        ranks = [r for term in expr.terms if (r := selectivity(term)) is not None]
+        return min(ranks) if ranks else None
+    if isinstance(expr, ql.QOr):
+        ranks = [selectivity(term) for term in expr.terms]
+        return None if any(r is None for r in ranks) else max(r for r in ranks if r is not None) + 1
+    if isinstance(expr, ql.Comparison):
+        if expr.op == "==":
+            if isinstance(expr.value, ql.Range):
+                return 2
+            return 1 if isinstance(expr.value, ql.ValueList) else 0
+        return 5 if expr.op == "!=" else 3
+    if isinstance(expr, ql.Pattern):
+        return 4
+    if isinstance(expr, ql.Exists):
+        return 5
+    return None

@@ -47,7 +47,10 @@ Per tenant schema:
 
 q compiles to SQL as in the SQLite store (:class:`kizuna.store.common.QCompiler`; same coverage, except
 ``~=``, left to Python because PostgreSQL regular expressions are not Python's); the rest, scopeQ
-and the exact geometry check run in Python on the rows SQL selects.
+and the exact geometry check run in Python on the rows SQL selects. The q test that drives a
+query is chosen as on SQLite (:func:`kizuna.store.common.compile_q`) and read as an array walked
+in pk order, so that a page stops early; the other conditions are left to PostgreSQL's planner
+(see ``_PgQ`` in :mod:`.entities`).
 
 Notifications: the outbox rows are written in the transaction of the change they report; a
 dispatcher claims a subscription's rows by leasing it (:meth:`PostgresStore.lease_subscriptions`:

@@ -18,7 +18,16 @@ from kizuna.store import (
     EntityQuery,
     QueryResult,
 )
-from kizuna.store.common import CORE, STRING, Paging, QCompiler, Sql, by_types_only, shapes_page
+from kizuna.store.common import (
+    CORE,
+    STRING,
+    Paging,
+    QCompiler,
+    Sql,
+    by_types_only,
+    compile_q,
+    shapes_page,
+)
 from kizuna.store.common import literal_prefix as _literal_prefix
 from kizuna.store.sqlite.connection import _PAGE, SqliteBase, SqliteTransaction, marks
 from kizuna.store.sqlite.indexes import _index_entity, _unindex_entity
@@ -208,7 +217,7 @@ def _select(
         driven = True
     left_q: ql.QExpr | None = None
     if query.q is not None:
-        compiled, left_q, drives = _compile_q_partially(tenant, query.q, drive=not driven)
+        compiled, left_q, drives = compile_q(_SqliteQ(tenant), query.q, drive=not driven)
         if compiled is not None:
             where.append(compiled[0])
             params += compiled[1]
@@ -403,52 +412,3 @@ class _SqliteQ(QCompiler):
 
     def param(self, lit: tuple[int, Any]) -> Any:
         return lit[1]
-
-
-def _compile_q_partially(
-    tenant: str, q: ql.QExpr, *, drive: bool = True
-) -> tuple[Sql | None, ql.QExpr | None, bool]:
-    """SQL for as much of ``q`` as compiles, the q left for Python (None: nothing left), and
-    whether the SQL has a test that drives the query.
-
-    With ``drive``, the conjunct most likely to select few entities (by its operator, see
-    :func:`_selectivity`) stays an ``IN`` that SQLite reads as the pk list to start from; every
-    other conjunct probes the candidates it gives. Without, every test probes."""
-    q_sql = _SqliteQ(tenant)
-    terms = q.terms if isinstance(q, ql.QAnd) else (q,)
-    compiled: list[ql.QExpr] = []
-    left: list[ql.QExpr] = []
-    for term in terms:
-        (left if q_sql.term(term, probe=True) is None else compiled).append(term)
-    rest = None if not left else left[0] if len(left) == 1 else ql.QAnd(tuple(left))
-    if not compiled:
-        return None, rest, False
-    driver = None
-    if drive:
-        ranked = [(rank, n) for n, term in enumerate(compiled) if (rank := _selectivity(term)) is not None]
-        driver = min(ranked)[1] if ranked else None
-    parts = [q_sql.term(term, probe=n != driver) for n, term in enumerate(compiled)]
-    sql = " AND ".join(part[0] for part in parts if part is not None)
-    return (sql, [p for part in parts if part is not None for p in part[1]]), rest, driver is not None
-
-
-def _selectivity(expr: ql.QExpr) -> int | None:
-    """How few entities a compiled q test is likely to select (lower: fewer), from its operator
-    alone; None when it cannot drive a query (a negation selects from outside any index range)."""
-    if isinstance(expr, ql.QAnd):
-        ranks = [r for term in expr.terms if (r := _selectivity(term)) is not None]
-        return min(ranks) if ranks else None
-    if isinstance(expr, ql.QOr):
-        ranks = [_selectivity(term) for term in expr.terms]
-        return None if any(r is None for r in ranks) else max(r for r in ranks if r is not None) + 1
-    if isinstance(expr, ql.Comparison):
-        if expr.op == "==":
-            if isinstance(expr.value, ql.Range):
-                return 2
-            return 1 if isinstance(expr.value, ql.ValueList) else 0
-        return 5 if expr.op == "!=" else 3
-    if isinstance(expr, ql.Pattern):
-        return 4
-    if isinstance(expr, ql.Exists):
-        return 5
-    return None
