@@ -418,14 +418,19 @@ def lives(samples: Samples) -> float:
     return value(samples, "kizuna_http_requests_total", route="/health/live", method="GET", status="200")
 
 
-def test_two_workers_counts_add_up_and_their_directory_goes_with_the_node(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_two_workers_counts_add_up_and_their_directory_goes_with_the_node(
+    tmp_path: Path, server: str
+) -> None:
+    """Under granian too: it replaced no killed worker, and once it did, a SIGTERM while the
+    replacement started left the node waiting for it for good."""
     temp = tmp_path / "tmp"
     temp.mkdir()
     port = free_port()
     log = tmp_path / "kizuna.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [KIZUNA, "serve", "--port", str(port), "--workers", "2"],
+            [KIZUNA, "serve", "--port", str(port), "--workers", "2", "--http-server", server],
             env={**os.environ, "TMPDIR": str(temp)},
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -335,7 +335,9 @@ def _serve_uvicorn(settings: Settings) -> None:
 def _serve_granian(settings: Settings) -> None:
     """The same app under granian: its HTTP parsing and socket I/O are Rust, so the event loop
     spends more of its time in Kizuna (docs/benchmarks.md). One runtime thread per worker,
-    since the app's own work is single-threaded per process."""
+    since the app's own work is single-threaded per process. A worker that dies is replaced,
+    as uvicorn replaces its own; a worker that has not stopped 5 s after the node was told to
+    stop is killed: one told while still starting never stopped, and the node waited for it."""
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
     from granian.server import Server
@@ -351,6 +353,8 @@ def _serve_granian(settings: Settings) -> None:
         websockets=False,
         log_level=LogLevels(settings.log_level),
         log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=5,
     ).serve()
 
 
