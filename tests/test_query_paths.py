@@ -319,3 +319,22 @@ async def test_the_boxes_per_type_are_made_from_the_geo_index_at_open(tmp_path: 
         result = await store.query_entities("", within)
         assert [e["id"] for e in result.entities] == ids and result.total == len(ids)
     await store.close()
+
+
+def test_a_type_named_twice_is_boxed_once() -> None:
+    async def run() -> tuple[list[str], int | None]:
+        store = SqliteStore(":memory:")
+        await store.open()
+        try:
+            async with store.write("") as tx:
+                await tx.insert({**located(1, 0.5, 0.5), "type": [T, T]})
+                await tx.replace({**located(1, 0.25, 0.5), "type": [T, T]})
+            within = ql.parse_geoq("within", "Polygon", json.dumps(DISTRICT))
+            result = await store.query_entities(
+                "", EntityQuery(types=[T], geo=within, geoproperty=LOC, count=True)
+            )
+            return [e["id"] for e in result.entities], result.total
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == (["urn:g:1"], 1)

@@ -63,9 +63,10 @@ def _index_kinds(
     found: list[dict[str, object]],
     types: list[str],
 ) -> None:
-    """The geo_kind_rtree rows of one box (see ``KIND_BITS``), one per type of the entity."""
+    """The geo_kind_rtree rows of one box (see ``KIND_BITS``), one per type of the entity (once
+    each, as entity_types holds them, should a list name one twice)."""
     spread = SIMPLE_SPREAD if ql.simple_points(found) else OTHER_SPREAD
-    for entity_type in types:
+    for entity_type in dict.fromkeys(types):
         code = _kind_code(db, tenant, geoproperty, entity_type)
         if code < KIND_LIMIT:
             db.execute(
