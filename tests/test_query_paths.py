@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from kizuna import query as ql
 from kizuna.store import EntityQuery
 from kizuna.store.sqlite import SqliteStore
+from kizuna.store.sqlite import schema as sqlite_schema
 from kizuna.store.sqlite.entities import _select
 from test_query_index import compilable_terms, instances, trees
 
@@ -251,3 +252,91 @@ def test_the_shapes_are_the_instance_values() -> None:
         return json.loads(shapes)
 
     assert asyncio.run(run()) == [point(0.5, 0.5), point(3, 3)]
+
+
+# -- the boxes per type (geo_kind_rtree, migration 5) -----------------------------------------------
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(located_entities(), located_entities(), st.sampled_from(["within", "intersects", "overlaps"]), pages)
+def test_a_geo_query_of_one_type_follows_replaces_and_deletes(
+    docs: list[dict[str, Any]], later: list[dict[str, Any]], georel: str, page: tuple[int | None, int, bool]
+) -> None:
+    """Replacing an entity (another type, another place, none) and deleting one move its boxes in
+    the per-type index as in the documents."""
+    limit, offset, count = page
+    geo = ql.parse_geoq(georel, "Polygon", json.dumps(DISTRICT))
+    query = EntityQuery(types=[T], geo=geo, geoproperty=LOC, limit=limit, offset=offset, count=count)
+    replaced = {docs[n]["id"]: {**doc, "id": docs[n]["id"]} for n, doc in enumerate(later[: len(docs)])}
+    gone = [d["id"] for d in docs[::3]]
+
+    async def run() -> tuple[list[str], int | None]:
+        store = SqliteStore(":memory:")
+        await store.open()
+        try:
+            for tenant in ("", "other"):
+                async with store.write(tenant) as tx:
+                    for doc in docs:
+                        await tx.insert(doc)
+                    for doc in replaced.values():
+                        await tx.replace(doc)
+                    if tenant == "":
+                        for entity_id in gone:
+                            await tx.delete(entity_id)
+            result = await store.query_entities("", query)
+            return [e["id"] for e in result.entities], result.total
+        finally:
+            await store.close()
+
+    kept = [replaced.get(d["id"], d) for d in docs if d["id"] not in gone]
+    matching = [d["id"] for d in kept if T in d["type"] and ql.geo_matches(geo, LOC, d)]
+    assert asyncio.run(run()) == expected(matching, query)
+
+
+async def test_the_boxes_per_type_are_made_from_the_geo_index_at_open(tmp_path: Path) -> None:
+    path = str(tmp_path / "before-5.db")
+    store = SqliteStore(path)
+    await store.open()
+    async with store.write("") as tx:
+        for n, (x, y) in enumerate([(0.5, 0.5), (1.5, 1.5), (0.5, 1.5), (1, 1), (3, 3)]):
+            await tx.insert(located(n, x, y))
+        await tx.insert({**located(9, 0.25, 0.25), "type": [T, U]})
+    # As a file of the release before the migration that makes them (and any after it).
+    store.db.execute("DROP TABLE geo_kind_rtree")
+    store.db.execute("DROP TABLE geo_kinds")
+    (version,) = [v for v, _, step in sqlite_schema.MIGRATIONS if step is sqlite_schema._geo_kinds]
+    store.db.execute("DELETE FROM schema_migrations WHERE version >= ?", (version,))
+    await store.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    assert store.db.execute("SELECT count(*) FROM geo_kind_rtree").fetchone()[0] == 7
+    for types, ids in (([T], ["urn:g:0", "urn:g:2", "urn:g:9"]), ([U], ["urn:g:9"])):
+        within = EntityQuery(
+            types=types,
+            geo=ql.parse_geoq("within", "Polygon", json.dumps(DISTRICT)),
+            geoproperty=LOC,
+            count=True,
+        )
+        result = await store.query_entities("", within)
+        assert [e["id"] for e in result.entities] == ids and result.total == len(ids)
+    await store.close()
+
+
+def test_a_type_named_twice_is_boxed_once() -> None:
+    async def run() -> tuple[list[str], int | None]:
+        store = SqliteStore(":memory:")
+        await store.open()
+        try:
+            async with store.write("") as tx:
+                await tx.insert({**located(1, 0.5, 0.5), "type": [T, T]})
+                await tx.replace({**located(1, 0.25, 0.5), "type": [T, T]})
+            within = ql.parse_geoq("within", "Polygon", json.dumps(DISTRICT))
+            result = await store.query_entities(
+                "", EntityQuery(types=[T], geo=within, geoproperty=LOC, count=True)
+            )
+            return [e["id"] for e in result.entities], result.total
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == (["urn:g:1"], 1)

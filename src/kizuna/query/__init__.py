@@ -21,10 +21,12 @@ from kizuna.query.geo import (
     GEOMETRIES,
     GEORELS,
     GeoQuery,
+    boxes_inside,
     geo_matches,
     geo_matches_many,
     geo_matches_values,
     parse_geoq,
+    simple_points,
 )
 from kizuna.query.grammar import check_regex
 from kizuna.query.order import OrderBy, OrderKey, parse_order_by
@@ -78,6 +80,7 @@ __all__ = [
     "TypeOr",
     "Uri",
     "ValueList",
+    "boxes_inside",
     "check_regex",
     "geo_matches",
     "geo_matches_many",
@@ -91,4 +94,5 @@ __all__ = [
     "parse_q",
     "parse_scope_q",
     "parse_type_expr",
+    "simple_points",
 ]

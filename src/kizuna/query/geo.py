@@ -212,6 +212,38 @@ def geo_matches_values(geo: GeoQuery, candidates: Sequence[Sequence[dict[str, An
     return found
 
 
+def simple_points(values: Sequence[Any]) -> bool:
+    """Whether every one of these GeoJSON values is a Point of 2 or 3 plain numbers: a shape that
+    any box enclosing it decides for :func:`boxes_inside` (nothing to parse, nothing invalid)."""
+    return bool(values) and all(
+        isinstance(value, dict)
+        and value.get("type") == "Point"
+        and type(xy := value.get("coordinates")) is list
+        and len(xy) in (2, 3)
+        and all(_exact_number(c) for c in xy)
+        for value in values
+    )
+
+
+def boxes_inside(geo: GeoQuery, boxes: Sequence[tuple[float, float, float, float]]) -> list[bool]:
+    """For each (min_x, min_y, max_x, max_y): is the box in the interior of a within / intersects
+    query's geometry? Then every point in it matches, and the shapes of a candidate whose
+    :func:`simple_points` lie in that box need not be read: at city scale most candidates of a
+    district are far from its edge. A box is inside when its centre is and the geometry's
+    boundary is farther from the centre than the box's whole diagonal (twice what is needed, a
+    margin for rounding): two vectorised calls, where a polygon per box cost 5x as much. Other
+    georels and an invalid query geometry answer False (check exactly)."""
+    if geo.georel not in ("within", "intersects") or not boxes or not shapely.is_valid(geo.geometry):
+        return [False] * len(boxes)
+    bounds = np.asarray(boxes, dtype=float)
+    x, y = (bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2
+    reach = np.hypot(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+    shapely.prepare(geo.geometry)
+    inside = shapely.contains_xy(geo.geometry, x, y)
+    clear = shapely.distance(geo.geometry.boundary, shapely.points(x, y)) > reach
+    return (inside & clear).tolist()
+
+
 # -- validating a geoQuery -----------------------------------------------------------------------
 
 

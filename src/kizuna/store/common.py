@@ -419,7 +419,12 @@ def shapes_page(query: EntityQuery, rows: Sequence[tuple[int, Any]]) -> tuple[li
     (pk, GeoJSON shapes) candidates kept in the geo index, and the count (None unless asked)."""
     assert query.geo is not None
     keep = ql.geo_matches_values(query.geo, [found for _, found in rows])
-    matched = [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok]
+    return page_of(query, [pk for (pk, _), ok in zip(rows, keep, strict=True) if ok])
+
+
+def page_of(query: EntityQuery, matched: list[int]) -> tuple[list[int], int | None]:
+    """The pks of the query's page among all those it ``matched`` in order, and the count (None
+    unless asked)."""
     end = None if query.limit is None else query.offset + query.limit
     return matched[query.offset : end], len(matched) if query.count else None
 

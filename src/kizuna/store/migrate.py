@@ -248,6 +248,8 @@ MOVES: tuple[Move, ...] = (
 STAYS = {
     "tenants": "made in the target as tenant schemas, first (and checked by name)",
     "geo_rtree": "SQLite's R*Tree of the boxes; PostGIS indexes the boxes made from geo_entries",
+    "geo_kind_rtree": "SQLite's R*Tree of the boxes per type, derived from geo_entries and entity_types",
+    "geo_kinds": "the codes of geo_kind_rtree's (tenant, geoproperty, type) dimension",
     "store_indexes": "marks SQLite index rebuilds as done",
     "notification_leases": "held by the old node's dispatchers; the new node takes them afresh",
     "changes": "SQLite's change feed; PostgreSQL's is pg_notify",

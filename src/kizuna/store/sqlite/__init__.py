@@ -28,6 +28,11 @@ Queries run in SQL on indexes kept beside the documents, in the transaction of e
   through :meth:`GeoQuery.bbox` and checks only those exactly with shapely, on ``shapes`` (a few
   bytes to decode, not the document; points in one vectorised call). The R*Tree stores 32-bit
   floats rounded outwards, so a box never shrinks.
+- ``geo_kind_rtree``: the same boxes once per type of the entity, in a third dimension per
+  (tenant, geoproperty, type) (``geo_kinds``), the entity's pk in the id: a geoQuery of one type
+  and nothing else reads its type's boxes alone, and a point whose box lies inside a within /
+  intersects geometry matches without its shapes being read (see
+  :data:`kizuna.store.sqlite.indexes.KIND_BITS`).
 
 q compiles to SQL for top-level attribute paths with ``==`` ``!=`` ``>`` ``>=`` ``<`` ``<=``
 against numbers, strings, booleans and URIs, ranges, value lists, ``~=``, existence, ``!`` and

@@ -26,11 +26,18 @@ from kizuna.store.common import (
     Sql,
     by_types_only,
     compile_q,
+    page_of,
     shapes_page,
 )
 from kizuna.store.common import literal_prefix as _literal_prefix
 from kizuna.store.sqlite.connection import _PAGE, SqliteBase, SqliteTransaction, marks
-from kizuna.store.sqlite.indexes import _index_entity, _unindex_entity
+from kizuna.store.sqlite.indexes import (
+    KIND_BITS,
+    KIND_LIMIT,
+    SIMPLE_SPREAD,
+    _index_entity,
+    _unindex_entity,
+)
 from kizuna.turns import let_others_run
 
 
@@ -102,9 +109,9 @@ class EntityWrites(SqliteTransaction):
         ).fetchone()
         if row is None:
             raise KeyError(entity["id"])
+        _unindex_entity(self.db, row[0])
         self.db.execute("DELETE FROM entity_types WHERE pk = ?", (row[0],))
         self._index_types(row[0], entity, row[1])
-        _unindex_entity(self.db, row[0])
         _index_entity(self.db, self.tenant, row[0], entity)
         self.changes.append((entity["id"], "update", entity.get("type", []), None, None))
 
@@ -115,8 +122,8 @@ class EntityWrites(SqliteTransaction):
         ).fetchone()
         if row is None:
             return False
-        self.db.execute("DELETE FROM entity_types WHERE pk = ?", (row[0],))
         _unindex_entity(self.db, row[0])
+        self.db.execute("DELETE FROM entity_types WHERE pk = ?", (row[0],))
         gone = orjson.loads(row[1])
         self.changes.append((entity_id, "delete", gone.get("type", []), gone, row[2]))
         return True
@@ -329,6 +336,10 @@ def _access_clause(tenant: str, access: AccessFilter, on: str | None) -> tuple[s
 
 def _query_entities(db: sqlite3.Connection, tenant: str, query: EntityQuery) -> QueryResult:
     """:meth:`SqliteStore.query_entities` on ``db`` (a reader's connection, in a thread)."""
+    if _geo_of_one_type(query):
+        found = _query_kind(db, tenant, query)
+        if found is not None:
+            return found
     source, where, params, residual, distinct = _select(tenant, query, geo_apart=True)
     result = QueryResult()
     pks = f"SELECT {'DISTINCT ' if distinct else ''}e.pk FROM {source} WHERE {where}"
@@ -361,9 +372,7 @@ def _query_entities(db: sqlite3.Connection, tenant: str, query: EntityQuery) -> 
         rows = db.execute(sql, params).fetchall()
         if all(found is not None for _, found in rows):  # else written by an older version
             page, result.total = shapes_page(query, [(pk, orjson.loads(found)) for pk, found in rows])
-            if page:
-                sql = f"SELECT doc FROM entities WHERE pk IN ({marks(page)}) ORDER BY pk"
-                result.entities = [orjson.loads(doc) for (doc,) in db.execute(sql, page)]
+            result.entities = _documents(db, page)
             return result
     if source == "entities e":
         sql = f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.pk"
@@ -377,6 +386,71 @@ def _query_entities(db: sqlite3.Connection, tenant: str, query: EntityQuery) -> 
         if paging.add([orjson.loads(doc) for (doc,) in batch]):
             break
     return paging.done()
+
+
+def _documents(db: sqlite3.Connection, pks: list[int]) -> list[Entity]:
+    """The entities of ``pks``, in pk order."""
+    if not pks:
+        return []
+    sql = f"SELECT doc FROM entities WHERE pk IN ({marks(pks)}) ORDER BY pk"
+    return [orjson.loads(doc) for (doc,) in db.execute(sql, pks)]
+
+
+def _geo_of_one_type(query: EntityQuery) -> bool:
+    """Whether ``query`` is a bounded geoQuery of one type and nothing else, which
+    geo_kind_rtree answers alone (see :func:`_query_kind`)."""
+    return (
+        query.geo is not None
+        and query.geo.bbox() is not None
+        and query.types is not None
+        and len(query.types) == 1
+        and query.predicate is None
+        and query.access is None
+        and not any((query.ids, query.id_pattern, query.q, query.scope, query.attrs))
+    )
+
+
+def _query_kind(db: sqlite3.Connection, tenant: str, query: EntityQuery) -> QueryResult | None:
+    """:func:`_query_entities` of a :func:`_geo_of_one_type` query on geo_kind_rtree: the type's
+    boxes in the query's box, in pk order, without a lookup each (the pk is in the R*Tree id).
+    A simple point whose box lies inside a within / intersects geometry matches as it is
+    (:func:`kizuna.query.boxes_inside`); only the other candidates' shapes are read and checked.
+    None: a kind this index does not hold, or shapes written before they were kept (the caller
+    takes geo_rtree)."""
+    assert query.geo is not None and query.types is not None
+    box = query.geo.bbox()
+    assert box is not None
+    geoproperty = query.geoproperty or "location"
+    sql = "SELECT code FROM geo_kinds WHERE tenant = ? AND geoproperty = ? AND type = ?"
+    kind = db.execute(sql, (tenant, geoproperty, query.types[0])).fetchone()
+    if kind is None:  # no entity of the type has that geoproperty
+        return QueryResult(total=0 if query.count else None)
+    if kind[0] >= KIND_LIMIT:
+        return None
+    min_x, min_y, max_x, max_y = box
+    rows = db.execute(
+        "SELECT id >> ?, min_x, min_y, max_x, max_y, max_k - min_k = ? FROM geo_kind_rtree"
+        " WHERE min_k <= ? AND max_k >= ? AND min_x <= ? AND max_x >= ? AND min_y <= ? AND max_y >= ?"
+        " ORDER BY id",
+        (KIND_BITS, SIMPLE_SPREAD, kind[0] + 0.25, kind[0] + 0.25, max_x, min_x, max_y, min_y),
+    ).fetchall()
+    inside = ql.boxes_inside(query.geo, [row[1:5] for row in rows])
+    sure = [bool(ok and row[5]) for row, ok in zip(rows, inside, strict=True)]
+    unsure = [row[0] for row, ok in zip(rows, sure, strict=True) if not ok]
+    exact: dict[int, bool] = {}
+    if unsure:
+        sql = (
+            "SELECT pk, shapes FROM geo_entries"
+            " WHERE pk IN (SELECT value FROM json_each(?)) AND geoproperty = ?"
+        )
+        found = dict(db.execute(sql, (orjson.dumps(unsure), geoproperty)).fetchall())
+        if len(found) < len(unsure) or None in found.values():
+            return None
+        checked = ql.geo_matches_values(query.geo, [orjson.loads(found[pk]) for pk in unsure])
+        exact = dict(zip(unsure, checked, strict=True))
+    matched = [row[0] for row, ok in zip(rows, sure, strict=True) if ok or exact[row[0]]]
+    page, total = page_of(query, matched)
+    return QueryResult(entities=_documents(db, page), total=total)
 
 
 # -- q to SQL --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from kizuna.store import SchemaTooNew
-from kizuna.store.sqlite.indexes import _backfill_indexes
+from kizuna.store.sqlite.indexes import _backfill_indexes, _fill_kinds
 
 RELEASE_1 = """CREATE TABLE IF NOT EXISTS tenants (
     name TEXT PRIMARY KEY
@@ -258,6 +258,29 @@ def _notification_changes(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+# -- the geo boxes per (tenant, geoproperty, type): see kizuna.store.sqlite.indexes.KIND_BITS. A
+# within query of one type over a district searched both types' boxes in geo_rtree and looked up
+# each box's geo_entries row and type (2.7 ms for 822 boxes); here it reads its type's 411 boxes
+# from the R*Tree alone (0.8 ms). Idempotent: the tables are kept, their rows made afresh.
+GEO_KINDS = """
+CREATE TABLE IF NOT EXISTS geo_kinds (
+    code INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    geoproperty TEXT NOT NULL,
+    type TEXT NOT NULL,
+    UNIQUE (tenant, geoproperty, type)
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS geo_kind_rtree USING rtree(id, min_x, max_x, min_y, max_y, min_k, max_k)
+"""
+
+
+def _geo_kinds(db: sqlite3.Connection) -> None:
+    """:data:`GEO_KINDS`, then its rows from the geo index and the type index."""
+    for statement in GEO_KINDS.split(";"):
+        db.execute(statement)
+    _fill_kinds(db)
+
+
 def _release_1(db: sqlite3.Connection) -> None:
     """The schema of every release before numbered migrations: idempotent, like it was."""
     for statement in RELEASE_1.split(";"):
@@ -274,6 +297,7 @@ MIGRATIONS: list[Migration] = [
     (2, "the entity change log the console's event streams follow", ENTITY_CHANGES),
     (3, "per-(tenant, type) entity counts kept by triggers on entity_types", _entity_type_counts),
     (4, "the notification outbox as one row per change and a cursor per subscription", _notification_changes),
+    (5, "the geo boxes per (tenant, geoproperty, type), in an R*Tree of their own", _geo_kinds),
 ]
 
 
