@@ -288,6 +288,25 @@ def test_update_expands_with_the_fragment_context(client: TestClient) -> None:
     assert got["information"] == [{"entities": [{"type": CITY + "Vehicle"}]}]
 
 
+def test_an_exclusive_registration_names_its_attributes(client: TestClient) -> None:
+    """Clause 4.3.6.3: an exclusive registration relates to specific Attributes; a whole
+    entity can only be registered inclusively or for redirection. Neither a create nor an update
+    may leave an exclusive registration with a RegistrationInfo that names no attribute."""
+    whole = [{"entities": [{"type": "Vehicle", "id": "urn:ngsi-ld:Vehicle:A1"}]}]
+    named = [{**whole[0], "propertyNames": ["speed"]}]
+    error(
+        client.post(REGS, json=reg(2, mode="exclusive", information=[*named, *whole]), headers=LD),
+        400,
+        "BadRequestData",
+    )
+    assert client.get(f"{REGS}/{reg(2)['id']}").status_code == 404
+    reg_id = create(client, REGS, reg(3, information=whole))
+    error(client.patch(f"{REGS}/{reg_id}", json={"mode": "exclusive"}), 400, "BadRequestData")
+    assert client.get(f"{REGS}/{reg_id}").json()["mode"] == "inclusive"
+    create(client, REGS, reg(4, mode="redirect", information=whole))
+    create(client, REGS, reg(5, mode="exclusive", information=named))
+
+
 def test_update_errors(client: TestClient) -> None:
     reg_id = create(client, REGS, reg())
     url = f"{REGS}/{reg_id}"

@@ -277,9 +277,17 @@ def parse_registration_members(body: Mapping[str, Any], terms: TermMap) -> dict[
 
 
 def check_registration(reg: Registration) -> None:
+    """The whole registration, after a create or an update: an update may make a registration
+    exclusive, or take an exclusive registration's attribute names away."""
     for name in MANDATORY:
         if name not in reg:
             raise _bad(f"{name} is mandatory")
+    # Clause 4.3.6.3: "An exclusive registration shall always relate to specific Attributes found
+    # on a single Entity"; a whole entity can be registered by a redirect registration only.
+    if mode_of(reg) == "exclusive" and any(
+        "propertyNames" not in info and "relationshipNames" not in info for info in reg["information"]
+    ):
+        raise _bad("an exclusive registration must name the attributes of each RegistrationInfo")
 
 
 def _check_registration_id(reg_id: str) -> None:
