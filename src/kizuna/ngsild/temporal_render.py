@@ -110,32 +110,29 @@ def _value_of(instance: Instance, terms: TermMap, view: View) -> Any:
 
 def _aggregated(entity: TemporalEntity, params: TemporalParams) -> dict[str, Any]:
     """Clause 4.5.19: per attribute (and datasetId), each method's [[value, start, end], ...].
-    The rows come series by series: each series' item and method lists are found once, not
-    once a row, and a bucket's times are formatted once for all its methods."""
+    A series' buckets are the store's rows: each method's list is one pass over them, and a
+    bucket's times are formatted once for all its methods."""
     methods = params.aggr_methods
     series: dict[str, dict[str | None, dict[str, Any]]] = {}
-    current: tuple[str, str | None] | None = None
-    lists: list[list[list[Any]]] = []
-    for row in entity.aggregates:
-        if (row.attribute, row.dataset_id) != current:
-            current = (row.attribute, row.dataset_id)
-            by_dataset = series.setdefault(row.attribute, {})
-            item = by_dataset.get(row.dataset_id)
-            if item is None:
-                item = by_dataset[row.dataset_id] = {"type": entity.kinds.get(row.attribute, "Property")}
-                if row.dataset_id is not None:
-                    item["datasetId"] = row.dataset_id
-                for method in methods:
-                    item[method] = []
-            lists = [item[method] for method in methods]
-        values = row.values
-        start = end = None
-        for method, target in zip(methods, lists, strict=True):
-            value = values.get(method)
-            if value is not None:
-                if start is None:
-                    start, end = iso(row.start), iso(row.end)
-                target.append([value, start, end])
+    for aggregated in entity.aggregates:
+        by_dataset = series.setdefault(aggregated.attribute, {})
+        item = by_dataset.get(aggregated.dataset_id)
+        if item is None:
+            item = by_dataset[aggregated.dataset_id] = {
+                "type": entity.kinds.get(aggregated.attribute, "Property")
+            }
+            if aggregated.dataset_id is not None:
+                item["datasetId"] = aggregated.dataset_id
+            for method in methods:
+                item[method] = []
+        buckets = aggregated.buckets
+        spans = [(iso(start), iso(end)) for start, end in aggregated.bounds()]
+        for column, method in enumerate(methods, 1):
+            item[method] += [
+                [row[column], start, end]
+                for row, (start, end) in zip(buckets, spans, strict=True)
+                if row[column] is not None
+            ]
     out: dict[str, Any] = {}
     for iri, by_dataset in series.items():
         items = list(by_dataset.values())

@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 
 from kizuna.patterns import compile_pattern
-from kizuna.store import AggregateRow, Entity, HistoryQuery
+from kizuna.store import AggregateSeries, Entity, HistoryQuery
 from kizuna.store.common import (
     TEMPORAL_COLUMNS,
     Sql,
@@ -21,7 +21,7 @@ from kizuna.store.common import (
     new_history_instance,
     temporal_row,
 )
-from kizuna.store.dialect import POSTGRES, aggregate_rows, aggregate_sql, history_where
+from kizuna.store.dialect import POSTGRES, aggregate_series, aggregate_sql, fixed_keys, history_where
 from kizuna.store.postgres.connection import (
     PgBase,
     PgTransaction,
@@ -154,22 +154,32 @@ class PgHistory(PgBase):
         methods: Sequence[str],
         period: float | None,
         origin: float | None,
-    ) -> list[AggregateRow]:
+    ) -> list[AggregateSeries]:
         schema = await self._schema(tenant)
         if schema is None or not entity_ids:
             return []
-        where, params, when = _history_where(None, query, entity_ids=entity_ids)
-        # One statement over all the entities (date_bin on epoch seconds).
+        fixed = fixed_keys(entity_ids, query)
+        if "entity_id" in fixed:
+            where, params, when = _history_where(fixed["entity_id"], query)
+        else:
+            where, params, when = _history_where(None, query, entity_ids=entity_ids)
+        # One statement over all the entities.
         sql, values = aggregate_sql(
-            POSTGRES, (f"{schema}.attribute_history", []), (where, params), when, methods, period, origin
+            POSTGRES,
+            (f"{schema}.attribute_history", []),
+            (where, params),
+            when,
+            methods,
+            period,
+            origin,
+            fixed,
         )
         rows = await self.pool.fetch(_numbered(sql), *values)
-        if not rows:
-            return []
-        kinds = await self._history_kinds(schema, query, {(row[0], row[1]) for row in rows})
-        out = aggregate_rows(rows, methods, period, query.end)
-        for row in out:
-            row.kind = kinds.get((row.entity_id, row.attribute))
+        out = aggregate_series(rows, methods, period, origin, query.end, fixed)
+        if out:
+            kinds = await self._history_kinds(schema, query, {(s.entity_id, s.attribute) for s in out})
+            for series in out:
+                series.kind = kinds.get((series.entity_id, series.attribute))
         return out
 
     async def _history_kinds(

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from kizuna.store import AggregateRow, Entity, HistoryQuery
+from kizuna.store import AggregateSeries, Entity, HistoryQuery
 from kizuna.store.common import (
     TEMPORAL_COLUMNS,
     Sql,
@@ -20,7 +20,7 @@ from kizuna.store.common import (
 )
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
 from kizuna.store.common import history_columns as _history_columns
-from kizuna.store.dialect import SQLITE, aggregate_rows, aggregate_sql, history_where
+from kizuna.store.dialect import SQLITE, aggregate_series, aggregate_sql, fixed_keys, history_where
 from kizuna.store.sqlite.connection import SqliteBase, SqliteTransaction, marks
 
 
@@ -73,27 +73,27 @@ class SqliteHistory(SqliteBase):
         methods: Sequence[str],
         period: float | None,
         origin: float | None,
-    ) -> list[AggregateRow]:
+    ) -> list[AggregateSeries]:
         if not entity_ids:
             return []
-        ids = orjson.dumps(list(entity_ids)).decode()
-        where, params, when = _history_where(tenant, None, query, entity_sql="ids.value")
-        # One statement over all the entities, only the aggregates asked for; the entity list
-        # drives the history index (CROSS JOIN).
-        sql, values = aggregate_sql(
-            SQLITE,
-            ("json_each(?) AS ids CROSS JOIN attribute_history", [ids]),
-            (where, params),
-            when,
-            methods,
-            period,
-            origin,
-        )
-        out = aggregate_rows(self.db.execute(sql, values).fetchall(), methods, period, query.end)
+        fixed = fixed_keys(entity_ids, query)
+        if "entity_id" in fixed:  # one entity: an equality on the history index
+            where, params, when = _history_where(tenant, fixed["entity_id"], query)
+            source: Sql = ("attribute_history", [])
+        else:  # the entity list drives the history index (CROSS JOIN)
+            where, params, when = _history_where(tenant, None, query, entity_sql="ids.value")
+            source = (
+                "json_each(?) AS ids CROSS JOIN attribute_history",
+                [orjson.dumps(list(entity_ids)).decode()],
+            )
+        # One statement over all the entities, only the aggregates asked for.
+        sql, values = aggregate_sql(SQLITE, source, (where, params), when, methods, period, origin, fixed)
+        rows = self.db.execute(sql, values).fetchall()
+        out = aggregate_series(rows, methods, period, origin, query.end, fixed)
         if out:
-            kinds = self._history_kinds(tenant, query, {(r.entity_id, r.attribute) for r in out})
-            for row in out:
-                row.kind = kinds.get((row.entity_id, row.attribute))
+            kinds = self._history_kinds(tenant, query, {(s.entity_id, s.attribute) for s in out})
+            for series in out:
+                series.kind = kinds.get((series.entity_id, series.attribute))
         return out
 
     def _history_kinds(
