@@ -174,30 +174,16 @@ class PgHistory(PgBase):
             origin,
             fixed,
         )
-        rows = await self.pool.fetch(_numbered(sql), *values)
-        out = aggregate_series(rows, methods, period, origin, query.end, fixed)
-        if out:
-            kinds = await self._history_kinds(schema, query, {(s.entity_id, s.attribute) for s in out})
-            for series in out:
-                series.kind = kinds.get((series.entity_id, series.attribute))
+        # Both statements on one connection: each acquire costs a round trip (the pool's reset).
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_numbered(sql), *values)
+            out = aggregate_series(rows, methods, period, origin, query.end, fixed)
+            if out:
+                pairs = {(s.entity_id, s.attribute) for s in out}
+                kinds = await _history_kinds(conn, schema, query, pairs)
+                for series in out:
+                    series.kind = kinds.get((series.entity_id, series.attribute))
         return out
-
-    async def _history_kinds(
-        self, schema: str, query: HistoryQuery, pairs: set[tuple[str, str]]
-    ) -> dict[tuple[str, str], str]:
-        """The kind (type) of the newest instance ``query`` selects of each (entity, attribute):
-        per pair, an index walk that stops at the first row (attribute_history_when)."""
-        where, params, when = _history_where(None, query, entity_sql="p.e", attribute_sql="p.a")
-        ordered = sorted(pairs)
-        sql = (
-            "SELECT p.e, p.a, h.kind, h.raw FROM unnest(?::text[], ?::text[]) AS p(e, a) CROSS JOIN LATERAL"
-            " (SELECT doc ->> 'type' AS kind, CASE WHEN doc IS NULL THEN raw END AS raw"
-            f" FROM {schema}.attribute_history WHERE {where} ORDER BY {when} DESC, pk DESC LIMIT 1) h"
-        )
-        rows = await self.pool.fetch(
-            _numbered(sql), [e for e, _ in ordered], [a for _, a in ordered], *params
-        )
-        return {(e, a): kind if kind is not None else orjson.loads(raw)["type"] for e, a, kind, raw in rows}
 
 
 class HistoryWrites(PgTransaction, TouchesOnce):
@@ -355,6 +341,22 @@ def _attribute_pairs(schema: str, entity_ids: Sequence[str], attributes: Sequenc
         ") SELECT e, a FROM s WHERE a IS NOT NULL) AS p"
     )
     return sql, [list(entity_ids)]
+
+
+async def _history_kinds(
+    conn: asyncpg.Connection, schema: str, query: HistoryQuery, pairs: set[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """The kind (type) of the newest instance ``query`` selects of each (entity, attribute):
+    per pair, an index walk that stops at the first row (attribute_history_when)."""
+    where, params, when = _history_where(None, query, entity_sql="p.e", attribute_sql="p.a")
+    ordered = sorted(pairs)
+    sql = (
+        "SELECT p.e, p.a, h.kind, h.raw FROM unnest(?::text[], ?::text[]) AS p(e, a) CROSS JOIN LATERAL"
+        " (SELECT doc ->> 'type' AS kind, CASE WHEN doc IS NULL THEN raw END AS raw"
+        f" FROM {schema}.attribute_history WHERE {where} ORDER BY {when} DESC, pk DESC LIMIT 1) h"
+    )
+    rows = await conn.fetch(_numbered(sql), [e for e, _ in ordered], [a for _, a in ordered], *params)
+    return {(e, a): kind if kind is not None else orjson.loads(raw)["type"] for e, a, kind, raw in rows}
 
 
 def _history_where(
