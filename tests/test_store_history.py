@@ -77,6 +77,46 @@ async def test_history_is_read_by_attribute_time_range_dataset_and_last_n(store:
     assert await store.read_histories("", [], HistoryQuery()) == {}
 
 
+async def test_last_n_of_several_entities_merges_instances_with_and_without_observed_at(store: Store) -> None:
+    """lastN and the first N of each attribute of each entity, in one read: instances without
+    observedAt are timed by their creation and interleave with the others."""
+
+    def untimed(value: object, minute: int) -> dict:
+        return {"type": "Property", "value": value, "createdAt": at(minute), "modifiedAt": at(minute)}
+
+    async with store.write("") as tx:
+        await tx.append_histories(
+            V1,
+            [T_V],
+            [
+                (SPEED, instance(1, 0)),
+                (SPEED, untimed(2, 4)),
+                (SPEED, instance(3, 2)),
+                (SPEED, instance(4, 6)),
+            ],
+        )
+        await tx.append_histories(V1, [T_V], [(NAME, untimed("a", 1)), (NAME, instance("b", 3))])
+        await tx.append_histories(V2, [T_V], [(SPEED, untimed(5, 5))])
+
+    async def read(query: HistoryQuery) -> dict[str, list[tuple[str, object]]]:
+        found = await store.read_histories("", [V2, V1, "urn:ngsi-ld:Vehicle:none"], query)
+        return {e: [(a[-5:], i["value"]) for a, i in rows] for e, rows in found.items()}
+
+    for attributes in ([SPEED, NAME], None):
+        assert await read(HistoryQuery(attributes=attributes, last_n=2)) == {
+            V2: [("speed", 5)],
+            V1: [("/name", "a"), ("/name", "b"), ("speed", 2), ("speed", 4)],
+        }
+        assert await read(HistoryQuery(attributes=attributes, first_n=2)) == {
+            V2: [("speed", 5)],
+            V1: [("/name", "a"), ("/name", "b"), ("speed", 1), ("speed", 3)],
+        }
+    bounded = HistoryQuery(attributes=[SPEED], last_n=2, end=epoch(at(6)))  # observedAt only
+    assert await read(bounded) == {V1: [("speed", 1), ("speed", 3)]}
+    one = await store.read_history("", V1, HistoryQuery(attributes=[SPEED], last_n=3))
+    assert values(one) == [3, 2, 4]
+
+
 async def test_temporal_entities_gather_types_and_scope_and_are_queried(store: Store) -> None:
     await record(store)
     v1 = await store.get_temporal_entity("", V1)
