@@ -121,6 +121,36 @@ async def test_a_q_range_page_checks_candidates_in_pk_order_until_it_is_full(pos
         await store.close()
 
 
+async def test_a_pooled_read_is_one_round_trip_and_a_left_transaction_is_rolled_back(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg's default reset (RESET ALL, UNLISTEN *, ...) was a second round trip after every
+    pool.fetch; a transaction left open on a released connection is still rolled back."""
+    store = open_store(postgres_url)
+    await store.open()
+    try:
+        assert isinstance(store, PostgresStore)
+        sent: list[str] = []
+        execute = asyncpg.Connection.execute
+
+        async def recorded(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> str:
+            sent.append(query)
+            return await execute(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, "execute", recorded)
+        assert await store.pool.fetchval("SELECT 1") == 1
+        assert sent == []
+        async with store.pool.acquire() as conn:
+            await conn.execute("BEGIN")  # not asyncpg's managed transaction: left open
+            await conn.execute("CREATE TEMP TABLE left_open (n int)")
+        monkeypatch.undo()
+        async with store.pool.acquire() as conn:  # the same (only idle) connection or another
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.left_open') IS NULL")
+            assert not conn.is_in_transaction()
+    finally:
+        await store.close()
+
+
 async def test_each_tenant_has_a_schema_of_its_own(postgres_url: str) -> None:
     store = open_store(postgres_url)
     await store.open()

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from kizuna.store import HistoryQuery, Store
+from kizuna.store import AggregateSeries, HistoryQuery, Store
 from kizuna.times import epoch
 
 SPEED = "https://uri.etsi.org/ngsi-ld/default-context/speed"
@@ -77,6 +77,46 @@ async def test_history_is_read_by_attribute_time_range_dataset_and_last_n(store:
     assert await store.read_histories("", [], HistoryQuery()) == {}
 
 
+async def test_last_n_of_several_entities_merges_instances_with_and_without_observed_at(store: Store) -> None:
+    """lastN and the first N of each attribute of each entity, in one read: instances without
+    observedAt are timed by their creation and interleave with the others."""
+
+    def untimed(value: object, minute: int) -> dict:
+        return {"type": "Property", "value": value, "createdAt": at(minute), "modifiedAt": at(minute)}
+
+    async with store.write("") as tx:
+        await tx.append_histories(
+            V1,
+            [T_V],
+            [
+                (SPEED, instance(1, 0)),
+                (SPEED, untimed(2, 4)),
+                (SPEED, instance(3, 2)),
+                (SPEED, instance(4, 6)),
+            ],
+        )
+        await tx.append_histories(V1, [T_V], [(NAME, untimed("a", 1)), (NAME, instance("b", 3))])
+        await tx.append_histories(V2, [T_V], [(SPEED, untimed(5, 5))])
+
+    async def read(query: HistoryQuery) -> dict[str, list[tuple[str, object]]]:
+        found = await store.read_histories("", [V2, V1, "urn:ngsi-ld:Vehicle:none"], query)
+        return {e: [(a[-5:], i["value"]) for a, i in rows] for e, rows in found.items()}
+
+    for attributes in ([SPEED, NAME], None):
+        assert await read(HistoryQuery(attributes=attributes, last_n=2)) == {
+            V2: [("speed", 5)],
+            V1: [("/name", "a"), ("/name", "b"), ("speed", 2), ("speed", 4)],
+        }
+        assert await read(HistoryQuery(attributes=attributes, first_n=2)) == {
+            V2: [("speed", 5)],
+            V1: [("/name", "a"), ("/name", "b"), ("speed", 1), ("speed", 3)],
+        }
+    bounded = HistoryQuery(attributes=[SPEED], last_n=2, end=epoch(at(6)))  # observedAt only
+    assert await read(bounded) == {V1: [("speed", 1), ("speed", 3)]}
+    one = await store.read_history("", V1, HistoryQuery(attributes=[SPEED], last_n=3))
+    assert values(one) == [3, 2, 4]
+
+
 async def test_temporal_entities_gather_types_and_scope_and_are_queried(store: Store) -> None:
     await record(store)
     v1 = await store.get_temporal_entity("", V1)
@@ -134,31 +174,78 @@ async def test_history_instances_are_updated_and_deleted(store: Store) -> None:
     assert await store.get_temporal_entity("", V2) is None
 
 
+def buckets(
+    series: list[AggregateSeries], method: int = 1
+) -> list[tuple[str, str | None, float, float, object]]:
+    """(entity, datasetId, start from minute 0, length, value) of each bucket of ``series``."""
+    return [
+        (s.entity_id, s.dataset_id, start - epoch(at(0)), end - start, row[method])
+        for s in series
+        for row, (start, end) in zip(s.buckets, s.bounds(), strict=True)
+    ]
+
+
 @pytest.mark.parametrize("origin", [None, "2026-11-22T10:00:00.000Z"])
 async def test_aggregates_are_computed_per_series_and_period(store: Store, origin: str | None) -> None:
     await record(store)
     query = HistoryQuery(attributes=[SPEED], dataset_ids=frozenset({None}))
     methods = ["totalCount", "sum", "avg", "min", "max", "distinctCount", "stddev", "sumsq", "unknown"]
     whole = await store.aggregate_histories("", [V1, V2], query, methods, None, None)
-    assert [(r.entity_id, r.attribute, r.dataset_id, r.kind) for r in whole] == [
-        (V1, SPEED, None, "Property"),
-        (V2, SPEED, None, "Property"),
+    assert [(s.entity_id, s.attribute, s.dataset_id, s.kind, len(s.buckets)) for s in whole] == [
+        (V1, SPEED, None, "Property", 1),
+        (V2, SPEED, None, "Property", 1),
     ]
-    v1 = whole[0].values
+    v1 = dict(zip(methods, whole[0].buckets[0][1:], strict=False))
     assert (v1["totalCount"], v1["sum"], v1["avg"], v1["min"], v1["max"]) == (4, 100, 25, 10, 40)
     assert (v1["distinctCount"], v1["sumsq"], v1["unknown"]) == (4, 3000, None)
     assert v1["stddev"] == pytest.approx(12.9099, abs=1e-4)
-    assert (whole[0].start, whole[0].end) == (epoch(at(0)), epoch(at(3)))  # to the last instance
-    assert whole[1].values["totalCount"] == 1 and whole[1].values["stddev"] == 0.0
+    assert whole[0].bounds() == [(epoch(at(0)), epoch(at(3)))]  # to the last instance
+    v2 = whole[1].buckets[0]
+    assert v2[1] == 1 and v2[7] == 0.0  # totalCount, stddev
 
-    two_minutes = await store.aggregate_histories(
-        "", [V1, V2], query, ["sum"], 120.0, None if origin is None else epoch(origin)
-    )
-    buckets = [(r.entity_id, r.start - epoch(at(0)), r.end - r.start, r.values["sum"]) for r in two_minutes]
+    start = None if origin is None else epoch(origin)
+    two_minutes = await store.aggregate_histories("", [V1, V2], query, ["sum"], 120.0, start)
     # From the origin given, else from each series' first instance (V2's is at minute 1).
-    assert buckets == [(V1, 0, 120, 30), (V1, 120, 120, 70), (V2, 0 if origin else 60, 120, 5)]
+    assert buckets(two_minutes) == [
+        (V1, None, 0, 120, 30),
+        (V1, None, 120, 120, 70),
+        (V2, None, 0 if origin else 60, 120, 5),
+    ]
     assert await store.aggregate_histories("", [], query, ["sum"], None, None) == []
     assert await store.aggregate_histories("nowhere", [V1], query, ["sum"], None, None) == []
+
+
+@pytest.mark.parametrize("origin", [None, "2026-11-22T10:00:00.000Z"])
+@pytest.mark.parametrize("period", [None, 120.0])
+async def test_one_entity_and_attribute_still_aggregates_each_dataset_apart(
+    store: Store, origin: str | None, period: float | None
+) -> None:
+    """With the entity and the attribute fixed the statement groups on the datasetId and the
+    bucket only; the series of each datasetId (the default first) must still come apart."""
+    await record(store)
+    start = None if origin is None else epoch(origin)
+    query = HistoryQuery(attributes=[SPEED])
+    got = await store.aggregate_histories("", [V1], query, ["sum", "totalCount"], period, start)
+    assert [(s.entity_id, s.attribute, s.dataset_id, s.kind) for s in got] == [
+        (V1, SPEED, None, "Property"),
+        (V1, SPEED, "urn:d:1", "Property"),
+    ]
+    if period is None:
+        assert buckets(got) == [
+            (V1, None, 0, 180, 100),
+            (V1, "urn:d:1", 0 if origin else 300, 0 if origin is None else 300, 99),
+        ]
+    else:
+        assert buckets(got) == [
+            (V1, None, 0, 120, 30),
+            (V1, None, 120, 120, 70),
+            (V1, "urn:d:1", 240 if origin else 300, 120, 99),
+        ]
+    named = HistoryQuery(attributes=[SPEED], dataset_ids=frozenset({"urn:d:1"}))
+    only = await store.aggregate_histories("", [V1], named, ["totalCount"], period, start)
+    assert [(s.dataset_id, [row[1] for row in s.buckets]) for s in only] == [("urn:d:1", [1])]
+    nothing = HistoryQuery(attributes=[SPEED], dataset_ids=frozenset({"urn:d:2"}))
+    assert await store.aggregate_histories("", [V1], nothing, ["totalCount"], period, start) == []
 
 
 async def test_pruning_forgets_old_instances_and_emptied_temporal_entities(store: Store) -> None:

@@ -154,6 +154,28 @@ def test_aggregation_buckets_start_at_the_time_asked_for(client: TestClient) -> 
     assert body["fuelLevel"]["type"] == "Property"
 
 
+def test_dense_and_sparse_buckets_are_timed_alike(client: TestClient) -> None:
+    """Speed fills buckets 0, 2 and 4 of PT1M (times from a table of the period), fuelLevel 0,
+    62 and 124 (too sparse for one: each bucket's own)."""
+    create(client)
+    body = get(
+        client,
+        options="aggregatedValues",
+        aggrMethods="max",
+        aggrPeriodDuration="PT1M",
+        timerel="after",
+        timeAt="2020-08-01T12:03:00.500Z",
+    ).json()
+    assert body["speed"]["max"] == [
+        [80.0, "2020-08-01T12:04:00.500Z", "2020-08-01T12:05:00.500Z"],
+        [100.0, "2020-08-01T12:06:00.500Z", "2020-08-01T12:07:00.500Z"],
+    ]
+    assert body["fuelLevel"]["max"] == [
+        [53.0, "2020-08-01T13:04:00.500Z", "2020-08-01T13:05:00.500Z"],
+        [40.0, "2020-08-01T14:06:00.500Z", "2020-08-01T14:07:00.500Z"],
+    ]
+
+
 def test_query_entities(client: TestClient) -> None:
     create(client)
     create(

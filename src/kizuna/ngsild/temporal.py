@@ -53,7 +53,7 @@ from kizuna.ngsild import model
 from kizuna.ngsild.merging import InstanceChoice
 from kizuna.ngsild.temporal_params import InstanceRange, TemporalParams, parse_datetime, time_of
 from kizuna.ngsild.tenants import require_tenant
-from kizuna.store import AggregateRow, Entity, HistoryQuery, Store
+from kizuna.store import AggregateSeries, Entity, HistoryQuery, Store
 from kizuna.times import now_iso
 from kizuna.turns import let_others_run
 
@@ -122,7 +122,7 @@ class TemporalEntity:
 
     core: Entity
     attributes: dict[str, list[Instance]] = field(default_factory=dict)
-    aggregates: list[AggregateRow] = field(default_factory=list)
+    aggregates: list[AggregateSeries] = field(default_factory=list)
     kinds: dict[str, str] = field(default_factory=dict)
     cut: float | None = None  # where the instance limit truncated this entity's history
 
@@ -417,7 +417,7 @@ class TemporalService:
             found = await self.store.read_histories(tenant, [core["id"] for core in cores], bounded)
             return [self._limited(core, found.get(core["id"], []), params) for core in cores]
         history = params.history
-        rows = await self.store.aggregate_histories(
+        aggregated = await self.store.aggregate_histories(
             tenant,
             [core["id"] for core in cores],
             history,
@@ -426,11 +426,11 @@ class TemporalService:
             params.aggr_origin,
         )
         entities = {core["id"]: TemporalEntity(core) for core in cores}
-        for row in rows:
-            entity = entities[row.entity_id]
-            entity.aggregates.append(row)
-            if row.kind is not None:
-                entity.kinds.setdefault(row.attribute, row.kind)
+        for series in aggregated:
+            entity = entities[series.entity_id]
+            entity.aggregates.append(series)
+            if series.kind is not None:
+                entity.kinds.setdefault(series.attribute, series.kind)
         if latest:
             # The instances q, geoQ and orderBy look at: the latest of each attribute.
             newest = HistoryQuery(**{**_fields(history), "last_n": 1})

@@ -4,6 +4,7 @@ concise instances, temporalValues series and aggregated values, compacted with t
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from kizuna.jsonld.terms import TermMap
@@ -11,6 +12,7 @@ from kizuna.members import VALUE_MEMBER
 from kizuna.ngsild.render import View, render_instance
 from kizuna.ngsild.temporal import TemporalEntity
 from kizuna.ngsild.temporal_params import TemporalParams, time_of
+from kizuna.store import AggregateSeries
 from kizuna.times import iso
 
 Instance = dict[str, Any]
@@ -110,34 +112,57 @@ def _value_of(instance: Instance, terms: TermMap, view: View) -> Any:
 
 def _aggregated(entity: TemporalEntity, params: TemporalParams) -> dict[str, Any]:
     """Clause 4.5.19: per attribute (and datasetId), each method's [[value, start, end], ...].
-    The rows come series by series: each series' item and method lists are found once, not
-    once a row, and a bucket's times are formatted once for all its methods."""
+    A series' buckets are the store's rows: each method's list is one pass over them, and a
+    bucket's times are formatted once for all its methods (see :func:`_spans`)."""
     methods = params.aggr_methods
     series: dict[str, dict[str | None, dict[str, Any]]] = {}
-    current: tuple[str, str | None] | None = None
-    lists: list[list[list[Any]]] = []
-    for row in entity.aggregates:
-        if (row.attribute, row.dataset_id) != current:
-            current = (row.attribute, row.dataset_id)
-            by_dataset = series.setdefault(row.attribute, {})
-            item = by_dataset.get(row.dataset_id)
-            if item is None:
-                item = by_dataset[row.dataset_id] = {"type": entity.kinds.get(row.attribute, "Property")}
-                if row.dataset_id is not None:
-                    item["datasetId"] = row.dataset_id
-                for method in methods:
-                    item[method] = []
-            lists = [item[method] for method in methods]
-        values = row.values
-        start = end = None
-        for method, target in zip(methods, lists, strict=True):
-            value = values.get(method)
-            if value is not None:
-                if start is None:
-                    start, end = iso(row.start), iso(row.end)
-                target.append([value, start, end])
+    for aggregated in entity.aggregates:
+        by_dataset = series.setdefault(aggregated.attribute, {})
+        item = by_dataset.get(aggregated.dataset_id)
+        if item is None:
+            item = by_dataset[aggregated.dataset_id] = {
+                "type": entity.kinds.get(aggregated.attribute, "Property")
+            }
+            if aggregated.dataset_id is not None:
+                item["datasetId"] = aggregated.dataset_id
+            for method in methods:
+                item[method] = []
+        buckets = aggregated.buckets
+        spans = _spans(aggregated)
+        for column, method in enumerate(methods, 1):
+            item[method] += [
+                [row[column], start, end]
+                for row, (start, end) in zip(buckets, spans, strict=True)
+                if row[column] is not None
+            ]
     out: dict[str, Any] = {}
     for iri, by_dataset in series.items():
         items = list(by_dataset.values())
         out[iri] = items[0] if len(items) == 1 else items
     return out
+
+
+# Up to this many buckets a period's formatted times are kept (about 150 bytes a bucket).
+PERIOD_TABLE_BUCKETS = 4096
+
+
+def _spans(series: AggregateSeries) -> list[tuple[str, str]]:
+    """The formatted (start, end) of each bucket of ``series``. A dense series of a period
+    takes them from :func:`_period_table`; a sparse one (few buckets of a long range) or a
+    long one formats its own."""
+    buckets = series.buckets
+    if series.period is not None and buckets:
+        count = buckets[-1][0] + 1
+        if count <= min(2 * len(buckets), PERIOD_TABLE_BUCKETS):
+            table = _period_table(series.origin, series.period, count)
+            return [table[row[0]] for row in buckets]
+    return [(iso(start), iso(end)) for start, end in series.bounds()]
+
+
+@functools.lru_cache(maxsize=64)
+def _period_table(origin: float, period: float, count: int) -> tuple[tuple[str, str], ...]:
+    """The formatted (start, end) of buckets 0 to ``count`` - 1 of a period from ``origin``,
+    as :meth:`AggregateSeries.bounds` computes them: the same for every series of a query and
+    for the same query asked again (a dashboard's chart), where formatting them was most of
+    rendering 750 hourly buckets."""
+    return tuple((iso(start := origin + k * period), iso(start + period)) for k in range(count))

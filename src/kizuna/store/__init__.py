@@ -124,16 +124,29 @@ class HistoryQuery:
 
 
 @dataclass(slots=True)
-class AggregateRow:
-    """One period bucket of one attribute instance series, computed by the store (in SQL)."""
+class AggregateSeries:
+    """The period buckets of one attribute instance series (entity, attribute, datasetId),
+    aggregated by the store in SQL. ``buckets`` are the statement's rows as its driver returned
+    them, in order, so that an answer of 750 buckets is not 750 Python objects more: each starts
+    with the bucket's number k and the value of each method asked for, in order (None when it
+    does not apply); whatever follows is the store's. Bucket k spans [origin + k*period, that
+    + period); without a period the one bucket spans [origin, end)."""
 
+    entity_id: str
     attribute: str
     dataset_id: str | None
-    start: float
-    end: float
-    values: dict[str, Any]  # method name -> aggregate (None when it does not apply)
-    entity_id: str = ""  # the entity of the series (aggregate_histories)
+    origin: float
+    period: float | None
+    end: float | None  # the end of the one bucket (no period), else None
+    buckets: list[Sequence[Any]]
     kind: str | None = None  # the type of the attribute's newest instance selected (None: unknown)
+
+    def bounds(self) -> list[tuple[float, float]]:
+        """(start, end) of each bucket, in order."""
+        if self.period is None:
+            return [(self.origin, self.end if self.end is not None else self.origin)] * len(self.buckets)
+        origin, period = self.origin, self.period
+        return [(start := origin + row[0] * period, start + period) for row in self.buckets]
 
 
 @dataclass(slots=True)
@@ -519,12 +532,12 @@ class HistoryStore(Protocol):
         methods: Sequence[str],
         period: float | None,
         origin: float | None,
-    ) -> list[AggregateRow]:
+    ) -> list[AggregateSeries]:
         """Aggregates of several entities at once (one statement) per attribute, datasetId and
         period bucket of ``period`` seconds starting at ``origin`` (default: the first instance of
-        each series; ``period`` None is one bucket for the whole range), ordered by entity id;
-        each row says its ``entity_id``, and its ``kind``: the type of the newest instance of its
-        attribute (all datasetIds) that ``query`` selects."""
+        each series; ``period`` None is one bucket for the whole range), a series each, ordered
+        by entity id, attribute and datasetId (the default first); each says its ``kind``: the
+        type of the newest instance of its attribute (all datasetIds) that ``query`` selects."""
 
     async def prune_history(self, before: float) -> int:
         """Forget, in every tenant, the attribute instances whose time (observedAt, else

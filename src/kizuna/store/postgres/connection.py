@@ -92,6 +92,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """What a pooled connection needs on its way back to the pool: nothing more than asyncpg's
+    own rollback of an open transaction (run before this). Its default reset, ``RESET ALL``,
+    ``UNLISTEN *``, ``CLOSE ALL`` and ``pg_advisory_unlock_all()``, is a round trip that every
+    ``pool.fetch`` waited for, undoing what the store never leaves on a session: settings are
+    ``SET LOCAL``, cursors live in transactions, LISTEN has its own connection and the
+    migrations' session lock is released in a ``finally``."""
+
+
 def _pack_bytes(data: bytes) -> tuple[str | None, bytes | None]:
     """(jsonb text, raw bytes) of orjson bytes (see :func:`_pack`)."""
     if b"\\u0000" in data:

@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 
 from kizuna.patterns import compile_pattern
-from kizuna.store import AggregateRow, Entity, HistoryQuery
+from kizuna.store import AggregateSeries, Entity, HistoryQuery
 from kizuna.store.common import (
     TEMPORAL_COLUMNS,
     Sql,
@@ -21,7 +21,7 @@ from kizuna.store.common import (
     new_history_instance,
     temporal_row,
 )
-from kizuna.store.dialect import POSTGRES, aggregate_rows, aggregate_sql, history_where
+from kizuna.store.dialect import POSTGRES, aggregate_series, aggregate_sql, fixed_keys, history_where
 from kizuna.store.postgres.connection import (
     PgBase,
     PgTransaction,
@@ -154,40 +154,36 @@ class PgHistory(PgBase):
         methods: Sequence[str],
         period: float | None,
         origin: float | None,
-    ) -> list[AggregateRow]:
+    ) -> list[AggregateSeries]:
         schema = await self._schema(tenant)
         if schema is None or not entity_ids:
             return []
-        where, params, when = _history_where(None, query, entity_ids=entity_ids)
-        # One statement over all the entities (date_bin on epoch seconds).
+        fixed = fixed_keys(entity_ids, query)
+        if "entity_id" in fixed:
+            where, params, when = _history_where(fixed["entity_id"], query)
+        else:
+            where, params, when = _history_where(None, query, entity_ids=entity_ids)
+        # One statement over all the entities.
         sql, values = aggregate_sql(
-            POSTGRES, (f"{schema}.attribute_history", []), (where, params), when, methods, period, origin
+            POSTGRES,
+            (f"{schema}.attribute_history", []),
+            (where, params),
+            when,
+            methods,
+            period,
+            origin,
+            fixed,
         )
-        rows = await self.pool.fetch(_numbered(sql), *values)
-        if not rows:
-            return []
-        kinds = await self._history_kinds(schema, query, {(row[0], row[1]) for row in rows})
-        out = aggregate_rows(rows, methods, period, query.end)
-        for row in out:
-            row.kind = kinds.get((row.entity_id, row.attribute))
+        # Both statements on one connection: each acquire costs a round trip (the pool's reset).
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_numbered(sql), *values)
+            out = aggregate_series(rows, methods, period, origin, query.end, fixed)
+            if out:
+                pairs = {(s.entity_id, s.attribute) for s in out}
+                kinds = await _history_kinds(conn, schema, query, pairs)
+                for series in out:
+                    series.kind = kinds.get((series.entity_id, series.attribute))
         return out
-
-    async def _history_kinds(
-        self, schema: str, query: HistoryQuery, pairs: set[tuple[str, str]]
-    ) -> dict[tuple[str, str], str]:
-        """The kind (type) of the newest instance ``query`` selects of each (entity, attribute):
-        per pair, an index walk that stops at the first row (attribute_history_when)."""
-        where, params, when = _history_where(None, query, entity_sql="p.e", attribute_sql="p.a")
-        ordered = sorted(pairs)
-        sql = (
-            "SELECT p.e, p.a, h.kind, h.raw FROM unnest(?::text[], ?::text[]) AS p(e, a) CROSS JOIN LATERAL"
-            " (SELECT doc ->> 'type' AS kind, CASE WHEN doc IS NULL THEN raw END AS raw"
-            f" FROM {schema}.attribute_history WHERE {where} ORDER BY {when} DESC, pk DESC LIMIT 1) h"
-        )
-        rows = await self.pool.fetch(
-            _numbered(sql), [e for e, _ in ordered], [a for _, a in ordered], *params
-        )
-        return {(e, a): kind if kind is not None else orjson.loads(raw)["type"] for e, a, kind, raw in rows}
 
 
 class HistoryWrites(PgTransaction, TouchesOnce):
@@ -345,6 +341,22 @@ def _attribute_pairs(schema: str, entity_ids: Sequence[str], attributes: Sequenc
         ") SELECT e, a FROM s WHERE a IS NOT NULL) AS p"
     )
     return sql, [list(entity_ids)]
+
+
+async def _history_kinds(
+    conn: asyncpg.Connection, schema: str, query: HistoryQuery, pairs: set[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """The kind (type) of the newest instance ``query`` selects of each (entity, attribute):
+    per pair, an index walk that stops at the first row (attribute_history_when)."""
+    where, params, when = _history_where(None, query, entity_sql="p.e", attribute_sql="p.a")
+    ordered = sorted(pairs)
+    sql = (
+        "SELECT p.e, p.a, h.kind, h.raw FROM unnest(?::text[], ?::text[]) AS p(e, a) CROSS JOIN LATERAL"
+        " (SELECT doc ->> 'type' AS kind, CASE WHEN doc IS NULL THEN raw END AS raw"
+        f" FROM {schema}.attribute_history WHERE {where} ORDER BY {when} DESC, pk DESC LIMIT 1) h"
+    )
+    rows = await conn.fetch(_numbered(sql), [e for e, _ in ordered], [a for _, a in ordered], *params)
+    return {(e, a): kind if kind is not None else orjson.loads(raw)["type"] for e, a, kind, raw in rows}
 
 
 def _history_where(

@@ -23,6 +23,7 @@ from kizuna.store.postgres.connection import (
     _announce,
     _guarded,
     _init_connection,
+    _reset_connection,
     log,
 )
 from kizuna.store.postgres.documents import DocumentWrites, PgDocuments
@@ -65,6 +66,7 @@ class PostgresStore(PgEntities, PgHistory, PgOutbox, PgChanges, PgDocuments, PgV
                 min_size=self.min_size,
                 max_size=self.max_size,
                 init=_init_connection,
+                reset=_reset_connection,
                 command_timeout=60,
             )
         except _LOST as exc:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import orjson
 
-from kizuna.store import AggregateRow, Entity, HistoryQuery
+from kizuna.store import AggregateSeries, Entity, HistoryQuery
 from kizuna.store.common import (
     TEMPORAL_COLUMNS,
     Sql,
@@ -20,7 +22,7 @@ from kizuna.store.common import (
 )
 from kizuna.store.common import TIME_COLUMN as _TIME_COLUMN
 from kizuna.store.common import history_columns as _history_columns
-from kizuna.store.dialect import SQLITE, aggregate_rows, aggregate_sql, history_where
+from kizuna.store.dialect import SQLITE, aggregate_series, aggregate_sql, fixed_keys, history_where
 from kizuna.store.sqlite.connection import SqliteBase, SqliteTransaction, marks
 
 
@@ -73,27 +75,27 @@ class SqliteHistory(SqliteBase):
         methods: Sequence[str],
         period: float | None,
         origin: float | None,
-    ) -> list[AggregateRow]:
+    ) -> list[AggregateSeries]:
         if not entity_ids:
             return []
-        ids = orjson.dumps(list(entity_ids)).decode()
-        where, params, when = _history_where(tenant, None, query, entity_sql="ids.value")
-        # One statement over all the entities, only the aggregates asked for; the entity list
-        # drives the history index (CROSS JOIN).
-        sql, values = aggregate_sql(
-            SQLITE,
-            ("json_each(?) AS ids CROSS JOIN attribute_history", [ids]),
-            (where, params),
-            when,
-            methods,
-            period,
-            origin,
-        )
-        out = aggregate_rows(self.db.execute(sql, values).fetchall(), methods, period, query.end)
+        fixed = fixed_keys(entity_ids, query)
+        if "entity_id" in fixed:  # one entity: an equality on the history index
+            where, params, when = _history_where(tenant, fixed["entity_id"], query)
+            source: Sql = ("attribute_history", [])
+        else:  # the entity list drives the history index (CROSS JOIN)
+            where, params, when = _history_where(tenant, None, query, entity_sql="ids.value")
+            source = (
+                "json_each(?) AS ids CROSS JOIN attribute_history",
+                [orjson.dumps(list(entity_ids)).decode()],
+            )
+        # One statement over all the entities, only the aggregates asked for.
+        sql, values = aggregate_sql(SQLITE, source, (where, params), when, methods, period, origin, fixed)
+        rows = self.db.execute(sql, values).fetchall()
+        out = aggregate_series(rows, methods, period, origin, query.end, fixed)
         if out:
-            kinds = self._history_kinds(tenant, query, {(r.entity_id, r.attribute) for r in out})
-            for row in out:
-                row.kind = kinds.get((row.entity_id, row.attribute))
+            kinds = self._history_kinds(tenant, query, {(s.entity_id, s.attribute) for s in out})
+            for series in out:
+                series.kind = kinds.get((series.entity_id, series.attribute))
         return out
 
     def _history_kinds(
@@ -338,7 +340,10 @@ def _read_histories(
     db: sqlite3.Connection, tenant: str, entity_ids: Sequence[str], query: HistoryQuery
 ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """:meth:`SqliteStore.read_histories` on ``db``. In-process reads cost microseconds: one
-    entity at a time walks the indexes best."""
+    entity at a time walks the indexes best; lastN (or the first N) is one statement for all."""
+    limit = query.last_n if query.last_n is not None else query.first_n
+    if limit is not None:
+        return _history_ends(db, tenant, entity_ids, query, limit)
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for entity_id in entity_ids:
         if rows := _read_history(db, tenant, entity_id, query):
@@ -351,7 +356,7 @@ def _read_history(
 ) -> list[tuple[str, dict[str, Any]]]:
     limit = query.last_n if query.last_n is not None else query.first_n
     if limit is not None:
-        return _history_ends(db, tenant, entity_id, query, limit)
+        return _history_ends(db, tenant, [entity_id], query, limit).get(entity_id, [])
     where, params, when = _history_where(tenant, entity_id, query)
     out: list[tuple[str, dict[str, Any]]] = []
     for attribute, instance_id, doc in db.execute(
@@ -366,29 +371,40 @@ def _read_history(
 
 
 def _history_ends(
-    db: sqlite3.Connection, tenant: str, entity_id: str, query: HistoryQuery, limit: int
-) -> list[tuple[str, dict[str, Any]]]:
-    """lastN (or the first N) instances of each attribute, oldest first: per attribute, a walk
-    of the (entity, attribute, time) index that stops after ``limit`` rows, instead of ranking
-    the whole series (see :func:`_ends_select`)."""
+    db: sqlite3.Connection, tenant: str, entity_ids: Sequence[str], query: HistoryQuery, limit: int
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """lastN (or the first N) instances of each attribute of each entity, oldest first, by
+    entity (those with none left out), in one statement: per (entity, attribute), a walk of the
+    (entity, attribute, time) index that stops after ``limit`` rows, instead of ranking the
+    whole series (see :func:`_ends_select`); a statement per entity cost more than its walks.
+    The attributes of an entity, unless ``query`` names them, come from a skip scan each."""
+    named = sorted(set(query.attributes)) if query.attributes is not None else None
+    pairs = [
+        (entity_id, attribute)
+        for entity_id in dict.fromkeys(entity_ids)
+        for attribute in (named if named is not None else _history_attribute_list(db, tenant, entity_id))
+    ]
+    if not pairs:
+        return {}
+    entity, attribute = "json_extract(p.value, '$[0]')", "json_extract(p.value, '$[1]')"
+    where, params, when = _history_where(tenant, None, query, entity_sql=entity, attribute_sql=attribute)
     newest = query.last_n is not None
-    if query.attributes is not None:
-        attributes = sorted(set(query.attributes))
-    else:
-        attributes = _history_attribute_list(db, tenant, entity_id)
-    out: list[tuple[str, dict[str, Any]]] = []
-    for attribute in attributes:
-        where, params, _ = _history_where(tenant, entity_id, query, attribute_sql="?")
-        params.insert(2, attribute)  # after tenant and entity_id: see _history_where
-        bounded = query.start is not None or query.end is not None
-        sql, copies = _ends_select(where, _TIME_COLUMN[query.timeproperty], newest, bounded=bounded)
-        rows = db.execute(sql, [*params, limit] * copies).fetchall()
-        if copies > 1:  # two index walks (time column set / null): keep the first ``limit``
-            rows.sort(key=lambda row: (row[3], row[4]), reverse=newest)
-            del rows[limit:]
-        rows.sort(key=lambda row: (row[3], row[4]))
-        for _, instance_id, doc, _, _ in rows:
+    bounded = query.start is not None or query.end is not None
+    ends, copies = _ends_select(where, _TIME_COLUMN[query.timeproperty], newest, bounded=bounded)
+    rows = db.execute(
+        f"SELECT p.key, h.instance_id, h.doc, {when} AS t, h.pk FROM json_each(?) AS p"
+        f" JOIN attribute_history h ON h.pk IN (SELECT pk FROM ({ends})) ORDER BY p.key, t, h.pk",
+        [orjson.dumps(pairs).decode(), *[*params, limit] * copies],
+    ).fetchall()
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for key, members in groupby(rows, key=itemgetter(0)):
+        found = list(members)
+        if copies > 1:  # two index walks (time column set / null): keep the ``limit`` nearest the end
+            found = found[-limit:] if newest else found[:limit]
+        entity_id, name = pairs[key]
+        target = out.setdefault(entity_id, [])
+        for _, instance_id, doc, _, _ in found:
             instance = orjson.loads(doc)
             instance["instanceId"] = instance_id
-            out.append((attribute, instance))
+            target.append((name, instance))
     return out
