@@ -126,7 +126,7 @@ class SqliteOutbox(SqliteBase):
             " ORDER BY seq LIMIT ?",
             (_json_key(subscription_id), tenant, subscription_id, limit),
         )
-        return outbox_rows(tenant, subscription_id, rows)
+        return outbox_rows(tenant, subscription_id, [(s, e, orjson.loads(t), p, c) for s, e, t, p, c in rows])
 
     async def ack_outbox(self, tenant: str, subscription_id: str, seq: int) -> None:
         async with self._immediate() as db:
