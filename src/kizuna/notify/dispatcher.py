@@ -72,6 +72,7 @@ class DispatcherConfig:
     batch: int = 50  # outbox rows (of distinct entities) one notification may carry
     lease: float = 30.0  # seconds a process owns a subscription's delivery without renewing
     poll: float = 1.0  # seconds between outbox scans when nothing wakes the dispatcher
+    delivers: bool = True  # False: another process delivers (notify_delivery "process")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatcherConfig:
@@ -81,6 +82,7 @@ class DispatcherConfig:
             batch=settings.notify_batch,
             lease=settings.notify_lease,
             poll=settings.notify_poll,
+            delivers=settings.notify_delivery == "inline",
         )
 
 
@@ -384,13 +386,16 @@ class Dispatcher:
                     await asyncio.gather(*pending)
 
     async def start(self) -> None:
+        """Without ``delivers`` only context source notifications are matched and queued here."""
+        self.csources.start()
+        if not self.config.delivers:
+            return
         await self._release_dead_owners()
         self._tasks = [
             asyncio.create_task(self._scan_loop(), name="kizuna-notify-scan"),
             asyncio.create_task(self._periodic_loop(), name="kizuna-notify-periodic"),
         ]
         self._wake.set()
-        self.csources.start()
 
     async def stop(self) -> None:
         self._stopping = True
