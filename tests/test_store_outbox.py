@@ -149,6 +149,19 @@ async def test_a_subscriptions_rows_are_found_behind_more_than_a_batch_of_others
     assert await store.outbox_subscriptions() == []
 
 
+async def test_a_delivery_moves_the_cursor_and_saves_the_state_together(store: Store) -> None:
+    assert await store.insert_subscription("t", subscription(S1))
+    await queue(store, "t", S1, 2)
+    head = await store.outbox_head("t", S1, 10)
+    await store.ack_outbox("t", S1, head[0].seq, {"timesSent": 1, "status": "ok"})
+    assert [r.entity_id for r in await store.outbox_head("t", S1, 10)] == ["urn:ngsi-ld:E:1"]
+    assert await store.notification_status("t", S1) == {"timesSent": 1, "status": "ok"}
+    await queue(store, "t", S2, 1)  # S2 is no subscription: its state is not kept
+    await store.ack_outbox("t", S2, (await store.outbox_head("t", S2, 1))[0].seq, {"timesSent": 1})
+    assert await store.notification_status("t", S2) is None
+    assert await store.outbox_head("t", S2, 1) == []
+
+
 async def test_leases_are_claimed_once_renewed_released_and_taken_over_when_expired(store: Store) -> None:
     keys = [("t", S1), ("t", S2)]
     assert await store.lease_subscriptions("one", [], 100.0, 110.0) == []

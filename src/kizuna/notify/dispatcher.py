@@ -500,8 +500,11 @@ class Dispatcher:
     # -- status -------------------------------------------------------------------------------------
 
     async def record(self, tenant: str, sub_id: str, ok: bool) -> None:
-        """Clause 5.2.12/5.2.14 delivery state: timesSent, timesFailed, lastNotification,
-        lastSuccess, lastFailure and notification status ok/failed."""
+        await self.store.save_notification_status(tenant, sub_id, await self.next_status(tenant, sub_id, ok))
+
+    async def next_status(self, tenant: str, sub_id: str, ok: bool) -> dict[str, Any]:
+        """Clause 5.2.12/5.2.14 delivery state after one more attempt: timesSent, timesFailed,
+        lastNotification, lastSuccess, lastFailure and notification status ok/failed."""
         status = await self.store.notification_status(tenant, sub_id) or {}
         now = now_iso()
         status["timesSent"] = status.get("timesSent", 0) + 1
@@ -515,7 +518,7 @@ class Dispatcher:
             status["lastFailure"] = now
             status["status"] = "failed"
             status["consecutiveFailures"] = status.get("consecutiveFailures", 0) + 1
-        await self.store.save_notification_status(tenant, sub_id, status)
+        return status
 
 
 class _Worker:
@@ -635,9 +638,11 @@ class _Worker:
                     await self.d.senders.send(message)
                 except DeliveryError as exc:
                     failure = exc
-                if failure is None:
-                    await store.ack_outbox(self.tenant, self.sub_id, batch[-1].seq)
-                await self.d.record(self.tenant, self.sub_id, failure is None)
+                if failure is None:  # the cursor and the delivery state in one commit
+                    status = await self.d.next_status(self.tenant, self.sub_id, True)
+                    await store.ack_outbox(self.tenant, self.sub_id, batch[-1].seq, status)
+                else:
+                    await self.d.record(self.tenant, self.sub_id, False)
             if failure is not None:
                 failures += 1
                 NOTIFICATIONS_RETRIED[channel_of(message.uri)].inc()

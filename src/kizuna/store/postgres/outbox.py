@@ -196,9 +196,14 @@ class PgOutbox(PgBase):
                 return outbox_rows(tenant, subscription_id, found)
 
     @_guarded
-    async def ack_outbox(self, tenant: str, subscription_id: str, seq: int) -> None:
+    async def ack_outbox(
+        self, tenant: str, subscription_id: str, seq: int, status: dict[str, Any] | None = None
+    ) -> None:
+        schema = await self._schema(tenant)
         async with self._transaction() as (conn, _):
             await _advance(conn, tenant, subscription_id, seq)
+            if status is not None and schema is not None:
+                await _save_status(conn, schema, tenant, subscription_id, status)
 
     @_guarded
     async def drop_outbox(self, tenant: str, subscription_id: str) -> None:
@@ -221,16 +226,8 @@ class PgOutbox(PgBase):
         schema = await self._schema(tenant)
         if schema is None:
             return
-        await self.pool.execute(
-            "INSERT INTO kizuna.notification_status (tenant, subscription_id, doc)"
-            " SELECT $1::text, $2::text, $3::bytea"
-            f" WHERE EXISTS (SELECT 1 FROM {schema}.subscriptions WHERE id = $2)"
-            f" OR EXISTS (SELECT 1 FROM {schema}.documents WHERE kind = 'csourceSubscription' AND id = $2)"
-            " ON CONFLICT (tenant, subscription_id) DO UPDATE SET doc = excluded.doc",
-            tenant,
-            subscription_id,
-            orjson.dumps(status),
-        )
+        async with self.pool.acquire() as conn:
+            await _save_status(conn, schema, tenant, subscription_id, status)
 
 
 class OutboxWrites(PgTransaction):
@@ -261,6 +258,22 @@ class OutboxWrites(PgTransaction):
             time.time(),
         )
         await _announce(self.conn, "outbox", "")
+
+
+async def _save_status(
+    conn: asyncpg.Connection, schema: str, tenant: str, subscription_id: str, status: dict[str, Any]
+) -> None:
+    """Kept only while the (entity or csource) subscription exists."""
+    await conn.execute(
+        "INSERT INTO kizuna.notification_status (tenant, subscription_id, doc)"
+        " SELECT $1::text, $2::text, $3::bytea"
+        f" WHERE EXISTS (SELECT 1 FROM {schema}.subscriptions WHERE id = $2)"
+        f" OR EXISTS (SELECT 1 FROM {schema}.documents WHERE kind = 'csourceSubscription' AND id = $2)"
+        " ON CONFLICT (tenant, subscription_id) DO UPDATE SET doc = excluded.doc",
+        tenant,
+        subscription_id,
+        orjson.dumps(status),
+    )
 
 
 async def _bump_subscription_version(conn: asyncpg.Connection, schema: str, tenant: str) -> None:
