@@ -192,8 +192,8 @@ def create_app(settings: Settings) -> Starlette:
             subscription_cache.invalidate(None if everything else key)
         if everything or topic == "contexts":
             contexts.follow(None if everything else key)
-        if everything or topic in ("outbox", "subscriptions", "entities"):
-            dispatcher.wake()  # "entities": SQLite's writes queue rows without telling "outbox"
+        if everything or topic in ("outbox", "subscriptions"):
+            dispatcher.wake()
         if everything or topic == "permissions":
             policy.changed(None if everything else key)
         if everything or topic == "registrations":
