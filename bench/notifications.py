@@ -9,16 +9,20 @@ attribute of random lights, a new value each request:
    receiver (a thread of this process that answers 204 and counts), while the node delivers.
 
 It prints both writes/s, their ratio (the figure to compare across runs and machines: both
-measured in the same run) and, once the outbox is empty (read from the node's ``/metrics``),
-the notifications and entity changes delivered per second from the start of (2).
+measured in the same run), the changes not yet delivered when the writes of (2) stopped (a
+higher write rate that only defers deliveries shows there) and, once the outbox is empty (read
+from the node's ``/metrics``), the notifications and entity changes delivered per second from
+the start of (2). ``--delivery`` (repeatable) measures each store with each
+``--notify-delivery`` of the node, a fresh node each.
 
     .venv/bin/python bench/notifications.py [--store sqlite --store postgresql] \\
-        [--subscriptions 100] [--seconds 8] [--connections 8]
+        [--delivery inline --delivery process] [--subscriptions 100] [--seconds 8] [--connections 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -92,6 +96,12 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=100, help="matching subscriptions (default 100)")
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each wrk run (default 8)")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
+    parser.add_argument(
+        "--delivery",
+        action="append",
+        choices=("inline", "process"),
+        help="the node's --notify-delivery; repeat for both (default: inline, the node's default)",
+    )
     args = parser.parse_args()
     _wrk.require()
     print(
@@ -103,12 +113,14 @@ def main() -> None:
     server = receiver(counter)
     target = f"http://127.0.0.1:{server.server_address[1]}/notify"
     try:
-        for spec in stores_of(args):
+        for spec, delivery in itertools.product(stores_of(args), args.delivery or ["inline"]):
             counter.requests = counter.entities = 0
+            # inline is not passed: the code of a release without the setting can be measured
+            extra = ["--notify-delivery", delivery] if delivery != "inline" else []
             with (
                 scratch("kizuna-bench-n-") as tmp,
                 backing_store(spec, tmp) as store,
-                serve(store, tmp) as port,
+                serve(store, tmp, extra=extra) as port,
                 httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
             ):
                 for n in range(ENTITIES):
@@ -126,11 +138,12 @@ def main() -> None:
                     assert client.post(f"{API}/subscriptions", json=sub).status_code == 201
                 started = time.perf_counter()
                 subscribed = _wrk.measure(port, PATCH_COUNTER, args.seconds, args.connections, tmp)
+                backlog = pending(client)
                 deadline = time.monotonic() + 600
                 while (left := pending(client)) and time.monotonic() < deadline:
                     time.sleep(0.2)
             elapsed = counter.last - started
-            print(f"\n{store.description}")
+            print(f"\n{store.description}; --notify-delivery {delivery}")
             print(ROW.format("PATCH /entities/{id}/attrs", "writes/s", "p50 ms", "p99 ms", "ratio"))
             for name, m in (("no subscription", plain), (f"{args.subscriptions} matching", subscribed)):
                 print(
@@ -140,7 +153,9 @@ def main() -> None:
                 )
             print(
                 f"delivered: {counter.requests} notifications ({counter.requests / elapsed:.0f}/s),"
-                f" {counter.entities} entity changes ({counter.entities / elapsed:.0f}/s)"
+                f" {counter.entities} entity changes ({counter.entities / elapsed:.0f}/s);"
+                f" {backlog:.0f} changes undelivered when the writes stopped, all delivered"
+                f" {elapsed - args.seconds:.1f} s after"
             )
             if left:
                 print(f"INCOMPLETE: {left:.0f} outbox rows not delivered after 600 s")

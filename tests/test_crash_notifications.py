@@ -25,12 +25,13 @@ CLIENTS = 4
 CITY = "https://example.org/city#"
 
 
-def start_node(store: Path, port: int) -> subprocess.Popen[bytes]:
+def start_node(store: Path, port: int, delivery: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KIZUNA_NOTIFY_BACKOFF_BASE": "0.05",
         "KIZUNA_NOTIFY_BACKOFF_CAP": "0.5",
         "KIZUNA_NOTIFY_POLL": "0.2",
+        "KIZUNA_NOTIFY_DELIVERY": delivery,
     }
     process = subprocess.Popen(
         [
@@ -82,12 +83,13 @@ def stream(base: str, values: list[int], acked: set[int], stop: threading.Event)
 
 
 @pytest.mark.crash
-def test_kill_9_mid_stream_loses_no_committed_notification(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delivery", ["inline", "process"])  # process: the kill takes its child too
+def test_kill_9_mid_stream_loses_no_committed_notification(tmp_path: Path, delivery: str) -> None:
     receiver = Receiver()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     store = tmp_path / "kizuna.db"
-    node = start_node(store, port)
+    node = start_node(store, port, delivery)
     try:
         with httpx.Client(base_url=base) as client:
             sub = {
@@ -122,7 +124,7 @@ def test_kill_9_mid_stream_loses_no_committed_notification(tmp_path: Path) -> No
             t.join(30)
         killed_after = len(acked)
 
-        node = start_node(store, port)
+        node = start_node(store, port, delivery)
         stop = threading.Event()
         threads = [
             threading.Thread(target=stream, args=(base, second[i::CLIENTS], acked, stop))

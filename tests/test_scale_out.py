@@ -114,6 +114,20 @@ def test_workers_behind_one_port_notify_each_change_once(
     exactly_once(receiver, [(f"urn:ngsi-ld:Streetlight:{n}", "ok") for n in range(20)])
 
 
+def test_a_delivery_process_notifies_what_the_workers_queue_once(
+    serve: Callable[..., str], postgres_url: str, receiver: Receiver
+) -> None:
+    """``--notify-delivery process``: the workers only queue, one more process delivers."""
+    base = serve("--store", postgres_url, "--workers", "2", "--notify-delivery", "process")
+    assert httpx.post(base + SUBSCRIPTIONS, json=subscription(receiver.url)).status_code == 201
+    with httpx.Client(base_url=base) as client:
+        for n in range(20):
+            entity = streetlight(f"urn:ngsi-ld:Streetlight:{n}")
+            response = client.post(ENTITIES, json=entity, headers={"Connection": "close"})
+            assert response.status_code == 201
+    exactly_once(receiver, [(f"urn:ngsi-ld:Streetlight:{n}", "ok") for n in range(20)])
+
+
 def test_postgresql_restarting_under_load_costs_503s_and_no_acknowledged_write(
     serve: Callable[..., str], postgres_cluster: Any, postgres_url: str
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import pytest
 
@@ -198,6 +199,25 @@ async def test_stores_on_one_database_hear_the_changes_each_other_commits(any_st
             ("contexts", "abc"),
             ("registrations", "duisburg"),
         ]
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_change_queued_for_notification_is_heard_by_the_other_stores(any_store_url: str) -> None:
+    """What wakes a delivery process (``--notify-delivery process``) when a worker queues rows."""
+    one, two = open_store(any_store_url), open_store(any_store_url)
+    heard: list[str] = []
+    two.listen(lambda topic, key: heard.append(topic))
+    await one.open()
+    await two.open()
+    try:
+        async with one.write("t") as tx:
+            await tx.add_outbox([("urn:ngsi-ld:Subscription:1", "urn:ngsi-ld:E:1", "update", b"{}")])
+        deadline = time.monotonic() + 5
+        while "outbox" not in heard and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert "outbox" in heard
     finally:
         await one.close()
         await two.close()

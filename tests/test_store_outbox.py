@@ -122,6 +122,46 @@ async def test_one_row_per_change_serves_every_subscription_and_goes_once_all_ha
     assert [r.entity_id for r in await store.outbox_head("t", S2, 10)] == ["urn:ngsi-ld:E:9"]
 
 
+async def test_a_subscriptions_rows_are_found_behind_more_than_a_batch_of_others(store: Store) -> None:
+    """Rows are read by their targets' hash, the targets of a new hash once: a read whose whole
+    batch names other subscriptions must read on, and targets with the same subscriptions but
+    other triggers are other targets."""
+    for sub_id in (S1, S2):
+        assert await store.insert_subscription("t", subscription(sub_id))
+    await queue(store, "t", S1, 5)
+    a, b = orjson.dumps({"a": 1}), orjson.dumps({"b": 1})
+    for trigger_1, trigger_2 in (("create", "update"), ("update", "create")):
+        async with store.write("t") as tx:
+            await tx.add_outbox(
+                [(S1, "urn:ngsi-ld:E:x", trigger_1, a), (S2, "urn:ngsi-ld:E:x", trigger_2, b)]
+            )
+    head = await store.outbox_head("t", S2, 2)
+    assert [(r.trigger, r.payload) for r in head] == [("update", {"b": 1}), ("create", {"b": 1})]
+    await store.ack_outbox("t", S2, head[-1].seq)
+    assert await store.outbox_head("t", S2, 2) == []
+    rows = await store.outbox_head("t", S1, 10)
+    assert [r.trigger for r in rows] == ["create"] * 6 + ["update"]
+    assert (await store.vitals("t", [])).outbox_rows == 7  # S1 has passed none
+    await store.ack_outbox("t", S1, rows[4].seq)
+    assert (await store.vitals("t", [])).outbox_rows == 2
+    await store.ack_outbox("t", S1, rows[-1].seq)
+    assert (await store.vitals("t", [])).outbox_rows == 0
+    assert await store.outbox_subscriptions() == []
+
+
+async def test_a_delivery_moves_the_cursor_and_saves_the_state_together(store: Store) -> None:
+    assert await store.insert_subscription("t", subscription(S1))
+    await queue(store, "t", S1, 2)
+    head = await store.outbox_head("t", S1, 10)
+    await store.ack_outbox("t", S1, head[0].seq, {"timesSent": 1, "status": "ok"})
+    assert [r.entity_id for r in await store.outbox_head("t", S1, 10)] == ["urn:ngsi-ld:E:1"]
+    assert await store.notification_status("t", S1) == {"timesSent": 1, "status": "ok"}
+    await queue(store, "t", S2, 1)  # S2 is no subscription: its state is not kept
+    await store.ack_outbox("t", S2, (await store.outbox_head("t", S2, 1))[0].seq, {"timesSent": 1})
+    assert await store.notification_status("t", S2) is None
+    assert await store.outbox_head("t", S2, 1) == []
+
+
 async def test_leases_are_claimed_once_renewed_released_and_taken_over_when_expired(store: Store) -> None:
     keys = [("t", S1), ("t", S2)]
     assert await store.lease_subscriptions("one", [], 100.0, 110.0) == []

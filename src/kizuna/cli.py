@@ -265,14 +265,18 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
 APP_FACTORY = "kizuna.app:app_from_env"
 
 
-def serve_node(settings: Settings) -> None:
-    from kizuna.access.authenticator import access_mode
-
+def log_to_stderr(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
         stream=sys.stderr,
     )
+
+
+def serve_node(settings: Settings) -> None:
+    from kizuna.access.authenticator import access_mode
+
+    log_to_stderr(settings)
     try:
         _, warning = access_mode(settings)
     except ValueError as error:
@@ -281,13 +285,14 @@ def serve_node(settings: Settings) -> None:
         logging.getLogger("kizuna").warning(warning)
     import os
 
+    from kizuna.notify.process import delivery_process
     from kizuna.processes import SUPERVISOR_ENV
 
     # The factory re-reads the settings from the environment in each worker process.
     for name, value in _as_env(settings).items():
         os.environ[name] = value
     os.environ[SUPERVISOR_ENV] = str(os.getpid())  # see kizuna.processes.die_with_supervisor
-    with _metrics_dir(settings):
+    with _metrics_dir(settings), delivery_process(settings):
         if settings.http_server == "granian":
             _serve_granian(settings)
         else:
@@ -296,14 +301,15 @@ def serve_node(settings: Settings) -> None:
 
 @contextlib.contextmanager
 def _metrics_dir(settings: Settings) -> Iterator[None]:
-    """With several workers, a private directory where each keeps its counts (prometheus_client's
-    multiprocess mode), so that a scrape answered by any of them adds up all; it goes with the
-    node, since the counts of a node that stopped mean nothing to the next."""
+    """With several processes (workers, the delivery process), a private directory where each
+    keeps its counts (prometheus_client's multiprocess mode), so that a scrape answered by any of
+    them adds up all; it goes with the node, since the counts of a node that stopped mean nothing
+    to the next."""
     import os
     import shutil
     import tempfile
 
-    if settings.workers <= 1 or settings.metrics != "on":
+    if (settings.workers <= 1 and settings.notify_delivery == "inline") or settings.metrics != "on":
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process counts in memory
         yield
         return

@@ -117,6 +117,12 @@ class Settings:
     notify_batch: int = _setting(50, "most entity changes (outbox rows) per notification")
     notify_lease: float = _setting(30.0, "seconds a process owns a subscription's delivery without renewing")
     notify_poll: float = _setting(1.0, "seconds between outbox scans when nothing wakes the dispatcher")
+    notify_delivery: str = _setting(
+        "inline",
+        "`inline`: each worker process delivers notifications beside its requests; `process`: one"
+        " more process of the node delivers them all, off the workers' event loops (docs/notifications.md)",
+        choices=("inline", "process"),
+    )
     # Access control (docs/security.md)
     auth: str | None = _setting(
         None,

@@ -1,4 +1,5 @@
-"""Delivery of one notification over HTTP(S) (httpx) or MQTT (aiomqtt, MQTT 3.1.1 and 5).
+"""Delivery of one notification over HTTP (:mod:`kizuna.notify.http1`), HTTPS (httpx) or MQTT
+(aiomqtt, MQTT 3.1.1 and 5).
 
 A sender raises :class:`DeliveryError` for anything that is not a success (a non-2xx status, a
 timeout, a refused or closed connection, an address the outbound gate refuses), so the
@@ -20,6 +21,7 @@ import orjson
 
 from kizuna.errors import DeliveryError
 from kizuna.metrics import NOTIFICATIONS_FAILED, NOTIFICATIONS_SENT
+from kizuna.notify.http1 import PlainHttp
 from kizuna.outbound import UNREACHABLE, OutboundGate, summary
 
 
@@ -39,30 +41,36 @@ class Message:
 # dispatcher's time in a py-spy profile. Requests take the pools in turn, each holding an eighth:
 # 100 tasks x 20 POSTs to a local receiver took 5.3-5.7 s of CPU with 8 pools, 8.6-9.4 s with one.
 POOLS = 8
+# What a plain HTTP exchange may raise besides OSError: an answer cut short, a line too long.
+BROKEN_ANSWER = (EOFError, ValueError, asyncio.LimitOverrunError)
 
 
 class HttpSender:
     def __init__(self, gate: OutboundGate) -> None:
+        self._plain = PlainHttp(gate)
         # Per-request timeouts keep a slow subscriber from holding others.
         limits = httpx.Limits(max_connections=512 // POOLS, max_keepalive_connections=128 // POOLS)
         self._clients = [gate.client(limits=limits) for _ in range(POOLS)]
         self._turn = itertools.cycle(self._clients)
 
     async def send(self, message: Message) -> int:
+        body = orjson.dumps(message.body)
         try:
-            response = await next(self._turn).post(
-                message.uri,
-                content=orjson.dumps(message.body),
-                headers=message.headers,
-                timeout=httpx.Timeout(message.timeout),
-            )
-        except UNREACHABLE as exc:
+            if message.uri[:7].lower() == "http://":
+                status = await self._plain.post(message.uri, message.headers, body, message.timeout)
+            else:
+                response = await next(self._turn).post(
+                    message.uri, content=body, headers=message.headers, timeout=httpx.Timeout(message.timeout)
+                )
+                status = response.status_code
+        except (*UNREACHABLE, *BROKEN_ANSWER) as exc:
             raise DeliveryError(summary(exc)) from None
-        if not 200 <= response.status_code < 300:
-            raise DeliveryError(f"HTTP {response.status_code}")
-        return response.status_code
+        if not 200 <= status < 300:
+            raise DeliveryError(f"HTTP {status}")
+        return status
 
     async def close(self) -> None:
+        await self._plain.close()
         for client in self._clients:
             await client.aclose()
 

@@ -482,8 +482,12 @@ class OutboxStore(Protocol):
     async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
         """The oldest pending rows of one subscription, in commit order."""
 
-    async def ack_outbox(self, tenant: str, subscription_id: str, seq: int) -> None:
-        """The subscription's rows up to ``seq`` are delivered: move its cursor there (never back)."""
+    async def ack_outbox(
+        self, tenant: str, subscription_id: str, seq: int, status: dict[str, Any] | None = None
+    ) -> None:
+        """The subscription's rows up to ``seq`` are delivered: move its cursor there (never back)
+        and, with ``status``, save it as the delivery state in the same transaction (one commit
+        per notification delivered, not two, as :meth:`save_notification_status` does)."""
 
     async def drop_outbox(self, tenant: str, subscription_id: str) -> None:
         """Give up a subscription's pending rows, lease and delivery state."""

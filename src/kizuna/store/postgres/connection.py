@@ -22,7 +22,7 @@ import orjson
 
 from kizuna.errors import ServiceUnavailable
 from kizuna.store import ChangeListener
-from kizuna.store.common import PendingChange, TemporalTouch
+from kizuna.store.common import PendingChange, TargetSets, TemporalTouch
 from kizuna.store.postgres.schema import TENANT_MIGRATIONS, _quote, schema_for, tenant_version
 
 _PAGE = 500
@@ -129,6 +129,7 @@ class PgBase:
         self._schemas: dict[str, str] = {"": _quote(schema_for(""))}
         self._listeners: list[ChangeListener] = []
         self._follower: asyncio.Task[None] | None = None
+        self._target_sets = TargetSets()
 
     @property
     def pool(self) -> asyncpg.Pool:

@@ -97,13 +97,14 @@ class PgOutbox(PgBase):
 
     @_guarded
     async def outbox_subscriptions(self) -> list[tuple[str, str]]:
-        """Changes naming the same subscriptions share their targets: each distinct targets is
-        read once, with its newest change (a subscription is owed something if its cursor is
-        behind that), not every change's."""
+        """Changes naming the same subscriptions share their targets: the changes are grouped by
+        the targets' hash and each group's newest change is read (a subscription is owed something
+        if its cursor is behind that), not every change's targets."""
         rows = await self.pool.fetch(
-            "SELECT DISTINCT c.tenant, t.key FROM (SELECT tenant, targets, max(seq) AS last"
-            " FROM kizuna.notification_changes GROUP BY tenant, targets) c"
-            " CROSS JOIN LATERAL jsonb_object_keys(c.targets) AS t(key)"
+            "SELECT DISTINCT c.tenant, t.key FROM (SELECT tenant, targets_hash, max(seq) AS last"
+            " FROM kizuna.notification_changes GROUP BY tenant, targets_hash) c"
+            " JOIN kizuna.notification_changes r ON r.seq = c.last"
+            " CROSS JOIN LATERAL jsonb_object_keys(r.targets) AS t(key)"
             " LEFT JOIN kizuna.notification_cursors k ON k.tenant = c.tenant AND k.subscription_id = t.key"
             " WHERE c.last > coalesce(k.seq, 0)"
         )
@@ -165,22 +166,44 @@ class PgOutbox(PgBase):
 
     @_guarded
     async def outbox_head(self, tenant: str, subscription_id: str, limit: int) -> list[OutboxRow]:
-        rows = await self.pool.fetch(
-            "SELECT seq, entity_id, (targets -> $2)::text, payloads, created_at"
-            " FROM kizuna.notification_changes WHERE tenant = $1"
-            " AND seq > coalesce((SELECT seq FROM kizuna.notification_cursors"
-            " WHERE tenant = $1 AND subscription_id = $2), 0) AND jsonb_exists(targets, $2)"
-            " ORDER BY seq LIMIT $3",
-            tenant,
-            subscription_id,
-            limit,
-        )
-        return outbox_rows(tenant, subscription_id, rows)
+        """The rows are read without their targets (see :class:`TargetSets`); those of a hash
+        not seen yet once per hash. Rows of hashes that turn out not to name the subscription are
+        skipped by the next read."""
+        sets = self._target_sets
+        while True:
+            rows = await self.pool.fetch(
+                "SELECT seq, entity_id, targets_hash, payloads, created_at"
+                " FROM kizuna.notification_changes WHERE tenant = $1"
+                " AND seq > coalesce((SELECT seq FROM kizuna.notification_cursors"
+                " WHERE tenant = $1 AND subscription_id = $2), 0) AND targets_hash <> ALL($3::bytea[])"
+                " ORDER BY seq LIMIT $4",
+                tenant,
+                subscription_id,
+                sets.skipped(subscription_id),
+                limit,
+            )
+            unknown = {digest: seq for seq, _, digest, _, _ in rows if digest not in sets}
+            if unknown:
+                sets.learn(
+                    await self.pool.fetch(
+                        "SELECT targets_hash, targets::text FROM kizuna.notification_changes"
+                        " WHERE seq = ANY($1::bigint[])",
+                        list(unknown.values()),
+                    )
+                )
+            found, _ = sets.named(subscription_id, rows)
+            if found or not rows:
+                return outbox_rows(tenant, subscription_id, found)
 
     @_guarded
-    async def ack_outbox(self, tenant: str, subscription_id: str, seq: int) -> None:
+    async def ack_outbox(
+        self, tenant: str, subscription_id: str, seq: int, status: dict[str, Any] | None = None
+    ) -> None:
+        schema = await self._schema(tenant)
         async with self._transaction() as (conn, _):
             await _advance(conn, tenant, subscription_id, seq)
+            if status is not None and schema is not None:
+                await _save_status(conn, schema, tenant, subscription_id, status)
 
     @_guarded
     async def drop_outbox(self, tenant: str, subscription_id: str) -> None:
@@ -203,16 +226,8 @@ class PgOutbox(PgBase):
         schema = await self._schema(tenant)
         if schema is None:
             return
-        await self.pool.execute(
-            "INSERT INTO kizuna.notification_status (tenant, subscription_id, doc)"
-            " SELECT $1::text, $2::text, $3::bytea"
-            f" WHERE EXISTS (SELECT 1 FROM {schema}.subscriptions WHERE id = $2)"
-            f" OR EXISTS (SELECT 1 FROM {schema}.documents WHERE kind = 'csourceSubscription' AND id = $2)"
-            " ON CONFLICT (tenant, subscription_id) DO UPDATE SET doc = excluded.doc",
-            tenant,
-            subscription_id,
-            orjson.dumps(status),
-        )
+        async with self.pool.acquire() as conn:
+            await _save_status(conn, schema, tenant, subscription_id, status)
 
 
 class OutboxWrites(PgTransaction):
@@ -245,6 +260,22 @@ class OutboxWrites(PgTransaction):
         await _announce(self.conn, "outbox", "")
 
 
+async def _save_status(
+    conn: asyncpg.Connection, schema: str, tenant: str, subscription_id: str, status: dict[str, Any]
+) -> None:
+    """Kept only while the (entity or csource) subscription exists."""
+    await conn.execute(
+        "INSERT INTO kizuna.notification_status (tenant, subscription_id, doc)"
+        " SELECT $1::text, $2::text, $3::bytea"
+        f" WHERE EXISTS (SELECT 1 FROM {schema}.subscriptions WHERE id = $2)"
+        f" OR EXISTS (SELECT 1 FROM {schema}.documents WHERE kind = 'csourceSubscription' AND id = $2)"
+        " ON CONFLICT (tenant, subscription_id) DO UPDATE SET doc = excluded.doc",
+        tenant,
+        subscription_id,
+        orjson.dumps(status),
+    )
+
+
 async def _bump_subscription_version(conn: asyncpg.Connection, schema: str, tenant: str) -> None:
     await conn.execute(f"UPDATE {schema}.subscription_version SET version = version + 1")
     await _announce(conn, "subscriptions", tenant)
@@ -264,11 +295,12 @@ async def _forget_notifications(conn: asyncpg.Connection, tenant: str, subscript
 
 async def _advance(conn: asyncpg.Connection, tenant: str, subscription_id: str, seq: int) -> None:
     """Move a subscription's cursor to ``seq`` (never back), and delete the changes it passed
-    that every subscription they name has passed too. The tenant's outbox collection is
-    serialised by a transaction's advisory lock (row locks would write every passed row once per
-    subscription), so that of two processes moving the cursors of one change's subscriptions at
-    once, the second waits for the first and then sees its cursor (READ COMMITTED: a new snapshot
-    per statement)."""
+    that every subscription they name has passed too (those of one targets' hash at once, by
+    the targets of the newest of them; changes of other subscriptions in between too). The
+    tenant's outbox collection is serialised by a transaction's advisory lock (row locks would
+    write every passed row once per subscription), so that of two processes moving the cursors
+    of one change's subscriptions at once, the second waits for the first and then sees its
+    cursor (READ COMMITTED: a new snapshot per statement)."""
     before = await conn.fetchval(
         "SELECT seq FROM kizuna.notification_cursors WHERE tenant = $1 AND subscription_id = $2 FOR UPDATE",
         tenant,
@@ -286,19 +318,18 @@ async def _advance(conn: asyncpg.Connection, tenant: str, subscription_id: str, 
     )
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('kizuna.notification_changes:' || $1))", tenant)
     passed = await conn.fetch(  # a statement of its own: its snapshot is taken after the lock
-        "SELECT g.targets::text, min(coalesce(k.seq, 0)) FROM (SELECT DISTINCT targets"
+        "SELECT g.targets_hash, min(coalesce(k.seq, 0)) FROM (SELECT targets_hash, max(seq) AS last"
         " FROM kizuna.notification_changes WHERE tenant = $1 AND seq > $2 AND seq <= $3"
-        " AND jsonb_exists(targets, $4)) g"
-        " CROSS JOIN LATERAL jsonb_object_keys(g.targets) AS t(key)"
+        " GROUP BY targets_hash) g JOIN kizuna.notification_changes r ON r.seq = g.last"
+        " CROSS JOIN LATERAL jsonb_object_keys(r.targets) AS t(key)"
         " LEFT JOIN kizuna.notification_cursors k ON k.tenant = $1 AND k.subscription_id = t.key"
-        " GROUP BY g.targets",
+        " GROUP BY g.targets_hash",
         tenant,
         before,
         seq,
-        subscription_id,
     )
     await conn.executemany(
         "DELETE FROM kizuna.notification_changes WHERE tenant = $1 AND seq > $2 AND seq <= $3"
-        " AND targets = $4::jsonb",
-        [(tenant, before, min(seq, upto), targets) for targets, upto in passed if upto > before],
+        " AND targets_hash = $4",
+        [(tenant, before, min(seq, upto), digest) for digest, upto in passed if upto > before],
     )

@@ -126,11 +126,15 @@ class SqliteOutbox(SqliteBase):
             " ORDER BY seq LIMIT ?",
             (_json_key(subscription_id), tenant, subscription_id, limit),
         )
-        return outbox_rows(tenant, subscription_id, rows)
+        return outbox_rows(tenant, subscription_id, [(s, e, orjson.loads(t), p, c) for s, e, t, p, c in rows])
 
-    async def ack_outbox(self, tenant: str, subscription_id: str, seq: int) -> None:
+    async def ack_outbox(
+        self, tenant: str, subscription_id: str, seq: int, status: dict[str, Any] | None = None
+    ) -> None:
         async with self._immediate() as db:
             _advance(db, tenant, subscription_id, seq)
+            if status is not None:
+                _save_status(db, tenant, subscription_id, status)
 
     async def drop_outbox(self, tenant: str, subscription_id: str) -> None:
         async with self._immediate() as db:
@@ -147,17 +151,7 @@ class SqliteOutbox(SqliteBase):
         self, tenant: str, subscription_id: str, status: dict[str, Any]
     ) -> None:
         async with self._immediate() as db:
-            if db.execute(
-                "SELECT 1 FROM subscriptions WHERE tenant = ? AND id = ?"
-                " UNION ALL SELECT 1 FROM documents"
-                " WHERE kind = 'csourceSubscription' AND tenant = ? AND id = ?",
-                (tenant, subscription_id, tenant, subscription_id),
-            ).fetchone():
-                db.execute(
-                    "INSERT OR REPLACE INTO notification_status (tenant, subscription_id, doc)"
-                    " VALUES (?, ?, ?)",
-                    (tenant, subscription_id, orjson.dumps(status)),
-                )
+            _save_status(db, tenant, subscription_id, status)
 
 
 class OutboxWrites(SqliteTransaction):
@@ -239,6 +233,20 @@ def _advance(db: sqlite3.Connection, tenant: str, subscription_id: str, seq: int
         "DELETE FROM notification_changes WHERE tenant = ? AND seq > ? AND seq <= ? AND targets = ?",
         [(tenant, before, min(seq, upto), targets) for targets, upto in passed if upto > before],
     )
+
+
+def _save_status(db: sqlite3.Connection, tenant: str, subscription_id: str, status: dict[str, Any]) -> None:
+    """Kept only while the (entity or csource) subscription exists."""
+    if db.execute(
+        "SELECT 1 FROM subscriptions WHERE tenant = ? AND id = ?"
+        " UNION ALL SELECT 1 FROM documents"
+        " WHERE kind = 'csourceSubscription' AND tenant = ? AND id = ?",
+        (tenant, subscription_id, tenant, subscription_id),
+    ).fetchone():
+        db.execute(
+            "INSERT OR REPLACE INTO notification_status (tenant, subscription_id, doc) VALUES (?, ?, ?)",
+            (tenant, subscription_id, orjson.dumps(status)),
+        )
 
 
 def _json_key(key: str) -> str:

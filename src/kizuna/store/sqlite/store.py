@@ -68,7 +68,8 @@ class SqliteStore(
         self._db = db
         seen = db.execute("SELECT max(seq) FROM changes").fetchone()[0] or 0
         logged = db.execute("SELECT max(seq) FROM entity_changes").fetchone()[0] or 0
-        self._follower = asyncio.create_task(self._follow(seen, logged), name="kizuna-sqlite-changes")
+        queued = db.execute("SELECT max(seq) FROM notification_changes").fetchone()[0] or 0
+        self._follower = asyncio.create_task(self._follow(seen, logged, queued), name="kizuna-sqlite-changes")
 
     async def schema_mismatch(self) -> str | None:
         return mismatch(self.db)
@@ -80,12 +81,14 @@ class SqliteStore(
         async with self._immediate() as db:
             _announce(db, topic, key)
 
-    async def _follow(self, seen: int, logged: int) -> None:
+    async def _follow(self, seen: int, logged: int, queued: int) -> None:
         """Poll the ``changes`` table that other processes on this file (``--workers``) append to
         in their commits. Sequence numbers are gap-free (AUTOINCREMENT, rolled back with their
         transaction), so a gap means pruned rows were missed: then everything may have changed.
         The entity change log is its own feed: the tenants it grew in are told ``entities``
-        (this process's own writes were told at their commit, and are told again)."""
+        (this process's own writes were told at their commit, and are told again). So is the
+        outbox: ``outbox`` when changes were queued (seqs only grow, AUTOINCREMENT), which wakes
+        a delivery process (``--notify-delivery process``) without a feed row per write."""
         while True:
             await asyncio.sleep(CHANGE_POLL)
             try:
@@ -95,6 +98,7 @@ class SqliteStore(
                 grown = self.db.execute(
                     "SELECT tenant, max(seq) FROM entity_changes WHERE seq > ? GROUP BY tenant", (logged,)
                 ).fetchall()
+                top = self.db.execute("SELECT max(seq) FROM notification_changes").fetchone()[0] or 0
             except sqlite3.Error:
                 log.exception("cannot read the change feed")
                 continue
@@ -103,9 +107,12 @@ class SqliteStore(
             for seq, topic, key in rows:
                 tell(self._listeners, topic, key)
                 seen = seq
-            for tenant, top in grown:
+            for tenant, last in grown:
                 tell(self._listeners, "entities", tenant)
-                logged = max(logged, top)
+                logged = max(logged, last)
+            if top > queued:
+                tell(self._listeners, "outbox", "")
+                queued = top
 
     async def close(self) -> None:
         await stop_task(self._follower)
