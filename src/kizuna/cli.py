@@ -265,16 +265,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
 APP_FACTORY = "kizuna.app:app_from_env"
 
 
-def log_to_stderr(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
-        stream=sys.stderr,
-    )
-
-
 def serve_node(settings: Settings) -> None:
     from kizuna.access.authenticator import access_mode
+    from kizuna.processes import SUPERVISOR_ENV, log_to_stderr
 
     log_to_stderr(settings)
     try:
@@ -285,8 +278,7 @@ def serve_node(settings: Settings) -> None:
         logging.getLogger("kizuna").warning(warning)
     import os
 
-    from kizuna.notify.process import delivery_process
-    from kizuna.processes import SUPERVISOR_ENV
+    from kizuna.delivery_process import delivery_process
 
     # The factory re-reads the settings from the environment in each worker process.
     for name, value in _as_env(settings).items():

@@ -1,12 +1,16 @@
-"""Whether a process on this host still runs: the dispatcher frees a dead process's leases, and
-a scrape drops a killed worker's live gauges, by the pid each left behind."""
+"""The node's processes: whether one on this host still runs (the dispatcher frees a dead
+process's leases, and a scrape drops a killed worker's live gauges, by the pid each left
+behind), each ending with the ``kizuna serve`` that started it, and each logging alike."""
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
+
+from kizuna.config import Settings
 
 
 def alive(pid: int) -> bool:
@@ -38,3 +42,12 @@ def die_with_supervisor() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != int(supervisor):  # it ended before the prctl: no signal will come
         os._exit(1)
+
+
+def log_to_stderr(settings: Settings) -> None:
+    """One JSON object per line on stderr, in every process of the node."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
+        stream=sys.stderr,
+    )

@@ -46,7 +46,7 @@ def delivery_process(settings: Settings) -> Iterator[None]:
             with lock:
                 if stopping.is_set():
                     return
-                process = subprocess.Popen([sys.executable, "-m", "kizuna.notify.process"])
+                process = subprocess.Popen([sys.executable, "-m", "kizuna.delivery_process"])
                 running[:] = [process]
             code = process.wait()
             if not stopping.is_set():
@@ -82,8 +82,7 @@ def main() -> None:
     import uvloop
 
     from kizuna.app import create_app
-    from kizuna.cli import log_to_stderr
-    from kizuna.processes import die_with_supervisor
+    from kizuna.processes import die_with_supervisor, log_to_stderr
 
     die_with_supervisor()
     # The node's settings, but delivering here, and the metrics port left to the workers.
