@@ -161,7 +161,7 @@ def render_instance(instance: dict[str, Any], terms: TermMap, view: View) -> Any
         chosen, value = _pick_language(value, view.lang)
         if form == "keyValues":
             return value
-        kind, member, value = "Property", "value", value
+        kind, member = "Property", "value"
         out: dict[str, Any] = {"type": kind} if form == "normalized" else {}
         out["value"], out["lang"] = value, chosen
     elif form == "keyValues":
